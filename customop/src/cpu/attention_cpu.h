@@ -1,0 +1,47 @@
+// CPU kernel of SwitchableAttention (dense = GroupQueryAttention, sparse = InfLLM-V2).
+// No ONNX Runtime types: the ORT glue (src/ort) and the native tests call it alike.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "common/float16.h"
+#include "infllmv2/attention_params.h"
+
+namespace infllmv2::cpu {
+
+// Runs fn(i) for every i in [0, total), possibly in parallel; returns when all are done.
+using ParallelFor = std::function<void(size_t total, const std::function<void(size_t)>& fn)>;
+
+// Runs every index on the calling thread.
+void SerialFor(size_t total, const std::function<void(size_t)>& fn);
+
+// Tensor pointers of one call, layouts as in docs/op-spec.md. Optional ones may be null.
+template <typename T>
+struct AttentionData {
+  const T* query = nullptr;                // [B, S, H*D] or packed [B, S, (H+2Hkv)*D]
+  const T* key = nullptr;                  // [B, S, Hkv*D] (null when packed)
+  const T* value = nullptr;                // [B, S, Hkv*D] (null when packed)
+  const T* past_key = nullptr;             // [B, Hkv, P, D]
+  const T* past_value = nullptr;           // [B, Hkv, P, D]
+  const int32_t* seqlens_k = nullptr;      // [B] total - 1
+  const T* cos_cache = nullptr;            // [max_position, rotary_dim / 2]
+  const T* sin_cache = nullptr;            // [max_position, rotary_dim / 2]
+  const T* past_compressed_key = nullptr;  // [B, Hkv, C, D]
+  T* output = nullptr;                     // [B, S, H*D]
+  T* present_key = nullptr;                // [B, Hkv, present_capacity, D] (may alias past_key)
+  T* present_value = nullptr;              // [B, Hkv, present_capacity, D] (may alias past_value)
+  T* present_compressed_key = nullptr;     // [B, Hkv, present_compressed_capacity, D] or null
+  int32_t* selected_blocks = nullptr;      // [B, Hkv, S, K] or null
+};
+
+// Runs one call. `params` must come from CheckInputs with seqlens_k readable. Returns "" on
+// success, else an error message. Re-entrant: all scratch lives on the calling thread's stack or
+// in per-call buffers.
+template <typename T>
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
+                         const AttentionData<T>& data, const ParallelFor& parallel_for);
+
+}  // namespace infllmv2::cpu

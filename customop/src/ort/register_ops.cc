@@ -1,0 +1,42 @@
+// The library's only export: registers domain com.infllmv2 with SwitchableAttention on a session.
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "common/float16.h"
+#include "ort/switchable_attention_op.h"
+
+namespace {
+
+std::mutex g_mutex;
+std::vector<Ort::CustomOpDomain>& Domains() {  // kept alive until unload: sessions reference them
+  static std::vector<Ort::CustomOpDomain> domains;
+  return domains;
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+  try {
+    const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+    if (api == nullptr) return nullptr;  // runtime older than our headers (1.29): nothing registered
+    Ort::InitApi(api);
+    static infllmv2::ort::CpuOp<float> cpu_fp32;
+    static infllmv2::ort::CpuOp<infllmv2::Float16> cpu_fp16;
+    Ort::CustomOpDomain domain{infllmv2::ort::kDomain};
+    domain.Add(&cpu_fp32);
+    domain.Add(&cpu_fp16);
+    Ort::UnownedSessionOptions session_options(options);
+    session_options.Add(domain);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    Domains().push_back(std::move(domain));
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    Ort::Status status{e};
+    return status.release();
+  } catch (const std::exception& e) {
+    Ort::Status status{e};
+    return status.release();
+  }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One idempotent set-up for ./infllmv2 and ./test.sh on a fresh Debian 12 machine:
+#   1. system tools (cmake, g++, GoogleTest, npm) from Debian packages when missing (needs root);
+#   2. ONNX Runtime 1.29.0 from the npm registry (eng/setup-ort.sh, cached in .cache/ort);
+#   3. the CLI (and with it the native op library) when any source is newer than the last build.
+# The warm path is a few file-time checks.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+log() { echo "[bootstrap] $*" >&2; }
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
+command -v npm >/dev/null || need+=(npm)
+[[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing: ${need[*]}; install them with apt-get (needs root)"; exit 1
+  fi
+  log "installing ${need[*]} from Debian packages..."
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dir::Cache::Archives=/var/tmp/aptcache -o DPkg::Lock::Timeout=900 "${need[@]}" >/dev/null
+fi
+command -v dotnet >/dev/null || { log "the .NET 10 SDK is required (dotnet not on PATH)"; exit 1; }
+
+"$root/eng/setup-ort.sh"
+
+stamp="$root/artifacts/cli/.built"
+if [[ -f "$stamp" ]] && [[ -z "$(find customop src graphtools eng models Directory.*.props Directory.Build.targets \
+      -newer "$stamp" -type f -not -path '*/bin/*' -not -path '*/obj/*' -print -quit 2>/dev/null)" ]]; then
+  exit 0
+fi
+log "building the infllmv2 CLI and the native op library (Release)..."
+dotnet build src/InfLlmV2.Onnx.Cli/InfLlmV2.Onnx.Cli.csproj -c Release -o artifacts/cli -nologo -v q \
+  -p:GenerateFullPaths=true >artifacts/cli-build.log 2>&1 || { cat artifacts/cli-build.log >&2; exit 1; }
+touch "$stamp"

@@ -1,0 +1,73 @@
+using Google.Protobuf;
+using InfLlmV2.Onnx.GraphTools.Proto;
+
+namespace InfLlmV2.Onnx.GraphTools;
+
+/// <summary>Loads and saves ONNX <see cref="ModelProto"/> files with explicit parser limits.</summary>
+public static class OnnxModelFile
+{
+    /// <summary>Largest model file accepted (protobuf's own hard limit: 2 GiB - 1).</summary>
+    public const int MaxModelBytes = int.MaxValue;
+
+    /// <summary>Deepest message nesting accepted (subgraphs of If/Loop/Scan count).</summary>
+    public const int MaxRecursionDepth = 256;
+
+    /// <summary>Parses a model file; external data files are not opened.</summary>
+    /// <exception cref="InvalidDataException">The file is not a parsable ONNX model.</exception>
+    public static ModelProto Load(string path)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists)
+            throw new FileNotFoundException($"Model file not found: {path}", path);
+        if (info.Length > MaxModelBytes)
+            throw new InvalidDataException($"{path}: {info.Length} bytes exceeds the 2 GiB protobuf limit; store weights as external data.");
+        using var stream = File.OpenRead(path);
+        return Parse(stream, path);
+    }
+
+    /// <summary>Parses a model from a stream (used for in-memory models).</summary>
+    public static ModelProto Parse(Stream stream, string description)
+    {
+        try
+        {
+            using var input = CodedInputStream.CreateWithLimits(stream, MaxModelBytes, MaxRecursionDepth);
+            var model = ModelProto.Parser.ParseFrom(input);
+            if (model.Graph is null)
+                throw new InvalidDataException($"{description}: not an ONNX model (no graph).");
+            return model;
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new InvalidDataException($"{description}: not a valid ONNX model ({e.Message})", e);
+        }
+    }
+
+    /// <summary>
+    /// Writes the model atomically: to a temporary file in the destination folder, then renamed.
+    /// On failure no file is left at <paramref name="path"/> (an existing one is untouched).
+    /// </summary>
+    public static void Save(ModelProto model, string path)
+    {
+        var full = Path.GetFullPath(path);
+        var dir = Path.GetDirectoryName(full)!;
+        Directory.CreateDirectory(dir);
+        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
+            {
+                model.WriteTo(stream);
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp))
+                File.Delete(temp);
+        }
+    }
+
+    /// <summary>Serializes the model to bytes (for in-memory sessions).</summary>
+    public static byte[] ToBytes(ModelProto model) => model.ToByteArray();
+}

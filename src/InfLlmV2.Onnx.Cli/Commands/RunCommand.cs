@@ -1,0 +1,165 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using Microsoft.ML.OnnxRuntime;
+
+namespace InfLlmV2.Onnx.Cli.Commands;
+
+/// <summary>
+/// <c>infllmv2 run MODEL --inputs DIR [--outputs DIR] [--atol X] [--repeat N] [--json FILE]</c>:
+/// runs any model with our op registered on an ONNX test-data folder and compares with the
+/// folder's expected outputs when it has them.
+/// </summary>
+public static class RunCommand
+{
+    /// <summary>Creates the command.</summary>
+    public static Command Create()
+    {
+        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file" };
+        var inputs = new Option<DirectoryInfo>("--inputs") { Description = "Test-data folder with input_N.pb (and optionally output_N.pb to compare with)", Required = true };
+        var outputs = new Option<DirectoryInfo?>("--outputs") { Description = "Folder to write output_N.pb into (created; must differ from --inputs)" };
+        var atol = new Option<double>("--atol") { Description = "Max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
+        var repeat = new Option<int>("--repeat") { Description = "Runs in one session; the median latency is printed", DefaultValueFactory = _ => 1 };
+        var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file" };
+        var ops = new Option<string?>("--ops-library") { Description = "Path of libinfllmv2_ops.so (default: next to the app)" };
+        var cmd = new Command("run", "Run a model with the SwitchableAttention op registered on an ONNX test-data folder")
+        {
+            model, inputs, outputs, atol, repeat, json, ops,
+        };
+        cmd.SetAction(r => CommandRunner.Guard(() => Run(
+            r.GetValue(model)!, r.GetValue(inputs)!, r.GetValue(outputs), r.GetValue(atol), r.GetValue(repeat),
+            r.GetValue(json), r.GetValue(ops))));
+        return cmd;
+    }
+
+    private static int Run(FileInfo model, DirectoryInfo inputDir, DirectoryInfo? outputDir, double atol, int repeat,
+        FileInfo? json, string? opsLibrary)
+    {
+        if (!model.Exists) throw new FileNotFoundException($"Model not found: {model.FullName}");
+        if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
+        if (repeat < 1) throw new UsageException($"--repeat must be >= 1, got {repeat}");
+        if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
+        if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
+            throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
+
+        var inputTensors = OnnxTestData.ReadAll(inputDir.FullName, "input");
+        var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
+
+        using var options = new SessionOptions();
+        options.RegisterInfLlmV2Ops(opsLibrary);
+        using var session = new InferenceSession(model.FullName, options);
+        var inputNames = session.InputNames;
+        var names = new List<string>();
+        var values = new List<OrtValue>();
+        try
+        {
+            for (int i = 0; i < inputTensors.Count; i++)
+            {
+                var t = inputTensors[i];
+                var name = t.Name.Length > 0 ? t.Name
+                    : i < inputNames.Count ? inputNames[i]
+                    : throw new InvalidDataException($"input_{i}.pb has no name and the model has only {inputNames.Count} inputs");
+                if (!inputNames.Contains(name))
+                    throw new InvalidDataException($"input_{i}.pb feeds '{name}', which is not an input of the model (inputs: {string.Join(", ", inputNames)})");
+                names.Add(name);
+                values.Add(OnnxTestData.ToOrtValue(t, inputDir.FullName));
+            }
+
+            var outputNames = session.OutputNames;
+            using var runOptions = new RunOptions();
+            var times = new List<double>();
+            IDisposableReadOnlyCollection<OrtValue>? results = null;
+            try
+            {
+                for (int k = 0; k < repeat; k++)
+                {
+                    results?.Dispose();
+                    var sw = Stopwatch.StartNew();
+                    results = session.Run(runOptions, names, values, outputNames);
+                    times.Add(sw.Elapsed.TotalMilliseconds);
+                }
+                var produced = outputNames.Select((n, i) => OnnxTestData.FromOrtValue(n, results![i])).ToList();
+                return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
+            }
+            finally
+            {
+                results?.Dispose();
+            }
+        }
+        finally
+        {
+            foreach (var v in values) v.Dispose();
+        }
+    }
+
+    private static int Report(FileInfo model, List<TensorProto> produced, List<TensorProto> expected,
+        DirectoryInfo? outputDir, double atol, List<double> times, FileInfo? json, string inputDir)
+    {
+        if (outputDir is not null)
+        {
+            Directory.CreateDirectory(outputDir.FullName);
+            for (int i = 0; i < produced.Count; i++)
+                OnnxTestData.WriteTensor(produced[i], Path.Combine(outputDir.FullName, $"output_{i}.pb"));
+            Console.WriteLine($"wrote {produced.Count} outputs to {outputDir.FullName}");
+        }
+
+        var rows = new List<Dictionary<string, object?>>();
+        bool allOk = true;
+        for (int i = 0; i < expected.Count; i++)
+        {
+            var want = expected[i];
+            var got = want.Name.Length > 0 ? produced.FirstOrDefault(p => p.Name == want.Name)
+                : i < produced.Count ? produced[i] : null;
+            var label = want.Name.Length > 0 ? want.Name : $"output_{i}";
+            string status;
+            double diff = double.NaN;
+            if (got is null)
+            {
+                status = "MISSING";
+            }
+            else if (!got.Dims.SequenceEqual(want.Dims))
+            {
+                status = $"SHAPE [{string.Join(",", got.Dims)}] != expected [{string.Join(",", want.Dims)}]";
+            }
+            else
+            {
+                var a = OnnxTestData.ToDoubles(got);
+                var b = OnnxTestData.ToDoubles(want, inputDir);
+                diff = 0;
+                for (int k = 0; k < a.Length; k++)
+                {
+                    double d = Math.Abs(a[k] - b[k]);
+                    if (double.IsNaN(d)) d = double.IsNaN(a[k]) && double.IsNaN(b[k]) ? 0 : double.PositiveInfinity;
+                    diff = Math.Max(diff, d);
+                }
+                status = diff <= atol ? "ok" : "FAIL";
+            }
+            bool ok = status == "ok";
+            allOk &= ok;
+            Console.WriteLine($"{label,-40} max|diff| {diff,12:G4}  atol {atol:G3}  {status}");
+            rows.Add(new() { ["name"] = label, ["max_abs_diff"] = double.IsFinite(diff) ? diff : null, ["ok"] = ok, ["status"] = status });
+        }
+        if (expected.Count == 0) Console.WriteLine("no expected outputs in the inputs folder: nothing compared");
+
+        var sorted = times.OrderBy(t => t).ToList();
+        double median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : 0.5 * (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]);
+        if (times.Count > 1) Console.WriteLine($"median latency {median:F3} ms over {times.Count} runs");
+
+        if (json is not null)
+        {
+            var doc = new Dictionary<string, object?>
+            {
+                ["model"] = model.FullName,
+                ["atol"] = atol,
+                ["repeat"] = times.Count,
+                ["median_latency_ms"] = median,
+                ["outputs"] = produced.Select(p => new Dictionary<string, object?> { ["name"] = p.Name, ["shape"] = p.Dims.ToArray() }).ToList(),
+                ["comparisons"] = rows,
+                ["ok"] = allOk,
+            };
+            File.WriteAllText(json.FullName, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+        }
+        return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
+    }
+}

@@ -1,0 +1,58 @@
+using System.Reflection;
+
+namespace InfLlmV2.Onnx;
+
+/// <summary>Finds the native library that implements <c>com.infllmv2::SwitchableAttention</c>.</summary>
+public static class NativeOpLibrary
+{
+    /// <summary>File name of the native op library on Linux.</summary>
+    public const string FileName = "libinfllmv2_ops.so";
+
+    /// <summary>ONNX domain of our ops.</summary>
+    public const string Domain = "com.infllmv2";
+
+    /// <summary>Op type of the switchable attention op.</summary>
+    public const string OpType = "SwitchableAttention";
+
+    /// <summary>
+    /// Returns the full path of the op library: <paramref name="explicitPath"/> when given (a file,
+    /// or a folder holding <see cref="FileName"/>), otherwise the first existing of: the folder of
+    /// this assembly, the app's base folder, and their <c>runtimes/linux-x64/native</c> subfolders.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No candidate exists; the message lists every path tried.</exception>
+    public static string Locate(string? explicitPath = null)
+    {
+        var tried = new List<string>();
+        foreach (var candidate in Candidates(explicitPath))
+        {
+            var full = Path.GetFullPath(candidate);
+            if (tried.Contains(full)) continue;
+            tried.Add(full);
+            if (File.Exists(full)) return full;
+        }
+        throw new FileNotFoundException(
+            $"SwitchableAttention op library not found. Tried: {string.Join(", ", tried)}. " +
+            "Build it with `cmake -S customop -B artifacts/native && cmake --build artifacts/native` or pass its path.",
+            FileName);
+    }
+
+    private static IEnumerable<string> Candidates(string? explicitPath)
+    {
+        if (!string.IsNullOrEmpty(explicitPath))
+        {
+            yield return Directory.Exists(explicitPath) ? Path.Combine(explicitPath, FileName) : explicitPath;
+            yield break;
+        }
+        var folders = new List<string>();
+        var assemblyDir = Path.GetDirectoryName(typeof(NativeOpLibrary).Assembly.Location);
+        if (!string.IsNullOrEmpty(assemblyDir)) folders.Add(assemblyDir);
+        folders.Add(AppContext.BaseDirectory);
+        foreach (var f in folders) yield return Path.Combine(f, FileName);
+        foreach (var f in folders) yield return Path.Combine(f, "runtimes", "linux-x64", "native", FileName);
+    }
+
+    /// <summary>Informational version of this managed library.</summary>
+    public static string ManagedVersion =>
+        typeof(NativeOpLibrary).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion
+        ?? typeof(NativeOpLibrary).Assembly.GetName().Version?.ToString() ?? "unknown";
+}

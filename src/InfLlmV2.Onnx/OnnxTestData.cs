@@ -1,0 +1,99 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InfLlmV2.Onnx;
+
+/// <summary>
+/// ONNX test-data folders (<c>input_N.pb</c>, <c>output_N.pb</c>: serialized TensorProtos) and
+/// their conversion to and from <see cref="OrtValue"/>.
+/// </summary>
+public static class OnnxTestData
+{
+    /// <summary>Reads the <c>{prefix}_N.pb</c> files of a folder in index order.</summary>
+    public static List<TensorProto> ReadAll(string directory, string prefix)
+    {
+        var files = Directory.Exists(directory)
+            ? Directory.GetFiles(directory, $"{prefix}_*.pb")
+                .Select(f => (File: f, Index: int.TryParse(Path.GetFileNameWithoutExtension(f)[(prefix.Length + 1)..], out var i) ? i : -1))
+                .Where(x => x.Index >= 0).OrderBy(x => x.Index).ToList()
+            : throw new DirectoryNotFoundException($"Test-data folder not found: {directory}");
+        for (int i = 0; i < files.Count; i++)
+        {
+            if (files[i].Index != i)
+                throw new InvalidDataException($"{directory}: {prefix}_{i}.pb is missing (found {prefix}_{files[i].Index}.pb)");
+        }
+        return files.Select(f => ReadTensor(f.File)).ToList();
+    }
+
+    /// <summary>Parses one serialized TensorProto file.</summary>
+    public static TensorProto ReadTensor(string path)
+    {
+        try
+        {
+            return TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        }
+        catch (Google.Protobuf.InvalidProtocolBufferException e)
+        {
+            throw new InvalidDataException($"{path}: not a serialized TensorProto ({e.Message})", e);
+        }
+    }
+
+    /// <summary>Writes one TensorProto file atomically.</summary>
+    public static void WriteTensor(TensorProto tensor, string path)
+    {
+        var temp = path + ".tmp";
+        File.WriteAllBytes(temp, Google.Protobuf.MessageExtensions.ToByteArray(tensor));
+        File.Move(temp, path, overwrite: true);
+    }
+
+    /// <summary>A CPU OrtValue holding a copy of the tensor's data.</summary>
+    public static OrtValue ToOrtValue(TensorProto tensor, string? baseDirectory = null)
+    {
+        var type = (TensorElementType)tensor.DataType;
+        var bytes = TensorProtos.GetBytes(tensor, baseDirectory);
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, tensor.Dims.ToArray());
+        bytes.CopyTo(value.GetTensorMutableRawData());
+        return value;
+    }
+
+    /// <summary>A TensorProto (raw data) copy of a CPU tensor OrtValue.</summary>
+    public static TensorProto FromOrtValue(string name, OrtValue value)
+    {
+        var info = value.GetTensorTypeAndShape();
+        var t = new TensorProto { Name = name, DataType = (int)info.ElementDataType };
+        t.Dims.AddRange(info.Shape);
+        t.RawData = Google.Protobuf.ByteString.CopyFrom(value.GetTensorMutableRawData());
+        return t;
+    }
+
+    /// <summary>Every element of a numeric tensor as double (fp32, fp16, bf16, fp64, integers, bool).</summary>
+    public static double[] ToDoubles(TensorProto tensor, string? baseDirectory = null)
+    {
+        var type = (TensorProto.Types.DataType)tensor.DataType;
+        var bytes = TensorProtos.GetBytes(tensor, baseDirectory);
+        int n = (int)TensorProtos.ElementCount(tensor);
+        var r = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            r[i] = type switch
+            {
+                TensorProto.Types.DataType.Float => BitConverter.ToSingle(bytes, i * 4),
+                TensorProto.Types.DataType.Double => BitConverter.ToDouble(bytes, i * 8),
+                TensorProto.Types.DataType.Float16 => (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2)),
+                TensorProto.Types.DataType.Bfloat16 => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(bytes, i * 2) << 16),
+                TensorProto.Types.DataType.Int32 => BitConverter.ToInt32(bytes, i * 4),
+                TensorProto.Types.DataType.Int64 => BitConverter.ToInt64(bytes, i * 8),
+                TensorProto.Types.DataType.Uint32 => BitConverter.ToUInt32(bytes, i * 4),
+                TensorProto.Types.DataType.Uint64 => BitConverter.ToUInt64(bytes, i * 8),
+                TensorProto.Types.DataType.Int16 => BitConverter.ToInt16(bytes, i * 2),
+                TensorProto.Types.DataType.Uint16 => BitConverter.ToUInt16(bytes, i * 2),
+                TensorProto.Types.DataType.Int8 => (sbyte)bytes[i],
+                TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Bool => bytes[i],
+                _ => throw new NotSupportedException($"Tensor '{tensor.Name}': data type {type} cannot be compared"),
+            };
+        }
+        return r;
+    }
+}

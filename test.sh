@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every test suite: native kernel tests (AddressSanitizer + UBSan build, CTest) and the .NET
+# tests (xunit, through ONNX Runtime). Sets up what is missing first. Exits non-zero on any failure.
+set -euo pipefail
+root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+cd "$root"
+mkdir -p artifacts
+eng/bootstrap.sh
+
+echo "== native tests (customop, ASan+UBSan) =="
+cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_SANITIZE=ON >/dev/null
+cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
+ctest --test-dir artifacts/native-tests --output-on-failure -j 2
+
+echo "== .NET tests =="
+dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q
