@@ -23,7 +23,7 @@ struct AttentionAttributes {
   float softcap = 0.0f;             // 0 = off; else softcap * tanh(score / softcap)
   int64_t do_rotary = 0;            // 1: apply rotary to q and k inside the op
   int64_t rotary_interleaved = 0;   // 1: rotate (2i, 2i+1) pairs; 0: (i, i + rotary_dim/2)
-  int64_t local_window_size = -1;   // dense only: sliding window as in GQA; -1 = off
+  int64_t local_window_size = -1;   // dense only: attend to the last local_window_size keys (GQA); -1 = off
   // Sparse (InfLLM-V2) attributes; defaults are MiniCPM4.1's.
   int64_t block_size = 64;          // B: key/value block size of selection and attention
   int64_t compress_kernel = 32;     // l1: level-1 compression window

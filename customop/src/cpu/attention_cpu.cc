@@ -334,7 +334,7 @@ void AttendTile(const Call<T>& c, int64_t b, int64_t h, int64_t t0, int64_t t1, 
     if (sel_out) std::fill(sel_out, sel_out + K, -1);
     if (pos >= total) continue;  // right padding of a ragged first prompt: output 0
     if (!sparse) {
-      const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size) : 0;
+      const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;  // ORT 1.29 GQA: the last local_window_size keys
       list_lo[t] = lo;
       list_len[t] = -1;  // dense: the range [lo / Bk, pos / Bk], expanded lazily below
       continue;

@@ -1,0 +1,187 @@
+#include "reference_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "common/mode_select.h"
+
+namespace infllmv2::reference {
+namespace {
+
+double Dot(const double* a, const double* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void Rotate(std::vector<double>& x, const Inputs& in, const AttentionParams& p, bool interleaved, int64_t pos) {
+  const int64_t half = p.rotary_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    const double c = in.cos_cache[pos * half + i], s = in.sin_cache[pos * half + i];
+    const double x0 = x[a], x1 = x[b];
+    x[a] = x0 * c - x1 * s;
+    x[b] = x1 * c + x0 * s;
+  }
+}
+
+}  // namespace
+
+Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs& in) {
+  const int64_t B = p.batch, S = p.seq_len, H = p.num_heads, Hkv = p.kv_num_heads, G = p.group, D = p.head_size;
+  const int64_t cap = p.present_capacity, ccap = p.present_compressed_capacity, K = p.budget;
+  const int64_t qheads = p.packed_qkv ? H + 2 * Hkv : H;
+  const int64_t l1 = a.compress_kernel, s1 = a.compress_stride, Bk = a.block_size;
+  Outputs out;
+  out.output.assign(B * S * H * D, 0.0);
+  out.present_key.assign(B * Hkv * cap * D, 0.0);
+  out.present_value.assign(B * Hkv * cap * D, 0.0);
+  out.present_compressed_key.assign(B * Hkv * ccap * D, 0.0);
+  out.selected_blocks.assign(B * Hkv * S * K, -1);
+
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t total = int64_t{in.seqlens_k[b]} + 1;
+    const int64_t past = p.is_first_prompt ? 0 : total - S;
+    auto qin = [&](int64_t s, int64_t n) { return in.query.data() + (((b * S + s) * qheads + n) * D); };
+    auto rot_pos = [&](int64_t s) { return past + s < total ? past + s : int64_t{1}; };
+    // Present K/V.
+    for (int64_t h = 0; h < Hkv; ++h) {
+      double* pk = out.present_key.data() + ((b * Hkv + h) * cap * D);
+      double* pv = out.present_value.data() + ((b * Hkv + h) * cap * D);
+      for (int64_t t = 0; t < past; ++t)
+        for (int64_t i = 0; i < D; ++i) {
+          pk[t * D + i] = in.past_key[((b * Hkv + h) * p.past_capacity + t) * D + i];
+          pv[t * D + i] = in.past_value[((b * Hkv + h) * p.past_capacity + t) * D + i];
+        }
+      for (int64_t s = 0; s < S; ++s) {
+        const double* k = p.packed_qkv ? qin(s, H + h) : in.key.data() + (((b * S + s) * Hkv + h) * D);
+        const double* v = p.packed_qkv ? qin(s, H + Hkv + h) : in.value.data() + (((b * S + s) * Hkv + h) * D);
+        std::vector<double> kr(k, k + D);
+        if (a.do_rotary) {
+          Rotate(kr, in, p, a.rotary_interleaved != 0, rot_pos(s));
+          for (auto& x : kr) x = in.store(x);
+        }
+        std::copy(kr.begin(), kr.end(), pk + (past + s) * D);
+        std::copy(v, v + D, pv + (past + s) * D);
+      }
+      // Level-1 compressed keys: copied from the past state when given, else recomputed.
+      double* pc = out.present_compressed_key.data() + ((b * Hkv + h) * ccap * D);
+      const int64_t n_total = NumWindows(total, l1, s1);
+      const int64_t n_past = (p.has_past_compressed && !p.is_first_prompt) ? NumWindows(past, l1, s1) : 0;
+      for (int64_t j = 0; j < n_total; ++j)
+        for (int64_t i = 0; i < D; ++i) {
+          if (j < n_past) {
+            pc[j * D + i] = in.past_compressed_key[((b * Hkv + h) * p.past_compressed_capacity + j) * D + i];
+          } else {
+            double sum = 0;
+            for (int64_t t = j * s1; t < j * s1 + l1; ++t) sum += pk[t * D + i];
+            pc[j * D + i] = in.store(sum / static_cast<double>(l1));
+          }
+        }
+    }
+    const bool sparse = UseSparse(a, p.mode, total);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t pos = past + s;
+      if (pos >= total) continue;
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const double* pk = out.present_key.data() + ((b * Hkv + h) * cap * D);
+        const double* pv = out.present_value.data() + ((b * Hkv + h) * cap * D);
+        const double* pc = out.present_compressed_key.data() + ((b * Hkv + h) * ccap * D);
+        std::vector<std::vector<double>> q(G);
+        for (int64_t g = 0; g < G; ++g) {
+          q[g].assign(qin(s, h * G + g), qin(s, h * G + g) + D);
+          if (a.do_rotary) {
+            Rotate(q[g], in, p, a.rotary_interleaved != 0, rot_pos(s));
+            for (auto& x : q[g]) x = in.store(x);
+          }
+        }
+        // Which keys this token sees.
+        std::vector<char> visible(total, 0);
+        const int64_t qb = pos / Bk;
+        if (!sparse) {
+          const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;  // ORT 1.29 GQA: the last local_window_size keys
+          for (int64_t i = lo; i <= pos; ++i) visible[i] = 1;
+        } else {
+          std::vector<int64_t> chosen;
+          if (qb + 1 <= K) {
+            for (int64_t blk = 0; blk <= qb; ++blk) chosen.push_back(blk);
+          } else {
+            // Stage 1: per head softmax over the visible level-1 keys, summed over the group.
+            const int64_t n1 = NumWindows(total, l1, s1);
+            const int64_t n2 = NumWindows(total, 4 * l1, 4 * s1);
+            std::vector<double> k2(n2 * D, 0.0);
+            for (int64_t j = 0; j < n2; ++j)
+              for (int64_t m = 0; m < 4; ++m)
+                for (int64_t i = 0; i < D; ++i) k2[j * D + i] += pc[(4 * j + m * (l1 / s1)) * D + i] / 4.0;
+            std::vector<double> shared(n1, 0.0);
+            for (int64_t g = 0; g < G; ++g) {
+              std::vector<double> sc;
+              for (int64_t j = 0; j < n1 && j * s1 + l1 - 1 <= pos; ++j) sc.push_back(Dot(q[g].data(), pc + j * D, D) * p.scale);
+              std::vector<double> norm;
+              if (a.lse_approx)
+                for (int64_t j = 0; j < n2 && j * 4 * s1 + 4 * l1 - 1 <= pos; ++j)
+                  norm.push_back(Dot(q[g].data(), k2.data() + j * D, D) * p.scale);
+              if (norm.empty()) norm = sc;
+              if (norm.empty()) continue;
+              const double mx = *std::max_element(norm.begin(), norm.end());
+              double sum = 0;
+              for (double x : norm) sum += std::exp(x - mx);
+              const double lse = mx + std::log(sum);
+              for (size_t j = 0; j < sc.size(); ++j) shared[j] += std::exp(sc[j] - lse);
+            }
+            const int64_t nvis = std::min(n1, NumWindows(pos + 1, l1, s1));
+            // Block scores: max over windows intersecting the block; init and local blocks forced.
+            std::vector<std::pair<double, int64_t>> cand;
+            for (int64_t blk = 0; blk <= qb; ++blk) {
+              const bool forced = blk < a.init_blocks || blk >= qb - a.LocalBlocks();
+              if (forced) {
+                chosen.push_back(blk);
+                continue;
+              }
+              double best = -std::numeric_limits<double>::infinity();
+              for (int64_t j = 0; j < nvis; ++j)
+                if (j * s1 <= blk * Bk + Bk - 1 && j * s1 + l1 - 1 >= blk * Bk) best = std::max(best, shared[j]);
+              cand.push_back({best, blk});
+            }
+            std::sort(cand.begin(), cand.end(), [](auto x, auto y) {
+              return x.first > y.first || (x.first == y.first && x.second < y.second);
+            });
+            const int64_t take = K - static_cast<int64_t>(chosen.size());
+            for (int64_t i = 0; i < take && i < static_cast<int64_t>(cand.size()); ++i) chosen.push_back(cand[i].second);
+            std::sort(chosen.begin(), chosen.end());
+          }
+          int32_t* sel = out.selected_blocks.data() + (((b * Hkv + h) * S + s) * K);
+          for (size_t i = 0; i < chosen.size(); ++i) sel[i] = static_cast<int32_t>(chosen[i]);
+          for (int64_t blk : chosen)
+            for (int64_t i = blk * Bk; i < std::min((blk + 1) * Bk, pos + 1); ++i) visible[i] = 1;
+        }
+        // Softmax attention over the visible keys.
+        for (int64_t g = 0; g < G; ++g) {
+          std::vector<double> sc(total, -std::numeric_limits<double>::infinity());
+          double mx = -std::numeric_limits<double>::infinity();
+          for (int64_t i = 0; i < total; ++i) {
+            if (!visible[i]) continue;
+            double x = Dot(q[g].data(), pk + i * D, D) * p.scale;
+            if (a.softcap > 0) x = a.softcap * std::tanh(x / a.softcap);
+            sc[i] = x;
+            mx = std::max(mx, x);
+          }
+          double sum = 0;
+          std::vector<double> o(D, 0.0);
+          for (int64_t i = 0; i < total; ++i) {
+            if (!visible[i]) continue;
+            const double e = std::exp(sc[i] - mx);
+            sum += e;
+            for (int64_t k = 0; k < D; ++k) o[k] += e * pv[i * D + k];
+          }
+          double* dst = out.output.data() + (((b * S + s) * H + h * G + g) * D);
+          for (int64_t k = 0; k < D; ++k) dst[k] = o[k] / sum;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace infllmv2::reference

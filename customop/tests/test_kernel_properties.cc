@@ -1,0 +1,196 @@
+// Properties of the CPU kernel that hold in both modes: full budget == dense (bit for bit), decode
+// after prefill == one full prefill, incremental compressed state == recomputation, shared buffers,
+// re-entrancy.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "test_support.h"
+
+namespace infllmv2::testing {
+namespace {
+
+AttentionAttributes SmallBudget() {
+  AttentionAttributes a;
+  a.window_size = 128;
+  a.topk = 4;
+  return a;
+}
+
+TEST(KernelProperties, BudgetCoveringEveryBlockIsBitIdenticalToDense) {
+  for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{{150, 1000}, {1, 3000}, {300, 0}}) {
+    Case c;
+    c.seq_len = S;
+    c.past_capacity = P;
+    c.num_heads = 8;
+    c.kv_num_heads = 2;
+    c.rotary = true;
+    c.attrs.topk = 1000;  // budget 1032 blocks > every context here
+    Tensors t = MakeTensors(c);
+    c.mode = 1;
+    auto dense = RunKernel<float>(c, t);
+    c.mode = 2;
+    auto sparse = RunKernel<float>(c, t);
+    ASSERT_EQ(dense.error, "");
+    ASSERT_EQ(sparse.error, "");
+    ASSERT_EQ(dense.output.size(), sparse.output.size());
+    EXPECT_EQ(0, std::memcmp(dense.output.data(), sparse.output.data(), dense.output.size() * sizeof(float)))
+        << "S=" << S << " P=" << P;
+  }
+}
+
+// Prefill of n-1 tokens, then one decode step fed with the prefill's present K/V (and compressed
+// keys when `with_state`), vs one prefill of all n tokens: the last row must agree.
+void CheckDecodeAfterPrefill(int32_t mode, bool with_state) {
+  const int64_t n = 900, H = 8, Hkv = 2, D = 64;
+  Case full;
+  full.seq_len = n;
+  full.num_heads = H;
+  full.kv_num_heads = Hkv;
+  full.head_size = D;
+  full.rotary = true;
+  full.attrs = SmallBudget();
+  full.mode = mode;
+  full.seed = 77;
+  Tensors tf = MakeTensors(full);
+  auto rf = RunKernel<float>(full, tf);
+  ASSERT_EQ(rf.error, "");
+
+  Case pre = full;
+  pre.seq_len = n - 1;
+  pre.totals.clear();
+  pre.total_sequence_length = 0;
+  Tensors tp = tf;
+  tp.query.resize((n - 1) * H * D);
+  tp.key.resize((n - 1) * Hkv * D);
+  tp.value.resize((n - 1) * Hkv * D);
+  tp.seqlens_k = {static_cast<int32_t>(n - 2)};
+  Complete(pre);
+  auto rp = RunKernel<float>(pre, tp);
+  ASSERT_EQ(rp.error, "");
+
+  Case dec = full;
+  dec.seq_len = 1;
+  dec.past_capacity = n - 1;
+  dec.totals = {static_cast<int32_t>(n)};
+  dec.total_sequence_length = 0;
+  Tensors td = tf;
+  td.query.assign(tf.query.end() - H * D, tf.query.end());
+  td.key.assign(tf.key.end() - Hkv * D, tf.key.end());
+  td.value.assign(tf.value.end() - Hkv * D, tf.value.end());
+  td.past_key = rp.present_key;
+  td.past_value = rp.present_value;
+  td.seqlens_k = {static_cast<int32_t>(n - 1)};
+  if (with_state) td.past_compressed_key = rp.present_compressed_key;
+  Complete(dec);
+  auto rd = RunKernel<float>(dec, td);
+  ASSERT_EQ(rd.error, "");
+
+  double diff = 0;
+  for (int64_t i = 0; i < H * D; ++i) diff = std::max(diff, double(std::abs(rd.output[i] - rf.output[(n - 1) * H * D + i])));
+  EXPECT_LE(diff, 1e-6) << "mode " << mode;
+  // Same selection for the last token.
+  const int64_t K = rf.params.budget;
+  for (int64_t h = 0; h < Hkv; ++h)
+    for (int64_t k = 0; k < K; ++k)
+      EXPECT_EQ(rd.selected_blocks[h * K + k], rf.selected_blocks[(h * n + n - 1) * K + k]);
+  // Compressed keys: incremental (copied + new window) == recomputed from the whole cache.
+  ASSERT_EQ(rd.present_compressed_key.size(), rf.present_compressed_key.size());
+  EXPECT_EQ(0, std::memcmp(rd.present_compressed_key.data(), rf.present_compressed_key.data(),
+                           rd.present_compressed_key.size() * sizeof(float)));
+}
+
+TEST(KernelProperties, DecodeAfterPrefillEqualsFullPrefillDense) { CheckDecodeAfterPrefill(1, false); }
+TEST(KernelProperties, DecodeAfterPrefillEqualsFullPrefillSparse) { CheckDecodeAfterPrefill(2, false); }
+TEST(KernelProperties, IncrementalCompressedStateEqualsRecompute) { CheckDecodeAfterPrefill(2, true); }
+
+TEST(KernelProperties, ChunkedPrefillEqualsOneShotSparse) {
+  const int64_t n = 600, cut = 350, H = 4, Hkv = 1, D = 64;
+  Case full;
+  full.seq_len = n;
+  full.num_heads = H;
+  full.kv_num_heads = Hkv;
+  full.attrs = SmallBudget();
+  full.mode = 2;
+  Tensors tf = MakeTensors(full);
+  auto rf = RunKernel<float>(full, tf);
+  ASSERT_EQ(rf.error, "");
+  Case a = full;
+  a.seq_len = cut;
+  a.totals = {static_cast<int32_t>(cut)};
+  a.total_sequence_length = 0;
+  Tensors ta = tf;
+  ta.query.resize(cut * H * D);
+  ta.key.resize(cut * Hkv * D);
+  ta.value.resize(cut * Hkv * D);
+  ta.seqlens_k = {static_cast<int32_t>(cut - 1)};
+  auto ra = RunKernel<float>(a, ta);
+  ASSERT_EQ(ra.error, "");
+  Case b = full;
+  b.seq_len = n - cut;
+  b.past_capacity = cut;
+  b.totals = {static_cast<int32_t>(n)};
+  b.total_sequence_length = 0;
+  Tensors tb = tf;
+  tb.query.assign(tf.query.begin() + cut * H * D, tf.query.end());
+  tb.key.assign(tf.key.begin() + cut * Hkv * D, tf.key.end());
+  tb.value.assign(tf.value.begin() + cut * Hkv * D, tf.value.end());
+  tb.past_key = ra.present_key;
+  tb.past_value = ra.present_value;
+  tb.past_compressed_key = ra.present_compressed_key;
+  tb.seqlens_k = {static_cast<int32_t>(n - 1)};
+  auto rb = RunKernel<float>(b, tb);
+  ASSERT_EQ(rb.error, "");
+  double diff = 0;
+  for (size_t i = 0; i < rb.output.size(); ++i)
+    diff = std::max(diff, double(std::abs(rb.output[i] - rf.output[cut * H * D + i])));
+  EXPECT_LE(diff, 1e-6);
+}
+
+TEST(KernelProperties, SharedBuffersEqualSeparateBuffers) {
+  for (int32_t mode : {1, 2}) {
+    Case c;
+    c.batch = 2;
+    c.seq_len = 1;
+    c.past_capacity = 800;
+    c.totals = {500, 799};
+    c.attrs = SmallBudget();
+    c.mode = mode;
+    c.total_sequence_length = 800;  // capacity == total: present may alias past
+    Tensors t = MakeTensors(c);
+    auto sep = RunKernel<float>(c, t, true, false);
+    auto shared = RunKernel<float>(c, t, true, true);
+    ASSERT_EQ(sep.error, "");
+    ASSERT_EQ(shared.error, "");
+    EXPECT_EQ(sep.output, shared.output);
+    EXPECT_EQ(sep.selected_blocks, shared.selected_blocks);
+    // Valid rows of the cache agree; the shared buffer keeps its old tail.
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t h = 0; h < c.kv_num_heads; ++h)
+        for (int64_t i = 0; i < c.totals[b] * c.head_size; ++i) {
+          const size_t at = ((b * c.kv_num_heads + h) * 800) * c.head_size + i;
+          ASSERT_EQ(sep.present_key[at], shared.present_key[at]);
+        }
+  }
+}
+
+TEST(KernelProperties, ConcurrentCallsAreIndependent) {
+  Case c;
+  c.seq_len = 40;
+  c.past_capacity = 600;
+  c.attrs = SmallBudget();
+  c.mode = 2;
+  Tensors t = MakeTensors(c);
+  auto expected = RunKernel<float>(c, t, false);
+  std::vector<KernelOutputs<float>> got(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) threads.emplace_back([&, i] { got[i] = RunKernel<float>(c, t, true); });
+  for (auto& th : threads) th.join();
+  for (auto& g : got) {
+    EXPECT_EQ(g.output, expected.output);
+    EXPECT_EQ(g.selected_blocks, expected.selected_blocks);
+  }
+}
+
+}  // namespace
+}  // namespace infllmv2::testing

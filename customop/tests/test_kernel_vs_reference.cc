@@ -1,0 +1,211 @@
+// CPU kernel vs the double-precision reference, dense and sparse, over shapes straddling block and
+// window boundaries (S, P in {1, 15, 16, 31, 63, 64, 65, 127, 2047, 2048, 2113, 8191, 8192},
+// G in {1, 2, 3, 8, 16}, D in {64, 96, 128}).
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+namespace infllmv2::testing {
+namespace {
+
+// Small budget so that selection is exercised at short lengths: K = 4 + 128/64 = 6 blocks.
+AttentionAttributes SmallBudget() {
+  AttentionAttributes a;
+  a.window_size = 128;
+  a.topk = 4;
+  return a;
+}
+
+void ExpectMatchesReference(Case c, double out_tol = 1e-5) {
+  Tensors t = MakeTensors(c);
+  auto k = RunKernel<float>(c, t);
+  ASSERT_EQ(k.error, "") << Describe(c);
+  auto r = RunReference<float>(c, t, k.params);
+  EXPECT_LE(MaxAbsDiff(k.output, r.output), out_tol) << Describe(c);
+  EXPECT_LE(MaxAbsDiff(k.present_key, r.present_key), 1e-6) << Describe(c);
+  EXPECT_LE(MaxAbsDiff(k.present_value, r.present_value), 0.0) << Describe(c);
+  EXPECT_LE(MaxAbsDiff(k.present_compressed_key, r.present_compressed_key), 1e-6) << Describe(c);
+  EXPECT_EQ(k.selected_blocks, r.selected_blocks) << Describe(c);
+}
+
+const int64_t kGroups[] = {1, 2, 3, 8, 16};
+const int64_t kHeadSizes[] = {64, 96, 128};
+
+TEST(DenseVsReference, FirstPromptPrefill) {
+  int i = 0;
+  for (int64_t S : {1, 15, 16, 31, 63, 64, 65, 127}) {
+    Case c;
+    c.seq_len = S;
+    c.kv_num_heads = 1 + i % 2;
+    c.num_heads = c.kv_num_heads * kGroups[i % 5];
+    c.head_size = kHeadSizes[i % 3];
+    c.mode = 1;
+    c.seed = 100 + i++;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(DenseVsReference, Decode) {
+  int i = 0;
+  for (int64_t P : {1, 15, 16, 31, 63, 64, 65, 127, 2047, 2048, 2113}) {
+    Case c;
+    c.seq_len = 1;
+    c.past_capacity = P;
+    c.kv_num_heads = 2;
+    c.num_heads = 2 * kGroups[i % 5];
+    c.head_size = kHeadSizes[i % 3];
+    c.mode = 1;
+    c.seed = 200 + i++;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(DenseVsReference, ChunkedPrefillAndSharedCapacity) {
+  int i = 0;
+  for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{{15, 63}, {64, 127}, {65, 2047}, {31, 16}}) {
+    Case c;
+    c.seq_len = S;
+    c.past_capacity = P + 7;  // buffer larger than the valid past
+    c.totals = {static_cast<int32_t>(P + S)};
+    c.num_heads = 2 * kGroups[(i + 1) % 5];
+    c.kv_num_heads = 2;
+    c.mode = 1;
+    c.seed = 300 + i++;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(DenseVsReference, RaggedBatchPackedRotarySoftcapWindow) {
+  Case c;
+  c.batch = 3;
+  c.seq_len = 20;
+  c.totals = {20, 7, 13};
+  c.mode = 1;
+  ExpectMatchesReference(c);  // first prompt, right padded
+
+  Case d;
+  d.batch = 3;
+  d.seq_len = 1;
+  d.past_capacity = 40;
+  d.totals = {10, 41, 25};
+  d.mode = 1;
+  d.packed = true;
+  d.rotary = true;
+  ExpectMatchesReference(d);
+
+  Case e;
+  e.seq_len = 70;
+  e.rotary = true;
+  e.interleaved = true;
+  e.attrs.softcap = 5.0f;
+  e.mode = 1;
+  ExpectMatchesReference(e);
+
+  Case f;
+  f.seq_len = 65;
+  f.past_capacity = 100;
+  f.attrs.local_window_size = 37;
+  f.mode = 1;
+  f.seed = 9;
+  ExpectMatchesReference(f);
+}
+
+TEST(DenseVsReference, LongDecode) {
+  for (int64_t P : {8191, 8192}) {
+    Case c;
+    c.past_capacity = P;
+    c.num_heads = 16;
+    c.kv_num_heads = 1;
+    c.head_size = 128;
+    c.mode = 1;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(SparseVsReference, DecodeDefaultsBeyondTheBudget) {
+  int i = 0;
+  for (int64_t P : {6143, 8191, 8192, 9000}) {
+    Case c;
+    c.past_capacity = P;
+    c.num_heads = 16;
+    c.kv_num_heads = 1 + i % 2;
+    c.num_heads = 16 * c.kv_num_heads;
+    c.head_size = i % 2 ? 128 : 64;
+    c.mode = 2;
+    c.seed = 400 + i++;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {
+  int i = 0;
+  struct Shape { int64_t S, P; };
+  for (Shape s : {Shape{127, 0}, Shape{200, 0}, Shape{1, 383}, Shape{1, 1000}, Shape{1, 2113}, Shape{65, 2047},
+                  Shape{16, 1007}, Shape{31, 2048}}) {
+    Case c;
+    c.seq_len = s.S;
+    c.past_capacity = s.P;
+    c.kv_num_heads = 1 + i % 2;
+    c.num_heads = c.kv_num_heads * kGroups[i % 5];
+    c.head_size = kHeadSizes[i % 3];
+    c.attrs = SmallBudget();
+    c.attrs.lse_approx = i % 3 == 2 ? 0 : 1;
+    c.rotary = i % 4 == 1;
+    c.mode = 2;
+    c.seed = 500 + i++;
+    ExpectMatchesReference(c);
+  }
+}
+
+TEST(SparseVsReference, AutoModeRaggedBatchSwitchesPerEntry) {
+  Case c;
+  c.batch = 3;
+  c.seq_len = 1;
+  c.past_capacity = 1500;
+  c.totals = {300, 1501, 1100};
+  c.attrs = SmallBudget();
+  c.attrs.dense_len = 1000;  // entry 0 dense, entries 1 and 2 sparse
+  c.mode = 0;
+  ExpectMatchesReference(c);
+}
+
+TEST(SparseVsReference, OtherGeometry) {
+  Case c;
+  c.seq_len = 40;
+  c.past_capacity = 900;
+  c.attrs.block_size = 32;
+  c.attrs.compress_kernel = 16;
+  c.attrs.compress_stride = 8;
+  c.attrs.window_size = 64;
+  c.attrs.init_blocks = 2;
+  c.attrs.topk = 5;
+  c.mode = 2;
+  ExpectMatchesReference(c);
+}
+
+TEST(Fp16VsReference, DenseAndSparse) {
+  int i = 0;
+  for (int32_t mode : {1, 2}) {
+    for (bool rotary : {false, true}) {
+      Case c;
+      c.seq_len = 33;
+      c.past_capacity = 700;
+      c.num_heads = 8;
+      c.kv_num_heads = 2;
+      c.attrs = SmallBudget();
+      c.rotary = rotary;
+      c.mode = mode;
+      c.seed = 600 + i++;
+      Tensors t = MakeTensors(c);
+      auto k = RunKernel<Float16>(c, t);
+      ASSERT_EQ(k.error, "");
+      auto r = RunReference<Float16>(c, t, k.params);
+      EXPECT_EQ(k.selected_blocks, r.selected_blocks) << Describe(c);
+      EXPECT_LE(MaxAbsDiff(k.output, r.output), 1e-3) << Describe(c);
+      EXPECT_LE(MaxAbsDiff(k.present_key, r.present_key), 1e-3) << Describe(c);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace infllmv2::testing
