@@ -19,6 +19,7 @@ if ((${#need[@]})); then
     log "missing: ${need[*]}; install them with apt-get (needs root)"; exit 1
   fi
   log "installing ${need[*]} from Debian packages..."
+  mkdir -p /var/tmp/aptcache/partial
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     -o Dir::Cache::Archives=/var/tmp/aptcache -o DPkg::Lock::Timeout=900 "${need[@]}" >/dev/null

@@ -6,6 +6,8 @@ var root = new RootCommand("infllmv2: InfLLM-V2 dense-sparse switchable attentio
 root.Subcommands.Add(VersionCommand.Create());
 root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(RunCommand.Create());
+root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(RewriteCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

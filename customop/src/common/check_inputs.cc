@@ -38,6 +38,11 @@ bool IsScalarLike(const InputShape& s) {
 
 }  // namespace
 
+bool SeqlensShapeOk(const InputShape& s, int64_t batch) {
+  return (s.dims.size() == 1 && s.dims[0] == batch) || (s.dims.size() == 2 && s.dims[0] == batch && s.dims[1] == 1);
+}
+
+
 std::string CheckAttributes(const AttentionAttributes& a) {
   if (a.num_heads <= 0) return Msg("Attribute 'num_heads' must be > 0, got ", a.num_heads);
   if (a.kv_num_heads <= 0) return Msg("Attribute 'kv_num_heads' must be > 0, got ", a.kv_num_heads);
@@ -137,10 +142,8 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
 
   // seqlens_k: int32 [B], total - 1 per batch entry
   if (!in.seqlens_k.present) return "Input 'seqlens_k' is required";
-  {
-    std::string e = ExpectShape("seqlens_k", in.seqlens_k, {B}, "[batch]");
-    if (!e.empty()) return e;
-  }
+  if (!SeqlensShapeOk(in.seqlens_k, B))  // [B], or [B, 1] as ReduceSum(mask, keepdims=1) gives (GQA accepts it)
+    return Msg("Input 'seqlens_k': expected shape [batch] = [", B, "] (or [", B, ",1]), got ", DimsToString(in.seqlens_k.dims));
   if (in.seqlens_k_data != nullptr) {
     for (int64_t b = 0; b < B; ++b) {
       const int64_t total = TotalLength(in.seqlens_k_data, b);

@@ -14,6 +14,9 @@ std::string CheckAttributes(const AttentionAttributes& attrs);
 // Validates the shapes (and, when readable on the host, seqlens_k values) of one call and fills
 // `params`. Returns "" when valid, else a message naming the input, the expected and the actual
 // shape or value.
+// seqlens_k may be [B] or [B, 1] (ReduceSum with keepdims, as genai-built graphs feed GQA).
+bool SeqlensShapeOk(const InputShape& seqlens_k, int64_t batch);
+
 std::string CheckInputs(const AttentionAttributes& attrs, const AttentionInputs& in,
                         AttentionParams* params);
 

@@ -117,8 +117,7 @@ OrtStatusPtr CpuKernel<T>::ComputeV2(OrtKernelContext* context) {
       in.total_sequence_length_value = static_cast<const int32_t*>(input(kTotalSequenceLength).GetTensorRawData())[0];
     if (in.attention_mode.present && input(kAttentionMode).GetTensorTypeAndShapeInfo().GetElementCount() == 1)
       in.attention_mode_value = static_cast<const int32_t*>(input(kAttentionMode).GetTensorRawData())[0];
-    if (in.seqlens_k.present && in.seqlens_k.dims.size() == 1 && !in.query.dims.empty() &&
-        in.seqlens_k.dims[0] == in.query.dims[0])
+    if (in.seqlens_k.present && !in.query.dims.empty() && SeqlensShapeOk(in.seqlens_k, in.query.dims[0]))
       in.seqlens_k_data = static_cast<const int32_t*>(input(kSeqlensK).GetTensorRawData());
 
     AttentionParams p;

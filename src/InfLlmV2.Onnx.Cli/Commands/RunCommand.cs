@@ -46,7 +46,7 @@ public static class RunCommand
         var inputTensors = OnnxTestData.ReadAll(inputDir.FullName, "input");
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
 
-        using var options = new SessionOptions();
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         options.RegisterInfLlmV2Ops(opsLibrary);
         using var session = new InferenceSession(model.FullName, options);
         var inputNames = session.InputNames;

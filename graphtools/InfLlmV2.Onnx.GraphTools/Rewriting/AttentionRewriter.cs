@@ -1,0 +1,83 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
+
+namespace InfLlmV2.Onnx.GraphTools.Rewriting;
+
+/// <summary>
+/// Finds every attention of a model (main graph and If/Loop/Scan bodies), reports each with its
+/// form and whether/why it can be rewritten, and (in <see cref="Rewrite"/>) swaps the accepted ones
+/// for SwitchableAttention, then removes dead code, sorts, validates and imports the op's domain.
+/// </summary>
+public static class AttentionRewriter
+{
+    /// <summary>Domain and version of SwitchableAttention.</summary>
+    public const string Domain = "com.infllmv2";
+
+    /// <summary>The rules, in the order they are tried.</summary>
+    public static IReadOnlyList<IAttentionRule> Rules { get; } =
+        [new GroupQueryAttentionRule(), new OnnxAttentionRule(), new MultiHeadAttentionForm(), new DecomposedAttentionForm()];
+
+    /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
+    public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
+        Run(model, options ?? new RewriteOptions(), rewrite: false, progress: null);
+
+    /// <summary>Rewrites every accepted site in place and returns all sites (with <c>Rewritten</c> set).</summary>
+    /// <exception cref="ArgumentException">The options are inconsistent.</exception>
+    public static List<AttentionSite> Rewrite(ModelProto model, RewriteOptions options, Action<string>? progress = null)
+    {
+        if (options.Validate() is { } why) throw new ArgumentException(why);
+        return Run(model, options, rewrite: true, progress);
+    }
+
+    private static List<AttentionSite> Run(ModelProto model, RewriteOptions options, bool rewrite, Action<string>? progress)
+    {
+        if (model.Graph is null) throw new InvalidDataException("The model has no graph");
+        var sites = new List<AttentionSite>();
+        bool any = VisitGraph(model, model.Graph, [], isMain: true, options, rewrite, sites, progress);
+        if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == Domain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = Domain, Version = 1 });
+        return sites;
+    }
+
+    private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, bool isMain,
+        RewriteOptions options, bool rewrite, List<AttentionSite> sites, Action<string>? progress)
+    {
+        var index = new GraphIndex(graph, outer);
+        var accepted = new List<(IAttentionRule Rule, AttentionMatch Match, int SiteIndex)>();
+        foreach (var node in graph.Node.ToList())
+        {
+            foreach (var rule in Rules)
+            {
+                if (!rule.Match(index, node)) continue;
+                var check = rule.Check(index, node, options);
+                if (check.Match is not null && !isMain && (options.AttentionModeInput || options.CompressedState))
+                    check = RuleCheck.Refuse("inside a subgraph: graph inputs for attention_mode/compressed state cannot be added", check.NumHeads, check.KvNumHeads, check.HeadSize);
+                sites.Add(new AttentionSite(graph.Name, node.Name, rule.Form, check.NumHeads, check.KvNumHeads, check.HeadSize,
+                    check.Match is not null, check.Reason, Rewritten: false));
+                if (check.Match is not null) accepted.Add((rule, check.Match, sites.Count - 1));
+                break;
+            }
+        }
+        bool any = false;
+        if (rewrite && accepted.Count > 0)
+        {
+            var context = new RewriteContext(model, graph, index, options, isMain);
+            foreach (var (rule, match, at) in accepted)
+            {
+                progress?.Invoke($"{graph.Name}/{match.Node.Name}");
+                rule.Rewrite(context, match);
+                sites[at] = sites[at] with { Rewritten = true };
+            }
+            GraphCleanup.RemoveDeadCode(graph, isMain ? null : GraphIndex.ImplicitInputs(graph));
+            GraphCleanup.Validate(graph, outer);
+            any = true;
+        }
+        // Subgraphs see this graph's values.
+        var visible = new HashSet<string>(outer, StringComparer.Ordinal);
+        visible.UnionWith(new GraphIndex(graph).AllNames);
+        foreach (var node in graph.Node)
+            foreach (var sub in GraphIndex.Subgraphs(node))
+                any |= VisitGraph(model, sub, visible, isMain: false, options, rewrite, sites, progress);
+        return any;
+    }
+}

@@ -1,0 +1,30 @@
+namespace InfLlmV2.Onnx.GraphTools.Rewriting;
+
+/// <summary>The attention forms the rewriter recognizes.</summary>
+public enum AttentionForm
+{
+    /// <summary><c>com.microsoft::GroupQueryAttention</c> (genai model builder, ORT optimizer).</summary>
+    GroupQueryAttention,
+
+    /// <summary>ONNX <c>Attention</c> (opset 23/24).</summary>
+    OnnxAttention,
+
+    /// <summary><c>com.microsoft::MultiHeadAttention</c> (genai builder MHA form).</summary>
+    MultiHeadAttention,
+
+    /// <summary>Decomposed MatMul → Softmax → MatMul attention.</summary>
+    Decomposed,
+}
+
+/// <summary>One attention found in a model, and whether/why it was (or can be) rewritten.</summary>
+/// <param name="Graph">Name of the (sub)graph holding it.</param>
+/// <param name="Node">Name of the anchor node (informational only; matching never uses names).</param>
+/// <param name="Form">Recognized form.</param>
+/// <param name="NumHeads">Query heads when known.</param>
+/// <param name="KvNumHeads">Key/value heads when known.</param>
+/// <param name="HeadSize">Head size when known.</param>
+/// <param name="Rewritable">Whether a rule accepts it.</param>
+/// <param name="Reason">Why a rule refuses it (null when rewritable).</param>
+/// <param name="Rewritten">Whether this run rewrote it.</param>
+public sealed record AttentionSite(string Graph, string Node, AttentionForm Form, int? NumHeads, int? KvNumHeads, int? HeadSize,
+    bool Rewritable, string? Reason, bool Rewritten);

@@ -1,0 +1,134 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+
+namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
+
+/// <summary>
+/// Rule 1: <c>com.microsoft::GroupQueryAttention</c> → SwitchableAttention, a near 1:1 swap: inputs
+/// 0–8 keep their meaning (docs/op-spec.md), the seqlens/total subgraph the model already has is
+/// reused, outputs keep their names.
+/// </summary>
+public sealed class GroupQueryAttentionRule : IAttentionRule
+{
+    private static readonly string[] UnsupportedInputs =
+        ["position_ids", "attention_bias", "head_sink", "k_scale", "v_scale", "q_norm_weight", "k_norm_weight"];
+
+    // Attributes we carry over unchanged; others must hold their default (checked) and are dropped.
+    private static readonly HashSet<string> Carried = ["scale", "softcap", "do_rotary", "rotary_interleaved", "local_window_size"];
+
+    /// <summary>Facts of a GQA node.</summary>
+    public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int? HeadSize, TensorProto.Types.DataType? ElementType)
+        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadSize);
+
+    /// <inheritdoc/>
+    public AttentionForm Form => AttentionForm.GroupQueryAttention;
+
+    /// <inheritdoc/>
+    public bool Match(GraphIndex graph, NodeProto node) => node.OpType == "GroupQueryAttention" && node.Domain == "com.microsoft";
+
+    /// <inheritdoc/>
+    public RuleCheck Check(GraphIndex graph, NodeProto node, RewriteOptions options)
+    {
+        long heads = IntAttr(node, "num_heads") ?? 0, kvHeads = IntAttr(node, "kv_num_heads") ?? 0;
+        if (heads <= 0 || kvHeads <= 0) return RuleCheck.Refuse("num_heads/kv_num_heads missing or not positive");
+        int h = (int)heads, hkv = (int)kvHeads;
+        int? headSize = HeadSize(graph, node, h, hkv);
+        RuleCheck Refuse(string why) => RuleCheck.Refuse(why, h, hkv, headSize);
+        if (heads % kvHeads != 0) return Refuse($"num_heads {heads} is not a multiple of kv_num_heads {kvHeads}");
+        for (int i = 9; i < node.Input.Count; i++)
+            if (node.Input[i].Length > 0)
+                return Refuse($"uses input {i} ({(i - 9 < UnsupportedInputs.Length ? UnsupportedInputs[i - 9] : "unknown")}), which SwitchableAttention does not support");
+        if (node.Input.Count < 7 || node.Input[5].Length == 0 || node.Input[6].Length == 0)
+            return Refuse("seqlens_k and total_sequence_length inputs are required");
+        for (int i = 3; i < node.Output.Count; i++)
+            if (node.Output[i].Length > 0) return Refuse("produces output_qk (qk_output), which SwitchableAttention does not support");
+        foreach (var a in node.Attribute)
+        {
+            if (a.Name is "num_heads" or "kv_num_heads" || Carried.Contains(a.Name)) continue;
+            string? why = a.Name switch
+            {
+                "qk_output" => a.I != 0 ? "qk_output is set" : null,
+                "smooth_softmax" => a.I == 1 ? "smooth_softmax=1 (attention sink) changes the softmax" : null,
+                "causal" => a.I != 1 ? "causal=0 (bidirectional attention)" : null,
+                "sliding_window_cache" => a.I != 0 ? "sliding_window_cache=1 (window-sized ring cache)" : null,
+                "k_quant_type" or "v_quant_type" => a.S.ToStringUtf8() is "" or "NONE" ? null : $"quantized KV cache ({a.Name}={a.S.ToStringUtf8()})",
+                "kv_cache_bit_width" => "quantized KV cache (kv_cache_bit_width)",
+                "qk_norm_epsilon" => null, // only meaningful with q/k norm weights (refused above)
+                _ => $"unknown attribute '{a.Name}'",
+            };
+            if (why is not null) return Refuse(why);
+        }
+        if ((IntAttr(node, "local_window_size") ?? -1) > 0)
+            return Refuse("local_window_size (sliding-window attention) is supported in dense mode only; sparse mode would change the model");
+        if (IntAttr(node, "do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
+            return Refuse("do_rotary=1 without cos_cache/sin_cache");
+        var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
+        if (type is TensorProto.Types.DataType.Bfloat16)
+            return Refuse("bfloat16: SwitchableAttention has no bfloat16 kernel yet (CPU kernels are fp32/fp16)");
+        if (type is { } t && t != TensorProto.Types.DataType.Float && t != TensorProto.Types.DataType.Float16)
+            return Refuse($"element type {t} is not supported (fp32, fp16)");
+        if (headSize is { } d && (d % 8 != 0 || d > 256)) return Refuse($"head size {d} is not a multiple of 8 up to 256");
+        if (options.CompressedState)
+        {
+            if (node.Input.Count < 5 || !graph.IsGraphInput(node.Input[3]) || node.Output.Count < 2 || !graph.IsGraphOutput(node.Output[1]))
+                return Refuse("--compressed-state needs past_key to be a graph input and present_key a graph output");
+            if (headSize is null) return Refuse("--compressed-state needs a known head size");
+        }
+        return RuleCheck.Accept(new Facts(node, h, hkv, headSize, type));
+    }
+
+    /// <inheritdoc/>
+    public void Rewrite(RewriteContext context, AttentionMatch match)
+    {
+        var f = (Facts)match;
+        var node = f.Node;
+        var carried = node.Attribute.Where(a => Carried.Contains(a.Name)).ToList();
+        node.OpType = "SwitchableAttention";
+        node.Domain = "com.infllmv2";
+        node.Attribute.Clear();
+        node.Attribute.AddRange(context.SwitchableAttributes(f.NumHeads, f.KvNumHeads, carried));
+        while (node.Input.Count > 9) node.Input.RemoveAt(node.Input.Count - 1);
+        while (node.Output.Count > 3) node.Output.RemoveAt(node.Output.Count - 1);
+
+        string compressedIn = "", compressedOut = "";
+        if (context.Options.CompressedState)
+        {
+            var type = f.ElementType ?? TensorProto.Types.DataType.Float;
+            compressedIn = CompressedName(context, node.Input[3]);
+            compressedOut = CompressedName(context, node.Output[1]);
+            context.Graph.Input.Add(Tensor(compressedIn, type, null, f.KvNumHeads, null, f.HeadSize));
+            context.Graph.Output.Add(Tensor(compressedOut, type, null, f.KvNumHeads, null, f.HeadSize));
+        }
+        var mode = context.AttentionModeInput();
+        if (compressedIn.Length > 0 || mode.Length > 0)
+        {
+            while (node.Input.Count < 9) node.Input.Add("");
+            node.Input.Add(compressedIn);
+            if (mode.Length > 0) node.Input.Add(mode);
+        }
+        if (compressedOut.Length > 0) node.Output.Add(compressedOut);
+    }
+
+    /// <summary>past_key_values.0.key → past_key_values.0.compressed_key; present.0.key → present.0.compressed_key.</summary>
+    private static string CompressedName(RewriteContext context, string keyName)
+    {
+        string name = keyName.EndsWith("key", StringComparison.Ordinal) ? keyName[..^3] + "compressed_key" : keyName + ".compressed_key";
+        if (context.Index.AllNames.Contains(name) || context.Graph.Input.Any(i => i.Name == name) || context.Graph.Output.Any(o => o.Name == name))
+            throw new InvalidDataException($"Cannot add compressed-key value '{name}': the name is already used in the model");
+        return name;
+    }
+
+    private static long? IntAttr(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.I;
+
+    private static int? HeadSize(GraphIndex g, NodeProto n, int heads, int kvHeads)
+    {
+        if (n.Input.Count > 3 && n.Input[3].Length > 0 && g.StaticDim(n.Input[3], 3) is long d) return (int)d;
+        bool packed = n.Input.Count < 2 || n.Input[1].Length == 0;
+        if (g.StaticDim(n.Input[0], 2) is long hidden)
+        {
+            long div = packed ? heads + 2L * kvHeads : heads;
+            if (hidden % div == 0) return (int)(hidden / div);
+        }
+        return null;
+    }
+}

@@ -1,0 +1,153 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+
+namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
+
+/// <summary>
+/// Rule 2: ONNX <c>Attention</c> (opset 23/24) → SwitchableAttention, for causal self-attention
+/// without an explicit mask or cache: 3-D [B, S, H·D] or 4-D [B, H, S, D] Q/K/V (4-D is transposed
+/// to the op's layout and back), seqlens_k/total_sequence_length synthesized from the query shape.
+/// ONNX's causal mask is top-left aligned, so when K/V are longer than Q (static shapes) only their
+/// first S positions can ever be attended and are sliced off.
+/// Refused with a reason: masks, past/present caches, nonpad_kv_seqlen, non-causal attention,
+/// qk_matmul_output.
+/// </summary>
+public sealed class OnnxAttentionRule : IAttentionRule
+{
+    /// <summary>Facts of an ONNX Attention node.</summary>
+    public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, int Rank, long? KeySliceTo, float? Scale, float? Softcap)
+        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+
+    /// <inheritdoc/>
+    public AttentionForm Form => AttentionForm.OnnxAttention;
+
+    /// <inheritdoc/>
+    public bool Match(GraphIndex graph, NodeProto node) => node.OpType == "Attention" && node.Domain is "" or "ai.onnx";
+
+    /// <inheritdoc/>
+    public RuleCheck Check(GraphIndex g, NodeProto node, RewriteOptions options)
+    {
+        string Input(int i) => i < node.Input.Count ? node.Input[i] : "";
+        var q = Input(0); var k = Input(1); var v = Input(2);
+        var qs = g.Shape(q); var ks = g.Shape(k); var vs = g.Shape(v);
+        int rank = qs?.Count ?? 0;
+        int? heads = null, kvHeads = null, headSize = null;
+        if (rank == 4)
+        {
+            heads = Dim(qs![1]); kvHeads = ks is { Count: 4 } ? Dim(ks[1]) : null; headSize = Dim(qs[3]);
+        }
+        else if (rank == 3)
+        {
+            heads = (int?)IntAttr(node, "q_num_heads"); kvHeads = (int?)IntAttr(node, "kv_num_heads");
+            if (heads is > 0 && Dim(qs![2]) is int hidden && hidden % heads == 0) headSize = hidden / heads.Value;
+        }
+        RuleCheck Refuse(string why) => RuleCheck.Refuse(why, heads, kvHeads, headSize);
+        if (qs is null || ks is null || vs is null) return Refuse("the rank of Q/K/V is unknown (no shape information)");
+        if (rank is not (3 or 4) || ks.Count != rank || vs.Count != rank) return Refuse($"Q/K/V ranks {qs.Count}/{ks.Count}/{vs.Count}: need all 3-D or all 4-D");
+        if (Input(3).Length > 0) return Refuse("has an attn_mask: only mask-free causal attention is rewritten (the mask is not provably causal)");
+        if (Input(4).Length > 0 || Input(5).Length > 0) return Refuse("uses past_key/past_value (internal KV cache form): not supported yet");
+        if (Input(6).Length > 0) return Refuse("uses nonpad_kv_seqlen (static-cache form): not supported yet");
+        for (int i = 1; i < node.Output.Count; i++)
+            if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
+                return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache")}) is used");
+        if ((IntAttr(node, "is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
+        if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
+        if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
+        if (headSize is null) return Refuse("head size unknown");
+        if (headSize % 8 != 0 || headSize > 256) return Refuse($"head size {headSize} is not a multiple of 8 up to 256");
+        int vHeadSize = rank == 4 ? Dim(vs[3]) ?? -1 : Dim(vs[2]) is int vh ? vh / kvHeads.Value : -1;
+        int kHeadSize = rank == 4 ? Dim(ks[3]) ?? -1 : Dim(ks[2]) is int kh ? kh / kvHeads.Value : -1;
+        if (kHeadSize != headSize || vHeadSize != headSize) return Refuse($"key/value head sizes ({kHeadSize}/{vHeadSize}) differ from the query's ({headSize}) or are unknown");
+        var type = g.ElementType(q);
+        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
+            return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
+        int seqAxis = rank == 4 ? 2 : 1;
+        object? sq = qs[seqAxis], sk = ks[seqAxis], sv = vs[seqAxis];
+        long? sliceTo = null;
+        if (!Equals(sk, sv)) return Refuse("key and value lengths differ or are unknown");
+        if (!Equals(sq, sk) || sq is null)
+        {
+            if (sq is long a && sk is long b && b > a) sliceTo = a;  // top-left causal: keys >= S are never attended
+            else return Refuse($"query length {sq ?? "?"} and key length {sk ?? "?"} are not provably compatible (need equal, or static with keys longer)");
+        }
+        if (options.CompressedState) return Refuse("--compressed-state needs a KV cache; this Attention has none");
+        float? scale = node.Attribute.FirstOrDefault(a => a.Name == "scale")?.F;
+        float? softcap = node.Attribute.FirstOrDefault(a => a.Name == "softcap")?.F;
+        return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap));
+    }
+
+    /// <inheritdoc/>
+    public void Rewrite(RewriteContext c, AttentionMatch match)
+    {
+        var f = (Facts)match;
+        var node = f.Node;
+        var g = c.Graph;
+        string N(string hint) => c.Index.UniqueName($"{node.Name}/infllmv2/{hint}");
+        var newNodes = new List<NodeProto>();
+        string Const(string hint, long[] values)
+        {
+            var name = N(hint);
+            g.Initializer.Add(TensorProtos.Int64(name, [values.Length], values));
+            return name;
+        }
+        string seqAxis = f.Rank == 4 ? "2" : "1";
+        string? sliceStarts = null, sliceEnds = null, sliceAxes = null;
+        if (f.KeySliceTo is long to)
+        {
+            sliceStarts = Const("slice_starts", [0]); sliceEnds = Const("slice_ends", [to]); sliceAxes = Const("slice_axes", [long.Parse(seqAxis)]);
+        }
+        string flatShape = f.Rank == 4 ? Const("bs_hidden", [0, 0, -1]) : "";
+        string To3d(string x, string hint, bool slice)
+        {
+            if (slice && sliceStarts is not null)
+            {
+                var sliced = N($"{hint}_sliced");
+                newNodes.Add(Node("Slice", "", [x, sliceStarts, sliceEnds!, sliceAxes!], [sliced], name: N($"{hint}_Slice")));
+                x = sliced;
+            }
+            if (f.Rank == 3) return x;
+            var t = N($"{hint}_bsnh");
+            var r = N($"{hint}_3d");
+            newNodes.Add(Node("Transpose", "", [x], [t], [Ints("perm", 0, 2, 1, 3)], N($"{hint}_Transpose")));
+            newNodes.Add(Node("Reshape", "", [t, flatShape], [r], name: N($"{hint}_Reshape")));
+            return r;
+        }
+        var q3 = To3d(node.Input[0], "query", false);
+        var k3 = To3d(node.Input[1], "key", true);
+        var v3 = To3d(node.Input[2], "value", true);
+        var shareKey = $"{g.Name}|{string.Join(",", c.Index.Shape(node.Input[0])!.Select(d => d?.ToString() ?? "?"))}|{f.Rank}";
+        if (c.Index.Shape(node.Input[0])!.Any(d => d is null)) shareKey += "|" + node.Input[0];
+        var (seqlens, total) = c.LengthsFromQuery(q3, shareKey);
+
+        var carried = new List<AttributeProto>();
+        if (f.Scale is float s) carried.Add(Attr("scale", s));
+        if (f.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
+        var mode = c.AttentionModeInput();
+        var inputs = new List<string> { q3, k3, v3, "", "", seqlens, total };
+        if (mode.Length > 0) inputs.AddRange(["", "", "", mode]);
+        var y = node.Output[0];
+        var out3 = f.Rank == 3 ? y : N("output_3d");
+        newNodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, N("present_key"), N("present_value")],
+            c.SwitchableAttributes(f.NumHeads, f.KvNumHeads, carried), N("SwitchableAttention")));
+        if (f.Rank == 4)
+        {
+            var split = N("output_bsnh");
+            newNodes.Add(Node("Reshape", "", [out3, Const("bsnh", [0, 0, f.NumHeads, f.HeadDim])], [split], name: N("output_Reshape")));
+            newNodes.Add(Node("Transpose", "", [split], [y], [Ints("perm", 0, 2, 1, 3)], N("output_Transpose")));
+        }
+        int at = g.Node.IndexOf(node);
+        g.Node.RemoveAt(at);
+        for (int i = 0; i < newNodes.Count; i++) g.Node.Insert(at + i, newNodes[i]);
+    }
+
+    private static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+
+    private static int? Dim(object? d) => d is long v ? (int)v : null;
+
+    private static long? IntAttr(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.I;
+}

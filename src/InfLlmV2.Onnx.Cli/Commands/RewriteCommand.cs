@@ -1,0 +1,92 @@
+using System.CommandLine;
+using System.Text.Json;
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Rewriting;
+
+namespace InfLlmV2.Onnx.Cli.Commands;
+
+/// <summary>
+/// <c>infllmv2 rewrite IN -o OUT [options] [--report FILE.json]</c>: exit 0 when at least one
+/// attention was rewritten, 3 when the model is valid but nothing could be, 2 on bad input or
+/// usage. On failure no output file exists afterwards; the input is never overwritten, nor an
+/// existing output without --force.
+/// </summary>
+public static class RewriteCommand
+{
+    /// <summary>Creates the command.</summary>
+    public static Command Create()
+    {
+        var d = new RewriteOptions();
+        var input = new Argument<FileInfo>("IN") { Description = "ONNX model to rewrite (never modified)" };
+        var output = new Option<FileInfo>("--output", "-o") { Description = "Rewritten model path", Required = true };
+        var force = new Option<bool>("--force") { Description = "Overwrite an existing output" };
+        var report = new Option<FileInfo?>("--report") { Description = "Write the per-site report as JSON" };
+        var denseLen = new Option<long>("--dense-len") { Description = "Dense iff total length < this; -1 = always sparse", DefaultValueFactory = _ => d.DenseLen };
+        var topk = new Option<long>("--topk") { Description = "Dynamic top-k blocks", DefaultValueFactory = _ => d.TopK };
+        var window = new Option<long>("--window") { Description = "Local window in tokens", DefaultValueFactory = _ => d.WindowSize };
+        var block = new Option<long>("--block-size") { Description = "Sparse block size", DefaultValueFactory = _ => d.BlockSize };
+        var init = new Option<long>("--init-blocks") { Description = "Always-selected leading blocks", DefaultValueFactory = _ => d.InitBlocks };
+        var kernel = new Option<long>("--compress-kernel") { Description = "Compression window", DefaultValueFactory = _ => d.CompressKernel };
+        var stride = new Option<long>("--compress-stride") { Description = "Compression stride", DefaultValueFactory = _ => d.CompressStride };
+        var exactLse = new Option<bool>("--exact-lse") { Description = "Normalize stage-1 scores exactly (lse_approx=0)" };
+        var state = new Option<bool>("--compressed-state") { Description = "Add past/present compressed-key inputs/outputs per layer" };
+        var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
+        var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
+        {
+            input, output, force, report, denseLen, topk, window, block, init, kernel, stride, exactLse, state, mode,
+        };
+        cmd.SetAction(r => CommandRunner.Guard(() =>
+        {
+            var options = new RewriteOptions
+            {
+                DenseLen = r.GetValue(denseLen), TopK = r.GetValue(topk), WindowSize = r.GetValue(window), BlockSize = r.GetValue(block),
+                InitBlocks = r.GetValue(init), CompressKernel = r.GetValue(kernel), CompressStride = r.GetValue(stride),
+                LseApprox = !r.GetValue(exactLse), CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
+            };
+            if (options.Validate() is { } why) throw new UsageException(why);
+            return Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(force), r.GetValue(report), options);
+        }));
+        return cmd;
+    }
+
+    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options)
+    {
+        if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
+        if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
+            throw new UsageException("The output must differ from the input (the input is never overwritten)");
+        if (output.Exists && !force) throw new UsageException($"Output {output.FullName} exists; pass --force to overwrite it");
+        if (report is not null && (Path.GetFullPath(report.FullName) == Path.GetFullPath(input.FullName) || Path.GetFullPath(report.FullName) == Path.GetFullPath(output.FullName)))
+            throw new UsageException("--report must differ from the input and output models");
+
+        var model = OnnxModelFile.Load(input.FullName);
+        ModelWriter.CheckExternalData(model, input.FullName);
+        bool interactive = !Console.IsErrorRedirected;
+        int done = 0;
+        var sites = AttentionRewriter.Rewrite(model, options, interactive ? s => Console.Error.Write($"\rrewriting {++done}: {s}".PadRight(60)[..60]) : null);
+        if (interactive && done > 0) Console.Error.WriteLine();
+        int rewritten = sites.Count(s => s.Rewritten);
+        if (rewritten > 0) ModelWriter.Save(model, input.FullName, output.FullName, force);
+        InspectCommand.PrintSites(input.FullName, sites);
+        if (report is not null)
+        {
+            var doc = new
+            {
+                input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
+                options = new
+                {
+                    dense_len = options.DenseLen, topk = options.TopK, window_size = options.WindowSize, block_size = options.BlockSize,
+                    init_blocks = options.InitBlocks, compress_kernel = options.CompressKernel, compress_stride = options.CompressStride,
+                    lse_approx = options.LseApprox, compressed_state = options.CompressedState, attention_mode_input = options.AttentionModeInput,
+                },
+            };
+            File.WriteAllText(report.FullName, JsonSerializer.Serialize(doc, InspectCommand.JsonOptions));
+        }
+        if (rewritten == 0)
+        {
+            Console.Error.WriteLine($"error: nothing rewritten: {(sites.Count == 0 ? "no attention found" : string.Join("; ", sites.Select(s => s.Reason).Distinct()))}");
+            return ExitCodes.NothingRewritten;
+        }
+        Console.WriteLine($"wrote {output.FullName} ({rewritten} of {sites.Count} attention sites rewritten)");
+        return ExitCodes.Ok;
+    }
+}
