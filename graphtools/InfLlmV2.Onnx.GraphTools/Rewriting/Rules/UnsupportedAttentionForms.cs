@@ -41,19 +41,21 @@ public sealed class DecomposedAttentionForm : IAttentionRule
     public bool Match(GraphIndex graph, NodeProto node)
     {
         if (node.OpType != "Softmax" || node.Domain is not ("" or "ai.onnx")) return false;
-        bool fromMatMul = Walk(graph, node.Input[0], up: true, depth: 6);
-        bool toMatMul = graph.Consumers(node.Output[0]).Any(c => c.OpType == "MatMul" ||
-            Between.Contains(c.OpType) && c.Output.Any(o => graph.Consumers(o).Any(x => x.OpType == "MatMul")));
-        return fromMatMul && toMatMul;
+        return WalkUp(graph, node.Input[0], depth: 10) && WalkDown(graph, node.Output[0], depth: 6);
     }
 
-    private static bool Walk(GraphIndex g, string value, bool up, int depth)
+    // A MatMul reached through elementwise scale/mask/cast steps.
+    private static bool WalkUp(GraphIndex g, string value, int depth)
     {
         var p = g.Producer(value);
         if (p is null || depth == 0) return false;
         if (p.OpType == "MatMul") return true;
-        return Between.Contains(p.OpType) && p.Input.Where(i => i.Length > 0).Any(i => Walk(g, i, up, depth - 1));
+        return Between.Contains(p.OpType) && p.Input.Where(i => i.Length > 0).Any(i => WalkUp(g, i, depth - 1));
     }
+
+    private static bool WalkDown(GraphIndex g, string value, int depth) =>
+        depth > 0 && g.Consumers(value).Any(c => c.OpType == "MatMul" ||
+            Between.Contains(c.OpType) && c.Output.Any(o => WalkDown(g, o, depth - 1)));
 
     /// <inheritdoc/>
     public RuleCheck Check(GraphIndex graph, NodeProto node, RewriteOptions options) =>

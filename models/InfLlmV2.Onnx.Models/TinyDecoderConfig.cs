@@ -1,0 +1,44 @@
+namespace InfLlmV2.Onnx.Models;
+
+/// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>
+public sealed record TinyDecoderConfig
+{
+    /// <summary>Decoder layers.</summary>
+    public int Layers { get; init; } = 2;
+
+    /// <summary>Query heads.</summary>
+    public int NumHeads { get; init; } = 4;
+
+    /// <summary>Key/value heads.</summary>
+    public int KvNumHeads { get; init; } = 2;
+
+    /// <summary>Head size (multiple of 8).</summary>
+    public int HeadSize { get; init; } = 32;
+
+    /// <summary>Vocabulary size.</summary>
+    public int Vocab { get; init; } = 256;
+
+    /// <summary>MLP inner size.</summary>
+    public int Intermediate { get; init; } = 256;
+
+    /// <summary>Rows of the rotary cos/sin caches (maximum position + 1).</summary>
+    public int MaxPositions { get; init; } = 4096;
+
+    /// <summary>Weight seed.</summary>
+    public int Seed { get; init; } = 1;
+
+    /// <summary>One packed QKV projection (genai CPU builder) instead of separate q/k/v.</summary>
+    public bool PackedQkv { get; init; }
+
+    /// <summary>Hidden size = heads x head size.</summary>
+    public int Hidden => NumHeads * HeadSize;
+
+    /// <summary>Name of layer <paramref name="layer"/>'s past key or value input (genai and optimum name them alike).</summary>
+    public string PastName(int layer, string kv) => $"past_key_values.{layer}.{kv}";
+
+    /// <summary>Name of layer <paramref name="layer"/>'s present key or value output.</summary>
+    public string PresentName(int layer, string kv) => $"present.{layer}.{kv}";
+
+    /// <summary>The embedded default model of <c>infllmv2 demo</c>.</summary>
+    public static TinyDecoderConfig Default => new() { Layers = 2, NumHeads = 8, KvNumHeads = 2, HeadSize = 32, Vocab = 512, Intermediate = 512, MaxPositions = 32768, Seed = 2026 };
+}

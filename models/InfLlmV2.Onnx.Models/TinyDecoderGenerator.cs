@@ -1,0 +1,203 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+
+namespace InfLlmV2.Onnx.Models;
+
+/// <summary>
+/// Builds a tiny decoder-only LLM in the genai model builder's form: token embedding, per layer
+/// RMSNorm → q/k/v projections → <c>com.microsoft::GroupQueryAttention</c> (rotary inside, seqlens
+/// and total length from the attention mask) → output projection, residuals, RMSNorm → SiLU MLP,
+/// final RMSNorm and lm_head. Weights come from a seeded generator: the same config gives the same bytes.
+/// </summary>
+public static class TinyDecoderGenerator
+{
+    private const TensorProto.Types.DataType F32 = TensorProto.Types.DataType.Float;
+    private const TensorProto.Types.DataType I64 = TensorProto.Types.DataType.Int64;
+
+    /// <summary>Generates the model (all weights inline as raw data).</summary>
+    public static ModelProto Generate(TinyDecoderConfig c)
+    {
+        if (c.HeadSize % 8 != 0 || c.NumHeads % c.KvNumHeads != 0)
+            throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
+        var rng = new Random(c.Seed);
+        var g = new GraphProto { Name = "tiny_decoder" };
+        int h = c.Hidden, kvw = c.KvNumHeads * c.HeadSize;
+        float Std(int fanIn) => 1.0f / MathF.Sqrt(fanIn);
+        string W(string name, int rows, int cols, float std)
+        {
+            var data = new float[rows * cols];
+            for (int i = 0; i < data.Length; i++) data[i] = (float)(rng.NextDouble() * 2 - 1) * std * 1.7f;
+            g.Initializer.Add(TensorProtos.Float(name, [rows, cols], data));
+            return name;
+        }
+        string Ones(string name, int n)
+        {
+            var data = new float[n];
+            for (int i = 0; i < n; i++) data[i] = 1.0f + 0.1f * (float)(rng.NextDouble() * 2 - 1);
+            g.Initializer.Add(TensorProtos.Float(name, [n], data));
+            return name;
+        }
+        string I64C(string name, long[] dims, long[] values) { g.Initializer.Add(TensorProtos.Int64(name, dims, values)); return name; }
+        void Add(string op, string[] inputs, string[] outputs, params AttributeProto[] attrs) =>
+            g.Node.Add(Node(op, op is "GroupQueryAttention" ? "com.microsoft" : "", inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
+
+        g.Input.Add(Tensor("input_ids", I64, null, null));
+        g.Input.Add(Tensor("attention_mask", I64, null, null));
+        for (int l = 0; l < c.Layers; l++)
+        {
+            g.Input.Add(CacheInfo(c.PastName(l, "key"), c, "past_sequence_length"));
+            g.Input.Add(CacheInfo(c.PastName(l, "value"), c, "past_sequence_length"));
+        }
+        g.Output.Add(Tensor("logits", F32, null, null, c.Vocab));
+        for (int l = 0; l < c.Layers; l++)
+        {
+            g.Output.Add(CacheInfo(c.PresentName(l, "key"), c, "total_sequence_length"));
+            g.Output.Add(CacheInfo(c.PresentName(l, "value"), c, "total_sequence_length"));
+        }
+        // Rename symbolic dims to genai's names.
+        foreach (var v in g.Input.Concat(g.Output))
+        {
+            var dims = v.Type.TensorType.Shape.Dim;
+            if (dims[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam) dims[0].DimParam = "batch_size";
+            if (v.Name == "input_ids" || v.Name == "logits") dims[1].DimParam = "sequence_length";
+            if (v.Name == "attention_mask") dims[1].DimParam = "total_sequence_length";
+        }
+
+        // seqlens_k = ReduceSum(mask, 1) - 1 (int32), total = Shape(mask)[1] (int32 scalar): genai's subgraph.
+        var one = I64C("const_one", [1], [1]);
+        var axis1 = I64C("const_axis1", [1], [1]);
+        var idx1 = I64C("const_index1", [], [1]);
+        Add("ReduceSum", ["attention_mask", axis1], ["mask_sum"]);
+        Add("Sub", ["mask_sum", one], ["mask_sum_minus_one"]);
+        Add("Cast", ["mask_sum_minus_one"], ["seqlens_k"], Attr("to", (long)TensorProto.Types.DataType.Int32));
+        Add("Shape", ["attention_mask"], ["mask_shape"]);
+        Add("Gather", ["mask_shape", idx1], ["total_len_i64"], Attr("axis", 0L));
+        Add("Cast", ["total_len_i64"], ["total_sequence_length"], Attr("to", (long)TensorProto.Types.DataType.Int32));
+
+        // Rotary caches [max_positions, head/2], base 10000.
+        int half = c.HeadSize / 2;
+        var cos = new float[c.MaxPositions * half];
+        var sin = new float[c.MaxPositions * half];
+        for (int p = 0; p < c.MaxPositions; p++)
+            for (int i = 0; i < half; i++)
+            {
+                double theta = p / Math.Pow(10000.0, 2.0 * i / c.HeadSize);
+                cos[p * half + i] = (float)Math.Cos(theta);
+                sin[p * half + i] = (float)Math.Sin(theta);
+            }
+        g.Initializer.Add(TensorProtos.Float("cos_cache", [c.MaxPositions, half], cos));
+        g.Initializer.Add(TensorProtos.Float("sin_cache", [c.MaxPositions, half], sin));
+
+        W("embed_tokens.weight", c.Vocab, h, 1.0f);
+        Add("Gather", ["embed_tokens.weight", "input_ids"], ["hidden_0"]);
+        var eps = "const_eps";
+        g.Initializer.Add(TensorProtos.Float(eps, [], [1e-5f]));
+        string RmsNorm(string x, string weight, string prefix)
+        {
+            Add("Mul", [x, x], [$"{prefix}/sq"]);
+            Add("ReduceMean", [$"{prefix}/sq"], [$"{prefix}/mean"], Ints("axes", -1), Attr("keepdims", 1L));
+            Add("Add", [$"{prefix}/mean", eps], [$"{prefix}/mean_eps"]);
+            Add("Sqrt", [$"{prefix}/mean_eps"], [$"{prefix}/rms"]);
+            Add("Div", [x, $"{prefix}/rms"], [$"{prefix}/normed"]);
+            Add("Mul", [$"{prefix}/normed", weight], [$"{prefix}/out"]);
+            return $"{prefix}/out";
+        }
+        string x0 = "hidden_0";
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string p = $"layers.{l}";
+            var xn = RmsNorm(x0, Ones($"{p}.input_layernorm.weight", h), $"{p}/input_norm");
+            string[] gqaInputs;
+            if (c.PackedQkv)
+            {
+                W($"{p}.attn.qkv_proj.weight", h, h + 2 * kvw, Std(h));
+                Add("MatMul", [xn, $"{p}.attn.qkv_proj.weight"], [$"{p}/qkv"]);
+                gqaInputs = [$"{p}/qkv", "", ""];
+            }
+            else
+            {
+                W($"{p}.attn.q_proj.weight", h, h, Std(h));
+                W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
+                W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
+                Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
+                Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
+                Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
+                gqaInputs = [$"{p}/q", $"{p}/k", $"{p}/v"];
+            }
+            Add("GroupQueryAttention",
+                [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
+                [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
+                Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
+                Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
+            W($"{p}.attn.o_proj.weight", h, h, Std(h));
+            Add("MatMul", [$"{p}/attn", $"{p}.attn.o_proj.weight"], [$"{p}/attn_out"]);
+            Add("Add", [x0, $"{p}/attn_out"], [$"{p}/resid1"]);
+            var xn2 = RmsNorm($"{p}/resid1", Ones($"{p}.post_attention_layernorm.weight", h), $"{p}/post_norm");
+            W($"{p}.mlp.gate_proj.weight", h, c.Intermediate, Std(h));
+            W($"{p}.mlp.up_proj.weight", h, c.Intermediate, Std(h));
+            W($"{p}.mlp.down_proj.weight", c.Intermediate, h, Std(c.Intermediate));
+            Add("MatMul", [xn2, $"{p}.mlp.gate_proj.weight"], [$"{p}/gate"]);
+            Add("Sigmoid", [$"{p}/gate"], [$"{p}/gate_sig"]);
+            Add("Mul", [$"{p}/gate", $"{p}/gate_sig"], [$"{p}/silu"]);
+            Add("MatMul", [xn2, $"{p}.mlp.up_proj.weight"], [$"{p}/up"]);
+            Add("Mul", [$"{p}/silu", $"{p}/up"], [$"{p}/act"]);
+            Add("MatMul", [$"{p}/act", $"{p}.mlp.down_proj.weight"], [$"{p}/mlp_out"]);
+            Add("Add", [$"{p}/resid1", $"{p}/mlp_out"], [$"hidden_{l + 1}"]);
+            x0 = $"hidden_{l + 1}";
+        }
+        var xf = RmsNorm(x0, Ones("final_norm.weight", h), "final_norm");
+        W("lm_head.weight", h, c.Vocab, Std(h));
+        Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
+        var m = Model(g, ("", 17), ("com.microsoft", 1));
+        m.IrVersion = 8;
+        m.ProducerName = "infllmv2-tiny-decoder";
+        m.DocString = $"tiny GQA decoder: {c}";
+        return m;
+    }
+
+    /// <summary>
+    /// Writes the model to <paramref name="path"/>; with <paramref name="externalData"/> every
+    /// initializer of at least 1 KiB goes to <c>{file}.data</c> next to it (4096-aligned offsets).
+    /// </summary>
+    public static void Save(ModelProto model, string path, bool externalData)
+    {
+        if (externalData)
+        {
+            model = model.Clone();
+            var dataName = Path.GetFileName(path) + ".data";
+            var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName);
+            using (var data = new FileStream(dataPath, FileMode.Create, FileAccess.Write))
+            {
+                foreach (var t in model.Graph.Initializer.Where(t => t.RawData.Length >= 1024))
+                {
+                    long offset = (data.Position + 4095) / 4096 * 4096;
+                    data.SetLength(offset);
+                    data.Position = offset;
+                    t.RawData.WriteTo(data);
+                    t.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = dataName });
+                    t.ExternalData.Add(new StringStringEntryProto { Key = "offset", Value = offset.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    t.ExternalData.Add(new StringStringEntryProto { Key = "length", Value = t.RawData.Length.ToString(System.Globalization.CultureInfo.InvariantCulture) });
+                    t.DataLocation = TensorProto.Types.DataLocation.External;
+                    t.RawData = Google.Protobuf.ByteString.Empty;
+                }
+            }
+        }
+        OnnxModelFile.Save(model, path);
+    }
+
+    private static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, string seqDim)
+    {
+        var v = Tensor(name, F32, null, c.KvNumHeads, null, c.HeadSize);
+        v.Type.TensorType.Shape.Dim[0].DimParam = "batch_size";
+        v.Type.TensorType.Shape.Dim[2].DimParam = seqDim;
+        return v;
+    }
+
+    private static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+}
