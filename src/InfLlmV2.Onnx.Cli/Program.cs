@@ -8,6 +8,8 @@ root.Subcommands.Add(DemoCommand.Create());
 root.Subcommands.Add(RunCommand.Create());
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(RewriteCommand.Create());
+root.Subcommands.Add(CompareCommand.Create());
+root.Subcommands.Add(GenerateCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -1,14 +1,19 @@
 using System.CommandLine;
 using System.Diagnostics;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
 /// <summary>
-/// <c>infllmv2 demo</c>: one decode step of a one-node SwitchableAttention model on a 16k-token
-/// context, once in dense and once in sparse mode, with a planted "needle" block.
+/// <c>infllmv2 demo</c>, the main job on the embedded default model: (1) one decode step of a
+/// one-node SwitchableAttention model on a 16k-token context in dense and sparse mode, with a
+/// planted "needle" block; (2) generate the default tiny GQA decoder, rewrite it, and compare
+/// original vs rewritten on a short prompt (dense: must agree) and a 16k-token one (sparse).
 /// </summary>
 public static class DemoCommand
 {
@@ -18,12 +23,64 @@ public static class DemoCommand
     public static Command Create()
     {
         var cmd = new Command("demo", "Run SwitchableAttention on a 16k-token context in dense and sparse mode");
-        cmd.SetAction(_ => CommandRunner.Guard(Run));
+        var longLen = new Option<int>("--long-prompt") { Description = "Length of the long (sparse) prompt", DefaultValueFactory = _ => 16384 };
+        cmd.Options.Add(longLen);
+        cmd.SetAction(r => CommandRunner.Guard(() =>
+        {
+            int n = r.GetValue(longLen);
+            if (n < 64) throw new UsageException($"--long-prompt must be >= 64, got {n}");
+            var sw = Stopwatch.StartNew();
+            RunOpDemo();
+            int code = RunModelDemo(n);
+            Console.WriteLine($"demo finished in {sw.Elapsed.TotalSeconds:F1} s");
+            return code;
+        }));
         return cmd;
     }
 
-    private static int Run()
+    private static int RunModelDemo(int longPrompt)
     {
+        Console.WriteLine();
+        Console.WriteLine("== 2. default model: generate, rewrite, compare ==");
+        var config = TinyDecoderConfig.Default;
+        var dir = Path.Combine(AppContext.BaseDirectory, "demo-models");
+        Directory.CreateDirectory(dir);
+        var original = Path.Combine(dir, "tiny-decoder.onnx");
+        var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
+        TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);
+        var model = OnnxModelFile.Load(original);
+        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true });
+        ModelWriter.Save(model, original, rewritten, force: true);
+        Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
+        Console.WriteLine($"rewritten: {sites.Count(s => s.Rewritten)}/{sites.Count} attention sites -> {rewritten} (dense_len 8192, budget 96 blocks)");
+
+        using var a = DecoderModel.Open(original);
+        using var b = DecoderModel.Open(rewritten);
+        var rows = new List<(string Name, List<ComparisonStep> Steps)>();
+        Console.WriteLine();
+        Console.WriteLine("short prompt (128 tokens, auto -> dense):");
+        var shortSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(128, config.Vocab, 1), 8, AttentionRouting.Auto);
+        ModelComparison.Print(shortSteps, Console.Out);
+        rows.Add(("short/dense", shortSteps));
+        Console.WriteLine();
+        Console.WriteLine($"long prompt ({longPrompt} tokens, auto -> sparse beyond 8192):");
+        var longSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(longPrompt, config.Vocab, 2), 4, AttentionRouting.Auto);
+        ModelComparison.Print(longSteps, Console.Out);
+        rows.Add(("long/" + longSteps[^1].Mode.ToString().ToLowerInvariant(), longSteps));
+
+        Console.WriteLine();
+        Console.WriteLine("summary");
+        Console.WriteLine($"{"case",-14} {"steps",6} {"top-1 agree",12} {"max|dlogits|",13} {"max KL",10} {"orig s",8} {"rewr s",8}");
+        foreach (var (name, steps) in rows)
+            Console.WriteLine($"{name,-14} {steps.Count,6} {100.0 * steps.Count(s => s.Top1Agrees) / steps.Count,11:F0}% {steps.Max(s => s.MaxAbsDiff),13:G3} {steps.Max(s => s.KlDivergence),10:G3} {steps.Sum(s => s.OriginalMs) / 1000,8:F2} {steps.Sum(s => s.RewrittenMs) / 1000,8:F2}");
+        bool denseAgrees = shortSteps.All(s => s.Top1Agrees && s.MaxAbsDiff <= 1e-3);
+        Console.WriteLine(denseAgrees ? "dense mode agrees with the original model." : "ERROR: dense mode disagrees with the original model.");
+        return denseAgrees ? ExitCodes.Ok : ExitCodes.Mismatch;
+    }
+
+    private static void RunOpDemo()
+    {
+        Console.WriteLine("== 1. SwitchableAttention, one node ==");
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
         {
             NumHeads = Heads, KvNumHeads = KvHeads, WithAttentionMode = true, WithSelectedBlocks = true,
@@ -85,6 +142,5 @@ public static class DemoCommand
         }
         Console.WriteLine();
         Console.WriteLine("Sparse mode attends to the init block, the 33 local blocks and the 62 top-scored blocks (96 x 64 = 6144 tokens).");
-        return ExitCodes.Ok;
     }
 }

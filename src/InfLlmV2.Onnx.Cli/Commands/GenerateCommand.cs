@@ -1,0 +1,65 @@
+using System.CommandLine;
+using System.Diagnostics;
+using InfLlmV2.Onnx.Session;
+
+namespace InfLlmV2.Onnx.Cli.Commands;
+
+/// <summary><c>infllmv2 generate MODEL --prompt-ids 1,2,3 [--max-new-tokens N] [--mode ...]</c>: streams token ids.</summary>
+public static class GenerateCommand
+{
+    /// <summary>Creates the command.</summary>
+    public static Command Create()
+    {
+        var model = new Argument<FileInfo>("MODEL") { Description = "Decoder model (original or rewritten)" };
+        var ids = new Option<string>("--prompt-ids") { Description = "Comma-separated prompt token ids", Required = true };
+        var max = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 32 };
+        var mode = new Option<string>("--mode") { Description = "auto, dense or sparse (forcing needs an attention_mode input)", DefaultValueFactory = _ => "auto" };
+        mode.AcceptOnlyFromAmong("auto", "dense", "sparse");
+        var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k best (0 = all)" };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold", DefaultValueFactory = _ => 1f };
+        var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
+        var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
+        var capacity = new Option<int>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
+        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, ids, max, mode, temperature, topK, topP, seed, stop, capacity };
+        cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
+        {
+            using var m = DecoderModel.Open(CompareCommand.Existing(r.GetValue(model)!));
+            int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
+            var prompt = ParseIds(r.GetValue(ids), vocab)!;
+            int maxNew = r.GetValue(max);
+            if (maxNew < 1) throw new UsageException($"--max-new-tokens must be >= 1, got {maxNew}");
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = maxNew, Temperature = r.GetValue(temperature), TopK = r.GetValue(topK), TopP = r.GetValue(topP),
+                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab) ?? [],
+            };
+            int cap = r.GetValue(capacity) is > 0 and var c ? c : prompt.Length + maxNew;
+            using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
+            var sw = Stopwatch.StartNew();
+            int count = 0;
+            foreach (var token in session.Generate(prompt, options, ct))
+            {
+                Console.Write(count++ == 0 ? $"{token}" : $",{token}");
+                Console.Out.Flush();
+            }
+            Console.WriteLine();
+            Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0].ToString().ToLowerInvariant()}");
+            return ExitCodes.Ok;
+        })));
+        return cmd;
+    }
+
+    internal static int[]? ParseIds(string? text, int vocab)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return null;
+        var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ids[i]) || ids[i] < 0 || ids[i] >= vocab)
+                throw new UsageException($"token id '{parts[i]}' is not an integer in [0, {vocab})");
+        }
+        return ids.Length > 0 ? ids : throw new UsageException("no token ids given");
+    }
+}

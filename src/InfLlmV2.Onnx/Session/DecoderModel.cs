@@ -1,0 +1,209 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InfLlmV2.Onnx.Session;
+
+/// <summary>Names of a decoder's inputs and outputs (onnxruntime-genai and optimum conventions by default).</summary>
+public sealed record DecoderNames
+{
+    /// <summary>Token ids input [B, S].</summary>
+    public string InputIds { get; init; } = "input_ids";
+
+    /// <summary>Attention mask input [B, total].</summary>
+    public string AttentionMask { get; init; } = "attention_mask";
+
+    /// <summary>Optional position ids input [B, S].</summary>
+    public string PositionIds { get; init; } = "position_ids";
+
+    /// <summary>Logits output [B, S, vocab].</summary>
+    public string Logits { get; init; } = "logits";
+
+    /// <summary>Past key of layer {0}.</summary>
+    public string PastKey { get; init; } = "past_key_values.{0}.key";
+
+    /// <summary>Past value of layer {0}.</summary>
+    public string PastValue { get; init; } = "past_key_values.{0}.value";
+
+    /// <summary>Present key of layer {0}.</summary>
+    public string PresentKey { get; init; } = "present.{0}.key";
+
+    /// <summary>Present value of layer {0}.</summary>
+    public string PresentValue { get; init; } = "present.{0}.value";
+
+    /// <summary>Past compressed keys of layer {0} (models rewritten with --compressed-state).</summary>
+    public string PastCompressedKey { get; init; } = "past_key_values.{0}.compressed_key";
+
+    /// <summary>Present compressed keys of layer {0}.</summary>
+    public string PresentCompressedKey { get; init; } = "present.{0}.compressed_key";
+
+    /// <summary>Shared attention_mode input (models rewritten with --attention-mode-input).</summary>
+    public string AttentionMode { get; init; } = "attention_mode";
+}
+
+/// <summary>
+/// A decoder-only LLM in ONNX (original or rewritten) opened for generation: one
+/// <see cref="InferenceSession"/> shared by any number of <see cref="DecoderSession"/>s, plus what was
+/// learned from its graph (layers, KV layout, element type, SwitchableAttention settings).
+/// </summary>
+public sealed class DecoderModel : IDisposable
+{
+    private readonly bool _ownsSession;
+
+    private DecoderModel(InferenceSession session, bool ownsSession, ModelProto? graph, DecoderNames names)
+    {
+        Session = session;
+        _ownsSession = ownsSession;
+        Names = names;
+        var inputs = session.InputMetadata;
+        var outputs = session.OutputMetadata;
+        foreach (var required in new[] { names.InputIds, names.AttentionMask })
+            if (!inputs.ContainsKey(required))
+                throw new InvalidDataException($"The model has no '{required}' input (inputs: {string.Join(", ", inputs.Keys)})");
+        if (!outputs.ContainsKey(names.Logits)) throw new InvalidDataException($"The model has no '{names.Logits}' output");
+        int layers = 0;
+        while (inputs.ContainsKey(string.Format(names.PastKey, layers))) layers++;
+        if (layers == 0) throw new InvalidDataException($"The model has no past key inputs named like '{names.PastKey}'");
+        Layers = layers;
+        var pk = inputs[string.Format(names.PastKey, 0)];
+        if (pk.Dimensions.Length != 4 || pk.Dimensions[1] <= 0 || pk.Dimensions[3] <= 0)
+            throw new InvalidDataException($"Past key input must be [batch, kv_heads, past, head_size] with fixed heads and head size, got [{string.Join(",", pk.Dimensions)}]");
+        KvNumHeads = pk.Dimensions[1];
+        HeadSize = pk.Dimensions[3];
+        CacheType = pk.ElementDataType;
+        if (CacheType is not (TensorElementType.Float or TensorElementType.Float16))
+            throw new InvalidDataException($"KV cache element type {CacheType} is not supported (fp32, fp16)");
+        LogitsType = outputs[names.Logits].ElementDataType;
+        InputIdsType = inputs[names.InputIds].ElementDataType;
+        HasPositionIds = inputs.ContainsKey(names.PositionIds);
+        HasAttentionModeInput = inputs.ContainsKey(names.AttentionMode);
+        HasCompressedState = inputs.ContainsKey(string.Format(names.PastCompressedKey, 0));
+        var known = new HashSet<string> { names.InputIds, names.AttentionMask, names.PositionIds, names.AttentionMode };
+        for (int l = 0; l < layers; l++)
+        {
+            known.Add(string.Format(names.PastKey, l)); known.Add(string.Format(names.PastValue, l));
+            known.Add(string.Format(names.PastCompressedKey, l));
+            foreach (var o in new[] { names.PresentKey, names.PresentValue })
+                if (!outputs.ContainsKey(string.Format(o, l))) throw new InvalidDataException($"The model has no '{string.Format(o, l)}' output");
+        }
+        var unknown = inputs.Keys.Where(k => !known.Contains(k)).ToList();
+        if (unknown.Count > 0) throw new InvalidDataException($"The model has inputs this session cannot feed: {string.Join(", ", unknown)}");
+
+        // Graph facts: attention ops and their sparse settings; shared-buffer support.
+        if (graph is not null)
+        {
+            var attention = graph.Graph.Node.Where(n => n.OpType is "SwitchableAttention" or "GroupQueryAttention").ToList();
+            var sw = graph.Graph.Node.FirstOrDefault(n => n.OpType == "SwitchableAttention" && n.Domain == NativeOpLibrary.Domain);
+            IsRewritten = sw is not null;
+            long Attr(string name, long fallback) => sw?.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
+            DenseLen = Attr("dense_len", 8192);
+            CompressKernel = Attr("compress_kernel", 32);
+            CompressStride = Attr("compress_stride", 16);
+            // Past/present may share one buffer only if every past feeds a GQA-contract op's past input.
+            var pastInputs = Enumerable.Range(0, layers).SelectMany(l => new[] { string.Format(names.PastKey, l), string.Format(names.PastValue, l) }).ToHashSet();
+            SupportsSharedBuffers = pastInputs.All(p =>
+            {
+                var consumers = graph.Graph.Node.Where(n => n.Input.Contains(p)).ToList();
+                return consumers.Count > 0 && consumers.All(n => attention.Contains(n) && (n.Input.IndexOf(p) is 3 or 4));
+            });
+        }
+    }
+
+    /// <summary>Opens a model file with the SwitchableAttention op registered.</summary>
+    /// <param name="path">The .onnx file (external data next to it).</param>
+    /// <param name="options">Session options to use (the op library is registered on them); null for defaults.</param>
+    /// <param name="names">Input/output naming; null for the genai/optimum convention.</param>
+    public static DecoderModel Open(string path, SessionOptions? options = null, DecoderNames? names = null)
+    {
+        var graph = OnnxModelFile.Load(path);
+        SessionOptions? own = null;
+        if (options is null)
+        {
+            own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+            options = own;
+        }
+        try
+        {
+            options.RegisterInfLlmV2Ops();
+            var session = new InferenceSession(path, options);
+            try
+            {
+                return new DecoderModel(session, ownsSession: true, graph, names ?? new DecoderNames());
+            }
+            catch
+            {
+                session.Dispose();
+                throw;
+            }
+        }
+        finally
+        {
+            own?.Dispose();
+        }
+    }
+
+    /// <summary>The ORT session (thread-safe Run; shared by all decoder sessions of this model).</summary>
+    public InferenceSession Session { get; }
+
+    /// <summary>Input/output names.</summary>
+    public DecoderNames Names { get; }
+
+    /// <summary>Decoder layers (past key inputs).</summary>
+    public int Layers { get; }
+
+    /// <summary>Key/value heads.</summary>
+    public int KvNumHeads { get; }
+
+    /// <summary>Head size.</summary>
+    public int HeadSize { get; }
+
+    /// <summary>KV cache element type.</summary>
+    public TensorElementType CacheType { get; }
+
+    /// <summary>Logits element type.</summary>
+    public TensorElementType LogitsType { get; }
+
+    /// <summary>input_ids element type (int64 or int32).</summary>
+    public TensorElementType InputIdsType { get; }
+
+    /// <summary>Whether the model takes position_ids.</summary>
+    public bool HasPositionIds { get; }
+
+    /// <summary>Whether the model has the shared attention_mode input.</summary>
+    public bool HasAttentionModeInput { get; }
+
+    /// <summary>Whether the model carries compressed-key state per layer.</summary>
+    public bool HasCompressedState { get; }
+
+    /// <summary>Whether the model's attention is SwitchableAttention.</summary>
+    public bool IsRewritten { get; }
+
+    /// <summary>dense_len of the model's SwitchableAttention nodes.</summary>
+    public long DenseLen { get; } = 8192;
+
+    /// <summary>Level-1 compression window.</summary>
+    public long CompressKernel { get; } = 32;
+
+    /// <summary>Level-1 compression stride.</summary>
+    public long CompressStride { get; } = 16;
+
+    /// <summary>Whether past and present caches can be one preallocated buffer (GQA-contract attention).</summary>
+    public bool SupportsSharedBuffers { get; }
+
+    /// <summary>Mode a request of <paramref name="totalLength"/> tokens runs in under <paramref name="routing"/> (the op's rule).</summary>
+    public AttentionModeUsed ModeFor(AttentionRouting routing, long totalLength) =>
+        !IsRewritten ? AttentionModeUsed.Dense
+        : routing switch
+        {
+            AttentionRouting.Dense => AttentionModeUsed.Dense,
+            AttentionRouting.Sparse => AttentionModeUsed.Sparse,
+            _ => DenseLen == -1 || totalLength >= DenseLen ? AttentionModeUsed.Sparse : AttentionModeUsed.Dense,
+        };
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_ownsSession) Session.Dispose();
+    }
+}

@@ -1,0 +1,330 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InfLlmV2.Onnx.Session;
+
+/// <summary>Settings of one <see cref="DecoderSession"/>.</summary>
+public sealed record DecoderSessionOptions
+{
+    /// <summary>Requests decoded together (ragged: each keeps its own length).</summary>
+    public int BatchSize { get; init; } = 1;
+
+    /// <summary>Most tokens a request may hold (prompt + generated): the preallocated KV capacity.</summary>
+    public int Capacity { get; init; } = 4096;
+
+    /// <summary>Prompts longer than this are prefilled in chunks (batch size 1 only, as GQA requires).</summary>
+    public int ChunkSize { get; init; } = 2048;
+
+    /// <summary>Dense/sparse routing per phase.</summary>
+    public RoutingPolicy Routing { get; init; } = RoutingPolicy.Auto;
+
+    /// <summary>Bind one KV buffer as both past and present (null: whenever the model supports it).</summary>
+    public bool? SharedBuffers { get; init; }
+}
+
+/// <summary>
+/// One batch of requests over a <see cref="DecoderModel"/>: owns the KV cache (and compressed-key
+/// state) and every per-step input, sends prefill and decode steps through the routing policy, and
+/// exposes onnxruntime-genai-like verbs: <see cref="AppendTokens(ReadOnlySpan{int})"/>,
+/// <see cref="NextToken"/>, <see cref="RewindTo"/>. Not thread-safe itself; distinct sessions may
+/// run concurrently over one model.
+/// </summary>
+public sealed class DecoderSession : IDisposable
+{
+    private readonly DecoderModel _model;
+    private readonly DecoderSessionOptions _options;
+    private readonly int[] _lengths;
+    private readonly AttentionModeUsed[] _modes;
+    private readonly float[]?[] _lastLogits;
+    private readonly bool _shared;
+    // Shared-buffer mode: [layer] buffers of [B, Hkv, capacity, D] bound as past and present.
+    private readonly OrtValue[] _keys = [], _values = [], _compressed = [];
+    // Growing mode: the previous step's outputs hold the cache.
+    private IDisposableReadOnlyCollection<OrtValue>? _previous;
+    private bool _disposed;
+
+    /// <summary>Creates a session with empty caches.</summary>
+    /// <exception cref="ArgumentException">Bad options, or a routing the model cannot express.</exception>
+    public DecoderSession(DecoderModel model, DecoderSessionOptions? options = null)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _options = options ?? new DecoderSessionOptions();
+        if (_options.BatchSize < 1) throw new ArgumentException($"BatchSize must be >= 1, got {_options.BatchSize}");
+        if (_options.Capacity < 1) throw new ArgumentException($"Capacity must be >= 1, got {_options.Capacity}");
+        if (_options.ChunkSize < 1) throw new ArgumentException($"ChunkSize must be >= 1, got {_options.ChunkSize}");
+        CheckRouting(_options.Routing);
+        Routing = _options.Routing;
+        _shared = _options.SharedBuffers ?? model.SupportsSharedBuffers;
+        if (_shared && !model.SupportsSharedBuffers)
+            throw new ArgumentException("This model's attention cannot share past/present buffers; use SharedBuffers = false");
+        int b = _options.BatchSize;
+        _lengths = new int[b];
+        _modes = new AttentionModeUsed[b];
+        _lastLogits = new float[b][];
+        if (_shared)
+        {
+            long[] kvShape = [b, model.KvNumHeads, _options.Capacity, model.HeadSize];
+            _keys = Enumerable.Range(0, model.Layers).Select(_ => Zeros(kvShape)).ToArray();
+            _values = Enumerable.Range(0, model.Layers).Select(_ => Zeros(kvShape)).ToArray();
+            if (model.HasCompressedState)
+            {
+                long windows = _options.Capacity < model.CompressKernel ? 0 : (_options.Capacity - model.CompressKernel) / model.CompressStride + 1;
+                long[] cShape = [b, model.KvNumHeads, windows, model.HeadSize];
+                _compressed = Enumerable.Range(0, model.Layers).Select(_ => Zeros(cShape)).ToArray();
+            }
+        }
+    }
+
+    /// <summary>The model.</summary>
+    public DecoderModel Model => _model;
+
+    /// <summary>Requests in this session.</summary>
+    public int BatchSize => _options.BatchSize;
+
+    /// <summary>Most tokens a request may hold.</summary>
+    public int Capacity => _options.Capacity;
+
+    /// <summary>Tokens held per request.</summary>
+    public IReadOnlyList<int> Lengths => _lengths;
+
+    /// <summary>Mode each request's last step used.</summary>
+    public IReadOnlyList<AttentionModeUsed> LastModes => _modes;
+
+    /// <summary>Whether past and present share one preallocated buffer.</summary>
+    public bool UsesSharedBuffers => _shared;
+
+    /// <summary>Routing of the next steps (may change between steps).</summary>
+    public RoutingPolicy Routing
+    {
+        get;
+        set { CheckRouting(value); field = value; }
+    }
+
+    /// <summary>Logits of request <paramref name="request"/>'s last token (null after <see cref="RewindTo"/> or before any step).</summary>
+    public float[]? LastLogits(int request = 0) => _lastLogits[request];
+
+    /// <summary>Appends tokens to the single request (prefill; chunked when longer than ChunkSize).</summary>
+    public void AppendTokens(ReadOnlySpan<int> tokens)
+    {
+        if (BatchSize != 1) throw new InvalidOperationException("AppendTokens(span) is for batch size 1; pass one array per request");
+        AppendTokens([tokens.ToArray()]);
+    }
+
+    /// <summary>
+    /// Appends tokens per request. The first call on an empty batch is one ragged prompt step;
+    /// later calls with batch size &gt; 1 must append the same number of tokens to every request.
+    /// </summary>
+    public void AppendTokens(IReadOnlyList<int[]> tokensPerRequest)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (tokensPerRequest.Count != BatchSize) throw new ArgumentException($"Expected {BatchSize} token arrays, got {tokensPerRequest.Count}");
+        if (tokensPerRequest.Any(t => t.Length == 0)) throw new ArgumentException("Every request needs at least one token");
+        for (int b = 0; b < BatchSize; b++)
+            if (_lengths[b] + tokensPerRequest[b].Length > _options.Capacity)
+                throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed the capacity {_options.Capacity}");
+        bool empty = _lengths.All(l => l == 0);
+        if (BatchSize == 1)
+        {
+            var t = tokensPerRequest[0];
+            for (int at = 0; at < t.Length; at += _options.ChunkSize)
+                Step([t[at..Math.Min(t.Length, at + _options.ChunkSize)]]);
+            return;
+        }
+        if (empty)
+        {
+            Step(tokensPerRequest);
+            return;
+        }
+        int n = tokensPerRequest[0].Length;
+        if (tokensPerRequest.Any(t => t.Length != n))
+            throw new ArgumentException("After the first prompt every request must append the same number of tokens");
+        for (int i = 0; i < n; i++) Step(tokensPerRequest.Select(t => new[] { t[i] }).ToList());
+    }
+
+    /// <summary>Decodes one token for the single request and returns its logits.</summary>
+    public float[] NextToken(int token)
+    {
+        AppendTokens([token]);
+        return _lastLogits[0]!;
+    }
+
+    /// <summary>Decodes one token per request; returns each request's logits.</summary>
+    public float[][] NextTokens(IReadOnlyList<int> tokens)
+    {
+        AppendTokens(tokens.Select(t => new[] { t }).ToList());
+        return _lastLogits.Select(l => l!).ToArray();
+    }
+
+    /// <summary>Forgets every token after the first <paramref name="length"/> of each request.</summary>
+    public void RewindTo(int length)
+    {
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length));
+        for (int b = 0; b < BatchSize; b++)
+        {
+            if (length < _lengths[b]) { _lengths[b] = length; _lastLogits[b] = null; }
+        }
+    }
+
+    private void CheckRouting(RoutingPolicy routing)
+    {
+        ArgumentNullException.ThrowIfNull(routing);
+        if ((routing.Prefill != AttentionRouting.Auto || routing.Decode != AttentionRouting.Auto) && !_model.HasAttentionModeInput)
+        {
+            if (_model.IsRewritten)
+                throw new ArgumentException("Forcing dense/sparse needs a model rewritten with --attention-mode-input");
+            if (routing.Prefill == AttentionRouting.Sparse || routing.Decode == AttentionRouting.Sparse)
+                throw new ArgumentException("An unrewritten model has no sparse mode");
+        }
+    }
+
+    private OrtValue Zeros(long[] shape)
+    {
+        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.CacheType, shape);
+        v.GetTensorMutableRawData().Clear();
+        return v;
+    }
+
+    private OrtValue EmptyCache(long windowsOrTokens = 0) =>
+        _model.CacheType == TensorElementType.Float16
+            ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [BatchSize, _model.KvNumHeads, windowsOrTokens, _model.HeadSize])
+            : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [BatchSize, _model.KvNumHeads, windowsOrTokens, _model.HeadSize]);
+
+    private void Step(IReadOnlyList<int[]> tokens)
+    {
+        var m = _model;
+        var names = m.Names;
+        int batch = BatchSize, seq = tokens.Max(t => t.Length);
+        bool prompt = seq > 1 || _lengths.All(l => l == 0);
+        var routing = prompt ? Routing.Prefill : Routing.Decode;
+        var newLengths = _lengths.Select((l, b) => l + tokens[b].Length).ToArray();
+        int width = newLengths.Max();
+
+        var disposables = new List<IDisposable>();
+        var inNames = new List<string>();
+        var inValues = new List<OrtValue>();
+        void Add(string name, OrtValue v) { inNames.Add(name); inValues.Add(v); disposables.Add(v); }
+        try
+        {
+            var ids = new long[batch * seq];
+            var positions = new long[batch * seq];
+            for (int b = 0; b < batch; b++)
+                for (int s = 0; s < seq; s++)
+                {
+                    ids[b * seq + s] = s < tokens[b].Length ? tokens[b][s] : 0;
+                    positions[b * seq + s] = s < tokens[b].Length ? _lengths[b] + s : 0;
+                }
+            Add(names.InputIds, IntTensor(m.InputIdsType, ids, [batch, seq]));
+            var mask = new long[batch * width];
+            for (int b = 0; b < batch; b++) for (int t = 0; t < newLengths[b]; t++) mask[b * width + t] = 1;
+            Add(names.AttentionMask, IntTensor(m.Session.InputMetadata[names.AttentionMask].ElementDataType, mask, [batch, width]));
+            if (m.HasPositionIds) Add(names.PositionIds, IntTensor(m.Session.InputMetadata[names.PositionIds].ElementDataType, positions, [batch, seq]));
+            if (m.HasAttentionModeInput) Add(names.AttentionMode, OrtValue.CreateTensorValueFromMemory(new[] { (int)routing }, []));
+
+            var outNames = new List<string> { names.Logits };
+            for (int l = 0; l < m.Layers; l++)
+            {
+                outNames.Add(string.Format(names.PresentKey, l));
+                outNames.Add(string.Format(names.PresentValue, l));
+                if (m.HasCompressedState) outNames.Add(string.Format(names.PresentCompressedKey, l));
+            }
+            using var runOptions = new RunOptions();
+            if (_shared)
+            {
+                for (int l = 0; l < m.Layers; l++)
+                {
+                    inNames.Add(string.Format(names.PastKey, l)); inValues.Add(_keys[l]);
+                    inNames.Add(string.Format(names.PastValue, l)); inValues.Add(_values[l]);
+                    if (m.HasCompressedState) { inNames.Add(string.Format(names.PastCompressedKey, l)); inValues.Add(_compressed[l]); }
+                }
+                int vocab = (int)m.Session.OutputMetadata[names.Logits].Dimensions[^1];
+                if (vocab <= 0) throw new InvalidDataException("The logits output needs a fixed vocabulary dimension for shared-buffer decoding");
+                var logits = LogitsBuffer(batch * seq * vocab, [batch, seq, vocab], out var read);
+                disposables.Add(logits);
+                var outValues = new List<OrtValue> { logits };
+                for (int l = 0; l < m.Layers; l++)
+                {
+                    outValues.Add(_keys[l]);
+                    outValues.Add(_values[l]);
+                    if (m.HasCompressedState) outValues.Add(_compressed[l]);
+                }
+                m.Session.Run(runOptions, inNames, inValues, outNames, outValues);
+                CollectLogits(read(), seq, vocab, tokens);
+            }
+            else
+            {
+                for (int l = 0; l < m.Layers; l++)
+                {
+                    inNames.Add(string.Format(names.PastKey, l));
+                    inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentKey, l))] ?? Track(EmptyCache(), disposables));
+                    inNames.Add(string.Format(names.PastValue, l));
+                    inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentValue, l))] ?? Track(EmptyCache(), disposables));
+                    if (m.HasCompressedState)
+                    {
+                        inNames.Add(string.Format(names.PastCompressedKey, l));
+                        inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentCompressedKey, l))] ?? Track(EmptyCache(), disposables));
+                    }
+                }
+                var results = m.Session.Run(runOptions, inNames, inValues, outNames);
+                _previous?.Dispose();
+                _previous = results;
+                var info = results[0].GetTensorTypeAndShape();
+                int vocab = (int)info.Shape[^1];
+                float[] all = info.ElementDataType == TensorElementType.Float16
+                    ? results[0].GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray()
+                    : results[0].GetTensorDataAsSpan<float>().ToArray();
+                CollectLogits(all, seq, vocab, tokens);
+            }
+            for (int b = 0; b < batch; b++)
+            {
+                _lengths[b] = newLengths[b];
+                _modes[b] = m.ModeFor(routing, newLengths[b]);
+            }
+        }
+        finally
+        {
+            foreach (var d in disposables) d.Dispose();
+        }
+    }
+
+    private static OrtValue Track(OrtValue v, List<IDisposable> list)
+    {
+        list.Add(v);
+        return v;
+    }
+
+    private void CollectLogits(float[] all, int seq, int vocab, IReadOnlyList<int[]> tokens)
+    {
+        for (int b = 0; b < BatchSize; b++)
+        {
+            int last = tokens[b].Length - 1;
+            _lastLogits[b] = all.AsSpan((b * seq + last) * vocab, vocab).ToArray();
+        }
+    }
+
+    private OrtValue LogitsBuffer(int count, long[] shape, out Func<float[]> read)
+    {
+        if (_model.LogitsType == TensorElementType.Float16)
+        {
+            var h = new Float16[count];
+            read = () => h.Select(x => (float)x).ToArray();
+            return OrtValue.CreateTensorValueFromMemory(h, shape);
+        }
+        var f = new float[count];
+        read = () => f;
+        return OrtValue.CreateTensorValueFromMemory(f, shape);
+    }
+
+    private static OrtValue IntTensor(TensorElementType type, long[] data, long[] shape) =>
+        type == TensorElementType.Int32
+            ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (int)x).ToArray(), shape)
+            : OrtValue.CreateTensorValueFromMemory(data, shape);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var v in _keys.Concat(_values).Concat(_compressed)) v.Dispose();
+        _previous?.Dispose();
+    }
+}

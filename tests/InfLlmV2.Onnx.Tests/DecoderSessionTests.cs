@@ -1,0 +1,245 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.Session;
+
+namespace InfLlmV2.Onnx.Tests;
+
+/// <summary>Shared fixtures: one generated decoder, original and rewritten (small sparse budget, mode input, with/without compressed state).</summary>
+public sealed class DecoderModels : IDisposable
+{
+    public static readonly TinyDecoderConfig Config = new() { Layers = 2, NumHeads = 4, KvNumHeads = 2, HeadSize = 16, Vocab = 128, Intermediate = 64, Seed = 11 };
+    private readonly TempDir _dir = new();
+
+    public DecoderModels()
+    {
+        var model = TinyDecoderGenerator.Generate(Config);
+        OriginalPath = _dir["original.onnx"];
+        TinyDecoderGenerator.Save(model, OriginalPath, externalData: true);
+        var options = new RewriteOptions { TopK = 2, WindowSize = 64, DenseLen = 256, AttentionModeInput = true };
+        var rw = model.Clone();
+        AttentionRewriter.Rewrite(rw, options);
+        RewrittenPath = _dir["rewritten.onnx"];
+        OnnxModelFile.Save(rw, RewrittenPath);
+        var st = model.Clone();
+        AttentionRewriter.Rewrite(st, options with { CompressedState = true });
+        StatefulPath = _dir["stateful.onnx"];
+        OnnxModelFile.Save(st, StatefulPath);
+        Original = DecoderModel.Open(OriginalPath);
+        Rewritten = DecoderModel.Open(RewrittenPath);
+        Stateful = DecoderModel.Open(StatefulPath);
+    }
+
+    public string OriginalPath { get; }
+    public string RewrittenPath { get; }
+    public string StatefulPath { get; }
+    public DecoderModel Original { get; }
+    public DecoderModel Rewritten { get; }
+    public DecoderModel Stateful { get; }
+
+    public static int[] Prompt(int n, int seed = 5)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, n).Select(_ => rng.Next(Config.Vocab)).ToArray();
+    }
+
+    public void Dispose()
+    {
+        Original.Dispose();
+        Rewritten.Dispose();
+        Stateful.Dispose();
+        _dir.Dispose();
+    }
+}
+
+public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderModels>
+{
+    private static float Diff(float[] a, float[] b) => ModelRunner.MaxAbsDiff(a, b);
+
+    [Theory]
+    [InlineData(AttentionRouting.Dense)]
+    [InlineData(AttentionRouting.Sparse)]
+    public void DecodeAfterPrefill_EqualsFullRecompute(AttentionRouting routing)
+    {
+        var prompt = DecoderModels.Prompt(600);
+        var options = new DecoderSessionOptions { Capacity = 1024, Routing = RoutingPolicy.Always(routing) };
+        using var stepwise = new DecoderSession(models.Rewritten, options);
+        stepwise.AppendTokens(prompt.AsSpan(0, 590));
+        float[] logits = [];
+        foreach (var t in prompt[590..]) logits = stepwise.NextToken(t);
+        using var full = new DecoderSession(models.Rewritten, options);
+        full.AppendTokens(prompt);
+        Assert.True(Diff(logits, full.LastLogits()!) <= 1e-4f);
+        Assert.Equal(routing == AttentionRouting.Sparse ? AttentionModeUsed.Sparse : AttentionModeUsed.Dense, stepwise.LastModes[0]);
+    }
+
+    [Fact]
+    public void ChunkedPrefill_EqualsOneShot()
+    {
+        var prompt = DecoderModels.Prompt(700);
+        using var oneShot = new DecoderSession(models.Rewritten, new() { Capacity = 1024 });
+        using var chunked = new DecoderSession(models.Rewritten, new() { Capacity = 1024, ChunkSize = 96 });
+        oneShot.AppendTokens(prompt);
+        chunked.AppendTokens(prompt);
+        Assert.True(Diff(oneShot.LastLogits()!, chunked.LastLogits()!) <= 1e-4f);
+        Assert.Equal(AttentionModeUsed.Sparse, chunked.LastModes[0]);  // 700 >= dense_len 256
+    }
+
+    [Fact]
+    public void RewindThenRegenerate_ReproducesTokens()
+    {
+        var prompt = DecoderModels.Prompt(40);
+        var options = new GenerationOptions { MaxNewTokens = 12 };
+        using var s = new DecoderSession(models.Rewritten, new() { Capacity = 256 });
+        var first = s.Generate(prompt, options).ToList();
+        s.RewindTo(prompt.Length - 1);
+        var again = s.Generate([prompt[^1]], options).ToList();
+        Assert.Equal(first, again);
+        Assert.Equal(12, first.Count);
+    }
+
+    [Fact]
+    public void RaggedBatch_EqualsSeparateRequests()
+    {
+        int[][] prompts = [DecoderModels.Prompt(5, 1), DecoderModels.Prompt(9, 2), DecoderModels.Prompt(300, 3)];
+        using var batch = new DecoderSession(models.Rewritten, new() { BatchSize = 3, Capacity = 512 });
+        batch.AppendTokens(prompts);
+        int[] next = [7, 8, 9];
+        var batchLogits = batch.NextTokens(next);
+        Assert.Equal(new[] { 6, 10, 301 }, batch.Lengths);
+        for (int b = 0; b < 3; b++)
+        {
+            using var single = new DecoderSession(models.Rewritten, new() { Capacity = 512 });
+            single.AppendTokens(prompts[b]);
+            var l = single.NextToken(next[b]);
+            Assert.True(Diff(batchLogits[b], l) <= 1e-4f, $"request {b}");
+        }
+        Assert.Equal([AttentionModeUsed.Dense, AttentionModeUsed.Dense, AttentionModeUsed.Sparse], batch.LastModes);
+    }
+
+    [Fact]
+    public void CompressedStateDecode_EqualsStateless()
+    {
+        var prompt = DecoderModels.Prompt(500);
+        var options = new DecoderSessionOptions { Capacity = 1024, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) };
+        using var withState = new DecoderSession(models.Stateful, options);
+        using var stateless = new DecoderSession(models.Rewritten, options);
+        withState.AppendTokens(prompt);
+        stateless.AppendTokens(prompt);
+        for (int i = 0; i < 40; i++)  // crosses several new windows
+        {
+            var a = withState.NextToken(i);
+            var b = stateless.NextToken(i);
+            Assert.True(Diff(a, b) <= 1e-5f, $"step {i}");
+        }
+    }
+
+    [Fact]
+    public void OriginalModel_SameCode_DenseAgreesWithRewritten()
+    {
+        var prompt = DecoderModels.Prompt(100);
+        using var a = new DecoderSession(models.Original, new() { Capacity = 256 });
+        using var b = new DecoderSession(models.Rewritten, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionRouting.Dense) });
+        Assert.True(a.UsesSharedBuffers);
+        var ta = a.Generate(prompt, new GenerationOptions { MaxNewTokens = 10 }).ToList();
+        var tb = b.Generate(prompt, new GenerationOptions { MaxNewTokens = 10 }).ToList();
+        Assert.Equal(ta, tb);
+        Assert.True(Diff(a.LastLogits()!, b.LastLogits()!) <= 1e-4f);
+    }
+
+    [Fact]
+    public void GrowingCacheFallback_EqualsSharedBuffers()
+    {
+        var prompt = DecoderModels.Prompt(80);
+        using var shared = new DecoderSession(models.Stateful, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) });
+        using var growing = new DecoderSession(models.Stateful, new() { Capacity = 256, SharedBuffers = false, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) });
+        Assert.False(growing.UsesSharedBuffers);
+        var ta = shared.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList();
+        var tb = growing.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList();
+        Assert.Equal(ta, tb);
+        Assert.True(Diff(shared.LastLogits()!, growing.LastLogits()!) <= 1e-5f);
+    }
+
+    [Fact]
+    public void ConcurrentSessions_OverOneModel_AreIndependent()
+    {
+        var prompts = Enumerable.Range(0, 4).Select(i => DecoderModels.Prompt(50 + 30 * i, i)).ToArray();
+        var expected = prompts.Select(p =>
+        {
+            using var s = new DecoderSession(models.Rewritten, new() { Capacity = 256 });
+            return s.Generate(p, new GenerationOptions { MaxNewTokens = 6 }).ToList();
+        }).ToArray();
+        var got = new List<int>[prompts.Length];
+        Parallel.For(0, prompts.Length, i =>
+        {
+            using var s = new DecoderSession(models.Rewritten, new() { Capacity = 256 });
+            got[i] = s.Generate(prompts[i], new GenerationOptions { MaxNewTokens = 6 }).ToList();
+        });
+        for (int i = 0; i < prompts.Length; i++) Assert.Equal(expected[i], got[i]);
+    }
+
+    [Fact]
+    public void Sampling_IsSeededAndStops_AndCancellationWorks()
+    {
+        var prompt = DecoderModels.Prompt(20);
+        var o = new GenerationOptions { MaxNewTokens = 15, Temperature = 0.8f, TopK = 20, TopP = 0.9f, Seed = 42 };
+        using var s1 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
+        using var s2 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
+        var a = s1.Generate(prompt, o).ToList();
+        var b = s2.Generate(prompt, o).ToList();
+        Assert.Equal(a, b);
+        using var s3 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
+        var stopped = s3.Generate(prompt, o with { StopTokens = [a[3]] }).ToList();
+        Assert.Equal(a.Take(stopped.Count), stopped);
+        Assert.Contains(a[3], stopped);
+        using var s4 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        Assert.Throws<OperationCanceledException>(() => s4.Generate(prompt, o, cts.Token).ToList());
+    }
+
+    [Fact]
+    public void BadUse_GivesClearErrors()
+    {
+        Assert.Throws<ArgumentException>(() => new DecoderSession(models.Original, new() { Routing = RoutingPolicy.Always(AttentionRouting.Sparse) }));
+        using var s = new DecoderSession(models.Rewritten, new() { Capacity = 16 });
+        var e = Assert.Throws<InvalidOperationException>(() => s.AppendTokens(DecoderModels.Prompt(20)));
+        Assert.Contains("capacity", e.Message);
+    }
+}
+
+/// <summary>The session reproduces the reference prefill and decode sets of the real fixtures it supports.</summary>
+public class DecoderSessionFixtureTests
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void GenaiLlamaFp32_ReferenceSets_Reproduced(bool rewritten)
+    {
+        var dir = Path.Combine(ModelRunner.FixturesRoot, "genai_tiny_random_llama_fp32_gqa_modelbuilder");
+        using var tmp = new TempDir();
+        string path = Path.Combine(dir, "model.onnx");
+        if (rewritten)
+        {
+            var m = OnnxModelFile.Load(path);
+            AttentionRewriter.Rewrite(m, new RewriteOptions());
+            ModelWriter.Save(m, path, tmp["model.onnx"], force: false);
+            path = tmp["model.onnx"];
+        }
+        using var model = DecoderModel.Open(path);
+        using var session = new DecoderSession(model, new() { Capacity = 64 });
+        foreach (var set in new[] { "test_data_set_0_prefill", "test_data_set_1_decode" })
+        {
+            var folder = Path.Combine(dir, "ref_ort1.30_cpu", set);
+            var inputs = OnnxTestData.ReadAll(folder, "input");
+            var outputs = OnnxTestData.ReadAll(folder, "output");
+            var ids = OnnxTestData.ToDoubles(inputs.Single(t => t.Name == "input_ids")).Select(x => (int)x).ToArray();
+            session.AppendTokens(ids);
+            var logits = outputs.Single(t => t.Name == "logits");
+            var want = OnnxTestData.ToDoubles(logits);
+            int vocab = (int)logits.Dims[^1];
+            var last = want.Skip(want.Length - vocab).Select(x => (float)x).ToArray();
+            Assert.True(ModelRunner.MaxAbsDiff(session.LastLogits()!, last) <= 1e-4f, set);
+        }
+    }
+}
