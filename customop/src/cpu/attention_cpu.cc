@@ -1,8 +1,10 @@
 // CPU kernel of SwitchableAttention. One tile strategy for both modes:
-//   work item = (batch entry, kv head, tile of kQueryTile query tokens);
+//   work item = (batch entry, kv head, tile of kQueryTile query tokens), or for one-token steps
+//   (decode) a slice of that token's blocks, merged afterwards;
 //   each query row (token x head of the kv group) keeps an online-softmax state (m, l, acc[D]);
-//   the item walks the union of the blocks its rows attend to in ascending order, converts each
-//   K/V block to fp32 once and updates every row that attends to it.
+//   the item walks the union of the blocks its rows attend to in ascending order, transposes each
+//   64-key tile to fp32 once and updates every row that attends to it with the SIMD microkernels
+//   (microkernels.h: scores of 4 rows x 64 keys, p.V accumulation, vector exp).
 // Dense rows attend to every block up to their own, sparse rows to their selected blocks. Per row
 // the arithmetic is identical in both modes, so a budget covering every block gives bit-identical
 // results to dense mode. Nothing is proportional to S x T.
@@ -16,19 +18,13 @@
 #include <vector>
 
 #include "common/mode_select.h"
+#include "cpu/microkernels.h"
 
 namespace infllmv2::cpu {
 namespace {
 
 constexpr int64_t kQueryTile = 16;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-inline float Dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (int64_t i = 0; i < n; i += 8)  // D is a multiple of 8 (CheckInputs)
-    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
 
 template <typename T>
 inline void ToFloatRow(const T* src, float* dst, int64_t n) {
@@ -177,230 +173,448 @@ void WriteCompressedKeys(Call<T>& c, T* out, int64_t capacity, bool shared, cons
   });
 }
 
-// Online-softmax state of one query row.
-struct RowState {
-  float m = kNegInf;
-  float l = 0.0f;
-  float* acc = nullptr;  // [D]
-};
+// ---------------------------------------------------------------------------------------------
+// Phase 4: selection (sparse entries) and attention. Shapes: one work item covers one (batch
+// entry, kv head) and either a tile of kQueryTile tokens (prefill) or, for single-token steps,
+// a slice of the blocks or windows (decode), so that decode also uses every thread.
 
-// Updates `row` with keys [i0, i1) of a block whose fp32 keys/values start at kf/vf (row i0 of
-// the block is kf + (i0 - block_start) * D).
-inline void UpdateRow(RowState& row, const float* q, const float* kf, const float* vf, int64_t n, int64_t D,
-                      float scale, float softcap, float* scores) {
-  float mb = kNegInf;
-  for (int64_t i = 0; i < n; ++i) {
-    float s = Dot(q, kf + i * D, D) * scale;
-    if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
-    scores[i] = s;
-    mb = std::max(mb, s);
-  }
-  if (mb > row.m) {
-    const float corr = std::exp(row.m - mb);
-    for (int64_t k = 0; k < D; ++k) row.acc[k] *= corr;
-    row.l *= corr;
-    row.m = mb;
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    const float e = std::exp(scores[i] - row.m);
-    row.l += e;
-    const float* v = vf + i * D;
-    for (int64_t k = 0; k < D; ++k) row.acc[k] += e * v[k];
+constexpr int64_t kDecodeSlices = 8;   // decode work split: enough for the thread pools we meet
+constexpr int64_t kMinBlocksPerSlice = 8;
+
+// Fp32 view of a run of cache rows: the rows themselves for fp32, a converted copy otherwise.
+template <typename T>
+const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<float>& buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rows;
+  } else {
+    buffer.resize(static_cast<size_t>(count * D));
+    ToFloatRow(rows, buffer.data(), count * D);
+    return buffer.data();
   }
 }
 
-// Stage 1 + selection for one token (docs/op-spec.md "Sparse mode"). Writes the sorted selected
-// block indices into `selected` and returns their count.
-struct SelectionScratch {
-  std::vector<float> k1f, k2f;   // fp32 level-1 keys [N1, D] (when T != float), level-2 keys [N2, D]
-  std::vector<float> shared, s1, block_score;
-  std::vector<int32_t> candidates;
+// Level-1 (fp32) and level-2 compressed keys of one (batch entry, kv head).
+struct CompressedKeys {
+  const float* k1 = nullptr;  // [n1, D]
+  const float* k2 = nullptr;  // [n2, D]
+  int64_t n1 = 0, n2 = 0;
+  std::vector<float> k1_buffer, k2_buffer;
 };
 
 template <typename T>
-int64_t SelectBlocks(const Call<T>& c, const float* k1, int64_t n1_total, const float* k2, int64_t n2_total,
-                     const float* q_group, int64_t pos, SelectionScratch& sc, int32_t* selected) {
+void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, CompressedKeys& ck) {
   const auto& a = c.a;
-  const auto& p = c.p;
-  const int64_t D = p.head_size, Bk = a.block_size;
-  const int64_t qb = pos / Bk;
-  const int64_t budget = a.Budget();
-  const int64_t n_blocks = qb + 1;
-  if (n_blocks <= budget) {  // every past block fits the budget: no scoring needed
-    for (int64_t b = 0; b < n_blocks; ++b) selected[b] = static_cast<int32_t>(b);
-    return n_blocks;
-  }
-  const int64_t l1 = a.compress_kernel, s1 = a.compress_stride;
-  const int64_t nvis1 = std::min(n1_total, NumWindows(pos + 1, l1, s1));
-  const int64_t nvis2 = std::min(n2_total, NumWindows(pos + 1, 4 * l1, 4 * s1));
-  sc.shared.assign(static_cast<size_t>(nvis1), 0.0f);
-  sc.s1.resize(static_cast<size_t>(nvis1));
-  for (int64_t g = 0; g < p.group; ++g) {
-    const float* q = q_group + g * D;
-    float mx = kNegInf;
-    for (int64_t j = 0; j < nvis1; ++j) {
-      sc.s1[j] = Dot(q, k1 + j * D, D) * p.scale;
-      mx = std::max(mx, sc.s1[j]);
+  const int64_t D = c.p.head_size, total = c.Total(b);
+  ck.n1 = NumWindows(total, a.compress_kernel, a.compress_stride);
+  ck.n2 = NumWindows(total, 4 * a.compress_kernel, 4 * a.compress_stride);
+  ck.k1 = RowsAsFloat(c.comp + c.CacheOffset(b, h, c.comp_capacity), ck.n1, D, ck.k1_buffer);
+  // level-2 key j = mean of the level-1 keys 4j + m * (l1 / s1), m = 0..3 (the same tokens as the
+  // 4*l1 window at stride 4*s1).
+  ck.k2_buffer.assign(static_cast<size_t>(ck.n2 * D), 0.0f);
+  const int64_t step = a.compress_kernel / a.compress_stride;
+  for (int64_t j = 0; j < ck.n2; ++j)
+    for (int64_t m = 0; m < 4; ++m)
+      for (int64_t i = 0; i < D; ++i) ck.k2_buffer[j * D + i] += 0.25f * ck.k1[(4 * j + m * step) * D + i];
+  ck.k2 = ck.k2_buffer.data();
+}
+
+// Per-thread scratch of the stage-1 and attention loops.
+struct Scratch {
+  std::vector<float> kt = std::vector<float>(static_cast<size_t>(256 * kBlockKeys));
+  std::vector<float> sc = std::vector<float>(static_cast<size_t>(kMaxRows * kBlockKeys));
+  std::vector<float> rows_k, rows_v;
+};
+
+// Stage-1 pass over keys [j0, j1) of one level (64 at a time) for the G heads of one token at
+// position-visibility `nvis` (keys j < nvis visible). mode 0: running log-sum-exp into (m, s);
+// mode 1: shared[j] += sum_g exp(score - lse[g]).
+void Stage1Pass(const Microkernels& mk, const float* keys, int64_t j0, int64_t j1, int64_t nvis, const float* q,
+                int64_t G, int64_t D, float scale, int mode, float* m, float* s, const float* lse, float* shared,
+                Scratch& sc) {
+  j1 = std::min(j1, nvis);
+  for (int64_t w0 = j0; w0 < j1; w0 += kBlockKeys) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, j1 - w0));
+    mk.transpose(keys + w0 * D, n, D, sc.kt.data());
+    for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
+      mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, scale, sc.sc.data());
+      for (int r = 0; r < rows; ++r) {
+        float* x = sc.sc.data() + r * kBlockKeys;
+        for (int j = n; j < kBlockKeys; ++j) x[j] = kNegInf;
+        const int64_t g = g0 + r;
+        if (mode == 0) {
+          float mb = kNegInf;
+          for (int j = 0; j < n; ++j) mb = std::max(mb, x[j]);
+          if (mb > m[g]) {
+            s[g] *= std::exp(m[g] - mb);
+            m[g] = mb;
+          }
+          s[g] += mk.exp_sum(x, m[g]);
+        } else {
+          mk.exp_sum(x, lse[g]);
+          for (int j = 0; j < n; ++j) shared[w0 + j] += x[j];
+        }
+      }
     }
-    if (nvis1 == 0) continue;
-    float lse;
-    if (a.lse_approx && nvis2 > 0) {
-      float m2 = kNegInf;
-      for (int64_t j = 0; j < nvis2; ++j) m2 = std::max(m2, Dot(q, k2 + j * D, D) * p.scale);
-      double sum = 0.0;
-      for (int64_t j = 0; j < nvis2; ++j) sum += std::exp(Dot(q, k2 + j * D, D) * p.scale - m2);
-      lse = m2 + static_cast<float>(std::log(sum));
-    } else {  // exact normalizer over the level-1 keys (also the fallback when no level-2 key is visible)
-      double sum = 0.0;
-      for (int64_t j = 0; j < nvis1; ++j) sum += std::exp(sc.s1[j] - mx);
-      lse = mx + static_cast<float>(std::log(sum));
-    }
-    for (int64_t j = 0; j < nvis1; ++j) sc.shared[j] += std::exp(sc.s1[j] - lse);
   }
-  // Forced blocks: init blocks and the local window (own block included).
+}
+
+// Which level normalizes stage 1 for a token at `pos` (level 2 unless exact or none visible).
+struct Stage1Levels {
+  bool use_k2;
+  int64_t nvis1, nvis2;
+};
+inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys& ck, int64_t pos) {
+  const int64_t nvis1 = std::min(ck.n1, NumWindows(pos + 1, a.compress_kernel, a.compress_stride));
+  const int64_t nvis2 = std::min(ck.n2, NumWindows(pos + 1, 4 * a.compress_kernel, 4 * a.compress_stride));
+  return {a.lse_approx != 0 && nvis2 > 0, nvis1, nvis2};
+}
+
+// Block scores from the shared window scores, then init + local + top-k (ties: lower index).
+// Writes the sorted selection into `selected` and returns its length.
+int64_t SelectFromScores(const AttentionAttributes& a, int64_t pos, const float* shared, int64_t nvis1,
+                         std::vector<float>& block_score, std::vector<int32_t>& candidates, int32_t* selected) {
+  const int64_t Bk = a.block_size, l1 = a.compress_kernel, s1 = a.compress_stride;
+  const int64_t qb = pos / Bk, budget = a.Budget();
   const int64_t local_lo = std::max<int64_t>(0, qb - a.LocalBlocks());
   const int64_t init_hi = std::min(a.init_blocks, local_lo);  // init blocks not already local
-  // Candidates: blocks in [init_hi, local_lo), scored by the max over intersecting windows.
-  sc.candidates.clear();
-  sc.block_score.resize(static_cast<size_t>(n_blocks));
+  candidates.clear();
+  block_score.resize(static_cast<size_t>(qb + 1));
   for (int64_t b = init_hi; b < local_lo; ++b) {
-    const int64_t jlo = std::max<int64_t>(0, (b * Bk - l1 + 1 + s1 - 1) / s1);  // ceil, numerator >= -l1+1
-    const int64_t jhi = std::min(nvis1 - 1, (b * Bk + Bk - 1) / s1);
+    const int64_t jlo = std::max<int64_t>(0, (b * Bk - l1 + 1 + s1 - 1) / s1);  // first window reaching block b
+    const int64_t jhi = std::min(nvis1 - 1, (b * Bk + Bk - 1) / s1);           // last window starting in it
     float best = kNegInf;
-    for (int64_t j = std::max<int64_t>(jlo, 0); j <= jhi; ++j) best = std::max(best, sc.shared[j]);
-    if (std::isnan(best)) best = kNegInf;
-    sc.block_score[b] = best;
-    sc.candidates.push_back(static_cast<int32_t>(b));
+    for (int64_t j = jlo; j <= jhi; ++j) best = std::max(best, shared[j]);
+    block_score[b] = std::isnan(best) ? kNegInf : best;
+    candidates.push_back(static_cast<int32_t>(b));
   }
   const int64_t n_forced = init_hi + (qb - local_lo + 1);
-  const int64_t take = std::min<int64_t>(budget - n_forced, static_cast<int64_t>(sc.candidates.size()));
+  const int64_t take = std::min<int64_t>(budget - n_forced, static_cast<int64_t>(candidates.size()));
   auto better = [&](int32_t x, int32_t y) {
-    const float sx = sc.block_score[x], sy = sc.block_score[y];
+    const float sx = block_score[x], sy = block_score[y];
     return sx > sy || (sx == sy && x < y);
   };
-  if (take < static_cast<int64_t>(sc.candidates.size()))
-    std::nth_element(sc.candidates.begin(), sc.candidates.begin() + take, sc.candidates.end(), better);
+  if (take < static_cast<int64_t>(candidates.size()))
+    std::nth_element(candidates.begin(), candidates.begin() + take, candidates.end(), better);
+  std::sort(candidates.begin(), candidates.begin() + take);
   int64_t n = 0;
   for (int64_t b = 0; b < init_hi; ++b) selected[n++] = static_cast<int32_t>(b);
-  std::sort(sc.candidates.begin(), sc.candidates.begin() + take);
-  for (int64_t i = 0; i < take; ++i) selected[n++] = sc.candidates[i];
+  for (int64_t i = 0; i < take; ++i) selected[n++] = candidates[i];
   for (int64_t b = local_lo; b <= qb; ++b) selected[n++] = static_cast<int32_t>(b);
   return n;
 }
 
-// Phase 4: attention for one work item (b, h, tile of query tokens).
+// Online-softmax state of a set of query rows (token x head), D floats of accumulator each.
+struct RowStates {
+  std::vector<float> m, l, acc;
+  void Reset(int64_t rows, int64_t D) {
+    m.assign(static_cast<size_t>(rows), kNegInf);
+    l.assign(static_cast<size_t>(rows), 0.0f);
+    acc.assign(static_cast<size_t>(rows * D), 0.0f);
+  }
+};
+
+// Attention of tokens [t0, t1) of (b, h) over the blocks `blocks` (ascending). `list_of(t)` gives
+// each token's sorted block list (or its dense range); rows skip blocks not in their list.
 template <typename T>
-void AttendTile(const Call<T>& c, int64_t b, int64_t h, int64_t t0, int64_t t1, const T* comp,
-                int64_t comp_capacity) {
+void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h, int64_t t0, int64_t t1,
+                  const int32_t* blocks, int64_t n_blocks, const std::vector<const int32_t*>& lists,
+                  const std::vector<int64_t>& list_len, const std::vector<int64_t>& dense_lo, RowStates& st,
+                  Scratch& sc) {
   const auto& a = c.a;
   const auto& p = c.p;
-  const int64_t D = p.head_size, G = p.group, Bk = a.block_size, K = p.budget;
+  const int64_t D = p.head_size, G = p.group, Bk = a.block_size;
   const int64_t total = c.Total(b), past = c.Past(b);
-  const bool sparse = UseSparse(a, p.mode, total);
-  const int64_t n_tok = t1 - t0;
   const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
   const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
-
-  // Block list per token (sorted ascending); empty for padded rows.
-  std::vector<int32_t> lists(static_cast<size_t>(n_tok * std::max<int64_t>(K, 1)));
-  std::vector<int64_t> list_len(static_cast<size_t>(n_tok), 0), list_lo(static_cast<size_t>(n_tok), 0);
-  SelectionScratch sc;
-  const float* k1 = nullptr;
-  const float* k2 = nullptr;
-  int64_t n1 = 0, n2 = 0;
-  if (sparse) {
-    n1 = NumWindows(total, a.compress_kernel, a.compress_stride);
-    n2 = NumWindows(total, 4 * a.compress_kernel, 4 * a.compress_stride);
-    const T* kc = comp + c.CacheOffset(b, h, comp_capacity);
-    if constexpr (std::is_same_v<T, float>) {
-      k1 = kc;
-    } else {
-      sc.k1f.resize(static_cast<size_t>(n1 * D));
-      ToFloatRow(kc, sc.k1f.data(), n1 * D);
-      k1 = sc.k1f.data();
+  std::vector<int64_t> cursor(static_cast<size_t>(t1 - t0), 0);
+  for (int64_t bi = 0; bi < n_blocks; ++bi) {
+    const int64_t blk = blocks[bi];
+    const int64_t k0 = blk * Bk;
+    const int64_t k_end = std::min(k0 + Bk, total);
+    // Tokens attending to this block (sparse lists advance their cursor).
+    std::vector<int64_t> attending;
+    for (int64_t t = 0; t < t1 - t0; ++t) {
+      if (past + t0 + t >= total) continue;
+      if (list_len[t] >= 0) {
+        while (cursor[t] < list_len[t] && lists[t][cursor[t]] < blk) ++cursor[t];
+        if (cursor[t] >= list_len[t] || lists[t][cursor[t]] != blk) continue;
+      }
+      attending.push_back(t);
     }
-    // level-2 key j = mean of the level-1 keys 4j + m * (l1 / s1), m = 0..3 (same tokens as the
-    // 4*l1 window at stride 4*s1).
-    sc.k2f.assign(static_cast<size_t>(n2 * D), 0.0f);
-    const int64_t step = a.compress_kernel / a.compress_stride;
-    for (int64_t j = 0; j < n2; ++j)
-      for (int64_t m = 0; m < 4; ++m)
-        for (int64_t i = 0; i < D; ++i) sc.k2f[j * D + i] += 0.25f * k1[(4 * j + m * step) * D + i];
-    k2 = sc.k2f.data();
+    if (attending.empty()) continue;
+    for (int64_t x0 = k0; x0 < k_end; x0 += kBlockKeys) {  // 64-key tiles of the block
+      const int64_t x1 = std::min(x0 + kBlockKeys, k_end);
+      const int n = static_cast<int>(x1 - x0);
+      bool loaded = false;
+      const float* vf = nullptr;
+      for (int64_t t : attending) {
+        const int64_t pos = past + t0 + t;
+        const int64_t lo = std::max(x0, list_len[t] < 0 ? dense_lo[t] : int64_t{0});
+        const int64_t hi = std::min(x1, pos + 1);  // token-level causal mask
+        if (hi <= lo) continue;
+        if (!loaded) {
+          mk.transpose(RowsAsFloat(keys + x0 * D, n, D, sc.rows_k), n, D, sc.kt.data());
+          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+          loaded = true;
+        }
+        const float* q = c.q.data() + ((b * p.seq_len + t0 + t) * p.num_heads + h * G) * D;
+        for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
+          const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
+          mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, p.scale, sc.sc.data());
+          for (int r = 0; r < rows; ++r) {
+            float* x = sc.sc.data() + r * kBlockKeys;
+            if (a.softcap > 0.0f)
+              for (int j = 0; j < n; ++j) x[j] = a.softcap * std::tanh(x[j] / a.softcap);
+            for (int64_t j = 0; j < lo - x0; ++j) x[j] = kNegInf;
+            for (int64_t j = hi - x0; j < kBlockKeys; ++j) x[j] = kNegInf;
+            float mb = kNegInf;
+            for (int64_t j = lo - x0; j < hi - x0; ++j) mb = std::max(mb, x[j]);
+            const int64_t row = t * G + g0 + r;
+            if (mb > st.m[row]) {
+              const float corr = std::exp(st.m[row] - mb);
+              float* acc = st.acc.data() + row * D;
+              for (int64_t i = 0; i < D; ++i) acc[i] *= corr;
+              st.l[row] *= corr;
+              st.m[row] = mb;
+            }
+            st.l[row] += mk.exp_sum(x, st.m[row]);
+          }
+          mk.accumulate(st.acc.data() + (t * G + g0) * D, D, rows, sc.sc.data(), vf, n, D);
+        }
+      }
+    }
   }
-  for (int64_t t = 0; t < n_tok; ++t) {
-    const int64_t s = t0 + t, pos = past + s;
-    int32_t* sel_out = c.d.selected_blocks ? c.d.selected_blocks + ((b * p.kv_num_heads + h) * p.seq_len + s) * K : nullptr;
-    if (sel_out) std::fill(sel_out, sel_out + K, -1);
-    if (pos >= total) continue;  // right padding of a ragged first prompt: output 0
-    if (!sparse) {
-      const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;  // ORT 1.29 GQA: the last local_window_size keys
-      list_lo[t] = lo;
-      list_len[t] = -1;  // dense: the range [lo / Bk, pos / Bk], expanded lazily below
-      continue;
+}
+
+template <typename T>
+void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
+  const auto& a = c.a;
+  const auto& p = c.p;
+  const Microkernels& mk = SelectMicrokernels();
+  const int64_t Hkv = p.kv_num_heads, S = p.seq_len, G = p.group, D = p.head_size, K = p.budget;
+  const int64_t BH = p.batch * Hkv, Bk = a.block_size;
+  std::vector<char> sparse(static_cast<size_t>(p.batch));
+  for (int64_t b = 0; b < p.batch; ++b) sparse[b] = UseSparse(a, p.mode, c.Total(b));
+
+  // Per (bh, token): selection list (sparse), -1 = dense range from dense_lo, 0 = padded row.
+  std::vector<int32_t> lists(static_cast<size_t>(BH * S * K));
+  std::vector<int64_t> lens(static_cast<size_t>(BH * S), 0), dense_lo(static_cast<size_t>(BH * S), 0);
+  std::vector<char> needs_stage1(static_cast<size_t>(BH * S), 0);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const int64_t b = bh / Hkv, total = c.Total(b), past = c.Past(b);
+    for (int64_t s = 0; s < S; ++s) {
+      const int64_t at = bh * S + s, pos = past + s;
+      if (pos >= total) continue;
+      if (!sparse[b]) {
+        lens[at] = -1;
+        dense_lo[at] = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;
+      } else if (pos / Bk + 1 <= K) {  // every block fits the budget: selected without scoring
+        lens[at] = pos / Bk + 1;
+        for (int64_t blk = 0; blk < lens[at]; ++blk) lists[at * K + blk] = static_cast<int32_t>(blk);
+      } else {
+        needs_stage1[at] = 1;
+      }
     }
-    int32_t* sel = lists.data() + t * K;
-    const float* qg = c.q.data() + ((b * p.seq_len + s) * p.num_heads + h * G) * D;
-    list_len[t] = SelectBlocks(c, k1, n1, k2, n2, qg, pos, sc, sel);
-    if (sel_out) std::copy(sel, sel + list_len[t], sel_out);
   }
 
-  // Online softmax over the union of blocks, ascending.
-  std::vector<float> acc(static_cast<size_t>(n_tok * G * D), 0.0f);
-  std::vector<RowState> rows(static_cast<size_t>(n_tok * G));
-  for (size_t r = 0; r < rows.size(); ++r) rows[r].acc = acc.data() + r * D;
-  std::vector<float> scores(static_cast<size_t>(Bk));
-  std::vector<float> kvf;
-  if constexpr (!std::is_same_v<T, float>) kvf.resize(static_cast<size_t>(2 * Bk * D));
-  std::vector<int64_t> cursor(static_cast<size_t>(n_tok), 0);
-  auto block_at = [&](int64_t t) -> int64_t {  // next block of token t, or -1 when done
-    const int64_t pos = past + t0 + t;
-    if (pos >= total) return -1;
-    if (list_len[t] < 0) {  // dense range
-      const int64_t blk = list_lo[t] / Bk + cursor[t];
-      return blk <= pos / Bk ? blk : -1;
-    }
-    return cursor[t] < list_len[t] ? lists[t * K + cursor[t]] : -1;
+  // Stage 1 and selection.
+  std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
+  std::vector<char> bh_needs(static_cast<size_t>(BH), 0);
+  for (int64_t at = 0; at < BH * S; ++at) bh_needs[at / S] |= needs_stage1[at];
+  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, ck[bh]);
+  });
+  auto q_of = [&](int64_t bh, int64_t s) {
+    return c.q.data() + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
   };
-  for (;;) {
-    int64_t blk = -1;
-    for (int64_t t = 0; t < n_tok; ++t) {
-      const int64_t x = block_at(t);
-      if (x >= 0 && (blk < 0 || x < blk)) blk = x;
+  if (S == 1) {
+    // Decode: the windows of each (bh) are split into slices worked on in parallel.
+    std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
+    std::vector<float> part_s(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
+    std::vector<float> lse(static_cast<size_t>(BH * G));
+    std::vector<std::vector<float>> shared(static_cast<size_t>(BH));
+    auto slice_range = [](int64_t count, int64_t slice) {
+      const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+      return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
+    };
+    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+      if (!needs_stage1[bh]) return;
+      const auto lv = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
+      const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
+      const auto [j0, j1] = slice_range(count, slice);
+      Scratch sc;
+      Stage1Pass(mk, lv.use_k2 ? ck[bh].k2 : ck[bh].k1, j0, j1, count, q_of(bh, 0), G, D, p.scale, 0,
+                 part_m.data() + item * G, part_s.data() + item * G, nullptr, nullptr, sc);
+    });
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      if (!needs_stage1[bh]) continue;
+      for (int64_t g = 0; g < G; ++g) {
+        float m = kNegInf, sum = 0.0f;
+        for (int64_t sl = 0; sl < kDecodeSlices; ++sl) m = std::max(m, part_m[(bh * kDecodeSlices + sl) * G + g]);
+        for (int64_t sl = 0; sl < kDecodeSlices; ++sl) {
+          const float pm = part_m[(bh * kDecodeSlices + sl) * G + g];
+          if (pm > kNegInf) sum += part_s[(bh * kDecodeSlices + sl) * G + g] * std::exp(pm - m);
+        }
+        // No visible key: +inf makes every exp(score - lse) zero, so the head adds nothing.
+        lse[bh * G + g] = sum > 0.0f ? m + std::log(sum) : std::numeric_limits<float>::infinity();
+      }
+      shared[bh].assign(static_cast<size_t>(ck[bh].n1), 0.0f);
     }
-    if (blk < 0) break;
-    const int64_t k0 = blk * Bk, k_end = std::min(k0 + Bk, total);
-    const float* kf;
-    const float* vf;
-    if constexpr (std::is_same_v<T, float>) {
-      kf = keys + k0 * D;
-      vf = vals + k0 * D;
-    } else {
-      ToFloatRow(keys + k0 * D, kvf.data(), (k_end - k0) * D);
-      ToFloatRow(vals + k0 * D, kvf.data() + Bk * D, (k_end - k0) * D);
-      kf = kvf.data();
-      vf = kvf.data() + Bk * D;
-    }
-    for (int64_t t = 0; t < n_tok; ++t) {
-      if (block_at(t) != blk) continue;
-      ++cursor[t];
-      const int64_t pos = past + t0 + t;
-      const int64_t lo = std::max(k0, list_len[t] < 0 ? list_lo[t] : int64_t{0});
-      const int64_t hi = std::min(k_end, pos + 1);  // token-level causal mask
-      if (hi <= lo) continue;
-      const float* qg = c.q.data() + ((b * p.seq_len + t0 + t) * p.num_heads + h * G) * D;
-      for (int64_t g = 0; g < G; ++g)
-        UpdateRow(rows[t * G + g], qg + g * D, kf + (lo - k0) * D, vf + (lo - k0) * D, hi - lo, D, p.scale,
-                  a.softcap, scores.data());
+    // Each slice writes its own windows of shared[bh]; heads are summed inside one slice.
+    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+      if (!needs_stage1[bh]) return;
+      const auto lv = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
+      const auto [j0, j1] = slice_range(lv.nvis1, slice);
+      Scratch sc;
+      Stage1Pass(mk, ck[bh].k1, j0, j1, lv.nvis1, q_of(bh, 0), G, D, p.scale, 1, nullptr, nullptr,
+                 lse.data() + bh * G, shared[bh].data(), sc);
+    });
+    pf(static_cast<size_t>(BH), [&](size_t bh) {
+      if (!needs_stage1[bh]) return;
+      std::vector<float> block_score;
+      std::vector<int32_t> candidates;
+      const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
+      const auto lv = LevelsFor(a, ck[bh], pos);
+      lens[bh] = SelectFromScores(a, pos, shared[bh].data(), lv.nvis1, block_score, candidates, lists.data() + bh * K);
+    });
+  } else {
+    // Prefill: one item per (bh, tile); each token scores every visible window itself.
+    const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
+    pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
+      const int64_t b = bh / Hkv;
+      Scratch sc;
+      std::vector<float> m(static_cast<size_t>(G)), sum(static_cast<size_t>(G)), lse(static_cast<size_t>(G)), shared;
+      std::vector<float> block_score;
+      std::vector<int32_t> candidates;
+      for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
+        const int64_t at = bh * S + s;
+        if (!needs_stage1[at]) continue;
+        const int64_t pos = c.Past(b) + s;
+        const auto lv = LevelsFor(a, ck[bh], pos);
+        const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
+        std::fill(m.begin(), m.end(), kNegInf);
+        std::fill(sum.begin(), sum.end(), 0.0f);
+        Stage1Pass(mk, lv.use_k2 ? ck[bh].k2 : ck[bh].k1, 0, count, count, q_of(bh, s), G, D, p.scale, 0, m.data(),
+                   sum.data(), nullptr, nullptr, sc);
+        for (int64_t g = 0; g < G; ++g)
+          lse[g] = sum[g] > 0.0f ? m[g] + std::log(sum[g]) : std::numeric_limits<float>::infinity();
+        shared.assign(static_cast<size_t>(lv.nvis1), 0.0f);
+        Stage1Pass(mk, ck[bh].k1, 0, lv.nvis1, lv.nvis1, q_of(bh, s), G, D, p.scale, 1, nullptr, nullptr, lse.data(),
+                   shared.data(), sc);
+        lens[at] = SelectFromScores(a, pos, shared.data(), lv.nvis1, block_score, candidates, lists.data() + at * K);
+      }
+    });
+  }
+  if (c.d.selected_blocks != nullptr) {
+    for (int64_t at = 0; at < BH * S; ++at) {
+      int32_t* out = c.d.selected_blocks + at * K;
+      const int64_t n = std::max<int64_t>(lens[at], 0);
+      std::copy(lists.begin() + at * K, lists.begin() + at * K + n, out);
+      std::fill(out + n, out + K, -1);
     }
   }
-  for (int64_t t = 0; t < n_tok; ++t) {
-    for (int64_t g = 0; g < G; ++g) {
-      const RowState& r = rows[t * G + g];
-      T* out = c.d.output + ((b * p.seq_len + t0 + t) * p.num_heads + h * G + g) * D;
-      const float inv = r.l > 0.0f ? 1.0f / r.l : 0.0f;
-      for (int64_t k = 0; k < D; ++k) out[k] = FromFloat<T>(r.acc[k] * inv);
+
+  // Attention. Prefill: one item per (bh, tile). Decode: the token's blocks are split into slices
+  // whose partial softmax states are merged afterwards (fixed order: deterministic).
+  auto blocks_of = [&](int64_t at) {  // explicit block list of one token
+    std::vector<int32_t> v;
+    if (lens[at] < 0) {
+      const int64_t pos = c.Past((at / S) / Hkv) + at % S;
+      for (int64_t blk = dense_lo[at] / Bk; blk <= pos / Bk; ++blk) v.push_back(static_cast<int32_t>(blk));
+    } else {
+      v.assign(lists.begin() + at * K, lists.begin() + at * K + lens[at]);
     }
+    return v;
+  };
+  auto write_rows = [&](int64_t bh, int64_t s, const float* m_unused, const float* l, const float* acc) {
+    (void)m_unused;
+    const int64_t b = bh / Hkv, h = bh % Hkv;
+    for (int64_t g = 0; g < G; ++g) {
+      T* out = c.d.output + ((b * S + s) * p.num_heads + h * G + g) * D;
+      const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+      for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
+    }
+  };
+  if (S == 1) {
+    std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
+    std::vector<int64_t> slices(static_cast<size_t>(BH));
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      union_blocks[bh] = blocks_of(bh);
+      slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
+    }
+    std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
+    std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
+    std::vector<float> part_acc(static_cast<size_t>(BH * kDecodeSlices * G * D), 0.0f);
+    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+      if (slice >= slices[bh] || lens[bh] == 0) return;
+      const auto& u = union_blocks[bh];
+      const int64_t n = static_cast<int64_t>(u.size());
+      const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
+      RowStates st;
+      st.Reset(G, D);
+      Scratch sc;
+      std::vector<const int32_t*> list_ptr{u.data()};
+      std::vector<int64_t> list_len{lens[bh] < 0 ? -1 : n}, lo_tok{dense_lo[bh]};
+      AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st, sc);
+      std::copy(st.m.begin(), st.m.end(), part_m.begin() + item * G);
+      std::copy(st.l.begin(), st.l.end(), part_l.begin() + item * G);
+      std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
+    });
+    pf(static_cast<size_t>(BH), [&](size_t bh) {
+      if (lens[bh] == 0) {
+        std::vector<float> zero(static_cast<size_t>(G * D + G), 0.0f);
+        write_rows(static_cast<int64_t>(bh), 0, nullptr, zero.data(), zero.data() + G);
+        return;
+      }
+      std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
+      for (int64_t g = 0; g < G; ++g) {
+        float m = kNegInf;
+        for (int64_t sl = 0; sl < slices[bh]; ++sl) m = std::max(m, part_m[(bh * kDecodeSlices + sl) * G + g]);
+        for (int64_t sl = 0; sl < slices[bh]; ++sl) {
+          const size_t at = (bh * kDecodeSlices + sl) * G + g;
+          if (part_l[at] == 0.0f) continue;
+          const float w = std::exp(part_m[at] - m);
+          l[g] += part_l[at] * w;
+          const float* pa = part_acc.data() + at * D;
+          for (int64_t i = 0; i < D; ++i) acc[g * D + i] += pa[i] * w;
+        }
+      }
+      write_rows(static_cast<int64_t>(bh), 0, nullptr, l.data(), acc.data());
+    });
+  } else {
+    const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
+    pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
+      const int64_t t0 = tile * kQueryTile, t1 = std::min(S, t0 + kQueryTile);
+      std::vector<const int32_t*> list_ptr;
+      std::vector<int64_t> list_len, lo_tok;
+      std::vector<char> used;
+      for (int64_t s = t0; s < t1; ++s) {
+        const int64_t at = bh * S + s;
+        list_ptr.push_back(lists.data() + at * K);
+        list_len.push_back(lens[at]);
+        lo_tok.push_back(dense_lo[at]);
+        for (int32_t blk : blocks_of(at)) {
+          if (static_cast<size_t>(blk) >= used.size()) used.resize(static_cast<size_t>(blk) + 1, 0);
+          used[blk] = 1;
+        }
+      }
+      std::vector<int32_t> u;
+      for (size_t blk = 0; blk < used.size(); ++blk)
+        if (used[blk]) u.push_back(static_cast<int32_t>(blk));
+      RowStates st;
+      st.Reset((t1 - t0) * G, D);
+      Scratch sc;
+      AttendBlocks(c, mk, bh / Hkv, bh % Hkv, t0, t1, u.data(), static_cast<int64_t>(u.size()), list_ptr, list_len,
+                   lo_tok, st, sc);
+      for (int64_t s = t0; s < t1; ++s)
+        write_rows(bh, s, nullptr, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
+    });
   }
 }
 
@@ -456,14 +670,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
     c.comp_capacity = cap;
   }
 
-  const int64_t tiles = (params.seq_len + kQueryTile - 1) / kQueryTile;
-  pf(static_cast<size_t>(params.batch * params.kv_num_heads * tiles), [&](size_t item) {
-    const int64_t tile = static_cast<int64_t>(item) % tiles;
-    const int64_t bh = static_cast<int64_t>(item) / tiles;
-    const int64_t b = bh / params.kv_num_heads, h = bh % params.kv_num_heads;
-    const int64_t t0 = tile * kQueryTile, t1 = std::min(params.seq_len, t0 + kQueryTile);
-    AttendTile(c, b, h, t0, t1, c.comp, c.comp_capacity);
-  });
+  RunSelectionAndAttention(c, pf);
   return "";
 }
 

@@ -1,0 +1,30 @@
+// SIMD microkernels of the CPU attention kernel: plain functions on raw fp32 pointers, compiled
+// once per x86 ISA level (SSE2 baseline, AVX2+FMA, AVX-512) from microkernels_impl.inc and chosen
+// at run time. No STL and no shared inline code inside the ISA-specific translation units, so no
+// AVX instruction can leak into code that runs on an older CPU.
+#pragma once
+
+#include <cstdint>
+
+namespace infllmv2::cpu {
+
+constexpr int kBlockKeys = 64;  // keys per tile; transposed blocks are [D][kBlockKeys]
+constexpr int kMaxRows = 4;     // query rows per scores call
+
+struct Microkernels {
+  const char* isa;
+  // out[r * 64 + j] = scale * dot(q + r * q_stride, column j of kt) for r < rows (1..4), j < 64.
+  // kt is a transposed key block [D][64] (missing keys zero-filled).
+  void (*scores)(const float* q, int64_t q_stride, int rows, const float* kt, int64_t d, float scale, float* out);
+  // acc[r * acc_stride + i] += sum_{j < n} p[r * 64 + j] * v[j * d + i] for r < rows (1..4), i < d.
+  void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, const float* v, int n, int64_t d);
+  // x[j] = exp(x[j] - m) for j < 64 (-inf gives 0); returns the sum.
+  float (*exp_sum)(float* x, float m);
+  // kt[i * 64 + j] = k[j * d + i] for j < n, 0 for n <= j < 64.
+  void (*transpose)(const float* k, int n, int64_t d, float* kt);
+};
+
+// The best microkernels this CPU supports (decided once).
+const Microkernels& SelectMicrokernels();
+
+}  // namespace infllmv2::cpu
