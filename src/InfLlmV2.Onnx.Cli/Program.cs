@@ -10,6 +10,7 @@ root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(RewriteCommand.Create());
 root.Subcommands.Add(CompareCommand.Create());
 root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(BenchCommand.Create());
 
 var parsed = root.Parse(args);
 if (parsed.Errors.Count > 0)

@@ -11,6 +11,7 @@
 #include "cpu/attention_cpu.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -44,13 +45,30 @@ inline void ApplyRotary(float* x, int64_t rotary_dim, bool interleaved, const fl
   }
 }
 
+// Adds the time since the last mark to *slot when profiling.
+class StageTimer {
+ public:
+  explicit StageTimer(KernelProfile* p) : p_(p), last_(std::chrono::steady_clock::now()) {}
+  void Mark(double KernelProfile::*slot) {
+    if (p_ == nullptr) return;
+    const auto now = std::chrono::steady_clock::now();
+    p_->*slot += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+
+ private:
+  KernelProfile* p_;
+  std::chrono::steady_clock::time_point last_;
+};
+
 // Everything one call shares across work items (read-only during the parallel phases).
 template <typename T>
 struct Call {
   const AttentionAttributes& a;
   const AttentionParams& p;
   const AttentionData<T>& d;
-  std::vector<float> q;   // rotated query, fp32 of the T-rounded value: [B, S, H, D]
+  std::vector<float> q_buffer;  // rotated/converted query when the input cannot be used as is
+  const float* q = nullptr;      // fp32 query [B, S, H, D] (of the T-rounded value)
   const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, comp_capacity, D]
   int64_t comp_capacity = 0;
 
@@ -84,7 +102,14 @@ template <typename T>
 void PrepareQueries(Call<T>& c, const ParallelFor& pf) {
   const auto& p = c.p;
   const int64_t D = p.head_size;
-  c.q.resize(static_cast<size_t>(p.batch * p.seq_len * p.num_heads * D));
+  if constexpr (std::is_same_v<T, float>) {
+    if (!c.a.do_rotary && !p.packed_qkv) {  // the input already is [B, S, H, D] fp32
+      c.q = c.d.query;
+      return;
+    }
+  }
+  c.q_buffer.resize(static_cast<size_t>(p.batch * p.seq_len * p.num_heads * D));
+  c.q = c.q_buffer.data();
   pf(static_cast<size_t>(p.batch * p.seq_len), [&](size_t bs) {
     const int64_t b = static_cast<int64_t>(bs) / p.seq_len, s = static_cast<int64_t>(bs) % p.seq_len;
     std::vector<float> cs(static_cast<size_t>(p.rotary_dim));
@@ -94,7 +119,7 @@ void PrepareQueries(Call<T>& c, const ParallelFor& pf) {
       ToFloatRow(c.d.sin_cache + pos * half, cs.data() + half, half);
     }
     for (int64_t n = 0; n < p.num_heads; ++n) {
-      float* dst = c.q.data() + ((b * p.seq_len + s) * p.num_heads + n) * D;
+      float* dst = c.q_buffer.data() + ((b * p.seq_len + s) * p.num_heads + n) * D;
       ToFloatRow(c.QueryInput(b, s, n), dst, D);
       if (c.a.do_rotary) {
         ApplyRotary(dst, p.rotary_dim, c.a.rotary_interleaved != 0, cs.data(), cs.data() + p.rotary_dim / 2);
@@ -358,7 +383,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
           vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
           loaded = true;
         }
-        const float* q = c.q.data() + ((b * p.seq_len + t0 + t) * p.num_heads + h * G) * D;
+        const float* q = c.q + ((b * p.seq_len + t0 + t) * p.num_heads + h * G) * D;
         for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
           const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
           mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, p.scale, sc.sc.data());
@@ -422,11 +447,13 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
   std::vector<char> bh_needs(static_cast<size_t>(BH), 0);
   for (int64_t at = 0; at < BH * S; ++at) bh_needs[at / S] |= needs_stage1[at];
+  StageTimer timer(c.d.profile);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, ck[bh]);
   });
+  timer.Mark(&KernelProfile::compress_ms);
   auto q_of = [&](int64_t bh, int64_t s) {
-    return c.q.data() + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
+    return c.q + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
   };
   if (S == 1) {
     // Decode: the windows of each (bh) are split into slices worked on in parallel.
@@ -509,6 +536,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       }
     });
   }
+  timer.Mark(&KernelProfile::select_ms);
   if (c.d.selected_blocks != nullptr) {
     for (int64_t at = 0; at < BH * S; ++at) {
       int32_t* out = c.d.selected_blocks + at * K;
@@ -616,6 +644,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
         write_rows(bh, s, nullptr, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
     });
   }
+  timer.Mark(&KernelProfile::attend_ms);
 }
 
 }  // namespace
@@ -630,7 +659,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
   if (data.seqlens_k == nullptr || data.output == nullptr || data.present_key == nullptr ||
       data.present_value == nullptr)
     return "SwitchableAttention CPU kernel: seqlens_k, output, present_key and present_value are required";
-  Call<T> c{attrs, params, data, {}, nullptr, 0};
+  Call<T> c{attrs, params, data, {}, nullptr, nullptr, 0};
   const bool shared_kv = params.has_past && data.present_key == data.past_key;
   if (shared_kv != (params.has_past && data.present_value == data.past_value))
     return "past_key/present_key and past_value/present_value must both share a buffer or both not";
@@ -647,8 +676,10 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
              " runs sparse); set attention_mode=1 or dense_len above the context length";
   }
 
+  StageTimer timer(data.profile);
   PrepareQueries(c, pf);
   WriteKeyValueCache(c, shared_kv, pf);
+  timer.Mark(&KernelProfile::prepare_ms);
 
   std::vector<T> comp_scratch;
   if (data.present_compressed_key != nullptr || any_sparse) {
@@ -669,6 +700,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
     c.comp = comp;
     c.comp_capacity = cap;
   }
+  timer.Mark(&KernelProfile::compress_ms);
 
   RunSelectionAndAttention(c, pf);
   return "";

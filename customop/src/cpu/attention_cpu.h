@@ -18,6 +18,14 @@ using ParallelFor = std::function<void(size_t total, const std::function<void(si
 // Runs every index on the calling thread.
 void SerialFor(size_t total, const std::function<void(size_t)>& fn);
 
+// Wall time of the kernel's stages (benchmarks only; the ORT glue passes none).
+struct KernelProfile {
+  double prepare_ms = 0;   // rotary, KV cache write
+  double compress_ms = 0;  // level-1 compressed keys (and level-2 derivation)
+  double select_ms = 0;    // stage 1 scoring, pooling, top-k
+  double attend_ms = 0;    // attention over the selected (or all) blocks
+};
+
 // Tensor pointers of one call, layouts as in docs/op-spec.md. Optional ones may be null.
 template <typename T>
 struct AttentionData {
@@ -35,6 +43,7 @@ struct AttentionData {
   T* present_value = nullptr;              // [B, Hkv, present_capacity, D] (may alias past_value)
   T* present_compressed_key = nullptr;     // [B, Hkv, present_compressed_capacity, D] or null
   int32_t* selected_blocks = nullptr;      // [B, Hkv, S, K] or null
+  KernelProfile* profile = nullptr;        // stage timings when not null
 };
 
 // Runs one call. `params` must come from CheckInputs with seqlens_k readable. Returns "" on

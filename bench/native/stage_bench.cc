@@ -1,0 +1,136 @@
+// Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
+// compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
+//   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
+// Prints one JSON object per run.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/check_inputs.h"
+#include "cpu/attention_cpu.h"
+#include "cpu/microkernels.h"
+
+using namespace infllmv2;
+
+namespace {
+
+void PoolFor(size_t total, const std::function<void(size_t)>& fn) {
+  static const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < total;) fn(i);
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < std::min<size_t>(threads, total); ++t) pool.emplace_back(worker);
+  worker();
+  for (auto& t : pool) t.join();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]\n", argv[0]);
+    return 2;
+  }
+  const std::string phase = argv[1];
+  const int64_t length = std::atoll(argv[2]);
+  std::string mode = "sparse";
+  int repeat = 5;
+  int64_t G = 16, D = 128;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--mode") mode = v;
+    else if (k == "--repeat") repeat = std::atoi(v.c_str());
+    else if (k == "--heads") G = std::atoll(v.c_str());
+    else if (k == "--head-size") D = std::atoll(v.c_str());
+    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+  }
+  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || (mode != "dense" && mode != "sparse")) {
+    std::fprintf(stderr, "bad arguments\n");
+    return 2;
+  }
+  const bool decode = phase == "decode";
+  const int64_t S = decode ? 1 : length;
+  AttentionAttributes a;
+  a.num_heads = G;
+  a.kv_num_heads = 1;
+  AttentionInputs in;
+  in.query = {true, {1, S, G * D}};
+  in.key = in.value = {true, {1, S, D}};
+  const int64_t cap = length;
+  const int64_t windows = NumWindows(cap, a.compress_kernel, a.compress_stride);
+  if (decode) {
+    in.past_key = in.past_value = {true, {1, 1, cap, D}};
+    in.past_compressed_key = {true, {1, 1, windows, D}};  // explicit compressed state, as a session keeps it
+  }
+  std::vector<int32_t> seqlens{static_cast<int32_t>(length - 1)};
+  in.seqlens_k = {true, {1}};
+  in.seqlens_k_data = seqlens.data();
+  in.total_sequence_length = {true, {}};
+  in.total_sequence_length_value = static_cast<int32_t>(length);
+  in.attention_mode = {true, {}};
+  in.attention_mode_value = mode == "dense" ? 1 : 2;
+  AttentionParams p;
+  std::string err = CheckAttributes(a);
+  if (err.empty()) err = CheckInputs(a, in, &p);
+  if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 2; }
+
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n01(0.0f, 1.0f);
+  auto rnd = [&](size_t n) { std::vector<float> v(n); for (auto& x : v) x = n01(rng); return v; };
+  auto q = rnd(S * G * D), k = rnd(S * D), v = rnd(S * D);
+  std::vector<float> cache_k = rnd(cap * D), cache_v = rnd(cap * D), out(S * G * D);
+  cpu::AttentionData<float> d;
+  d.query = q.data(); d.key = k.data(); d.value = v.data(); d.seqlens_k = seqlens.data(); d.output = out.data();
+  std::vector<float> present_k, present_v, compressed(static_cast<size_t>(windows * D));
+  if (decode) {  // shared buffers, as a KV-cache owner runs decode
+    d.past_key = d.present_key = cache_k.data();
+    d.past_value = d.present_value = cache_v.data();
+    // The state of the past windows: computed once by a first call without state.
+    cpu::AttentionData<float> init = d;
+    AttentionInputs in0 = in;
+    in0.past_compressed_key = {};
+    AttentionParams p0;
+    CheckInputs(a, in0, &p0);
+    init.present_compressed_key = compressed.data();
+    err = cpu::RunAttention<float>(a, p0, init, PoolFor);
+    if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
+    d.past_compressed_key = d.present_compressed_key = compressed.data();
+  } else {
+    present_k.resize(p.present_capacity * D);
+    present_v.resize(p.present_capacity * D);
+    d.present_key = present_k.data();
+    d.present_value = present_v.data();
+  }
+  std::vector<double> prep, comp, sel, att, total;
+  for (int r = 0; r < repeat + 1; ++r) {
+    cpu::KernelProfile prof;
+    d.profile = &prof;
+    const auto t0 = std::chrono::steady_clock::now();
+    err = cpu::RunAttention<float>(a, p, d, PoolFor);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
+    if (r == 0) continue;  // warm-up
+    prep.push_back(prof.prepare_ms); comp.push_back(prof.compress_ms); sel.push_back(prof.select_ms);
+    att.push_back(prof.attend_ms); total.push_back(ms);
+  }
+  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
+              "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f}\n",
+              phase.c_str(), static_cast<long long>(length), mode.c_str(), cpu::SelectMicrokernels().isa,
+              std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
+              Median(total));
+  return 0;
+}

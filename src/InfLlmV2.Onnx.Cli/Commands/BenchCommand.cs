@@ -1,0 +1,344 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text.Json;
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using Microsoft.ML.OnnxRuntime;
+
+namespace InfLlmV2.Onnx.Cli.Commands;
+
+/// <summary>
+/// <c>infllmv2 bench [--quick] [--json FILE]</c>: times single-node models of SwitchableAttention
+/// (dense and sparse) and ORT's GroupQueryAttention on identical inputs in one process (warm,
+/// median of repeats), with ratios to GQA, the machine's copy bandwidth and matmul throughput, the
+/// decode roofline, the stage split (from the native stage benchmark) and peak extra memory.
+/// </summary>
+public static class BenchCommand
+{
+    private const int G = 16, D = 128, Hkv = 1;
+
+    /// <summary>Creates the command.</summary>
+    public static Command Create()
+    {
+        var quick = new Option<bool>("--quick") { Description = "Smaller case list (under 2 minutes)" };
+        var json = new Option<FileInfo?>("--json") { Description = "Write every measurement as JSON" };
+        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json };
+        cmd.SetAction(r => CommandRunner.Guard(() => Run(r.GetValue(quick), r.GetValue(json))));
+        return cmd;
+    }
+
+    private sealed record Row(string Case, string Op, double Ms, double? RatioToGqa, long PeakExtraMb, string Note);
+
+    private static int Run(bool quick, FileInfo? json)
+    {
+        var total = Stopwatch.StartNew();
+        var rows = new List<Row>();
+        var extra = new Dictionary<string, object?>();
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
+        options.RegisterInfLlmV2Ops();
+        Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, {Environment.ProcessorCount} threads (ORT intra-op = ours), onnxruntime {OrtEnv.Instance().GetVersionString()}");
+
+        double copyGbps = CopyBandwidth();
+        double gflops = MatMulThroughput(options);
+        Console.WriteLine($"machine: copy bandwidth {copyGbps:F1} GB/s (bytes copied per second, {Environment.ProcessorCount} threads), ORT MatMul 1024^3 {gflops:F1} GFLOP/s");
+        extra["copy_gb_per_s"] = copyGbps;
+        extra["matmul_gflops"] = gflops;
+
+        using var ours = Session(options, AttentionOpKind.Switchable, withState: true);
+        using var oursPrefill = Session(options, AttentionOpKind.Switchable, withState: false);
+        using var gqa = Session(options, AttentionOpKind.GroupQueryAttention, withState: false);
+
+        int[] decodeContexts = quick ? [8192, 32768] : [8192, 32768, 65536, 131072];
+        int reps = quick ? 10 : 30;
+        Console.WriteLine();
+        Console.WriteLine("decode (one token, shared KV buffers, compressed state)");
+        var roofline = new List<Dictionary<string, object?>>();
+        foreach (int ctx in decodeContexts)
+        {
+            var (gqaMs, gqaMem) = Decode(gqa, ctx, null, reps);
+            var (sparseMs, sparseMem) = Decode(ours, ctx, 2, reps);
+            rows.Add(new Row($"decode {ctx / 1024}k", "GQA", gqaMs, 1, gqaMem, ""));
+            rows.Add(new Row($"decode {ctx / 1024}k", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
+            if (ctx == 8192)
+            {
+                var (denseMs, denseMem) = Decode(ours, ctx, 1, reps);
+                rows.Add(new Row($"decode {ctx / 1024}k", "ours dense", denseMs, gqaMs / denseMs, denseMem, ""));
+            }
+            // Roofline of sparse decode: bytes read (selected K/V rows, level-1 keys twice, level-2 keys) vs flops.
+            long n1 = (ctx - 32) / 16 + 1, n2 = (ctx - 128) / 64 + 1, keys = Math.Min(ctx, 96 * 64);
+            double bytes = 4.0 * D * (2 * keys + 2 * n1 + n2);
+            double flops = 2.0 * G * D * (2 * keys + n1 + n2);
+            double rooflineMs = Math.Max(bytes / (copyGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
+            roofline.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["flops"] = flops, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["roofline_ms"] = rooflineMs, ["of_roofline"] = rooflineMs / sparseMs });
+        }
+        PrintRows(rows.Where(r => r.Case.StartsWith("decode", StringComparison.Ordinal)));
+        Console.WriteLine($"{"context",8} {"MB read",9} {"GB/s eff.",10} {"roofline ms",12} {"of roofline",12}");
+        foreach (var x in roofline)
+            Console.WriteLine($"{x["context"],8} {(double)x["bytes_read"]! / 1e6,9:F1} {(double)x["effective_gb_per_s"]!,10:F1} {(double)x["roofline_ms"]!,12:F3} {(double)x["of_roofline"]!,11:P0}");
+        extra["decode_roofline"] = roofline;
+
+        Console.WriteLine();
+        Console.WriteLine("prefill (causal, no past)");
+        int[] prefill = quick ? [4096, 16384] : [4096, 16384, 32768, 65536];
+        foreach (int n in prefill)
+        {
+            int repeatP = n <= 4096 ? 3 : 1;
+            var (sparseMs, sparseMem) = Prefill(oursPrefill, n, 2, repeatP);
+            rows.Add(new Row($"prefill {n / 1024}k", "ours sparse", sparseMs, null, sparseMem, ""));
+            long gqaBuffer = (long)G * n * n * 4;
+            if (n <= 32768)
+            {
+                int chunk = (int)Math.Min(n, Math.Max(1024, (4L << 30) / ((long)G * n * 4)));
+                var (gqaMs, gqaMem) = Prefill(gqa, n, null, repeatP, chunk);
+                rows.Add(new Row($"prefill {n / 1024}k", "GQA", gqaMs, 1, gqaMem, chunk < n ? $"chunks of {chunk} (S x T buffer {gqaBuffer >> 30} GiB at once)" : ""));
+                rows[^2] = rows[^2] with { RatioToGqa = gqaMs / sparseMs };
+            }
+            else
+            {
+                var (denseMs, denseMem) = Prefill(oursPrefill, n, 1, 1);
+                rows.Add(new Row($"prefill {n / 1024}k", "ours dense", denseMs, null, denseMem, $"GQA not run: its S x T score buffer needs {gqaBuffer >> 30} GiB; sparse/dense = {denseMs / sparseMs:F2}x"));
+            }
+        }
+        PrintRows(rows.Where(r => r.Case.StartsWith("prefill", StringComparison.Ordinal)));
+
+        Console.WriteLine();
+        Console.WriteLine("dense mode where dense is what runs");
+        var denseRows = new List<Row>();
+        foreach (int n in new[] { 1024, 4096 })
+        {
+            var (g, gm) = Prefill(gqa, n, null, 3);
+            var (o, om) = Prefill(oursPrefill, n, 1, 3);
+            denseRows.Add(new Row($"dense prefill {n / 1024}k", "GQA", g, 1, gm, ""));
+            denseRows.Add(new Row($"dense prefill {n / 1024}k", "ours dense", o, g / o, om, ""));
+        }
+        {
+            var (g, gm) = Decode(gqa, 8192, null, reps);
+            var (o, om) = Decode(ours, 8192, 1, reps);
+            denseRows.Add(new Row("dense decode 8k", "GQA", g, 1, gm, ""));
+            denseRows.Add(new Row("dense decode 8k", "ours dense", o, g / o, om, ""));
+        }
+        PrintRows(denseRows);
+        rows.AddRange(denseRows);
+
+        Console.WriteLine();
+        Console.WriteLine("stage split of sparse calls (native stage benchmark, same kernel, same shapes)");
+        var stages = new List<JsonElement>();
+        foreach (var (phase, n) in decodeContexts.Select(c => ("decode", c)).Concat(prefill.Where(p => p <= 16384).Select(p => ("prefill", p))))
+        {
+            if (StageSplit(phase, n) is { } st)
+            {
+                stages.Add(st);
+                double tot = st.GetProperty("total_ms").GetDouble();
+                double sel = st.GetProperty("select_ms").GetDouble() + st.GetProperty("compress_ms").GetDouble();
+                Console.WriteLine($"{phase,-8} {n / 1024,4}k  compression {st.GetProperty("compress_ms").GetDouble(),9:F3} ms  selection {st.GetProperty("select_ms").GetDouble(),9:F3} ms  attention {st.GetProperty("attend_ms").GetDouble(),9:F3} ms  (selection+compression {sel / tot:P0} of {tot:F3} ms, isa {st.GetProperty("isa").GetString()})");
+            }
+        }
+        extra["stage_split"] = stages;
+        Console.WriteLine();
+        Console.WriteLine($"bench finished in {total.Elapsed.TotalSeconds:F0} s");
+        if (json is not null)
+        {
+            extra["rows"] = rows.Select(r => new { @case = r.Case, op = r.Op, ms = r.Ms, ratio_to_gqa = r.RatioToGqa, peak_extra_mb = r.PeakExtraMb, note = r.Note });
+            extra["quick"] = quick;
+            File.WriteAllText(json.FullName, JsonSerializer.Serialize(extra, InspectCommand.JsonOptions));
+        }
+        return ExitCodes.Ok;
+    }
+
+    private static void PrintRows(IEnumerable<Row> rows)
+    {
+        Console.WriteLine($"{"case",-18} {"op",-12} {"ms",11} {"x GQA",8} {"peak extra MB",14}  note");
+        foreach (var r in rows)
+            Console.WriteLine($"{r.Case,-18} {r.Op,-12} {r.Ms,11:F3} {(r.RatioToGqa is double x ? $"{x:F2}x" : "-"),8} {r.PeakExtraMb,14}  {r.Note}");
+    }
+
+    private static InferenceSession Session(SessionOptions options, AttentionOpKind kind, bool withState)
+    {
+        var model = AttentionNodeModels.Build(new AttentionNodeConfig
+        {
+            Kind = kind, NumHeads = G, KvNumHeads = Hkv, WithPast = true,
+            WithAttentionMode = kind == AttentionOpKind.Switchable, WithCompressedState = withState && kind == AttentionOpKind.Switchable,
+        });
+        return new InferenceSession(OnnxModelFile.ToBytes(model), options);
+    }
+
+    private static float[] Random(int n, int seed)
+    {
+        var rng = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
+        return a;
+    }
+
+    /// <summary>One decode step at context <paramref name="ctx"/> with shared KV (and compressed-key) buffers; median ms and peak extra MB.</summary>
+    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps)
+    {
+        var key = Random(ctx * D * Hkv, 1);
+        var value = Random(ctx * D * Hkv, 2);
+        var q = Random(G * D, 3);
+        var k = Random(Hkv * D, 4);
+        var v = Random(Hkv * D, 5);
+        var output = new float[G * D];
+        using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, 1, G * D]);
+        using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, 1, Hkv * D]);
+        using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, 1, Hkv * D]);
+        using var cacheK = OrtValue.CreateTensorValueFromMemory(key, [1, Hkv, ctx, D]);
+        using var cacheV = OrtValue.CreateTensorValueFromMemory(value, [1, Hkv, ctx, D]);
+        using var seq = OrtValue.CreateTensorValueFromMemory(new[] { ctx - 1 }, [1]);
+        using var total = OrtValue.CreateTensorValueFromMemory(new[] { ctx }, []);
+        using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
+        using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, 1, G * D]);
+        var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
+        var values = new List<OrtValue> { qv, kv, vv, cacheK, cacheV, seq, total };
+        var outNames = new List<string> { "output", "present_key", "present_value" };
+        var outValues = new List<OrtValue> { outV, cacheK, cacheV };
+        OrtValue? comp = null;
+        if (mode is not null)
+        {
+            names.Add("attention_mode"); values.Add(modeV);
+            if (s.InputNames.Contains("past_compressed_key"))
+            {
+                long windows = (ctx - 32) / 16 + 1;
+                // The state a session carries: the mean of every complete 32-token window (stride 16).
+                var state = new float[windows * D * Hkv];
+                for (long j = 0; j < windows; j++)
+                    for (int t = 0; t < 32; t++)
+                        for (int d = 0; d < D; d++) state[j * D + d] += key[(j * 16 + t) * D + d] / 32f;
+                comp = OrtValue.CreateTensorValueFromMemory(state, [1, Hkv, windows, D]);
+                names.Add("past_compressed_key"); values.Add(comp);
+                outNames.Add("present_compressed_key"); outValues.Add(comp);
+            }
+        }
+        try
+        {
+            return Time(() =>
+            {
+                using var ro = new RunOptions();
+                s.Run(ro, names, values, outNames, outValues);
+            }, reps);
+        }
+        finally
+        {
+            comp?.Dispose();
+        }
+    }
+
+    /// <summary>A causal prefill of <paramref name="n"/> tokens (in chunks for GQA when asked); median ms and peak extra MB.</summary>
+    private static (double Ms, long PeakMb) Prefill(InferenceSession s, int n, int? mode, int reps, int chunk = 0)
+    {
+        if (chunk <= 0) chunk = n;
+        var q = Random(n * G * D, 6);
+        var k = Random(n * Hkv * D, 7);
+        var v = Random(n * Hkv * D, 8);
+        var cacheK = new float[n * Hkv * D];
+        var cacheV = new float[n * Hkv * D];
+        return Time(() =>
+        {
+            using var ck = OrtValue.CreateTensorValueFromMemory(cacheK, [1, Hkv, n, D]);
+            using var cv = OrtValue.CreateTensorValueFromMemory(cacheV, [1, Hkv, n, D]);
+            for (int at = 0; at < n; at += chunk)
+            {
+                int c = Math.Min(chunk, n - at);
+                using var qv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<float>(q, at * G * D, c * G * D), [1, c, G * D]);
+                using var kv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<float>(k, at * Hkv * D, c * Hkv * D), [1, c, Hkv * D]);
+                using var vv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, new Memory<float>(v, at * Hkv * D, c * Hkv * D), [1, c, Hkv * D]);
+                using var seq = OrtValue.CreateTensorValueFromMemory(new[] { at + c - 1 }, [1]);
+                using var total = OrtValue.CreateTensorValueFromMemory(new[] { at + c }, []);
+                using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
+                var output = new float[c * G * D];
+                using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, c, G * D]);
+                var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
+                var values = new List<OrtValue> { qv, kv, vv, ck, cv, seq, total };
+                if (mode is not null) { names.Add("attention_mode"); values.Add(modeV); }
+                using var ro = new RunOptions();
+                s.Run(ro, names, values, ["output", "present_key", "present_value"], [outV, ck, cv]);
+            }
+        }, reps, warmup: n <= 4096);
+    }
+
+    private static (double Ms, long PeakMb) Time(Action run, int reps, bool warmup = true)
+    {
+        if (warmup) run();
+        long peak = 0;
+        var times = new List<double>();
+        for (int i = 0; i < reps; i++)
+        {
+            long before = ResetPeak();
+            var sw = Stopwatch.StartNew();
+            run();
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            peak = Math.Max(peak, PeakRss() - before);
+        }
+        times.Sort();
+        return (times[times.Count / 2], Math.Max(0, peak) / (1 << 20));
+    }
+
+    // Linux: writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current RSS.
+    private static long ResetPeak()
+    {
+        try { File.WriteAllText("/proc/self/clear_refs", "5"); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        return StatusKb("VmRSS:") * 1024;
+    }
+
+    private static long PeakRss() => StatusKb("VmHWM:") * 1024;
+
+    private static long StatusKb(string key)
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal));
+            return line is null ? 0 : long.Parse(line[key.Length..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (IOException) { return 0; }
+    }
+
+    private static double CopyBandwidth()
+    {
+        const int size = 256 << 20;
+        var src = new byte[size];
+        var dst = new byte[size];
+        new Random(1).NextBytes(src.AsSpan(0, 4096));
+        int parts = Environment.ProcessorCount;
+        var times = new List<double>();
+        for (int r = 0; r < 6; r++)
+        {
+            var sw = Stopwatch.StartNew();
+            Parallel.For(0, parts, i => src.AsSpan(size / parts * i, size / parts).CopyTo(dst.AsSpan(size / parts * i)));
+            times.Add(sw.Elapsed.TotalSeconds);
+        }
+        times.Sort();
+        return size / times[times.Count / 2] / 1e9;
+    }
+
+    private static double MatMulThroughput(SessionOptions options)
+    {
+        const int n = 1024;
+        var g = new GraphProto { Name = "matmul" };
+        g.Input.Add(GraphBuilder.Tensor("a", TensorProto.Types.DataType.Float, n, n));
+        g.Input.Add(GraphBuilder.Tensor("b", TensorProto.Types.DataType.Float, n, n));
+        g.Output.Add(GraphBuilder.Tensor("c", TensorProto.Types.DataType.Float, n, n));
+        g.Node.Add(GraphBuilder.Node("MatMul", "", ["a", "b"], ["c"]));
+        using var s = new InferenceSession(OnnxModelFile.ToBytes(GraphBuilder.Model(g, ("", 17))), options);
+        using var a = OrtValue.CreateTensorValueFromMemory(Random(n * n, 9), [n, n]);
+        using var b = OrtValue.CreateTensorValueFromMemory(Random(n * n, 10), [n, n]);
+        var (ms, _) = Time(() =>
+        {
+            using var ro = new RunOptions();
+            using var r = s.Run(ro, ["a", "b"], [a, b], ["c"]);
+        }, 7);
+        return 2.0 * n * n * n / (ms * 1e-3) / 1e9;
+    }
+
+    private static JsonElement? StageSplit(string phase, int n)
+    {
+        var exe = Path.Combine(AppContext.BaseDirectory, "infllmv2_stage_bench");
+        if (!File.Exists(exe)) { Console.WriteLine($"(stage benchmark not found at {exe})"); return null; }
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { phase, n.ToString(System.Globalization.CultureInfo.InvariantCulture), "--repeat", phase == "decode" ? "10" : "1" })
+            psi.ArgumentList.Add(arg);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return p.ExitCode == 0 ? JsonDocument.Parse(stdout).RootElement.Clone() : null;
+    }
+}
