@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,16 +24,74 @@ using namespace infllmv2;
 
 namespace {
 
+// A persistent pool (like ORT's intra-op pool): workers wait for a job, take indices from a
+// shared counter, and the caller works too.
+class Pool {
+ public:
+  explicit Pool(unsigned threads) {
+    for (unsigned t = 1; t < threads; ++t) workers_.emplace_back([this] { Loop(); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  void For(size_t total, const std::function<void(size_t)>& fn) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      fn_ = &fn;
+      total_ = total;
+      next_ = 0;
+      active_ = workers_.size();
+      ++generation_;
+    }
+    cv_.notify_all();
+    Work();
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return active_ == 0; });
+  }
+
+ private:
+  void Work() {
+    for (size_t i; (i = next_++) < total_;) (*fn_)(i);
+  }
+  void Loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+      }
+      Work();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        --active_;
+      }
+      done_.notify_one();
+    }
+  }
+  std::vector<std::thread> workers_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_;
+  const std::function<void(size_t)>* fn_ = nullptr;
+  std::atomic<size_t> next_{0};
+  size_t total_ = 0, active_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+};
+
 void PoolFor(size_t total, const std::function<void(size_t)>& fn) {
-  static const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
-  std::atomic<size_t> next{0};
-  auto worker = [&] {
-    for (size_t i; (i = next++) < total;) fn(i);
-  };
-  std::vector<std::thread> pool;
-  for (unsigned t = 1; t < std::min<size_t>(threads, total); ++t) pool.emplace_back(worker);
-  worker();
-  for (auto& t : pool) t.join();
+  if (total == 1) {  // as the ORT glue does: no hand-off for a single item
+    fn(0);
+    return;
+  }
+  static Pool pool(std::max(1u, std::thread::hardware_concurrency()));
+  pool.For(total, fn);
 }
 
 double Median(std::vector<double> v) {

@@ -218,12 +218,13 @@ const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<fl
   }
 }
 
-// Level-1 (fp32) and level-2 compressed keys of one (batch entry, kv head).
+// Level-1 compressed keys (fp32) of one (batch entry, kv head), and how many level-1/level-2
+// windows exist. Level-2 scores are derived from level-1 scores: the level-2 key j is the mean of
+// the level-1 keys 4j + m * (l1 / s1), m = 0..3 (the same tokens), and a dot product is linear.
 struct CompressedKeys {
   const float* k1 = nullptr;  // [n1, D]
-  const float* k2 = nullptr;  // [n2, D]
   int64_t n1 = 0, n2 = 0;
-  std::vector<float> k1_buffer, k2_buffer;
+  std::vector<float> k1_buffer;
 };
 
 template <typename T>
@@ -233,14 +234,6 @@ void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, CompressedKeys&
   ck.n1 = NumWindows(total, a.compress_kernel, a.compress_stride);
   ck.n2 = NumWindows(total, 4 * a.compress_kernel, 4 * a.compress_stride);
   ck.k1 = RowsAsFloat(c.comp + c.CacheOffset(b, h, c.comp_capacity), ck.n1, D, ck.k1_buffer);
-  // level-2 key j = mean of the level-1 keys 4j + m * (l1 / s1), m = 0..3 (the same tokens as the
-  // 4*l1 window at stride 4*s1).
-  ck.k2_buffer.assign(static_cast<size_t>(ck.n2 * D), 0.0f);
-  const int64_t step = a.compress_kernel / a.compress_stride;
-  for (int64_t j = 0; j < ck.n2; ++j)
-    for (int64_t m = 0; m < 4; ++m)
-      for (int64_t i = 0; i < D; ++i) ck.k2_buffer[j * D + i] += 0.25f * ck.k1[(4 * j + m * step) * D + i];
-  ck.k2 = ck.k2_buffer.data();
 }
 
 // Per-thread scratch of the stage-1 and attention loops.
@@ -250,36 +243,18 @@ struct Scratch {
   std::vector<float> rows_k, rows_v;
 };
 
-// Stage-1 pass over keys [j0, j1) of one level (64 at a time) for the G heads of one token at
-// position-visibility `nvis` (keys j < nvis visible). mode 0: running log-sum-exp into (m, s);
-// mode 1: shared[j] += sum_g exp(score - lse[g]).
-void Stage1Pass(const Microkernels& mk, const float* keys, int64_t j0, int64_t j1, int64_t nvis, const float* q,
-                int64_t G, int64_t D, float scale, int mode, float* m, float* s, const float* lse, float* shared,
-                Scratch& sc) {
-  j1 = std::min(j1, nvis);
+// Stage 1, step 1: raw scores scale * q_g . K1_j of the G heads of one token for windows [j0, j1),
+// into s1[g * stride + j].
+void Stage1Scores(const Microkernels& mk, const float* k1, int64_t j0, int64_t j1, const float* q, int64_t G,
+                  int64_t D, float scale, float* s1, int64_t stride, Scratch& sc) {
   for (int64_t w0 = j0; w0 < j1; w0 += kBlockKeys) {
     const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, j1 - w0));
-    mk.transpose(keys + w0 * D, n, D, sc.kt.data());
+    mk.transpose(k1 + w0 * D, n, D, sc.kt.data());
     for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
       mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, scale, sc.sc.data());
-      for (int r = 0; r < rows; ++r) {
-        float* x = sc.sc.data() + r * kBlockKeys;
-        for (int j = n; j < kBlockKeys; ++j) x[j] = kNegInf;
-        const int64_t g = g0 + r;
-        if (mode == 0) {
-          float mb = kNegInf;
-          for (int j = 0; j < n; ++j) mb = std::max(mb, x[j]);
-          if (mb > m[g]) {
-            s[g] *= std::exp(m[g] - mb);
-            m[g] = mb;
-          }
-          s[g] += mk.exp_sum(x, m[g]);
-        } else {
-          mk.exp_sum(x, lse[g]);
-          for (int j = 0; j < n; ++j) shared[w0 + j] += x[j];
-        }
-      }
+      for (int r = 0; r < rows; ++r)
+        std::copy(sc.sc.data() + r * kBlockKeys, sc.sc.data() + r * kBlockKeys + n, s1 + (g0 + r) * stride + w0);
     }
   }
 }
@@ -293,6 +268,53 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
   const int64_t nvis1 = std::min(ck.n1, NumWindows(pos + 1, a.compress_kernel, a.compress_stride));
   const int64_t nvis2 = std::min(ck.n2, NumWindows(pos + 1, 4 * a.compress_kernel, 4 * a.compress_stride));
   return {a.lse_approx != 0 && nvis2 > 0, nvis1, nvis2};
+}
+
+// Stage 1, step 2: the normalizer of head g from its level-1 scores: log-sum-exp over the visible
+// level-2 scores (mean of four level-1 scores) or, exact, over the visible level-1 scores.
+// +inf when nothing is visible, so that the head adds nothing.
+float Stage1Lse(const Microkernels& mk, const AttentionAttributes& a, const Stage1Levels& lv, const float* s1g,
+                Scratch& sc) {
+  const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
+  const int64_t step = a.compress_kernel / a.compress_stride;
+  float* x = sc.sc.data();
+  auto fill = [&](int64_t j0, int n) {
+    for (int j = 0; j < n; ++j) {
+      const int64_t j2 = j0 + j;
+      x[j] = lv.use_k2 ? 0.25f * (s1g[4 * j2] + s1g[4 * j2 + step] + s1g[4 * j2 + 2 * step] + s1g[4 * j2 + 3 * step])
+                       : s1g[j2];
+    }
+    for (int j = n; j < kBlockKeys; ++j) x[j] = kNegInf;
+  };
+  float m = kNegInf;
+  for (int64_t j0 = 0; j0 < count; j0 += kBlockKeys) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, count - j0));
+    fill(j0, n);
+    for (int j = 0; j < n; ++j) m = std::max(m, x[j]);
+  }
+  if (count == 0) return std::numeric_limits<float>::infinity();
+  float sum = 0.0f;
+  for (int64_t j0 = 0; j0 < count; j0 += kBlockKeys) {
+    fill(j0, static_cast<int>(std::min<int64_t>(kBlockKeys, count - j0)));
+    sum += mk.exp_sum(x, m);
+  }
+  return m + std::log(sum);
+}
+
+// Stage 1, step 3: shared[j] = sum_g exp(s1[g][j] - lse[g]) for windows [j0, j1).
+void Stage1Shared(const Microkernels& mk, const float* s1, int64_t stride, const float* lse, int64_t G, int64_t j0,
+                  int64_t j1, float* shared, Scratch& sc) {
+  float* x = sc.sc.data();
+  for (int64_t w0 = j0; w0 < j1; w0 += kBlockKeys) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, j1 - w0));
+    std::fill(shared + w0, shared + w0 + n, 0.0f);
+    for (int64_t g = 0; g < G; ++g) {
+      std::copy(s1 + g * stride + w0, s1 + g * stride + w0 + n, x);
+      std::fill(x + n, x + kBlockKeys, kNegInf);
+      mk.exp_sum(x, lse[g]);
+      for (int j = 0; j < n; ++j) shared[w0 + j] += x[j];
+    }
+  }
 }
 
 // Block scores from the shared window scores, then init + local + top-k (ties: lower index).
@@ -456,11 +478,17 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     return c.q + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
   };
   if (S == 1) {
-    // Decode: the windows of each (bh) are split into slices worked on in parallel.
-    std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
-    std::vector<float> part_s(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
+    // Decode: raw scores and shared scores are computed in slices of the windows, in parallel;
+    // the per-head normalizers in between, one item per head.
+    std::vector<std::vector<float>> s1(static_cast<size_t>(BH)), shared(static_cast<size_t>(BH));
     std::vector<float> lse(static_cast<size_t>(BH * G));
-    std::vector<std::vector<float>> shared(static_cast<size_t>(BH));
+    std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      if (!needs_stage1[bh]) continue;
+      levels[bh] = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
+      s1[bh].resize(static_cast<size_t>(G * ck[bh].n1));
+      shared[bh].resize(static_cast<size_t>(ck[bh].n1));
+    }
     auto slice_range = [](int64_t count, int64_t slice) {
       const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
       return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
@@ -468,44 +496,30 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
-      const auto lv = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
-      const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
-      const auto [j0, j1] = slice_range(count, slice);
+      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       Scratch sc;
-      Stage1Pass(mk, lv.use_k2 ? ck[bh].k2 : ck[bh].k1, j0, j1, count, q_of(bh, 0), G, D, p.scale, 0,
-                 part_m.data() + item * G, part_s.data() + item * G, nullptr, nullptr, sc);
+      Stage1Scores(mk, ck[bh].k1, j0, j1, q_of(bh, 0), G, D, p.scale, s1[bh].data(), ck[bh].n1, sc);
     });
-    for (int64_t bh = 0; bh < BH; ++bh) {
-      if (!needs_stage1[bh]) continue;
-      for (int64_t g = 0; g < G; ++g) {
-        float m = kNegInf, sum = 0.0f;
-        for (int64_t sl = 0; sl < kDecodeSlices; ++sl) m = std::max(m, part_m[(bh * kDecodeSlices + sl) * G + g]);
-        for (int64_t sl = 0; sl < kDecodeSlices; ++sl) {
-          const float pm = part_m[(bh * kDecodeSlices + sl) * G + g];
-          if (pm > kNegInf) sum += part_s[(bh * kDecodeSlices + sl) * G + g] * std::exp(pm - m);
-        }
-        // No visible key: +inf makes every exp(score - lse) zero, so the head adds nothing.
-        lse[bh * G + g] = sum > 0.0f ? m + std::log(sum) : std::numeric_limits<float>::infinity();
-      }
-      shared[bh].assign(static_cast<size_t>(ck[bh].n1), 0.0f);
-    }
-    // Each slice writes its own windows of shared[bh]; heads are summed inside one slice.
+    pf(static_cast<size_t>(BH * G), [&](size_t item) {
+      const int64_t bh = static_cast<int64_t>(item) / G, g = static_cast<int64_t>(item) % G;
+      if (!needs_stage1[bh]) return;
+      Scratch sc;
+      lse[item] = Stage1Lse(mk, a, levels[bh], s1[bh].data() + g * ck[bh].n1, sc);
+    });
     pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
-      const auto lv = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
-      const auto [j0, j1] = slice_range(lv.nvis1, slice);
+      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       Scratch sc;
-      Stage1Pass(mk, ck[bh].k1, j0, j1, lv.nvis1, q_of(bh, 0), G, D, p.scale, 1, nullptr, nullptr,
-                 lse.data() + bh * G, shared[bh].data(), sc);
+      Stage1Shared(mk, s1[bh].data(), ck[bh].n1, lse.data() + bh * G, G, j0, j1, shared[bh].data(), sc);
     });
     pf(static_cast<size_t>(BH), [&](size_t bh) {
       if (!needs_stage1[bh]) return;
       std::vector<float> block_score;
       std::vector<int32_t> candidates;
       const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
-      const auto lv = LevelsFor(a, ck[bh], pos);
-      lens[bh] = SelectFromScores(a, pos, shared[bh].data(), lv.nvis1, block_score, candidates, lists.data() + bh * K);
+      lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, block_score, candidates,
+                                  lists.data() + bh * K);
     });
   } else {
     // Prefill: one item per (bh, tile); each token scores every visible window itself.
@@ -514,24 +528,18 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
       const int64_t b = bh / Hkv;
       Scratch sc;
-      std::vector<float> m(static_cast<size_t>(G)), sum(static_cast<size_t>(G)), lse(static_cast<size_t>(G)), shared;
-      std::vector<float> block_score;
+      std::vector<float> s1, lse(static_cast<size_t>(G)), shared, block_score;
       std::vector<int32_t> candidates;
       for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
         const int64_t at = bh * S + s;
         if (!needs_stage1[at]) continue;
         const int64_t pos = c.Past(b) + s;
         const auto lv = LevelsFor(a, ck[bh], pos);
-        const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
-        std::fill(m.begin(), m.end(), kNegInf);
-        std::fill(sum.begin(), sum.end(), 0.0f);
-        Stage1Pass(mk, lv.use_k2 ? ck[bh].k2 : ck[bh].k1, 0, count, count, q_of(bh, s), G, D, p.scale, 0, m.data(),
-                   sum.data(), nullptr, nullptr, sc);
-        for (int64_t g = 0; g < G; ++g)
-          lse[g] = sum[g] > 0.0f ? m[g] + std::log(sum[g]) : std::numeric_limits<float>::infinity();
-        shared.assign(static_cast<size_t>(lv.nvis1), 0.0f);
-        Stage1Pass(mk, ck[bh].k1, 0, lv.nvis1, lv.nvis1, q_of(bh, s), G, D, p.scale, 1, nullptr, nullptr, lse.data(),
-                   shared.data(), sc);
+        s1.resize(static_cast<size_t>(G * lv.nvis1));
+        Stage1Scores(mk, ck[bh].k1, 0, lv.nvis1, q_of(bh, s), G, D, p.scale, s1.data(), lv.nvis1, sc);
+        for (int64_t g = 0; g < G; ++g) lse[g] = Stage1Lse(mk, a, lv, s1.data() + g * lv.nvis1, sc);
+        shared.resize(static_cast<size_t>(lv.nvis1));
+        Stage1Shared(mk, s1.data(), lv.nvis1, lse.data(), G, 0, lv.nvis1, shared.data(), sc);
         lens[at] = SelectFromScores(a, pos, shared.data(), lv.nvis1, block_score, candidates, lists.data() + at * K);
       }
     });
