@@ -409,24 +409,12 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
         for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
           const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
           mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, p.scale, sc.sc.data());
-          for (int r = 0; r < rows; ++r) {
-            float* x = sc.sc.data() + r * kBlockKeys;
-            if (a.softcap > 0.0f)
-              for (int j = 0; j < n; ++j) x[j] = a.softcap * std::tanh(x[j] / a.softcap);
-            for (int64_t j = 0; j < lo - x0; ++j) x[j] = kNegInf;
-            for (int64_t j = hi - x0; j < kBlockKeys; ++j) x[j] = kNegInf;
-            float mb = kNegInf;
-            for (int64_t j = lo - x0; j < hi - x0; ++j) mb = std::max(mb, x[j]);
-            const int64_t row = t * G + g0 + r;
-            if (mb > st.m[row]) {
-              const float corr = std::exp(st.m[row] - mb);
-              float* acc = st.acc.data() + row * D;
-              for (int64_t i = 0; i < D; ++i) acc[i] *= corr;
-              st.l[row] *= corr;
-              st.m[row] = mb;
-            }
-            st.l[row] += mk.exp_sum(x, st.m[row]);
-          }
+          if (a.softcap > 0.0f)
+            for (int r = 0; r < rows; ++r)
+              for (int j = 0; j < n; ++j) sc.sc[r * kBlockKeys + j] = a.softcap * std::tanh(sc.sc[r * kBlockKeys + j] / a.softcap);
+          const int64_t row = t * G + g0;
+          mk.softmax_update(sc.sc.data(), rows, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data() + row,
+                            st.l.data() + row, st.acc.data() + row * D, D);
           mk.accumulate(st.acc.data() + (t * G + g0) * D, D, rows, sc.sc.data(), vf, n, D);
         }
       }

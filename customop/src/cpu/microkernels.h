@@ -20,6 +20,10 @@ struct Microkernels {
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, const float* v, int n, int64_t d);
   // x[j] = exp(x[j] - m) for j < 64 (-inf gives 0); returns the sum.
   float (*exp_sum)(float* x, float m);
+  // Online-softmax update of `rows` rows (1..4) of scores x[r * 64 + j], keys [lo, hi) visible:
+  // masks the rest to -inf, raises the running max m[r] (rescaling l[r] and acc row r, stride d),
+  // turns x into exp(x - m[r]) and adds its sum to l[r].
+  void (*softmax_update)(float* x, int rows, int lo, int hi, float* m, float* l, float* acc, int64_t d);
   // kt[i * 64 + j] = k[j * d + i] for j < n, 0 for n <= j < 64.
   void (*transpose)(const float* k, int n, int64_t d, float* kt);
 };
