@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
+using Spectre.Console;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -49,6 +50,20 @@ public static class RewriteCommand
         return cmd;
     }
 
+    /// <summary>Rewrites; on a terminal a Spectre.Console status line (on stderr) follows the sites.</summary>
+    private static List<AttentionSite> RewriteWithProgress(GraphTools.Proto.ModelProto model, RewriteOptions options)
+    {
+        if (Console.IsErrorRedirected) return AttentionRewriter.Rewrite(model, options);
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        List<AttentionSite> sites = [];
+        console.Status().Start("rewriting attention...", ctx =>
+        {
+            int done = 0;
+            sites = AttentionRewriter.Rewrite(model, options, node => ctx.Status($"rewriting attention {++done}: {Markup.Escape(node)}"));
+        });
+        return sites;
+    }
+
     private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
@@ -60,10 +75,7 @@ public static class RewriteCommand
 
         var model = OnnxModelFile.Load(input.FullName);
         ModelWriter.CheckExternalData(model, input.FullName);
-        bool interactive = !Console.IsErrorRedirected;
-        int done = 0;
-        var sites = AttentionRewriter.Rewrite(model, options, interactive ? s => Console.Error.Write($"\rrewriting {++done}: {s}".PadRight(60)[..60]) : null);
-        if (interactive && done > 0) Console.Error.WriteLine();
+        var sites = RewriteWithProgress(model, options);
         int rewritten = sites.Count(s => s.Rewritten);
         if (rewritten > 0) ModelWriter.Save(model, input.FullName, output.FullName, force);
         InspectCommand.PrintSites(input.FullName, sites);
