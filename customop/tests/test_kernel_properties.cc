@@ -10,13 +10,6 @@
 namespace infllmv2::testing {
 namespace {
 
-AttentionAttributes SmallBudget() {
-  AttentionAttributes a;
-  a.window_size = 128;
-  a.topk = 4;
-  return a;
-}
-
 TEST(KernelProperties, BudgetCoveringEveryBlockIsBitIdenticalToDense) {
   for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{{150, 1000}, {1, 3000}, {300, 0}}) {
     Case c;

@@ -8,14 +8,6 @@
 namespace infllmv2::testing {
 namespace {
 
-// Small budget so that selection is exercised at short lengths: K = 4 + 128/64 = 6 blocks.
-AttentionAttributes SmallBudget() {
-  AttentionAttributes a;
-  a.window_size = 128;
-  a.topk = 4;
-  return a;
-}
-
 void ExpectMatchesReference(Case c, double out_tol = 1e-5) {
   Tensors t = MakeTensors(c);
   auto k = RunKernel<float>(c, t);

@@ -32,6 +32,14 @@ struct Tensors {
   std::vector<int32_t> seqlens_k;
 };
 
+// Small budget so that selection is exercised at short lengths: K = 4 + 128/64 = 6 blocks.
+inline AttentionAttributes SmallBudget() {
+  AttentionAttributes a;
+  a.window_size = 128;
+  a.topk = 4;
+  return a;
+}
+
 inline void ThreadedFor(size_t total, const std::function<void(size_t)>& fn) {
   std::atomic<size_t> next{0};
   auto worker = [&] {

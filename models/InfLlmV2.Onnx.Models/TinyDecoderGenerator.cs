@@ -193,11 +193,4 @@ public static class TinyDecoderGenerator
         v.Type.TensorType.Shape.Dim[2].DimParam = seqDim;
         return v;
     }
-
-    private static AttributeProto Ints(string name, params long[] values)
-    {
-        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
-        a.Ints.AddRange(values);
-        return a;
-    }
 }

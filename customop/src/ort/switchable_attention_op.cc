@@ -3,6 +3,7 @@
 #include <exception>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "common/check_inputs.h"
@@ -27,23 +28,26 @@ OrtStatusPtr Error(const std::string& message, OrtErrorCode code = ORT_INVALID_A
 }
 
 // Optional attribute: returns the default when the node does not set it.
-int64_t IntAttr(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t v = 0;
-  OrtStatus* st = api.KernelInfoGetAttribute_int64(info, name, &v);
+template <typename V>
+V Attr(const OrtApi& api, const OrtKernelInfo* info, const char* name, V fallback) {
+  V v{};
+  OrtStatus* st;
+  if constexpr (std::is_same_v<V, float>) {
+    st = api.KernelInfoGetAttribute_float(info, name, &v);
+  } else {
+    st = api.KernelInfoGetAttribute_int64(info, name, &v);
+  }
   if (st != nullptr) {
     api.ReleaseStatus(st);
     return fallback;
   }
   return v;
 }
+int64_t IntAttr(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
+  return Attr<int64_t>(api, info, name, fallback);
+}
 float FloatAttr(const OrtApi& api, const OrtKernelInfo* info, const char* name, float fallback) {
-  float v = 0;
-  OrtStatus* st = api.KernelInfoGetAttribute_float(info, name, &v);
-  if (st != nullptr) {
-    api.ReleaseStatus(st);
-    return fallback;
-  }
-  return v;
+  return Attr<float>(api, info, name, fallback);
 }
 
 InputShape ShapeOf(const Ort::ConstValue& v) {

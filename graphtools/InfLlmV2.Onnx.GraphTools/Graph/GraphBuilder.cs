@@ -13,6 +13,14 @@ public static class GraphBuilder
     public static AttributeProto Attr(string name, float value) =>
         new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
 
+    /// <summary>An integer-list attribute.</summary>
+    public static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+
     /// <summary>A node; empty strings in <paramref name="inputs"/> mark omitted optional inputs.</summary>
     public static NodeProto Node(string opType, string domain, IEnumerable<string> inputs, IEnumerable<string> outputs,
         IEnumerable<AttributeProto>? attributes = null, string? name = null)

@@ -140,13 +140,6 @@ public sealed class OnnxAttentionRule : IAttentionRule
         for (int i = 0; i < newNodes.Count; i++) g.Node.Insert(at + i, newNodes[i]);
     }
 
-    private static AttributeProto Ints(string name, params long[] values)
-    {
-        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
-        a.Ints.AddRange(values);
-        return a;
-    }
-
     private static int? Dim(object? d) => d is long v ? (int)v : null;
 
     private static long? IntAttr(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.I;
