@@ -81,63 +81,12 @@ public sealed class OnnxAttentionRule : IAttentionRule
     {
         var f = (Facts)match;
         var node = f.Node;
-        var g = c.Graph;
-        string N(string hint) => c.Index.UniqueName($"{node.Name}/infllmv2/{hint}");
-        var newNodes = new List<NodeProto>();
-        string Const(string hint, long[] values)
-        {
-            var name = N(hint);
-            g.Initializer.Add(TensorProtos.Int64(name, [values.Length], values));
-            return name;
-        }
-        string seqAxis = f.Rank == 4 ? "2" : "1";
-        string? sliceStarts = null, sliceEnds = null, sliceAxes = null;
-        if (f.KeySliceTo is long to)
-        {
-            sliceStarts = Const("slice_starts", [0]); sliceEnds = Const("slice_ends", [to]); sliceAxes = Const("slice_axes", [long.Parse(seqAxis)]);
-        }
-        string flatShape = f.Rank == 4 ? Const("bs_hidden", [0, 0, -1]) : "";
-        string To3d(string x, string hint, bool slice)
-        {
-            if (slice && sliceStarts is not null)
-            {
-                var sliced = N($"{hint}_sliced");
-                newNodes.Add(Node("Slice", "", [x, sliceStarts, sliceEnds!, sliceAxes!], [sliced], name: N($"{hint}_Slice")));
-                x = sliced;
-            }
-            if (f.Rank == 3) return x;
-            var t = N($"{hint}_bsnh");
-            var r = N($"{hint}_3d");
-            newNodes.Add(Node("Transpose", "", [x], [t], [Ints("perm", 0, 2, 1, 3)], N($"{hint}_Transpose")));
-            newNodes.Add(Node("Reshape", "", [t, flatShape], [r], name: N($"{hint}_Reshape")));
-            return r;
-        }
-        var q3 = To3d(node.Input[0], "query", false);
-        var k3 = To3d(node.Input[1], "key", true);
-        var v3 = To3d(node.Input[2], "value", true);
-        var shareKey = $"{g.Name}|{string.Join(",", c.Index.Shape(node.Input[0])!.Select(d => d?.ToString() ?? "?"))}|{f.Rank}";
-        if (c.Index.Shape(node.Input[0])!.Any(d => d is null)) shareKey += "|" + node.Input[0];
-        var (seqlens, total) = c.LengthsFromQuery(q3, shareKey);
-
-        var carried = new List<AttributeProto>();
-        if (f.Scale is float s) carried.Add(Attr("scale", s));
-        if (f.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
-        var mode = c.AttentionModeInput();
-        var inputs = new List<string> { q3, k3, v3, "", "", seqlens, total };
-        if (mode.Length > 0) inputs.AddRange(["", "", "", mode]);
-        var y = node.Output[0];
-        var out3 = f.Rank == 3 ? y : N("output_3d");
-        newNodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, N("present_key"), N("present_value")],
-            c.SwitchableAttributes(f.NumHeads, f.KvNumHeads, carried), N("SwitchableAttention")));
-        if (f.Rank == 4)
-        {
-            var split = N("output_bsnh");
-            newNodes.Add(Node("Reshape", "", [out3, Const("bsnh", [0, 0, f.NumHeads, f.HeadDim])], [split], name: N("output_Reshape")));
-            newNodes.Add(Node("Transpose", "", [split], [y], [Ints("perm", 0, 2, 1, 3)], N("output_Transpose")));
-        }
-        int at = g.Node.IndexOf(node);
-        g.Node.RemoveAt(at);
-        for (int i = 0; i < newNodes.Count; i++) g.Node.Insert(at + i, newNodes[i]);
+        var nodes = SwitchableAttentionEmitter.Emit(c, node.Name, new SwitchableAttentionEmitter.Operands(
+            node.Input[0], node.Input[1], node.Input[2], f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
+            f.Scale, f.Softcap, node.Output[0]));
+        int at = c.Graph.Node.IndexOf(node);
+        c.Graph.Node.RemoveAt(at);
+        for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
     }
 
     private static int? Dim(object? d) => d is long v ? (int)v : null;

@@ -1,0 +1,189 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+
+namespace InfLlmV2.Onnx.GraphTools;
+
+/// <summary>
+/// Folds the small shape-only subgraphs of exported attention (head sizes, scale factors, reshape
+/// targets) to numbers, and infers static shapes through the few ops that carry them
+/// (Identity, Cast, Transpose, Reshape, Unsqueeze, elementwise Mul/Div). Returns null whenever a
+/// value is not provably static.
+/// </summary>
+public sealed class StaticEvaluator(GraphIndex graph)
+{
+    private readonly Dictionary<string, double[]?> _values = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, long[]?> _shapes = new(StringComparer.Ordinal);
+
+    /// <summary>The elements of a small constant-foldable tensor, or null.</summary>
+    public double[]? Values(string value, int depth = 0)
+    {
+        if (_values.TryGetValue(value, out var known)) return known;
+        var r = depth > 32 ? null : ComputeValues(value, depth);
+        _values[value] = r;
+        return r;
+    }
+
+    /// <summary>A scalar (or one-element) constant, or null.</summary>
+    public double? Scalar(string value) => Values(value) is { Length: 1 } v ? v[0] : null;
+
+    /// <summary>The fully static shape of a value, or null.</summary>
+    public long[]? Shape(string value, int depth = 0)
+    {
+        if (_shapes.TryGetValue(value, out var known)) return known;
+        var r = depth > 32 ? null : ComputeShape(value, depth);
+        _shapes[value] = r;
+        return r;
+    }
+
+    private double[]? ComputeValues(string value, int depth)
+    {
+        if (graph.Initializer(value) is { } init) return FromTensor(init);
+        var n = graph.Producer(value);
+        if (n is null) return null;
+        double[]? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? Values(n.Input[i], depth + 1) : null;
+        AttributeProto? A(string name) => n.Attribute.FirstOrDefault(a => a.Name == name);
+        switch (n.OpType)
+        {
+            case "Constant":
+                if (A("value") is { T: { } t }) return FromTensor(t);
+                if (A("value_float") is { } f) return [f.F];
+                if (A("value_int") is { } i) return [i.I];
+                if (A("value_ints") is { } ints) return ints.Ints.Select(x => (double)x).ToArray();
+                if (A("value_floats") is { } floats) return floats.Floats.Select(x => (double)x).ToArray();
+                return null;
+            case "Identity" or "Cast" or "CastLike":
+                return In(0);
+            case "Sqrt": return In(0)?.Select(Math.Sqrt).ToArray();
+            case "Reciprocal": return In(0)?.Select(x => 1 / x).ToArray();
+            case "Mul" or "Div" or "Add" or "Sub":
+            {
+                var a = In(0);
+                var b = In(1);
+                if (a is null || b is null || (a.Length != b.Length && a.Length != 1 && b.Length != 1)) return null;
+                int len = Math.Max(a.Length, b.Length);
+                return Enumerable.Range(0, len).Select(k =>
+                {
+                    double x = a[a.Length == 1 ? 0 : k], y = b[b.Length == 1 ? 0 : k];
+                    return n.OpType switch { "Mul" => x * y, "Div" => x / y, "Add" => x + y, _ => x - y };
+                }).ToArray();
+            }
+            case "Shape":
+            {
+                var shape = Shape(n.Input[0], depth + 1);
+                if (shape is null) return null;
+                int rank = shape.Length;
+                long start = A("start")?.I ?? 0, end = A("end")?.I ?? rank;
+                if (start < 0) start += rank;
+                if (end < 0) end += rank;
+                start = Math.Clamp(start, 0, rank);
+                end = Math.Clamp(end, start, rank);
+                return shape[(int)start..(int)end].Select(x => (double)x).ToArray();
+            }
+            case "Concat":
+            {
+                var parts = n.Input.Select(i => Values(i, depth + 1)).ToList();
+                return parts.Any(p => p is null) ? null : parts.SelectMany(p => p!).ToArray();
+            }
+            case "Gather":
+            {
+                var data = In(0);
+                var idx = In(1);
+                if (data is null || idx is null || (A("axis")?.I ?? 0) != 0) return null;
+                return idx.Select(i => data[(int)(i < 0 ? i + data.Length : i)]).ToArray();
+            }
+            case "Squeeze" or "Unsqueeze":
+                return In(0);
+            default:
+                return null;
+        }
+    }
+
+    private long[]? ComputeShape(string value, int depth)
+    {
+        if (graph.Shape(value) is { } s && s.All(d => d is long)) return s.Select(d => (long)d!).ToArray();
+        var n = graph.Producer(value);
+        if (n is null) return null;
+        long[]? InShape(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? Shape(n.Input[i], depth + 1) : null;
+        switch (n.OpType)
+        {
+            case "Identity" or "Cast" or "CastLike":
+                return InShape(0);
+            case "Transpose":
+            {
+                var x = InShape(0);
+                var perm = n.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray();
+                if (x is null) return null;
+                perm ??= Enumerable.Range(0, x.Length).Reverse().Select(i => (long)i).ToArray();
+                return perm.Length == x.Length ? perm.Select(p => x[p]).ToArray() : null;
+            }
+            case "Reshape":
+            {
+                var x = InShape(0);
+                var target = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : null;
+                if (x is null || target is null || (n.Attribute.FirstOrDefault(a => a.Name == "allowzero")?.I ?? 0) != 0) return null;
+                var r = target.Select((t, i) => t == 0 && i < x.Length ? x[i] : (long)t).ToArray();
+                long total = x.Aggregate(1L, (p, d) => p * d);
+                int unknown = Array.IndexOf(r, -1L);
+                if (unknown >= 0)
+                {
+                    long known = r.Where((d, i) => i != unknown).Aggregate(1L, (p, d) => p * d);
+                    if (known == 0 || total % known != 0) return null;
+                    r[unknown] = total / known;
+                }
+                return r.Aggregate(1L, (p, d) => p * d) == total ? r : null;
+            }
+            case "Unsqueeze":
+            {
+                var x = InShape(0);
+                var axes = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : n.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(v => (double)v).ToArray();
+                if (x is null || axes is null) return null;
+                var r = x.ToList();
+                int rank = x.Length + axes.Length;
+                foreach (var a in axes.Select(a => (int)(a < 0 ? a + rank : a)).Order()) r.Insert(a, 1);
+                return r.ToArray();
+            }
+            case "Mul" or "Div" or "Add" or "Sub":
+            {
+                var a = InShape(0);
+                var b = InShape(1);
+                if (a is null || b is null) return null;
+                int rank = Math.Max(a.Length, b.Length);
+                var r = new long[rank];
+                for (int i = 0; i < rank; i++)
+                {
+                    long da = i - (rank - a.Length) >= 0 ? a[i - (rank - a.Length)] : 1;
+                    long db = i - (rank - b.Length) >= 0 ? b[i - (rank - b.Length)] : 1;
+                    if (da != db && da != 1 && db != 1) return null;
+                    r[i] = Math.Max(da, db);
+                }
+                return r;
+            }
+            default:
+                return null;
+        }
+    }
+
+    private static double[]? FromTensor(TensorProto t)
+    {
+        if (t.DataLocation == TensorProto.Types.DataLocation.External || TensorProtos.ElementCount(t) > 64) return null;
+        try
+        {
+            var bytes = TensorProtos.GetBytes(t);
+            var type = (TensorProto.Types.DataType)t.DataType;
+            int n = (int)TensorProtos.ElementCount(t);
+            return Enumerable.Range(0, n).Select(i => type switch
+            {
+                TensorProto.Types.DataType.Float => BitConverter.ToSingle(bytes, i * 4),
+                TensorProto.Types.DataType.Double => BitConverter.ToDouble(bytes, i * 8),
+                TensorProto.Types.DataType.Float16 => (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2)),
+                TensorProto.Types.DataType.Int64 => BitConverter.ToInt64(bytes, i * 8),
+                TensorProto.Types.DataType.Int32 => BitConverter.ToInt32(bytes, i * 4),
+                TensorProto.Types.DataType.Bool or TensorProto.Types.DataType.Uint8 => bytes[i],
+                _ => double.NaN,
+            }).ToArray() is var v && v.Any(double.IsNaN) ? null : v;
+        }
+        catch (NotSupportedException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,243 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+
+namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
+
+/// <summary>
+/// Rule 3: decomposed attention → SwitchableAttention. Anchor: a Softmax between two MatMuls.
+/// Matched dataflow (any number of Cast/Identity between steps):
+/// <code>
+///   scores = MatMul(Q·a, Transpose(repeat_kv(K), [0,1,3,2])·b) [·c | /c] [+ causal bias]
+///   out    = MatMul(Softmax(scores) [guarded by Where(all-masked, 0, ·)], repeat_kv(V))
+///   repeat_kv(X) = Reshape(Expand(Unsqueeze(X, axis 2), ·), ·) or X itself
+/// </code>
+/// Q [B, H, S, D] and K, V [B, Hkv, T, D] must have static shapes (through Reshape/Transpose),
+/// the scale factors must fold to constants, and the bias must be provably causal: the
+/// top-left mask <c>Where(Less(Range(0,S)[:, None] + 0, Range(0,T)[None, :]), -inf, 0)</c> (added
+/// to a zero ConstantOfShape or used alone), as the ONNX Attention function body builds it. Any
+/// other bias (padding masks, sliding windows, user masks) is refused with a reason, as is attention
+/// without a bias (bidirectional). Caches (Concat with a past) are not matched yet.
+/// </summary>
+public sealed class DecomposedAttentionRule : IAttentionRule
+{
+    private static readonly HashSet<string> PassThrough = ["Cast", "Identity", "CastLike"];
+    private static readonly HashSet<string> Between = ["Add", "Mul", "Div", "Where", "Cast", "CastLike", "Identity", "Tanh", "Sub"];
+
+    /// <summary>Facts of a decomposed attention.</summary>
+    public sealed record Facts(NodeProto Node, NodeProto OutputMatMul, string Query, string Key, string Value, int NumHeads,
+        int KvNumHeads, int HeadDim, long? KeySliceTo, float Scale) : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+
+    /// <inheritdoc/>
+    public AttentionForm Form => AttentionForm.Decomposed;
+
+    /// <inheritdoc/>
+    public bool Match(GraphIndex graph, NodeProto node)
+    {
+        if (node.OpType != "Softmax" || node.Domain is not ("" or "ai.onnx")) return false;
+        return WalkUp(graph, node.Input[0], 10) && WalkDown(graph, node.Output[0], 6);
+    }
+
+    private static bool WalkUp(GraphIndex g, string value, int depth)
+    {
+        var p = g.Producer(value);
+        if (p is null || depth == 0) return false;
+        if (p.OpType == "MatMul") return true;
+        return Between.Contains(p.OpType) && p.Input.Where(i => i.Length > 0).Any(i => WalkUp(g, i, depth - 1));
+    }
+
+    private static bool WalkDown(GraphIndex g, string value, int depth) =>
+        depth > 0 && g.Consumers(value).Any(c => c.OpType == "MatMul" ||
+            Between.Contains(c.OpType) && c.Output.Any(o => WalkDown(g, o, depth - 1)));
+
+    /// <inheritdoc/>
+    public RuleCheck Check(GraphIndex g, NodeProto softmax, RewriteOptions options)
+    {
+        var eval = new StaticEvaluator(g);
+        RuleCheck Refuse(string why, int? h = null, int? hkv = null, int? d = null) => RuleCheck.Refuse("decomposed attention: " + why, h, hkv, d);
+
+        // Softmax over the last axis.
+        long axis = softmax.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? -1;
+        // Upstream: [Cast]* [Add(scores, bias)] [Cast]* [Mul|Div by constant]* MatMul.
+        string x = SkipUp(g, softmax.Input[0]);
+        string? bias = null;
+        float scale = 1.0f;
+        var add = g.Producer(x);
+        if (add is { OpType: "Add" })
+        {
+            var (a0, a1) = (SkipUp(g, add.Input[0]), SkipUp(g, add.Input[1]));
+            if (UpToMatMul(g, a0)) { x = a0; bias = add.Input[1]; }
+            else if (UpToMatMul(g, a1)) { x = a1; bias = add.Input[0]; }
+            else if (HasTanh(g, add.Input[0], 6) || HasTanh(g, add.Input[1], 6))
+                return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
+            else return Refuse("the softmax input is an Add without a scores MatMul operand");
+        }
+        while (g.Producer(x) is { OpType: "Mul" or "Div" } f)
+        {
+            if (f.Input.Any(i => g.Producer(i)?.OpType == "Tanh"))
+                return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
+            int ci = eval.Scalar(f.Input[1]) is not null ? 1 : eval.Scalar(f.Input[0]) is not null && f.OpType == "Mul" ? 0 : -1;
+            if (ci < 0) return Refuse($"the scores are scaled by a non-constant ({f.OpType})");
+            double factor = eval.Scalar(f.Input[ci])!.Value;
+            scale *= (float)(f.OpType == "Div" ? 1 / factor : factor);
+            x = SkipUp(g, f.Input[1 - ci]);
+        }
+        var scores = g.Producer(x);
+        if (scores is not { OpType: "MatMul" }) return Refuse("the scores are not a MatMul");
+        // Q side: optional constant factor.
+        var (q, qf) = StripFactor(g, eval, scores.Input[0]);
+        var (kt, kf) = StripFactor(g, eval, scores.Input[1]);
+        if (qf is null || kf is null) return Refuse("Q or Kᵀ is scaled by a non-constant");
+        scale *= (float)(qf.Value * kf.Value);
+        var transpose = g.Producer(kt);
+        if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
+            return Refuse("the key operand is not Transpose(K, [0,1,3,2])");
+        var k = RepeatKvSource(g, SkipUp(g, transpose.Input[0]));
+
+        // Downstream: Softmax → [Cast]* → [Where(cond, 0, p)] → [Cast]* → MatMul(p, repeat_kv(V)).
+        string p = SkipDown(g, softmax.Output[0]);
+        // Consumers that only borrow the type (CastLike(x, p)) do not read the probabilities.
+        List<NodeProto> Readers(string value) => g.Consumers(value).Where(c => !(c.OpType == "CastLike" && c.Input[0] != value)).ToList();
+        if (Readers(p) is [{ OpType: "Where" } guard] && guard.Input.Count == 3 && guard.Input[2] == p && eval.Scalar(guard.Input[1]) == 0)
+            p = SkipDown(g, guard.Output[0]);
+        if (Readers(p) is not [{ OpType: "MatMul" } outMatMul] || outMatMul.Input[0] != p)
+            return Refuse("the softmax output does not feed exactly one MatMul(probabilities, V)");
+        var v = RepeatKvSource(g, SkipUp(g, outMatMul.Input[1]));
+
+        // Shapes: Q [B, H, S, D], K/V [B, Hkv, T, D], all static.
+        var qs = eval.Shape(q);
+        var ks = eval.Shape(k);
+        var vs = eval.Shape(v);
+        if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 })
+            return Refuse("Q/K/V shapes are not static 4-D [B, heads, sequence, head_size]");
+        int h = (int)qs[1], hkv = (int)ks[1], d = (int)qs[3];
+        if (axis != -1 && axis != 3) return Refuse($"softmax over axis {axis}, not the key axis", h, hkv, d);
+        if (ks[3] != d || vs[3] != d || vs[1] != hkv || vs[2] != ks[2] || ks[0] != qs[0])
+            return Refuse("Q/K/V shapes do not agree (head sizes, kv heads or lengths)", h, hkv, d);
+        if (h % hkv != 0) return Refuse($"{h} query heads are not a multiple of {hkv} kv heads", h, hkv, d);
+        if (d % 8 != 0 || d > 256) return Refuse($"head size {d} is not a multiple of 8 up to 256", h, hkv, d);
+        if (g.ElementType(q) is { } t && t is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
+            return Refuse($"element type {t} is not supported (fp32, fp16)", h, hkv, d);
+        // The bias must be the causal mask.
+        if (bias is null || IsZeros(g, eval, bias))
+            return Refuse("no causal mask: bidirectional attention cannot be expressed by a causal op", h, hkv, d);
+        if (CausalOffset(g, eval, bias) is not 0L) return Refuse("the mask is not provably causal (only the top-left causal mask built from Range/Less/Where is recognized)", h, hkv, d);
+        long sq = qs[2], sk = ks[2];
+        long? sliceTo = null;
+        if (sk > sq) sliceTo = sq;  // top-left causal: keys >= S are never attended
+        else if (sk < sq) return Refuse($"more queries ({sq}) than keys ({sk})", h, hkv, d);
+        if (options.CompressedState) return Refuse("--compressed-state needs a KV cache; this attention has none", h, hkv, d);
+        foreach (var inner in new[] { scores.Output[0], softmax.Output[0] })
+            if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
+        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale));
+    }
+
+    /// <inheritdoc/>
+    public void Rewrite(RewriteContext c, AttentionMatch match)
+    {
+        var f = (Facts)match;
+        var target = f.OutputMatMul;
+        var nodes = SwitchableAttentionEmitter.Emit(c, target.Name.Length > 0 ? target.Name : f.Node.Name,
+            new SwitchableAttentionEmitter.Operands(f.Query, f.Key, f.Value, 4, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
+                f.Scale, null, target.Output[0]));
+        int at = c.Graph.Node.IndexOf(target);
+        c.Graph.Node.RemoveAt(at);  // the rest of the old attention becomes dead code
+        for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
+    }
+
+    private static string SkipUp(GraphIndex g, string value)
+    {
+        while (g.Producer(value) is { } p && PassThrough.Contains(p.OpType)) value = p.Input[0];
+        return value;
+    }
+
+    private static string SkipDown(GraphIndex g, string value)
+    {
+        while (g.Consumers(value) is [{ } c] && PassThrough.Contains(c.OpType)) value = c.Output[0];
+        return value;
+    }
+
+    private static bool HasTanh(GraphIndex g, string value, int depth) =>
+        depth > 0 && g.Producer(value) is { } p && (p.OpType == "Tanh" || p.Input.Where(i => i.Length > 0).Any(i => HasTanh(g, i, depth - 1)));
+
+    private static bool UpToMatMul(GraphIndex g, string value)
+    {
+        for (int i = 0; i < 6; i++)
+        {
+            var p = g.Producer(value);
+            if (p is null) return false;
+            if (p.OpType == "MatMul") return true;
+            if (p.OpType is not ("Mul" or "Div" or "Cast" or "Identity")) return false;
+            value = p.Input[0];
+        }
+        return false;
+    }
+
+    // x or Mul(x, constant) (either order): the operand and the factor (1 when none; null when not constant).
+    private static (string Value, double? Factor) StripFactor(GraphIndex g, StaticEvaluator eval, string value)
+    {
+        value = SkipUp(g, value);
+        if (g.Producer(value) is { OpType: "Mul" } m)
+        {
+            if (eval.Scalar(m.Input[1]) is double b) return (SkipUp(g, m.Input[0]), b);
+            if (eval.Scalar(m.Input[0]) is double a) return (SkipUp(g, m.Input[1]), a);
+            return (value, null);
+        }
+        return (value, 1.0);
+    }
+
+    // repeat_kv(X) = Reshape(Expand(Unsqueeze(X, axis 2), ·), ·): returns X; any other value is its own source.
+    private static string RepeatKvSource(GraphIndex g, string value)
+    {
+        if (g.Producer(value) is { OpType: "Reshape" } r && g.Producer(SkipUp(g, r.Input[0])) is { OpType: "Expand" } e &&
+            g.Producer(SkipUp(g, e.Input[0])) is { OpType: "Unsqueeze" } u)
+        {
+            var eval = new StaticEvaluator(g);
+            var axes = u.Input.Count > 1 ? eval.Values(u.Input[1]) : u.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(x => (double)x).ToArray();
+            if (axes is [2]) return SkipUp(g, u.Input[0]);
+        }
+        return value;
+    }
+
+    // The row offset P of a top-left causal mask Where(Less(Range(0,S)[:,None] + P, Range(0,T)[None,:]), -inf, 0),
+    // optionally added to a zero ConstantOfShape; null when the bias is anything else.
+    private static long? CausalOffset(GraphIndex g, StaticEvaluator eval, string bias)
+    {
+        bias = SkipUp(g, bias);
+        var n = g.Producer(bias);
+        if (n is { OpType: "Add" })
+        {
+            string? other = IsZeros(g, eval, n.Input[0]) ? n.Input[1] : IsZeros(g, eval, n.Input[1]) ? n.Input[0] : null;
+            if (other is null) return null;
+            n = g.Producer(SkipUp(g, other));
+        }
+        if (n is not { OpType: "Where" } || eval.Scalar(n.Input[1]) is not double.NegativeInfinity || eval.Scalar(n.Input[2]) is not 0.0)
+            return null;
+        var less = g.Producer(n.Input[0]);
+        if (less is not { OpType: "Less" }) return null;
+        // Row side: Unsqueeze(Range(0, S, 1), [1]) [+ P]; column side: Unsqueeze(Range(0, T, 1), [0]).
+        long offset = 0;
+        var row = less.Input[0];
+        if (g.Producer(row) is { OpType: "Add" } shift)
+        {
+            if (eval.Scalar(shift.Input[1]) is double p1) { offset = (long)p1; row = shift.Input[0]; }
+            else if (eval.Scalar(shift.Input[0]) is double p0) { offset = (long)p0; row = shift.Input[1]; }
+            else return null;
+        }
+        return IsIndexRange(g, eval, row, 1) && IsIndexRange(g, eval, less.Input[1], 0) ? offset : null;
+    }
+
+    private static bool IsIndexRange(GraphIndex g, StaticEvaluator eval, string value, int unsqueezeAxis)
+    {
+        if (g.Producer(value) is not { OpType: "Unsqueeze" } u) return false;
+        var axes = u.Input.Count > 1 ? eval.Values(u.Input[1]) : u.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(x => (double)x).ToArray();
+        if (axes is not { Length: 1 } || axes[0] != unsqueezeAxis) return false;
+        return g.Producer(u.Input[0]) is { OpType: "Range" } r && eval.Scalar(r.Input[0]) == 0 && eval.Scalar(r.Input[2]) == 1;
+    }
+
+    private static bool IsZeros(GraphIndex g, StaticEvaluator eval, string value)
+    {
+        var n = g.Producer(SkipUp(g, value));
+        if (n is not { OpType: "ConstantOfShape" }) return false;
+        var fill = n.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
+        return fill is null || TensorProtos.GetBytes(fill).All(b => b == 0);
+    }
+}

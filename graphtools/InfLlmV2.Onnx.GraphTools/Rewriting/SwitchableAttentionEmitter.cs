@@ -1,0 +1,88 @@
+using InfLlmV2.Onnx.GraphTools.Proto;
+using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+
+namespace InfLlmV2.Onnx.GraphTools.Rewriting;
+
+/// <summary>
+/// Emits a SwitchableAttention node for causal self-attention given as ONNX-style Q/K/V: 3-D
+/// [B, S, N·D] (used as they are) or 4-D [B, N, S, D] (transposed to [B, S, N·D] and the output
+/// back). Keys/values longer than the queries are sliced to the queries' length (top-left causal
+/// attention never sees the rest). seqlens_k/total_sequence_length come from the query shape.
+/// </summary>
+public static class SwitchableAttentionEmitter
+{
+    /// <summary>What to emit.</summary>
+    /// <param name="Query">Query value.</param>
+    /// <param name="Key">Key value (kv heads).</param>
+    /// <param name="Value">Value value (kv heads).</param>
+    /// <param name="Rank">3 or 4.</param>
+    /// <param name="NumHeads">Query heads.</param>
+    /// <param name="KvNumHeads">Key/value heads.</param>
+    /// <param name="HeadSize">Head size.</param>
+    /// <param name="KeySliceTo">Keep only the first this many keys/values (null: all).</param>
+    /// <param name="Scale">Softmax scale (null: 1/sqrt(D)).</param>
+    /// <param name="Softcap">Softcap (null or 0: none).</param>
+    /// <param name="Output">Name the attention output must have (in Q's rank and layout).</param>
+    public sealed record Operands(string Query, string Key, string Value, int Rank, int NumHeads, int KvNumHeads, int HeadSize,
+        long? KeySliceTo, float? Scale, float? Softcap, string Output);
+
+    /// <summary>The nodes to insert where the replaced attention was (initializers are added to the graph directly).</summary>
+    public static List<NodeProto> Emit(RewriteContext c, string hint, Operands o)
+    {
+        var g = c.Graph;
+        string N(string h) => c.Index.UniqueName($"{hint}/infllmv2/{h}");
+        var nodes = new List<NodeProto>();
+        string Const(string h, long[] values)
+        {
+            var name = N(h);
+            g.Initializer.Add(TensorProtos.Int64(name, [values.Length], values));
+            return name;
+        }
+        long seqAxis = o.Rank == 4 ? 2 : 1;
+        string? starts = null, ends = null, axes = null;
+        if (o.KeySliceTo is long to)
+        {
+            starts = Const("slice_starts", [0]); ends = Const("slice_ends", [to]); axes = Const("slice_axes", [seqAxis]);
+        }
+        string flat = o.Rank == 4 ? Const("bs_hidden", [0, 0, -1]) : "";
+        string To3d(string x, string h, bool slice)
+        {
+            if (slice && starts is not null)
+            {
+                var sliced = N($"{h}_sliced");
+                nodes.Add(Node("Slice", "", [x, starts, ends!, axes!], [sliced], name: N($"{h}_Slice")));
+                x = sliced;
+            }
+            if (o.Rank == 3) return x;
+            var t = N($"{h}_bsnh");
+            var r = N($"{h}_3d");
+            nodes.Add(Node("Transpose", "", [x], [t], [Ints("perm", 0, 2, 1, 3)], N($"{h}_Transpose")));
+            nodes.Add(Node("Reshape", "", [t, flat], [r], name: N($"{h}_Reshape")));
+            return r;
+        }
+        var q3 = To3d(o.Query, "query", false);
+        var k3 = To3d(o.Key, "key", true);
+        var v3 = To3d(o.Value, "value", true);
+        var qShape = c.Index.Shape(o.Query);
+        var shareKey = qShape is not null && qShape.All(d => d is not null)
+            ? $"{g.Name}|{string.Join(",", qShape)}|{o.Rank}"
+            : $"{g.Name}|{o.Query}";
+        var (seqlens, total) = c.LengthsFromQuery(q3, shareKey);
+        var carried = new List<AttributeProto>();
+        if (o.Scale is float s) carried.Add(Attr("scale", s));
+        if (o.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
+        var mode = c.AttentionModeInput();
+        var inputs = new List<string> { q3, k3, v3, "", "", seqlens, total };
+        if (mode.Length > 0) inputs.AddRange(["", "", "", mode]);
+        var out3 = o.Rank == 3 ? o.Output : N("output_3d");
+        nodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, N("present_key"), N("present_value")],
+            c.SwitchableAttributes(o.NumHeads, o.KvNumHeads, carried), N("SwitchableAttention")));
+        if (o.Rank == 4)
+        {
+            var split = N("output_bsnh");
+            nodes.Add(Node("Reshape", "", [out3, Const("bsnh", [0, 0, o.NumHeads, o.HeadSize])], [split], name: N("output_Reshape")));
+            nodes.Add(Node("Transpose", "", [split], [o.Output], [Ints("perm", 0, 2, 1, 3)], N("output_Transpose")));
+        }
+        return nodes;
+    }
+}
