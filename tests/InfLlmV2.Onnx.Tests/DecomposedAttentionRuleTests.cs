@@ -13,6 +13,7 @@ public class DecomposedAttentionRuleTests
     [InlineData("test_attention_4d_gqa_causal_expanded", 9, 3)]
     [InlineData("test_attention_3d_gqa_causal_expanded", 9, 3)]
     [InlineData("test_attention_4d_causal_expanded", 3, 3)]
+    [InlineData("test_attention_4d_causal_with_past_and_present_expanded", 3, 3)]
     public void CausalFunctionBody_IsRewritten_WithFoldedScale(string test, int heads, int kvHeads)
     {
         var m = Load(test);
@@ -33,7 +34,8 @@ public class DecomposedAttentionRuleTests
     [InlineData("test_attention_4d_gqa_attn_mask_expanded", "not provably causal")]
     [InlineData("test_attention_4d_gqa_softcap_expanded", "softcap")]
     [InlineData("test_attention_4d_diff_heads_sizes_causal_expanded", "do not agree")]
-    [InlineData("test_attention_4d_gqa_with_past_and_present_expanded", "not static")]
+    [InlineData("test_attention_4d_gqa_with_past_and_present_expanded", "not provably causal")]
+    [InlineData("test_attention_3d_gqa_with_past_and_present_expanded", "not provably causal")]
     public void NearMisses_AreRefusedWithReason(string test, string reason)
     {
         var m = Load(test);
@@ -41,5 +43,24 @@ public class DecomposedAttentionRuleTests
         Assert.False(site.Rewritten);
         Assert.Contains(reason, site.Reason);
         Assert.DoesNotContain(m.Graph.Node, n => n.OpType == "SwitchableAttention");
+    }
+}
+
+/// <summary>Rewritten node tests reproduce the ONNX reference outputs (including presents of the cache forms).</summary>
+public class CacheFormConformanceTests
+{
+    [Theory]
+    [InlineData("test_attention_4d_causal_with_past_and_present")]
+    [InlineData("test_attention_4d_causal_with_past_and_present_expanded")]
+    [InlineData("test_attention_3d_causal_expanded")]
+    [InlineData("test_attention_4d_causal")]
+    public void Rewritten_MatchesExpectedOutputs(string test)
+    {
+        using var dir = new TempDir();
+        var src = Path.Combine(ModelRunner.FixturesRoot, "onnx_backend_attention_node_tests", test);
+        var (code, stdout, err) = CliProcess.Run("rewrite", Path.Combine(src, "model.onnx"), "-o", dir["m.onnx"]);
+        Assert.True(code == 0, stdout + err);
+        var run = CliProcess.Run("run", dir["m.onnx"], "--inputs", Path.Combine(src, "test_data_set_0"), "--atol", "1e-4");
+        Assert.True(run.ExitCode == 0, run.StdOut + run.StdErr);
     }
 }

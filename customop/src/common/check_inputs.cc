@@ -122,9 +122,6 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
     return Msg("Input 'total_sequence_length' (", p->total_sequence_length,
                ") must be >= the query sequence length (", S, ")");
   p->is_first_prompt = p->total_sequence_length == S;
-  if (!p->is_first_prompt && S > 1 && B != 1)
-    return Msg("Chunked prefill (sequence ", S, " < total_sequence_length ", p->total_sequence_length,
-               ") requires batch 1, got batch ", B);
 
   // past_key / past_value: [B, Hkv, P, D]
   if (in.past_key.present != in.past_value.present)

@@ -141,6 +141,18 @@ public sealed class StaticEvaluator(GraphIndex graph)
                 foreach (var a in axes.Select(a => (int)(a < 0 ? a + rank : a)).Order()) r.Insert(a, 1);
                 return r.ToArray();
             }
+            case "Concat":
+            {
+                var parts = n.Input.Select(i => Shape(i, depth + 1)).ToList();
+                if (parts.Any(p => p is null) || parts.Count == 0) return null;
+                int rank = parts[0]!.Length;
+                long axis = n.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
+                if (axis < 0) axis += rank;
+                if (parts.Any(p => p!.Length != rank)) return null;
+                var r = (long[])parts[0]!.Clone();
+                r[axis] = parts.Sum(p => p![axis]);
+                return r;
+            }
             case "Mul" or "Div" or "Add" or "Sub":
             {
                 var a = InShape(0);

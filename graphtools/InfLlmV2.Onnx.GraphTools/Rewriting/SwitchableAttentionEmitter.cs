@@ -24,7 +24,20 @@ public static class SwitchableAttentionEmitter
     /// <param name="Softcap">Softcap (null or 0: none).</param>
     /// <param name="Output">Name the attention output must have (in Q's rank and layout).</param>
     public sealed record Operands(string Query, string Key, string Value, int Rank, int NumHeads, int KvNumHeads, int HeadSize,
-        long? KeySliceTo, float? Scale, float? Softcap, string Output);
+        long? KeySliceTo, float? Scale, float? Softcap, string Output)
+    {
+        /// <summary>Past keys [B, kv_heads, past, D] (the cache form), or null.</summary>
+        public string? PastKey { get; init; }
+
+        /// <summary>Past values, with <see cref="PastKey"/>.</summary>
+        public string? PastValue { get; init; }
+
+        /// <summary>Name the present keys (past + new) must have, or empty when unused.</summary>
+        public string PresentKey { get; init; } = "";
+
+        /// <summary>Name the present values must have, or empty when unused.</summary>
+        public string PresentValue { get; init; } = "";
+    }
 
     /// <summary>The nodes to insert where the replaced attention was (initializers are added to the graph directly).</summary>
     public static List<NodeProto> Emit(RewriteContext c, string hint, Operands o)
@@ -67,15 +80,17 @@ public static class SwitchableAttentionEmitter
         var shareKey = qShape is not null && qShape.All(d => d is not null)
             ? $"{g.Name}|{string.Join(",", qShape)}|{o.Rank}"
             : $"{g.Name}|{o.Query}";
-        var (seqlens, total) = c.LengthsFromQuery(q3, shareKey);
+        var (seqlens, total) = o.PastKey is null ? c.LengthsFromQuery(q3, shareKey) : c.LengthsFromQueryAndPast(q3, o.PastKey);
         var carried = new List<AttributeProto>();
         if (o.Scale is float s) carried.Add(Attr("scale", s));
         if (o.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
         var mode = c.AttentionModeInput();
-        var inputs = new List<string> { q3, k3, v3, "", "", seqlens, total };
+        var inputs = new List<string> { q3, k3, v3, o.PastKey ?? "", o.PastValue ?? "", seqlens, total };
         if (mode.Length > 0) inputs.AddRange(["", "", "", mode]);
         var out3 = o.Rank == 3 ? o.Output : N("output_3d");
-        nodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, N("present_key"), N("present_value")],
+        var presentKey = o.PresentKey.Length > 0 ? o.PresentKey : N("present_key");
+        var presentValue = o.PresentValue.Length > 0 ? o.PresentValue : N("present_value");
+        nodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, presentKey, presentValue],
             c.SwitchableAttributes(o.NumHeads, o.KvNumHeads, carried), N("SwitchableAttention")));
         if (o.Rank == 4)
         {

@@ -24,7 +24,10 @@ public sealed class DecomposedAttentionRule : IAttentionRule
 
     /// <summary>Facts of a decomposed attention.</summary>
     public sealed record Facts(NodeProto Node, NodeProto OutputMatMul, string Query, string Key, string Value, int NumHeads,
-        int KvNumHeads, int HeadDim, long? KeySliceTo, float Scale) : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+        int KvNumHeads, int HeadDim, long? KeySliceTo, float Scale, Cache? Cache) : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+
+    /// <summary>A KV cache in the graph: present = Concat(past, new, axis 2) for keys and values.</summary>
+    public sealed record Cache(string PastKey, string PastValue, string PresentKey, string PresentValue, NodeProto KeyConcat, NodeProto ValueConcat);
 
     /// <inheritdoc/>
     public AttentionForm Form => AttentionForm.Decomposed;
@@ -101,6 +104,18 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (Readers(p) is not [{ OpType: "MatMul" } outMatMul] || outMatMul.Input[0] != p)
             return Refuse("the softmax output does not feed exactly one MatMul(probabilities, V)");
         var v = RepeatKvSource(g, SkipUp(g, outMatMul.Input[1]));
+        // A cache: K = Concat(past_key, new keys, axis 2), V likewise.
+        Cache? cache = null;
+        if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
+        {
+            cache = new Cache(kc.Input[0], vc.Input[0], k, v, kc, vc);
+            k = kc.Input[1];
+            v = vc.Input[1];
+        }
+        else if (PastConcat(g, k) is not null || PastConcat(g, v) is not null)
+        {
+            return Refuse("only one of K and V is concatenated with a past");
+        }
 
         // Shapes: Q [B, H, S, D], K/V [B, Hkv, T, D], all static.
         var qs = eval.Shape(q);
@@ -119,15 +134,23 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         // The bias must be the causal mask.
         if (bias is null || IsZeros(g, eval, bias))
             return Refuse("no causal mask: bidirectional attention cannot be expressed by a causal op", h, hkv, d);
-        if (CausalOffset(g, eval, bias) is not 0L) return Refuse("the mask is not provably causal (only the top-left causal mask built from Range/Less/Where is recognized)", h, hkv, d);
+        var offset = CausalOffset(g, eval, bias, cache?.PastKey);
+        if (offset is null || (cache is null && offset != 0))
+            return Refuse("the mask is not provably causal (only the causal mask built from Range/Less/Where, offset by the past length, is recognized)", h, hkv, d);
         long sq = qs[2], sk = ks[2];
         long? sliceTo = null;
-        if (sk > sq) sliceTo = sq;  // top-left causal: keys >= S are never attended
+        if (cache is not null)
+        {
+            if (sk != sq) return Refuse("with a cache, the new keys must be as many as the queries", h, hkv, d);
+            if (eval.Shape(cache.PastKey) is not { Length: 4 } ps || ps[1] != hkv || ps[3] != d)
+                return Refuse("the past keys are not [B, kv_heads, past, head_size] with static heads and head size", h, hkv, d);
+        }
+        else if (sk > sq) sliceTo = sq;  // top-left causal: keys >= S are never attended
         else if (sk < sq) return Refuse($"more queries ({sq}) than keys ({sk})", h, hkv, d);
-        if (options.CompressedState) return Refuse("--compressed-state needs a KV cache; this attention has none", h, hkv, d);
+        if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only", h, hkv, d);
         foreach (var inner in new[] { scores.Output[0], softmax.Output[0] })
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
-        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale));
+        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache));
     }
 
     /// <inheritdoc/>
@@ -137,7 +160,16 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var target = f.OutputMatMul;
         var nodes = SwitchableAttentionEmitter.Emit(c, target.Name.Length > 0 ? target.Name : f.Node.Name,
             new SwitchableAttentionEmitter.Operands(f.Query, f.Key, f.Value, 4, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
-                f.Scale, null, target.Output[0]));
+                f.Scale, null, target.Output[0])
+            {
+                PastKey = f.Cache?.PastKey, PastValue = f.Cache?.PastValue,
+                PresentKey = f.Cache?.PresentKey ?? "", PresentValue = f.Cache?.PresentValue ?? "",
+            });
+        if (f.Cache is not null)  // the op now produces the presents
+        {
+            c.Graph.Node.Remove(f.Cache.KeyConcat);
+            c.Graph.Node.Remove(f.Cache.ValueConcat);
+        }
         int at = c.Graph.Node.IndexOf(target);
         c.Graph.Node.RemoveAt(at);  // the rest of the old attention becomes dead code
         for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
@@ -197,9 +229,15 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         return value;
     }
 
-    // The row offset P of a top-left causal mask Where(Less(Range(0,S)[:,None] + P, Range(0,T)[None,:]), -inf, 0),
-    // optionally added to a zero ConstantOfShape; null when the bias is anything else.
-    private static long? CausalOffset(GraphIndex g, StaticEvaluator eval, string bias)
+    // Concat(past, new, axis 2) producing value, or null.
+    private static NodeProto? PastConcat(GraphIndex g, string value) =>
+        g.Producer(value) is { OpType: "Concat" } c && c.Input.Count == 2 &&
+        (c.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0) is 2 or -2 ? c : null;
+
+    // The row offset P of a causal mask Where(Less(Range(0,S)[:,None] + P, Range(0,T)[None,:]), -inf, 0),
+    // optionally added to a zero ConstantOfShape: a constant, or -1 for "the length of `past`"
+    // (Shape(past)[2]); null when the bias is anything else.
+    private static long? CausalOffset(GraphIndex g, StaticEvaluator eval, string bias, string? past)
     {
         bias = SkipUp(g, bias);
         var n = g.Producer(bias);
@@ -214,15 +252,33 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var less = g.Producer(n.Input[0]);
         if (less is not { OpType: "Less" }) return null;
         // Row side: Unsqueeze(Range(0, S, 1), [1]) [+ P]; column side: Unsqueeze(Range(0, T, 1), [0]).
-        long offset = 0;
+        long? offset = 0;
         var row = less.Input[0];
         if (g.Producer(row) is { OpType: "Add" } shift)
         {
-            if (eval.Scalar(shift.Input[1]) is double p1) { offset = (long)p1; row = shift.Input[0]; }
-            else if (eval.Scalar(shift.Input[0]) is double p0) { offset = (long)p0; row = shift.Input[1]; }
-            else return null;
+            offset = null;
+            for (int i = 0; i < 2 && offset is null; i++)
+            {
+                if (eval.Scalar(shift.Input[i]) is double p) offset = (long)p;
+                else if (past is not null && IsPastLength(g, eval, shift.Input[i], past)) offset = -1;
+                if (offset is not null) row = shift.Input[1 - i];
+            }
+            if (offset is null) return null;
         }
         return IsIndexRange(g, eval, row, 1) && IsIndexRange(g, eval, less.Input[1], 0) ? offset : null;
+    }
+
+    // Shape(past, start=2|-2, end=3|-1) or Gather(Shape(past), 2).
+    private static bool IsPastLength(GraphIndex g, StaticEvaluator eval, string value, string past)
+    {
+        var n = g.Producer(SkipUp(g, value));
+        if (n is { OpType: "Shape" } s && SkipUp(g, s.Input[0]) == past)
+        {
+            long start = s.Attribute.FirstOrDefault(a => a.Name == "start")?.I ?? 0, end = s.Attribute.FirstOrDefault(a => a.Name == "end")?.I ?? 4;
+            return (start is 2 or -2) && (end is 3 or -1);
+        }
+        return n is { OpType: "Gather" } gat && g.Producer(gat.Input[0]) is { OpType: "Shape" } sh && SkipUp(g, sh.Input[0]) == past &&
+               eval.Scalar(gat.Input[1]) == 2 && (sh.Attribute.FirstOrDefault(a => a.Name == "start")?.I ?? 0) == 0;
     }
 
     private static bool IsIndexRange(GraphIndex g, StaticEvaluator eval, string value, int unsqueezeAxis)

@@ -15,7 +15,8 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 public sealed class OnnxAttentionRule : IAttentionRule
 {
     /// <summary>Facts of an ONNX Attention node.</summary>
-    public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, int Rank, long? KeySliceTo, float? Scale, float? Softcap)
+    public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, int Rank, long? KeySliceTo, float? Scale, float? Softcap,
+        string? PastKey, string? PastValue)
         : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
 
     /// <inheritdoc/>
@@ -45,11 +46,12 @@ public sealed class OnnxAttentionRule : IAttentionRule
         if (qs is null || ks is null || vs is null) return Refuse("the rank of Q/K/V is unknown (no shape information)");
         if (rank is not (3 or 4) || ks.Count != rank || vs.Count != rank) return Refuse($"Q/K/V ranks {qs.Count}/{ks.Count}/{vs.Count}: need all 3-D or all 4-D");
         if (Input(3).Length > 0) return Refuse("has an attn_mask: only mask-free causal attention is rewritten (the mask is not provably causal)");
-        if (Input(4).Length > 0 || Input(5).Length > 0) return Refuse("uses past_key/past_value (internal KV cache form): not supported yet");
+        bool hasPast = Input(4).Length > 0 || Input(5).Length > 0;
+        if (hasPast && (Input(4).Length == 0 || Input(5).Length == 0)) return Refuse("past_key and past_value must come together");
         if (Input(6).Length > 0) return Refuse("uses nonpad_kv_seqlen (static-cache form): not supported yet");
-        for (int i = 1; i < node.Output.Count; i++)
+        for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
-                return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache")}) is used");
+                return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
         if ((IntAttr(node, "is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
         if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
@@ -65,15 +67,25 @@ public sealed class OnnxAttentionRule : IAttentionRule
         object? sq = qs[seqAxis], sk = ks[seqAxis], sv = vs[seqAxis];
         long? sliceTo = null;
         if (!Equals(sk, sv)) return Refuse("key and value lengths differ or are unknown");
-        if (!Equals(sq, sk) || sq is null)
+        if (hasPast)
+        {
+            // With a past, ONNX's causal mask is offset by the past length: query i sees keys up to
+            // past + i, GQA's rule, as long as as many keys as queries are new.
+            if (!Equals(sq, sk) || sq is null) return Refuse("with past_key/past_value, the new keys must be as many as the queries");
+            var ps = g.Shape(Input(4));
+            if (ps is not { Count: 4 } || Dim(ps[1]) != kvHeads || Dim(ps[3]) != headSize)
+                return Refuse("past_key is not [B, kv_heads, past, head_size] with known heads and head size");
+        }
+        else if (!Equals(sq, sk) || sq is null)
         {
             if (sq is long a && sk is long b && b > a) sliceTo = a;  // top-left causal: keys >= S are never attended
             else return Refuse($"query length {sq ?? "?"} and key length {sk ?? "?"} are not provably compatible (need equal, or static with keys longer)");
         }
-        if (options.CompressedState) return Refuse("--compressed-state needs a KV cache; this Attention has none");
+        if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
         float? scale = node.Attribute.FirstOrDefault(a => a.Name == "scale")?.F;
         float? softcap = node.Attribute.FirstOrDefault(a => a.Name == "softcap")?.F;
-        return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap));
+        return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap,
+            hasPast ? Input(4) : null, hasPast ? Input(5) : null));
     }
 
     /// <inheritdoc/>
@@ -81,9 +93,13 @@ public sealed class OnnxAttentionRule : IAttentionRule
     {
         var f = (Facts)match;
         var node = f.Node;
+        string Out(int i) => i < node.Output.Count ? node.Output[i] : "";
         var nodes = SwitchableAttentionEmitter.Emit(c, node.Name, new SwitchableAttentionEmitter.Operands(
             node.Input[0], node.Input[1], node.Input[2], f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
-            f.Scale, f.Softcap, node.Output[0]));
+            f.Scale, f.Softcap, node.Output[0])
+        {
+            PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Out(1), PresentValue = Out(2),
+        });
         int at = c.Graph.Node.IndexOf(node);
         c.Graph.Node.RemoveAt(at);
         for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
