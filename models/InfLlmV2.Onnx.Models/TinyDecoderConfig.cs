@@ -1,5 +1,18 @@
 namespace InfLlmV2.Onnx.Models;
 
+/// <summary>How a generated decoder expresses attention.</summary>
+public enum DecoderAttentionForm
+{
+    /// <summary>com.microsoft::GroupQueryAttention with rotary inside (genai model builder).</summary>
+    GroupQueryAttention,
+
+    /// <summary>ONNX Attention-23 (is_causal, past_key/past_value inputs), rotary from plain ops.</summary>
+    OnnxAttention,
+
+    /// <summary>Decomposed MatMul/Softmax/MatMul with Concat caches, repeat_kv and a causal mask (as the ONNX Attention function body).</summary>
+    Decomposed,
+}
+
 /// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>
 public sealed record TinyDecoderConfig
 {
@@ -27,7 +40,10 @@ public sealed record TinyDecoderConfig
     /// <summary>Weight seed.</summary>
     public int Seed { get; init; } = 1;
 
-    /// <summary>One packed QKV projection (genai CPU builder) instead of separate q/k/v.</summary>
+    /// <summary>Attention form.</summary>
+    public DecoderAttentionForm Form { get; init; } = DecoderAttentionForm.GroupQueryAttention;
+
+    /// <summary>One packed QKV projection (genai CPU builder) instead of separate q/k/v (GroupQueryAttention form only).</summary>
     public bool PackedQkv { get; init; }
 
     /// <summary>Hidden size = heads x head size.</summary>

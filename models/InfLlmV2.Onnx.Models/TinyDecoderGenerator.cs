@@ -5,10 +5,14 @@ using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 namespace InfLlmV2.Onnx.Models;
 
 /// <summary>
-/// Builds a tiny decoder-only LLM in the genai model builder's form: token embedding, per layer
-/// RMSNorm → q/k/v projections → <c>com.microsoft::GroupQueryAttention</c> (rotary inside, seqlens
-/// and total length from the attention mask) → output projection, residuals, RMSNorm → SiLU MLP,
-/// final RMSNorm and lm_head. Weights come from a seeded generator: the same config gives the same bytes.
+/// Builds a tiny decoder-only LLM: token embedding, per layer RMSNorm → q/k/v projections →
+/// attention → output projection, residuals, RMSNorm → SiLU MLP, final RMSNorm and lm_head.
+/// Attention in one of three forms (<see cref="DecoderAttentionForm"/>): genai's
+/// <c>com.microsoft::GroupQueryAttention</c> (rotary inside, seqlens and total length from the
+/// attention mask), ONNX <c>Attention</c>-23 with its past/present cache, or decomposed
+/// MatMul/Softmax/MatMul (the ONNX Attention function body: Concat caches, repeat_kv, causal mask).
+/// The last two take position_ids and apply rotary with plain ops. Weights come from a seeded
+/// generator: the same config gives the same bytes.
 /// </summary>
 public static class TinyDecoderGenerator
 {
@@ -21,6 +25,9 @@ public static class TinyDecoderGenerator
         if (c.HeadSize % 8 != 0 || c.NumHeads % c.KvNumHeads != 0)
             throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
         var rng = new Random(c.Seed);
+        bool gqa = c.Form == DecoderAttentionForm.GroupQueryAttention;
+        if (!gqa && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
+        long opset = gqa ? 17 : 23;
         var g = new GraphProto { Name = "tiny_decoder" };
         int h = c.Hidden, kvw = c.KvNumHeads * c.HeadSize;
         float Std(int fanIn) => 1.0f / MathF.Sqrt(fanIn);
@@ -44,6 +51,7 @@ public static class TinyDecoderGenerator
 
         g.Input.Add(Tensor("input_ids", I64, null, null));
         g.Input.Add(Tensor("attention_mask", I64, null, null));
+        if (!gqa) g.Input.Add(Tensor("position_ids", I64, null, null));
         for (int l = 0; l < c.Layers; l++)
         {
             g.Input.Add(CacheInfo(c.PastName(l, "key"), c, "past_sequence_length"));
@@ -60,7 +68,7 @@ public static class TinyDecoderGenerator
         {
             var dims = v.Type.TensorType.Shape.Dim;
             if (dims[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam) dims[0].DimParam = "batch_size";
-            if (v.Name == "input_ids" || v.Name == "logits") dims[1].DimParam = "sequence_length";
+            if (v.Name is "input_ids" or "logits" or "position_ids") dims[1].DimParam = "sequence_length";
             if (v.Name == "attention_mask") dims[1].DimParam = "total_sequence_length";
         }
 
@@ -89,6 +97,7 @@ public static class TinyDecoderGenerator
         g.Initializer.Add(TensorProtos.Float("cos_cache", [c.MaxPositions, half], cos));
         g.Initializer.Add(TensorProtos.Float("sin_cache", [c.MaxPositions, half], sin));
 
+        if (opset >= 18) I64C("const_axis_last", [1], [-1]);
         W("embed_tokens.weight", c.Vocab, h, 1.0f);
         Add("Gather", ["embed_tokens.weight", "input_ids"], ["hidden_0"]);
         var eps = "const_eps";
@@ -96,40 +105,155 @@ public static class TinyDecoderGenerator
         string RmsNorm(string x, string weight, string prefix)
         {
             Add("Mul", [x, x], [$"{prefix}/sq"]);
-            Add("ReduceMean", [$"{prefix}/sq"], [$"{prefix}/mean"], Ints("axes", -1), Attr("keepdims", 1L));
+            if (opset >= 18) Add("ReduceMean", [$"{prefix}/sq", "const_axis_last"], [$"{prefix}/mean"], Attr("keepdims", 1L));
+            else Add("ReduceMean", [$"{prefix}/sq"], [$"{prefix}/mean"], Ints("axes", -1), Attr("keepdims", 1L));
             Add("Add", [$"{prefix}/mean", eps], [$"{prefix}/mean_eps"]);
             Add("Sqrt", [$"{prefix}/mean_eps"], [$"{prefix}/rms"]);
             Add("Div", [x, $"{prefix}/rms"], [$"{prefix}/normed"]);
             Add("Mul", [$"{prefix}/normed", weight], [$"{prefix}/out"]);
             return $"{prefix}/out";
         }
+        // Rotary (non-interleaved, as GQA's) from position_ids with plain ops, for forms 2 and 3.
+        string? cosFull = null, sinFull = null;
+        if (!gqa)
+        {
+            foreach (var (table, name) in new[] { ("cos_cache", "rot_cos"), ("sin_cache", "rot_sin") })
+            {
+                Add("Gather", [table, "position_ids"], [$"{name}_half"]);
+                Add("Concat", [$"{name}_half", $"{name}_half"], [$"{name}_full"], Attr("axis", -1L));
+                Add("Unsqueeze", [$"{name}_full", I64C($"{name}_axis", [1], [2])], [$"{name}_bs1d"]);
+            }
+            cosFull = "rot_cos_bs1d";
+            sinFull = "rot_sin_bs1d";
+            I64C("rot_first_half", [1], [0]);
+            I64C("rot_mid", [1], [half]);
+            I64C("rot_end", [1], [c.HeadSize]);
+            I64C("rot_axis", [1], [3]);
+        }
+        // Projection → [B, N, S, D] (rotated for q and k); value info as exporters write it.
+        string Heads(string p, string which, string xn, int heads, bool rotary)
+        {
+            Add("MatMul", [xn, $"{p}.attn.{which}_proj.weight"], [$"{p}/{which}"]);
+            Add("Reshape", [$"{p}/{which}", I64C($"{p}/{which}_split_shape", [4], [0, 0, heads, c.HeadSize])], [$"{p}/{which}_bsnd"]);
+            string x = $"{p}/{which}_bsnd";
+            if (rotary)
+            {
+                Add("Slice", [x, "rot_first_half", "rot_mid", "rot_axis"], [$"{p}/{which}_x1"]);
+                Add("Slice", [x, "rot_mid", "rot_end", "rot_axis"], [$"{p}/{which}_x2"]);
+                Add("Neg", [$"{p}/{which}_x2"], [$"{p}/{which}_neg_x2"]);
+                Add("Concat", [$"{p}/{which}_neg_x2", $"{p}/{which}_x1"], [$"{p}/{which}_rot"], Attr("axis", -1L));
+                Add("Mul", [x, cosFull!], [$"{p}/{which}_cos"]);
+                Add("Mul", [$"{p}/{which}_rot", sinFull!], [$"{p}/{which}_sin"]);
+                Add("Add", [$"{p}/{which}_cos", $"{p}/{which}_sin"], [$"{p}/{which}_roped"]);
+                x = $"{p}/{which}_roped";
+            }
+            var y = $"{p}/{which}_bnsd";
+            Add("Transpose", [x], [y], Ints("perm", 0, 2, 1, 3));
+            var vi = Tensor(y, F32, null, heads, null, c.HeadSize);
+            vi.Type.TensorType.Shape.Dim[0].DimParam = "batch_size";
+            vi.Type.TensorType.Shape.Dim[2].DimParam = "sequence_length";
+            g.ValueInfo.Add(vi);
+            return y;
+        }
+        // The ONNX Attention function body: Concat caches, repeat_kv, scaled scores, causal mask offset by the past.
+        void DecomposedAttention(string p, int l, string q4, string k4, string v4, string y4)
+        {
+            string pk = c.PresentName(l, "key"), pv = c.PresentName(l, "value");
+            Add("Concat", [c.PastName(l, "key"), k4], [pk], Attr("axis", 2L));
+            Add("Concat", [c.PastName(l, "value"), v4], [pv], Attr("axis", 2L));
+            int group = c.NumHeads / c.KvNumHeads;
+            string RepeatKv(string x, string name)
+            {
+                Add("Shape", [x], [$"{p}/{name}_lead"], Attr("start", 0L), Attr("end", 2L));
+                Add("Shape", [x], [$"{p}/{name}_tail"], Attr("start", 2L), Attr("end", 4L));
+                Add("Concat", [$"{p}/{name}_lead", I64C($"{p}/{name}_group", [1], [group]), $"{p}/{name}_tail"], [$"{p}/{name}_expand_shape"], Attr("axis", 0L));
+                Add("Unsqueeze", [x, I64C($"{p}/{name}_unsq_axis", [1], [2])], [$"{p}/{name}_unsq"]);
+                Add("Expand", [$"{p}/{name}_unsq", $"{p}/{name}_expand_shape"], [$"{p}/{name}_expanded"]);
+                Add("Reshape", [$"{p}/{name}_expanded", I64C($"{p}/{name}_rep_shape", [4], [0, c.NumHeads, -1, c.HeadSize])], [$"{p}/{name}_rep"]);
+                return $"{p}/{name}_rep";
+            }
+            var kRep = RepeatKv(pk, "k");
+            var vRep = RepeatKv(pv, "v");
+            var factor = $"{p}/scale_sqrt";
+            g.Initializer.Add(TensorProtos.Float(factor, [], [MathF.Sqrt(1.0f / MathF.Sqrt(c.HeadSize))]));
+            Add("Mul", [q4, factor], [$"{p}/q_scaled"]);
+            Add("Transpose", [kRep], [$"{p}/k_t"], Ints("perm", 0, 1, 3, 2));
+            Add("Mul", [$"{p}/k_t", factor], [$"{p}/k_scaled"]);
+            Add("MatMul", [$"{p}/q_scaled", $"{p}/k_scaled"], [$"{p}/scores"]);
+            // Causal mask: key j is hidden from query i when past + i < j.
+            var zero = I64C($"{p}/zero", [], [0]);
+            var oneS = I64C($"{p}/one", [], [1]);
+            var squeezeAxis = I64C($"{p}/squeeze_axis", [1], [0]);
+            Add("Shape", [q4], [$"{p}/q_len_1d"], Attr("start", 2L), Attr("end", 3L));
+            Add("Shape", [pk], [$"{p}/t_len_1d"], Attr("start", 2L), Attr("end", 3L));
+            Add("Shape", [c.PastName(l, "key")], [$"{p}/past_len"], Attr("start", 2L), Attr("end", 3L));
+            Add("Squeeze", [$"{p}/q_len_1d", squeezeAxis], [$"{p}/q_len"]);
+            Add("Squeeze", [$"{p}/t_len_1d", squeezeAxis], [$"{p}/t_len"]);
+            Add("Range", [zero, $"{p}/q_len", oneS], [$"{p}/rows"]);
+            Add("Range", [zero, $"{p}/t_len", oneS], [$"{p}/cols"]);
+            Add("Unsqueeze", [$"{p}/rows", I64C($"{p}/row_axis", [1], [1])], [$"{p}/rows_2d"]);
+            Add("Unsqueeze", [$"{p}/cols", I64C($"{p}/col_axis", [1], [0])], [$"{p}/cols_2d"]);
+            Add("Add", [$"{p}/rows_2d", $"{p}/past_len"], [$"{p}/rows_past"]);
+            Add("Less", [$"{p}/rows_past", $"{p}/cols_2d"], [$"{p}/hidden"]);
+            g.Initializer.Add(TensorProtos.Float($"{p}/neg_inf", [], [float.NegativeInfinity]));
+            g.Initializer.Add(TensorProtos.Float($"{p}/zero_f", [], [0f]));
+            Add("Where", [$"{p}/hidden", $"{p}/neg_inf", $"{p}/zero_f"], [$"{p}/mask"]);
+            Add("Add", [$"{p}/scores", $"{p}/mask"], [$"{p}/scores_masked"]);
+            Add("Softmax", [$"{p}/scores_masked"], [$"{p}/probs"], Attr("axis", -1L));
+            Add("MatMul", [$"{p}/probs", vRep], [y4]);
+        }
         string x0 = "hidden_0";
         for (int l = 0; l < c.Layers; l++)
         {
             string p = $"layers.{l}";
             var xn = RmsNorm(x0, Ones($"{p}.input_layernorm.weight", h), $"{p}/input_norm");
-            string[] gqaInputs;
-            if (c.PackedQkv)
+            if (gqa)
             {
-                W($"{p}.attn.qkv_proj.weight", h, h + 2 * kvw, Std(h));
-                Add("MatMul", [xn, $"{p}.attn.qkv_proj.weight"], [$"{p}/qkv"]);
-                gqaInputs = [$"{p}/qkv", "", ""];
+                string[] gqaInputs;
+                if (c.PackedQkv)
+                {
+                    W($"{p}.attn.qkv_proj.weight", h, h + 2 * kvw, Std(h));
+                    Add("MatMul", [xn, $"{p}.attn.qkv_proj.weight"], [$"{p}/qkv"]);
+                    gqaInputs = [$"{p}/qkv", "", ""];
+                }
+                else
+                {
+                    W($"{p}.attn.q_proj.weight", h, h, Std(h));
+                    W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
+                    W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
+                    Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
+                    Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
+                    Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
+                    gqaInputs = [$"{p}/q", $"{p}/k", $"{p}/v"];
+                }
+                Add("GroupQueryAttention",
+                    [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
+                    [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
+                    Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
+                    Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
             }
             else
             {
                 W($"{p}.attn.q_proj.weight", h, h, Std(h));
                 W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
                 W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
-                Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
-                Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
-                Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
-                gqaInputs = [$"{p}/q", $"{p}/k", $"{p}/v"];
+                var q4 = Heads(p, "q", xn, c.NumHeads, rotary: true);
+                var k4 = Heads(p, "k", xn, c.KvNumHeads, rotary: true);
+                var v4 = Heads(p, "v", xn, c.KvNumHeads, rotary: false);
+                string y4 = $"{p}/attn_bhsd";
+                if (c.Form == DecoderAttentionForm.OnnxAttention)
+                {
+                    g.Node.Add(Node("Attention", "", [q4, k4, v4, "", c.PastName(l, "key"), c.PastName(l, "value")],
+                        [y4, c.PresentName(l, "key"), c.PresentName(l, "value")],
+                        [Attr("is_causal", 1L), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize))], $"/{p}/Attention"));
+                }
+                else
+                {
+                    DecomposedAttention(p, l, q4, k4, v4, y4);
+                }
+                Add("Transpose", [y4], [$"{p}/attn_bshd"], Ints("perm", 0, 2, 1, 3));
+                Add("Reshape", [$"{p}/attn_bshd", I64C($"{p}/merge_shape", [3], [0, 0, h])], [$"{p}/attn"]);
             }
-            Add("GroupQueryAttention",
-                [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
-                [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
-                Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
-                Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
             W($"{p}.attn.o_proj.weight", h, h, Std(h));
             Add("MatMul", [$"{p}/attn", $"{p}.attn.o_proj.weight"], [$"{p}/attn_out"]);
             Add("Add", [x0, $"{p}/attn_out"], [$"{p}/resid1"]);
@@ -149,8 +273,8 @@ public static class TinyDecoderGenerator
         var xf = RmsNorm(x0, Ones("final_norm.weight", h), "final_norm");
         W("lm_head.weight", h, c.Vocab, Std(h));
         Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
-        var m = Model(g, ("", 17), ("com.microsoft", 1));
-        m.IrVersion = 8;
+        var m = gqa ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
+        m.IrVersion = gqa ? 8 : 10;
         m.ProducerName = "infllmv2-tiny-decoder";
         m.DocString = $"tiny GQA decoder: {c}";
         return m;

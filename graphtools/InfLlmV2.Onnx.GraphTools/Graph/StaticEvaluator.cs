@@ -25,6 +25,53 @@ public sealed class StaticEvaluator(GraphIndex graph)
     /// <summary>A scalar (or one-element) constant, or null.</summary>
     public double? Scalar(string value) => Values(value) is { Length: 1 } v ? v[0] : null;
 
+    /// <summary>
+    /// The shape of a value as far as it is known: a long per fixed dim, the dim_param string per
+    /// symbolic dim (from value info), null per unknown dim; null when the rank is unknown.
+    /// </summary>
+    public object?[]? PartialShape(string value, int depth = 0)
+    {
+        if (Shape(value) is { } full) return full.Select(d => (object?)d).ToArray();
+        if (graph.Shape(value) is { } known) return known.ToArray();
+        var n = graph.Producer(value);
+        if (n is null || depth > 32) return null;
+        object?[]? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? PartialShape(n.Input[i], depth + 1) : null;
+        switch (n.OpType)
+        {
+            case "Identity" or "Cast" or "CastLike":
+                return In(0);
+            case "Transpose":
+            {
+                var x = In(0);
+                var perm = n.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray();
+                if (x is null) return null;
+                perm ??= Enumerable.Range(0, x.Length).Reverse().Select(i => (long)i).ToArray();
+                return perm.Length == x.Length ? perm.Select(p => x[p]).ToArray() : null;
+            }
+            case "Reshape":
+            {
+                var x = In(0);
+                var target = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : null;
+                if (target is null) return null;
+                return target.Select((t, i) => t == 0 ? (x is not null && i < x.Length ? x[i] : null) : t < 0 ? null : (object?)(long)t).ToArray();
+            }
+            case "Concat":
+            {
+                var parts = n.Input.Select(i => PartialShape(i, depth + 1)).ToList();
+                if (parts.Any(p => p is null) || parts.Count == 0 || parts.Any(p => p!.Length != parts[0]!.Length)) return null;
+                long axis = n.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
+                if (axis < 0) axis += parts[0]!.Length;
+                var r = (object?[])parts[0]!.Clone();
+                r[axis] = parts.All(p => p![axis] is long) ? parts.Sum(p => (long)p![axis]!) : null;
+                return r;
+            }
+            case "Mul" or "Div" or "Add" or "Sub" or "Neg":
+                return In(0) is { } a && (n.Input.Count < 2 || Values(n.Input[1], depth + 1) is { Length: 1 }) ? a : null;
+            default:
+                return null;
+        }
+    }
+
     /// <summary>The fully static shape of a value, or null.</summary>
     public long[]? Shape(string value, int depth = 0)
     {

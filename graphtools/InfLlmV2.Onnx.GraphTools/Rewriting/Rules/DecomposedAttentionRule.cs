@@ -117,15 +117,16 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             return Refuse("only one of K and V is concatenated with a past");
         }
 
-        // Shapes: Q [B, H, S, D], K/V [B, Hkv, T, D], all static.
-        var qs = eval.Shape(q);
-        var ks = eval.Shape(k);
-        var vs = eval.Shape(v);
-        if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 })
-            return Refuse("Q/K/V shapes are not static 4-D [B, heads, sequence, head_size]");
-        int h = (int)qs[1], hkv = (int)ks[1], d = (int)qs[3];
+        // Shapes: Q [B, H, S, D], K/V [B, Hkv, T, D]; heads and head size static, lengths static or symbolic.
+        var qs = eval.PartialShape(q);
+        var ks = eval.PartialShape(k);
+        var vs = eval.PartialShape(v);
+        if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 } ||
+            qs[1] is not long qh || ks[1] is not long kh || qs[3] is not long qd)
+            return Refuse("Q/K/V are not 4-D [B, heads, sequence, head_size] with static heads and head size");
+        int h = (int)qh, hkv = (int)kh, d = (int)qd;
         if (axis != -1 && axis != 3) return Refuse($"softmax over axis {axis}, not the key axis", h, hkv, d);
-        if (ks[3] != d || vs[3] != d || vs[1] != hkv || vs[2] != ks[2] || ks[0] != qs[0])
+        if (!Equals(ks[3], qs[3]) || !Equals(vs[3], qs[3]) || !Equals(vs[1], ks[1]) || !Equals(vs[2], ks[2]))
             return Refuse("Q/K/V shapes do not agree (head sizes, kv heads or lengths)", h, hkv, d);
         if (h % hkv != 0) return Refuse($"{h} query heads are not a multiple of {hkv} kv heads", h, hkv, d);
         if (d % 8 != 0 || d > 256) return Refuse($"head size {d} is not a multiple of 8 up to 256", h, hkv, d);
@@ -137,16 +138,16 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var offset = CausalOffset(g, eval, bias, cache?.PastKey);
         if (offset is null || (cache is null && offset != 0))
             return Refuse("the mask is not provably causal (only the causal mask built from Range/Less/Where, offset by the past length, is recognized)", h, hkv, d);
-        long sq = qs[2], sk = ks[2];
+        object? sq = qs[2], sk = ks[2];
         long? sliceTo = null;
         if (cache is not null)
         {
-            if (sk != sq) return Refuse("with a cache, the new keys must be as many as the queries", h, hkv, d);
-            if (eval.Shape(cache.PastKey) is not { Length: 4 } ps || ps[1] != hkv || ps[3] != d)
+            if (sq is null || !Equals(sk, sq)) return Refuse("with a cache, the new keys must be as many as the queries", h, hkv, d);
+            if (eval.PartialShape(cache.PastKey) is not { Length: 4 } ps || !Equals(ps[1], (long)hkv) || !Equals(ps[3], (long)d))
                 return Refuse("the past keys are not [B, kv_heads, past, head_size] with static heads and head size", h, hkv, d);
         }
-        else if (sk > sq) sliceTo = sq;  // top-left causal: keys >= S are never attended
-        else if (sk < sq) return Refuse($"more queries ({sq}) than keys ({sk})", h, hkv, d);
+        else if (sq is long a && sk is long b && b > a) sliceTo = a;  // top-left causal: keys >= S are never attended
+        else if (sq is null || !Equals(sq, sk)) return Refuse($"query length {sq ?? "?"} and key length {sk ?? "?"} are not provably compatible", h, hkv, d);
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only", h, hkv, d);
         foreach (var inner in new[] { scores.Output[0], softmax.Output[0] })
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
