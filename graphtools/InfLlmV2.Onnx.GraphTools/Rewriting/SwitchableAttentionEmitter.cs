@@ -92,6 +92,14 @@ public static class SwitchableAttentionEmitter
         var presentValue = o.PresentValue.Length > 0 ? o.PresentValue : N("present_value");
         nodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, presentKey, presentValue],
             c.SwitchableAttributes(o.NumHeads, o.KvNumHeads, carried), N("SwitchableAttention")));
+        // Types of the new values (shape inference cannot see through a custom op).
+        if (c.Index.ElementType(o.Query) is { } type)
+        {
+            if (o.Rank == 4) g.ValueInfo.Add(Tensor(out3, type, null, null, (long)o.NumHeads * o.HeadSize));
+            foreach (var present in new[] { presentKey, presentValue })
+                if (!c.Index.IsGraphOutput(present) && c.Index.TensorType(present) is null)
+                    g.ValueInfo.Add(Tensor(present, type, null, o.KvNumHeads, null, o.HeadSize));
+        }
         if (o.Rank == 4)
         {
             var split = N("output_bsnh");
