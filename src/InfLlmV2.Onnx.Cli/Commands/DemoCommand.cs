@@ -22,7 +22,7 @@ public static class DemoCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var cmd = new Command("demo", "Run SwitchableAttention on a 16k-token context in dense and sparse mode");
+        var cmd = new Command("demo", "The op on a 16k context (dense vs sparse), then the default model: generate, rewrite, compare original vs rewritten");
         var longLen = new Option<int>("--long-prompt") { Description = "Length of the long (sparse) prompt", DefaultValueFactory = _ => 16384 };
         cmd.Options.Add(longLen);
         cmd.SetAction(r => CommandRunner.Guard(() =>
