@@ -59,56 +59,22 @@ public sealed class RewriteContext
     }
 
     /// <summary>
-    /// seqlens_k and total_sequence_length for a query [B, S, *] after a past [B, Hkv, P, D] of
-    /// uniform length (no padding): total = P + S. Built once per past.
+    /// seqlens_k (int32 [B]) and total_sequence_length (int32 scalar) for a query [B, S, *] after an
+    /// optional past [B, Hkv, P, D] of uniform length (no padding): total = P + S, seqlens_k =
+    /// total - 1 for every entry. Built once per <paramref name="shareKey"/> (or per past) and reused
+    /// by every layer with the same key.
     /// </summary>
-    public (string SeqlensK, string Total) LengthsFromQueryAndPast(string query3d, string pastKey)
+    public (string SeqlensK, string Total) Lengths(string query3d, string? pastKey, string shareKey)
     {
-        var key = "past|" + pastKey;
+        var key = pastKey is null ? shareKey : "past|" + pastKey;
         if (_lengths.TryGetValue(key, out var known)) return known;
         string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
-        var qShape = N("query_shape");
-        var pShape = N("past_shape");
-        var seq = N("sequence_length");
-        var past = N("past_length");
-        var batch = N("batch_size");
-        var totalI64 = N("total_i64");
-        var total = N("total_sequence_length");
-        var one = N("one");
-        var minusOne = N("total_minus_one");
-        var seqlens = N("seqlens_k");
-        var idx1 = N("index_1");
-        var idx2 = N("index_2");
-        var range0 = N("starts_0");
-        var range1 = N("ends_1");
-        Graph.Initializer.Add(TensorProtos.Int64(idx1, [], [1]));
-        Graph.Initializer.Add(TensorProtos.Int64(idx2, [], [2]));
-        Graph.Initializer.Add(TensorProtos.Int64(range0, [1], [0]));
-        Graph.Initializer.Add(TensorProtos.Int64(range1, [1], [1]));
-        Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
-        Graph.Node.Add(Node("Shape", "", [query3d], [qShape], name: N("Shape")));
-        Graph.Node.Add(Node("Shape", "", [pastKey], [pShape], name: N("PastShape")));
-        Graph.Node.Add(Node("Gather", "", [qShape, idx1], [seq], [Attr("axis", 0L)], N("Gather")));
-        Graph.Node.Add(Node("Gather", "", [pShape, idx2], [past], [Attr("axis", 0L)], N("GatherPast")));
-        Graph.Node.Add(Node("Add", "", [seq, past], [totalI64], name: N("Add")));
-        Graph.Node.Add(Node("Slice", "", [qShape, range0, range1], [batch], name: N("Slice")));
-        Graph.Node.Add(Node("Cast", "", [totalI64], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
-        Graph.Node.Add(Node("Sub", "", [total, one], [minusOne], name: N("Sub")));
-        Graph.Node.Add(Node("Expand", "", [minusOne, batch], [seqlens], name: N("Expand")));
-        var r = (seqlens, total);
-        _lengths[key] = r;
-        return r;
-    }
-
-    /// <summary>
-    /// seqlens_k (int32 [B]) and total_sequence_length (int32 scalar) for a query [B, S, *] without
-    /// past and without padding: total = S, seqlens_k = S - 1 for every entry. Built once per
-    /// <paramref name="shareKey"/> and reused by every layer with the same key.
-    /// </summary>
-    public (string SeqlensK, string Total) LengthsFromQuery(string query3d, string shareKey)
-    {
-        if (_lengths.TryGetValue(shareKey, out var known)) return known;
-        string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
+        string Int64(string hint, long[] dims, long value)
+        {
+            var name = N(hint);
+            Graph.Initializer.Add(TensorProtos.Int64(name, dims, [value]));
+            return name;
+        }
         var shape = N("query_shape");
         var seq = N("sequence_length");
         var batch = N("batch_size");
@@ -116,21 +82,25 @@ public sealed class RewriteContext
         var one = N("one");
         var minusOne = N("total_minus_one");
         var seqlens = N("seqlens_k");
-        var idx1 = N("index_1");
-        var range0 = N("starts_0");
-        var range1 = N("ends_1");
-        Graph.Initializer.Add(TensorProtos.Int64(idx1, [], [1]));
-        Graph.Initializer.Add(TensorProtos.Int64(range0, [1], [0]));
-        Graph.Initializer.Add(TensorProtos.Int64(range1, [1], [1]));
         Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
         Graph.Node.Add(Node("Shape", "", [query3d], [shape], name: N("Shape")));
-        Graph.Node.Add(Node("Gather", "", [shape, idx1], [seq], [Attr("axis", 0L)], N("Gather")));
-        Graph.Node.Add(Node("Slice", "", [shape, range0, range1], [batch], name: N("Slice")));
-        Graph.Node.Add(Node("Cast", "", [seq], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
+        Graph.Node.Add(Node("Gather", "", [shape, Int64("index_1", [], 1)], [seq], [Attr("axis", 0L)], N("Gather")));
+        Graph.Node.Add(Node("Slice", "", [shape, Int64("starts_0", [1], 0), Int64("ends_1", [1], 1)], [batch], name: N("Slice")));
+        var length = seq;
+        if (pastKey is not null)
+        {
+            var pastShape = N("past_shape");
+            var past = N("past_length");
+            length = N("total_i64");
+            Graph.Node.Add(Node("Shape", "", [pastKey], [pastShape], name: N("PastShape")));
+            Graph.Node.Add(Node("Gather", "", [pastShape, Int64("index_2", [], 2)], [past], [Attr("axis", 0L)], N("GatherPast")));
+            Graph.Node.Add(Node("Add", "", [seq, past], [length], name: N("Add")));
+        }
+        Graph.Node.Add(Node("Cast", "", [length], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
         Graph.Node.Add(Node("Sub", "", [total, one], [minusOne], name: N("Sub")));
         Graph.Node.Add(Node("Expand", "", [minusOne, batch], [seqlens], name: N("Expand")));
         var r = (seqlens, total);
-        _lengths[shareKey] = r;
+        _lengths[key] = r;
         return r;
     }
 }

@@ -80,7 +80,7 @@ public static class SwitchableAttentionEmitter
         var shareKey = qShape is not null && qShape.All(d => d is not null)
             ? $"{g.Name}|{string.Join(",", qShape)}|{o.Rank}"
             : $"{g.Name}|{o.Query}";
-        var (seqlens, total) = o.PastKey is null ? c.LengthsFromQuery(q3, shareKey) : c.LengthsFromQueryAndPast(q3, o.PastKey);
+        var (seqlens, total) = c.Lengths(q3, o.PastKey, shareKey);
         var carried = new List<AttributeProto>();
         if (o.Scale is float s) carried.Add(Attr("scale", s));
         if (o.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
