@@ -29,7 +29,11 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 template <typename T>
 inline void ToFloatRow(const T* src, float* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = ToFloat(src[i]);
+  if constexpr (std::is_same_v<T, Float16>) {
+    SelectMicrokernels().half_to_float(reinterpret_cast<const uint16_t*>(src), dst, n);  // F16C where available
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = ToFloat(src[i]);
+  }
 }
 
 // Rotary embedding of one head vector, in place on fp32 values (GQA's convention).

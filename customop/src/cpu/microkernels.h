@@ -24,6 +24,8 @@ struct Microkernels {
   // masks the rest to -inf, raises the running max m[r] (rescaling l[r] and acc row r, stride d),
   // turns x into exp(x - m[r]) and adds its sum to l[r].
   void (*softmax_update)(float* x, int rows, int lo, int hi, float* m, float* l, float* acc, int64_t d);
+  // dst[i] = float(src[i]) for IEEE half bits src, i < n (F16C/AVX-512 conversions where available).
+  void (*half_to_float)(const uint16_t* src, float* dst, int64_t n);
   // kt[i * 64 + j] = k[j * d + i] for j < n, 0 for n <= j < 64.
   void (*transpose)(const float* k, int n, int64_t d, float* kt);
 };
