@@ -161,6 +161,21 @@ TEST(SparseVsReference, AutoModeRaggedBatchSwitchesPerEntry) {
   ExpectMatchesReference(c);
 }
 
+TEST(KernelVsReference, ChunkedPrefillWithRaggedBatch) {
+  // Unlike GQA (batch 1 only), any batch may continue a prompt, each entry at its own past length.
+  for (int32_t mode : {1, 2}) {
+    Case c;
+    c.batch = 2;
+    c.seq_len = 20;
+    c.past_capacity = 700;
+    c.totals = {400, 713};
+    c.attrs = SmallBudget();
+    c.mode = mode;
+    c.rotary = true;
+    ExpectMatchesReference(c);
+  }
+}
+
 TEST(SparseVsReference, OtherGeometry) {
   Case c;
   c.seq_len = 40;
