@@ -67,33 +67,4 @@ public static class OnnxTestData
         t.RawData = Google.Protobuf.ByteString.CopyFrom(value.GetTensorMutableRawData());
         return t;
     }
-
-    /// <summary>Every element of a numeric tensor as double (fp32, fp16, bf16, fp64, integers, bool).</summary>
-    public static double[] ToDoubles(TensorProto tensor, string? baseDirectory = null)
-    {
-        var type = (TensorProto.Types.DataType)tensor.DataType;
-        var bytes = TensorProtos.GetBytes(tensor, baseDirectory);
-        int n = (int)TensorProtos.ElementCount(tensor);
-        var r = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            r[i] = type switch
-            {
-                TensorProto.Types.DataType.Float => BitConverter.ToSingle(bytes, i * 4),
-                TensorProto.Types.DataType.Double => BitConverter.ToDouble(bytes, i * 8),
-                TensorProto.Types.DataType.Float16 => (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2)),
-                TensorProto.Types.DataType.Bfloat16 => BitConverter.Int32BitsToSingle(BitConverter.ToUInt16(bytes, i * 2) << 16),
-                TensorProto.Types.DataType.Int32 => BitConverter.ToInt32(bytes, i * 4),
-                TensorProto.Types.DataType.Int64 => BitConverter.ToInt64(bytes, i * 8),
-                TensorProto.Types.DataType.Uint32 => BitConverter.ToUInt32(bytes, i * 4),
-                TensorProto.Types.DataType.Uint64 => BitConverter.ToUInt64(bytes, i * 8),
-                TensorProto.Types.DataType.Int16 => BitConverter.ToInt16(bytes, i * 2),
-                TensorProto.Types.DataType.Uint16 => BitConverter.ToUInt16(bytes, i * 2),
-                TensorProto.Types.DataType.Int8 => (sbyte)bytes[i],
-                TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Bool => bytes[i],
-                _ => throw new NotSupportedException($"Tensor '{tensor.Name}': data type {type} cannot be compared"),
-            };
-        }
-        return r;
-    }
 }

@@ -235,10 +235,10 @@ public class DecoderSessionFixtureTests
             var folder = Path.Combine(dir, "ref_ort1.30_cpu", set);
             var inputs = OnnxTestData.ReadAll(folder, "input");
             var outputs = OnnxTestData.ReadAll(folder, "output");
-            var ids = OnnxTestData.ToDoubles(inputs.Single(t => t.Name == "input_ids")).Select(x => (int)x).ToArray();
+            var ids = TensorProtos.ToDoubles(inputs.Single(t => t.Name == "input_ids")).Select(x => (int)x).ToArray();
             session.AppendTokens(ids);
             var logits = outputs.Single(t => t.Name == "logits");
-            var want = OnnxTestData.ToDoubles(logits);
+            var want = TensorProtos.ToDoubles(logits);
             int vocab = (int)logits.Dims[^1];
             var last = want.Skip(want.Length - vocab).Select(x => (float)x).ToArray();
             Assert.True(ModelRunner.MaxAbsDiff(session.LastLogits()!, last) <= atol, set);

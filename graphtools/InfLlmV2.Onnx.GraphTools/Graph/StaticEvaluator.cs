@@ -4,14 +4,14 @@ namespace InfLlmV2.Onnx.GraphTools;
 
 /// <summary>
 /// Folds the small shape-only subgraphs of exported attention (head sizes, scale factors, reshape
-/// targets) to numbers, and infers static shapes through the few ops that carry them
-/// (Identity, Cast, Transpose, Reshape, Unsqueeze, elementwise Mul/Div). Returns null whenever a
-/// value is not provably static.
+/// targets) to numbers, and infers shapes (static or symbolic dims) through the few ops that carry
+/// them (Identity, Cast, Transpose, Reshape, Unsqueeze, Concat, elementwise ops). Returns null
+/// whenever a value or a rank is not known.
 /// </summary>
 public sealed class StaticEvaluator(GraphIndex graph)
 {
     private readonly Dictionary<string, double[]?> _values = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, long[]?> _shapes = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, object?[]?> _shapes = new(StringComparer.Ordinal);
 
     /// <summary>The elements of a small constant-foldable tensor, or null.</summary>
     public double[]? Values(string value, int depth = 0)
@@ -31,55 +31,19 @@ public sealed class StaticEvaluator(GraphIndex graph)
     /// </summary>
     public object?[]? PartialShape(string value, int depth = 0)
     {
-        if (Shape(value) is { } full) return full.Select(d => (object?)d).ToArray();
-        if (graph.Shape(value) is { } known) return known.ToArray();
-        var n = graph.Producer(value);
-        if (n is null || depth > 32) return null;
-        object?[]? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? PartialShape(n.Input[i], depth + 1) : null;
-        switch (n.OpType)
-        {
-            case "Identity" or "Cast" or "CastLike":
-                return In(0);
-            case "Transpose":
-            {
-                var x = In(0);
-                var perm = n.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray();
-                if (x is null) return null;
-                perm ??= Enumerable.Range(0, x.Length).Reverse().Select(i => (long)i).ToArray();
-                return perm.Length == x.Length ? perm.Select(p => x[p]).ToArray() : null;
-            }
-            case "Reshape":
-            {
-                var x = In(0);
-                var target = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : null;
-                if (target is null) return null;
-                return target.Select((t, i) => t == 0 ? (x is not null && i < x.Length ? x[i] : null) : t < 0 ? null : (object?)(long)t).ToArray();
-            }
-            case "Concat":
-            {
-                var parts = n.Input.Select(i => PartialShape(i, depth + 1)).ToList();
-                if (parts.Any(p => p is null) || parts.Count == 0 || parts.Any(p => p!.Length != parts[0]!.Length)) return null;
-                long axis = n.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
-                if (axis < 0) axis += parts[0]!.Length;
-                var r = (object?[])parts[0]!.Clone();
-                r[axis] = parts.All(p => p![axis] is long) ? parts.Sum(p => (long)p![axis]!) : null;
-                return r;
-            }
-            case "Mul" or "Div" or "Add" or "Sub" or "Neg":
-                return In(0) is { } a && (n.Input.Count < 2 || Values(n.Input[1], depth + 1) is { Length: 1 }) ? a : null;
-            default:
-                return null;
-        }
-    }
-
-    /// <summary>The fully static shape of a value, or null.</summary>
-    public long[]? Shape(string value, int depth = 0)
-    {
         if (_shapes.TryGetValue(value, out var known)) return known;
         var r = depth > 32 ? null : ComputeShape(value, depth);
         _shapes[value] = r;
         return r;
     }
+
+    /// <summary>The fully static shape of a value, or null.</summary>
+    public long[]? Shape(string value, int depth = 0) =>
+        PartialShape(value, depth) is { } s && s.All(d => d is long) ? s.Select(d => (long)d!).ToArray() : null;
+
+    /// <summary>The axes of an Unsqueeze/Squeeze node (input 1 since opset 13, attribute before), or null.</summary>
+    public double[]? Axes(NodeProto node) =>
+        node.Input.Count > 1 ? Values(node.Input[1]) : node.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(v => (double)v).ToArray();
 
     private double[]? ComputeValues(string value, int depth)
     {
@@ -144,19 +108,19 @@ public sealed class StaticEvaluator(GraphIndex graph)
         }
     }
 
-    private long[]? ComputeShape(string value, int depth)
+    private object?[]? ComputeShape(string value, int depth)
     {
-        if (graph.Shape(value) is { } s && s.All(d => d is long)) return s.Select(d => (long)d!).ToArray();
+        if (graph.Shape(value) is { } declared) return declared.ToArray();
         var n = graph.Producer(value);
         if (n is null) return null;
-        long[]? InShape(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? Shape(n.Input[i], depth + 1) : null;
+        object?[]? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? PartialShape(n.Input[i], depth + 1) : null;
         switch (n.OpType)
         {
-            case "Identity" or "Cast" or "CastLike":
-                return InShape(0);
+            case "Identity" or "Cast" or "CastLike" or "Neg":
+                return In(0);
             case "Transpose":
             {
-                var x = InShape(0);
+                var x = In(0);
                 var perm = n.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.ToArray();
                 if (x is null) return null;
                 perm ??= Enumerable.Range(0, x.Length).Reverse().Select(i => (long)i).ToArray();
@@ -164,55 +128,58 @@ public sealed class StaticEvaluator(GraphIndex graph)
             }
             case "Reshape":
             {
-                var x = InShape(0);
+                var x = In(0);
                 var target = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : null;
-                if (x is null || target is null || (n.Attribute.FirstOrDefault(a => a.Name == "allowzero")?.I ?? 0) != 0) return null;
-                var r = target.Select((t, i) => t == 0 && i < x.Length ? x[i] : (long)t).ToArray();
-                long total = x.Aggregate(1L, (p, d) => p * d);
-                int unknown = Array.IndexOf(r, -1L);
-                if (unknown >= 0)
+                if (target is null || (n.Attribute.FirstOrDefault(a => a.Name == "allowzero")?.I ?? 0) != 0) return null;
+                var r = target.Select((t, i) => t == 0 ? (x is not null && i < x.Length ? x[i] : null) : t < 0 ? null : (object?)(long)t).ToArray();
+                if (x is null || !x.All(d => d is long)) return r;
+                // Fully static input: infer a -1 and check the element count.
+                long total = x.Aggregate(1L, (p, d) => p * (long)d!);
+                int unknown = Array.IndexOf(target, -1.0);
+                if (unknown >= 0 && r.Where((d, i) => i != unknown).All(d => d is long))
                 {
-                    long known = r.Where((d, i) => i != unknown).Aggregate(1L, (p, d) => p * d);
-                    if (known == 0 || total % known != 0) return null;
-                    r[unknown] = total / known;
+                    long rest = r.Where((d, i) => i != unknown).Aggregate(1L, (p, d) => p * (long)d!);
+                    if (rest == 0 || total % rest != 0) return null;
+                    r[unknown] = total / rest;
                 }
-                return r.Aggregate(1L, (p, d) => p * d) == total ? r : null;
+                return r.All(d => d is long) && r.Aggregate(1L, (p, d) => p * (long)d!) != total ? null : r;
             }
             case "Unsqueeze":
             {
-                var x = InShape(0);
-                var axes = n.Input.Count > 1 ? Values(n.Input[1], depth + 1) : n.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(v => (double)v).ToArray();
+                var x = In(0);
+                var axes = Axes(n);
                 if (x is null || axes is null) return null;
                 var r = x.ToList();
                 int rank = x.Length + axes.Length;
-                foreach (var a in axes.Select(a => (int)(a < 0 ? a + rank : a)).Order()) r.Insert(a, 1);
+                foreach (var a in axes.Select(a => (int)(a < 0 ? a + rank : a)).Order()) r.Insert(a, 1L);
                 return r.ToArray();
             }
             case "Concat":
             {
-                var parts = n.Input.Select(i => Shape(i, depth + 1)).ToList();
-                if (parts.Any(p => p is null) || parts.Count == 0) return null;
-                int rank = parts[0]!.Length;
+                var parts = n.Input.Select(i => PartialShape(i, depth + 1)).ToList();
+                if (parts.Any(p => p is null) || parts.Count == 0 || parts.Any(p => p!.Length != parts[0]!.Length)) return null;
                 long axis = n.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
-                if (axis < 0) axis += rank;
-                if (parts.Any(p => p!.Length != rank)) return null;
-                var r = (long[])parts[0]!.Clone();
-                r[axis] = parts.Sum(p => p![axis]);
+                if (axis < 0) axis += parts[0]!.Length;
+                var r = (object?[])parts[0]!.Clone();
+                r[axis] = parts.All(p => p![axis] is long) ? parts.Sum(p => (long)p![axis]!) : null;
                 return r;
             }
             case "Mul" or "Div" or "Add" or "Sub":
             {
-                var a = InShape(0);
-                var b = InShape(1);
+                var a = In(0);
+                // A one-element constant operand broadcasts like a scalar.
+                var b = In(1) ?? (Values(n.Input[1], depth + 1) is { Length: 1 } ? [] : null);
                 if (a is null || b is null) return null;
                 int rank = Math.Max(a.Length, b.Length);
-                var r = new long[rank];
+                var r = new object?[rank];
                 for (int i = 0; i < rank; i++)
                 {
-                    long da = i - (rank - a.Length) >= 0 ? a[i - (rank - a.Length)] : 1;
-                    long db = i - (rank - b.Length) >= 0 ? b[i - (rank - b.Length)] : 1;
-                    if (da != db && da != 1 && db != 1) return null;
-                    r[i] = Math.Max(da, db);
+                    object? da = i - (rank - a.Length) >= 0 ? a[i - (rank - a.Length)] : 1L;
+                    object? db = i - (rank - b.Length) >= 0 ? b[i - (rank - b.Length)] : 1L;
+                    if (Equals(da, db) || Equals(db, 1L)) r[i] = da;
+                    else if (Equals(da, 1L)) r[i] = db;
+                    else if (da is long && db is long) return null;  // incompatible
+                    else r[i] = null;
                 }
                 return r;
             }
@@ -226,19 +193,8 @@ public sealed class StaticEvaluator(GraphIndex graph)
         if (t.DataLocation == TensorProto.Types.DataLocation.External || TensorProtos.ElementCount(t) > 64) return null;
         try
         {
-            var bytes = TensorProtos.GetBytes(t);
-            var type = (TensorProto.Types.DataType)t.DataType;
-            int n = (int)TensorProtos.ElementCount(t);
-            return Enumerable.Range(0, n).Select(i => type switch
-            {
-                TensorProto.Types.DataType.Float => BitConverter.ToSingle(bytes, i * 4),
-                TensorProto.Types.DataType.Double => BitConverter.ToDouble(bytes, i * 8),
-                TensorProto.Types.DataType.Float16 => (double)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(bytes, i * 2)),
-                TensorProto.Types.DataType.Int64 => BitConverter.ToInt64(bytes, i * 8),
-                TensorProto.Types.DataType.Int32 => BitConverter.ToInt32(bytes, i * 4),
-                TensorProto.Types.DataType.Bool or TensorProto.Types.DataType.Uint8 => bytes[i],
-                _ => double.NaN,
-            }).ToArray() is var v && v.Any(double.IsNaN) ? null : v;
+            var v = TensorProtos.ToDoubles(t);
+            return v.Any(double.IsNaN) ? null : v;
         }
         catch (NotSupportedException)
         {

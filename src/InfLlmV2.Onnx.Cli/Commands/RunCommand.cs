@@ -1,3 +1,4 @@
+using InfLlmV2.Onnx.GraphTools;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
@@ -124,8 +125,8 @@ public static class RunCommand
             }
             else
             {
-                var a = OnnxTestData.ToDoubles(got);
-                var b = OnnxTestData.ToDoubles(want, inputDir);
+                var a = TensorProtos.ToDoubles(got);
+                var b = TensorProtos.ToDoubles(want, inputDir);
                 diff = 0;
                 for (int k = 0; k < a.Length; k++)
                 {
