@@ -58,7 +58,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         RuleCheck Refuse(string why, int? h = null, int? hkv = null, int? d = null) => RuleCheck.Refuse("decomposed attention: " + why, h, hkv, d);
 
         // Softmax over the last axis.
-        long axis = softmax.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? -1;
+        long axis = softmax.IntAttr("axis") ?? -1;
         // Upstream: [Cast]* [Add(scores, bias)] [Cast]* [Mul|Div by constant]* MatMul.
         string x = SkipUp(g, softmax.Input[0]);
         string? bias = null;
@@ -93,7 +93,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var transpose = g.Producer(kt);
         if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
             return Refuse("the key operand is not Transpose(K, [0,1,3,2])");
-        var k = RepeatKvSource(g, SkipUp(g, transpose.Input[0]));
+        var k = RepeatKvSource(g, eval, SkipUp(g, transpose.Input[0]));
 
         // Downstream: Softmax → [Cast]* → [Where(cond, 0, p)] → [Cast]* → MatMul(p, repeat_kv(V)).
         string p = SkipDown(g, softmax.Output[0]);
@@ -103,7 +103,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             p = SkipDown(g, guard.Output[0]);
         if (Readers(p) is not [{ OpType: "MatMul" } outMatMul] || outMatMul.Input[0] != p)
             return Refuse("the softmax output does not feed exactly one MatMul(probabilities, V)");
-        var v = RepeatKvSource(g, SkipUp(g, outMatMul.Input[1]));
+        var v = RepeatKvSource(g, eval, SkipUp(g, outMatMul.Input[1]));
         // A cache: K = Concat(past_key, new keys, axis 2), V likewise.
         Cache? cache = null;
         if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
@@ -218,22 +218,16 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     }
 
     // repeat_kv(X) = Reshape(Expand(Unsqueeze(X, axis 2), ·), ·): returns X; any other value is its own source.
-    private static string RepeatKvSource(GraphIndex g, string value)
-    {
-        if (g.Producer(value) is { OpType: "Reshape" } r && g.Producer(SkipUp(g, r.Input[0])) is { OpType: "Expand" } e &&
-            g.Producer(SkipUp(g, e.Input[0])) is { OpType: "Unsqueeze" } u)
-        {
-            var eval = new StaticEvaluator(g);
-            var axes = u.Input.Count > 1 ? eval.Values(u.Input[1]) : u.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(x => (double)x).ToArray();
-            if (axes is [2]) return SkipUp(g, u.Input[0]);
-        }
-        return value;
-    }
+    private static string RepeatKvSource(GraphIndex g, StaticEvaluator eval, string value) =>
+        g.Producer(value) is { OpType: "Reshape" } r && g.Producer(SkipUp(g, r.Input[0])) is { OpType: "Expand" } e &&
+        g.Producer(SkipUp(g, e.Input[0])) is { OpType: "Unsqueeze" } u && eval.Axes(u) is [2]
+            ? SkipUp(g, u.Input[0])
+            : value;
 
     // Concat(past, new, axis 2) producing value, or null.
     private static NodeProto? PastConcat(GraphIndex g, string value) =>
         g.Producer(value) is { OpType: "Concat" } c && c.Input.Count == 2 &&
-        (c.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0) is 2 or -2 ? c : null;
+        (c.IntAttr("axis") ?? 0) is 2 or -2 ? c : null;
 
     // The row offset P of a causal mask Where(Less(Range(0,S)[:,None] + P, Range(0,T)[None,:]), -inf, 0),
     // optionally added to a zero ConstantOfShape: a constant, or -1 for "the length of `past`"
@@ -275,18 +269,17 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var n = g.Producer(SkipUp(g, value));
         if (n is { OpType: "Shape" } s && SkipUp(g, s.Input[0]) == past)
         {
-            long start = s.Attribute.FirstOrDefault(a => a.Name == "start")?.I ?? 0, end = s.Attribute.FirstOrDefault(a => a.Name == "end")?.I ?? 4;
+            long start = s.IntAttr("start") ?? 0, end = s.IntAttr("end") ?? 4;
             return (start is 2 or -2) && (end is 3 or -1);
         }
         return n is { OpType: "Gather" } gat && g.Producer(gat.Input[0]) is { OpType: "Shape" } sh && SkipUp(g, sh.Input[0]) == past &&
-               eval.Scalar(gat.Input[1]) == 2 && (sh.Attribute.FirstOrDefault(a => a.Name == "start")?.I ?? 0) == 0;
+               eval.Scalar(gat.Input[1]) == 2 && (sh.IntAttr("start") ?? 0) == 0;
     }
 
     private static bool IsIndexRange(GraphIndex g, StaticEvaluator eval, string value, int unsqueezeAxis)
     {
         if (g.Producer(value) is not { OpType: "Unsqueeze" } u) return false;
-        var axes = u.Input.Count > 1 ? eval.Values(u.Input[1]) : u.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.Select(x => (double)x).ToArray();
-        if (axes is not { Length: 1 } || axes[0] != unsqueezeAxis) return false;
+        if (eval.Axes(u) is not { Length: 1 } axes || axes[0] != unsqueezeAxis) return false;
         return g.Producer(u.Input[0]) is { OpType: "Range" } r && eval.Scalar(r.Input[0]) == 0 && eval.Scalar(r.Input[2]) == 1;
     }
 

@@ -29,7 +29,7 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
     /// <inheritdoc/>
     public RuleCheck Check(GraphIndex graph, NodeProto node, RewriteOptions options)
     {
-        long heads = IntAttr(node, "num_heads") ?? 0, kvHeads = IntAttr(node, "kv_num_heads") ?? 0;
+        long heads = node.IntAttr("num_heads") ?? 0, kvHeads = node.IntAttr("kv_num_heads") ?? 0;
         if (heads <= 0 || kvHeads <= 0) return RuleCheck.Refuse("num_heads/kv_num_heads missing or not positive");
         int h = (int)heads, hkv = (int)kvHeads;
         int? headSize = HeadSize(graph, node, h, hkv);
@@ -58,9 +58,9 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
             };
             if (why is not null) return Refuse(why);
         }
-        if ((IntAttr(node, "local_window_size") ?? -1) > 0)
+        if ((node.IntAttr("local_window_size") ?? -1) > 0)
             return Refuse("local_window_size (sliding-window attention) is supported in dense mode only; sparse mode would change the model");
-        if (IntAttr(node, "do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
+        if (node.IntAttr("do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
             return Refuse("do_rotary=1 without cos_cache/sin_cache");
         var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
         if (type is TensorProto.Types.DataType.Bfloat16)
@@ -118,7 +118,6 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         return name;
     }
 
-    private static long? IntAttr(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.I;
 
     private static int? HeadSize(GraphIndex g, NodeProto n, int heads, int kvHeads)
     {

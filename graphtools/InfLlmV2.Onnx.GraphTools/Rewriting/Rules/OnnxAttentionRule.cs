@@ -39,7 +39,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
         }
         else if (rank == 3)
         {
-            heads = (int?)IntAttr(node, "q_num_heads"); kvHeads = (int?)IntAttr(node, "kv_num_heads");
+            heads = (int?)node.IntAttr("q_num_heads"); kvHeads = (int?)node.IntAttr("kv_num_heads");
             if (heads is > 0 && Dim(qs![2]) is int hidden && hidden % heads == 0) headSize = hidden / heads.Value;
         }
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, heads, kvHeads, headSize);
@@ -52,7 +52,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
         for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
-        if ((IntAttr(node, "is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
+        if ((node.IntAttr("is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
         if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
         if (headSize is null) return Refuse("head size unknown");
@@ -82,8 +82,8 @@ public sealed class OnnxAttentionRule : IAttentionRule
             else return Refuse($"query length {sq ?? "?"} and key length {sk ?? "?"} are not provably compatible (need equal, or static with keys longer)");
         }
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
-        float? scale = node.Attribute.FirstOrDefault(a => a.Name == "scale")?.F;
-        float? softcap = node.Attribute.FirstOrDefault(a => a.Name == "softcap")?.F;
+        float? scale = node.FloatAttr("scale");
+        float? softcap = node.FloatAttr("softcap");
         return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap,
             hasPast ? Input(4) : null, hasPast ? Input(5) : null));
     }
@@ -107,5 +107,4 @@ public sealed class OnnxAttentionRule : IAttentionRule
 
     private static int? Dim(object? d) => d is long v ? (int)v : null;
 
-    private static long? IntAttr(NodeProto n, string name) => n.Attribute.FirstOrDefault(a => a.Name == name)?.I;
 }
