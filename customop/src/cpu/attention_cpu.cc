@@ -379,12 +379,13 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
   const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
   const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
   std::vector<int64_t> cursor(static_cast<size_t>(t1 - t0), 0);
+  std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
   for (int64_t bi = 0; bi < n_blocks; ++bi) {
     const int64_t blk = blocks[bi];
     const int64_t k0 = blk * Bk;
     const int64_t k_end = std::min(k0 + Bk, total);
-    // Tokens attending to this block (sparse lists advance their cursor).
-    std::vector<int64_t> attending;
+    // Sparse lists advance their cursor to this block.
+    attending.clear();
     for (int64_t t = 0; t < t1 - t0; ++t) {
       if (past + t0 + t >= total) continue;
       if (list_len[t] >= 0) {
