@@ -61,7 +61,7 @@ public static class AttentionRewriter
         bool any = false;
         if (rewrite && accepted.Count > 0)
         {
-            var context = new RewriteContext(model, graph, index, options, isMain);
+            var context = new RewriteContext(graph, index, options, isMain);
             foreach (var (rule, match, at) in accepted)
             {
                 progress?.Invoke($"{graph.Name}/{match.Node.Name}");

@@ -8,17 +8,13 @@ public sealed class RewriteContext
 {
     private readonly Dictionary<string, (string SeqlensK, string Total)> _lengths = new(StringComparer.Ordinal);
 
-    internal RewriteContext(ModelProto model, GraphProto graph, GraphIndex index, RewriteOptions options, bool isMainGraph)
+    internal RewriteContext(GraphProto graph, GraphIndex index, RewriteOptions options, bool isMainGraph)
     {
-        Model = model;
         Graph = graph;
         Index = index;
         Options = options;
         IsMainGraph = isMainGraph;
     }
-
-    /// <summary>The whole model (for opset imports).</summary>
-    public ModelProto Model { get; }
 
     /// <summary>The graph holding the matched node.</summary>
     public GraphProto Graph { get; }

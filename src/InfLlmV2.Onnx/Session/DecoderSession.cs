@@ -184,10 +184,11 @@ public sealed class DecoderSession : IDisposable
         return v;
     }
 
-    private OrtValue EmptyCache(long windowsOrTokens = 0) =>
+    // An empty past ([B, Hkv, 0, D]) for the first step of a growing cache.
+    private OrtValue EmptyCache() =>
         _model.CacheType == TensorElementType.Float16
-            ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [BatchSize, _model.KvNumHeads, windowsOrTokens, _model.HeadSize])
-            : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [BatchSize, _model.KvNumHeads, windowsOrTokens, _model.HeadSize]);
+            ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [BatchSize, _model.KvNumHeads, 0, _model.HeadSize])
+            : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [BatchSize, _model.KvNumHeads, 0, _model.HeadSize]);
 
     private void Step(IReadOnlyList<int[]> tokens)
     {
