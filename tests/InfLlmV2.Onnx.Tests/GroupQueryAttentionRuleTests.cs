@@ -41,7 +41,6 @@ public class GroupQueryAttentionRuleTests
     [InlineData("attention_bias", "attention_bias")]
     [InlineData("qk_output", "qk_output")]
     [InlineData("smooth_softmax", "smooth_softmax")]
-    [InlineData("local_window_size", "local_window_size")]
     [InlineData("k_quant_type", "quantized KV cache")]
     [InlineData("head_sink", "head_sink")]
     [InlineData("unknown_attr", "unknown attribute")]
@@ -55,7 +54,6 @@ public class GroupQueryAttentionRuleTests
             case "head_sink": while (node.Input.Count < 12) node.Input.Add(""); node.Input[11] = "sink"; break;
             case "qk_output": node.Attribute.Add(GraphBuilder.Attr("qk_output", 1L)); node.Output.Add("qk"); break;
             case "smooth_softmax": node.Attribute.Add(GraphBuilder.Attr("smooth_softmax", 1L)); break;
-            case "local_window_size": node.Attribute.Add(GraphBuilder.Attr("local_window_size", 128L)); break;
             case "k_quant_type":
                 node.Attribute.Add(new AttributeProto { Name = "k_quant_type", Type = AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8("PER_TENSOR") });
                 break;
@@ -66,6 +64,20 @@ public class GroupQueryAttentionRuleTests
         Assert.False(site.Rewritten);
         Assert.Contains(reason, site.Reason);
         Assert.Equal("GroupQueryAttention", model.Graph.Node.Single().OpType);  // untouched
+    }
+
+    [Fact]
+    public void SlidingWindow_IsRewrittenDenseOnly_WithANote()
+    {
+        var model = AttentionNodeModels.Build(new AttentionNodeConfig { Kind = AttentionOpKind.GroupQueryAttention });
+        model.Graph.Node.Single().Attribute.Add(GraphBuilder.Attr("local_window_size", 128L));
+        var site = Assert.Single(AttentionRewriter.Rewrite(model, new RewriteOptions { DenseLen = 1024 }));
+        Assert.True(site.Rewritten, site.Reason);
+        Assert.Contains("sliding window of 128 keys: rewritten dense-only", site.Note);
+        var node = model.Graph.Node.Single();
+        Assert.Equal(128, node.IntAttr("local_window_size"));
+        Assert.Equal(int.MaxValue, node.IntAttr("dense_len"));  // wins over --dense-len
+        Assert.Single(node.Attribute, a => a.Name == "dense_len");
     }
 
     [Fact]

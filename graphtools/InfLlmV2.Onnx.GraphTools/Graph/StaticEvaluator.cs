@@ -5,7 +5,8 @@ namespace InfLlmV2.Onnx.GraphTools;
 /// <summary>
 /// Folds the small shape-only subgraphs of exported attention (head sizes, scale factors, reshape
 /// targets) to numbers, and infers shapes (static or symbolic dims) through the few ops that carry
-/// them (Identity, Cast, Transpose, Reshape, Unsqueeze, Concat, elementwise ops). Returns null
+/// them (Identity, Cast, Transpose, Reshape, Unsqueeze, Concat, Gather, MatMul with a 2-D weight,
+/// elementwise and shape-preserving ops such as the normalizations and RotaryEmbedding). Returns null
 /// whenever a value or a rank is not known.
 /// </summary>
 public sealed class StaticEvaluator(GraphIndex graph)
@@ -116,8 +117,30 @@ public sealed class StaticEvaluator(GraphIndex graph)
         object?[]? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? PartialShape(n.Input[i], depth + 1) : null;
         switch (n.OpType)
         {
-            case "Identity" or "Cast" or "CastLike" or "Neg":
-                return In(0);
+            case "Identity" or "Cast" or "CastLike" or "Neg" or "Sigmoid" or "Relu" or "Tanh" or "Softmax"
+                or "RMSNormalization" or "LayerNormalization" or "SimplifiedLayerNormalization" or "RotaryEmbedding" or "TensorScatter":
+                // Shape-preserving in their first output (RotaryEmbedding and TensorScatter: the
+                // input's shape; the normalizations: X's shape).
+                return value == n.Output[0] ? In(0) : null;
+            case "Gather":
+            {
+                // data.shape[:axis] + indices.shape + data.shape[axis + 1:]
+                var data = In(0);
+                var indices = In(1);
+                if (data is null || indices is null) return null;
+                long axis = n.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0;
+                if (axis < 0) axis += data.Length;
+                if (axis < 0 || axis >= data.Length) return null;
+                return [.. data[..(int)axis], .. indices, .. data[((int)axis + 1)..]];
+            }
+            case "MatMul":
+            {
+                // [..., M, K] x [K, N] -> [..., M, N] (a 2-D right operand: the projections of exported LLMs).
+                var a = In(0);
+                var b = In(1);
+                if (a is not { Length: >= 2 } || b is not { Length: 2 }) return null;
+                return [.. a[..^1], b[1]];
+            }
             case "Transpose":
             {
                 var x = In(0);

@@ -15,7 +15,7 @@ public static class AttentionRewriter
 
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionForm()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionForm()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
@@ -53,7 +53,7 @@ public static class AttentionRewriter
                 if (check.Match is not null && !isMain && (options.AttentionModeInput || options.CompressedState))
                     check = RuleCheck.Refuse("inside a subgraph: graph inputs for attention_mode/compressed state cannot be added", check.NumHeads, check.KvNumHeads, check.HeadSize);
                 sites.Add(new AttentionSite(graph.Name, node.Name, rule.Form, check.NumHeads, check.KvNumHeads, check.HeadSize,
-                    check.Match is not null, check.Reason, Rewritten: false));
+                    check.Match is not null, check.Reason, Rewritten: false, check.Match?.Note));
                 if (check.Match is not null) accepted.Add((rule, check.Match, sites.Count - 1));
                 break;
             }

@@ -26,5 +26,6 @@ public enum AttentionForm
 /// <param name="Rewritable">Whether a rule accepts it.</param>
 /// <param name="Reason">Why a rule refuses it (null when rewritable).</param>
 /// <param name="Rewritten">Whether this run rewrote it.</param>
+/// <param name="Note">How a rewritable site is rewritten when that needs saying (e.g. dense-only), else null.</param>
 public sealed record AttentionSite(string Graph, string Node, AttentionForm Form, int? NumHeads, int? KvNumHeads, int? HeadSize,
-    bool Rewritable, string? Reason, bool Rewritten);
+    bool Rewritable, string? Reason, bool Rewritten, string? Note = null);

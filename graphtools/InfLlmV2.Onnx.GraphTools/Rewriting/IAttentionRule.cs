@@ -27,7 +27,11 @@ public interface IAttentionRule
 /// <param name="NumHeads">Query heads.</param>
 /// <param name="KvNumHeads">Key/value heads.</param>
 /// <param name="HeadSize">Head size when known.</param>
-public record AttentionMatch(NodeProto Node, int NumHeads, int KvNumHeads, int? HeadSize);
+public record AttentionMatch(NodeProto Node, int NumHeads, int KvNumHeads, int? HeadSize)
+{
+    /// <summary>What the user should know about how this site is rewritten (e.g. dense-only), or null.</summary>
+    public string? Note { get; init; }
+}
 
 /// <summary>Result of <see cref="IAttentionRule.Check"/>: a match, or a refusal with what is known.</summary>
 /// <param name="Match">The match when rewritable.</param>

@@ -28,12 +28,20 @@ public sealed class RewriteContext
     /// <summary>Whether <see cref="Graph"/> is the model's main graph (graph inputs/outputs may be added).</summary>
     public bool IsMainGraph { get; }
 
+    /// <summary>
+    /// dense_len of a sliding-window site: the op runs local_window_size in dense mode only, so such
+    /// a site never switches to sparse (total lengths are int32, always below this).
+    /// </summary>
+    public const long DenseOnly = int.MaxValue;
+
     /// <summary>The SwitchableAttention attributes: heads, scale/softcap when given, sparse options.</summary>
     public List<AttributeProto> SwitchableAttributes(int numHeads, int kvNumHeads, IEnumerable<AttributeProto> carried)
     {
         var attrs = new List<AttributeProto> { Attr("num_heads", (long)numHeads), Attr("kv_num_heads", (long)kvNumHeads) };
         attrs.AddRange(carried);
-        foreach (var (name, value) in Options.SparseAttributes()) attrs.Add(Attr(name, value));
+        // A carried attribute wins over the option (dense_len of a sliding-window site).
+        foreach (var (name, value) in Options.SparseAttributes())
+            if (!attrs.Any(a => a.Name == name)) attrs.Add(Attr(name, value));
         return attrs;
     }
 
@@ -58,10 +66,13 @@ public sealed class RewriteContext
     /// seqlens_k (int32 [B]) and total_sequence_length (int32 scalar) for a query [B, S, *] after an
     /// optional past [B, Hkv, P, D] of uniform length (no padding): total = P + S, seqlens_k =
     /// total - 1 for every entry. Built once per <paramref name="shareKey"/> (or per past) and reused
-    /// by every layer with the same key.
+    /// by every layer with the same key. With <paramref name="queryOffset"/> (a per-batch int graph
+    /// input holding the position of query row 0, e.g. a static cache's write index) the past shape
+    /// is not used: total[b] = offset[b] + S, total_sequence_length = max over b.
     /// </summary>
-    public (string SeqlensK, string Total) Lengths(string query3d, string? pastKey, string shareKey)
+    public (string SeqlensK, string Total) Lengths(string query3d, string? pastKey, string shareKey, string? queryOffset = null)
     {
+        if (queryOffset is not null) return OffsetLengths(query3d, queryOffset, shareKey);
         var key = pastKey is null ? shareKey : "past|" + pastKey;
         if (_lengths.TryGetValue(key, out var known)) return known;
         string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
@@ -95,6 +106,34 @@ public sealed class RewriteContext
         Graph.Node.Add(Node("Cast", "", [length], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
         Graph.Node.Add(Node("Sub", "", [total, one], [minusOne], name: N("Sub")));
         Graph.Node.Add(Node("Expand", "", [minusOne, batch], [seqlens], name: N("Expand")));
+        var r = (seqlens, total);
+        _lengths[key] = r;
+        return r;
+    }
+
+    private (string SeqlensK, string Total) OffsetLengths(string query3d, string offset, string shareKey)
+    {
+        var key = $"offset|{offset}|{shareKey}";
+        if (_lengths.TryGetValue(key, out var known)) return known;
+        string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
+        var shape = N("query_shape");
+        var seq = N("sequence_length");
+        var offset64 = N("query_offset");
+        var ends = N("ends");
+        var ends32 = N("totals");
+        var total = N("total_sequence_length");
+        var one = N("one");
+        var seqlens = N("seqlens_k");
+        var index1 = N("index_1");
+        Graph.Initializer.Add(TensorProtos.Int64(index1, [], [1]));
+        Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
+        Graph.Node.Add(Node("Shape", "", [query3d], [shape], name: N("Shape")));
+        Graph.Node.Add(Node("Gather", "", [shape, index1], [seq], [Attr("axis", 0L)], N("Gather")));
+        Graph.Node.Add(Node("Cast", "", [offset], [offset64], [Attr("to", (long)TensorProto.Types.DataType.Int64)], N("CastOffset")));
+        Graph.Node.Add(Node("Add", "", [offset64, seq], [ends], name: N("Add")));
+        Graph.Node.Add(Node("Cast", "", [ends], [ends32], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
+        Graph.Node.Add(Node("ReduceMax", "", [ends32], [total], [Attr("keepdims", 0L)], N("ReduceMax")));
+        Graph.Node.Add(Node("Sub", "", [ends32, one], [seqlens], name: N("Sub")));
         var r = (seqlens, total);
         _lengths[key] = r;
         return r;

@@ -37,6 +37,12 @@ public static class SwitchableAttentionEmitter
 
         /// <summary>Name the present values must have, or empty when unused.</summary>
         public string PresentValue { get; init; } = "";
+
+        /// <summary>Per-batch int graph input with the position of query row 0 (static caches), or null.</summary>
+        public string? QueryOffset { get; init; }
+
+        /// <summary>Sliding window in keys (GQA's local_window_size); makes the site dense-only.</summary>
+        public long? LocalWindow { get; init; }
     }
 
     /// <summary>The nodes to insert where the replaced attention was (initializers are added to the graph directly).</summary>
@@ -80,8 +86,13 @@ public static class SwitchableAttentionEmitter
         var shareKey = qShape is not null && qShape.All(d => d is not null)
             ? $"{g.Name}|{string.Join(",", qShape)}|{o.Rank}"
             : $"{g.Name}|{o.Query}";
-        var (seqlens, total) = c.Lengths(q3, o.PastKey, shareKey);
+        var (seqlens, total) = c.Lengths(q3, o.PastKey, shareKey, o.QueryOffset);
         var carried = new List<AttributeProto>();
+        if (o.LocalWindow is long w)
+        {
+            carried.Add(Attr("local_window_size", w));
+            carried.Add(Attr("dense_len", RewriteContext.DenseOnly));
+        }
         if (o.Scale is float s) carried.Add(Attr("scale", s));
         if (o.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
         var mode = c.AttentionModeInput();

@@ -35,7 +35,7 @@ public static class InspectCommand
     internal static object SiteJson(AttentionSite s) => new
     {
         graph = s.Graph, node = s.Node, form = s.Form.ToString(), num_heads = s.NumHeads, kv_num_heads = s.KvNumHeads,
-        head_size = s.HeadSize, rewritable = s.Rewritable, reason = s.Reason, rewritten = s.Rewritten,
+        head_size = s.HeadSize, rewritable = s.Rewritable, reason = s.Reason, rewritten = s.Rewritten, note = s.Note,
     };
 
     internal static void PrintSites(string model, IReadOnlyList<AttentionSite> sites)
@@ -45,6 +45,7 @@ public static class InspectCommand
         {
             string heads = $"H={s.NumHeads?.ToString() ?? "?"} Hkv={s.KvNumHeads?.ToString() ?? "?"} D={s.HeadSize?.ToString() ?? "?"}";
             string verdict = s.Rewritten ? "rewritten" : s.Rewritable ? "rewritable" : $"not rewritable: {s.Reason}";
+            if (s.Note is not null) verdict += $" ({s.Note})";
             Console.WriteLine($"  {s.Form,-20} {heads,-20} {s.Node}  -> {verdict}");
         }
     }

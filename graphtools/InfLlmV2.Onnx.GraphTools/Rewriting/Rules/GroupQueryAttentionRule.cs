@@ -58,8 +58,11 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
             };
             if (why is not null) return Refuse(why);
         }
-        if ((node.IntAttr("local_window_size") ?? -1) > 0)
-            return Refuse("local_window_size (sliding-window attention) is supported in dense mode only; sparse mode would change the model");
+        // Sliding-window layers (Mistral, the local layers of Gemma-style models) keep their window
+        // and run dense only: the op supports local_window_size in dense mode (sparse would change
+        // the model), so the site gets dense_len = DenseOnly and the report says so.
+        long window = node.IntAttr("local_window_size") ?? -1;
+        string? note = window > 0 ? $"sliding window of {window} keys: rewritten dense-only (local_window_size={window})" : null;
         if (node.IntAttr("do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
             return Refuse("do_rotary=1 without cos_cache/sin_cache");
         var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
@@ -74,7 +77,7 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
                 return Refuse("--compressed-state needs past_key to be a graph input and present_key a graph output");
             if (headSize is null) return Refuse("--compressed-state needs a known head size");
         }
-        return RuleCheck.Accept(new Facts(node, h, hkv, headSize, type));
+        return RuleCheck.Accept(new Facts(node, h, hkv, headSize, type) { Note = note });
     }
 
     /// <inheritdoc/>
@@ -83,6 +86,7 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         var f = (Facts)match;
         var node = f.Node;
         var carried = node.Attribute.Where(a => Carried.Contains(a.Name)).ToList();
+        if ((node.IntAttr("local_window_size") ?? -1) > 0) carried.Add(Attr("dense_len", RewriteContext.DenseOnly));
         node.OpType = "SwitchableAttention";
         node.Domain = "com.infllmv2";
         node.Attribute.Clear();

@@ -23,7 +23,10 @@ public sealed class OnnxAttentionRule : IAttentionRule
     public AttentionForm Form => AttentionForm.OnnxAttention;
 
     /// <inheritdoc/>
-    public bool Match(GraphIndex graph, NodeProto node) => node.OpType == "Attention" && node.Domain is "" or "ai.onnx";
+    public bool Match(GraphIndex graph, NodeProto node) => IsOnnxAttention(node);
+
+    /// <summary>Whether the node is ONNX's own Attention (the static-cache form is matched first by <see cref="StaticCacheAttentionRule"/>).</summary>
+    public static bool IsOnnxAttention(NodeProto node) => node.OpType == "Attention" && node.Domain is "" or "ai.onnx";
 
     /// <inheritdoc/>
     public RuleCheck Check(GraphIndex g, NodeProto node, RewriteOptions options)
@@ -48,7 +51,6 @@ public sealed class OnnxAttentionRule : IAttentionRule
         if (Input(3).Length > 0) return Refuse("has an attn_mask: only mask-free causal attention is rewritten (the mask is not provably causal)");
         bool hasPast = Input(4).Length > 0 || Input(5).Length > 0;
         if (hasPast && (Input(4).Length == 0 || Input(5).Length == 0)) return Refuse("past_key and past_value must come together");
-        if (Input(6).Length > 0) return Refuse("uses nonpad_kv_seqlen (static-cache form): not supported yet");
         for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
