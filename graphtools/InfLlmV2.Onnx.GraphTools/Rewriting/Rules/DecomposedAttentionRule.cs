@@ -93,7 +93,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var transpose = g.Producer(kt);
         if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
             return Refuse("the key operand is not Transpose(K, [0,1,3,2])");
-        var k = RepeatKvSource(g, eval, SkipUp(g, transpose.Input[0]));
+        var k = RepeatKv.Source(g, eval, SkipUp(g, transpose.Input[0]));
 
         // Downstream: Softmax → [Cast]* → [Where(cond, 0, p)] → [Cast]* → MatMul(p, repeat_kv(V)).
         string p = SkipDown(g, softmax.Output[0]);
@@ -103,7 +103,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             p = SkipDown(g, guard.Output[0]);
         if (Readers(p) is not [{ OpType: "MatMul" } outMatMul] || outMatMul.Input[0] != p)
             return Refuse("the softmax output does not feed exactly one MatMul(probabilities, V)");
-        var v = RepeatKvSource(g, eval, SkipUp(g, outMatMul.Input[1]));
+        var v = RepeatKv.Source(g, eval, SkipUp(g, outMatMul.Input[1]));
         // A cache: K = Concat(past_key, new keys, axis 2), V likewise.
         Cache? cache = null;
         if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
@@ -217,12 +217,6 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         return (value, 1.0);
     }
 
-    // repeat_kv(X) = Reshape(Expand(Unsqueeze(X, axis 2), ·), ·): returns X; any other value is its own source.
-    private static string RepeatKvSource(GraphIndex g, StaticEvaluator eval, string value) =>
-        g.Producer(value) is { OpType: "Reshape" } r && g.Producer(SkipUp(g, r.Input[0])) is { OpType: "Expand" } e &&
-        g.Producer(SkipUp(g, e.Input[0])) is { OpType: "Unsqueeze" } u && eval.Axes(u) is [2]
-            ? SkipUp(g, u.Input[0])
-            : value;
 
     // Concat(past, new, axis 2) producing value, or null.
     private static NodeProto? PastConcat(GraphIndex g, string value) =>

@@ -9,7 +9,8 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 /// to the op's layout and back), seqlens_k/total_sequence_length synthesized from the query shape.
 /// ONNX's causal mask is top-left aligned, so when K/V are longer than Q (static shapes) only their
 /// first S positions can ever be attended and are sliced off.
-/// Refused with a reason: masks, past/present caches, nonpad_kv_seqlen, non-causal attention,
+/// repeat_kv applied outside the node (4-D, no past) is stripped so that the op sees the real kv heads.
+/// Refused with a reason: masks (the static-cache form is StaticCacheAttentionRule's), non-causal attention,
 /// qk_matmul_output.
 /// </summary>
 public sealed class OnnxAttentionRule : IAttentionRule
@@ -17,7 +18,14 @@ public sealed class OnnxAttentionRule : IAttentionRule
     /// <summary>Facts of an ONNX Attention node.</summary>
     public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, int Rank, long? KeySliceTo, float? Scale, float? Softcap,
         string? PastKey, string? PastValue)
-        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim)
+    {
+        /// <summary>The keys the op reads (repeat_kv stripped).</summary>
+        public string Key { get; init; } = Node.Input[1];
+
+        /// <summary>The values the op reads (repeat_kv stripped).</summary>
+        public string Value { get; init; } = Node.Input[2];
+    }
 
     /// <inheritdoc/>
     public AttentionForm Form => AttentionForm.OnnxAttention;
@@ -32,8 +40,18 @@ public sealed class OnnxAttentionRule : IAttentionRule
     public RuleCheck Check(GraphIndex g, NodeProto node, RewriteOptions options)
     {
         string Input(int i) => i < node.Input.Count ? node.Input[i] : "";
+        var eval = new StaticEvaluator(g);
         var q = Input(0); var k = Input(1); var v = Input(2);
-        var qs = g.Shape(q); var ks = g.Shape(k); var vs = g.Shape(v);
+        // repeat_kv outside (4-D K/V expanded to the query heads before the node): use the real kv
+        // heads, so that the op groups queries as the model does (sparse selection is per group).
+        bool unrepeated = false;
+        if (Input(4).Length == 0 && RepeatKv.Source(g, eval, k) is var k0 && RepeatKv.Source(g, eval, v) is var v0 && k0 != k && v0 != v
+            && eval.PartialShape(k0) is { Length: 4 } && eval.PartialShape(v0) is { Length: 4 })
+        {
+            (k, v, unrepeated) = (k0, v0, true);
+        }
+        IReadOnlyList<object?>? Shape(string x) => g.Shape(x) ?? eval.PartialShape(x);
+        var qs = Shape(q); var ks = Shape(k); var vs = Shape(v);
         int rank = qs?.Count ?? 0;
         int? heads = null, kvHeads = null, headSize = null;
         if (rank == 4)
@@ -86,8 +104,10 @@ public sealed class OnnxAttentionRule : IAttentionRule
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
         float? scale = node.FloatAttr("scale");
         float? softcap = node.FloatAttr("softcap");
+        if (unrepeated && rank == 4 && (!Equals(ks[0], qs[0]) || Dim(ks[1]) is not int kvSource || heads % kvSource != 0))
+            return Refuse("repeat_kv outside the node does not map the query heads onto the source kv heads");
         return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap,
-            hasPast ? Input(4) : null, hasPast ? Input(5) : null));
+            hasPast ? Input(4) : null, hasPast ? Input(5) : null) { Key = k, Value = v, Note = unrepeated ? $"repeat_kv outside the node removed: {kvHeads} kv heads" : null });
     }
 
     /// <inheritdoc/>
@@ -97,7 +117,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
         var node = f.Node;
         string Out(int i) => i < node.Output.Count ? node.Output[i] : "";
         var nodes = SwitchableAttentionEmitter.Emit(c, node.Name, new SwitchableAttentionEmitter.Operands(
-            node.Input[0], node.Input[1], node.Input[2], f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
+            node.Input[0], f.Key, f.Value, f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
             f.Scale, f.Softcap, node.Output[0])
         {
             PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Out(1), PresentValue = Out(2),
