@@ -62,6 +62,25 @@ public class StaticCacheAttentionRuleTests
         }
     }
 
+    [Fact]
+    public void CompareOnTestData_OriginalVsRewritten_ExitCodes()
+    {
+        using var dir = new TempDir();
+        var model = Path.Combine(FixtureDir, "model.onnx");
+        Assert.Equal(0, CliProcess.Run("rewrite", model, "-o", dir["m.onnx"]).ExitCode);
+        var set = Path.Combine(FixtureDir, "golden_test_data_set_1_decode");
+        var ok = CliProcess.Run("compare", model, dir["m.onnx"], "--inputs", set);
+        Assert.True(ok.ExitCode == 0, ok.StdOut + ok.StdErr);
+        Assert.Contains("updated_key_cache.1", ok.StdOut);
+        // fp32 rounding differs a little (the op sums in another order): atol 0 must report it.
+        var strict = CliProcess.Run("compare", model, dir["m.onnx"], "--inputs", set, "--atol", "0");
+        Assert.True(strict.ExitCode == 1, strict.StdOut + strict.StdErr);
+        Assert.Contains("FAIL", strict.StdOut);
+        var usage = CliProcess.Run("compare", model, dir["m.onnx"], "--inputs", set, "--decode-steps", "2");
+        Assert.Equal(2, usage.ExitCode);
+        Assert.Contains("--decode-steps does not apply with --inputs", usage.StdErr);
+    }
+
     /// <summary>
     /// Batch of 2 over three calls: a 12-token prompt (row 1 right-padded to 7 valid tokens), a decode
     /// step and a 3-token chunk, so the window of 8 cuts in and the rows sit at different positions.

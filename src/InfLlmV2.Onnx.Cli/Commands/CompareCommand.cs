@@ -5,7 +5,10 @@ using InfLlmV2.Onnx.Session;
 namespace InfLlmV2.Onnx.Cli.Commands;
 
 /// <summary>
-/// <c>infllmv2 compare ORIGINAL REWRITTEN [--prompt-len N] [--decode-steps M] [--mode auto|dense|sparse] [--seed S] [--json FILE]</c>.
+/// <c>infllmv2 compare ORIGINAL REWRITTEN [--prompt-len N] [--decode-steps M] [--mode auto|dense|sparse] [--seed S] [--json FILE]</c>:
+/// drives both through the session wrapper (decoders with past/present caches and an attention_mask);
+/// <c>--inputs DIR [--atol X]</c> instead runs both on an ONNX test-data folder and diffs every output
+/// of the original against the rewritten (any model, e.g. a static-cache one; exit 1 beyond atol).
 /// </summary>
 public static class CompareCommand
 {
@@ -21,12 +24,20 @@ public static class CompareCommand
         mode.AcceptOnlyFromAmong("auto", "dense", "sparse");
         var seed = new Option<int>("--seed") { Description = "Seed of the random prompt", DefaultValueFactory = _ => 1 };
         var json = new Option<FileInfo?>("--json") { Description = "Write the steps as JSON" };
-        var cmd = new Command("compare", "Drive an original and a rewritten model through the same prefill and decode steps")
+        var inputs = new Option<DirectoryInfo?>("--inputs") { Description = "Instead of decoding: run both models on this test-data folder (input_N.pb) and compare every output" };
+        var atol = new Option<double>("--atol") { Description = "With --inputs: max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
+        var cmd = new Command("compare", "Drive an original and a rewritten model through the same prefill and decode steps, or run both on a test-data folder")
         {
-            original, rewritten, promptLen, promptIds, steps, mode, seed, json,
+            original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
+            if (r.GetValue(inputs) is { } dir)
+            {
+                foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json" })
+                    if (r.Tokens.Any(t => t.Value == decodeOnly)) throw new UsageException($"{decodeOnly} does not apply with --inputs");
+                return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol));
+            }
             int n = r.GetValue(promptLen), m = r.GetValue(steps);
             if (n < 1) throw new UsageException($"--prompt-len must be >= 1, got {n}");
             if (m < 0) throw new UsageException($"--decode-steps must be >= 0, got {m}");
@@ -46,6 +57,17 @@ public static class CompareCommand
             return ExitCodes.Ok;
         }));
         return cmd;
+    }
+
+    private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol)
+    {
+        if (!dir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {dir.FullName}");
+        if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
+        var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1);
+        var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1);
+        Console.WriteLine($"original vs rewritten on {dir.FullName}:");
+        var (_, allOk) = RunCommand.Diff(produced, expected, atol, null);
+        return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
     }
 
     internal static string Existing(FileInfo f) => f.Exists ? f.FullName : throw new FileNotFoundException($"Model not found: {f.FullName}");

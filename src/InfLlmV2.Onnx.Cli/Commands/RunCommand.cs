@@ -44,12 +44,18 @@ public static class RunCommand
         if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
             throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
 
-        var inputTensors = OnnxTestData.ReadAll(inputDir.FullName, "input");
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
+        var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat);
+        return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
+    }
 
+    /// <summary>Runs <paramref name="model"/> <paramref name="repeat"/> times on the folder's input_N.pb; returns every graph output and the latencies.</summary>
+    internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat)
+    {
+        var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         options.RegisterInfLlmV2Ops(opsLibrary);
-        using var session = new InferenceSession(model.FullName, options);
+        using var session = new InferenceSession(model, options);
         var inputNames = session.InputNames;
         var names = new List<string>();
         var values = new List<OrtValue>();
@@ -64,7 +70,7 @@ public static class RunCommand
                 if (!inputNames.Contains(name))
                     throw new InvalidDataException($"input_{i}.pb feeds '{name}', which is not an input of the model (inputs: {string.Join(", ", inputNames)})");
                 names.Add(name);
-                values.Add(OnnxTestData.ToOrtValue(t, inputDir.FullName));
+                values.Add(OnnxTestData.ToOrtValue(t, inputDir));
             }
 
             var outputNames = session.OutputNames;
@@ -80,8 +86,7 @@ public static class RunCommand
                     results = session.Run(runOptions, names, values, outputNames);
                     times.Add(sw.Elapsed.TotalMilliseconds);
                 }
-                var produced = outputNames.Select((n, i) => OnnxTestData.FromOrtValue(n, results![i])).ToList();
-                return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
+                return (outputNames.Select((n, i) => OnnxTestData.FromOrtValue(n, results![i])).ToList(), times);
             }
             finally
             {
@@ -105,42 +110,7 @@ public static class RunCommand
             Console.WriteLine($"wrote {produced.Count} outputs to {outputDir.FullName}");
         }
 
-        var rows = new List<Dictionary<string, object?>>();
-        bool allOk = true;
-        for (int i = 0; i < expected.Count; i++)
-        {
-            var want = expected[i];
-            var got = want.Name.Length > 0 ? produced.FirstOrDefault(p => p.Name == want.Name)
-                : i < produced.Count ? produced[i] : null;
-            var label = want.Name.Length > 0 ? want.Name : $"output_{i}";
-            string status;
-            double diff = double.NaN;
-            if (got is null)
-            {
-                status = "MISSING";
-            }
-            else if (!got.Dims.SequenceEqual(want.Dims))
-            {
-                status = $"SHAPE [{string.Join(",", got.Dims)}] != expected [{string.Join(",", want.Dims)}]";
-            }
-            else
-            {
-                var a = TensorProtos.ToDoubles(got);
-                var b = TensorProtos.ToDoubles(want, inputDir);
-                diff = 0;
-                for (int k = 0; k < a.Length; k++)
-                {
-                    double d = Math.Abs(a[k] - b[k]);
-                    if (double.IsNaN(d)) d = double.IsNaN(a[k]) && double.IsNaN(b[k]) ? 0 : double.PositiveInfinity;
-                    diff = Math.Max(diff, d);
-                }
-                status = diff <= atol ? "ok" : "FAIL";
-            }
-            bool ok = status == "ok";
-            allOk &= ok;
-            Console.WriteLine($"{label,-40} max|diff| {diff,12:G4}  atol {atol:G3}  {status}");
-            rows.Add(new() { ["name"] = label, ["max_abs_diff"] = double.IsFinite(diff) ? diff : null, ["ok"] = ok, ["status"] = status });
-        }
+        var (rows, allOk) = Diff(produced, expected, atol, inputDir);
         if (expected.Count == 0) Console.WriteLine("no expected outputs in the inputs folder: nothing compared");
 
         var sorted = times.OrderBy(t => t).ToList();
@@ -162,5 +132,50 @@ public static class RunCommand
             File.WriteAllText(json.FullName, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         }
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
+    }
+
+    /// <summary>
+    /// Compares <paramref name="produced"/> with every tensor of <paramref name="expected"/> (by name,
+    /// else by position), prints one line per expected tensor and returns the rows and whether all are within atol.
+    /// </summary>
+    internal static (List<Dictionary<string, object?>> Rows, bool AllOk) Diff(List<TensorProto> produced, List<TensorProto> expected, double atol, string? dataDir)
+    {
+        var rows = new List<Dictionary<string, object?>>();
+        bool allOk = true;
+        for (int i = 0; i < expected.Count; i++)
+        {
+            var want = expected[i];
+            var got = want.Name.Length > 0 ? produced.FirstOrDefault(p => p.Name == want.Name)
+                : i < produced.Count ? produced[i] : null;
+            var label = want.Name.Length > 0 ? want.Name : $"output_{i}";
+            string status;
+            double diff = double.NaN;
+            if (got is null)
+            {
+                status = "MISSING";
+            }
+            else if (!got.Dims.SequenceEqual(want.Dims))
+            {
+                status = $"SHAPE [{string.Join(",", got.Dims)}] != expected [{string.Join(",", want.Dims)}]";
+            }
+            else
+            {
+                var a = TensorProtos.ToDoubles(got);
+                var b = TensorProtos.ToDoubles(want, dataDir);
+                diff = 0;
+                for (int k = 0; k < a.Length; k++)
+                {
+                    double d = Math.Abs(a[k] - b[k]);
+                    if (double.IsNaN(d)) d = double.IsNaN(a[k]) && double.IsNaN(b[k]) ? 0 : double.PositiveInfinity;
+                    diff = Math.Max(diff, d);
+                }
+                status = diff <= atol ? "ok" : "FAIL";
+            }
+            bool ok = status == "ok";
+            allOk &= ok;
+            Console.WriteLine($"{label,-40} max|diff| {diff,12:G4}  atol {atol:G3}  {status}");
+            rows.Add(new() { ["name"] = label, ["max_abs_diff"] = double.IsFinite(diff) ? diff : null, ["ok"] = ok, ["status"] = status });
+        }
+        return (rows, allOk);
     }
 }
