@@ -97,6 +97,23 @@ public sealed class GraphIndex
         return name;
     }
 
+    /// <summary>Ops that only change a value's type or name, which matching looks through.</summary>
+    public static IReadOnlySet<string> PassThroughOps { get; } = new HashSet<string>(["Cast", "Identity", "CastLike"], StringComparer.Ordinal);
+
+    /// <summary>The value <paramref name="value"/> comes from, looking up through Cast/Identity/CastLike.</summary>
+    public string SkipPassThroughUp(string value)
+    {
+        while (Producer(value) is { } p && PassThroughOps.Contains(p.OpType)) value = p.Input[0];
+        return value;
+    }
+
+    /// <summary>The value <paramref name="value"/> flows into through a chain of single Cast/Identity/CastLike consumers.</summary>
+    public string SkipPassThroughDown(string value)
+    {
+        while (Consumers(value) is [{ } c] && PassThroughOps.Contains(c.OpType)) value = c.Output[0];
+        return value;
+    }
+
     /// <summary>Every name this graph defines or sees (for nested graphs).</summary>
     public IEnumerable<string> AllNames => _names;
 

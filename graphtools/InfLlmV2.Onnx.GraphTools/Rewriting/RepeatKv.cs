@@ -8,18 +8,10 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 /// </summary>
 public static class RepeatKv
 {
-    private static readonly HashSet<string> PassThrough = ["Cast", "Identity", "CastLike"];
-
     /// <summary>X when <paramref name="value"/> is repeat_kv(X) (through Cast/Identity), else <paramref name="value"/>.</summary>
     public static string Source(GraphIndex g, StaticEvaluator eval, string value) =>
-        g.Producer(value) is { OpType: "Reshape" } r && g.Producer(SkipUp(g, r.Input[0])) is { OpType: "Expand" } e &&
-        g.Producer(SkipUp(g, e.Input[0])) is { OpType: "Unsqueeze" } u && eval.Axes(u) is [2]
-            ? SkipUp(g, u.Input[0])
+        g.Producer(value) is { OpType: "Reshape" } r && g.Producer(g.SkipPassThroughUp(r.Input[0])) is { OpType: "Expand" } e &&
+        g.Producer(g.SkipPassThroughUp(e.Input[0])) is { OpType: "Unsqueeze" } u && eval.Axes(u) is [2]
+            ? g.SkipPassThroughUp(u.Input[0])
             : value;
-
-    private static string SkipUp(GraphIndex g, string value)
-    {
-        while (g.Producer(value) is { } p && PassThrough.Contains(p.OpType)) value = p.Input[0];
-        return value;
-    }
 }

@@ -28,6 +28,15 @@ public sealed class RewriteContext
     /// <summary>Whether <see cref="Graph"/> is the model's main graph (graph inputs/outputs may be added).</summary>
     public bool IsMainGraph { get; }
 
+    /// <summary>Puts <paramref name="nodes"/> where <paramref name="node"/> was (the rest of the old attention becomes dead code).</summary>
+    public void ReplaceNode(NodeProto node, IReadOnlyList<NodeProto> nodes)
+    {
+        int at = Graph.Node.IndexOf(node);
+        if (at < 0) throw new InvalidOperationException($"node '{node.Name}' is not in graph '{Graph.Name}'");
+        Graph.Node.RemoveAt(at);
+        for (int i = 0; i < nodes.Count; i++) Graph.Node.Insert(at + i, nodes[i]);
+    }
+
     /// <summary>
     /// dense_len of a sliding-window site: the op runs local_window_size in dense mode only, so such
     /// a site never switches to sparse (total lengths are int32, always below this).
@@ -72,8 +81,7 @@ public sealed class RewriteContext
     /// </summary>
     public (string SeqlensK, string Total) Lengths(string query3d, string? pastKey, string shareKey, string? queryOffset = null)
     {
-        if (queryOffset is not null) return OffsetLengths(query3d, queryOffset, shareKey);
-        var key = pastKey is null ? shareKey : "past|" + pastKey;
+        var key = queryOffset is not null ? $"offset|{queryOffset}|{shareKey}" : pastKey is null ? shareKey : "past|" + pastKey;
         if (_lengths.TryGetValue(key, out var known)) return known;
         string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
         string Int64(string hint, long[] dims, long value)
@@ -82,58 +90,49 @@ public sealed class RewriteContext
             Graph.Initializer.Add(TensorProtos.Int64(name, dims, [value]));
             return name;
         }
+        string CastTo(TensorProto.Types.DataType type, string x, string hint, string nodeName)
+        {
+            var name = N(hint);
+            Graph.Node.Add(Node("Cast", "", [x], [name], [Attr("to", (long)type)], N(nodeName)));
+            return name;
+        }
         var shape = N("query_shape");
         var seq = N("sequence_length");
-        var batch = N("batch_size");
         var total = N("total_sequence_length");
         var one = N("one");
-        var minusOne = N("total_minus_one");
         var seqlens = N("seqlens_k");
         Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
         Graph.Node.Add(Node("Shape", "", [query3d], [shape], name: N("Shape")));
         Graph.Node.Add(Node("Gather", "", [shape, Int64("index_1", [], 1)], [seq], [Attr("axis", 0L)], N("Gather")));
-        Graph.Node.Add(Node("Slice", "", [shape, Int64("starts_0", [1], 0), Int64("ends_1", [1], 1)], [batch], name: N("Slice")));
-        var length = seq;
-        if (pastKey is not null)
+        if (queryOffset is not null)
         {
-            var pastShape = N("past_shape");
-            var past = N("past_length");
-            length = N("total_i64");
-            Graph.Node.Add(Node("Shape", "", [pastKey], [pastShape], name: N("PastShape")));
-            Graph.Node.Add(Node("Gather", "", [pastShape, Int64("index_2", [], 2)], [past], [Attr("axis", 0L)], N("GatherPast")));
-            Graph.Node.Add(Node("Add", "", [seq, past], [length], name: N("Add")));
+            // total[b] = offset[b] + S; total_sequence_length = max over b.
+            var offset64 = CastTo(TensorProto.Types.DataType.Int64, queryOffset, "query_offset", "CastOffset");
+            var ends = N("ends");
+            Graph.Node.Add(Node("Add", "", [offset64, seq], [ends], name: N("Add")));
+            var ends32 = CastTo(TensorProto.Types.DataType.Int32, ends, "totals", "Cast");
+            Graph.Node.Add(Node("ReduceMax", "", [ends32], [total], [Attr("keepdims", 0L)], N("ReduceMax")));
+            Graph.Node.Add(Node("Sub", "", [ends32, one], [seqlens], name: N("Sub")));
         }
-        Graph.Node.Add(Node("Cast", "", [length], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
-        Graph.Node.Add(Node("Sub", "", [total, one], [minusOne], name: N("Sub")));
-        Graph.Node.Add(Node("Expand", "", [minusOne, batch], [seqlens], name: N("Expand")));
-        var r = (seqlens, total);
-        _lengths[key] = r;
-        return r;
-    }
-
-    private (string SeqlensK, string Total) OffsetLengths(string query3d, string offset, string shareKey)
-    {
-        var key = $"offset|{offset}|{shareKey}";
-        if (_lengths.TryGetValue(key, out var known)) return known;
-        string N(string hint) => Index.UniqueName($"infllmv2/lengths/{hint}");
-        var shape = N("query_shape");
-        var seq = N("sequence_length");
-        var offset64 = N("query_offset");
-        var ends = N("ends");
-        var ends32 = N("totals");
-        var total = N("total_sequence_length");
-        var one = N("one");
-        var seqlens = N("seqlens_k");
-        var index1 = N("index_1");
-        Graph.Initializer.Add(TensorProtos.Int64(index1, [], [1]));
-        Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
-        Graph.Node.Add(Node("Shape", "", [query3d], [shape], name: N("Shape")));
-        Graph.Node.Add(Node("Gather", "", [shape, index1], [seq], [Attr("axis", 0L)], N("Gather")));
-        Graph.Node.Add(Node("Cast", "", [offset], [offset64], [Attr("to", (long)TensorProto.Types.DataType.Int64)], N("CastOffset")));
-        Graph.Node.Add(Node("Add", "", [offset64, seq], [ends], name: N("Add")));
-        Graph.Node.Add(Node("Cast", "", [ends], [ends32], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
-        Graph.Node.Add(Node("ReduceMax", "", [ends32], [total], [Attr("keepdims", 0L)], N("ReduceMax")));
-        Graph.Node.Add(Node("Sub", "", [ends32, one], [seqlens], name: N("Sub")));
+        else
+        {
+            var batch = N("batch_size");
+            var minusOne = N("total_minus_one");
+            Graph.Node.Add(Node("Slice", "", [shape, Int64("starts_0", [1], 0), Int64("ends_1", [1], 1)], [batch], name: N("Slice")));
+            var length = seq;
+            if (pastKey is not null)
+            {
+                var pastShape = N("past_shape");
+                var past = N("past_length");
+                length = N("total_i64");
+                Graph.Node.Add(Node("Shape", "", [pastKey], [pastShape], name: N("PastShape")));
+                Graph.Node.Add(Node("Gather", "", [pastShape, Int64("index_2", [], 2)], [past], [Attr("axis", 0L)], N("GatherPast")));
+                Graph.Node.Add(Node("Add", "", [seq, past], [length], name: N("Add")));
+            }
+            Graph.Node.Add(Node("Cast", "", [length], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("Cast")));
+            Graph.Node.Add(Node("Sub", "", [total, one], [minusOne], name: N("Sub")));
+            Graph.Node.Add(Node("Expand", "", [minusOne, batch], [seqlens], name: N("Expand")));
+        }
         var r = (seqlens, total);
         _lengths[key] = r;
         return r;

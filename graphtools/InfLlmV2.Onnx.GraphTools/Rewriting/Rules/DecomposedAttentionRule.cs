@@ -19,7 +19,6 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 /// </summary>
 public sealed class DecomposedAttentionRule : IAttentionRule
 {
-    private static readonly HashSet<string> PassThrough = ["Cast", "Identity", "CastLike"];
     private static readonly HashSet<string> Between = ["Add", "Mul", "Div", "Where", "Cast", "CastLike", "Identity", "Tanh", "Sub"];
 
     /// <summary>Facts of a decomposed attention.</summary>
@@ -60,13 +59,13 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         // Softmax over the last axis.
         long axis = softmax.IntAttr("axis") ?? -1;
         // Upstream: [Cast]* [Add(scores, bias)] [Cast]* [Mul|Div by constant]* MatMul.
-        string x = SkipUp(g, softmax.Input[0]);
+        string x = g.SkipPassThroughUp(softmax.Input[0]);
         string? bias = null;
         float scale = 1.0f;
         var add = g.Producer(x);
         if (add is { OpType: "Add" })
         {
-            var (a0, a1) = (SkipUp(g, add.Input[0]), SkipUp(g, add.Input[1]));
+            var (a0, a1) = (g.SkipPassThroughUp(add.Input[0]), g.SkipPassThroughUp(add.Input[1]));
             if (UpToMatMul(g, a0)) { x = a0; bias = add.Input[1]; }
             else if (UpToMatMul(g, a1)) { x = a1; bias = add.Input[0]; }
             else if (HasTanh(g, add.Input[0], 6) || HasTanh(g, add.Input[1], 6))
@@ -81,7 +80,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             if (ci < 0) return Refuse($"the scores are scaled by a non-constant ({f.OpType})");
             double factor = eval.Scalar(f.Input[ci])!.Value;
             scale *= (float)(f.OpType == "Div" ? 1 / factor : factor);
-            x = SkipUp(g, f.Input[1 - ci]);
+            x = g.SkipPassThroughUp(f.Input[1 - ci]);
         }
         var scores = g.Producer(x);
         if (scores is not { OpType: "MatMul" }) return Refuse("the scores are not a MatMul");
@@ -93,17 +92,17 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         var transpose = g.Producer(kt);
         if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
             return Refuse("the key operand is not Transpose(K, [0,1,3,2])");
-        var k = RepeatKv.Source(g, eval, SkipUp(g, transpose.Input[0]));
+        var k = RepeatKv.Source(g, eval, g.SkipPassThroughUp(transpose.Input[0]));
 
         // Downstream: Softmax → [Cast]* → [Where(cond, 0, p)] → [Cast]* → MatMul(p, repeat_kv(V)).
-        string p = SkipDown(g, softmax.Output[0]);
+        string p = g.SkipPassThroughDown(softmax.Output[0]);
         // Consumers that only borrow the type (CastLike(x, p)) do not read the probabilities.
         List<NodeProto> Readers(string value) => g.Consumers(value).Where(c => !(c.OpType == "CastLike" && c.Input[0] != value)).ToList();
         if (Readers(p) is [{ OpType: "Where" } guard] && guard.Input.Count == 3 && guard.Input[2] == p && eval.Scalar(guard.Input[1]) == 0)
-            p = SkipDown(g, guard.Output[0]);
+            p = g.SkipPassThroughDown(guard.Output[0]);
         if (Readers(p) is not [{ OpType: "MatMul" } outMatMul] || outMatMul.Input[0] != p)
             return Refuse("the softmax output does not feed exactly one MatMul(probabilities, V)");
-        var v = RepeatKv.Source(g, eval, SkipUp(g, outMatMul.Input[1]));
+        var v = RepeatKv.Source(g, eval, g.SkipPassThroughUp(outMatMul.Input[1]));
         // A cache: K = Concat(past_key, new keys, axis 2), V likewise.
         Cache? cache = null;
         if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
@@ -171,21 +170,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             c.Graph.Node.Remove(f.Cache.KeyConcat);
             c.Graph.Node.Remove(f.Cache.ValueConcat);
         }
-        int at = c.Graph.Node.IndexOf(target);
-        c.Graph.Node.RemoveAt(at);  // the rest of the old attention becomes dead code
-        for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
-    }
-
-    private static string SkipUp(GraphIndex g, string value)
-    {
-        while (g.Producer(value) is { } p && PassThrough.Contains(p.OpType)) value = p.Input[0];
-        return value;
-    }
-
-    private static string SkipDown(GraphIndex g, string value)
-    {
-        while (g.Consumers(value) is [{ } c] && PassThrough.Contains(c.OpType)) value = c.Output[0];
-        return value;
+        c.ReplaceNode(target, nodes);
     }
 
     private static bool HasTanh(GraphIndex g, string value, int depth) =>
@@ -207,11 +192,11 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     // x or Mul(x, constant) (either order): the operand and the factor (1 when none; null when not constant).
     private static (string Value, double? Factor) StripFactor(GraphIndex g, StaticEvaluator eval, string value)
     {
-        value = SkipUp(g, value);
+        value = g.SkipPassThroughUp(value);
         if (g.Producer(value) is { OpType: "Mul" } m)
         {
-            if (eval.Scalar(m.Input[1]) is double b) return (SkipUp(g, m.Input[0]), b);
-            if (eval.Scalar(m.Input[0]) is double a) return (SkipUp(g, m.Input[1]), a);
+            if (eval.Scalar(m.Input[1]) is double b) return (g.SkipPassThroughUp(m.Input[0]), b);
+            if (eval.Scalar(m.Input[0]) is double a) return (g.SkipPassThroughUp(m.Input[1]), a);
             return (value, null);
         }
         return (value, 1.0);
@@ -228,13 +213,13 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     // (Shape(past)[2]); null when the bias is anything else.
     private static long? CausalOffset(GraphIndex g, StaticEvaluator eval, string bias, string? past)
     {
-        bias = SkipUp(g, bias);
+        bias = g.SkipPassThroughUp(bias);
         var n = g.Producer(bias);
         if (n is { OpType: "Add" })
         {
             string? other = IsZeros(g, eval, n.Input[0]) ? n.Input[1] : IsZeros(g, eval, n.Input[1]) ? n.Input[0] : null;
             if (other is null) return null;
-            n = g.Producer(SkipUp(g, other));
+            n = g.Producer(g.SkipPassThroughUp(other));
         }
         if (n is not { OpType: "Where" } || eval.Scalar(n.Input[1]) is not double.NegativeInfinity || eval.Scalar(n.Input[2]) is not 0.0)
             return null;
@@ -260,13 +245,13 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     // Shape(past, start=2|-2, end=3|-1) or Gather(Shape(past), 2).
     private static bool IsPastLength(GraphIndex g, StaticEvaluator eval, string value, string past)
     {
-        var n = g.Producer(SkipUp(g, value));
-        if (n is { OpType: "Shape" } s && SkipUp(g, s.Input[0]) == past)
+        var n = g.Producer(g.SkipPassThroughUp(value));
+        if (n is { OpType: "Shape" } s && g.SkipPassThroughUp(s.Input[0]) == past)
         {
             long start = s.IntAttr("start") ?? 0, end = s.IntAttr("end") ?? 4;
             return (start is 2 or -2) && (end is 3 or -1);
         }
-        return n is { OpType: "Gather" } gat && g.Producer(gat.Input[0]) is { OpType: "Shape" } sh && SkipUp(g, sh.Input[0]) == past &&
+        return n is { OpType: "Gather" } gat && g.Producer(gat.Input[0]) is { OpType: "Shape" } sh && g.SkipPassThroughUp(sh.Input[0]) == past &&
                eval.Scalar(gat.Input[1]) == 2 && (sh.IntAttr("start") ?? 0) == 0;
     }
 
@@ -279,7 +264,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
 
     private static bool IsZeros(GraphIndex g, StaticEvaluator eval, string value)
     {
-        var n = g.Producer(SkipUp(g, value));
+        var n = g.Producer(g.SkipPassThroughUp(value));
         if (n is not { OpType: "ConstantOfShape" }) return false;
         var fill = n.Attribute.FirstOrDefault(a => a.Name == "value")?.T;
         return fill is null || TensorProtos.GetBytes(fill).All(b => b == 0);

@@ -53,16 +53,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
         IReadOnlyList<object?>? Shape(string x) => g.Shape(x) ?? eval.PartialShape(x);
         var qs = Shape(q); var ks = Shape(k); var vs = Shape(v);
         int rank = qs?.Count ?? 0;
-        int? heads = null, kvHeads = null, headSize = null;
-        if (rank == 4)
-        {
-            heads = Dim(qs![1]); kvHeads = ks is { Count: 4 } ? Dim(ks[1]) : null; headSize = Dim(qs[3]);
-        }
-        else if (rank == 3)
-        {
-            heads = (int?)node.IntAttr("q_num_heads"); kvHeads = (int?)node.IntAttr("kv_num_heads");
-            if (heads is > 0 && Dim(qs![2]) is int hidden && hidden % heads == 0) headSize = hidden / heads.Value;
-        }
+        var (heads, kvHeads, headSize) = HeadCounts(node, qs, ks);
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, heads, kvHeads, headSize);
         if (qs is null || ks is null || vs is null) return Refuse("the rank of Q/K/V is unknown (no shape information)");
         if (rank is not (3 or 4) || ks.Count != rank || vs.Count != rank) return Refuse($"Q/K/V ranks {qs.Count}/{ks.Count}/{vs.Count}: need all 3-D or all 4-D");
@@ -122,11 +113,22 @@ public sealed class OnnxAttentionRule : IAttentionRule
         {
             PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Out(1), PresentValue = Out(2),
         });
-        int at = c.Graph.Node.IndexOf(node);
-        c.Graph.Node.RemoveAt(at);
-        for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
+        c.ReplaceNode(node, nodes);
     }
 
-    private static int? Dim(object? d) => d is long v ? (int)v : null;
+    /// <summary>
+    /// Query heads, kv heads and head size of an ONNX Attention node as far as known: the static dims
+    /// of 4-D Q [B, H, S, D] and K [B, Hkv, T, D], or q_num_heads/kv_num_heads and Q's hidden size when 3-D.
+    /// </summary>
+    internal static (int? Heads, int? KvHeads, int? HeadSize) HeadCounts(NodeProto node, IReadOnlyList<object?>? qs, IReadOnlyList<object?>? ks)
+    {
+        if (qs is { Count: 4 }) return (Dim(qs[1]), ks is { Count: 4 } ? Dim(ks[1]) : null, Dim(qs[3]));
+        if (qs is not { Count: 3 }) return (null, null, null);
+        int? heads = (int?)node.IntAttr("q_num_heads"), kvHeads = (int?)node.IntAttr("kv_num_heads");
+        int? headSize = heads is > 0 && Dim(qs[2]) is int hidden && hidden % heads == 0 ? hidden / heads.Value : null;
+        return (heads, kvHeads, headSize);
+    }
+
+    internal static int? Dim(object? d) => d is long v ? (int)v : null;
 
 }

@@ -1,5 +1,6 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+using static InfLlmV2.Onnx.GraphTools.Rewriting.Rules.OnnxAttentionRule;
 
 namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 
@@ -30,7 +31,7 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
 
     /// <inheritdoc/>
     public bool Match(GraphIndex graph, NodeProto node) =>
-        OnnxAttentionRule.IsOnnxAttention(node)
+        IsOnnxAttention(node)
         && ((node.Input.Count > 6 && node.Input[6].Length > 0)
             || (node.Input.Count > 1 && graph.Producer(node.Input[1]) is { OpType: "TensorScatter" }));
 
@@ -41,14 +42,7 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         string Input(int i) => i < node.Input.Count ? node.Input[i] : "";
         var qs = eval.PartialShape(Input(0));
         int rank = qs?.Length ?? 0;
-        int? heads = null, kvHeads = null, headSize = null;
-        if (rank == 4) (heads, kvHeads, headSize) = (Dim(qs![1]), Dim(eval.PartialShape(Input(1)) is { Length: 4 } ks ? ks[1] : null), Dim(qs[3]));
-        else if (rank == 3)
-        {
-            heads = (int?)node.IntAttr("q_num_heads");
-            kvHeads = (int?)node.IntAttr("kv_num_heads");
-            if (heads is > 0 && Dim(qs![2]) is int hidden && hidden % heads == 0) headSize = hidden / heads.Value;
-        }
+        var (heads, kvHeads, headSize) = HeadCounts(node, qs, eval.PartialShape(Input(1)));
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, heads, kvHeads, headSize);
 
         var kScatter = g.Producer(Input(1));
@@ -139,11 +133,6 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         {
             PastKey = pastKey, PastValue = pastValue, QueryOffset = f.QueryOffset, LocalWindow = f.Window,
         });
-        int at = c.Graph.Node.IndexOf(node);
-        c.Graph.Node.RemoveAt(at);
-        nodes.InsertRange(0, before);
-        for (int i = 0; i < nodes.Count; i++) c.Graph.Node.Insert(at + i, nodes[i]);
+        c.ReplaceNode(node, [.. before, .. nodes]);
     }
-
-    private static int? Dim(object? d) => d is long v ? (int)v : null;
 }
