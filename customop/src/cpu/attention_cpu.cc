@@ -247,21 +247,22 @@ struct Scratch {
   std::vector<float> rows_k, rows_v;
 };
 
-// Stage 1, step 1: raw scores scale * q_g . K1_j of the G heads of one token for windows [j0, j1),
-// into s1[g * stride + j].
-void Stage1Scores(const Microkernels& mk, const float* k1, int64_t j0, int64_t j1, const float* q, int64_t G,
-                  int64_t D, float scale, float* s1, int64_t stride, Scratch& sc) {
-  for (int64_t w0 = j0; w0 < j1; w0 += kBlockKeys) {
-    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, j1 - w0));
-    mk.transpose(k1 + w0 * D, n, D, sc.kt.data());
-    for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
-      mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, scale, sc.sc.data());
-      for (int r = 0; r < rows; ++r)
-        std::copy(sc.sc.data() + r * kBlockKeys, sc.sc.data() + r * kBlockKeys + n, s1 + (g0 + r) * stride + w0);
-    }
+// Stage 1 of one token, key-major (microkernels.h): the G heads of the token sit in vector lanes,
+// so the level-1 keys are read as rows, once, and never transposed. Score rows are [window][gw].
+// Measured at 128k decode (2 threads, G = 16, D = 128): selection 0.49 ms with 4-row x 64-key
+// tiles over transposed key tiles (transposes ~40 % of it), see docs/benchmarks.md for now.
+struct Stage1Query {
+  int64_t gw = 0;          // G rounded up to the vector width
+  std::vector<float> qt;   // [D][gw], padding heads zero
+  std::vector<float> lse;  // [gw], +inf on padding heads (they add nothing)
+  void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D) {
+    gw = (G + mk.width - 1) / mk.width * mk.width;
+    qt.assign(static_cast<size_t>(D * gw), 0.0f);
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t i = 0; i < D; ++i) qt[i * gw + g] = q[g * D + i];
+    lse.assign(static_cast<size_t>(gw), std::numeric_limits<float>::infinity());
   }
-}
+};
 
 // Which level normalizes stage 1 for a token at `pos` (level 2 unless exact or none visible).
 struct Stage1Levels {
@@ -274,51 +275,27 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
   return {a.lse_approx != 0 && nvis2 > 0, nvis1, nvis2};
 }
 
-// Stage 1, step 2: the normalizer of head g from its level-1 scores: log-sum-exp over the visible
-// level-2 scores (mean of four level-1 scores) or, exact, over the visible level-1 scores.
-// +inf when nothing is visible, so that the head adds nothing.
-float Stage1Lse(const Microkernels& mk, const AttentionAttributes& a, const Stage1Levels& lv, const float* s1g,
-                Scratch& sc) {
-  const int64_t count = lv.use_k2 ? lv.nvis2 : lv.nvis1;
-  const int64_t step = a.compress_kernel / a.compress_stride;
-  float* x = sc.sc.data();
-  auto fill = [&](int64_t j0, int n) {
-    for (int j = 0; j < n; ++j) {
-      const int64_t j2 = j0 + j;
-      x[j] = lv.use_k2 ? 0.25f * (s1g[4 * j2] + s1g[4 * j2 + step] + s1g[4 * j2 + 2 * step] + s1g[4 * j2 + 3 * step])
-                       : s1g[j2];
-    }
-    for (int j = n; j < kBlockKeys; ++j) x[j] = kNegInf;
-  };
-  float m = kNegInf;
-  for (int64_t j0 = 0; j0 < count; j0 += kBlockKeys) {
-    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, count - j0));
-    fill(j0, n);
-    for (int j = 0; j < n; ++j) m = std::max(m, x[j]);
-  }
-  if (count == 0) return std::numeric_limits<float>::infinity();
-  float sum = 0.0f;
-  for (int64_t j0 = 0; j0 < count; j0 += kBlockKeys) {
-    fill(j0, static_cast<int>(std::min<int64_t>(kBlockKeys, count - j0)));
-    sum += mk.exp_sum(x, m);
-  }
-  return m + std::log(sum);
+// Step 1: raw scores scale * q_g . K1_j of windows [j0, j1) into s1 rows j0..j1-1.
+inline void Stage1Scores(const Microkernels& mk, const Stage1Query& sq, const float* k1, int64_t j0, int64_t j1,
+                         int64_t D, float scale, float* s1) {
+  if (j1 > j0)
+    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw);
 }
 
-// Stage 1, step 3: shared[j] = sum_g exp(s1[g][j] - lse[g]) for windows [j0, j1).
-void Stage1Shared(const Microkernels& mk, const float* s1, int64_t stride, const float* lse, int64_t G, int64_t j0,
-                  int64_t j1, float* shared, Scratch& sc) {
-  float* x = sc.sc.data();
-  for (int64_t w0 = j0; w0 < j1; w0 += kBlockKeys) {
-    const int n = static_cast<int>(std::min<int64_t>(kBlockKeys, j1 - w0));
-    std::fill(shared + w0, shared + w0 + n, 0.0f);
-    for (int64_t g = 0; g < G; ++g) {
-      std::copy(s1 + g * stride + w0, s1 + g * stride + w0 + n, x);
-      std::fill(x + n, x + kBlockKeys, kNegInf);
-      mk.exp_sum(x, lse[g]);
-      for (int j = 0; j < n; ++j) shared[w0 + j] += x[j];
-    }
-  }
+// Step 2: the normalizer of each head: log-sum-exp over the visible level-2 scores (mean of four
+// level-1 scores) or, exact, over the visible level-1 scores; +inf when nothing is visible, so
+// that the head adds nothing.
+inline void Stage1Lse(const Microkernels& mk, const AttentionAttributes& a, const Stage1Levels& lv, int64_t G,
+                      const float* s1, Stage1Query& sq) {
+  const int step = static_cast<int>(a.compress_kernel / a.compress_stride);
+  mk.stage1_lse(s1, sq.gw, lv.use_k2 ? lv.nvis2 : lv.nvis1, lv.use_k2 ? step : 0, sq.lse.data());
+  std::fill(sq.lse.begin() + G, sq.lse.end(), std::numeric_limits<float>::infinity());
+}
+
+// Step 3: shared[j] = sum_g exp(s1[j][g] - lse[g]) for windows [j0, j1).
+inline void Stage1Shared(const Microkernels& mk, const Stage1Query& sq, const float* s1, int64_t j0, int64_t j1,
+                         float* shared) {
+  if (j1 > j0) mk.stage1_shared(s1 + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), shared + j0);
 }
 
 // Block scores from the shared window scores, then init + local + top-k (ties: lower index).
@@ -474,12 +451,13 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     // Decode: raw scores and shared scores are computed in slices of the windows, in parallel;
     // the per-head normalizers in between, one item per head.
     std::vector<std::vector<float>> s1(static_cast<size_t>(BH)), shared(static_cast<size_t>(BH));
-    std::vector<float> lse(static_cast<size_t>(BH * G));
+    std::vector<Stage1Query> sq(static_cast<size_t>(BH));
     std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
     for (int64_t bh = 0; bh < BH; ++bh) {
       if (!needs_stage1[bh]) continue;
       levels[bh] = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
-      s1[bh].resize(static_cast<size_t>(G * ck[bh].n1));
+      sq[bh].Set(mk, q_of(bh, 0), G, D);
+      s1[bh].resize(static_cast<size_t>(sq[bh].gw * ck[bh].n1));
       shared[bh].resize(static_cast<size_t>(ck[bh].n1));
     }
     auto slice_range = [](int64_t count, int64_t slice) {
@@ -490,21 +468,15 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-      Scratch sc;
-      Stage1Scores(mk, ck[bh].k1, j0, j1, q_of(bh, 0), G, D, p.scale, s1[bh].data(), ck[bh].n1, sc);
+      Stage1Scores(mk, sq[bh], ck[bh].k1, j0, j1, D, p.scale, s1[bh].data());
     });
-    pf(static_cast<size_t>(BH * G), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / G, g = static_cast<int64_t>(item) % G;
-      if (!needs_stage1[bh]) return;
-      Scratch sc;
-      lse[item] = Stage1Lse(mk, a, levels[bh], s1[bh].data() + g * ck[bh].n1, sc);
-    });
+    for (int64_t bh = 0; bh < BH; ++bh)
+      if (needs_stage1[bh]) Stage1Lse(mk, a, levels[bh], G, s1[bh].data(), sq[bh]);
     pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-      Scratch sc;
-      Stage1Shared(mk, s1[bh].data(), ck[bh].n1, lse.data() + bh * G, G, j0, j1, shared[bh].data(), sc);
+      Stage1Shared(mk, sq[bh], s1[bh].data(), j0, j1, shared[bh].data());
     });
     pf(static_cast<size_t>(BH), [&](size_t bh) {
       if (!needs_stage1[bh]) return;
@@ -520,19 +492,20 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
       const int64_t b = bh / Hkv;
-      Scratch sc;
-      std::vector<float> s1, lse(static_cast<size_t>(G)), shared, block_score;
+      Stage1Query sq;
+      std::vector<float> s1, shared, block_score;
       std::vector<int32_t> candidates;
       for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
         const int64_t at = bh * S + s;
         if (!needs_stage1[at]) continue;
         const int64_t pos = c.Past(b) + s;
         const auto lv = LevelsFor(a, ck[bh], pos);
-        s1.resize(static_cast<size_t>(G * lv.nvis1));
-        Stage1Scores(mk, ck[bh].k1, 0, lv.nvis1, q_of(bh, s), G, D, p.scale, s1.data(), lv.nvis1, sc);
-        for (int64_t g = 0; g < G; ++g) lse[g] = Stage1Lse(mk, a, lv, s1.data() + g * lv.nvis1, sc);
+        sq.Set(mk, q_of(bh, s), G, D);
+        s1.resize(static_cast<size_t>(sq.gw * lv.nvis1));
+        Stage1Scores(mk, sq, ck[bh].k1, 0, lv.nvis1, D, p.scale, s1.data());
+        Stage1Lse(mk, a, lv, G, s1.data(), sq);
         shared.resize(static_cast<size_t>(lv.nvis1));
-        Stage1Shared(mk, s1.data(), lv.nvis1, lse.data(), G, 0, lv.nvis1, shared.data(), sc);
+        Stage1Shared(mk, sq, s1.data(), 0, lv.nvis1, shared.data());
         lens[at] = SelectFromScores(a, pos, shared.data(), lv.nvis1, block_score, candidates, lists.data() + at * K);
       }
     });

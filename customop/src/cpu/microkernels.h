@@ -28,6 +28,18 @@ struct Microkernels {
   void (*half_to_float)(const uint16_t* src, float* dst, int64_t n);
   // kt[i * 64 + j] = k[j * d + i] for j < n, 0 for n <= j < 64.
   void (*transpose)(const float* k, int n, int64_t d, float* kt);
+
+  // Key-major kernels (few query rows, many keys: stage 1). Heads live in vector lanes: gw is the
+  // head count rounded up to a multiple of `width`, qt[i * gw + g] the transposed query (padding
+  // heads zero), score rows are [key][gw].
+  int width;  // floats per vector
+  // out[j * gw + g] = scale * dot(qt[:, g], k + j * d) for j < n, g < gw; k holds n rows of d.
+  void (*scores_key_major)(const float* qt, int64_t gw, const float* k, int n, int64_t d, float scale, float* out);
+  // lse[g] = log-sum-exp over j < count of x_j[g]: x_j = s1 row j (step 0), or the mean of rows
+  // 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); +inf if count == 0.
+  void (*stage1_lse)(const float* s1, int64_t gw, int64_t count, int step, float* lse);
+  // shared[j] = sum_g exp(s1[j * gw + g] - lse[g]) for j < n.
+  void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
 };
 
 // The best microkernels this CPU supports (decided once).
