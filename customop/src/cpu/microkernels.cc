@@ -10,19 +10,34 @@ namespace avx512 { extern const Microkernels kMicrokernels; }
 
 namespace {
 
+bool CpuHas(const char* isa) {
+  __builtin_cpu_init();
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (std::strcmp(isa, "avx2") == 0) return avx2;
+  if (std::strcmp(isa, "avx512") == 0) return avx2 && __builtin_cpu_supports("avx512f");
+  return std::strcmp(isa, "baseline") == 0;
+}
+
 const Microkernels& Detect() {
   // INFLLMV2_ISA=baseline|avx2|avx512 caps the choice (A/B tests, triage).
   const char* cap = std::getenv("INFLLMV2_ISA");
-  auto allowed = [&](const char* name) { return cap == nullptr || std::strcmp(cap, name) == 0; };
-  __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
-  if (avx512 && (cap == nullptr || allowed("avx512"))) return avx512::kMicrokernels;
-  if (avx2 && (cap == nullptr || allowed("avx2") || allowed("avx512"))) return avx2::kMicrokernels;
+  const char* order[] = {"avx512", "avx2", "baseline"};
+  bool allowed = cap == nullptr;
+  for (const char* isa : order) {
+    allowed = allowed || std::strcmp(cap, isa) == 0;
+    if (allowed && CpuHas(isa)) return *MicrokernelsFor(isa);
+  }
   return sse2::kMicrokernels;
 }
 
 }  // namespace
+
+const Microkernels* MicrokernelsFor(const char* isa) {
+  if (!CpuHas(isa)) return nullptr;
+  if (std::strcmp(isa, "avx512") == 0) return &avx512::kMicrokernels;
+  if (std::strcmp(isa, "avx2") == 0) return &avx2::kMicrokernels;
+  return &sse2::kMicrokernels;
+}
 
 const Microkernels& SelectMicrokernels() {
   static const Microkernels& chosen = Detect();

@@ -42,7 +42,11 @@ struct Microkernels {
   void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
 };
 
-// The best microkernels this CPU supports (decided once).
+// The best microkernels this CPU supports (decided once; INFLLMV2_ISA caps the choice).
 const Microkernels& SelectMicrokernels();
+
+// The build for one ISA level ("baseline", "avx2", "avx512"), or null when this CPU lacks it
+// (tests run every level the machine has).
+const Microkernels* MicrokernelsFor(const char* isa);
 
 }  // namespace infllmv2::cpu

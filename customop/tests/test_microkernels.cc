@@ -1,0 +1,203 @@
+// Every SIMD microkernel of every ISA level this CPU has, against a double-precision scalar
+// computation of the same contract (microkernels.h). The attention tests exercise them only
+// through the kernel and only at the level the machine picks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/microkernels.h"
+
+namespace infllmv2::cpu {
+namespace {
+
+std::vector<const Microkernels*> Levels() {
+  std::vector<const Microkernels*> out;
+  for (const char* isa : {"baseline", "avx2", "avx512"})
+    if (const Microkernels* mk = MicrokernelsFor(isa)) out.push_back(mk);
+  return out;
+}
+
+std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+TEST(Microkernels, BaselineAlwaysAvailable) {
+  ASSERT_NE(MicrokernelsFor("baseline"), nullptr);
+  EXPECT_EQ(MicrokernelsFor("no-such-isa"), nullptr);
+}
+
+TEST(Microkernels, ExpSumMatchesExpIncludingUnderflowAndMinusInfinity) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    std::vector<float> x(kBlockKeys);
+    for (int j = 0; j < kBlockKeys; ++j) x[j] = -90.0f + 90.0f * static_cast<float>(j) / (kBlockKeys - 1);  // -90 .. 0
+    x[3] = -std::numeric_limits<float>::infinity();
+    x[5] = -87.5f;
+    std::vector<float> y = x;
+    const float m = 0.0f;
+    const float sum = mk->exp_sum(y.data(), m);
+    double want_sum = 0.0;
+    for (int j = 0; j < kBlockKeys; ++j) {
+      const double want = x[j] < -87.0f ? 0.0 : std::exp(static_cast<double>(x[j]));
+      want_sum += want;
+      if (want == 0.0)
+        EXPECT_EQ(y[j], 0.0f) << "x = " << x[j];
+      else
+        EXPECT_NEAR(y[j], want, 2e-7 * want) << "x = " << x[j];
+    }
+    EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
+  }
+}
+
+TEST(Microkernels, ScoresOfTransposedTilesMatchDotProducts) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    for (int64_t d : {64, 96, 128, 136}) {
+      for (int n : {1, 17, 64}) {
+        const auto k = Random(static_cast<size_t>(n * d), 1);
+        const auto q = Random(static_cast<size_t>(kMaxRows * d), 2);
+        std::vector<float> kt(static_cast<size_t>(d * kBlockKeys), 7.0f), out(kMaxRows * kBlockKeys);
+        mk->transpose(k.data(), n, d, kt.data());
+        for (int64_t i = 0; i < d; ++i)
+          for (int j = 0; j < kBlockKeys; ++j) ASSERT_EQ(kt[i * kBlockKeys + j], j < n ? k[j * d + i] : 0.0f);
+        for (int rows = 1; rows <= kMaxRows; ++rows) {
+          mk->scores(q.data(), d, rows, kt.data(), d, 0.5f, out.data());
+          for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < n; ++j) {
+              double want = 0.0;
+              for (int64_t i = 0; i < d; ++i) want += static_cast<double>(q[r * d + i]) * k[j * d + i];
+              ASSERT_NEAR(out[r * kBlockKeys + j], 0.5 * want, 1e-5) << "d=" << d << " rows=" << rows << " r=" << r << " j=" << j;
+            }
+        }
+      }
+    }
+  }
+}
+
+TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    for (int64_t heads : {1, 3, 8, 16, 20, 40, 72}) {
+      const int64_t gw = (heads + mk->width - 1) / mk->width * mk->width;
+      const int64_t d = 72;
+      const int n = 37;  // not a multiple of any tile
+      const auto q = Random(static_cast<size_t>(heads * d), 3);
+      const auto k = Random(static_cast<size_t>(n * d), 4);
+      std::vector<float> qt(static_cast<size_t>(d * gw), 0.0f), out(static_cast<size_t>(n * gw), 9.0f);
+      for (int64_t g = 0; g < heads; ++g)
+        for (int64_t i = 0; i < d; ++i) qt[i * gw + g] = q[g * d + i];
+      mk->scores_key_major(qt.data(), gw, k.data(), n, d, 0.25f, out.data());
+      for (int j = 0; j < n; ++j)
+        for (int64_t g = 0; g < gw; ++g) {
+          double want = 0.0;
+          if (g < heads)
+            for (int64_t i = 0; i < d; ++i) want += static_cast<double>(q[g * d + i]) * k[j * d + i];
+          ASSERT_NEAR(out[j * gw + g], 0.25 * want, 1e-5) << "heads=" << heads << " j=" << j << " g=" << g;
+        }
+    }
+  }
+}
+
+TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t gw = 2 * mk->width;
+    for (int step : {0, 2}) {
+      const int64_t rows = 203, count = step == 0 ? rows : (rows - 3 * step) / 4;
+      const auto s1 = Random(static_cast<size_t>(rows * gw), 5, -8.0f, 8.0f);
+      std::vector<float> lse(static_cast<size_t>(gw));
+      mk->stage1_lse(s1.data(), gw, count, step, lse.data());
+      for (int64_t g = 0; g < gw; ++g) {
+        double sum = 0.0;
+        for (int64_t j = 0; j < count; ++j) {
+          const double x = step == 0 ? s1[j * gw + g]
+                                     : 0.25 * (static_cast<double>(s1[4 * j * gw + g]) + s1[(4 * j + step) * gw + g] +
+                                               s1[(4 * j + 2 * step) * gw + g] + s1[(4 * j + 3 * step) * gw + g]);
+          sum += std::exp(x);
+        }
+        ASSERT_NEAR(lse[g], std::log(sum), 1e-5) << "step=" << step << " g=" << g;
+      }
+      mk->stage1_lse(s1.data(), gw, 0, step, lse.data());
+      for (float v : lse) EXPECT_EQ(v, std::numeric_limits<float>::infinity());
+    }
+    // Group sum, with the second half of the lanes switched off by lse = +inf.
+    const int64_t n = 3 * mk->width + 5;
+    const auto s1 = Random(static_cast<size_t>(n * gw), 6, -4.0f, 4.0f);
+    std::vector<float> lse = Random(static_cast<size_t>(gw), 7, 2.0f, 5.0f), shared(static_cast<size_t>(n));
+    for (int64_t g = mk->width; g < gw; ++g) lse[g] = std::numeric_limits<float>::infinity();
+    mk->stage1_shared(s1.data(), gw, n, lse.data(), shared.data());
+    for (int64_t j = 0; j < n; ++j) {
+      double want = 0.0;
+      for (int64_t g = 0; g < mk->width; ++g) want += std::exp(static_cast<double>(s1[j * gw + g]) - lse[g]);
+      ASSERT_NEAR(shared[j], want, 1e-6 * want + 1e-12) << "j=" << j;
+    }
+  }
+}
+
+TEST(Microkernels, AccumulateAndSoftmaxUpdateMatchDoubles) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t d = 80;
+    const int n = 50;
+    const auto v = Random(static_cast<size_t>(n * d), 8);
+    for (int rows = 1; rows <= kMaxRows; ++rows) {
+      auto p = Random(static_cast<size_t>(kMaxRows * kBlockKeys), 9, -3.0f, 3.0f);
+      std::vector<float> m(static_cast<size_t>(rows), 0.5f), l(static_cast<size_t>(rows), 2.0f);
+      auto acc = Random(static_cast<size_t>(rows * d), 10);
+      const auto p0 = p;
+      const auto acc0 = acc;
+      mk->softmax_update(p.data(), rows, 3, n, m.data(), l.data(), acc.data(), d);
+      for (int r = 0; r < rows; ++r) {
+        double mx = 0.5;
+        for (int j = 3; j < n; ++j) mx = std::max(mx, static_cast<double>(p0[r * kBlockKeys + j]));
+        ASSERT_NEAR(m[r], mx, 0.0);
+        double want_l = 2.0 * std::exp(0.5 - mx);
+        for (int j = 0; j < kBlockKeys; ++j) {
+          const double e = j >= 3 && j < n ? std::exp(p0[r * kBlockKeys + j] - mx) : 0.0;
+          want_l += e;
+          ASSERT_NEAR(p[r * kBlockKeys + j], e, 1e-6) << "r=" << r << " j=" << j;
+        }
+        ASSERT_NEAR(l[r], want_l, 1e-5 * want_l);
+        for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[r * d + i], acc0[r * d + i] * std::exp(0.5 - mx), 1e-6);
+      }
+      const auto before = acc;
+      mk->accumulate(acc.data(), d, rows, p.data(), v.data(), n, d);
+      for (int r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < d; ++i) {
+          double want = before[r * d + i];
+          for (int j = 0; j < n; ++j) want += static_cast<double>(p[r * kBlockKeys + j]) * v[j * d + i];
+          ASSERT_NEAR(acc[r * d + i], want, 1e-5) << "rows=" << rows << " r=" << r << " i=" << i;
+        }
+    }
+  }
+}
+
+TEST(Microkernels, HalfToFloatMatchesScalarDecoding) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    std::vector<uint16_t> h = {0x0000, 0x8000, 0x3c00, 0xbc00, 0x7bff, 0x0001, 0x03ff, 0x7c00, 0xfc00, 0x3555};
+    for (int i = 0; i < 40; ++i) h.push_back(static_cast<uint16_t>(0x1234 + 977 * i));
+    std::vector<float> f(h.size());
+    mk->half_to_float(h.data(), f.data(), static_cast<int64_t>(h.size()));
+    for (size_t i = 0; i < h.size(); ++i) {
+      const int e = (h[i] >> 10) & 0x1f, mant = h[i] & 0x3ff;
+      const double sign = (h[i] & 0x8000) ? -1.0 : 1.0;
+      const double want = e == 0x1f ? sign * std::numeric_limits<double>::infinity()
+                          : e == 0  ? sign * std::ldexp(mant, -24)
+                                    : sign * std::ldexp(1024 + mant, e - 25);
+      if (e == 0x1f && mant != 0) continue;  // NaN payloads
+      ASSERT_EQ(static_cast<double>(f[i]), want) << std::hex << h[i];
+    }
+  }
+}
+
+}  // namespace
+}  // namespace infllmv2::cpu
