@@ -169,7 +169,7 @@ TEST(Microkernels, AccumulateAndSoftmaxUpdateMatchDoubles) {
         for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[r * d + i], acc0[r * d + i] * std::exp(0.5 - mx), 1e-6);
       }
       const auto before = acc;
-      mk->accumulate(acc.data(), d, rows, p.data(), v.data(), n, d);
+      mk->accumulate(acc.data(), d, rows, p.data(), kBlockKeys, 1, v.data(), n, d);
       for (int r = 0; r < rows; ++r)
         for (int64_t i = 0; i < d; ++i) {
           double want = before[r * d + i];
@@ -177,6 +177,50 @@ TEST(Microkernels, AccumulateAndSoftmaxUpdateMatchDoubles) {
           ASSERT_NEAR(acc[r * d + i], want, 1e-5) << "rows=" << rows << " r=" << r << " i=" << i;
         }
     }
+  }
+}
+
+TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t d = 40, heads = 5, gw = (heads + mk->width - 1) / mk->width * mk->width;
+    const int lo = 2, hi = 45, n = 50;
+    auto x = Random(static_cast<size_t>(kBlockKeys * gw), 11, -3.0f, 3.0f);
+    const auto x0 = x;
+    const auto v = Random(static_cast<size_t>(n * d), 12);
+    std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()), l(static_cast<size_t>(gw), 0.0f);
+    m[0] = 10.0f;  // head 0: running max above every score, no rescale
+    l[0] = 1.5f;
+    m[1] = 0.25f;
+    l[1] = 2.0f;
+    auto acc = Random(static_cast<size_t>(heads * d), 13);
+    const auto acc0 = acc;
+    const auto m0 = m, l0 = l;
+    mk->softmax_update_key_major(x.data(), gw, lo, hi, m.data(), l.data(), acc.data(), static_cast<int>(heads), d);
+    for (int64_t g = 0; g < heads; ++g) {
+      double mx = m0[g];
+      for (int j = lo; j < hi; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
+      ASSERT_EQ(m[g], static_cast<float>(mx)) << "g=" << g;
+      const double corr = std::isinf(m0[g]) ? 0.0 : std::exp(m0[g] - mx);
+      double want_l = l0[g] * corr;
+      for (int j = 0; j < kBlockKeys; ++j) {
+        const double e = j >= lo && j < hi ? std::exp(x0[j * gw + g] - mx) : 0.0;
+        want_l += e;
+        ASSERT_NEAR(x[j * gw + g], e, 1e-6) << "g=" << g << " j=" << j;
+      }
+      ASSERT_NEAR(l[g], want_l, 1e-5 * want_l);
+      for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[g * d + i], acc0[g * d + i] * corr, 1e-6);
+    }
+    const auto before = acc;
+    for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
+      mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0, 1, gw,
+                     v.data(), n, d);
+    for (int64_t g = 0; g < heads; ++g)
+      for (int64_t i = 0; i < d; ++i) {
+        double want = before[g * d + i];
+        for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
+        ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
+      }
   }
 }
 

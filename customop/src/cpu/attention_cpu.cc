@@ -246,6 +246,7 @@ struct Scratch {
   std::vector<float> kt = std::vector<float>(static_cast<size_t>(256 * kBlockKeys));
   std::vector<float> sc = std::vector<float>(static_cast<size_t>(kMaxRows * kBlockKeys));
   std::vector<float> rows_k, rows_v;
+  std::vector<float> km;  // key-major scores [64][gw] of one-token items
 };
 
 // Stage 1 of one token, key-major (microkernels.h): the G heads of the token sit in vector lanes,
@@ -253,7 +254,7 @@ struct Scratch {
 // Measured at 128k decode (2 threads, G = 16, D = 128, stage bench): selection 0.49 ms with
 // 4-row x 64-key tiles over transposed key tiles, 0.28-0.30 ms key-major; the scoring pass now
 // streams the 4.2 MB of fp32 level-1 keys at about the machine's copy bandwidth.
-struct Stage1Query {
+struct QueryLanes {
   int64_t gw = 0;          // G rounded up to the vector width
   std::vector<float> qt;   // [D][gw], padding heads zero
   std::vector<float> lse;  // [gw], +inf on padding heads (they add nothing)
@@ -278,7 +279,7 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
 }
 
 // Step 1: raw scores scale * q_g . K1_j of windows [j0, j1) into s1 rows j0..j1-1.
-inline void Stage1Scores(const Microkernels& mk, const Stage1Query& sq, const float* k1, int64_t j0, int64_t j1,
+inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const float* k1, int64_t j0, int64_t j1,
                          int64_t D, float scale, float* s1) {
   if (j1 > j0)
     mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw);
@@ -288,14 +289,14 @@ inline void Stage1Scores(const Microkernels& mk, const Stage1Query& sq, const fl
 // level-1 scores) or, exact, over the visible level-1 scores; +inf when nothing is visible, so
 // that the head adds nothing.
 inline void Stage1Lse(const Microkernels& mk, const AttentionAttributes& a, const Stage1Levels& lv, int64_t G,
-                      const float* s1, Stage1Query& sq) {
+                      const float* s1, QueryLanes& sq) {
   const int step = static_cast<int>(a.compress_kernel / a.compress_stride);
   mk.stage1_lse(s1, sq.gw, lv.use_k2 ? lv.nvis2 : lv.nvis1, lv.use_k2 ? step : 0, sq.lse.data());
   std::fill(sq.lse.begin() + G, sq.lse.end(), std::numeric_limits<float>::infinity());
 }
 
 // Step 3: shared[j] = sum_g exp(s1[j][g] - lse[g]) for windows [j0, j1).
-inline void Stage1Shared(const Microkernels& mk, const Stage1Query& sq, const float* s1, int64_t j0, int64_t j1,
+inline void Stage1Shared(const Microkernels& mk, const QueryLanes& sq, const float* s1, int64_t j0, int64_t j1,
                          float* shared) {
   if (j1 > j0) mk.stage1_shared(s1 + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), shared + j0);
 }
@@ -357,6 +358,16 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
   const int64_t total = c.Total(b), past = c.Past(b);
   const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
   const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
+  // One-token items (decode) score key-major: with only G query rows a transposed key tile is
+  // used G / 4 times, and the transposes were ~20 % of 128k decode attention.
+  const bool one_token = t1 - t0 == 1;
+  QueryLanes ql;
+  if (one_token) {
+    ql.Set(mk, c.q + ((b * p.seq_len + t0) * p.num_heads + h * G) * D, G, D);
+    sc.km.resize(static_cast<size_t>(kBlockKeys * ql.gw));
+    st.m.resize(std::max(st.m.size(), static_cast<size_t>(ql.gw)), kNegInf);  // lanes past G: padding
+    st.l.resize(std::max(st.l.size(), static_cast<size_t>(ql.gw)), 0.0f);
+  }
   std::vector<int64_t> cursor(static_cast<size_t>(t1 - t0), 0);
   std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
   for (int64_t bi = 0; bi < n_blocks; ++bi) {
@@ -379,6 +390,23 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       const int n = static_cast<int>(x1 - x0);
       bool loaded = false;
       const float* vf = nullptr;
+      if (one_token) {  // key-major: the token's heads in lanes, key rows used as they are
+        const int64_t lo = std::max(x0, list_len[0] < 0 ? dense_lo[0] : int64_t{0});
+        const int64_t hi = std::min(x1, past + t0 + 1);  // token-level causal mask
+        if (hi <= lo) continue;
+        const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
+        vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+        float* x = sc.km.data();
+        mk.scores_key_major(ql.qt.data(), ql.gw, kf, n, D, p.scale, x);
+        if (a.softcap > 0.0f)
+          for (int64_t i = 0; i < n * ql.gw; ++i) x[i] = a.softcap * std::tanh(x[i] / a.softcap);
+        mk.softmax_update_key_major(x, ql.gw, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data(),
+                                    st.l.data(), st.acc.data(), static_cast<int>(G), D);
+        for (int64_t g0 = 0; g0 < G; g0 += kMaxRows)
+          mk.accumulate(st.acc.data() + g0 * D, D, static_cast<int>(std::min<int64_t>(kMaxRows, G - g0)), x + g0, 1,
+                        ql.gw, vf, n, D);
+        continue;
+      }
       for (int64_t t : attending) {
         const int64_t pos = past + t0 + t;
         const int64_t lo = std::max(x0, list_len[t] < 0 ? dense_lo[t] : int64_t{0});
@@ -399,7 +427,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
           const int64_t row = t * G + g0;
           mk.softmax_update(sc.sc.data(), rows, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data() + row,
                             st.l.data() + row, st.acc.data() + row * D, D);
-          mk.accumulate(st.acc.data() + (t * G + g0) * D, D, rows, sc.sc.data(), vf, n, D);
+          mk.accumulate(st.acc.data() + (t * G + g0) * D, D, rows, sc.sc.data(), kBlockKeys, 1, vf, n, D);
         }
       }
     }
@@ -455,7 +483,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     // s1 is written in full before it is read: no zero fill (it was 15 us of a 128k decode step).
     std::vector<std::unique_ptr<float[]>> s1(static_cast<size_t>(BH));
     std::vector<std::vector<float>> shared(static_cast<size_t>(BH));
-    std::vector<Stage1Query> sq(static_cast<size_t>(BH));
+    std::vector<QueryLanes> sq(static_cast<size_t>(BH));
     std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
     for (int64_t bh = 0; bh < BH; ++bh) {
       if (!needs_stage1[bh]) continue;
@@ -496,7 +524,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
       const int64_t b = bh / Hkv;
-      Stage1Query sq;
+      QueryLanes sq;
       std::vector<float> s1, shared, block_score;
       std::vector<int32_t> candidates;
       for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
@@ -566,8 +594,8 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       std::vector<const int32_t*> list_ptr{u.data()};
       std::vector<int64_t> list_len{lens[bh] < 0 ? -1 : n}, lo_tok{dense_lo[bh]};
       AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st, sc);
-      std::copy(st.m.begin(), st.m.end(), part_m.begin() + item * G);
-      std::copy(st.l.begin(), st.l.end(), part_l.begin() + item * G);
+      std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
+      std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
       std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
     });
     pf(static_cast<size_t>(BH), [&](size_t bh) {

@@ -16,8 +16,10 @@ struct Microkernels {
   // out[r * 64 + j] = scale * dot(q + r * q_stride, column j of kt) for r < rows (1..4), j < 64.
   // kt is a transposed key block [D][64] (missing keys zero-filled).
   void (*scores)(const float* q, int64_t q_stride, int rows, const float* kt, int64_t d, float scale, float* out);
-  // acc[r * acc_stride + i] += sum_{j < n} p[r * 64 + j] * v[j * d + i] for r < rows (1..4), i < d.
-  void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, const float* v, int n, int64_t d);
+  // acc[r * acc_stride + i] += sum_{j < n} p[r * p_row + j * p_key] * v[j * d + i] for r < rows
+  // (1..4), i < d. Row-major scores: p_row = 64, p_key = 1; key-major ones: p_row = 1, p_key = gw.
+  void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
+                     const float* v, int n, int64_t d);
   // x[j] = exp(x[j] - m) for j < 64 (-inf gives 0); returns the sum.
   float (*exp_sum)(float* x, float m);
   // Online-softmax update of `rows` rows (1..4) of scores x[r * 64 + j], keys [lo, hi) visible:
@@ -40,6 +42,10 @@ struct Microkernels {
   void (*stage1_lse)(const float* s1, int64_t gw, int64_t count, int step, float* lse);
   // shared[j] = sum_g exp(s1[j * gw + g] - lse[g]) for j < n.
   void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
+  // softmax_update on key-major scores x[j * gw + g] (j < 64, keys [lo, hi) visible, others become
+  // 0): per lane g < gw the running max m[g] and sum l[g]; acc rows g < rows (stride d) rescaled.
+  void (*softmax_update_key_major)(float* x, int64_t gw, int lo, int hi, float* m, float* l, float* acc, int rows,
+                                   int64_t d);
 };
 
 // The best microkernels this CPU supports (decided once; INFLLMV2_ISA caps the choice).
