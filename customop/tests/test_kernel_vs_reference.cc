@@ -161,6 +161,20 @@ TEST(SparseVsReference, AutoModeRaggedBatchSwitchesPerEntry) {
   ExpectMatchesReference(c);
 }
 
+TEST(KernelVsReference, OneTokenStepsWithSoftcap) {
+  // One-token steps score key-major (not through transposed key tiles): softcap there too.
+  for (int32_t mode : {1, 2}) {
+    Case c;
+    c.seq_len = 1;
+    c.past_capacity = 700;
+    c.totals = {700};
+    c.attrs = SmallBudget();
+    c.attrs.softcap = 5.0f;
+    c.mode = mode;
+    ExpectMatchesReference(c);
+  }
+}
+
 TEST(KernelVsReference, ChunkedPrefillWithRaggedBatch) {
   // Unlike GQA (batch 1 only), any batch may continue a prompt, each entry at its own past length.
   for (int32_t mode : {1, 2}) {

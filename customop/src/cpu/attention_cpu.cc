@@ -249,15 +249,15 @@ struct Scratch {
   std::vector<float> km;  // key-major scores [64][gw] of one-token items
 };
 
-// Stage 1 of one token, key-major (microkernels.h): the G heads of the token sit in vector lanes,
-// so the level-1 keys are read as rows, once, and never transposed. Score rows are [window][gw].
+// The G heads of one token in vector lanes, for the key-major kernels (microkernels.h): stage 1
+// and one-token attention read key rows as they are, never transposed; score rows are [key][gw].
 // Measured at 128k decode (2 threads, G = 16, D = 128, stage bench): selection 0.49 ms with
 // 4-row x 64-key tiles over transposed key tiles, 0.28-0.30 ms key-major; the scoring pass now
 // streams the 4.2 MB of fp32 level-1 keys at about the machine's copy bandwidth.
 struct QueryLanes {
   int64_t gw = 0;          // G rounded up to the vector width
   std::vector<float> qt;   // [D][gw], padding heads zero
-  std::vector<float> lse;  // [gw], +inf on padding heads (they add nothing)
+  std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
   void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D) {
     gw = (G + mk.width - 1) / mk.width * mk.width;
     qt.assign(static_cast<size_t>(D * gw), 0.0f);
@@ -335,6 +335,12 @@ int64_t SelectFromScores(const AttentionAttributes& a, int64_t pos, const float*
   return n;
 }
 
+// x[i] <- cap * tanh(x[i] / cap) for i < count when cap > 0 (GQA's softcap of attention scores).
+inline void Softcap(float cap, float* x, int64_t count) {
+  if (cap > 0.0f)
+    for (int64_t i = 0; i < count; ++i) x[i] = cap * std::tanh(x[i] / cap);
+}
+
 // Online-softmax state of a set of query rows (token x head), D floats of accumulator each.
 struct RowStates {
   std::vector<float> m, l, acc;
@@ -390,28 +396,24 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       const int n = static_cast<int>(x1 - x0);
       bool loaded = false;
       const float* vf = nullptr;
-      if (one_token) {  // key-major: the token's heads in lanes, key rows used as they are
-        const int64_t lo = std::max(x0, list_len[0] < 0 ? dense_lo[0] : int64_t{0});
-        const int64_t hi = std::min(x1, past + t0 + 1);  // token-level causal mask
-        if (hi <= lo) continue;
-        const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
-        vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
-        float* x = sc.km.data();
-        mk.scores_key_major(ql.qt.data(), ql.gw, kf, n, D, p.scale, x);
-        if (a.softcap > 0.0f)
-          for (int64_t i = 0; i < n * ql.gw; ++i) x[i] = a.softcap * std::tanh(x[i] / a.softcap);
-        mk.softmax_update_key_major(x, ql.gw, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data(),
-                                    st.l.data(), st.acc.data(), static_cast<int>(G), D);
-        for (int64_t g0 = 0; g0 < G; g0 += kMaxRows)
-          mk.accumulate(st.acc.data() + g0 * D, D, static_cast<int>(std::min<int64_t>(kMaxRows, G - g0)), x + g0, 1,
-                        ql.gw, vf, n, D);
-        continue;
-      }
       for (int64_t t : attending) {
         const int64_t pos = past + t0 + t;
         const int64_t lo = std::max(x0, list_len[t] < 0 ? dense_lo[t] : int64_t{0});
         const int64_t hi = std::min(x1, pos + 1);  // token-level causal mask
         if (hi <= lo) continue;
+        if (one_token) {  // key-major: the token's heads in lanes, key rows used as they are
+          const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
+          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+          float* x = sc.km.data();
+          mk.scores_key_major(ql.qt.data(), ql.gw, kf, n, D, p.scale, x);
+          Softcap(a.softcap, x, n * ql.gw);
+          mk.softmax_update_key_major(x, ql.gw, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data(),
+                                      st.l.data(), st.acc.data(), static_cast<int>(G), D);
+          for (int64_t g0 = 0; g0 < G; g0 += kMaxRows)
+            mk.accumulate(st.acc.data() + g0 * D, D, static_cast<int>(std::min<int64_t>(kMaxRows, G - g0)), x + g0, 1,
+                          ql.gw, vf, n, D);
+          continue;
+        }
         if (!loaded) {
           mk.transpose(RowsAsFloat(keys + x0 * D, n, D, sc.rows_k), n, D, sc.kt.data());
           vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
@@ -421,9 +423,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
         for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
           const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
           mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, p.scale, sc.sc.data());
-          if (a.softcap > 0.0f)
-            for (int r = 0; r < rows; ++r)
-              for (int j = 0; j < n; ++j) sc.sc[r * kBlockKeys + j] = a.softcap * std::tanh(sc.sc[r * kBlockKeys + j] / a.softcap);
+          for (int r = 0; r < rows; ++r) Softcap(a.softcap, sc.sc.data() + r * kBlockKeys, n);
           const int64_t row = t * G + g0;
           mk.softmax_update(sc.sc.data(), rows, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data() + row,
                             st.l.data() + row, st.acc.data() + row * D, D);

@@ -25,9 +25,9 @@ const Microkernels& Detect() {
   bool allowed = cap == nullptr;
   for (const char* isa : order) {
     allowed = allowed || std::strcmp(cap, isa) == 0;
-    if (allowed && CpuHas(isa)) return *MicrokernelsFor(isa);
+    if (const Microkernels* mk = allowed ? MicrokernelsFor(isa) : nullptr) return *mk;
   }
-  return sse2::kMicrokernels;
+  return sse2::kMicrokernels;  // unknown INFLLMV2_ISA value
 }
 
 }  // namespace

@@ -31,7 +31,8 @@ struct Microkernels {
   // kt[i * 64 + j] = k[j * d + i] for j < n, 0 for n <= j < 64.
   void (*transpose)(const float* k, int n, int64_t d, float* kt);
 
-  // Key-major kernels (few query rows, many keys: stage 1). Heads live in vector lanes: gw is the
+  // Key-major kernels (one token's heads against many keys: stage 1 and one-token attention).
+  // Heads live in vector lanes: gw is the
   // head count rounded up to a multiple of `width`, qt[i * gw + g] the transposed query (padding
   // heads zero), score rows are [key][gw].
   int width;  // floats per vector
