@@ -34,54 +34,6 @@ TEST(Microkernels, BaselineAlwaysAvailable) {
   EXPECT_EQ(MicrokernelsFor("no-such-isa"), nullptr);
 }
 
-TEST(Microkernels, ExpSumMatchesExpIncludingUnderflowAndMinusInfinity) {
-  for (const Microkernels* mk : Levels()) {
-    SCOPED_TRACE(mk->isa);
-    std::vector<float> x(kBlockKeys);
-    for (int j = 0; j < kBlockKeys; ++j) x[j] = -90.0f + 90.0f * static_cast<float>(j) / (kBlockKeys - 1);  // -90 .. 0
-    x[3] = -std::numeric_limits<float>::infinity();
-    x[5] = -87.5f;
-    std::vector<float> y = x;
-    const float m = 0.0f;
-    const float sum = mk->exp_sum(y.data(), m);
-    double want_sum = 0.0;
-    for (int j = 0; j < kBlockKeys; ++j) {
-      const double want = x[j] < -87.0f ? 0.0 : std::exp(static_cast<double>(x[j]));
-      want_sum += want;
-      if (want == 0.0)
-        EXPECT_EQ(y[j], 0.0f) << "x = " << x[j];
-      else
-        EXPECT_NEAR(y[j], want, 2e-7 * want) << "x = " << x[j];
-    }
-    EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
-  }
-}
-
-TEST(Microkernels, ScoresOfTransposedTilesMatchDotProducts) {
-  for (const Microkernels* mk : Levels()) {
-    SCOPED_TRACE(mk->isa);
-    for (int64_t d : {64, 96, 128, 136}) {
-      for (int n : {1, 17, 64}) {
-        const auto k = Random(static_cast<size_t>(n * d), 1);
-        const auto q = Random(static_cast<size_t>(kMaxRows * d), 2);
-        std::vector<float> kt(static_cast<size_t>(d * kBlockKeys), 7.0f), out(kMaxRows * kBlockKeys);
-        mk->transpose(k.data(), n, d, kt.data());
-        for (int64_t i = 0; i < d; ++i)
-          for (int j = 0; j < kBlockKeys; ++j) ASSERT_EQ(kt[i * kBlockKeys + j], j < n ? k[j * d + i] : 0.0f);
-        for (int rows = 1; rows <= kMaxRows; ++rows) {
-          mk->scores(q.data(), d, rows, kt.data(), d, 0.5f, out.data());
-          for (int r = 0; r < rows; ++r)
-            for (int j = 0; j < n; ++j) {
-              double want = 0.0;
-              for (int64_t i = 0; i < d; ++i) want += static_cast<double>(q[r * d + i]) * k[j * d + i];
-              ASSERT_NEAR(out[r * kBlockKeys + j], 0.5 * want, 1e-5) << "d=" << d << " rows=" << rows << " r=" << r << " j=" << j;
-            }
-        }
-      }
-    }
-  }
-}
-
 TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
@@ -94,7 +46,7 @@ TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
       std::vector<float> qt(static_cast<size_t>(d * gw), 0.0f), out(static_cast<size_t>(n * gw), 9.0f);
       for (int64_t g = 0; g < heads; ++g)
         for (int64_t i = 0; i < d; ++i) qt[i * gw + g] = q[g * d + i];
-      mk->scores_key_major(qt.data(), gw, k.data(), n, d, 0.25f, out.data());
+      mk->scores_key_major(qt.data(), gw, gw, k.data(), n, d, 0.25f, out.data());
       for (int j = 0; j < n; ++j)
         for (int64_t g = 0; g < gw; ++g) {
           double want = 0.0;
@@ -102,6 +54,14 @@ TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
             for (int64_t i = 0; i < d; ++i) want += static_cast<double>(q[g * d + i]) * k[j * d + i];
           ASSERT_NEAR(out[j * gw + g], 0.25 * want, 1e-5) << "heads=" << heads << " j=" << j << " g=" << g;
         }
+      if (gw == mk->width) continue;
+      // Only the lanes of the second vector: the others stay untouched.
+      std::vector<float> part(static_cast<size_t>(n * gw), 9.0f);
+      mk->scores_key_major(qt.data() + mk->width, gw, mk->width, k.data(), n, d, 0.25f, part.data() + mk->width);
+      for (int j = 0; j < n; ++j)
+        for (int64_t g = 0; g < gw; ++g)
+          ASSERT_EQ(part[j * gw + g], g >= mk->width && g < 2 * mk->width ? out[j * gw + g] : 9.0f)
+              << "heads=" << heads << " j=" << j << " g=" << g;
     }
   }
 }
@@ -142,85 +102,69 @@ TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
   }
 }
 
-TEST(Microkernels, AccumulateAndSoftmaxUpdateMatchDoubles) {
-  for (const Microkernels* mk : Levels()) {
-    SCOPED_TRACE(mk->isa);
-    const int64_t d = 80;
-    const int n = 50;
-    const auto v = Random(static_cast<size_t>(n * d), 8);
-    for (int rows = 1; rows <= kMaxRows; ++rows) {
-      auto p = Random(static_cast<size_t>(kMaxRows * kBlockKeys), 9, -3.0f, 3.0f);
-      std::vector<float> m(static_cast<size_t>(rows), 0.5f), l(static_cast<size_t>(rows), 2.0f);
-      auto acc = Random(static_cast<size_t>(rows * d), 10);
-      const auto p0 = p;
-      const auto acc0 = acc;
-      mk->softmax_update(p.data(), rows, 3, n, m.data(), l.data(), acc.data(), d);
-      for (int r = 0; r < rows; ++r) {
-        double mx = 0.5;
-        for (int j = 3; j < n; ++j) mx = std::max(mx, static_cast<double>(p0[r * kBlockKeys + j]));
-        ASSERT_NEAR(m[r], mx, 0.0);
-        double want_l = 2.0 * std::exp(0.5 - mx);
-        for (int j = 0; j < kBlockKeys; ++j) {
-          const double e = j >= 3 && j < n ? std::exp(p0[r * kBlockKeys + j] - mx) : 0.0;
-          want_l += e;
-          ASSERT_NEAR(p[r * kBlockKeys + j], e, 1e-6) << "r=" << r << " j=" << j;
-        }
-        ASSERT_NEAR(l[r], want_l, 1e-5 * want_l);
-        for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[r * d + i], acc0[r * d + i] * std::exp(0.5 - mx), 1e-6);
-      }
-      const auto before = acc;
-      mk->accumulate(acc.data(), d, rows, p.data(), kBlockKeys, 1, v.data(), n, d);
-      for (int r = 0; r < rows; ++r)
-        for (int64_t i = 0; i < d; ++i) {
-          double want = before[r * d + i];
-          for (int j = 0; j < n; ++j) want += static_cast<double>(p[r * kBlockKeys + j]) * v[j * d + i];
-          ASSERT_NEAR(acc[r * d + i], want, 1e-5) << "rows=" << rows << " r=" << r << " i=" << i;
-        }
-    }
-  }
-}
-
+// Lanes: head 0 with a running max above every score, head 1 a lower one, the rest fresh (-inf);
+// per-lane key ranges: `ranges` 0 gives every lane [2, 45), 1 gives lanes different ranges (one
+// empty, one all 64 keys). Scores include -inf and values that underflow exp.
 TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
-    const int64_t d = 40, heads = 5, gw = (heads + mk->width - 1) / mk->width * mk->width;
-    const int lo = 2, hi = 45, n = 50;
-    auto x = Random(static_cast<size_t>(kBlockKeys * gw), 11, -3.0f, 3.0f);
-    const auto x0 = x;
-    const auto v = Random(static_cast<size_t>(n * d), 12);
-    std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()), l(static_cast<size_t>(gw), 0.0f);
-    m[0] = 10.0f;  // head 0: running max above every score, no rescale
-    l[0] = 1.5f;
-    m[1] = 0.25f;
-    l[1] = 2.0f;
-    auto acc = Random(static_cast<size_t>(heads * d), 13);
-    const auto acc0 = acc;
-    const auto m0 = m, l0 = l;
-    mk->softmax_update_key_major(x.data(), gw, lo, hi, m.data(), l.data(), acc.data(), static_cast<int>(heads), d);
-    for (int64_t g = 0; g < heads; ++g) {
-      double mx = m0[g];
-      for (int j = lo; j < hi; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
-      ASSERT_EQ(m[g], static_cast<float>(mx)) << "g=" << g;
-      const double corr = std::isinf(m0[g]) ? 0.0 : std::exp(m0[g] - mx);
-      double want_l = l0[g] * corr;
-      for (int j = 0; j < kBlockKeys; ++j) {
-        const double e = j >= lo && j < hi ? std::exp(x0[j * gw + g] - mx) : 0.0;
-        want_l += e;
-        ASSERT_NEAR(x[j * gw + g], e, 1e-6) << "g=" << g << " j=" << j;
+    for (int ranges = 0; ranges < 2; ++ranges) {
+      SCOPED_TRACE(ranges);
+      const int64_t d = 40, heads = mk->width + 5, gw = (heads + mk->width - 1) / mk->width * mk->width;
+      const int n = 50;
+      std::vector<int32_t> lo(static_cast<size_t>(gw), 2), hi(static_cast<size_t>(gw), 45);
+      if (ranges == 1)
+        for (int64_t g = 0; g < gw; ++g) {
+          lo[g] = static_cast<int32_t>(g % 7);
+          hi[g] = g % 5 == 3 ? lo[g] : static_cast<int32_t>(std::min<int64_t>(n, 20 + 3 * g));
+        }
+      if (ranges == 1) lo[2] = 0, hi[2] = n;
+      auto x = Random(static_cast<size_t>(kBlockKeys * gw), 11, -3.0f, 3.0f);
+      x[4 * gw + 0] = -std::numeric_limits<float>::infinity();
+      x[5 * gw + 1] = -95.0f;  // exp underflows to 0 after the shift
+      x[6 * gw + 2] = -88.0f;
+      const auto x0 = x;
+      const auto v = Random(static_cast<size_t>(n * d), 12);
+      std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()), l(static_cast<size_t>(gw), 0.0f);
+      m[0] = 10.0f;  // head 0: running max above every score, no rescale
+      l[0] = 1.5f;
+      m[1] = 0.25f;
+      l[1] = 2.0f;
+      auto acc = Random(static_cast<size_t>(heads * d), 13);
+      const auto acc0 = acc;
+      const auto m0 = m, l0 = l;
+      for (int64_t g0 = 0; g0 < gw; g0 += mk->width)  // one vector per call, as the attention loop does
+        mk->softmax_update_key_major(x.data() + g0, gw, mk->width, lo.data() + g0, hi.data() + g0, m.data() + g0,
+                                     l.data() + g0, acc.data() + g0 * d, heads - g0, d);
+      for (int64_t g = 0; g < heads; ++g) {
+        double mx = m0[g];
+        for (int j = lo[g]; j < hi[g]; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
+        ASSERT_EQ(m[g], static_cast<float>(mx)) << "g=" << g;
+        const double corr = std::isinf(m0[g]) ? (std::isinf(mx) ? 1.0 : 0.0) : std::exp(m0[g] - mx);
+        double want_l = l0[g] * corr;
+        for (int j = 0; j < kBlockKeys; ++j) {
+          const double arg = x0[j * gw + g] - static_cast<float>(mx);  // the kernel subtracts in fp32
+          const double e = j >= lo[g] && j < hi[g] && arg >= -87.0 ? std::exp(arg) : 0.0;
+          want_l += e;
+          if (e == 0.0)
+            ASSERT_EQ(x[j * gw + g], 0.0f) << "g=" << g << " j=" << j;
+          else
+            ASSERT_NEAR(x[j * gw + g], e, 2e-7 * e) << "g=" << g << " j=" << j;
+        }
+        ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "g=" << g;
+        for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[g * d + i], acc0[g * d + i] * corr, 1e-6);
       }
-      ASSERT_NEAR(l[g], want_l, 1e-5 * want_l);
-      for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[g * d + i], acc0[g * d + i] * corr, 1e-6);
+      const auto before = acc;
+      for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
+        mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0, 1,
+                       gw, v.data(), n, d);
+      for (int64_t g = 0; g < heads; ++g)
+        for (int64_t i = 0; i < d; ++i) {
+          double want = before[g * d + i];
+          for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
+          ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
+        }
     }
-    const auto before = acc;
-    for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
-      mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0, 1, gw,
-                     v.data(), n, d);
-    for (int64_t g = 0; g < heads; ++g)
-      for (int64_t i = 0; i < d; ++i) {
-        double want = before[g * d + i];
-        for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
-        ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
-      }
   }
 }
 

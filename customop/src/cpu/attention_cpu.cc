@@ -2,9 +2,9 @@
 //   work item = (batch entry, kv head, tile of kQueryTile query tokens), or for one-token steps
 //   (decode) a slice of that token's blocks, merged afterwards;
 //   each query row (token x head of the kv group) keeps an online-softmax state (m, l, acc[D]);
-//   the item walks the union of the blocks its rows attend to in ascending order, transposes each
-//   64-key tile to fp32 once and updates every row that attends to it with the SIMD microkernels
-//   (microkernels.h: scores of 4 rows x 64 keys, p.V accumulation, vector exp).
+//   the rows sit in vector lanes and the item walks the union of the blocks its rows attend to in
+//   ascending order, scoring each 64-key tile key-major (key rows as they are, never transposed)
+//   and updating every row that attends to it with the SIMD microkernels (microkernels.h).
 // Dense rows attend to every block up to their own, sparse rows to their selected blocks. Per row
 // the arithmetic is identical in both modes, so a budget covering every block gives bit-identical
 // results to dense mode. Nothing is proportional to S x T.
@@ -241,28 +241,40 @@ void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, CompressedKeys&
   ck.k1 = RowsAsFloat(c.comp + c.CacheOffset(b, h, c.comp_capacity), ck.n1, D, ck.k1_buffer);
 }
 
-// Per-thread scratch of the stage-1 and attention loops.
+// Per-thread scratch of the attention loop.
 struct Scratch {
-  std::vector<float> kt = std::vector<float>(static_cast<size_t>(256 * kBlockKeys));
-  std::vector<float> sc = std::vector<float>(static_cast<size_t>(kMaxRows * kBlockKeys));
-  std::vector<float> rows_k, rows_v;
-  std::vector<float> km;  // key-major scores [64][gw] of one-token items
+  std::vector<float> rows_k, rows_v;  // fp32 copies of a tile's key/value rows (16-bit caches)
+  std::vector<float> km;              // key-major scores [64][width] of one lane vector
+  std::vector<int32_t> lo, hi;        // visible keys [lo, hi) of each lane in the current tile
 };
 
-// The G heads of one token in vector lanes, for the key-major kernels (microkernels.h): stage 1
-// and one-token attention read key rows as they are, never transposed; score rows are [key][gw].
+// Query rows in vector lanes, for the key-major kernels (microkernels.h): row r = t * G + g is head
+// g of token t; key rows are used as they are, never transposed; score tiles are [key][lanes].
+// Stage 1 puts the G heads of one token in lanes, attention the rows of all tokens of its item.
 // Measured at 128k decode (2 threads, G = 16, D = 128, stage bench): selection 0.49 ms with
 // 4-row x 64-key tiles over transposed key tiles, 0.28-0.30 ms key-major; the scoring pass now
-// streams the 4.2 MB of fp32 level-1 keys at about the machine's copy bandwidth.
+// streams the 4.2 MB of fp32 level-1 keys at about the machine's copy bandwidth. Attention, same
+// setting, 8 interleaved runs: dense prefill 4k median 359 -> 354 ms (best 354 -> 345), sparse
+// prefill 32k 8.8 -> 8.4 s; with G = 4 (4 tokens per vector) dense prefill 4k 94 -> 89 ms.
 struct QueryLanes {
-  int64_t gw = 0;          // G rounded up to the vector width
-  std::vector<float> qt;   // [D][gw], padding heads zero
+  int64_t gw = 0;          // rows rounded up to the vector width
+  int64_t stride = 0;      // lanes per block of the layout: gw, or the vector width when blocked
+  std::vector<float> qt;   // row r, dim i at ((r / stride) * D + i) * stride + r % stride; padding 0
   std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
-  void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D) {
-    gw = (G + mk.width - 1) / mk.width * mk.width;
+  // Heads g < G of `tokens` tokens, head g of token t at q + t * token_stride + g * D. Blocked: one
+  // [D][width] block per lane vector, so that a vector's query and score rows are contiguous (with
+  // [D][gw] rows of gw = 256 lanes, 1 KB apart, fell into 4 of L1's 64 sets).
+  void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D, int64_t tokens = 1,
+           int64_t token_stride = 0, bool blocked = false) {
+    gw = (tokens * G + mk.width - 1) / mk.width * mk.width;
+    stride = blocked ? mk.width : gw;
     qt.assign(static_cast<size_t>(D * gw), 0.0f);
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t i = 0; i < D; ++i) qt[i * gw + g] = q[g * D + i];
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t r = t * G + g;
+        float* dst = qt.data() + (r / stride) * D * stride + r % stride;
+        for (int64_t i = 0; i < D; ++i) dst[i * stride] = q[t * token_stride + g * D + i];
+      }
     lse.assign(static_cast<size_t>(gw), std::numeric_limits<float>::infinity());
   }
 };
@@ -282,7 +294,8 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
 inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const float* k1, int64_t j0, int64_t j1,
                          int64_t D, float scale, float* s1) {
   if (j1 > j0)
-    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw);
+    mk.scores_key_major(sq.qt.data(), sq.gw, sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale,
+                        s1 + j0 * sq.gw);
 }
 
 // Step 2: the normalizer of each head: log-sum-exp over the visible level-2 scores (mean of four
@@ -351,8 +364,11 @@ struct RowStates {
   }
 };
 
-// Attention of tokens [t0, t1) of (b, h) over the blocks `blocks` (ascending). `list_of(t)` gives
-// each token's sorted block list (or its dense range); rows skip blocks not in their list.
+// Attention of tokens [t0, t1) of (b, h) over the blocks `blocks` (ascending). The rows r = t * G + g
+// of the tokens' heads live in vector lanes (QueryLanes); each 64-key tile is scored, key-major,
+// for the lane vectors holding a row that attends to it, and accumulated for those tokens' rows.
+// lists/list_len/dense_lo give each token's sorted block list (or its dense range); rows skip
+// blocks not in their list.
 template <typename T>
 void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h, int64_t t0, int64_t t1,
                   const int32_t* blocks, int64_t n_blocks, const std::vector<const int32_t*>& lists,
@@ -360,29 +376,28 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
                   Scratch& sc) {
   const auto& a = c.a;
   const auto& p = c.p;
-  const int64_t D = p.head_size, G = p.group, Bk = a.block_size;
-  const int64_t total = c.Total(b), past = c.Past(b);
+  const int64_t D = p.head_size, G = p.group, Bk = a.block_size, W = mk.width;
+  const int64_t total = c.Total(b), past = c.Past(b), tokens = t1 - t0, rows = tokens * G;
   const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
   const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
-  // One-token items (decode) score key-major: with only G query rows a transposed key tile is
-  // used G / 4 times, and the transposes were ~20 % of 128k decode attention.
-  const bool one_token = t1 - t0 == 1;
   QueryLanes ql;
-  if (one_token) {
-    ql.Set(mk, c.q + ((b * p.seq_len + t0) * p.num_heads + h * G) * D, G, D);
-    sc.km.resize(static_cast<size_t>(kBlockKeys * ql.gw));
-    st.m.resize(std::max(st.m.size(), static_cast<size_t>(ql.gw)), kNegInf);  // lanes past G: padding
-    st.l.resize(std::max(st.l.size(), static_cast<size_t>(ql.gw)), 0.0f);
-  }
-  std::vector<int64_t> cursor(static_cast<size_t>(t1 - t0), 0);
+  ql.Set(mk, c.q + ((b * p.seq_len + t0) * p.num_heads + h * G) * D, G, D, tokens, p.num_heads * D, true);
+  const int64_t gw = ql.gw;
+  sc.km.resize(static_cast<size_t>(kBlockKeys * W));
+  sc.lo.resize(static_cast<size_t>(gw));
+  sc.hi.resize(static_cast<size_t>(gw));
+  st.m.resize(std::max(st.m.size(), static_cast<size_t>(gw)), kNegInf);  // lanes past the rows: padding
+  st.l.resize(std::max(st.l.size(), static_cast<size_t>(gw)), 0.0f);
+  std::vector<int64_t> cursor(static_cast<size_t>(tokens), 0);
   std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
+  std::vector<char> vector_used(static_cast<size_t>(gw / W));
   for (int64_t bi = 0; bi < n_blocks; ++bi) {
     const int64_t blk = blocks[bi];
     const int64_t k0 = blk * Bk;
     const int64_t k_end = std::min(k0 + Bk, total);
     // Sparse lists advance their cursor to this block.
     attending.clear();
-    for (int64_t t = 0; t < t1 - t0; ++t) {
+    for (int64_t t = 0; t < tokens; ++t) {
       if (past + t0 + t >= total) continue;
       if (list_len[t] >= 0) {
         while (cursor[t] < list_len[t] && lists[t][cursor[t]] < blk) ++cursor[t];
@@ -394,40 +409,43 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
     for (int64_t x0 = k0; x0 < k_end; x0 += kBlockKeys) {  // 64-key tiles of the block
       const int64_t x1 = std::min(x0 + kBlockKeys, k_end);
       const int n = static_cast<int>(x1 - x0);
-      bool loaded = false;
-      const float* vf = nullptr;
+      // Visible keys of each lane (none for rows of tokens that do not attend to this tile).
+      std::fill(sc.lo.begin(), sc.lo.end(), 0);
+      std::fill(sc.hi.begin(), sc.hi.end(), 0);
+      std::fill(vector_used.begin(), vector_used.end(), 0);
+      bool any = false;
       for (int64_t t : attending) {
         const int64_t pos = past + t0 + t;
         const int64_t lo = std::max(x0, list_len[t] < 0 ? dense_lo[t] : int64_t{0});
         const int64_t hi = std::min(x1, pos + 1);  // token-level causal mask
         if (hi <= lo) continue;
-        if (one_token) {  // key-major: the token's heads in lanes, key rows used as they are
-          const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
-          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
-          float* x = sc.km.data();
-          mk.scores_key_major(ql.qt.data(), ql.gw, kf, n, D, p.scale, x);
-          Softcap(a.softcap, x, n * ql.gw);
-          mk.softmax_update_key_major(x, ql.gw, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data(),
-                                      st.l.data(), st.acc.data(), static_cast<int>(G), D);
-          for (int64_t g0 = 0; g0 < G; g0 += kMaxRows)
-            mk.accumulate(st.acc.data() + g0 * D, D, static_cast<int>(std::min<int64_t>(kMaxRows, G - g0)), x + g0, 1,
-                          ql.gw, vf, n, D);
-          continue;
-        }
-        if (!loaded) {
-          mk.transpose(RowsAsFloat(keys + x0 * D, n, D, sc.rows_k), n, D, sc.kt.data());
-          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
-          loaded = true;
-        }
-        const float* q = c.q + ((b * p.seq_len + t0 + t) * p.num_heads + h * G) * D;
-        for (int64_t g0 = 0; g0 < G; g0 += kMaxRows) {
-          const int rows = static_cast<int>(std::min<int64_t>(kMaxRows, G - g0));
-          mk.scores(q + g0 * D, D, rows, sc.kt.data(), D, p.scale, sc.sc.data());
-          for (int r = 0; r < rows; ++r) Softcap(a.softcap, sc.sc.data() + r * kBlockKeys, n);
-          const int64_t row = t * G + g0;
-          mk.softmax_update(sc.sc.data(), rows, static_cast<int>(lo - x0), static_cast<int>(hi - x0), st.m.data() + row,
-                            st.l.data() + row, st.acc.data() + row * D, D);
-          mk.accumulate(st.acc.data() + (t * G + g0) * D, D, rows, sc.sc.data(), kBlockKeys, 1, vf, n, D);
+        any = true;
+        std::fill(sc.lo.begin() + t * G, sc.lo.begin() + (t + 1) * G, static_cast<int32_t>(lo - x0));
+        std::fill(sc.hi.begin() + t * G, sc.hi.begin() + (t + 1) * G, static_cast<int32_t>(hi - x0));
+        for (int64_t v = t * G / W; v <= ((t + 1) * G - 1) / W; ++v) vector_used[v] = 1;
+      }
+      if (!any) continue;
+      const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
+      const float* vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+      float* x = sc.km.data();
+      // One lane vector at a time, scores -> softmax -> p.V, so that its score tile x (64 x W)
+      // stays in L1 (scoring all vectors first, a 64 KB tile for 16 tokens x 16 heads, was slower).
+      for (int64_t v = 0; v < gw / W; ++v) {
+        if (!vector_used[v]) continue;
+        const int64_t r0 = v * W, r_end = std::min(rows, r0 + W);
+        mk.scores_key_major(ql.qt.data() + r0 * D, W, W, kf, n, D, p.scale, x);
+        Softcap(a.softcap, x, n * W);
+        mk.softmax_update_key_major(x, W, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
+                                    st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
+        for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
+          if (sc.hi[r] <= sc.lo[r]) {
+            ++r;
+            continue;
+          }
+          int64_t r1 = r + 1;
+          while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
+          mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D);
+          r = r1;
         }
       }
     }
