@@ -49,8 +49,7 @@ class Pool {
       total_ = total;
       next_ = 0;
       active_ = workers_.size();
-      ++generation_;
-      published_.store(generation_, std::memory_order_release);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     Work();
@@ -66,13 +65,13 @@ class Pool {
   void Loop() {
     uint64_t seen = 0;
     for (;;) {
-      for (int spin = 0; spin < kSpins && published_.load(std::memory_order_acquire) == seen; ++spin)
+      for (int spin = 0; spin < kSpins && generation_.load(std::memory_order_acquire) == seen; ++spin)
         __builtin_ia32_pause();
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        cv_.wait(lock, [&] { return stop_ || generation_.load() != seen; });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load();
       }
       Work();
       {
@@ -90,8 +89,7 @@ class Pool {
   size_t total_ = 0;
   std::atomic<size_t> active_{0};
   static constexpr int kSpins = 200000;  // about 1-5 ms of pause instructions, then sleep
-  uint64_t generation_ = 0;
-  std::atomic<uint64_t> published_{0};  // generation_, readable without the lock
+  std::atomic<uint64_t> generation_{0};  // changed under mu_, read by spinning workers without it
   bool stop_ = false;
 };
 

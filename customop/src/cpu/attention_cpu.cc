@@ -258,8 +258,9 @@ struct Scratch {
 // prefill 32k 8.8 -> 8.4 s; with G = 4 (4 tokens per vector) dense prefill 4k 94 -> 89 ms.
 struct QueryLanes {
   int64_t gw = 0;          // rows rounded up to the vector width
-  int64_t stride = 0;      // lanes per block of the layout: gw, or the vector width when blocked
-  std::vector<float> qt;   // row r, dim i at ((r / stride) * D + i) * stride + r % stride; padding 0
+  // Row r, dim i at ((r / stride) * D + i) * stride + r % stride, stride = gw, or the vector width
+  // when blocked; padding rows 0.
+  std::vector<float> qt;
   std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
   // Heads g < G of `tokens` tokens, head g of token t at q + t * token_stride + g * D. Blocked: one
   // [D][width] block per lane vector, so that a vector's query and score rows are contiguous (with
@@ -267,7 +268,7 @@ struct QueryLanes {
   void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D, int64_t tokens = 1,
            int64_t token_stride = 0, bool blocked = false) {
     gw = (tokens * G + mk.width - 1) / mk.width * mk.width;
-    stride = blocked ? mk.width : gw;
+    const int64_t stride = blocked ? mk.width : gw;
     qt.assign(static_cast<size_t>(D * gw), 0.0f);
     for (int64_t t = 0; t < tokens; ++t)
       for (int64_t g = 0; g < G; ++g) {
@@ -294,8 +295,7 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
 inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const float* k1, int64_t j0, int64_t j1,
                          int64_t D, float scale, float* s1) {
   if (j1 > j0)
-    mk.scores_key_major(sq.qt.data(), sq.gw, sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale,
-                        s1 + j0 * sq.gw);
+    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw);
 }
 
 // Step 2: the normalizer of each head: log-sum-exp over the visible level-2 scores (mean of four
@@ -433,9 +433,9 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       for (int64_t v = 0; v < gw / W; ++v) {
         if (!vector_used[v]) continue;
         const int64_t r0 = v * W, r_end = std::min(rows, r0 + W);
-        mk.scores_key_major(ql.qt.data() + r0 * D, W, W, kf, n, D, p.scale, x);
+        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x);
         Softcap(a.softcap, x, n * W);
-        mk.softmax_update_key_major(x, W, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
+        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
                                     st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
         for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
           if (sc.hi[r] <= sc.lo[r]) {

@@ -12,20 +12,19 @@ constexpr int kBlockKeys = 64;  // keys per tile
 constexpr int kMaxRows = 4;     // rows per accumulate call
 
 // One layout for every score: key-major. Query rows (token x head) live in vector lanes: qt[i * gw
-// + r] is the transposed query of row r (padding rows zero), `lanes` (a multiple of `width`, at most
-// gw) the lanes a call works on, and a tile of scores is [key][gw]. Key rows are read as they are,
-// one element broadcast per FMA, so no key tile is ever transposed.
+// + r] is the transposed query of row r (gw a multiple of `width`, padding rows zero), and a tile
+// of scores is [key][gw]. Key rows are read as they are, one element broadcast per FMA, so no key
+// tile is ever transposed.
 struct Microkernels {
   const char* isa;
   int width;  // floats per vector
-  // out[j * gw + r] = scale * dot(qt[:, r], k + j * d) for j < n, r < lanes; k holds n rows of d.
-  void (*scores_key_major)(const float* qt, int64_t gw, int64_t lanes, const float* k, int n, int64_t d, float scale,
-                           float* out);
-  // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < lanes): lane r sees keys
+  // out[j * gw + r] = scale * dot(qt[:, r], k + j * d) for j < n, r < gw; k holds n rows of d.
+  void (*scores_key_major)(const float* qt, int64_t gw, const float* k, int n, int64_t d, float scale, float* out);
+  // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < gw): lane r sees keys
   // [lo[r], hi[r]) (others become 0); raises its running max m[r] (rescaling l[r] and, for r < rows,
   // accumulator row r of stride d), turns x into exp(x - m[r]) and adds its sum to l[r].
-  void (*softmax_update_key_major)(float* x, int64_t gw, int64_t lanes, const int32_t* lo, const int32_t* hi, float* m,
-                                   float* l, float* acc, int64_t rows, int64_t d);
+  void (*softmax_update_key_major)(float* x, int64_t gw, const int32_t* lo, const int32_t* hi, float* m, float* l,
+                                   float* acc, int64_t rows, int64_t d);
   // acc[r * acc_stride + i] += sum_{j < n} p[r * p_row + j * p_key] * v[j * d + i] for r < rows
   // (1..4), i < d. Key-major scores: p_row = 1, p_key = gw.
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,

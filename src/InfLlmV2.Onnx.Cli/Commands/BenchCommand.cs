@@ -306,15 +306,8 @@ public static class BenchCommand
         var dst = new byte[size];
         new Random(1).NextBytes(src.AsSpan(0, 4096));
         int parts = Environment.ProcessorCount;
-        var times = new List<double>();
-        for (int r = 0; r < 6; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, parts, i => src.AsSpan(size / parts * i, size / parts).CopyTo(dst.AsSpan(size / parts * i)));
-            times.Add(sw.Elapsed.TotalSeconds);
-        }
-        times.Sort();
-        return size / times[times.Count / 2] / 1e9;
+        var (ms, _) = Time(() => Parallel.For(0, parts, i => src.AsSpan(size / parts * i, size / parts).CopyTo(dst.AsSpan(size / parts * i))), 6, warmup: false);
+        return size / (ms * 1e-3) / 1e9;
     }
 
     // Bytes per second of summing a 256 MiB fp32 array (far beyond the last-level cache) on every
@@ -326,16 +319,9 @@ public static class BenchCommand
         Array.Fill(data, 1.0f);  // touch every page before timing
         int parts = Environment.ProcessorCount;
         var sums = new float[parts];
-        var times = new List<double>();
-        for (int r = 0; r < 6; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            Parallel.For(0, parts, i => sums[i] = SumOf(data.AsSpan(count / parts * i, count / parts)));
-            times.Add(sw.Elapsed.TotalSeconds);
-        }
-        times.Sort();
+        var (ms, _) = Time(() => Parallel.For(0, parts, i => sums[i] = SumOf(data.AsSpan(count / parts * i, count / parts))), 6, warmup: false);
         if (sums.Any(x => x <= 0)) throw new InvalidOperationException("read bandwidth: the sums were not computed");
-        return 4.0 * count / times[times.Count / 2] / 1e9;
+        return 4.0 * count / (ms * 1e-3) / 1e9;
     }
 
     private static float SumOf(ReadOnlySpan<float> x)
