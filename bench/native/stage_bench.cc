@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
     d.present_key = present_k.data();
     d.present_value = present_v.data();
   }
-  std::vector<double> prep, comp, sel, att, total;
+  std::vector<double> prep, comp, sel, att, total, score, lse, group_sum, topk;
   for (int r = 0; r < repeat + 1; ++r) {
     cpu::KernelProfile prof;
     d.profile = &prof;
@@ -195,11 +195,14 @@ int main(int argc, char** argv) {
     if (r == 0) continue;  // warm-up
     prep.push_back(prof.prepare_ms); comp.push_back(prof.compress_ms); sel.push_back(prof.select_ms);
     att.push_back(prof.attend_ms); total.push_back(ms);
+    score.push_back(prof.score_ms); lse.push_back(prof.lse_ms); group_sum.push_back(prof.group_sum_ms);
+    topk.push_back(prof.topk_ms);
   }
   std::printf("{\"phase\":\"%s\",\"length\":%lld,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
-              "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f}\n",
+              "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
+              "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f}}\n",
               phase.c_str(), static_cast<long long>(length), mode.c_str(), cpu::SelectMicrokernels().isa,
               std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
-              Median(total));
+              Median(total), Median(score), Median(lse), Median(group_sum), Median(topk));
   return 0;
 }

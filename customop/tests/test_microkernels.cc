@@ -65,20 +65,39 @@ TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
     for (int step : {0, 2}) {
       const int64_t rows = 203, count = step == 0 ? rows : (rows - 3 * step) / 4;
       const auto s1 = Random(static_cast<size_t>(rows * gw), 5, -8.0f, 8.0f);
-      std::vector<float> lse(static_cast<size_t>(gw));
-      mk->stage1_lse(s1.data(), gw, count, step, lse.data());
-      for (int64_t g = 0; g < gw; ++g) {
-        double sum = 0.0;
-        for (int64_t j = 0; j < count; ++j) {
-          const double x = step == 0 ? s1[j * gw + g]
-                                     : 0.25 * (static_cast<double>(s1[4 * j * gw + g]) + s1[(4 * j + step) * gw + g] +
-                                               s1[(4 * j + 2 * step) * gw + g] + s1[(4 * j + 3 * step) * gw + g]);
-          sum += std::exp(x);
+      auto x = [&](int64_t j, int64_t g) {
+        if (step == 0) return static_cast<double>(s1[j * gw + g]);
+        return 0.25 * (static_cast<double>(s1[4 * j * gw + g]) + s1[(4 * j + step) * gw + g] +
+                       s1[(4 * j + 2 * step) * gw + g] + s1[(4 * j + 3 * step) * gw + g]);
+      };
+      // Partials of three ranges (one empty) merged like the kernel merges its slices.
+      const int64_t cut = count / 3;
+      const int64_t ranges[4] = {0, cut, cut, count};
+      std::vector<double> mx(static_cast<size_t>(gw), -INFINITY), sum(static_cast<size_t>(gw), 0.0);
+      std::vector<float> m(static_cast<size_t>(gw)), l(static_cast<size_t>(gw));
+      for (int part = 0; part < 3; ++part) {
+        mk->stage1_lse_partial(s1.data(), gw, ranges[part], ranges[part + 1], step, m.data(), l.data());
+        for (int64_t g = 0; g < gw; ++g) {
+          double want_m = -INFINITY, want_l = 0.0;
+          for (int64_t j = ranges[part]; j < ranges[part + 1]; ++j) want_m = std::max(want_m, x(j, g));
+          for (int64_t j = ranges[part]; j < ranges[part + 1]; ++j) want_l += std::exp(x(j, g) - want_m);
+          if (ranges[part] == ranges[part + 1]) {
+            ASSERT_EQ(m[g], -std::numeric_limits<float>::infinity());
+            ASSERT_EQ(l[g], 0.0f);
+            continue;
+          }
+          ASSERT_NEAR(m[g], want_m, 1e-5) << "step=" << step << " part=" << part << " g=" << g;
+          ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "step=" << step << " part=" << part << " g=" << g;
+          const double new_m = std::max(mx[g], static_cast<double>(m[g]));
+          sum[g] = sum[g] * std::exp(mx[g] - new_m) + l[g] * std::exp(m[g] - new_m);
+          mx[g] = new_m;
         }
-        ASSERT_NEAR(lse[g], std::log(sum), 1e-5) << "step=" << step << " g=" << g;
       }
-      mk->stage1_lse(s1.data(), gw, 0, step, lse.data());
-      for (float v : lse) EXPECT_EQ(v, std::numeric_limits<float>::infinity());
+      for (int64_t g = 0; g < gw; ++g) {
+        double all = 0.0;
+        for (int64_t j = 0; j < count; ++j) all += std::exp(x(j, g));
+        ASSERT_NEAR(mx[g] + std::log(sum[g]), std::log(all), 1e-5) << "step=" << step << " g=" << g;
+      }
     }
     // Group sum, with the second half of the lanes switched off by lse = +inf.
     const int64_t n = 3 * mk->width + 5;

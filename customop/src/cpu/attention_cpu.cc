@@ -300,12 +300,45 @@ inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const flo
 
 // Step 2: the normalizer of each head: log-sum-exp over the visible level-2 scores (mean of four
 // level-1 scores) or, exact, over the visible level-1 scores; +inf when nothing is visible, so
-// that the head adds nothing.
-inline void Stage1Lse(const Microkernels& mk, const AttentionAttributes& a, const Stage1Levels& lv, int64_t G,
-                      const float* s1, QueryLanes& sq) {
-  const int step = static_cast<int>(a.compress_kernel / a.compress_stride);
-  mk.stage1_lse(s1, sq.gw, lv.use_k2 ? lv.nvis2 : lv.nvis1, lv.use_k2 ? step : 0, sq.lse.data());
-  std::fill(sq.lse.begin() + G, sq.lse.end(), std::numeric_limits<float>::infinity());
+// that the head adds nothing. Taken from partials (max, sum of exps) of disjoint row ranges of
+// those scores: decode computes one per slice inside the parallel scoring phase (the serial
+// two-pass normalizer was 15 us of a 128k step), prefill one over all rows.
+struct LseRows {
+  int64_t count;  // normalizer rows: level-2 windows, or level-1 ones when exact
+  int step;       // level-1 rows between the four parts of a level-2 row; 0 when exact
+};
+inline LseRows LseRowsOf(const AttentionAttributes& a, const Stage1Levels& lv) {
+  if (!lv.use_k2) return {lv.nvis1, 0};
+  return {lv.nvis2, static_cast<int>(a.compress_kernel / a.compress_stride)};
+}
+
+// Normalizer rows owned by the level-1 rows [j0, j1) of a slice: [begin, end), of which [begin,
+// ready) read only level-1 rows below j1 (so the slice can add them once it has scored); the rest
+// read the next slice's rows and are added after the scoring phase.
+struct LseSlice {
+  int64_t begin, ready, end;
+};
+inline LseSlice LseSliceOf(const LseRows& r, int64_t j0, int64_t j1) {
+  if (r.step == 0) {
+    const int64_t b = std::min(j0, r.count), e = std::min(j1, r.count);
+    return {b, e, e};
+  }
+  const int64_t b = std::min((j0 + 3) / 4, r.count), e = std::min((j1 + 3) / 4, r.count);
+  const int64_t last = j1 - 1 - 3 * r.step;  // level-2 row J reads level-1 rows up to 4J + 3 step
+  return {b, std::clamp<int64_t>(last >= 0 ? last / 4 + 1 : 0, b, e), e};
+}
+
+// Merges `parts` partials (m, l; gw floats each, in order) into sq.lse; padding heads get +inf.
+inline void MergeLse(const float* m, const float* l, int64_t parts, int64_t G, QueryLanes& sq) {
+  const int64_t gw = sq.gw;
+  for (int64_t g = 0; g < gw; ++g) {
+    float mx = kNegInf;
+    for (int64_t i = 0; i < parts; ++i) mx = std::max(mx, m[i * gw + g]);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < parts; ++i)
+      if (l[i * gw + g] > 0.0f) sum += l[i * gw + g] * std::exp(m[i * gw + g] - mx);
+    sq.lse[g] = g < G && sum > 0.0f ? mx + std::log(sum) : std::numeric_limits<float>::infinity();
+  }
 }
 
 // Step 3: shared[j] = sum_g exp(s1[j][g] - lse[g]) for windows [j0, j1).
@@ -514,20 +547,43 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
       return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
     };
+    // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
+    // that straddle into the next slice (afterwards); 2 * kDecodeSlices partials per (b, h).
+    const int64_t gw = (G + mk.width - 1) / mk.width * mk.width;  // QueryLanes' lanes for one token
+    std::vector<float> part_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
+    std::vector<float> part_l(part_m.size());
+    auto part = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
+    StageTimer phases(c.d.profile);
     pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       Stage1Scores(mk, sq[bh], ck[bh].k1, j0, j1, D, p.scale, s1[bh].get());
+      const LseRows rows = LseRowsOf(a, levels[bh]);
+      const LseSlice ls = LseSliceOf(rows, j0, j1);
+      mk.stage1_lse_partial(s1[bh].get(), gw, ls.begin, ls.ready, rows.step, part_m.data() + part(bh, 2 * slice),
+                            part_l.data() + part(bh, 2 * slice));
     });
-    for (int64_t bh = 0; bh < BH; ++bh)
-      if (needs_stage1[bh]) Stage1Lse(mk, a, levels[bh], G, s1[bh].get(), sq[bh]);
+    phases.Mark(&KernelProfile::score_ms);
+    for (int64_t bh = 0; bh < BH; ++bh) {
+      if (!needs_stage1[bh]) continue;
+      const LseRows rows = LseRowsOf(a, levels[bh]);
+      for (int64_t slice = 0; slice < kDecodeSlices; ++slice) {
+        const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+        const LseSlice ls = LseSliceOf(rows, j0, j1);
+        mk.stage1_lse_partial(s1[bh].get(), gw, ls.ready, ls.end, rows.step, part_m.data() + part(bh, 2 * slice + 1),
+                              part_l.data() + part(bh, 2 * slice + 1));
+      }
+      MergeLse(part_m.data() + part(bh, 0), part_l.data() + part(bh, 0), 2 * kDecodeSlices, G, sq[bh]);
+    }
+    phases.Mark(&KernelProfile::lse_ms);
     pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
       const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
       if (!needs_stage1[bh]) return;
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       Stage1Shared(mk, sq[bh], s1[bh].get(), j0, j1, shared[bh].data());
     });
+    phases.Mark(&KernelProfile::group_sum_ms);
     pf(static_cast<size_t>(BH), [&](size_t bh) {
       if (!needs_stage1[bh]) return;
       std::vector<float> block_score;
@@ -536,6 +592,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, block_score, candidates,
                                   lists.data() + bh * K);
     });
+    phases.Mark(&KernelProfile::topk_ms);
   } else {
     // Prefill: one item per (bh, tile); each token scores every visible window itself.
     const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
@@ -543,7 +600,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
       const int64_t b = bh / Hkv;
       QueryLanes sq;
-      std::vector<float> s1, shared, block_score;
+      std::vector<float> s1, shared, block_score, m, l;
       std::vector<int32_t> candidates;
       for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
         const int64_t at = bh * S + s;
@@ -553,7 +610,11 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
         sq.Set(mk, q_of(bh, s), G, D);
         s1.resize(static_cast<size_t>(sq.gw * lv.nvis1));
         Stage1Scores(mk, sq, ck[bh].k1, 0, lv.nvis1, D, p.scale, s1.data());
-        Stage1Lse(mk, a, lv, G, s1.data(), sq);
+        const LseRows rows = LseRowsOf(a, lv);
+        m.resize(static_cast<size_t>(sq.gw));
+        l.resize(static_cast<size_t>(sq.gw));
+        mk.stage1_lse_partial(s1.data(), sq.gw, 0, rows.count, rows.step, m.data(), l.data());
+        MergeLse(m.data(), l.data(), 1, G, sq);
         shared.resize(static_cast<size_t>(lv.nvis1));
         Stage1Shared(mk, sq, s1.data(), 0, lv.nvis1, shared.data());
         lens[at] = SelectFromScores(a, pos, shared.data(), lv.nvis1, block_score, candidates, lists.data() + at * K);

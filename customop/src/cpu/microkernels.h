@@ -29,10 +29,11 @@ struct Microkernels {
   // (1..4), i < d. Key-major scores: p_row = 1, p_key = gw.
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
                      const float* v, int n, int64_t d);
-  // Stage 1 (one token, its G heads in lanes). lse[g] = log-sum-exp over j < count of x_j[g]: x_j =
-  // s1 row j (step 0), or the mean of rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores
-  // from level-1 ones); +inf if count == 0.
-  void (*stage1_lse)(const float* s1, int64_t gw, int64_t count, int step, float* lse);
+  // Stage 1 (one token, its G heads in lanes), partial normalizers over rows begin <= j < end:
+  // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = s1 row j (step 0) or the mean of
+  // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,
+  // l = 0 for an empty range. Decode computes them per slice inside the parallel scoring phase.
+  void (*stage1_lse_partial)(const float* s1, int64_t gw, int64_t begin, int64_t end, int step, float* m, float* l);
   // shared[j] = sum_g exp(s1[j * gw + g] - lse[g]) for j < n.
   void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
   // dst[i] = float(src[i]) for IEEE half bits src, i < n (F16C/AVX-512 conversions where available).

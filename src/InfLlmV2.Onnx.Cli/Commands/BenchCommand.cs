@@ -137,6 +137,8 @@ public static class BenchCommand
                 double tot = st.GetProperty("total_ms").GetDouble();
                 double sel = st.GetProperty("select_ms").GetDouble() + st.GetProperty("compress_ms").GetDouble();
                 Console.WriteLine($"{phase,-8} {n / 1024,4}k  compression {st.GetProperty("compress_ms").GetDouble(),9:F3} ms  selection {st.GetProperty("select_ms").GetDouble(),9:F3} ms  attention {st.GetProperty("attend_ms").GetDouble(),9:F3} ms  (selection+compression {sel / tot:P0} of {tot:F3} ms, isa {st.GetProperty("isa").GetString()})");
+                if (phase == "decode" && st.TryGetProperty("select_parts_ms", out var parts))
+                    Console.WriteLine($"{"",15}selection parts: scoring {parts.GetProperty("score").GetDouble():F3} ms, normalizers {parts.GetProperty("lse").GetDouble():F3} ms, group sum {parts.GetProperty("group_sum").GetDouble():F3} ms, pooling + top-k {parts.GetProperty("topk").GetDouble():F3} ms");
             }
         }
         extra["stage_split"] = stages;
