@@ -7,7 +7,8 @@
 //   and updating every row that attends to it with the SIMD microkernels (microkernels.h).
 // Dense rows attend to every block up to their own, sparse rows to their selected blocks. Per row
 // the arithmetic is identical in both modes, so a budget covering every block gives bit-identical
-// results to dense mode. Nothing is proportional to S x T.
+// results to dense mode. Nothing is proportional to S x T; in prefill an item also selects the
+// blocks of its own tokens first, so selection lists are per item, not per call.
 #include "cpu/attention_cpu.h"
 
 #include <algorithm>
@@ -58,6 +59,15 @@ class StageTimer {
     if (p_ == nullptr) return;
     const auto now = std::chrono::steady_clock::now();
     p_->*slot += std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+  }
+  // The time since the last mark, `share` of it to `a` and the rest to `b`.
+  void MarkSplit(double KernelProfile::*a, double KernelProfile::*b, double share) {
+    if (p_ == nullptr) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    p_->*a += ms * share;
+    p_->*b += ms * (1.0 - share);
     last_ = now;
   }
 
@@ -485,6 +495,92 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
   }
 }
 
+// How one token attends before stage 1: a dense range (len -1, from dense_lo), every block
+// (they fit the budget; the list is written), a list stage 1 must fill, or nothing (padding).
+struct TokenPlan {
+  int64_t len = 0;
+  int64_t dense_lo = 0;
+  bool needs_stage1 = false;
+};
+
+template <typename T>
+TokenPlan PlanToken(const Call<T>& c, bool sparse, int64_t b, int64_t s, int32_t* list) {
+  const auto& a = c.a;
+  const int64_t pos = c.Past(b) + s, Bk = a.block_size;
+  TokenPlan tp;
+  if (pos >= c.Total(b)) return tp;
+  if (!sparse) {
+    tp.len = -1;
+    tp.dense_lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;
+  } else if (pos / Bk + 1 <= c.p.budget) {
+    tp.len = pos / Bk + 1;
+    for (int64_t blk = 0; blk < tp.len; ++blk) list[blk] = static_cast<int32_t>(blk);
+  } else {
+    tp.needs_stage1 = true;
+  }
+  return tp;
+}
+
+// Explicit block list of one token: its dense range, or its list.
+inline std::vector<int32_t> BlocksOf(int64_t len, int64_t dense_lo, int64_t pos, int64_t Bk, const int32_t* list) {
+  std::vector<int32_t> v;
+  if (len < 0) {
+    for (int64_t blk = dense_lo / Bk; blk <= pos / Bk; ++blk) v.push_back(static_cast<int32_t>(blk));
+  } else {
+    v.assign(list, list + len);
+  }
+  return v;
+}
+
+// Normalized output rows of token s of (b, h) from its softmax state (l, acc: G heads).
+template <typename T>
+void WriteRows(const Call<T>& c, int64_t bh, int64_t s, const float* l, const float* acc) {
+  const auto& p = c.p;
+  const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, b = bh / Hkv, h = bh % Hkv;
+  for (int64_t g = 0; g < G; ++g) {
+    T* out = c.d.output + ((b * p.seq_len + s) * p.num_heads + h * G + g) * D;
+    const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+    for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
+  }
+}
+
+// selected_blocks row of one token (when that output is requested): its list, -1-padded.
+template <typename T>
+void WriteSelection(const Call<T>& c, int64_t bh, int64_t s, int64_t len, const int32_t* list) {
+  if (c.d.selected_blocks == nullptr) return;
+  const int64_t K = c.p.budget;
+  int32_t* out = c.d.selected_blocks + (bh * c.p.seq_len + s) * K;
+  const int64_t n = std::max<int64_t>(len, 0);
+  std::copy(list, list + n, out);
+  std::fill(out + n, out + K, -1);
+}
+
+// Stage 1 and selection of one prefill token at `pos`: scores of every visible level-1 window,
+// per-head normalizers, group sum, top-k. Returns the list length.
+struct TokenStage1Scratch {
+  QueryLanes sq;
+  std::vector<float> s1, shared, block_score, m, l;
+  std::vector<int32_t> candidates;
+};
+template <typename T>
+int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t pos,
+                    TokenStage1Scratch& x, int32_t* list) {
+  const auto& a = c.a;
+  const int64_t G = c.p.group, D = c.p.head_size;
+  const auto lv = LevelsFor(a, ck, pos);
+  x.sq.Set(mk, q, G, D);
+  x.s1.resize(static_cast<size_t>(x.sq.gw * lv.nvis1));
+  Stage1Scores(mk, x.sq, ck.k1, 0, lv.nvis1, D, c.p.scale, x.s1.data());
+  const LseRows rows = LseRowsOf(a, lv);
+  x.m.resize(static_cast<size_t>(x.sq.gw));
+  x.l.resize(static_cast<size_t>(x.sq.gw));
+  mk.stage1_lse_partial(x.s1.data(), x.sq.gw, 0, rows.count, rows.step, x.m.data(), x.l.data());
+  MergeLse(x.m.data(), x.l.data(), 1, G, x.sq);
+  x.shared.resize(static_cast<size_t>(lv.nvis1));
+  Stage1Shared(mk, x.sq, x.s1.data(), 0, lv.nvis1, x.shared.data());
+  return SelectFromScores(a, pos, x.shared.data(), lv.nvis1, x.block_score, x.candidates, list);
+}
+
 template <typename T>
 void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   const auto& a = c.a;
@@ -495,31 +591,16 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   std::vector<char> sparse(static_cast<size_t>(p.batch));
   for (int64_t b = 0; b < p.batch; ++b) sparse[b] = UseSparse(a, p.mode, c.Total(b));
 
-  // Per (bh, token): selection list (sparse), -1 = dense range from dense_lo, 0 = padded row.
-  std::vector<int32_t> lists(static_cast<size_t>(BH * S * K));
-  std::vector<int64_t> lens(static_cast<size_t>(BH * S), 0), dense_lo(static_cast<size_t>(BH * S), 0);
-  std::vector<char> needs_stage1(static_cast<size_t>(BH * S), 0);
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    const int64_t b = bh / Hkv, total = c.Total(b), past = c.Past(b);
-    for (int64_t s = 0; s < S; ++s) {
-      const int64_t at = bh * S + s, pos = past + s;
-      if (pos >= total) continue;
-      if (!sparse[b]) {
-        lens[at] = -1;
-        dense_lo[at] = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;
-      } else if (pos / Bk + 1 <= K) {  // every block fits the budget: selected without scoring
-        lens[at] = pos / Bk + 1;
-        for (int64_t blk = 0; blk < lens[at]; ++blk) lists[at * K + blk] = static_cast<int32_t>(blk);
-      } else {
-        needs_stage1[at] = 1;
-      }
-    }
-  }
-
-  // Stage 1 and selection.
+  // Level-1 compressed keys (fp32) of every (b, h) with a token whose past outgrows the budget.
   std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
   std::vector<char> bh_needs(static_cast<size_t>(BH), 0);
-  for (int64_t at = 0; at < BH * S; ++at) bh_needs[at / S] |= needs_stage1[at];
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const int64_t b = bh / Hkv;
+    for (int64_t s = 0; s < S && sparse[b] && !bh_needs[bh]; ++s) {
+      const int64_t pos = c.Past(b) + s;
+      bh_needs[bh] = pos < c.Total(b) && pos / Bk + 1 > K;
+    }
+  }
   StageTimer timer(c.d.profile);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, ck[bh]);
@@ -528,7 +609,75 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   auto q_of = [&](int64_t bh, int64_t s) {
     return c.q + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
   };
-  if (S == 1) {
+
+  if (S > 1) {
+    // Prefill: one item per (bh, tile of kQueryTile tokens) selects for its tokens, then attends
+    // with them, so that selection lists live per item (O(threads x tile x budget) scratch, not
+    // O(S x budget): 25 MB at 64k before). The stage split is the phase's wall time divided in
+    // proportion to the time the items spent in each part.
+    const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
+    std::vector<double> part_ms(c.d.profile != nullptr ? static_cast<size_t>(2 * BH * tiles) : 0, 0.0);
+    pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
+      const auto start = std::chrono::steady_clock::now();
+      const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
+      const int64_t b = bh / Hkv, t0 = tile * kQueryTile, t1 = std::min(S, t0 + kQueryTile), n = t1 - t0;
+      std::vector<int32_t> lists(static_cast<size_t>(n * K));
+      std::vector<int64_t> lens(static_cast<size_t>(n)), lo_tok(static_cast<size_t>(n));
+      TokenStage1Scratch x;
+      for (int64_t s = t0; s < t1; ++s) {
+        int32_t* list = lists.data() + (s - t0) * K;
+        const TokenPlan tp = PlanToken(c, sparse[b], b, s, list);
+        lens[s - t0] = tp.needs_stage1 ? SelectToken(c, mk, ck[bh], q_of(bh, s), c.Past(b) + s, x, list) : tp.len;
+        lo_tok[s - t0] = tp.dense_lo;
+        WriteSelection(c, bh, s, lens[s - t0], list);
+      }
+      const auto selected = std::chrono::steady_clock::now();
+      std::vector<const int32_t*> list_ptr;
+      std::vector<char> used;
+      for (int64_t s = t0; s < t1; ++s) {
+        const int32_t* list = lists.data() + (s - t0) * K;
+        list_ptr.push_back(list);
+        for (int32_t blk : BlocksOf(lens[s - t0], lo_tok[s - t0], c.Past(b) + s, Bk, list)) {
+          if (static_cast<size_t>(blk) >= used.size()) used.resize(static_cast<size_t>(blk) + 1, 0);
+          used[blk] = 1;
+        }
+      }
+      std::vector<int32_t> u;
+      for (size_t blk = 0; blk < used.size(); ++blk)
+        if (used[blk]) u.push_back(static_cast<int32_t>(blk));
+      RowStates st;
+      st.Reset(n * G, D);
+      Scratch sc;
+      AttendBlocks(c, mk, b, bh % Hkv, t0, t1, u.data(), static_cast<int64_t>(u.size()), list_ptr, lens, lo_tok, st,
+                   sc);
+      for (int64_t s = t0; s < t1; ++s)
+        WriteRows(c, bh, s, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
+      if (!part_ms.empty()) {
+        part_ms[2 * item] = std::chrono::duration<double, std::milli>(selected - start).count();
+        part_ms[2 * item + 1] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - selected).count();
+      }
+    });
+    double sel = 0, att = 0;
+    for (size_t i = 0; i < part_ms.size(); i += 2) {
+      sel += part_ms[i];
+      att += part_ms[i + 1];
+    }
+    timer.MarkSplit(&KernelProfile::select_ms, &KernelProfile::attend_ms, sel + att > 0 ? sel / (sel + att) : 0.0);
+    return;
+  }
+
+  // Decode (one token per (b, h)): selection, then attention, each split into slices of the
+  // windows or blocks so that every thread works.
+  std::vector<int32_t> lists(static_cast<size_t>(BH * K));
+  std::vector<int64_t> lens(static_cast<size_t>(BH), 0), dense_lo(static_cast<size_t>(BH), 0);
+  std::vector<char> needs_stage1(static_cast<size_t>(BH), 0);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    const TokenPlan tp = PlanToken(c, sparse[bh / Hkv], bh / Hkv, 0, lists.data() + bh * K);
+    lens[bh] = tp.len;
+    dense_lo[bh] = tp.dense_lo;
+    needs_stage1[bh] = tp.needs_stage1;
+  }
+  {
     // Decode: raw scores and shared scores are computed in slices of the windows, in parallel;
     // the per-head normalizers in between, one item per head.
     // s1 is written in full before it is read: no zero fill (it was 15 us of a 128k decode step).
@@ -593,69 +742,17 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
                                   lists.data() + bh * K);
     });
     phases.Mark(&KernelProfile::topk_ms);
-  } else {
-    // Prefill: one item per (bh, tile); each token scores every visible window itself.
-    const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
-    pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
-      const int64_t b = bh / Hkv;
-      QueryLanes sq;
-      std::vector<float> s1, shared, block_score, m, l;
-      std::vector<int32_t> candidates;
-      for (int64_t s = tile * kQueryTile; s < std::min(S, (tile + 1) * kQueryTile); ++s) {
-        const int64_t at = bh * S + s;
-        if (!needs_stage1[at]) continue;
-        const int64_t pos = c.Past(b) + s;
-        const auto lv = LevelsFor(a, ck[bh], pos);
-        sq.Set(mk, q_of(bh, s), G, D);
-        s1.resize(static_cast<size_t>(sq.gw * lv.nvis1));
-        Stage1Scores(mk, sq, ck[bh].k1, 0, lv.nvis1, D, p.scale, s1.data());
-        const LseRows rows = LseRowsOf(a, lv);
-        m.resize(static_cast<size_t>(sq.gw));
-        l.resize(static_cast<size_t>(sq.gw));
-        mk.stage1_lse_partial(s1.data(), sq.gw, 0, rows.count, rows.step, m.data(), l.data());
-        MergeLse(m.data(), l.data(), 1, G, sq);
-        shared.resize(static_cast<size_t>(lv.nvis1));
-        Stage1Shared(mk, sq, s1.data(), 0, lv.nvis1, shared.data());
-        lens[at] = SelectFromScores(a, pos, shared.data(), lv.nvis1, block_score, candidates, lists.data() + at * K);
-      }
-    });
   }
   timer.Mark(&KernelProfile::select_ms);
-  if (c.d.selected_blocks != nullptr) {
-    for (int64_t at = 0; at < BH * S; ++at) {
-      int32_t* out = c.d.selected_blocks + at * K;
-      const int64_t n = std::max<int64_t>(lens[at], 0);
-      std::copy(lists.begin() + at * K, lists.begin() + at * K + n, out);
-      std::fill(out + n, out + K, -1);
-    }
-  }
+  for (int64_t bh = 0; bh < BH; ++bh) WriteSelection(c, bh, 0, lens[bh], lists.data() + bh * K);
 
-  // Attention. Prefill: one item per (bh, tile). Decode: the token's blocks are split into slices
-  // whose partial softmax states are merged afterwards (fixed order: deterministic).
-  auto blocks_of = [&](int64_t at) {  // explicit block list of one token
-    std::vector<int32_t> v;
-    if (lens[at] < 0) {
-      const int64_t pos = c.Past((at / S) / Hkv) + at % S;
-      for (int64_t blk = dense_lo[at] / Bk; blk <= pos / Bk; ++blk) v.push_back(static_cast<int32_t>(blk));
-    } else {
-      v.assign(lists.begin() + at * K, lists.begin() + at * K + lens[at]);
-    }
-    return v;
-  };
-  auto write_rows = [&](int64_t bh, int64_t s, const float* l, const float* acc) {
-    const int64_t b = bh / Hkv, h = bh % Hkv;
-    for (int64_t g = 0; g < G; ++g) {
-      T* out = c.d.output + ((b * S + s) * p.num_heads + h * G + g) * D;
-      const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
-      for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
-    }
-  };
-  if (S == 1) {
+  // Attention: the token's blocks are split into slices whose partial softmax states are merged
+  // afterwards (fixed order: deterministic).
+  {
     std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
     std::vector<int64_t> slices(static_cast<size_t>(BH));
     for (int64_t bh = 0; bh < BH; ++bh) {
-      union_blocks[bh] = blocks_of(bh);
+      union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), Bk, lists.data() + bh * K);
       slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
     }
     std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
@@ -680,7 +777,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     pf(static_cast<size_t>(BH), [&](size_t bh) {
       if (lens[bh] == 0) {
         std::vector<float> zero(static_cast<size_t>(G * D + G), 0.0f);
-        write_rows(static_cast<int64_t>(bh), 0, zero.data(), zero.data() + G);
+        WriteRows(c, static_cast<int64_t>(bh), 0, zero.data(), zero.data() + G);
         return;
       }
       std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
@@ -696,36 +793,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
           for (int64_t i = 0; i < D; ++i) acc[g * D + i] += pa[i] * w;
         }
       }
-      write_rows(static_cast<int64_t>(bh), 0, l.data(), acc.data());
-    });
-  } else {
-    const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
-    pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
-      const int64_t t0 = tile * kQueryTile, t1 = std::min(S, t0 + kQueryTile);
-      std::vector<const int32_t*> list_ptr;
-      std::vector<int64_t> list_len, lo_tok;
-      std::vector<char> used;
-      for (int64_t s = t0; s < t1; ++s) {
-        const int64_t at = bh * S + s;
-        list_ptr.push_back(lists.data() + at * K);
-        list_len.push_back(lens[at]);
-        lo_tok.push_back(dense_lo[at]);
-        for (int32_t blk : blocks_of(at)) {
-          if (static_cast<size_t>(blk) >= used.size()) used.resize(static_cast<size_t>(blk) + 1, 0);
-          used[blk] = 1;
-        }
-      }
-      std::vector<int32_t> u;
-      for (size_t blk = 0; blk < used.size(); ++blk)
-        if (used[blk]) u.push_back(static_cast<int32_t>(blk));
-      RowStates st;
-      st.Reset((t1 - t0) * G, D);
-      Scratch sc;
-      AttendBlocks(c, mk, bh / Hkv, bh % Hkv, t0, t1, u.data(), static_cast<int64_t>(u.size()), list_ptr, list_len,
-                   lo_tok, st, sc);
-      for (int64_t s = t0; s < t1; ++s)
-        write_rows(bh, s, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
+      WriteRows(c, static_cast<int64_t>(bh), 0, l.data(), acc.data());
     });
   }
   timer.Mark(&KernelProfile::attend_ms);

@@ -24,6 +24,8 @@ struct KernelProfile {
   double compress_ms = 0;  // level-1 compressed keys (and level-2 derivation)
   double select_ms = 0;    // stage 1 scoring, pooling, top-k
   double attend_ms = 0;    // attention over the selected (or all) blocks
+  // (Prefill runs both in one parallel phase: its wall time is split in proportion to the time
+  // the work items spent in each.)
   // Decode only, parts of select_ms: stage-1 scoring, the per-head normalizers, the group sum,
   // pooling + top-k (each a parallel phase but the normalizers).
   double score_ms = 0, lse_ms = 0, group_sum_ms = 0, topk_ms = 0;
