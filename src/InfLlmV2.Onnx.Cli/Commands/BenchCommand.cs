@@ -78,6 +78,20 @@ public static class BenchCommand
             double readRooflineMs = Math.Max(bytes / (readGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
             roofline.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["flops"] = flops, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["roofline_ms"] = rooflineMs, ["of_roofline"] = rooflineMs / sparseMs, ["read_roofline_ms"] = readRooflineMs, ["of_read_roofline"] = readRooflineMs / sparseMs });
         }
+        if (!quick)
+        {
+            // Two KV heads (32 query heads), as MiniCPM4 has per layer: the same kernels over
+            // twice the heads, every thread still busy.
+            using var ours2 = Session(options, AttentionOpKind.Switchable, withState: true, hkv: 2);
+            using var gqa2 = Session(options, AttentionOpKind.GroupQueryAttention, withState: false, hkv: 2);
+            foreach (int ctx in new[] { 32768, 131072 })
+            {
+                var (gqaMs, gqaMem) = Decode(gqa2, ctx, null, reps, hkv: 2);
+                var (sparseMs, sparseMem) = Decode(ours2, ctx, 2, reps, hkv: 2);
+                rows.Add(new Row($"decode {ctx / 1024}k Hkv=2", "GQA", gqaMs, 1, gqaMem, ""));
+                rows.Add(new Row($"decode {ctx / 1024}k Hkv=2", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
+            }
+        }
         PrintRows(rows.Where(r => r.Case.StartsWith("decode", StringComparison.Ordinal)));
         Console.WriteLine($"{"context",8} {"MB read",9} {"GB/s eff.",10} {"roofline ms",12} {"of roofline",12} {"read-bw roofline ms",20} {"of it",7}");
         foreach (var x in roofline)
@@ -155,16 +169,16 @@ public static class BenchCommand
 
     private static void PrintRows(IEnumerable<Row> rows)
     {
-        Console.WriteLine($"{"case",-18} {"op",-12} {"ms",11} {"x GQA",8} {"peak extra MB",14}  note");
+        Console.WriteLine($"{"case",-20} {"op",-12} {"ms",11} {"x GQA",8} {"peak extra MB",14}  note");
         foreach (var r in rows)
-            Console.WriteLine($"{r.Case,-18} {r.Op,-12} {r.Ms,11:F3} {(r.RatioToGqa is double x ? $"{x:F2}x" : "-"),8} {r.PeakExtraMb,14}  {r.Note}");
+            Console.WriteLine($"{r.Case,-20} {r.Op,-12} {r.Ms,11:F3} {(r.RatioToGqa is double x ? $"{x:F2}x" : "-"),8} {r.PeakExtraMb,14}  {r.Note}");
     }
 
-    private static InferenceSession Session(SessionOptions options, AttentionOpKind kind, bool withState)
+    private static InferenceSession Session(SessionOptions options, AttentionOpKind kind, bool withState, int hkv = Hkv)
     {
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
         {
-            Kind = kind, NumHeads = G, KvNumHeads = Hkv, WithPast = true,
+            Kind = kind, NumHeads = G * hkv, KvNumHeads = hkv, WithPast = true,
             WithAttentionMode = kind == AttentionOpKind.Switchable, WithCompressedState = withState && kind == AttentionOpKind.Switchable,
         });
         return new InferenceSession(OnnxModelFile.ToBytes(model), options);
@@ -178,24 +192,27 @@ public static class BenchCommand
         return a;
     }
 
-    /// <summary>One decode step at context <paramref name="ctx"/> with shared KV (and compressed-key) buffers; median ms and peak extra MB.</summary>
-    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps)
+    /// <summary>
+    /// One decode step at context <paramref name="ctx"/> with shared KV (and compressed-key)
+    /// buffers, <paramref name="hkv"/> KV heads of G query heads each; median ms and peak extra MB.
+    /// </summary>
+    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv)
     {
-        var key = Random(ctx * D * Hkv, 1);
-        var value = Random(ctx * D * Hkv, 2);
-        var q = Random(G * D, 3);
-        var k = Random(Hkv * D, 4);
-        var v = Random(Hkv * D, 5);
-        var output = new float[G * D];
-        using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, 1, G * D]);
-        using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, 1, Hkv * D]);
-        using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, 1, Hkv * D]);
-        using var cacheK = OrtValue.CreateTensorValueFromMemory(key, [1, Hkv, ctx, D]);
-        using var cacheV = OrtValue.CreateTensorValueFromMemory(value, [1, Hkv, ctx, D]);
+        var key = Random(ctx * D * hkv, 1);
+        var value = Random(ctx * D * hkv, 2);
+        var q = Random(G * hkv * D, 3);
+        var k = Random(hkv * D, 4);
+        var v = Random(hkv * D, 5);
+        var output = new float[G * hkv * D];
+        using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, 1, G * hkv * D]);
+        using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, 1, hkv * D]);
+        using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, 1, hkv * D]);
+        using var cacheK = OrtValue.CreateTensorValueFromMemory(key, [1, hkv, ctx, D]);
+        using var cacheV = OrtValue.CreateTensorValueFromMemory(value, [1, hkv, ctx, D]);
         using var seq = OrtValue.CreateTensorValueFromMemory(new[] { ctx - 1 }, [1]);
         using var total = OrtValue.CreateTensorValueFromMemory(new[] { ctx }, []);
         using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
-        using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, 1, G * D]);
+        using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, 1, G * hkv * D]);
         var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
         var values = new List<OrtValue> { qv, kv, vv, cacheK, cacheV, seq, total };
         var outNames = new List<string> { "output", "present_key", "present_value" };
@@ -208,11 +225,12 @@ public static class BenchCommand
             {
                 long windows = (ctx - 32) / 16 + 1;
                 // The state a session carries: the mean of every complete 32-token window (stride 16).
-                var state = new float[windows * D * Hkv];
-                for (long j = 0; j < windows; j++)
-                    for (int t = 0; t < 32; t++)
-                        for (int d = 0; d < D; d++) state[j * D + d] += key[(j * 16 + t) * D + d] / 32f;
-                comp = OrtValue.CreateTensorValueFromMemory(state, [1, Hkv, windows, D]);
+                var state = new float[windows * D * hkv];
+                for (long h = 0; h < hkv; h++)
+                    for (long j = 0; j < windows; j++)
+                        for (int t = 0; t < 32; t++)
+                            for (int d = 0; d < D; d++) state[(h * windows + j) * D + d] += key[(h * ctx + j * 16 + t) * D + d] / 32f;
+                comp = OrtValue.CreateTensorValueFromMemory(state, [1, hkv, windows, D]);
                 names.Add("past_compressed_key"); values.Add(comp);
                 outNames.Add("present_compressed_key"); outValues.Add(comp);
             }
