@@ -1,6 +1,7 @@
 // Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
 // compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
 //   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
+//                        [--kv-heads H]
 // Prints one JSON object per run.
 #include <algorithm>
 #include <atomic>
@@ -111,39 +112,40 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H]\n", argv[0]);
     return 2;
   }
   const std::string phase = argv[1];
   const int64_t length = std::atoll(argv[2]);
   std::string mode = "sparse";
   int repeat = 5;
-  int64_t G = 16, D = 128;
+  int64_t G = 16, D = 128, Hkv = 1;  // G query heads per KV head
   for (int i = 3; i + 1 < argc; i += 2) {
     const std::string k = argv[i], v = argv[i + 1];
     if (k == "--mode") mode = v;
     else if (k == "--repeat") repeat = std::atoi(v.c_str());
     else if (k == "--heads") G = std::atoll(v.c_str());
     else if (k == "--head-size") D = std::atoll(v.c_str());
+    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
-  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || (mode != "dense" && mode != "sparse")) {
+  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse")) {
     std::fprintf(stderr, "bad arguments\n");
     return 2;
   }
   const bool decode = phase == "decode";
   const int64_t S = decode ? 1 : length;
   AttentionAttributes a;
-  a.num_heads = G;
-  a.kv_num_heads = 1;
+  a.num_heads = G * Hkv;
+  a.kv_num_heads = Hkv;
   AttentionInputs in;
-  in.query = {true, {1, S, G * D}};
-  in.key = in.value = {true, {1, S, D}};
+  in.query = {true, {1, S, G * Hkv * D}};
+  in.key = in.value = {true, {1, S, Hkv * D}};
   const int64_t cap = length;
   const int64_t windows = NumWindows(cap, a.compress_kernel, a.compress_stride);
   if (decode) {
-    in.past_key = in.past_value = {true, {1, 1, cap, D}};
-    in.past_compressed_key = {true, {1, 1, windows, D}};  // explicit compressed state, as a session keeps it
+    in.past_key = in.past_value = {true, {1, Hkv, cap, D}};
+    in.past_compressed_key = {true, {1, Hkv, windows, D}};  // explicit compressed state, as a session keeps it
   }
   std::vector<int32_t> seqlens{static_cast<int32_t>(length - 1)};
   in.seqlens_k = {true, {1}};
@@ -160,11 +162,11 @@ int main(int argc, char** argv) {
   std::mt19937 rng(7);
   std::normal_distribution<float> n01(0.0f, 1.0f);
   auto rnd = [&](size_t n) { std::vector<float> v(n); for (auto& x : v) x = n01(rng); return v; };
-  auto q = rnd(S * G * D), k = rnd(S * D), v = rnd(S * D);
-  std::vector<float> cache_k = rnd(cap * D), cache_v = rnd(cap * D), out(S * G * D);
+  auto q = rnd(S * G * Hkv * D), k = rnd(S * Hkv * D), v = rnd(S * Hkv * D);
+  std::vector<float> cache_k = rnd(cap * Hkv * D), cache_v = rnd(cap * Hkv * D), out(S * G * Hkv * D);
   cpu::AttentionData<float> d;
   d.query = q.data(); d.key = k.data(); d.value = v.data(); d.seqlens_k = seqlens.data(); d.output = out.data();
-  std::vector<float> present_k, present_v, compressed(static_cast<size_t>(windows * D));
+  std::vector<float> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
   if (decode) {  // shared buffers, as a KV-cache owner runs decode
     d.past_key = d.present_key = cache_k.data();
     d.past_value = d.present_value = cache_v.data();
@@ -179,8 +181,8 @@ int main(int argc, char** argv) {
     if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
     d.past_compressed_key = d.present_compressed_key = compressed.data();
   } else {
-    present_k.resize(p.present_capacity * D);
-    present_v.resize(p.present_capacity * D);
+    present_k.resize(p.present_capacity * Hkv * D);
+    present_v.resize(p.present_capacity * Hkv * D);
     d.present_key = present_k.data();
     d.present_value = present_v.data();
   }
@@ -198,10 +200,10 @@ int main(int argc, char** argv) {
     score.push_back(prof.score_ms); lse.push_back(prof.lse_ms); group_sum.push_back(prof.group_sum_ms);
     topk.push_back(prof.topk_ms);
   }
-  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
+  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
               "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
               "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f}}\n",
-              phase.c_str(), static_cast<long long>(length), mode.c_str(), cpu::SelectMicrokernels().isa,
+              phase.c_str(), static_cast<long long>(length), static_cast<long long>(Hkv), mode.c_str(), cpu::SelectMicrokernels().isa,
               std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
               Median(total), Median(score), Median(lse), Median(group_sum), Median(topk));
   return 0;

@@ -407,6 +407,13 @@ struct RowStates {
   }
 };
 
+// Prefetch of `count` elements into L2 (one request per 64-byte line).
+template <typename T>
+inline void PrefetchRows(const T* p, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off, 0, 2);
+}
+
 // Attention of tokens [t0, t1) of (b, h) over the blocks `blocks` (ascending). The rows r = t * G + g
 // of the tokens' heads live in vector lanes (QueryLanes); each 64-key tile is scored, key-major,
 // for the lane vectors holding a row that attends to it, and accumulated for those tokens' rows.
@@ -449,6 +456,18 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       attending.push_back(t);
     }
     if (attending.empty()) continue;
+    // Software prefetch into L2 of the key and value rows of the block two ahead (at the first
+    // block, of the next one too). Decode streams its blocks from DRAM whenever they are not in
+    // the L3 (a model's other layers evict them); with only the hardware prefetcher the loads of a
+    // block hardly overlapped the FMAs of the previous one. Stage bench, 20 interleaved runs:
+    // dense decode 24k (25 MB of K/V) median 2.15 -> 1.90 ms, sparse decode 8k with 2 KV heads
+    // 1.05 -> 0.77 ms; the L3-resident 128k decode and dense prefill 4k unchanged. Two blocks
+    // ahead into L1 (prefetcht0) was no better than one ahead.
+    for (int64_t ahead = bi == 0 ? 1 : 2; ahead <= 2 && bi + ahead < n_blocks; ++ahead) {
+      const int64_t r0 = blocks[bi + ahead] * Bk, rows_ahead = std::min(std::min(Bk, int64_t{kBlockKeys}), total - r0);
+      PrefetchRows(keys + r0 * D, rows_ahead * D);
+      PrefetchRows(vals + r0 * D, rows_ahead * D);
+    }
     for (int64_t x0 = k0; x0 < k_end; x0 += kBlockKeys) {  // 64-key tiles of the block
       const int64_t x1 = std::min(x0 + kBlockKeys, k_end);
       const int n = static_cast<int>(x1 - x0);
