@@ -1,7 +1,9 @@
 // Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
 // compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
 //   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
-//                        [--kv-heads H]
+//                        [--kv-heads H] [--cold]
+// --cold reads 128 MiB before each timed call, so that the call finds none of its data in the
+// caches (as in a model whose other layers ran in between).
 // Prints one JSON object per run.
 #include <algorithm>
 #include <atomic>
@@ -112,7 +114,7 @@ double Median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H] [--cold]\n", argv[0]);
     return 2;
   }
   const std::string phase = argv[1];
@@ -120,14 +122,25 @@ int main(int argc, char** argv) {
   std::string mode = "sparse";
   int repeat = 5;
   int64_t G = 16, D = 128, Hkv = 1;  // G query heads per KV head
-  for (int i = 3; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
+  bool cold = false;
+  for (int i = 3; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--cold") {
+      cold = true;
+      --i;
+      continue;
+    }
+    if (k != "--mode" && k != "--repeat" && k != "--heads" && k != "--head-size" && k != "--kv-heads") {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
+    const std::string v = argv[i + 1];
     if (k == "--mode") mode = v;
     else if (k == "--repeat") repeat = std::atoi(v.c_str());
     else if (k == "--heads") G = std::atoll(v.c_str());
     else if (k == "--head-size") D = std::atoll(v.c_str());
-    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
-    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+    else Hkv = std::atoll(v.c_str());  // --kv-heads
   }
   if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse")) {
     std::fprintf(stderr, "bad arguments\n");
@@ -187,7 +200,20 @@ int main(int argc, char** argv) {
     d.present_value = present_v.data();
   }
   std::vector<double> prep, comp, sel, att, total, score, lse, group_sum, topk;
+  std::vector<float> evictor(cold ? size_t{32} << 20 : 0, 1.0f);
+  float evict_sum = 0.0f;
   for (int r = 0; r < repeat + 1; ++r) {
+    if (cold) {  // on the pool's threads, so that its workers are awake (spinning) as in a model
+      constexpr size_t kParts = 64;
+      std::vector<float> sums(kParts, 0.0f);
+      PoolFor(kParts, [&](size_t part) {
+        const size_t per = evictor.size() / kParts;
+        float sum = 0.0f;
+        for (size_t i = part * per; i < (part + 1) * per; ++i) sum += evictor[i];
+        sums[part] = sum;
+      });
+      for (float x : sums) evict_sum += x;
+    }
     cpu::KernelProfile prof;
     d.profile = &prof;
     const auto t0 = std::chrono::steady_clock::now();
@@ -200,10 +226,11 @@ int main(int argc, char** argv) {
     score.push_back(prof.score_ms); lse.push_back(prof.lse_ms); group_sum.push_back(prof.group_sum_ms);
     topk.push_back(prof.topk_ms);
   }
-  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
+  if (cold && !(evict_sum > 0.0f)) return 1;  // keeps the eviction reads
+  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
               "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
               "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f}}\n",
-              phase.c_str(), static_cast<long long>(length), static_cast<long long>(Hkv), mode.c_str(), cpu::SelectMicrokernels().isa,
+              phase.c_str(), static_cast<long long>(length), static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
               std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
               Median(total), Median(score), Median(lse), Median(group_sum), Median(topk));
   return 0;

@@ -462,7 +462,9 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
     // block hardly overlapped the FMAs of the previous one. Stage bench, 20 interleaved runs:
     // dense decode 24k (25 MB of K/V) median 2.15 -> 1.90 ms, sparse decode 8k with 2 KV heads
     // 1.05 -> 0.77 ms; the L3-resident 128k decode and dense prefill 4k unchanged. Two blocks
-    // ahead into L1 (prefetcht0) was no better than one ahead.
+    // ahead into L1 (prefetcht0) was no better than one ahead. A fully cold step (every cache
+    // evicted before it: stage bench --cold, 32k) gained nothing measurable: it reads its K/V at
+    // about 10 GB/s either way (transparent huge pages for the caches did not change that).
     for (int64_t ahead = bi == 0 ? 1 : 2; ahead <= 2 && bi + ahead < n_blocks; ++ahead) {
       const int64_t r0 = blocks[bi + ahead] * Bk, rows_ahead = std::min(std::min(Bk, int64_t{kBlockKeys}), total - r0);
       PrefetchRows(keys + r0 * D, rows_ahead * D);

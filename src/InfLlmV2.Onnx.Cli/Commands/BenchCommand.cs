@@ -78,6 +78,21 @@ public static class BenchCommand
             double readRooflineMs = Math.Max(bytes / (readGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
             roofline.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["flops"] = flops, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["roofline_ms"] = rooflineMs, ["of_roofline"] = rooflineMs / sparseMs, ["read_roofline_ms"] = readRooflineMs, ["of_read_roofline"] = readRooflineMs / sparseMs });
         }
+        // Cold caches: before each timed step the bench reads 128 MiB, so the step's K/V rows and
+        // compressed keys come from DRAM, as in a model whose other layers ran in between (the
+        // steps above repeat on data that stays in the L3).
+        var cold = new List<Dictionary<string, object?>>();
+        foreach (int ctx in quick ? [32768] : new[] { 32768, 131072 })
+        {
+            var (gqaMs, gqaMem) = Decode(gqa, ctx, null, reps, cold: true);
+            var (sparseMs, sparseMem) = Decode(ours, ctx, 2, reps, cold: true);
+            rows.Add(new Row($"decode {ctx / 1024}k cold", "GQA", gqaMs, 1, gqaMem, "caches evicted before each step"));
+            rows.Add(new Row($"decode {ctx / 1024}k cold", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, "caches evicted before each step"));
+            long n1 = (ctx - 32) / 16 + 1, keys = Math.Min(ctx, 96 * 64);
+            double bytes = 4.0 * D * (2 * keys + n1);
+            cold.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["of_read_bandwidth"] = bytes / (sparseMs * 1e-3) / 1e9 / readGbps });
+        }
+        extra["decode_cold"] = cold;
         if (!quick)
         {
             // Two KV heads (32 query heads), as MiniCPM4 has per layer: the same kernels over
@@ -97,6 +112,8 @@ public static class BenchCommand
         foreach (var x in roofline)
             Console.WriteLine($"{x["context"],8} {(double)x["bytes_read"]! / 1e6,9:F1} {(double)x["effective_gb_per_s"]!,10:F1} {(double)x["roofline_ms"]!,12:F3} {(double)x["of_roofline"]!,11:P0} {(double)x["read_roofline_ms"]!,20:F3} {(double)x["of_read_roofline"]!,6:P0}");
         extra["decode_roofline"] = roofline;
+        foreach (var x in cold)
+            Console.WriteLine($"cold {(int)x["context"]! / 1024}k: {(double)x["bytes_read"]! / 1e6:F1} MB read from DRAM at {(double)x["effective_gb_per_s"]!:F1} GB/s = {(double)x["of_read_bandwidth"]!:P0} of the measured read bandwidth");
 
         Console.WriteLine();
         Console.WriteLine("prefill (causal, no past)");
@@ -196,7 +213,7 @@ public static class BenchCommand
     /// One decode step at context <paramref name="ctx"/> with shared KV (and compressed-key)
     /// buffers, <paramref name="hkv"/> KV heads of G query heads each; median ms and peak extra MB.
     /// </summary>
-    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv)
+    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv, bool cold = false)
     {
         var key = Random(ctx * D * hkv, 1);
         var value = Random(ctx * D * hkv, 2);
@@ -241,7 +258,7 @@ public static class BenchCommand
             {
                 using var ro = new RunOptions();
                 s.Run(ro, names, values, outNames, outValues);
-            }, reps);
+            }, reps, beforeEach: cold ? EvictCaches : null);
         }
         finally
         {
@@ -333,13 +350,32 @@ public static class BenchCommand
         return times[times.Count / 2];
     }
 
-    private static (double Ms, long PeakMb) Time(Action run, int reps, bool warmup = true)
+    private static (double Ms, long PeakMb) Time(Action run, int reps, bool warmup = true, Action? beforeEach = null)
     {
         if (warmup) run();
         long peak = 0;
         var times = new List<double>();
-        for (int i = 0; i < reps; i++) peak = Math.Max(peak, Measure(run, times));
+        for (int i = 0; i < reps; i++)
+        {
+            beforeEach?.Invoke();
+            peak = Math.Max(peak, Measure(run, times));
+        }
         return (Median(times), Math.Max(0, peak) / (1 << 20));
+    }
+
+    // Reads 128 MiB (four times the 32 MB L3) so that the next step finds none of its data in the
+    // caches, as in a model whose other layers ran in between. The buffer is written once first: an
+    // untouched one maps every page to the kernel's single zero page, whose reads evict nothing.
+    private static float[]? evictor;
+
+    private static void EvictCaches()
+    {
+        if (evictor is null)
+        {
+            evictor = new float[32 << 20];
+            Array.Fill(evictor, 1f);
+        }
+        if (!(SumOf(evictor) > 0)) throw new InvalidOperationException("cache eviction: the buffer was not read");
     }
 
     // Linux: writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current RSS.
