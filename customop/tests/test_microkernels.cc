@@ -46,7 +46,7 @@ TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
       std::vector<float> qt(static_cast<size_t>(d * gw), 0.0f), out(static_cast<size_t>(n * gw), 9.0f);
       for (int64_t g = 0; g < heads; ++g)
         for (int64_t i = 0; i < d; ++i) qt[i * gw + g] = q[g * d + i];
-      mk->scores_key_major(qt.data(), gw, k.data(), n, d, 0.25f, out.data());
+      mk->scores_key_major(qt.data(), gw, k.data(), n, d, 0.25f, out.data(), k.data(), 3);  // with a prefetch stream
       for (int j = 0; j < n; ++j)
         for (int64_t g = 0; g < gw; ++g) {
           double want = 0.0;
@@ -166,7 +166,7 @@ TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
       const auto before = acc;
       for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
         mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0, 1,
-                       gw, v.data(), n, d);
+                       gw, v.data(), n, d, v.data(), 5);  // a prefetch stream changes no result
       for (int64_t g = 0; g < heads; ++g)
         for (int64_t i = 0; i < d; ++i) {
           double want = before[g * d + i];

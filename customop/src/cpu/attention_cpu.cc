@@ -304,8 +304,15 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
 // Step 1: raw scores scale * q_g . K1_j of windows [j0, j1) into s1 rows j0..j1-1.
 inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const float* k1, int64_t j0, int64_t j1,
                          int64_t D, float scale, float* s1) {
-  if (j1 > j0)
-    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw);
+  if (j1 > j0) {
+    // The rows 64 ahead stream into L2 as the scoring proceeds (the same pace as it reads them):
+    // 128k decode selection with every cache evicted 0.48 -> 0.32 ms (stage bench, 6 runs),
+    // warm unchanged, prefill 16k selection within noise (+2 %).
+    constexpr int64_t kAhead = 64;
+    const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
+    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw,
+                        pf_rows > 0 ? k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
+  }
 }
 
 // Step 2: the normalizer of each head: log-sum-exp over the visible level-2 scores (mean of four
@@ -407,13 +414,6 @@ struct RowStates {
   }
 };
 
-// Prefetch of `count` elements into L2 (one request per 64-byte line).
-template <typename T>
-inline void PrefetchRows(const T* p, int64_t count) {
-  const char* bytes = reinterpret_cast<const char*>(p);
-  for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off, 0, 2);
-}
-
 // Attention of tokens [t0, t1) of (b, h) over the blocks `blocks` (ascending). The rows r = t * G + g
 // of the tokens' heads live in vector lanes (QueryLanes); each 64-key tile is scored, key-major,
 // for the lane vectors holding a row that attends to it, and accumulated for those tokens' rows.
@@ -456,19 +456,23 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       attending.push_back(t);
     }
     if (attending.empty()) continue;
-    // Software prefetch into L2 of the key and value rows of the block two ahead (at the first
-    // block, of the next one too). Decode streams its blocks from DRAM whenever they are not in
-    // the L3 (a model's other layers evict them); with only the hardware prefetcher the loads of a
-    // block hardly overlapped the FMAs of the previous one. Stage bench, 20 interleaved runs:
-    // dense decode 24k (25 MB of K/V) median 2.15 -> 1.90 ms, sparse decode 8k with 2 KV heads
-    // 1.05 -> 0.77 ms; the L3-resident 128k decode and dense prefill 4k unchanged. Two blocks
-    // ahead into L1 (prefetcht0) was no better than one ahead. A fully cold step (every cache
-    // evicted before it: stage bench --cold, 32k) gained nothing measurable: it reads its K/V at
-    // about 10 GB/s either way (transparent huge pages for the caches did not change that).
-    for (int64_t ahead = bi == 0 ? 1 : 2; ahead <= 2 && bi + ahead < n_blocks; ++ahead) {
-      const int64_t r0 = blocks[bi + ahead] * Bk, rows_ahead = std::min(std::min(Bk, int64_t{kBlockKeys}), total - r0);
-      PrefetchRows(keys + r0 * D, rows_ahead * D);
-      PrefetchRows(vals + r0 * D, rows_ahead * D);
+    // The next block's key and value rows stream into L2 while this block computes: the keys
+    // during the first scored lane vector's scores, the values during its accumulations (one
+    // prefetch per inner step of the microkernels). Decode reads its blocks from DRAM whenever a
+    // model's other layers evicted them, and the hardware prefetchers stop at every 4 KB page of
+    // the scattered blocks. Stage bench, 6-8 interleaved runs each, against a burst of prefetches
+    // for the blocks ahead at each block's start (which itself had not helped cold steps): decode
+    // attention with every cache evicted (--cold) 128k median 0.56 -> 0.42 ms, 32k 0.56 -> 0.50
+    // ms (0.71 -> 0.49 in another series); warm 128k 0.33 -> 0.29 ms; 8k with 2 KV heads 0.66 ->
+    // 0.58 ms; dense prefill 4k unchanged (362 ms).
+    const char* next_k = nullptr;
+    const char* next_v = nullptr;
+    int64_t next_lines = 0;
+    if (bi + 1 < n_blocks) {
+      const int64_t r0 = blocks[bi + 1] * Bk, nr = std::min(std::min(Bk, int64_t{kBlockKeys}), total - r0);
+      next_k = reinterpret_cast<const char*>(keys + r0 * D);
+      next_v = reinterpret_cast<const char*>(vals + r0 * D);
+      next_lines = (nr * D * static_cast<int64_t>(sizeof(T)) + 63) / 64;
     }
     for (int64_t x0 = k0; x0 < k_end; x0 += kBlockKeys) {  // 64-key tiles of the block
       const int64_t x1 = std::min(x0 + kBlockKeys, k_end);
@@ -497,7 +501,12 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       for (int64_t v = 0; v < gw / W; ++v) {
         if (!vector_used[v]) continue;
         const int64_t r0 = v * W, r_end = std::min(rows, r0 + W);
-        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x);
+        // This vector carries the prefetch stream if it is the block's first scored one.
+        const int64_t k_lines = x0 == k0 ? next_lines : 0, v_calls = (r_end - r0 + kMaxRows - 1) / kMaxRows;
+        int64_t v_left = k_lines;
+        const char* v_at = next_v;
+        next_lines = 0;
+        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, k_lines);
         Softcap(a.softcap, x, n * W);
         mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
                                     st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
@@ -508,9 +517,13 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
           }
           int64_t r1 = r + 1;
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
-          mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D);
+          const int64_t v_lines = std::min(v_left, (k_lines + v_calls - 1) / v_calls);
+          mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+          v_at += 64 * v_lines;
+          v_left -= v_lines;
           r = r1;
         }
+        for (; v_left > 0; --v_left, v_at += 64) __builtin_prefetch(v_at, 0, 2);  // rows that saw no keys
       }
     }
   }

@@ -18,8 +18,12 @@ constexpr int kMaxRows = 4;     // rows per accumulate call
 struct Microkernels {
   const char* isa;
   int width;  // floats per vector
+  // Both attention kernels take a prefetch stream: `pf_lines` 64-byte lines from `pf` (what the
+  // caller reads next: the next block's key or value rows), prefetched into L2 one per inner step
+  // of the kernel's work, so that the loads are in flight while the FMAs run (null/0: none).
   // out[j * gw + r] = scale * dot(qt[:, r], k + j * d) for j < n, r < gw; k holds n rows of d.
-  void (*scores_key_major)(const float* qt, int64_t gw, const float* k, int n, int64_t d, float scale, float* out);
+  void (*scores_key_major)(const float* qt, int64_t gw, const float* k, int n, int64_t d, float scale, float* out,
+                           const void* pf, int64_t pf_lines);
   // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < gw): lane r sees keys
   // [lo[r], hi[r]) (others become 0); raises its running max m[r] (rescaling l[r] and, for r < rows,
   // accumulator row r of stride d), turns x into exp(x - m[r]) and adds its sum to l[r].
@@ -28,7 +32,7 @@ struct Microkernels {
   // acc[r * acc_stride + i] += sum_{j < n} p[r * p_row + j * p_key] * v[j * d + i] for r < rows
   // (1..4), i < d. Key-major scores: p_row = 1, p_key = gw.
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
-                     const float* v, int n, int64_t d);
+                     const float* v, int n, int64_t d, const void* pf, int64_t pf_lines);
   // Stage 1 (one token, its G heads in lanes), partial normalizers over rows begin <= j < end:
   // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = s1 row j (step 0) or the mean of
   // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,
