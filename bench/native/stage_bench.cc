@@ -130,17 +130,14 @@ int main(int argc, char** argv) {
       --i;
       continue;
     }
-    if (k != "--mode" && k != "--repeat" && k != "--heads" && k != "--head-size" && k != "--kv-heads") {
-      std::fprintf(stderr, "unknown option %s\n", k.c_str());
-      return 2;
-    }
-    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
-    const std::string v = argv[i + 1];
+    const std::string v = i + 1 < argc ? argv[i + 1] : "";
     if (k == "--mode") mode = v;
     else if (k == "--repeat") repeat = std::atoi(v.c_str());
     else if (k == "--heads") G = std::atoll(v.c_str());
     else if (k == "--head-size") D = std::atoll(v.c_str());
-    else Hkv = std::atoll(v.c_str());  // --kv-heads
+    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
+    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
   }
   if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse")) {
     std::fprintf(stderr, "bad arguments\n");

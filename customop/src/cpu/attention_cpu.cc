@@ -275,9 +275,10 @@ struct QueryLanes {
   // Heads g < G of `tokens` tokens, head g of token t at q + t * token_stride + g * D. Blocked: one
   // [D][width] block per lane vector, so that a vector's query and score rows are contiguous (with
   // [D][gw] rows of gw = 256 lanes, 1 KB apart, fell into 4 of L1's 64 sets).
+  static int64_t LanesFor(const Microkernels& mk, int64_t rows) { return (rows + mk.width - 1) / mk.width * mk.width; }
   void Set(const Microkernels& mk, const float* q, int64_t G, int64_t D, int64_t tokens = 1,
            int64_t token_stride = 0, bool blocked = false) {
-    gw = (tokens * G + mk.width - 1) / mk.width * mk.width;
+    gw = LanesFor(mk, tokens * G);
     const int64_t stride = blocked ? mk.width : gw;
     qt.assign(static_cast<size_t>(D * gw), 0.0f);
     for (int64_t t = 0; t < tokens; ++t)
@@ -501,12 +502,13 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
       for (int64_t v = 0; v < gw / W; ++v) {
         if (!vector_used[v]) continue;
         const int64_t r0 = v * W, r_end = std::min(rows, r0 + W);
-        // This vector carries the prefetch stream if it is the block's first scored one.
-        const int64_t k_lines = x0 == k0 ? next_lines : 0, v_calls = (r_end - r0 + kMaxRows - 1) / kMaxRows;
-        int64_t v_left = k_lines;
+        // This vector carries the prefetch streams (K and V, pf_lines each) if it is the block's
+        // first scored one; the V stream is shared out over its accumulate calls.
+        const int64_t pf_lines = x0 == k0 ? next_lines : 0, v_calls = (r_end - r0 + kMaxRows - 1) / kMaxRows;
+        int64_t v_left = pf_lines;
         const char* v_at = next_v;
         next_lines = 0;
-        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, k_lines);
+        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
         Softcap(a.softcap, x, n * W);
         mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
                                     st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
@@ -517,7 +519,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
           }
           int64_t r1 = r + 1;
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
-          const int64_t v_lines = std::min(v_left, (k_lines + v_calls - 1) / v_calls);
+          const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
           mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
           v_at += 64 * v_lines;
           v_left -= v_lines;
@@ -537,17 +539,22 @@ struct TokenPlan {
   bool needs_stage1 = false;
 };
 
+// Whether a sparse token at `pos` has more blocks in its past than the budget (else it takes them all).
+inline bool OutgrowsBudget(const AttentionAttributes& a, const AttentionParams& p, int64_t pos) {
+  return pos / a.block_size + 1 > p.budget;
+}
+
 template <typename T>
 TokenPlan PlanToken(const Call<T>& c, bool sparse, int64_t b, int64_t s, int32_t* list) {
   const auto& a = c.a;
-  const int64_t pos = c.Past(b) + s, Bk = a.block_size;
+  const int64_t pos = c.Past(b) + s;
   TokenPlan tp;
   if (pos >= c.Total(b)) return tp;
   if (!sparse) {
     tp.len = -1;
     tp.dense_lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;
-  } else if (pos / Bk + 1 <= c.p.budget) {
-    tp.len = pos / Bk + 1;
+  } else if (!OutgrowsBudget(a, c.p, pos)) {
+    tp.len = pos / a.block_size + 1;
     for (int64_t blk = 0; blk < tp.len; ++blk) list[blk] = static_cast<int32_t>(blk);
   } else {
     tp.needs_stage1 = true;
@@ -632,7 +639,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     const int64_t b = bh / Hkv;
     for (int64_t s = 0; s < S && sparse[b] && !bh_needs[bh]; ++s) {
       const int64_t pos = c.Past(b) + s;
-      bh_needs[bh] = pos < c.Total(b) && pos / Bk + 1 > K;
+      bh_needs[bh] = pos < c.Total(b) && OutgrowsBudget(a, p, pos);
     }
   }
   StageTimer timer(c.d.profile);
@@ -711,125 +718,121 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     dense_lo[bh] = tp.dense_lo;
     needs_stage1[bh] = tp.needs_stage1;
   }
-  {
-    // Decode: raw scores and shared scores are computed in slices of the windows, in parallel;
-    // the per-head normalizers in between, one item per head.
-    // s1 is written in full before it is read: no zero fill (it was 15 us of a 128k decode step).
-    std::vector<std::unique_ptr<float[]>> s1(static_cast<size_t>(BH));
-    std::vector<std::vector<float>> shared(static_cast<size_t>(BH));
-    std::vector<QueryLanes> sq(static_cast<size_t>(BH));
-    std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
-    for (int64_t bh = 0; bh < BH; ++bh) {
-      if (!needs_stage1[bh]) continue;
-      levels[bh] = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
-      sq[bh].Set(mk, q_of(bh, 0), G, D);
-      s1[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
-      shared[bh].resize(static_cast<size_t>(ck[bh].n1));
-    }
-    auto slice_range = [](int64_t count, int64_t slice) {
-      const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
-      return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
-    };
-    // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
-    // that straddle into the next slice (afterwards); 2 * kDecodeSlices partials per (b, h).
-    const int64_t gw = (G + mk.width - 1) / mk.width * mk.width;  // QueryLanes' lanes for one token
-    std::vector<float> part_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
-    std::vector<float> part_l(part_m.size());
-    auto part = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
-    StageTimer phases(c.d.profile);
-    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
-      if (!needs_stage1[bh]) return;
-      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-      Stage1Scores(mk, sq[bh], ck[bh].k1, j0, j1, D, p.scale, s1[bh].get());
-      const LseRows rows = LseRowsOf(a, levels[bh]);
-      const LseSlice ls = LseSliceOf(rows, j0, j1);
-      mk.stage1_lse_partial(s1[bh].get(), gw, ls.begin, ls.ready, rows.step, part_m.data() + part(bh, 2 * slice),
-                            part_l.data() + part(bh, 2 * slice));
-    });
-    phases.Mark(&KernelProfile::score_ms);
-    for (int64_t bh = 0; bh < BH; ++bh) {
-      if (!needs_stage1[bh]) continue;
-      const LseRows rows = LseRowsOf(a, levels[bh]);
-      for (int64_t slice = 0; slice < kDecodeSlices; ++slice) {
-        const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-        const LseSlice ls = LseSliceOf(rows, j0, j1);
-        mk.stage1_lse_partial(s1[bh].get(), gw, ls.ready, ls.end, rows.step, part_m.data() + part(bh, 2 * slice + 1),
-                              part_l.data() + part(bh, 2 * slice + 1));
-      }
-      MergeLse(part_m.data() + part(bh, 0), part_l.data() + part(bh, 0), 2 * kDecodeSlices, G, sq[bh]);
-    }
-    phases.Mark(&KernelProfile::lse_ms);
-    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
-      if (!needs_stage1[bh]) return;
-      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-      Stage1Shared(mk, sq[bh], s1[bh].get(), j0, j1, shared[bh].data());
-    });
-    phases.Mark(&KernelProfile::group_sum_ms);
-    pf(static_cast<size_t>(BH), [&](size_t bh) {
-      if (!needs_stage1[bh]) return;
-      std::vector<float> block_score;
-      std::vector<int32_t> candidates;
-      const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
-      lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, block_score, candidates,
-                                  lists.data() + bh * K);
-    });
-    phases.Mark(&KernelProfile::topk_ms);
+  // Stage 1: raw scores and shared scores in slices of the windows, in parallel; the normalizers'
+  // partials with the scores, merged in between. s1 is written in full before it is read: no zero
+  // fill (it was 15 us of a 128k decode step).
+  std::vector<std::unique_ptr<float[]>> s1(static_cast<size_t>(BH));
+  std::vector<std::vector<float>> shared(static_cast<size_t>(BH));
+  std::vector<QueryLanes> sq(static_cast<size_t>(BH));
+  std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    if (!needs_stage1[bh]) continue;
+    levels[bh] = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
+    sq[bh].Set(mk, q_of(bh, 0), G, D);
+    s1[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
+    shared[bh].resize(static_cast<size_t>(ck[bh].n1));
   }
+  auto slice_range = [](int64_t count, int64_t slice) {
+    const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+    return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
+  };
+  // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
+  // that straddle into the next slice (afterwards); 2 * kDecodeSlices partials per (b, h).
+  const int64_t gw = QueryLanes::LanesFor(mk, G);  // the lanes of one token's heads
+  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
+  std::vector<float> lse_l(lse_m.size());
+  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
+  StageTimer phases(c.d.profile);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (!needs_stage1[bh]) return;
+    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+    Stage1Scores(mk, sq[bh], ck[bh].k1, j0, j1, D, p.scale, s1[bh].get());
+    const LseRows rows = LseRowsOf(a, levels[bh]);
+    const LseSlice ls = LseSliceOf(rows, j0, j1);
+    mk.stage1_lse_partial(s1[bh].get(), gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
+                          lse_l.data() + lse_at(bh, 2 * slice));
+  });
+  phases.Mark(&KernelProfile::score_ms);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    if (!needs_stage1[bh]) continue;
+    const LseRows rows = LseRowsOf(a, levels[bh]);
+    for (int64_t slice = 0; slice < kDecodeSlices; ++slice) {
+      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+      const LseSlice ls = LseSliceOf(rows, j0, j1);
+      mk.stage1_lse_partial(s1[bh].get(), gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
+                            lse_l.data() + lse_at(bh, 2 * slice + 1));
+    }
+    MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * kDecodeSlices, G, sq[bh]);
+  }
+  phases.Mark(&KernelProfile::lse_ms);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (!needs_stage1[bh]) return;
+    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+    Stage1Shared(mk, sq[bh], s1[bh].get(), j0, j1, shared[bh].data());
+  });
+  phases.Mark(&KernelProfile::group_sum_ms);
+  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    if (!needs_stage1[bh]) return;
+    std::vector<float> block_score;
+    std::vector<int32_t> candidates;
+    const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
+    lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, block_score, candidates,
+                                lists.data() + bh * K);
+  });
+  phases.Mark(&KernelProfile::topk_ms);
   timer.Mark(&KernelProfile::select_ms);
   for (int64_t bh = 0; bh < BH; ++bh) WriteSelection(c, bh, 0, lens[bh], lists.data() + bh * K);
 
   // Attention: the token's blocks are split into slices whose partial softmax states are merged
   // afterwards (fixed order: deterministic).
-  {
-    std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
-    std::vector<int64_t> slices(static_cast<size_t>(BH));
-    for (int64_t bh = 0; bh < BH; ++bh) {
-      union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), Bk, lists.data() + bh * K);
-      slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
-    }
-    std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
-    std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
-    std::vector<float> part_acc(static_cast<size_t>(BH * kDecodeSlices * G * D), 0.0f);
-    pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-      const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
-      if (slice >= slices[bh] || lens[bh] == 0) return;
-      const auto& u = union_blocks[bh];
-      const int64_t n = static_cast<int64_t>(u.size());
-      const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
-      RowStates st;
-      st.Reset(G, D);
-      Scratch sc;
-      std::vector<const int32_t*> list_ptr{u.data()};
-      std::vector<int64_t> list_len{lens[bh] < 0 ? -1 : n}, lo_tok{dense_lo[bh]};
-      AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st, sc);
-      std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
-      std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
-      std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
-    });
-    pf(static_cast<size_t>(BH), [&](size_t bh) {
-      if (lens[bh] == 0) {
-        std::vector<float> zero(static_cast<size_t>(G * D + G), 0.0f);
-        WriteRows(c, static_cast<int64_t>(bh), 0, zero.data(), zero.data() + G);
-        return;
-      }
-      std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
-      for (int64_t g = 0; g < G; ++g) {
-        float m = kNegInf;
-        for (int64_t sl = 0; sl < slices[bh]; ++sl) m = std::max(m, part_m[(bh * kDecodeSlices + sl) * G + g]);
-        for (int64_t sl = 0; sl < slices[bh]; ++sl) {
-          const size_t at = (bh * kDecodeSlices + sl) * G + g;
-          if (part_l[at] == 0.0f) continue;
-          const float w = std::exp(part_m[at] - m);
-          l[g] += part_l[at] * w;
-          const float* pa = part_acc.data() + at * D;
-          for (int64_t i = 0; i < D; ++i) acc[g * D + i] += pa[i] * w;
-        }
-      }
-      WriteRows(c, static_cast<int64_t>(bh), 0, l.data(), acc.data());
-    });
+  std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
+  std::vector<int64_t> slices(static_cast<size_t>(BH));
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), Bk, lists.data() + bh * K);
+    slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
   }
+  std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
+  std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
+  std::vector<float> part_acc(static_cast<size_t>(BH * kDecodeSlices * G * D), 0.0f);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (slice >= slices[bh] || lens[bh] == 0) return;
+    const auto& u = union_blocks[bh];
+    const int64_t n = static_cast<int64_t>(u.size());
+    const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
+    RowStates st;
+    st.Reset(G, D);
+    Scratch sc;
+    std::vector<const int32_t*> list_ptr{u.data()};
+    std::vector<int64_t> list_len{lens[bh] < 0 ? -1 : n}, lo_tok{dense_lo[bh]};
+    AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st, sc);
+    std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
+    std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
+    std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
+  });
+  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    if (lens[bh] == 0) {
+      std::vector<float> zero(static_cast<size_t>(G * D + G), 0.0f);
+      WriteRows(c, static_cast<int64_t>(bh), 0, zero.data(), zero.data() + G);
+      return;
+    }
+    std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
+    for (int64_t g = 0; g < G; ++g) {
+      float m = kNegInf;
+      for (int64_t sl = 0; sl < slices[bh]; ++sl) m = std::max(m, part_m[(bh * kDecodeSlices + sl) * G + g]);
+      for (int64_t sl = 0; sl < slices[bh]; ++sl) {
+        const size_t at = (bh * kDecodeSlices + sl) * G + g;
+        if (part_l[at] == 0.0f) continue;
+        const float w = std::exp(part_m[at] - m);
+        l[g] += part_l[at] * w;
+        const float* pa = part_acc.data() + at * D;
+        for (int64_t i = 0; i < D; ++i) acc[g * D + i] += pa[i] * w;
+      }
+    }
+    WriteRows(c, static_cast<int64_t>(bh), 0, l.data(), acc.data());
+  });
   timer.Mark(&KernelProfile::attend_ms);
 }
 

@@ -69,9 +69,8 @@ public static class BenchCommand
             // Roofline of sparse decode, from what the kernel reads and computes: the selected K/V rows
             // and every level-1 compressed key once (level-2 scores are derived from level-1 ones), and
             // the dot products of both (the stage-1 score rows, 1/D of that, stay in cache).
-            long n1 = (ctx - 32) / 16 + 1, keys = Math.Min(ctx, 96 * 64);
-            double bytes = 4.0 * D * (2 * keys + n1);
-            double flops = 2.0 * G * D * (2 * keys + n1);
+            double bytes = DecodeBytesRead(ctx);
+            double flops = 2.0 * G * bytes / 4;  // one multiply-add per head and element read
             double rooflineMs = Math.Max(bytes / (copyGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
             // The same with the read-only stream bandwidth: decode only reads, and a copy moves each
             // byte twice, so the copy-bandwidth roofline is the looser of the two.
@@ -88,8 +87,7 @@ public static class BenchCommand
             var (sparseMs, sparseMem) = Decode(ours, ctx, 2, reps, cold: true);
             rows.Add(new Row($"decode {ctx / 1024}k cold", "GQA", gqaMs, 1, gqaMem, "caches evicted before each step"));
             rows.Add(new Row($"decode {ctx / 1024}k cold", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, "caches evicted before each step"));
-            long n1 = (ctx - 32) / 16 + 1, keys = Math.Min(ctx, 96 * 64);
-            double bytes = 4.0 * D * (2 * keys + n1);
+            double bytes = DecodeBytesRead(ctx);
             cold.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["of_read_bandwidth"] = bytes / (sparseMs * 1e-3) / 1e9 / readGbps });
         }
         extra["decode_cold"] = cold;
@@ -184,6 +182,13 @@ public static class BenchCommand
         return ExitCodes.Ok;
     }
 
+    // Complete level-1 windows (32 tokens, stride 16) of a context: the compressed-key rows.
+    private static long Windows(int ctx) => (ctx - 32) / 16 + 1;
+
+    // Bytes a sparse decode step reads at least: the selected K/V rows (96 blocks of 64) and every
+    // level-1 compressed key once (level-2 scores are derived from level-1 ones), fp32.
+    private static double DecodeBytesRead(int ctx) => 4.0 * D * (2 * Math.Min(ctx, 96 * 64) + Windows(ctx));
+
     private static void PrintRows(IEnumerable<Row> rows)
     {
         Console.WriteLine($"{"case",-20} {"op",-12} {"ms",11} {"x GQA",8} {"peak extra MB",14}  note");
@@ -240,7 +245,7 @@ public static class BenchCommand
             names.Add("attention_mode"); values.Add(modeV);
             if (s.InputNames.Contains("past_compressed_key"))
             {
-                long windows = (ctx - 32) / 16 + 1;
+                long windows = Windows(ctx);
                 // The state a session carries: the mean of every complete 32-token window (stride 16).
                 var state = new float[windows * D * hkv];
                 for (long h = 0; h < hkv; h++)
