@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <type_traits>
@@ -365,36 +366,48 @@ inline void Stage1Shared(const Microkernels& mk, const QueryLanes& sq, const flo
   if (j1 > j0) mk.stage1_shared(s1 + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), shared + j0);
 }
 
+// A block's rank as one integer: the score's bits mapped to an unsigned order (NaN counts as -inf,
+// -0 as +0) above the complemented block index, so a larger key is a higher score or, on a tie,
+// a lower index. Top-k is then nth_element on plain integers (an index comparator reading the
+// scores was 2x slower).
+inline uint64_t RankKey(float score, int64_t block) {
+  if (std::isnan(score)) score = kNegInf;
+  uint32_t bits;
+  std::memcpy(&bits, &score, sizeof bits);
+  bits = score == 0.0f ? 0x80000000u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
+  return (uint64_t{bits} << 32) | (~static_cast<uint32_t>(block));
+}
+inline int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(~static_cast<uint32_t>(key)); }
+
 // Block scores from the shared window scores, then init + local + top-k (ties: lower index).
 // Writes the sorted selection into `selected` and returns its length.
 int64_t SelectFromScores(const AttentionAttributes& a, int64_t pos, const float* shared, int64_t nvis1,
-                         std::vector<float>& block_score, std::vector<int32_t>& candidates, int32_t* selected) {
+                         std::vector<uint64_t>& candidates, int32_t* selected) {
   const int64_t Bk = a.block_size, l1 = a.compress_kernel, s1 = a.compress_stride;
   const int64_t qb = pos / Bk, budget = a.Budget();
   const int64_t local_lo = std::max<int64_t>(0, qb - a.LocalBlocks());
   const int64_t init_hi = std::min(a.init_blocks, local_lo);  // init blocks not already local
+  // Windows j of block b: from the first reaching it, ceil((b Bk - l1 + 1) / s1), to the last
+  // starting in it, floor((b Bk + Bk - 1) / s1); Bk is a multiple of s1, so both are b Bk / s1 plus
+  // a constant (no division per block: two of them were most of this function's time).
+  const int64_t per_block = Bk / s1, back = (l1 - 1) / s1, ahead = (Bk - 1) / s1;
   candidates.clear();
-  block_score.resize(static_cast<size_t>(qb + 1));
   for (int64_t b = init_hi; b < local_lo; ++b) {
-    const int64_t jlo = std::max<int64_t>(0, (b * Bk - l1 + 1 + s1 - 1) / s1);  // first window reaching block b
-    const int64_t jhi = std::min(nvis1 - 1, (b * Bk + Bk - 1) / s1);           // last window starting in it
+    const int64_t jlo = std::max<int64_t>(0, b * per_block - back);
+    const int64_t jhi = std::min(nvis1 - 1, b * per_block + ahead);
     float best = kNegInf;
     for (int64_t j = jlo; j <= jhi; ++j) best = std::max(best, shared[j]);
-    block_score[b] = std::isnan(best) ? kNegInf : best;
-    candidates.push_back(static_cast<int32_t>(b));
+    candidates.push_back(RankKey(best, b));
   }
   const int64_t n_forced = init_hi + (qb - local_lo + 1);
   const int64_t take = std::min<int64_t>(budget - n_forced, static_cast<int64_t>(candidates.size()));
-  auto better = [&](int32_t x, int32_t y) {
-    const float sx = block_score[x], sy = block_score[y];
-    return sx > sy || (sx == sy && x < y);
-  };
   if (take < static_cast<int64_t>(candidates.size()))
-    std::nth_element(candidates.begin(), candidates.begin() + take, candidates.end(), better);
-  std::sort(candidates.begin(), candidates.begin() + take);
+    std::nth_element(candidates.begin(), candidates.begin() + take, candidates.end(), std::greater<uint64_t>());
   int64_t n = 0;
   for (int64_t b = 0; b < init_hi; ++b) selected[n++] = static_cast<int32_t>(b);
-  for (int64_t i = 0; i < take; ++i) selected[n++] = candidates[i];
+  for (int64_t i = 0; i < take; ++i) selected[n + i] = BlockOfKey(candidates[i]);
+  std::sort(selected + n, selected + n + take);
+  n += take;
   for (int64_t b = local_lo; b <= qb; ++b) selected[n++] = static_cast<int32_t>(b);
   return n;
 }
@@ -600,8 +613,8 @@ void WriteSelection(const Call<T>& c, int64_t bh, int64_t s, int64_t len, const 
 // per-head normalizers, group sum, top-k. Returns the list length.
 struct TokenStage1Scratch {
   QueryLanes sq;
-  std::vector<float> s1, shared, block_score, m, l;
-  std::vector<int32_t> candidates;
+  std::vector<float> s1, shared, m, l;
+  std::vector<uint64_t> candidates;
 };
 template <typename T>
 int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t pos,
@@ -619,7 +632,7 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
   MergeLse(x.m.data(), x.l.data(), 1, G, x.sq);
   x.shared.resize(static_cast<size_t>(lv.nvis1));
   Stage1Shared(mk, x.sq, x.s1.data(), 0, lv.nvis1, x.shared.data());
-  return SelectFromScores(a, pos, x.shared.data(), lv.nvis1, x.block_score, x.candidates, list);
+  return SelectFromScores(a, pos, x.shared.data(), lv.nvis1, x.candidates, list);
 }
 
 template <typename T>
@@ -775,10 +788,9 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   phases.Mark(&KernelProfile::group_sum_ms);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     if (!needs_stage1[bh]) return;
-    std::vector<float> block_score;
-    std::vector<int32_t> candidates;
+    std::vector<uint64_t> candidates;
     const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
-    lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, block_score, candidates,
+    lens[bh] = SelectFromScores(a, pos, shared[bh].data(), levels[bh].nvis1, candidates,
                                 lists.data() + bh * K);
   });
   phases.Mark(&KernelProfile::topk_ms);
