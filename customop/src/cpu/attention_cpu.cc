@@ -368,8 +368,8 @@ inline void Stage1Shared(const Microkernels& mk, const QueryLanes& sq, const flo
 
 // A block's rank as one integer: the score's bits mapped to an unsigned order (NaN counts as -inf,
 // -0 as +0) above the complemented block index, so a larger key is a higher score or, on a tie,
-// a lower index. Top-k is then nth_element on plain integers (an index comparator reading the
-// scores was 2x slower).
+// a lower index. Top-k is then nth_element on plain integers (with an index comparator reading
+// the scores the 128k decode's pooling + top-k took 12.2 us, with the keys 11.5).
 inline uint64_t RankKey(float score, int64_t block) {
   if (std::isnan(score)) score = kNegInf;
   uint32_t bits;
@@ -389,7 +389,7 @@ int64_t SelectFromScores(const AttentionAttributes& a, int64_t pos, const float*
   const int64_t init_hi = std::min(a.init_blocks, local_lo);  // init blocks not already local
   // Windows j of block b: from the first reaching it, ceil((b Bk - l1 + 1) / s1), to the last
   // starting in it, floor((b Bk + Bk - 1) / s1); Bk is a multiple of s1, so both are b Bk / s1 plus
-  // a constant (no division per block: two of them were most of this function's time).
+  // a constant (two divisions per block cost 2.6 of this function's 11.5 us at 128k decode).
   const int64_t per_block = Bk / s1, back = (l1 - 1) / s1, ahead = (Bk - 1) / s1;
   candidates.clear();
   for (int64_t b = init_hi; b < local_lo; ++b) {
