@@ -171,6 +171,7 @@ public static class BenchCommand
             }
         }
         extra["stage_split"] = stages;
+        extra["targets"] = PrintTargets(rows, roofline, stages).Select(t => new { name = t.Name, wanted = t.Wanted, measured = t.Measured, met = t.Met });
         Console.WriteLine();
         Console.WriteLine($"bench finished in {total.Elapsed.TotalSeconds:F0} s");
         if (json is not null)
@@ -180,6 +181,42 @@ public static class BenchCommand
             File.WriteAllText(json.FullName, JsonSerializer.Serialize(extra, InspectCommand.JsonOptions));
         }
         return ExitCodes.Ok;
+    }
+
+    private sealed record Target(string Name, string Wanted, double Measured, bool Met);
+
+    // The issue's targets, each judged on this run's figures (cases a --quick run lacks are left out).
+    private static List<Target> PrintTargets(List<Row> rows, List<Dictionary<string, object?>> roofline, List<JsonElement> stages)
+    {
+        var targets = new List<Target>();
+        double? Ratio(string @case, string op) => rows.FirstOrDefault(r => r.Case == @case && r.Op == op)?.RatioToGqa;
+        void AtMost(string name, double? value, double limit, string unit)
+        {
+            if (value is double v && !double.IsNaN(v)) targets.Add(new Target(name, $"<= {limit}{unit}", v, v <= limit));
+        }
+        void AtLeast(string name, double? value, double limit, string unit)
+        {
+            if (value is double v && !double.IsNaN(v)) targets.Add(new Target(name, $">= {limit}{unit}", v, v >= limit));
+        }
+        foreach (string c in new[] { "dense prefill 1k", "dense prefill 4k", "dense decode 8k" })
+            AtMost($"{c}: time / GQA's", 1 / Ratio(c, "ours dense"), 0.9, "");
+        AtLeast("sparse decode 32k: speed-up over GQA", Ratio("decode 32k", "ours sparse"), 3.5, "x");
+        AtLeast("sparse decode 128k: speed-up over GQA", Ratio("decode 128k", "ours sparse"), 8, "x");
+        foreach (var x in roofline)
+            AtLeast($"sparse decode {(int)x["context"]! / 1024}k: share of roofline", (double)x["of_roofline"]!, 0.6, "");
+        AtLeast("sparse prefill 32k: speed-up over GQA", Ratio("prefill 32k", "ours sparse"), 1.8, "x");
+        var dense64 = rows.FirstOrDefault(r => r.Case == "prefill 64k" && r.Op == "ours dense");
+        var sparse64 = rows.FirstOrDefault(r => r.Case == "prefill 64k" && r.Op == "ours sparse");
+        if (dense64 is not null && sparse64 is not null)
+            AtLeast("sparse prefill 64k: speed-up over our dense mode", dense64.Ms / sparse64.Ms, 3, "x");
+        foreach (var st in stages)
+            if (st.GetProperty("phase").GetString() == "decode" && st.GetProperty("length").GetInt32() == 131072)
+                AtMost("sparse decode 128k: selection's share of the step", st.GetProperty("select_ms").GetDouble() / st.GetProperty("total_ms").GetDouble(), 0.25, "");
+        Console.WriteLine();
+        Console.WriteLine("targets (see docs/benchmarks.md), judged on this run");
+        foreach (var t in targets)
+            Console.WriteLine($"  {(t.Met ? "met   " : "MISSED")}  {t.Name,-52} {t.Measured,8:0.00} (wanted {t.Wanted})");
+        return targets;
     }
 
     // Complete level-1 windows (32 tokens, stride 16) of a context: the compressed-key rows.
