@@ -1,7 +1,7 @@
 // Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
 // compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
 //   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
-//                        [--kv-heads H] [--cold]
+//                        [--kv-heads H] [--dtype fp32|fp16] [--cold]
 // --cold reads 128 MiB before each timed call, so that the call finds none of its data in the
 // caches (as in a model whose other layers ran in between).
 // Prints one JSON object per run.
@@ -17,9 +17,11 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/check_inputs.h"
+#include "common/float16.h"
 #include "cpu/attention_cpu.h"
 #include "cpu/microkernels.h"
 
@@ -112,37 +114,9 @@ double Median(std::vector<double> v) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H] [--cold]\n", argv[0]);
-    return 2;
-  }
-  const std::string phase = argv[1];
-  const int64_t length = std::atoll(argv[2]);
-  std::string mode = "sparse";
-  int repeat = 5;
-  int64_t G = 16, D = 128, Hkv = 1;  // G query heads per KV head
-  bool cold = false;
-  for (int i = 3; i < argc; i += 2) {
-    const std::string k = argv[i];
-    if (k == "--cold") {
-      cold = true;
-      --i;
-      continue;
-    }
-    const std::string v = i + 1 < argc ? argv[i + 1] : "";
-    if (k == "--mode") mode = v;
-    else if (k == "--repeat") repeat = std::atoi(v.c_str());
-    else if (k == "--heads") G = std::atoll(v.c_str());
-    else if (k == "--head-size") D = std::atoll(v.c_str());
-    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
-    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
-    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
-  }
-  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse")) {
-    std::fprintf(stderr, "bad arguments\n");
-    return 2;
-  }
+template <typename T>
+int RunCase(const std::string& phase, int64_t length, const std::string& mode, int repeat, int64_t G, int64_t D,
+            int64_t Hkv, bool cold) {
   const bool decode = phase == "decode";
   const int64_t S = decode ? 1 : length;
   AttentionAttributes a;
@@ -171,23 +145,23 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(7);
   std::normal_distribution<float> n01(0.0f, 1.0f);
-  auto rnd = [&](size_t n) { std::vector<float> v(n); for (auto& x : v) x = n01(rng); return v; };
+  auto rnd = [&](size_t n) { std::vector<T> v(n); for (auto& x : v) x = FromFloat<T>(n01(rng)); return v; };
   auto q = rnd(S * G * Hkv * D), k = rnd(S * Hkv * D), v = rnd(S * Hkv * D);
-  std::vector<float> cache_k = rnd(cap * Hkv * D), cache_v = rnd(cap * Hkv * D), out(S * G * Hkv * D);
-  cpu::AttentionData<float> d;
+  std::vector<T> cache_k = rnd(cap * Hkv * D), cache_v = rnd(cap * Hkv * D), out(S * G * Hkv * D);
+  cpu::AttentionData<T> d;
   d.query = q.data(); d.key = k.data(); d.value = v.data(); d.seqlens_k = seqlens.data(); d.output = out.data();
-  std::vector<float> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
+  std::vector<T> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
   if (decode) {  // shared buffers, as a KV-cache owner runs decode
     d.past_key = d.present_key = cache_k.data();
     d.past_value = d.present_value = cache_v.data();
     // The state of the past windows: computed once by a first call without state.
-    cpu::AttentionData<float> init = d;
+    cpu::AttentionData<T> init = d;
     AttentionInputs in0 = in;
     in0.past_compressed_key = {};
     AttentionParams p0;
     CheckInputs(a, in0, &p0);
     init.present_compressed_key = compressed.data();
-    err = cpu::RunAttention<float>(a, p0, init, PoolFor);
+    err = cpu::RunAttention<T>(a, p0, init, PoolFor);
     if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
     d.past_compressed_key = d.present_compressed_key = compressed.data();
   } else {
@@ -214,7 +188,7 @@ int main(int argc, char** argv) {
     cpu::KernelProfile prof;
     d.profile = &prof;
     const auto t0 = std::chrono::steady_clock::now();
-    err = cpu::RunAttention<float>(a, p, d, PoolFor);
+    err = cpu::RunAttention<T>(a, p, d, PoolFor);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
     if (r == 0) continue;  // warm-up
@@ -224,11 +198,49 @@ int main(int argc, char** argv) {
     topk.push_back(prof.topk_ms);
   }
   if (cold && !(evict_sum > 0.0f)) return 1;  // keeps the eviction reads
-  std::printf("{\"phase\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
+  std::printf("{\"phase\":\"%s\",\"dtype\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
               "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
               "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f}}\n",
-              phase.c_str(), static_cast<long long>(length), static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
+              phase.c_str(), std::is_same_v<T, float> ? "fp32" : "fp16", static_cast<long long>(length), static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
               std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
               Median(total), Median(score), Median(lse), Median(group_sum), Median(topk));
   return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H] [--dtype fp32|fp16] [--cold]\n", argv[0]);
+    return 2;
+  }
+  const std::string phase = argv[1];
+  const int64_t length = std::atoll(argv[2]);
+  std::string mode = "sparse";
+  int repeat = 5;
+  int64_t G = 16, D = 128, Hkv = 1;  // G query heads per KV head
+  bool cold = false;
+  std::string dtype = "fp32";
+  for (int i = 3; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (k == "--cold") {
+      cold = true;
+      --i;
+      continue;
+    }
+    const std::string v = i + 1 < argc ? argv[i + 1] : "";
+    if (k == "--mode") mode = v;
+    else if (k == "--repeat") repeat = std::atoi(v.c_str());
+    else if (k == "--heads") G = std::atoll(v.c_str());
+    else if (k == "--head-size") D = std::atoll(v.c_str());
+    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
+    else if (k == "--dtype") dtype = v;
+    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
+  }
+  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse") ||
+      (dtype != "fp32" && dtype != "fp16")) {
+    std::fprintf(stderr, "bad arguments\n");
+    return 2;
+  }
+  return dtype == "fp16" ? RunCase<Float16>(phase, length, mode, repeat, G, D, Hkv, cold)
+                         : RunCase<float>(phase, length, mode, repeat, G, D, Hkv, cold);
 }

@@ -228,5 +228,30 @@ TEST(Fp16VsReference, DenseAndSparse) {
   }
 }
 
+// One-token steps of an fp16 model beyond the budget: decode scores the fp16 compressed keys in
+// chunks as it converts them (prefill converts them all once), with and without the explicit state.
+TEST(Fp16VsReference, SparseDecode) {
+  int i = 0;
+  for (int64_t P : {1000, 4000}) {
+    for (bool state : {false, true}) {
+      Case c;
+      c.past_capacity = P;
+      c.num_heads = 8;
+      c.kv_num_heads = 2;
+      c.attrs = SmallBudget();
+      c.compressed_state_in = state;
+      c.mode = 2;
+      c.seed = 700 + i++;
+      Tensors t = MakeTensors(c);
+      auto k = RunKernel<Float16>(c, t);
+      ASSERT_EQ(k.error, "");
+      auto r = RunReference<Float16>(c, t, k.params);
+      EXPECT_EQ(k.selected_blocks, r.selected_blocks) << Describe(c);
+      EXPECT_LE(MaxAbsDiff(k.output, r.output), 1e-3) << Describe(c);
+      EXPECT_LE(MaxAbsDiff(k.present_compressed_key, r.present_compressed_key), 1e-3) << Describe(c);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace infllmv2::testing

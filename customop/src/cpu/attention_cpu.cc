@@ -237,19 +237,30 @@ const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<fl
 // Level-1 compressed keys (fp32) of one (batch entry, kv head), and how many level-1/level-2
 // windows exist. Level-2 scores are derived from level-1 scores: the level-2 key j is the mean of
 // the level-1 keys 4j + m * (l1 / s1), m = 0..3 (the same tokens), and a dot product is linear.
+// fp16 models keep them as fp16: prefill scores them once per token, so they are converted to
+// fp32 once per call (k1); a decode step scores them once, so it converts them chunk by chunk as
+// it scores them (k1_half; a full fp32 copy was 0.13 ms of a 0.72 ms 128k step, on one thread).
 struct CompressedKeys {
-  const float* k1 = nullptr;  // [n1, D]
+  const float* k1 = nullptr;          // [n1, D] fp32, or null when k1_half is set
+  const uint16_t* k1_half = nullptr;  // [n1, D] IEEE half bits (fp16 models, decode)
   int64_t n1 = 0, n2 = 0;
   std::vector<float> k1_buffer;
 };
 
 template <typename T>
-void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, CompressedKeys& ck) {
+void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, bool convert_all, CompressedKeys& ck) {
   const auto& a = c.a;
   const int64_t D = c.p.head_size, total = c.Total(b);
   ck.n1 = NumWindows(total, a.compress_kernel, a.compress_stride);
   ck.n2 = NumWindows(total, 4 * a.compress_kernel, 4 * a.compress_stride);
-  ck.k1 = RowsAsFloat(c.comp + c.CacheOffset(b, h, c.comp_capacity), ck.n1, D, ck.k1_buffer);
+  const T* rows = c.comp + c.CacheOffset(b, h, c.comp_capacity);
+  if constexpr (std::is_same_v<T, Float16>) {
+    if (!convert_all) {
+      ck.k1_half = reinterpret_cast<const uint16_t*>(rows);
+      return;
+    }
+  }
+  ck.k1 = RowsAsFloat(rows, ck.n1, D, ck.k1_buffer);
 }
 
 // Per-thread scratch of the attention loop.
@@ -304,16 +315,28 @@ inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys
 }
 
 // Step 1: raw scores scale * q_g . K1_j of windows [j0, j1) into s1 rows j0..j1-1.
-inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const float* k1, int64_t j0, int64_t j1,
+inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const CompressedKeys& ck, int64_t j0, int64_t j1,
                          int64_t D, float scale, float* s1) {
-  if (j1 > j0) {
-    // The rows 64 ahead stream into L2 as the scoring proceeds (the same pace as it reads them):
-    // 128k decode selection with every cache evicted 0.48 -> 0.32 ms (stage bench, 6 runs),
-    // warm unchanged, prefill 16k selection within noise (+2 %).
-    constexpr int64_t kAhead = 64;
+  if (j1 <= j0) return;
+  // The rows 64 ahead stream into L2 as the scoring proceeds (the same pace as it reads them):
+  // 128k decode selection with every cache evicted 0.48 -> 0.32 ms (stage bench, 6 runs),
+  // warm unchanged, prefill 16k selection within noise (+2 %).
+  constexpr int64_t kAhead = 64;
+  if (ck.k1 != nullptr) {
     const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
-    mk.scores_key_major(sq.qt.data(), sq.gw, k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw,
-                        pf_rows > 0 ? k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
+    mk.scores_key_major(sq.qt.data(), sq.gw, ck.k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw,
+                        pf_rows > 0 ? ck.k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
+    return;
+  }
+  // fp16 rows: 32 at a time into an fp32 buffer that stays in L1, then scored.
+  constexpr int64_t kChunk = 32;
+  std::vector<float> rows(static_cast<size_t>(kChunk * D));
+  for (int64_t c0 = j0; c0 < j1; c0 += kChunk) {
+    const int64_t c1 = std::min(j1, c0 + kChunk);
+    const int64_t pf_lo = std::min(j1, c0 + kAhead), pf_hi = std::min(j1, c1 + kAhead);
+    mk.half_to_float(ck.k1_half + c0 * D, rows.data(), (c1 - c0) * D);
+    mk.scores_key_major(sq.qt.data(), sq.gw, rows.data(), static_cast<int>(c1 - c0), D, scale, s1 + c0 * sq.gw,
+                        pf_hi > pf_lo ? ck.k1_half + pf_lo * D : nullptr, (pf_hi - pf_lo) * D * 2 / 64);
   }
 }
 
@@ -624,7 +647,7 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
   const auto lv = LevelsFor(a, ck, pos);
   x.sq.Set(mk, q, G, D);
   x.s1.resize(static_cast<size_t>(x.sq.gw * lv.nvis1));
-  Stage1Scores(mk, x.sq, ck.k1, 0, lv.nvis1, D, c.p.scale, x.s1.data());
+  Stage1Scores(mk, x.sq, ck, 0, lv.nvis1, D, c.p.scale, x.s1.data());
   const LseRows rows = LseRowsOf(a, lv);
   x.m.resize(static_cast<size_t>(x.sq.gw));
   x.l.resize(static_cast<size_t>(x.sq.gw));
@@ -657,7 +680,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   }
   StageTimer timer(c.d.profile);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
-    if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, ck[bh]);
+    if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, S > 1, ck[bh]);
   });
   timer.Mark(&KernelProfile::compress_ms);
   auto q_of = [&](int64_t bh, int64_t s) {
@@ -760,7 +783,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
     if (!needs_stage1[bh]) return;
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-    Stage1Scores(mk, sq[bh], ck[bh].k1, j0, j1, D, p.scale, s1[bh].get());
+    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, s1[bh].get());
     const LseRows rows = LseRowsOf(a, levels[bh]);
     const LseSlice ls = LseSliceOf(rows, j0, j1);
     mk.stage1_lse_partial(s1[bh].get(), gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
