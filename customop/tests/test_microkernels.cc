@@ -3,7 +3,9 @@
 // through the kernel and only at the level the machine picks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -27,6 +29,44 @@ std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, float hi = 
   std::vector<float> v(n);
   for (auto& x : v) x = u(rng);
   return v;
+}
+
+// IEEE half bits of a float (round to nearest even; the test values are normal and in range).
+uint16_t HalfBits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u, exp = (u >> 23) & 0xffu, mant = u & 0x7fffffu;
+  uint32_t h = sign | ((exp - 112) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+// The fp16 variants convert rows and then run the same arithmetic: their results equal the fp32
+// kernels' on the converted rows bit for bit (d = 40: rows that are not whole vectors; n = 37).
+TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t heads = mk->width + 3, gw = 2 * mk->width, d = 40;
+    const int n = 37;
+    const auto q = Random(static_cast<size_t>(d * gw), 11), src = Random(static_cast<size_t>(n * d), 12, -2.0f, 2.0f);
+    std::vector<uint16_t> half(src.size());
+    for (size_t i = 0; i < src.size(); ++i) half[i] = HalfBits(src[i]);
+    std::vector<float> rows(src.size());
+    mk->half_to_float(half.data(), rows.data(), static_cast<int64_t>(rows.size()));
+    std::vector<float> want(static_cast<size_t>(n * gw)), got(want.size());
+    mk->scores_key_major(q.data(), gw, rows.data(), n, d, 0.5f, want.data(), nullptr, 0);
+    mk->scores_key_major_half(q.data(), gw, half.data(), n, d, 0.5f, got.data(), half.data(), 4);
+    ASSERT_EQ(want, got);
+    const auto p = Random(static_cast<size_t>(n * gw), 13, 0.0f, 1.0f);
+    std::vector<float> acc_want(static_cast<size_t>(heads * d), 0.5f), acc_got = acc_want;
+    for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows) {
+      const int rows_here = static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0));
+      mk->accumulate(acc_want.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, rows.data(), n, d, nullptr, 0);
+      mk->accumulate_half(acc_got.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, half.data(), n, d, half.data(), 3);
+    }
+    ASSERT_EQ(acc_want, acc_got);
+  }
 }
 
 TEST(Microkernels, BaselineAlwaysAvailable) {

@@ -265,7 +265,7 @@ void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, bool convert_al
 
 // Per-thread scratch of the attention loop.
 struct Scratch {
-  std::vector<float> rows_k, rows_v;  // fp32 copies of a tile's key/value rows (16-bit caches)
+  std::vector<float> rows_k, rows_v;  // fp32 copies of a tile's key/value rows (fp16, prefill)
   std::vector<float> km;              // key-major scores [64][width] of one lane vector
   std::vector<int32_t> lo, hi;        // visible keys [lo, hi) of each lane in the current tile
 };
@@ -456,6 +456,25 @@ struct RowStates {
 // for the lane vectors holding a row that attends to it, and accumulated for those tokens' rows.
 // lists/list_len/dense_lo give each token's sorted block list (or its dense range); rows skip
 // blocks not in their list.
+// The score and p.V microkernels on rows of the cache's type: fp32 rows as they are, fp16 rows
+// converted inside the microkernels (keys a tile of 8 at a time, values as they are loaded).
+inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const float* k, int n, int64_t d,
+                      float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_key_major(qt, gw, k, n, d, scale, out, pf, pf_lines);
+}
+inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const Float16* k, int n, int64_t d,
+                      float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_key_major_half(qt, gw, reinterpret_cast<const uint16_t*>(k), n, d, scale, out, pf, pf_lines);
+}
+inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
+                           int64_t pk, const float* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
+  mk.accumulate(acc, as, rows, p, pr, pk, v, n, d, pf, pf_lines);
+}
+inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
+                           int64_t pk, const Float16* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
+  mk.accumulate_half(acc, as, rows, p, pr, pk, reinterpret_cast<const uint16_t*>(v), n, d, pf, pf_lines);
+}
+
 template <typename T>
 void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h, int64_t t0, int64_t t1,
                   const int32_t* blocks, int64_t n_blocks, const std::vector<const int32_t*>& lists,
@@ -530,8 +549,19 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
         for (int64_t v = t * G / W; v <= ((t + 1) * G - 1) / W; ++v) vector_used[v] = 1;
       }
       if (!any) continue;
-      const float* kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
-      const float* vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+      // fp16 rows: a tile that several lane vectors score (prefill) is converted to fp32 once; one
+      // that a single vector scores (decode) is converted inside the microkernels as they read it
+      // (stage bench, fp16 128k decode, two series of 4-5 interleaved runs: attention 1.08-1.17x
+      // fp32's time with the copy, 0.9-1.14x without; fp16 dense prefill 4k was slower without the
+      // copy, every vector converting the tile again, and is unchanged with this rule).
+      const float* kf = nullptr;
+      const float* vf = nullptr;
+      if constexpr (!std::is_same_v<T, float>) {
+        if (std::count(vector_used.begin(), vector_used.end(), 1) > 1) {
+          kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
+          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+        }
+      }
       float* x = sc.km.data();
       // One lane vector at a time, scores -> softmax -> p.V, so that its score tile x (64 x W)
       // stays in L1 (scoring all vectors first, a 64 KB tile for 16 tokens x 16 heads, was slower).
@@ -544,7 +574,10 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
         int64_t v_left = pf_lines;
         const char* v_at = next_v;
         next_lines = 0;
-        mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
+        if (kf != nullptr)
+          mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
+        else
+          ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
         Softcap(a.softcap, x, n * W);
         mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
                                     st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
@@ -556,7 +589,11 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
           int64_t r1 = r + 1;
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
           const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
-          mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+          if (vf != nullptr)
+            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+          else
+            AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vals + x0 * D, n,
+                           D, v_at, v_lines);
           v_at += 64 * v_lines;
           v_left -= v_lines;
           r = r1;

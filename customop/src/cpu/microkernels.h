@@ -24,6 +24,10 @@ struct Microkernels {
   // out[j * gw + r] = scale * dot(qt[:, r], k + j * d) for j < n, r < gw; k holds n rows of d.
   void (*scores_key_major)(const float* qt, int64_t gw, const float* k, int n, int64_t d, float scale, float* out,
                            const void* pf, int64_t pf_lines);
+  // The same for fp16 key rows (IEEE half bits, d a multiple of 8, at most 256), converted a tile
+  // of keys at a time as they are scored.
+  void (*scores_key_major_half)(const float* qt, int64_t gw, const uint16_t* k, int n, int64_t d, float scale,
+                                float* out, const void* pf, int64_t pf_lines);
   // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < gw): lane r sees keys
   // [lo[r], hi[r]) (others become 0); raises its running max m[r] (rescaling l[r] and, for r < rows,
   // accumulator row r of stride d), turns x into exp(x - m[r]) and adds its sum to l[r].
@@ -33,6 +37,9 @@ struct Microkernels {
   // (1..4), i < d. Key-major scores: p_row = 1, p_key = gw.
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
                      const float* v, int n, int64_t d, const void* pf, int64_t pf_lines);
+  // The same for fp16 value rows (IEEE half bits), converted as they are loaded.
+  void (*accumulate_half)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
+                          const uint16_t* v, int n, int64_t d, const void* pf, int64_t pf_lines);
   // Stage 1 (one token, its G heads in lanes), partial normalizers over rows begin <= j < end:
   // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = s1 row j (step 0) or the mean of
   // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,
