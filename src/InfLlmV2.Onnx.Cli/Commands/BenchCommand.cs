@@ -105,6 +105,18 @@ public static class BenchCommand
                 rows.Add(new Row($"decode {ctx / 1024}k Hkv=2", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
             }
         }
+        {
+            // fp16 models (K/V cache and compressed keys in fp16; arithmetic in fp32 in both ops).
+            using var ours16 = Session(options, AttentionOpKind.Switchable, withState: true, fp16: true);
+            using var gqa16 = Session(options, AttentionOpKind.GroupQueryAttention, withState: false, fp16: true);
+            foreach (int ctx in quick ? [32768] : new[] { 32768, 131072 })
+            {
+                var (gqaMs, gqaMem) = Decode(gqa16, ctx, null, reps, fp16: true);
+                var (sparseMs, sparseMem) = Decode(ours16, ctx, 2, reps, fp16: true);
+                rows.Add(new Row($"decode {ctx / 1024}k fp16", "GQA", gqaMs, 1, gqaMem, ""));
+                rows.Add(new Row($"decode {ctx / 1024}k fp16", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
+            }
+        }
         PrintRows(rows.Where(r => r.Case.StartsWith("decode", StringComparison.Ordinal)));
         Console.WriteLine($"{"context",8} {"MB read",9} {"GB/s eff.",10} {"roofline ms",12} {"of roofline",12} {"read-bw roofline ms",20} {"of it",7}");
         foreach (var x in roofline)
@@ -233,11 +245,12 @@ public static class BenchCommand
             Console.WriteLine($"{r.Case,-20} {r.Op,-12} {r.Ms,11:F3} {(r.RatioToGqa is double x ? $"{x:F2}x" : "-"),8} {r.PeakExtraMb,14}  {r.Note}");
     }
 
-    private static InferenceSession Session(SessionOptions options, AttentionOpKind kind, bool withState, int hkv = Hkv)
+    private static InferenceSession Session(SessionOptions options, AttentionOpKind kind, bool withState, int hkv = Hkv, bool fp16 = false)
     {
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
         {
             Kind = kind, NumHeads = G * hkv, KvNumHeads = hkv, WithPast = true,
+            ElementType = fp16 ? TensorProto.Types.DataType.Float16 : TensorProto.Types.DataType.Float,
             WithAttentionMode = kind == AttentionOpKind.Switchable, WithCompressedState = withState && kind == AttentionOpKind.Switchable,
         });
         return new InferenceSession(OnnxModelFile.ToBytes(model), options);
@@ -255,23 +268,27 @@ public static class BenchCommand
     /// One decode step at context <paramref name="ctx"/> with shared KV (and compressed-key)
     /// buffers, <paramref name="hkv"/> KV heads of G query heads each; median ms and peak extra MB.
     /// </summary>
-    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv, bool cold = false)
+    private static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv, bool cold = false, bool fp16 = false)
     {
+        // Tensors of the session's element type (fp16 models: the same values rounded to fp16).
+        OrtValue Tensor(float[] data, long[] shape) => fp16
+            ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (Float16)x).ToArray(), shape)
+            : OrtValue.CreateTensorValueFromMemory(data, shape);
         var key = Random(ctx * D * hkv, 1);
         var value = Random(ctx * D * hkv, 2);
         var q = Random(G * hkv * D, 3);
         var k = Random(hkv * D, 4);
         var v = Random(hkv * D, 5);
         var output = new float[G * hkv * D];
-        using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, 1, G * hkv * D]);
-        using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, 1, hkv * D]);
-        using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, 1, hkv * D]);
-        using var cacheK = OrtValue.CreateTensorValueFromMemory(key, [1, hkv, ctx, D]);
-        using var cacheV = OrtValue.CreateTensorValueFromMemory(value, [1, hkv, ctx, D]);
+        using var qv = Tensor(q, [1, 1, G * hkv * D]);
+        using var kv = Tensor(k, [1, 1, hkv * D]);
+        using var vv = Tensor(v, [1, 1, hkv * D]);
+        using var cacheK = Tensor(key, [1, hkv, ctx, D]);
+        using var cacheV = Tensor(value, [1, hkv, ctx, D]);
         using var seq = OrtValue.CreateTensorValueFromMemory(new[] { ctx - 1 }, [1]);
         using var total = OrtValue.CreateTensorValueFromMemory(new[] { ctx }, []);
         using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
-        using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, 1, G * hkv * D]);
+        using var outV = Tensor(output, [1, 1, G * hkv * D]);
         var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
         var values = new List<OrtValue> { qv, kv, vv, cacheK, cacheV, seq, total };
         var outNames = new List<string> { "output", "present_key", "present_value" };
@@ -289,7 +306,7 @@ public static class BenchCommand
                     for (long j = 0; j < windows; j++)
                         for (int t = 0; t < 32; t++)
                             for (int d = 0; d < D; d++) state[(h * windows + j) * D + d] += key[(h * ctx + j * 16 + t) * D + d] / 32f;
-                comp = OrtValue.CreateTensorValueFromMemory(state, [1, hkv, windows, D]);
+                comp = Tensor(state, [1, hkv, windows, D]);
                 names.Add("past_compressed_key"); values.Add(comp);
                 outNames.Add("present_compressed_key"); outValues.Add(comp);
             }
