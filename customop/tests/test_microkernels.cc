@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/float16.h"
 #include "cpu/microkernels.h"
 
 namespace infllmv2::cpu {
@@ -66,6 +67,29 @@ TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
       mk->accumulate_half(acc_got.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, half.data(), n, d, half.data(), 3);
     }
     ASSERT_EQ(acc_want, acc_got);
+  }
+}
+
+// float_to_half rounds like the op's scalar FromFloat<Float16> (common/float16.h) at every ISA
+// level: ties, subnormals, the overflow edge, infinities, NaN, both signs, and random values.
+TEST(Microkernels, FloatToHalfMatchesScalarRounding) {
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.99f, 65520.0f, 1e9f, -1e9f,
+                          6.1035156e-05f, 6.0975552e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1e-10f,
+                          1.0009765625f, 1.00048828125f, 1.00146484375f, 3.14159265f,
+                          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+  const auto r = Random(1000, 21, -70000.0f, 70000.0f), small = Random(1000, 22, -1e-4f, 1e-4f);
+  x.insert(x.end(), r.begin(), r.end());
+  x.insert(x.end(), small.begin(), small.end());
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    std::vector<uint16_t> got(x.size());
+    mk->float_to_half(x.data(), got.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(got[i], FromFloat<Float16>(x[i]).bits) << "x=" << x[i];
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::vector<float> nans(20, nan);
+    std::vector<uint16_t> h(nans.size());
+    mk->float_to_half(nans.data(), h.data(), static_cast<int64_t>(h.size()));
+    for (uint16_t v : h) EXPECT_TRUE((v & 0x7c00u) == 0x7c00u && (v & 0x3ffu) != 0) << v;  // a NaN
   }
 }
 

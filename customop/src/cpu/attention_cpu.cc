@@ -83,8 +83,6 @@ struct Call {
   const AttentionAttributes& a;
   const AttentionParams& p;
   const AttentionData<T>& d;
-  std::vector<float> q_buffer;  // rotated/converted query when the input cannot be used as is
-  const float* q = nullptr;      // fp32 query [B, S, H, D] (of the T-rounded value)
   const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, comp_capacity, D]
   int64_t comp_capacity = 0;
 
@@ -113,36 +111,41 @@ struct Call {
   }
 };
 
-// Phase 1: rotate (optionally) the queries into fp32.
+// The fp32 query rows of tokens [s0, s0 + n) of batch entry b, the G heads of kv head h (row
+// t * token_stride + g * D): the input itself for fp32 without rotary or packing, else converted
+// and rotated (then rounded to T, as GQA stores it) into `buf`, by the work item that uses them
+// (a whole-call fp32 copy was S x H x D floats, 0.5 GB at 64k, and its serial zero fill and
+// first-touch page faults 5 % of an fp16 4k prefill).
+struct QueryRows {
+  const float* q;
+  int64_t token_stride;
+};
 template <typename T>
-void PrepareQueries(Call<T>& c, const ParallelFor& pf) {
+QueryRows QueryRowsOf(const Call<T>& c, int64_t b, int64_t s0, int64_t n, int64_t h, std::vector<float>& buf) {
   const auto& p = c.p;
-  const int64_t D = p.head_size;
+  const int64_t D = p.head_size, G = p.group;
   if constexpr (std::is_same_v<T, float>) {
-    if (!c.a.do_rotary && !p.packed_qkv) {  // the input already is [B, S, H, D] fp32
-      c.q = c.d.query;
-      return;
-    }
+    if (!c.a.do_rotary && !p.packed_qkv) return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
   }
-  c.q_buffer.resize(static_cast<size_t>(p.batch * p.seq_len * p.num_heads * D));
-  c.q = c.q_buffer.data();
-  pf(static_cast<size_t>(p.batch * p.seq_len), [&](size_t bs) {
-    const int64_t b = static_cast<int64_t>(bs) / p.seq_len, s = static_cast<int64_t>(bs) % p.seq_len;
-    std::vector<float> cs(static_cast<size_t>(p.rotary_dim));
+  buf.resize(static_cast<size_t>(n * G * D));
+  std::vector<float> cs(static_cast<size_t>(p.rotary_dim));
+  const int64_t half = p.rotary_dim / 2;
+  for (int64_t s = s0; s < s0 + n; ++s) {
     if (c.a.do_rotary) {
-      const int64_t half = p.rotary_dim / 2, pos = c.RotaryPosition(b, s);
+      const int64_t pos = c.RotaryPosition(b, s);
       ToFloatRow(c.d.cos_cache + pos * half, cs.data(), half);
       ToFloatRow(c.d.sin_cache + pos * half, cs.data() + half, half);
     }
-    for (int64_t n = 0; n < p.num_heads; ++n) {
-      float* dst = c.q_buffer.data() + ((b * p.seq_len + s) * p.num_heads + n) * D;
-      ToFloatRow(c.QueryInput(b, s, n), dst, D);
+    for (int64_t g = 0; g < G; ++g) {
+      float* dst = buf.data() + ((s - s0) * G + g) * D;
+      ToFloatRow(c.QueryInput(b, s, h * G + g), dst, D);
       if (c.a.do_rotary) {
-        ApplyRotary(dst, p.rotary_dim, c.a.rotary_interleaved != 0, cs.data(), cs.data() + p.rotary_dim / 2);
+        ApplyRotary(dst, p.rotary_dim, c.a.rotary_interleaved != 0, cs.data(), cs.data() + half);
         for (int64_t i = 0; i < D; ++i) dst[i] = ToFloat(FromFloat<T>(dst[i]));  // as GQA stores it in T
       }
     }
-  });
+  }
+  return {buf.data(), G * D};
 }
 
 // Phase 2: past + new (rotated) keys and values into present_key/present_value.
@@ -477,7 +480,7 @@ inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int r
 
 template <typename T>
 void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h, int64_t t0, int64_t t1,
-                  const int32_t* blocks, int64_t n_blocks, const std::vector<const int32_t*>& lists,
+                  QueryRows qr, const int32_t* blocks, int64_t n_blocks, const std::vector<const int32_t*>& lists,
                   const std::vector<int64_t>& list_len, const std::vector<int64_t>& dense_lo, RowStates& st,
                   Scratch& sc) {
   const auto& a = c.a;
@@ -487,7 +490,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, int64_t b, int64_t h
   const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
   const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
   QueryLanes ql;
-  ql.Set(mk, c.q + ((b * p.seq_len + t0) * p.num_heads + h * G) * D, G, D, tokens, p.num_heads * D, true);
+  ql.Set(mk, qr.q, G, D, tokens, qr.token_stride, true);
   const int64_t gw = ql.gw;
   sc.km.resize(static_cast<size_t>(kBlockKeys * W));
   sc.lo.resize(static_cast<size_t>(gw));
@@ -651,10 +654,17 @@ template <typename T>
 void WriteRows(const Call<T>& c, int64_t bh, int64_t s, const float* l, const float* acc) {
   const auto& p = c.p;
   const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, b = bh / Hkv, h = bh % Hkv;
+  std::vector<float> row;
   for (int64_t g = 0; g < G; ++g) {
     T* out = c.d.output + ((b * p.seq_len + s) * p.num_heads + h * G + g) * D;
     const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
-    for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
+    if constexpr (std::is_same_v<T, Float16>) {  // F16C/AVX-512 conversion (scalar rounding was 2 % of an fp16 prefill)
+      row.resize(static_cast<size_t>(D));
+      for (int64_t i = 0; i < D; ++i) row[i] = acc[g * D + i] * inv;
+      SelectMicrokernels().float_to_half(row.data(), reinterpret_cast<uint16_t*>(out), D);
+    } else {
+      for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
+    }
   }
 }
 
@@ -720,9 +730,6 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, S > 1, ck[bh]);
   });
   timer.Mark(&KernelProfile::compress_ms);
-  auto q_of = [&](int64_t bh, int64_t s) {
-    return c.q + ((bh / Hkv * S + s) * p.num_heads + bh % Hkv * G) * D;
-  };
 
   if (S > 1) {
     // Prefill: one item per (bh, tile of kQueryTile tokens) selects for its tokens, then attends
@@ -738,10 +745,13 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       std::vector<int32_t> lists(static_cast<size_t>(n * K));
       std::vector<int64_t> lens(static_cast<size_t>(n)), lo_tok(static_cast<size_t>(n));
       TokenStage1Scratch x;
+      std::vector<float> q_buf;
+      const QueryRows qr = QueryRowsOf(c, b, t0, n, bh % Hkv, q_buf);
       for (int64_t s = t0; s < t1; ++s) {
         int32_t* list = lists.data() + (s - t0) * K;
         const TokenPlan tp = PlanToken(c, sparse[b], b, s, list);
-        lens[s - t0] = tp.needs_stage1 ? SelectToken(c, mk, ck[bh], q_of(bh, s), c.Past(b) + s, x, list) : tp.len;
+        lens[s - t0] = tp.needs_stage1 ? SelectToken(c, mk, ck[bh], qr.q + (s - t0) * qr.token_stride, c.Past(b) + s, x, list)
+                                       : tp.len;
         lo_tok[s - t0] = tp.dense_lo;
         WriteSelection(c, bh, s, lens[s - t0], list);
       }
@@ -762,8 +772,8 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       RowStates st;
       st.Reset(n * G, D);
       Scratch sc;
-      AttendBlocks(c, mk, b, bh % Hkv, t0, t1, u.data(), static_cast<int64_t>(u.size()), list_ptr, lens, lo_tok, st,
-                   sc);
+      AttendBlocks(c, mk, b, bh % Hkv, t0, t1, qr, u.data(), static_cast<int64_t>(u.size()), list_ptr, lens, lo_tok,
+                   st, sc);
       for (int64_t s = t0; s < t1; ++s)
         WriteRows(c, bh, s, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
       if (!part_ms.empty()) {
@@ -781,7 +791,11 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   }
 
   // Decode (one token per (b, h)): selection, then attention, each split into slices of the
-  // windows or blocks so that every thread works.
+  // windows or blocks so that every thread works. The token's query rows are prepared once per
+  // (b, h) for stage 1 and every attention slice.
+  std::vector<std::vector<float>> q_bufs(static_cast<size_t>(BH));
+  std::vector<QueryRows> q_rows(static_cast<size_t>(BH));
+  for (int64_t bh = 0; bh < BH; ++bh) q_rows[bh] = QueryRowsOf(c, bh / Hkv, 0, 1, bh % Hkv, q_bufs[bh]);
   std::vector<int32_t> lists(static_cast<size_t>(BH * K));
   std::vector<int64_t> lens(static_cast<size_t>(BH), 0), dense_lo(static_cast<size_t>(BH), 0);
   std::vector<char> needs_stage1(static_cast<size_t>(BH), 0);
@@ -801,7 +815,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   for (int64_t bh = 0; bh < BH; ++bh) {
     if (!needs_stage1[bh]) continue;
     levels[bh] = LevelsFor(a, ck[bh], c.Past(bh / Hkv));
-    sq[bh].Set(mk, q_of(bh, 0), G, D);
+    sq[bh].Set(mk, q_rows[bh].q, G, D);
     s1[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
     shared[bh].resize(static_cast<size_t>(ck[bh].n1));
   }
@@ -879,7 +893,8 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     Scratch sc;
     std::vector<const int32_t*> list_ptr{u.data()};
     std::vector<int64_t> list_len{lens[bh] < 0 ? -1 : n}, lo_tok{dense_lo[bh]};
-    AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st, sc);
+    AttendBlocks(c, mk, bh / Hkv, bh % Hkv, 0, 1, q_rows[bh], u.data() + lo, hi - lo, list_ptr, list_len, lo_tok, st,
+                 sc);
     std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
     std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
     std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
@@ -920,7 +935,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
   if (data.seqlens_k == nullptr || data.output == nullptr || data.present_key == nullptr ||
       data.present_value == nullptr)
     return "SwitchableAttention CPU kernel: seqlens_k, output, present_key and present_value are required";
-  Call<T> c{attrs, params, data, {}, nullptr, nullptr, 0};
+  Call<T> c{attrs, params, data, nullptr, 0};
   const bool shared_kv = params.has_past && data.present_key == data.past_key;
   if (shared_kv != (params.has_past && data.present_value == data.past_value))
     return "past_key/present_key and past_value/present_value must both share a buffer or both not";
@@ -938,7 +953,6 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
   }
 
   StageTimer timer(data.profile);
-  PrepareQueries(c, pf);
   WriteKeyValueCache(c, shared_kv, pf);
   timer.Mark(&KernelProfile::prepare_ms);
 

@@ -49,6 +49,8 @@ struct Microkernels {
   void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
   // dst[i] = float(src[i]) for IEEE half bits src, i < n (F16C/AVX-512 conversions where available).
   void (*half_to_float)(const uint16_t* src, float* dst, int64_t n);
+  // dst[i] = IEEE half bits of src[i] rounded to nearest even (overflow to inf, NaN to a quiet NaN).
+  void (*float_to_half)(const float* src, uint16_t* dst, int64_t n);
 };
 
 // The best microkernels this CPU supports (decided once; INFLLMV2_ISA caps the choice).
