@@ -228,8 +228,8 @@ TEST(Fp16VsReference, DenseAndSparse) {
   }
 }
 
-// One-token steps of an fp16 model beyond the budget: decode scores the fp16 compressed keys in
-// chunks as it converts them (prefill converts them all once), with and without the explicit state.
+// One-token steps of an fp16 model beyond the budget: decode scores the fp16 compressed keys as
+// the microkernel converts them (prefill converts them all once), with and without the explicit state.
 TEST(Fp16VsReference, SparseDecode) {
   int i = 0;
   for (int64_t P : {1000, 4000}) {
