@@ -11,7 +11,8 @@ namespace InfLlmV2.Onnx.Cli.Commands;
 /// <c>infllmv2 bench [--quick] [--json FILE]</c>: times single-node models of SwitchableAttention
 /// (dense and sparse) and ORT's GroupQueryAttention on identical inputs in one process (warm,
 /// median of repeats), with ratios to GQA, the machine's copy bandwidth and matmul throughput, the
-/// decode roofline, the stage split (from the native stage benchmark) and peak extra memory.
+/// decode roofline, the stage split (from the native stage benchmark) and peak extra memory; fp32,
+/// plus fp16 decode rows; ends with the performance targets judged on the run's own figures.
 /// </summary>
 public static class BenchCommand
 {
