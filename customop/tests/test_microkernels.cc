@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -32,17 +31,6 @@ std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, float hi = 
   return v;
 }
 
-// IEEE half bits of a float (round to nearest even; the test values are normal and in range).
-uint16_t HalfBits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  const uint32_t sign = (u >> 16) & 0x8000u, exp = (u >> 23) & 0xffu, mant = u & 0x7fffffu;
-  uint32_t h = sign | ((exp - 112) << 10) | (mant >> 13);
-  const uint32_t rest = mant & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
-  return static_cast<uint16_t>(h);
-}
-
 // The fp16 variants convert rows and then run the same arithmetic: their results equal the fp32
 // kernels' on the converted rows bit for bit (d = 40: rows that are not whole vectors; n = 37).
 TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
@@ -52,7 +40,7 @@ TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
     const int n = 37;
     const auto q = Random(static_cast<size_t>(d * gw), 11), src = Random(static_cast<size_t>(n * d), 12, -2.0f, 2.0f);
     std::vector<uint16_t> half(src.size());
-    for (size_t i = 0; i < src.size(); ++i) half[i] = HalfBits(src[i]);
+    for (size_t i = 0; i < src.size(); ++i) half[i] = FromFloat<Float16>(src[i]).bits;
     std::vector<float> rows(src.size());
     mk->half_to_float(half.data(), rows.data(), static_cast<int64_t>(rows.size()));
     std::vector<float> want(static_cast<size_t>(n * gw)), got(want.size());

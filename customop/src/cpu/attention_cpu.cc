@@ -326,14 +326,13 @@ inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const Com
   // 128k decode selection with every cache evicted 0.48 -> 0.32 ms (stage bench, 6 runs),
   // warm unchanged, prefill 16k selection within noise (+2 %).
   constexpr int64_t kAhead = 64;
+  const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
   if (ck.k1 != nullptr) {
-    const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
     mk.scores_key_major(sq.qt.data(), sq.gw, ck.k1 + j0 * D, static_cast<int>(j1 - j0), D, scale, s1 + j0 * sq.gw,
                         pf_rows > 0 ? ck.k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
     return;
   }
   // fp16 rows: converted a tile of keys at a time inside the microkernel.
-  const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
   mk.scores_key_major_half(sq.qt.data(), sq.gw, ck.k1_half + j0 * D, static_cast<int>(j1 - j0), D, scale,
                            s1 + j0 * sq.gw, pf_rows > 0 ? ck.k1_half + (j0 + kAhead) * D : nullptr, pf_rows * D * 2 / 64);
 }

@@ -55,13 +55,21 @@ public static class BenchCommand
         int reps = quick ? 10 : 30;
         Console.WriteLine();
         Console.WriteLine("decode (one token, shared KV buffers, compressed state)");
+        // One decode step of GQA and of our sparse mode on the given sessions: two rows (GQA's, then
+        // ours with the ratio); returns both times.
+        (double GqaMs, double SparseMs) DecodePair(InferenceSession g, InferenceSession o, int ctx, string label,
+                                                    string note = "", int hkv = Hkv, bool cold = false, bool fp16 = false)
+        {
+            var (gqaMs, gqaMem) = Decode(g, ctx, null, reps, hkv, cold, fp16);
+            var (sparseMs, sparseMem) = Decode(o, ctx, 2, reps, hkv, cold, fp16);
+            rows.Add(new Row(label, "GQA", gqaMs, 1, gqaMem, note));
+            rows.Add(new Row(label, "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, note));
+            return (gqaMs, sparseMs);
+        }
         var roofline = new List<Dictionary<string, object?>>();
         foreach (int ctx in decodeContexts)
         {
-            var (gqaMs, gqaMem) = Decode(gqa, ctx, null, reps);
-            var (sparseMs, sparseMem) = Decode(ours, ctx, 2, reps);
-            rows.Add(new Row($"decode {ctx / 1024}k", "GQA", gqaMs, 1, gqaMem, ""));
-            rows.Add(new Row($"decode {ctx / 1024}k", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
+            var (gqaMs, sparseMs) = DecodePair(gqa, ours, ctx, $"decode {ctx / 1024}k");
             if (ctx == 8192)
             {
                 var (denseMs, denseMem) = Decode(ours, ctx, 1, reps);
@@ -84,10 +92,7 @@ public static class BenchCommand
         var cold = new List<Dictionary<string, object?>>();
         foreach (int ctx in quick ? [32768] : new[] { 32768, 131072 })
         {
-            var (gqaMs, gqaMem) = Decode(gqa, ctx, null, reps, cold: true);
-            var (sparseMs, sparseMem) = Decode(ours, ctx, 2, reps, cold: true);
-            rows.Add(new Row($"decode {ctx / 1024}k cold", "GQA", gqaMs, 1, gqaMem, "caches evicted before each step"));
-            rows.Add(new Row($"decode {ctx / 1024}k cold", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, "caches evicted before each step"));
+            var (_, sparseMs) = DecodePair(gqa, ours, ctx, $"decode {ctx / 1024}k cold", "caches evicted before each step", cold: true);
             double bytes = DecodeBytesRead(ctx);
             cold.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["ms"] = sparseMs, ["effective_gb_per_s"] = bytes / (sparseMs * 1e-3) / 1e9, ["of_read_bandwidth"] = bytes / (sparseMs * 1e-3) / 1e9 / readGbps });
         }
@@ -99,24 +104,14 @@ public static class BenchCommand
             using var ours2 = Session(options, AttentionOpKind.Switchable, withState: true, hkv: 2);
             using var gqa2 = Session(options, AttentionOpKind.GroupQueryAttention, withState: false, hkv: 2);
             foreach (int ctx in new[] { 32768, 131072 })
-            {
-                var (gqaMs, gqaMem) = Decode(gqa2, ctx, null, reps, hkv: 2);
-                var (sparseMs, sparseMem) = Decode(ours2, ctx, 2, reps, hkv: 2);
-                rows.Add(new Row($"decode {ctx / 1024}k Hkv=2", "GQA", gqaMs, 1, gqaMem, ""));
-                rows.Add(new Row($"decode {ctx / 1024}k Hkv=2", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
-            }
+                DecodePair(gqa2, ours2, ctx, $"decode {ctx / 1024}k Hkv=2", hkv: 2);
         }
         {
             // fp16 models (K/V cache and compressed keys in fp16; arithmetic in fp32 in both ops).
             using var ours16 = Session(options, AttentionOpKind.Switchable, withState: true, fp16: true);
             using var gqa16 = Session(options, AttentionOpKind.GroupQueryAttention, withState: false, fp16: true);
             foreach (int ctx in quick ? [32768] : new[] { 32768, 131072 })
-            {
-                var (gqaMs, gqaMem) = Decode(gqa16, ctx, null, reps, fp16: true);
-                var (sparseMs, sparseMem) = Decode(ours16, ctx, 2, reps, fp16: true);
-                rows.Add(new Row($"decode {ctx / 1024}k fp16", "GQA", gqaMs, 1, gqaMem, ""));
-                rows.Add(new Row($"decode {ctx / 1024}k fp16", "ours sparse", sparseMs, gqaMs / sparseMs, sparseMem, ""));
-            }
+                DecodePair(gqa16, ours16, ctx, $"decode {ctx / 1024}k fp16", fp16: true);
         }
         PrintRows(rows.Where(r => r.Case.StartsWith("decode", StringComparison.Ordinal)));
         Console.WriteLine($"{"context",8} {"MB read",9} {"GB/s eff.",10} {"roofline ms",12} {"of roofline",12} {"read-bw roofline ms",20} {"of it",7}");
