@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <immintrin.h>
 #include <mutex>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +108,65 @@ void PoolFor(size_t total, const std::function<void(size_t)>& fn) {
   pool.For(total, fn);
 }
 
+// The fp32 multiply-add peak of this machine: a register-only loop of independent FMAs (12 chains,
+// more than latency x ports on current cores) on every pool thread, at the widest width the
+// kernels' dispatch uses; best of 5 tries (a try where one thread ran both halves is slow, not
+// fast, so the best is the honest peak). Used as the floor of stage 1, which is dense multiply-adds.
+template <int kWidth>
+float FmaChains(long iters);
+
+template <>
+__attribute__((target("avx512f"))) float FmaChains<16>(long iters) {
+  __m512 acc[12];
+  for (int c = 0; c < 12; ++c) acc[c] = _mm512_set1_ps(1.0f + 0.01f * static_cast<float>(c));
+  const __m512 m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-6f);
+  for (long i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+    for (int c = 0; c < 12; ++c) acc[c] = _mm512_fmadd_ps(acc[c], m, b);
+  float lanes[16];
+  for (int c = 1; c < 12; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+  _mm512_storeu_ps(lanes, acc[0]);
+  float sum = 0.0f;
+  for (float x : lanes) sum += x;
+  return sum;
+}
+
+template <>
+__attribute__((target("avx2,fma"))) float FmaChains<8>(long iters) {
+  __m256 acc[12];
+  for (int c = 0; c < 12; ++c) acc[c] = _mm256_set1_ps(1.0f + 0.01f * static_cast<float>(c));
+  const __m256 m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-6f);
+  for (long i = 0; i < iters; ++i)
+#pragma GCC unroll 12
+    for (int c = 0; c < 12; ++c) acc[c] = _mm256_fmadd_ps(acc[c], m, b);
+  float lanes[8];
+  for (int c = 1; c < 12; ++c) acc[0] = _mm256_add_ps(acc[0], acc[c]);
+  _mm256_storeu_ps(lanes, acc[0]);
+  float sum = 0.0f;
+  for (float x : lanes) sum += x;
+  return sum;
+}
+
+// GFLOP/s (2 per multiply-add) on all threads, or 0 where the kernels run without FMA vectors.
+double FmaPeakGflops() {
+  const std::string isa = cpu::SelectMicrokernels().isa;
+  const int width = isa == "avx512" ? 16 : isa == "avx2" ? 8 : 0;
+  if (width == 0) return 0.0;
+  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  constexpr long kIters = 2000000;
+  std::vector<float> sink(threads);
+  double best = 0.0;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const auto t0 = std::chrono::steady_clock::now();
+    PoolFor(threads, [&](size_t t) { sink[t] = width == 16 ? FmaChains<16>(kIters) : FmaChains<8>(kIters); });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, 2.0 * width * 12 * kIters * threads / s / 1e9);
+  }
+  float sum = 0.0f;
+  for (float x : sink) sum += x;
+  return sum == sum ? best : 0.0;  // uses the results, so the loops stay
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0 : v[v.size() / 2];
@@ -198,12 +258,20 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
     topk.push_back(prof.topk_ms);
   }
   if (cold && !(evict_sum > 0.0f)) return 1;  // keeps the eviction reads
+  // Floor of the selection of a decode step: stage 1 multiplies the G query heads with every
+  // level-1 compressed key (level-2 scores are means of those), G * Hkv * N1 * D multiply-adds,
+  // which no fp32 implementation does faster than at the FMA peak.
+  const double stage1_madds = decode && mode == "sparse" ? static_cast<double>(G * Hkv * windows * D) : 0.0;
+  const double peak_gflops = stage1_madds > 0 ? FmaPeakGflops() : 0.0;
+  const double select_floor_ms = peak_gflops > 0 ? 2.0 * stage1_madds / (peak_gflops * 1e9) * 1e3 : 0.0;
   std::printf("{\"phase\":\"%s\",\"dtype\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
               "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
-              "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f}}\n",
+              "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f},"
+              "\"stage1_madds\":%.0f,\"fma_peak_gflops\":%.1f,\"select_floor_ms\":%.4f}\n",
               phase.c_str(), std::is_same_v<T, float> ? "fp32" : "fp16", static_cast<long long>(length), static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
               std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
-              Median(total), Median(score), Median(lse), Median(group_sum), Median(topk));
+              Median(total), Median(score), Median(lse), Median(group_sum), Median(topk), stage1_madds, peak_gflops,
+              select_floor_ms);
   return 0;
 }
 
