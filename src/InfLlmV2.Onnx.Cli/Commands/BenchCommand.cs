@@ -32,6 +32,7 @@ public static class BenchCommand
 
     private static int Run(bool quick, FileInfo? json)
     {
+        if (json is not null) ReportFile.Check(json, "--json");
         var total = Stopwatch.StartNew();
         var rows = new List<Row>();
         var extra = new Dictionary<string, object?>();
@@ -188,7 +189,7 @@ public static class BenchCommand
         {
             extra["rows"] = rows.Select(r => new { @case = r.Case, op = r.Op, ms = r.Ms, ratio_to_gqa = r.RatioToGqa, peak_extra_mb = r.PeakExtraMb, note = r.Note });
             extra["quick"] = quick;
-            File.WriteAllText(json.FullName, JsonSerializer.Serialize(extra, InspectCommand.JsonOptions));
+            ReportFile.Write(json, JsonSerializer.Serialize(extra, InspectCommand.JsonOptions));
         }
         return ExitCodes.Ok;
     }

@@ -39,6 +39,7 @@ public static class CompareCommand
                 return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol));
             }
             int n = r.GetValue(promptLen), m = r.GetValue(steps);
+            if (r.GetValue(json) is { } report) ReportFile.Check(report, "--json", r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
             if (n < 1) throw new UsageException($"--prompt-len must be >= 1, got {n}");
             if (m < 0) throw new UsageException($"--decode-steps must be >= 0, got {m}");
             using var a = DecoderModel.Open(Existing(r.GetValue(original)!));
@@ -49,7 +50,7 @@ public static class CompareCommand
             var result = ModelComparison.Run(a, b, prompt, m, routing);
             ModelComparison.Print(result, Console.Out);
             if (r.GetValue(json) is { } file)
-                File.WriteAllText(file.FullName, JsonSerializer.Serialize(result.Select(s => new
+                ReportFile.Write(file, JsonSerializer.Serialize(result.Select(s => new
                 {
                     step = s.Step, phase = s.Phase, tokens = s.Tokens, max_abs_diff = s.MaxAbsDiff, top1_agrees = s.Top1Agrees,
                     kl = s.KlDivergence, mode = s.Mode.ToString().ToLowerInvariant(), original_ms = s.OriginalMs, rewritten_ms = s.RewrittenMs,

@@ -70,8 +70,7 @@ public static class RewriteCommand
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
             throw new UsageException("The output must differ from the input (the input is never overwritten)");
         if (output.Exists && !force) throw new UsageException($"Output {output.FullName} exists; pass --force to overwrite it");
-        if (report is not null && (Path.GetFullPath(report.FullName) == Path.GetFullPath(input.FullName) || Path.GetFullPath(report.FullName) == Path.GetFullPath(output.FullName)))
-            throw new UsageException("--report must differ from the input and output models");
+        if (report is not null) ReportFile.Check(report, "--report", input.FullName, output.FullName);
 
         var model = OnnxModelFile.Load(input.FullName);
         ModelWriter.CheckExternalData(model, input.FullName);
@@ -91,7 +90,7 @@ public static class RewriteCommand
                     lse_approx = options.LseApprox, compressed_state = options.CompressedState, attention_mode_input = options.AttentionModeInput,
                 },
             };
-            File.WriteAllText(report.FullName, JsonSerializer.Serialize(doc, InspectCommand.JsonOptions));
+            ReportFile.Write(report, JsonSerializer.Serialize(doc, InspectCommand.JsonOptions));
         }
         if (rewritten == 0)
         {

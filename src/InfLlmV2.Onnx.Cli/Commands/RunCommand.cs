@@ -43,6 +43,7 @@ public static class RunCommand
         if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
         if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
             throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
+        if (json is not null) ReportFile.Check(json, "--json", [model.FullName, .. Directory.GetFiles(inputDir.FullName)]);
 
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
         var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat);
@@ -129,7 +130,7 @@ public static class RunCommand
                 ["comparisons"] = rows,
                 ["ok"] = allOk,
             };
-            File.WriteAllText(json.FullName, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+            ReportFile.Write(json, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         }
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
     }

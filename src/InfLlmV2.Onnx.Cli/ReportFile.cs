@@ -1,0 +1,59 @@
+namespace InfLlmV2.Onnx.Cli;
+
+/// <summary>
+/// The JSON files commands write beside their console output (<c>--json</c>, <c>--report</c>):
+/// checked before the command does any work, so a typo never costs a finished run, and written
+/// whole or not at all.
+/// </summary>
+public static class ReportFile
+{
+    /// <summary>
+    /// Throws a <see cref="UsageException"/> naming <paramref name="option"/> when <paramref name="file"/>
+    /// cannot be written as asked: its folder does not exist, it is a folder, it is one of the
+    /// command's <paramref name="inputs"/>, or it exists and is not a JSON document (a model, its
+    /// weights or a tensor is never replaced by a report).
+    /// </summary>
+    public static void Check(FileInfo file, string option, params string[] inputs)
+    {
+        string full = Path.GetFullPath(file.FullName);
+        if (Directory.Exists(full)) throw new UsageException($"{option} {full} is a folder; give a file path");
+        string? dir = Path.GetDirectoryName(full);
+        if (dir is null || !Directory.Exists(dir)) throw new UsageException($"{option} {full}: folder {dir} does not exist");
+        foreach (var input in inputs)
+            if (Resolved(full) == Resolved(input))
+                throw new UsageException($"{option} {full} is an input of this command; inputs are never overwritten");
+        if (File.Exists(full) && !LooksLikeJson(full))
+            throw new UsageException($"{option} {full} exists and is not a JSON file; refusing to overwrite it");
+    }
+
+    /// <summary>Writes <paramref name="text"/> to a temporary file beside <paramref name="file"/>, then renames it over the target.</summary>
+    public static void Write(FileInfo file, string text)
+    {
+        string full = Path.GetFullPath(file.FullName);
+        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
+        try
+        {
+            File.WriteAllText(temp, text);
+            File.Move(temp, full, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temp)) File.Delete(temp);
+        }
+    }
+
+    private static string Resolved(string path)
+    {
+        var info = new FileInfo(Path.GetFullPath(path));
+        return info.Exists && info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true)!.FullName : info.FullName;
+    }
+
+    // An existing JSON report starts, after white space, with an object or an array.
+    private static bool LooksLikeJson(string path)
+    {
+        using var stream = File.OpenRead(path);
+        int b;
+        while ((b = stream.ReadByte()) is ' ' or '\t' or '\r' or '\n' or 0xEF or 0xBB or 0xBF) { }  // white space, a UTF-8 BOM
+        return b is '{' or '[' or -1;
+    }
+}
