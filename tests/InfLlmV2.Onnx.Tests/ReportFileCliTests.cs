@@ -3,8 +3,8 @@ using InfLlmV2.Onnx.Models;
 namespace InfLlmV2.Onnx.Tests;
 
 /// <summary>
-/// The JSON reports of `bench`, `compare`, `rewrite` and `run` (`--json`, `--report`): a path that
-/// cannot be written as asked fails before any work, and never replaces an input, a model or its weights.
+/// The JSON reports of `bench`, `compare`, `rewrite` and `run` (`--json`, `--report`) and `run --outputs`:
+/// a path that cannot be written as asked fails before any work, and never replaces an input, a model or its weights.
 /// </summary>
 public class ReportFileCliTests
 {
@@ -75,6 +75,17 @@ public class ReportFileCliTests
         var target = kind switch { "model" => model, "test data" => tensor, _ => dir["data"] };
         AssertRefused(CliProcess.Run("run", model, "--inputs", dir["data"], "--json", target), kind == "folder" ? "is a folder" : "input of this command");
         Assert.Equal("{}", File.ReadAllText(tensor));
+    }
+
+    [Fact]
+    public void Run_OutputsOntoAFile_IsRefused_AndLeavesItIntact()
+    {
+        using var dir = new TempDir();
+        var model = Generate(dir, "m.onnx");
+        Directory.CreateDirectory(dir["data"]);
+        File.WriteAllText(dir["notes.txt"], "my notes");
+        AssertRefused(CliProcess.Run("run", model, "--inputs", dir["data"], "--outputs", dir["notes.txt"]), "is a file");
+        Assert.Equal("my notes", File.ReadAllText(dir["notes.txt"]));
     }
 
     [Fact]

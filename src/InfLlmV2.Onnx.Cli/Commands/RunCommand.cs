@@ -43,6 +43,8 @@ public static class RunCommand
         if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
         if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
             throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
+        if (outputDir is not null && File.Exists(outputDir.FullName))
+            throw new UsageException($"--outputs {outputDir.FullName} is a file; give a folder (it is created when missing)");
         if (json is not null) ReportFile.Check(json, "--json", [model.FullName, .. Directory.GetFiles(inputDir.FullName)]);
 
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
