@@ -14,7 +14,8 @@ public static class CommandRunner
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException
                                        or OnnxRuntimeException or ArgumentException or NotSupportedException
-                                       or IOException or UnauthorizedAccessException or UsageException)
+                                       or IOException or UnauthorizedAccessException or UsageException
+                                       or InvalidOperationException)  // a session state the input led to (e.g. a full KV cache)
         {
             Console.Error.WriteLine($"error: {OneLine(e.Message)}");
             return ExitCodes.BadInput;

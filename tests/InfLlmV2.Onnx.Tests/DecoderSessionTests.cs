@@ -208,6 +208,67 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     }
 }
 
+/// <summary>A request never grows past the positions the model can encode (the rows of its position table).</summary>
+public class MaxPositionsTests
+{
+    [Theory]
+    [InlineData(DecoderAttentionForm.GroupQueryAttention, false)]  // rotary cos table of GroupQueryAttention
+    [InlineData(DecoderAttentionForm.GroupQueryAttention, true)]   // ... of SwitchableAttention
+    [InlineData(DecoderAttentionForm.OnnxAttention, false)]        // table gathered by position_ids
+    [InlineData(DecoderAttentionForm.Decomposed, true)]
+    public void Session_StopsAtTheModelsPositions(DecoderAttentionForm form, bool rewritten)
+    {
+        var cfg = new TinyDecoderConfig { Form = form, Layers = 1, NumHeads = 4, KvNumHeads = 2, HeadSize = 16, Vocab = 128, Intermediate = 32, MaxPositions = 40, Seed = 8 };
+        var proto = TinyDecoderGenerator.Generate(cfg);
+        if (rewritten) AttentionRewriter.Rewrite(proto, new RewriteOptions { TopK = 2, WindowSize = 64, DenseLen = 256 });
+        using var dir = new TempDir();
+        OnnxModelFile.Save(proto, dir["m.onnx"]);
+        using var model = DecoderModel.Open(dir["m.onnx"]);
+        Assert.Equal(40, model.MaxPositions);
+
+        using var session = new DecoderSession(model, new() { Capacity = 100 });
+        var e = Assert.Throws<InvalidOperationException>(() => session.AppendTokens(DecoderModels.Prompt(41)));
+        Assert.Contains("40 positions", e.Message);
+        Assert.Equal(0, session.Lengths[0]);  // nothing was run
+
+        // Generation asked for more than fits stops when the request fills the table (40 tokens fed, 41 yielded).
+        var tokens = session.Generate(DecoderModels.Prompt(30), new GenerationOptions { MaxNewTokens = 50 }).ToList();
+        Assert.Equal(11, tokens.Count);
+        Assert.Equal(40, session.Lengths[0]);
+    }
+
+    [Fact]
+    public void RealFixture_StatesItsPositions()
+    {
+        using var model = DecoderModel.Open(Path.Combine(ModelRunner.FixturesRoot, "genai_tiny_random_llama_fp32_gqa_modelbuilder/model.onnx"));
+        Assert.Equal(2048, model.MaxPositions);  // its genai_config.json says context_length 2048
+    }
+
+    [Fact]
+    public void Cli_RefusesRequestsBeyondThePositions_Upfront()
+    {
+        var cfg = new TinyDecoderConfig { Layers = 1, NumHeads = 4, KvNumHeads = 2, HeadSize = 16, Vocab = 128, Intermediate = 32, MaxPositions = 40, Seed = 8 };
+        using var dir = new TempDir();
+        TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(cfg), dir["m.onnx"], externalData: false);
+        var ok = CliProcess.Run("generate", dir["m.onnx"], "--prompt-ids", "1,2,3", "--max-new-tokens", "38");
+        Assert.True(ok.ExitCode == 0, ok.StdErr);
+        Assert.Equal(38, ok.StdOut.Trim().Split(',').Length);
+        foreach (var args in new[]
+        {
+            new[] { "generate", dir["m.onnx"], "--prompt-ids", "1,2,3", "--max-new-tokens", "39" },
+            ["generate", dir["m.onnx"], "--prompt-ids", "1,2,3", "--capacity", "2"],
+            ["compare", dir["m.onnx"], dir["m.onnx"], "--prompt-len", "35", "--decode-steps", "6"],
+        })
+        {
+            var r = CliProcess.Run(args);
+            Assert.True(r.ExitCode == 2, string.Join(" ", args) + ": " + r.StdErr);
+            Assert.StartsWith("error:", r.StdErr.Trim());
+            Assert.Single(r.StdErr.Trim().Split('\n'));
+            Assert.Equal("", r.StdOut.Trim());
+        }
+    }
+}
+
 /// <summary>The session reproduces the reference prefill and decode sets of the real fixtures it supports.</summary>
 public class DecoderSessionFixtureTests
 {

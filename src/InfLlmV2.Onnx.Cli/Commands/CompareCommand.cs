@@ -46,6 +46,9 @@ public static class CompareCommand
             using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!));
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
             var prompt = GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
+            foreach (var (dm, which) in new[] { (a, "original"), (b, "rewritten") })
+                if (dm.MaxPositions is { } maxPos && prompt.Length + m > maxPos)
+                    throw new UsageException($"a {prompt.Length}-token prompt and {m} decode steps need {prompt.Length + m} positions; the {which} model has {maxPos}");
             var routing = ParseRouting(r.GetValue(mode)!);
             var result = ModelComparison.Run(a, b, prompt, m, routing);
             ModelComparison.Print(result, Console.Out);

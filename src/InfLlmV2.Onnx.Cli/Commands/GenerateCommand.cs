@@ -34,7 +34,13 @@ public static class GenerateCommand
                 MaxNewTokens = maxNew, Temperature = r.GetValue(temperature), TopK = r.GetValue(topK), TopP = r.GetValue(topP),
                 Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab) ?? [],
             };
+            // The last generated token is not fed back: a request grows to prompt + maxNew - 1 tokens.
+            if (m.MaxPositions is { } maxPos && prompt.Length + maxNew - 1 > maxPos)
+                throw new UsageException(prompt.Length > maxPos
+                    ? $"the prompt ({prompt.Length} tokens) exceeds the model's {maxPos} positions"
+                    : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos} positions (at most {maxPos - prompt.Length + 1})");
             int cap = r.GetValue(capacity) is > 0 and var c ? c : prompt.Length + maxNew;
+            if (cap < prompt.Length) throw new UsageException($"--capacity {cap} is smaller than the prompt ({prompt.Length} tokens)");
             using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
             var sw = Stopwatch.StartNew();
             int count = 0;

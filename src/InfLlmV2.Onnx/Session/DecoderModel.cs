@@ -90,9 +90,10 @@ public sealed class DecoderModel : IDisposable
         var unknown = inputs.Keys.Where(k => !known.Contains(k)).ToList();
         if (unknown.Count > 0) throw new InvalidDataException($"The model has inputs this session cannot feed: {string.Join(", ", unknown)}");
 
-        // Graph facts: attention ops and their sparse settings; shared-buffer support.
+        // Graph facts: attention ops and their sparse settings; shared-buffer support; position limit.
         if (graph is not null)
         {
+            MaxPositions = PositionTableRows(graph.Graph, names.PositionIds);
             var attention = graph.Graph.Node.Where(n => n.OpType is "SwitchableAttention" or "GroupQueryAttention").ToList();
             var sw = graph.Graph.Node.FirstOrDefault(n => n.OpType == "SwitchableAttention" && n.Domain == NativeOpLibrary.Domain);
             IsRewritten = sw is not null;
@@ -108,6 +109,34 @@ public sealed class DecoderModel : IDisposable
                 return consumers.Count > 0 && consumers.All(n => attention.Contains(n) && (n.Input.IndexOf(p) is 3 or 4));
             });
         }
+    }
+
+    // Positions the graph can encode: the rows of its position table, i.e. the rotary cos table of
+    // GroupQueryAttention/SwitchableAttention with do_rotary = 1 (input 7) or of a RotaryEmbedding
+    // node, or any 2-D constant table gathered (axis 0) by the position_ids input (rotary in plain
+    // ops, learned position embeddings); the smallest when there are several; null when none is a
+    // constant of the graph.
+    private static long? PositionTableRows(GraphProto g, string positionIds)
+    {
+        var constants = new Dictionary<string, TensorProto>();
+        foreach (var t in g.Initializer) constants.TryAdd(t.Name, t);
+        foreach (var n in g.Node)
+            if (n.OpType == "Constant" && n.Output.Count == 1 && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
+                constants.TryAdd(n.Output[0], t);
+        long? rows = null;
+        foreach (var n in g.Node)
+        {
+            int table = n.OpType switch
+            {
+                "GroupQueryAttention" or "SwitchableAttention" when n.Attribute.Any(a => a.Name == "do_rotary" && a.I == 1) => 7,
+                "RotaryEmbedding" => n.Domain == "com.microsoft" ? 2 : 1,
+                "Gather" when n.Input.Count == 2 && n.Input[1] == positionIds && !n.Attribute.Any(a => a.Name == "axis" && a.I != 0) => 0,
+                _ => -1,
+            };
+            if (table >= 0 && table < n.Input.Count && constants.TryGetValue(n.Input[table], out var t) && t.Dims.Count == 2 && t.Dims[0] > 0)
+                rows = Math.Min(rows ?? long.MaxValue, t.Dims[0]);
+        }
+        return rows;
     }
 
     /// <summary>Opens a model file with the SwitchableAttention op registered.</summary>
@@ -187,6 +216,12 @@ public sealed class DecoderModel : IDisposable
 
     /// <summary>Level-1 compression stride.</summary>
     public long CompressStride { get; } = 16;
+
+    /// <summary>
+    /// Token positions the model can encode (the rows of its rotary cos table or position embedding), or null
+    /// when its graph does not state them; a session refuses to grow a request beyond it.
+    /// </summary>
+    public long? MaxPositions { get; }
 
     /// <summary>Whether past and present caches can be one preallocated buffer (GQA-contract attention).</summary>
     public bool SupportsSharedBuffers { get; }

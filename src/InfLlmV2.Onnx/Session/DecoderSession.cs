@@ -122,6 +122,10 @@ public sealed class DecoderSession : IDisposable
         for (int b = 0; b < BatchSize; b++)
             if (_lengths[b] + tokensPerRequest[b].Length > _options.Capacity)
                 throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed the capacity {_options.Capacity}");
+        if (_model.MaxPositions is { } max)
+            for (int b = 0; b < BatchSize; b++)
+                if (_lengths[b] + tokensPerRequest[b].Length > max)
+                    throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed the model's {max} positions (the rows of its position table)");
         bool empty = _lengths.All(l => l == 0);
         if (BatchSize == 1)
         {

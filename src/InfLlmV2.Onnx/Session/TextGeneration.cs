@@ -97,7 +97,8 @@ public static class TextGeneration
             cancellation.ThrowIfCancellationRequested();
             int token = sampler.Next(logits);
             yield return token;
-            if (options.StopTokens.Contains(token) || n + 1 == options.MaxNewTokens || session.Lengths[0] >= session.Capacity) break;
+            if (options.StopTokens.Contains(token) || n + 1 == options.MaxNewTokens || session.Lengths[0] >= session.Capacity
+                || session.Lengths[0] >= session.Model.MaxPositions) break;
             logits = session.NextToken(token);
         }
     }
