@@ -19,8 +19,9 @@ public static class ReportFile
         if (Directory.Exists(full)) throw new UsageException($"{option} {full} is a folder; give a file path");
         string? dir = Path.GetDirectoryName(full);
         if (dir is null || !Directory.Exists(dir)) throw new UsageException($"{option} {full}: folder {dir} does not exist");
+        string target = Resolved(full);
         foreach (var input in inputs)
-            if (Resolved(full) == Resolved(input))
+            if (target == Resolved(input))
                 throw new UsageException($"{option} {full} is an input of this command; inputs are never overwritten");
         if (File.Exists(full) && !LooksLikeJson(full))
             throw new UsageException($"{option} {full} exists and is not a JSON file; refusing to overwrite it");

@@ -84,6 +84,9 @@ public sealed class DecoderSession : IDisposable
     /// <summary>Most tokens a request may hold.</summary>
     public int Capacity => _options.Capacity;
 
+    // The length a request can grow to: the capacity, or the model's positions when fewer.
+    internal long LengthLimit => Math.Min(_options.Capacity, _model.MaxPositions ?? long.MaxValue);
+
     /// <summary>Tokens held per request.</summary>
     public IReadOnlyList<int> Lengths => _lengths;
 
@@ -120,12 +123,10 @@ public sealed class DecoderSession : IDisposable
         if (tokensPerRequest.Count != BatchSize) throw new ArgumentException($"Expected {BatchSize} token arrays, got {tokensPerRequest.Count}");
         if (tokensPerRequest.Any(t => t.Length == 0)) throw new ArgumentException("Every request needs at least one token");
         for (int b = 0; b < BatchSize; b++)
-            if (_lengths[b] + tokensPerRequest[b].Length > _options.Capacity)
-                throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed the capacity {_options.Capacity}");
-        if (_model.MaxPositions is { } max)
-            for (int b = 0; b < BatchSize; b++)
-                if (_lengths[b] + tokensPerRequest[b].Length > max)
-                    throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed the model's {max} positions (the rows of its position table)");
+            if (_lengths[b] + tokensPerRequest[b].Length > LengthLimit)
+                throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed " + (_options.Capacity == LengthLimit
+                    ? $"the capacity {_options.Capacity}"
+                    : $"the model's {LengthLimit} positions (the rows of its position table)"));
         bool empty = _lengths.All(l => l == 0);
         if (BatchSize == 1)
         {

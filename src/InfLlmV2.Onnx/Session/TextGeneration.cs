@@ -97,8 +97,7 @@ public static class TextGeneration
             cancellation.ThrowIfCancellationRequested();
             int token = sampler.Next(logits);
             yield return token;
-            if (options.StopTokens.Contains(token) || n + 1 == options.MaxNewTokens || session.Lengths[0] >= session.Capacity
-                || session.Lengths[0] >= session.Model.MaxPositions) break;
+            if (options.StopTokens.Contains(token) || n + 1 == options.MaxNewTokens || session.Lengths[0] >= session.LengthLimit) break;
             logits = session.NextToken(token);
         }
     }
