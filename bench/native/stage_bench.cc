@@ -208,14 +208,14 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
   auto rnd = [&](size_t n) { std::vector<T> v(n); for (auto& x : v) x = FromFloat<T>(n01(rng)); return v; };
   auto q = rnd(S * G * Hkv * D), k = rnd(S * Hkv * D), v = rnd(S * Hkv * D);
   std::vector<T> cache_k = rnd(cap * Hkv * D), cache_v = rnd(cap * Hkv * D), out(S * G * Hkv * D);
-  cpu::AttentionData<T> d;
+  AttentionData<T> d;
   d.query = q.data(); d.key = k.data(); d.value = v.data(); d.seqlens_k = seqlens.data(); d.output = out.data();
   std::vector<T> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
   if (decode) {  // shared buffers, as a KV-cache owner runs decode
     d.past_key = d.present_key = cache_k.data();
     d.past_value = d.present_value = cache_v.data();
     // The state of the past windows: computed once by a first call without state.
-    cpu::AttentionData<T> init = d;
+    AttentionData<T> init = d;
     AttentionInputs in0 = in;
     in0.past_compressed_key = {};
     AttentionParams p0;
@@ -246,9 +246,8 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
       for (float x : sums) evict_sum += x;
     }
     cpu::KernelProfile prof;
-    d.profile = &prof;
     const auto t0 = std::chrono::steady_clock::now();
-    err = cpu::RunAttention<T>(a, p, d, PoolFor);
+    err = cpu::RunAttention<T>(a, p, d, PoolFor, &prof);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
     if (r == 0) continue;  // warm-up

@@ -56,7 +56,7 @@ TEST(RandomInputs, CheckRefusesOrKernelRunsCleanly) {
     std::vector<float> presk(static_cast<size_t>(B * a.kv_num_heads * p.present_capacity * D)), presv(presk.size());
     std::vector<float> comp(static_cast<size_t>(B * a.kv_num_heads * std::max<int64_t>(p.present_compressed_capacity, 1) * D));
     std::vector<int32_t> sel(static_cast<size_t>(B * a.kv_num_heads * S * p.budget));
-    cpu::AttentionData<float> d;
+    AttentionData<float> d;
     d.query = q.data();
     if (!packed) { d.key = k.data(); d.value = v.data(); }
     if (P > 0) { d.past_key = pk.data(); d.past_value = pv.data(); }

@@ -156,7 +156,7 @@ KernelOutputs<T> RunKernel(Case c, const Tensors& t, bool threaded = true, bool 
   r.present_value.resize(r.present_key.size());
   r.present_compressed_key.resize(p.batch * p.kv_num_heads * p.present_compressed_capacity * p.head_size);
   r.selected_blocks.resize(p.batch * p.kv_num_heads * p.seq_len * p.budget);
-  cpu::AttentionData<T> d;
+  AttentionData<T> d;
   auto ptr = [](const std::vector<T>& x) { return x.empty() ? nullptr : x.data(); };
   d.query = q.data();
   d.key = ptr(k);

@@ -85,6 +85,7 @@ struct Call {
   const AttentionData<T>& d;
   const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, comp_capacity, D]
   int64_t comp_capacity = 0;
+  KernelProfile* profile = nullptr;
 
   int64_t Total(int64_t b) const { return TotalLength(d.seqlens_k, b); }
   int64_t Past(int64_t b) const { return PastLength(p, Total(b)); }
@@ -719,7 +720,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
       bh_needs[bh] = pos < c.Total(b) && OutgrowsBudget(a, p, pos);
     }
   }
-  StageTimer timer(c.d.profile);
+  StageTimer timer(c.profile);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     if (bh_needs[bh]) BuildCompressedKeys(c, static_cast<int64_t>(bh) / Hkv, static_cast<int64_t>(bh) % Hkv, S > 1, ck[bh]);
   });
@@ -731,7 +732,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
     // O(S x budget): 25 MB at 64k before). The stage split is the phase's wall time divided in
     // proportion to the time the items spent in each part.
     const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
-    std::vector<double> part_ms(c.d.profile != nullptr ? static_cast<size_t>(2 * BH * tiles) : 0, 0.0);
+    std::vector<double> part_ms(c.profile != nullptr ? static_cast<size_t>(2 * BH * tiles) : 0, 0.0);
     pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
       const auto start = std::chrono::steady_clock::now();
       const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
@@ -823,7 +824,7 @@ void RunSelectionAndAttention(const Call<T>& c, const ParallelFor& pf) {
   std::vector<float> lse_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
   std::vector<float> lse_l(lse_m.size());
   auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
-  StageTimer phases(c.d.profile);
+  StageTimer phases(c.profile);
   pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
     if (!needs_stage1[bh]) return;
@@ -925,11 +926,11 @@ void SerialFor(size_t total, const std::function<void(size_t)>& fn) {
 
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
-                         const AttentionData<T>& data, const ParallelFor& pf) {
+                         const AttentionData<T>& data, const ParallelFor& pf, KernelProfile* profile) {
   if (data.seqlens_k == nullptr || data.output == nullptr || data.present_key == nullptr ||
       data.present_value == nullptr)
     return "SwitchableAttention CPU kernel: seqlens_k, output, present_key and present_value are required";
-  Call<T> c{attrs, params, data, nullptr, 0};
+  Call<T> c{attrs, params, data, nullptr, 0, profile};
   const bool shared_kv = params.has_past && data.present_key == data.past_key;
   if (shared_kv != (params.has_past && data.present_value == data.past_value))
     return "past_key/present_key and past_value/present_value must both share a buffer or both not";
@@ -946,7 +947,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
              " runs sparse); set attention_mode=1 or dense_len above the context length";
   }
 
-  StageTimer timer(data.profile);
+  StageTimer timer(profile);
   WriteKeyValueCache(c, shared_kv, pf);
   timer.Mark(&KernelProfile::prepare_ms);
 
@@ -976,8 +977,8 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
 }
 
 template std::string RunAttention<float>(const AttentionAttributes&, const AttentionParams&,
-                                         const AttentionData<float>&, const ParallelFor&);
+                                         const AttentionData<float>&, const ParallelFor&, KernelProfile*);
 template std::string RunAttention<Float16>(const AttentionAttributes&, const AttentionParams&,
-                                           const AttentionData<Float16>&, const ParallelFor&);
+                                           const AttentionData<Float16>&, const ParallelFor&, KernelProfile*);
 
 }  // namespace infllmv2::cpu

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/float16.h"
+#include "infllmv2/attention_data.h"
 #include "infllmv2/attention_params.h"
 
 namespace infllmv2::cpu {
@@ -31,31 +32,12 @@ struct KernelProfile {
   double score_ms = 0, lse_ms = 0, group_sum_ms = 0, topk_ms = 0;
 };
 
-// Tensor pointers of one call, layouts as in docs/op-spec.md. Optional ones may be null.
-template <typename T>
-struct AttentionData {
-  const T* query = nullptr;                // [B, S, H*D] or packed [B, S, (H+2Hkv)*D]
-  const T* key = nullptr;                  // [B, S, Hkv*D] (null when packed)
-  const T* value = nullptr;                // [B, S, Hkv*D] (null when packed)
-  const T* past_key = nullptr;             // [B, Hkv, P, D]
-  const T* past_value = nullptr;           // [B, Hkv, P, D]
-  const int32_t* seqlens_k = nullptr;      // [B] total - 1
-  const T* cos_cache = nullptr;            // [max_position, rotary_dim / 2]
-  const T* sin_cache = nullptr;            // [max_position, rotary_dim / 2]
-  const T* past_compressed_key = nullptr;  // [B, Hkv, C, D]
-  T* output = nullptr;                     // [B, S, H*D]
-  T* present_key = nullptr;                // [B, Hkv, present_capacity, D] (may alias past_key)
-  T* present_value = nullptr;              // [B, Hkv, present_capacity, D] (may alias past_value)
-  T* present_compressed_key = nullptr;     // [B, Hkv, present_compressed_capacity, D] or null
-  int32_t* selected_blocks = nullptr;      // [B, Hkv, S, K] or null
-  KernelProfile* profile = nullptr;        // stage timings when not null
-};
-
 // Runs one call. `params` must come from CheckInputs with seqlens_k readable. Returns "" on
 // success, else an error message. Re-entrant: all scratch lives on the calling thread's stack or
-// in per-call buffers.
+// in per-call buffers. `profile` (benchmarks only) receives the stage timings when not null.
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
-                         const AttentionData<T>& data, const ParallelFor& parallel_for);
+                         const AttentionData<T>& data, const ParallelFor& parallel_for,
+                         KernelProfile* profile = nullptr);
 
 }  // namespace infllmv2::cpu

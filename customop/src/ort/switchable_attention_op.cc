@@ -144,7 +144,7 @@ OrtStatusPtr CpuKernel<T>::ComputeV2(OrtKernelContext* context) {
       return ptr;
     };
     const int64_t B = p.batch, S = p.seq_len, Hkv = p.kv_num_heads, D = p.head_size;
-    cpu::AttentionData<T> d;
+    AttentionData<T> d;
     d.query = static_cast<const T*>(input(kQuery).GetTensorRawData());
     if (in.key.present) {
       d.key = static_cast<const T*>(input(kKey).GetTensorRawData());
