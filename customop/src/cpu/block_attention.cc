@@ -1,0 +1,171 @@
+#include "cpu/block_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "cpu/query_lanes.h"
+
+namespace infllmv2::cpu {
+namespace {
+
+// Fp32 copy of a run of fp16 cache rows.
+template <typename T>
+const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<float>& buffer) {
+  buffer.resize(static_cast<size_t>(count * D));
+  ToFloatRow(rows, buffer.data(), count * D);
+  return buffer.data();
+}
+
+// x[i] <- cap * tanh(x[i] / cap) for i < count when cap > 0 (GQA's softcap of attention scores).
+inline void Softcap(float cap, float* x, int64_t count) {
+  if (cap > 0.0f)
+    for (int64_t i = 0; i < count; ++i) x[i] = cap * std::tanh(x[i] / cap);
+}
+
+// The score and p.V microkernels on rows of the cache's type: fp32 rows as they are, fp16 rows
+// converted inside the microkernels (keys a tile of 8 at a time, values as they are loaded).
+inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const float* k, int n, int64_t d,
+                      float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_key_major(qt, gw, k, n, d, scale, out, pf, pf_lines);
+}
+inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const Float16* k, int n, int64_t d,
+                      float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_key_major_half(qt, gw, reinterpret_cast<const uint16_t*>(k), n, d, scale, out, pf, pf_lines);
+}
+inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
+                           int64_t pk, const float* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
+  mk.accumulate(acc, as, rows, p, pr, pk, v, n, d, pf, pf_lines);
+}
+inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
+                           int64_t pk, const Float16* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
+  mk.accumulate_half(acc, as, rows, p, pr, pk, reinterpret_cast<const uint16_t*>(v), n, d, pf, pf_lines);
+}
+
+}  // namespace
+
+template <typename T>
+void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w, RowStates& st, Scratch& sc) {
+  const auto& a = c.a;
+  const auto& p = c.p;
+  const int64_t D = p.head_size, G = p.group, Bk = a.block_size, W = mk.width;
+  const int64_t b = w.b, h = w.h, t0 = w.t0, n_blocks = w.n_blocks;
+  const int32_t* blocks = w.blocks;
+  const auto& lists = w.tokens->list;
+  const auto& list_len = w.tokens->len;
+  const auto& dense_lo = w.tokens->dense_lo;
+  const int64_t total = c.Total(b), past = c.Past(b), tokens = w.t1 - t0, rows = tokens * G;
+  const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
+  const T* vals = c.d.present_value + c.CacheOffset(b, h, p.present_capacity);
+  QueryLanes ql;
+  ql.Set(mk, w.q.q, G, D, tokens, w.q.token_stride, true);
+  const int64_t gw = ql.gw;
+  sc.km.resize(static_cast<size_t>(kBlockKeys * W));
+  sc.lo.resize(static_cast<size_t>(gw));
+  sc.hi.resize(static_cast<size_t>(gw));
+  st.m.resize(std::max(st.m.size(), static_cast<size_t>(gw)), kNegInf);  // lanes past the rows: padding
+  st.l.resize(std::max(st.l.size(), static_cast<size_t>(gw)), 0.0f);
+  std::vector<int64_t> cursor(static_cast<size_t>(tokens), 0);
+  std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
+  std::vector<char> vector_used(static_cast<size_t>(gw / W));
+  for (int64_t bi = 0; bi < n_blocks; ++bi) {
+    const int64_t blk = blocks[bi];
+    const int64_t k0 = blk * Bk;
+    const int64_t k_end = std::min(k0 + Bk, total);
+    // Sparse lists advance their cursor to this block.
+    attending.clear();
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (past + t0 + t >= total) continue;
+      if (list_len[t] >= 0) {
+        while (cursor[t] < list_len[t] && lists[t][cursor[t]] < blk) ++cursor[t];
+        if (cursor[t] >= list_len[t] || lists[t][cursor[t]] != blk) continue;
+      }
+      attending.push_back(t);
+    }
+    if (attending.empty()) continue;
+    // The next block's key and value rows stream into L2 while this block computes (keys during
+    // the first scored lane vector's scores, values during its accumulations): decode reads
+    // scattered blocks, often evicted by a model's other layers, where hardware prefetch stops.
+    const char* next_k = nullptr;
+    const char* next_v = nullptr;
+    int64_t next_lines = 0;
+    if (bi + 1 < n_blocks) {
+      const int64_t r0 = blocks[bi + 1] * Bk, nr = std::min(std::min(Bk, int64_t{kBlockKeys}), total - r0);
+      next_k = reinterpret_cast<const char*>(keys + r0 * D);
+      next_v = reinterpret_cast<const char*>(vals + r0 * D);
+      next_lines = (nr * D * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+    }
+    for (int64_t x0 = k0; x0 < k_end; x0 += kBlockKeys) {  // 64-key tiles of the block
+      const int64_t x1 = std::min(x0 + kBlockKeys, k_end);
+      const int n = static_cast<int>(x1 - x0);
+      // Visible keys of each lane (none for rows of tokens that do not attend to this tile).
+      std::fill(sc.lo.begin(), sc.lo.end(), 0);
+      std::fill(sc.hi.begin(), sc.hi.end(), 0);
+      std::fill(vector_used.begin(), vector_used.end(), 0);
+      bool any = false;
+      for (int64_t t : attending) {
+        const int64_t pos = past + t0 + t;
+        const int64_t lo = std::max(x0, list_len[t] < 0 ? dense_lo[t] : int64_t{0});
+        const int64_t hi = std::min(x1, pos + 1);  // token-level causal mask
+        if (hi <= lo) continue;
+        any = true;
+        std::fill(sc.lo.begin() + t * G, sc.lo.begin() + (t + 1) * G, static_cast<int32_t>(lo - x0));
+        std::fill(sc.hi.begin() + t * G, sc.hi.begin() + (t + 1) * G, static_cast<int32_t>(hi - x0));
+        for (int64_t v = t * G / W; v <= ((t + 1) * G - 1) / W; ++v) vector_used[v] = 1;
+      }
+      if (!any) continue;
+      // fp16 rows: a tile that several lane vectors score (prefill) is converted to fp32 once; one
+      // that a single vector scores (decode) is converted inside the microkernels as they read it.
+      const float* kf = nullptr;
+      const float* vf = nullptr;
+      if constexpr (!std::is_same_v<T, float>) {
+        if (std::count(vector_used.begin(), vector_used.end(), 1) > 1) {
+          kf = RowsAsFloat(keys + x0 * D, n, D, sc.rows_k);
+          vf = RowsAsFloat(vals + x0 * D, n, D, sc.rows_v);
+        }
+      }
+      float* x = sc.km.data();
+      // One lane vector at a time, scores -> softmax -> p.V, so that its score tile (64 x W) stays in L1.
+      for (int64_t v = 0; v < gw / W; ++v) {
+        if (!vector_used[v]) continue;
+        const int64_t r0 = v * W, r_end = std::min(rows, r0 + W);
+        // This vector carries the prefetch streams (K and V, pf_lines each) if it is the block's
+        // first scored one; the V stream is shared out over its accumulate calls.
+        const int64_t pf_lines = x0 == k0 ? next_lines : 0, v_calls = (r_end - r0 + kMaxRows - 1) / kMaxRows;
+        int64_t v_left = pf_lines;
+        const char* v_at = next_v;
+        next_lines = 0;
+        if (kf != nullptr)
+          mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
+        else
+          ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
+        Softcap(a.softcap, x, n * W);
+        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
+                                    st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
+        for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
+          if (sc.hi[r] <= sc.lo[r]) {
+            ++r;
+            continue;
+          }
+          int64_t r1 = r + 1;
+          while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
+          const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
+          if (vf != nullptr)
+            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+          else
+            AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vals + x0 * D, n,
+                           D, v_at, v_lines);
+          v_at += 64 * v_lines;
+          v_left -= v_lines;
+          r = r1;
+        }
+        for (; v_left > 0; --v_left, v_at += 64) __builtin_prefetch(v_at, 0, 2);  // rows that saw no keys
+      }
+    }
+  }
+}
+
+template void AttendBlocks<float>(const Call<float>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);
+template void AttendBlocks<Float16>(const Call<Float16>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);
+
+}  // namespace infllmv2::cpu

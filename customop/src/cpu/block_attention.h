@@ -1,0 +1,51 @@
+// Stage 4 of the CPU kernel: softmax attention of a work item's query rows over a list of key
+// blocks (online softmax; the rows in vector lanes, each 64-key tile scored key-major). Dense
+// rows attend to every block up to their own (from their first key), sparse rows to their list.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "cpu/call_context.h"
+
+namespace infllmv2::cpu {
+
+// Online-softmax state of a set of query rows (token x head), D floats of accumulator each.
+struct RowStates {
+  std::vector<float> m, l, acc;
+  void Reset(int64_t rows, int64_t D) {
+    m.assign(static_cast<size_t>(rows), kNegInf);
+    l.assign(static_cast<size_t>(rows), 0.0f);
+    acc.assign(static_cast<size_t>(rows * D), 0.0f);
+  }
+};
+
+// Per-thread scratch of the attention loop.
+struct Scratch {
+  std::vector<float> rows_k, rows_v;  // fp32 copies of a tile's key/value rows (fp16, prefill)
+  std::vector<float> km;              // key-major scores [64][width] of one lane vector
+  std::vector<int32_t> lo, hi;        // visible keys [lo, hi) of each lane in the current tile
+};
+
+// What each token of a work item attends to: its sorted block list (len >= 0), or every key from
+// dense_lo up to its own position (len = -1).
+struct TokenBlocks {
+  std::vector<const int32_t*> list;
+  std::vector<int64_t> len;
+  std::vector<int64_t> dense_lo;
+};
+
+// One call of AttendBlocks: tokens [t0, t1) of kv head h of entry b walk `blocks` (ascending; the
+// union of their lists, or a slice of it), skipping blocks not in their own list.
+struct AttendWork {
+  int64_t b = 0, h = 0, t0 = 0, t1 = 0;
+  QueryRows q{nullptr, 0};
+  const int32_t* blocks = nullptr;
+  int64_t n_blocks = 0;
+  const TokenBlocks* tokens = nullptr;
+};
+
+template <typename T>
+void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w, RowStates& st, Scratch& sc);
+
+}  // namespace infllmv2::cpu

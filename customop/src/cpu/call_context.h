@@ -1,0 +1,111 @@
+// What every stage of the CPU kernel shares within one call: the attributes, params, the call
+// plan, the buffers and a few conversions. Read-only during the parallel phases.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "common/call_plan.h"
+#include "common/float16.h"
+#include "cpu/attention_cpu.h"
+#include "cpu/microkernels.h"
+#include "infllmv2/attention_data.h"
+#include "infllmv2/attention_params.h"
+
+namespace infllmv2::cpu {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+template <typename T>
+inline void ToFloatRow(const T* src, float* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, Float16>) {
+    SelectMicrokernels().half_to_float(reinterpret_cast<const uint16_t*>(src), dst, n);  // F16C where available
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = ToFloat(src[i]);
+  }
+}
+
+// Rotary embedding of one head vector, in place on fp32 values (GQA's convention).
+inline void ApplyRotary(float* x, int64_t rotary_dim, bool interleaved, const float* cos_row, const float* sin_row) {
+  const int64_t half = rotary_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const int64_t i0 = interleaved ? 2 * i : i;
+    const int64_t i1 = interleaved ? 2 * i + 1 : i + half;
+    const float x0 = x[i0], x1 = x[i1], c = cos_row[i], s = sin_row[i];
+    x[i0] = x0 * c - x1 * s;
+    x[i1] = x1 * c + x0 * s;
+  }
+}
+
+template <typename T>
+struct Call {
+  const AttentionAttributes& a;
+  const AttentionParams& p;
+  const CallPlan& plan;
+  const AttentionData<T>& d;
+  const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, plan.compressed_capacity, D]
+  KernelProfile* profile = nullptr;
+
+  const EntryPlan& Entry(int64_t b) const { return plan.entries[static_cast<size_t>(b)]; }
+  int64_t Total(int64_t b) const { return Entry(b).total; }
+  int64_t Past(int64_t b) const { return Entry(b).past; }
+  int64_t RotaryPosition(int64_t b, int64_t s) const {  // GQA: padded positions use 1
+    const int64_t pos = Past(b) + s;
+    return pos < Total(b) ? pos : 1;
+  }
+  // Head n of token (b, s) in the query input; n counts q heads, then k, then v heads when packed.
+  const T* QueryInput(int64_t b, int64_t s, int64_t n) const {
+    const int64_t heads = p.packed_qkv ? p.num_heads + 2 * p.kv_num_heads : p.num_heads;
+    return d.query + ((b * p.seq_len + s) * heads + n) * p.head_size;
+  }
+  const T* KeyInput(int64_t b, int64_t s, int64_t h) const {
+    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + h);
+    return d.key + ((b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
+  }
+  const T* ValueInput(int64_t b, int64_t s, int64_t h) const {
+    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + p.kv_num_heads + h);
+    return d.value + ((b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
+  }
+  size_t CacheOffset(int64_t b, int64_t h, int64_t capacity) const {
+    return static_cast<size_t>(((b * p.kv_num_heads + h) * capacity) * p.head_size);
+  }
+};
+
+// The fp32 query rows of tokens [s0, s0 + n) of batch entry b, the G heads of kv head h (row
+// t * token_stride + g * D): the input itself for fp32 without rotary or packing, else converted
+// and rotated (then rounded to T, as GQA stores it) into `buf` by the work item that uses them.
+struct QueryRows {
+  const float* q;
+  int64_t token_stride;
+};
+template <typename T>
+QueryRows QueryRowsOf(const Call<T>& c, int64_t b, int64_t s0, int64_t n, int64_t h, std::vector<float>& buf) {
+  const auto& p = c.p;
+  const int64_t D = p.head_size, G = p.group;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!c.a.do_rotary && !p.packed_qkv) return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
+  }
+  buf.resize(static_cast<size_t>(n * G * D));
+  std::vector<float> cs(static_cast<size_t>(p.rotary_dim));
+  const int64_t half = p.rotary_dim / 2;
+  for (int64_t s = s0; s < s0 + n; ++s) {
+    if (c.a.do_rotary) {
+      const int64_t pos = c.RotaryPosition(b, s);
+      ToFloatRow(c.d.cos_cache + pos * half, cs.data(), half);
+      ToFloatRow(c.d.sin_cache + pos * half, cs.data() + half, half);
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      float* dst = buf.data() + ((s - s0) * G + g) * D;
+      ToFloatRow(c.QueryInput(b, s, h * G + g), dst, D);
+      if (c.a.do_rotary) {
+        ApplyRotary(dst, p.rotary_dim, c.a.rotary_interleaved != 0, cs.data(), cs.data() + half);
+        for (int64_t i = 0; i < D; ++i) dst[i] = ToFloat(FromFloat<T>(dst[i]));  // as GQA stores it in T
+      }
+    }
+  }
+  return {buf.data(), G * D};
+}
+
+}  // namespace infllmv2::cpu
