@@ -44,8 +44,10 @@ bool SeqlensShapeOk(const InputShape& s, int64_t batch) {
 
 
 std::string CheckAttributes(const AttentionAttributes& a) {
-  if (a.num_heads <= 0) return Msg("Attribute 'num_heads' must be > 0, got ", a.num_heads);
-  if (a.kv_num_heads <= 0) return Msg("Attribute 'kv_num_heads' must be > 0, got ", a.kv_num_heads);
+  if (a.num_heads <= 0 || a.num_heads > kMaxHeads)
+    return Msg("Attribute 'num_heads' must be in [1, ", kMaxHeads, "], got ", a.num_heads);
+  if (a.kv_num_heads <= 0 || a.kv_num_heads > kMaxHeads)
+    return Msg("Attribute 'kv_num_heads' must be in [1, ", kMaxHeads, "], got ", a.kv_num_heads);
   if (a.num_heads % a.kv_num_heads != 0)
     return Msg("Attribute 'num_heads' (", a.num_heads, ") must be a multiple of 'kv_num_heads' (",
                a.kv_num_heads, ")");
@@ -58,21 +60,29 @@ std::string CheckAttributes(const AttentionAttributes& a) {
     return Msg("Attribute 'rotary_interleaved' must be 0 or 1, got ", a.rotary_interleaved);
   if (a.local_window_size != -1 && a.local_window_size <= 0)
     return Msg("Attribute 'local_window_size' must be -1 or > 0, got ", a.local_window_size);
-  if (a.compress_stride <= 0) return Msg("Attribute 'compress_stride' must be > 0, got ", a.compress_stride);
-  if (a.compress_kernel < a.compress_stride || a.compress_kernel % a.compress_stride != 0)
+  if (a.local_window_size > kMaxTokens)
+    return Msg("Attribute 'local_window_size' must be <= ", kMaxTokens, " (int32 positions), got ", a.local_window_size);
+  if (a.compress_stride <= 0 || a.compress_stride > kMaxBlockTokens)
+    return Msg("Attribute 'compress_stride' must be in [1, ", kMaxBlockTokens, "], got ", a.compress_stride);
+  if (a.compress_kernel < a.compress_stride || a.compress_kernel % a.compress_stride != 0 ||
+      a.compress_kernel > kMaxBlockTokens)
     return Msg("Attribute 'compress_kernel' must be a multiple of 'compress_stride' (", a.compress_stride,
-               "), got ", a.compress_kernel);
-  if (a.block_size <= 0 || a.block_size % a.compress_stride != 0)
+               ") and <= ", kMaxBlockTokens, ", got ", a.compress_kernel);
+  if (a.block_size <= 0 || a.block_size % a.compress_stride != 0 || a.block_size > kMaxBlockTokens)
     return Msg("Attribute 'block_size' must be a positive multiple of 'compress_stride' (", a.compress_stride,
-               "), got ", a.block_size);
+               ") and <= ", kMaxBlockTokens, ", got ", a.block_size);
   if (a.init_blocks < 0) return Msg("Attribute 'init_blocks' must be >= 0, got ", a.init_blocks);
-  if (a.window_size < 0 || a.window_size % a.block_size != 0)
+  if (a.window_size < 0 || a.window_size % a.block_size != 0 || a.window_size > kMaxTokens)
     return Msg("Attribute 'window_size' must be a non-negative multiple of 'block_size' (", a.block_size,
-               "), got ", a.window_size);
+               ") and <= ", kMaxTokens, ", got ", a.window_size);
   if (a.topk < a.init_blocks + 1)
     return Msg("Attribute 'topk' must be >= init_blocks + 1 (", a.init_blocks + 1,
                ") so that the init and local blocks fit the budget, got ", a.topk);
-  if (a.dense_len != -1 && a.dense_len < 0) return Msg("Attribute 'dense_len' must be -1 or >= 0, got ", a.dense_len);
+  if (a.topk > kMaxBudget || a.Budget() > kMaxBudget)
+    return Msg("Attribute 'topk' plus 'window_size' / 'block_size' (the budget K, blocks per selected_blocks row) "
+               "must be <= ", kMaxBudget, ", got topk ", a.topk, " + ", a.LocalBlocks());
+  if ((a.dense_len != -1 && a.dense_len < 0) || a.dense_len > kMaxTokens)
+    return Msg("Attribute 'dense_len' must be -1 or in [0, ", kMaxTokens, "], got ", a.dense_len);
   if (a.lse_approx != 0 && a.lse_approx != 1) return Msg("Attribute 'lse_approx' must be 0 or 1, got ", a.lse_approx);
   return "";
 }

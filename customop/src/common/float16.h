@@ -1,4 +1,4 @@
-// IEEE half and bfloat16 storage types with float conversion (round to nearest even).
+// IEEE half storage type with float conversion (round to nearest even).
 // Plain C++ so that kernels and tests share one definition; no ONNX Runtime types.
 #pragma once
 
@@ -8,9 +8,6 @@
 namespace infllmv2 {
 
 struct Float16 {
-  uint16_t bits;
-};
-struct BFloat16 {
   uint16_t bits;
 };
 
@@ -26,7 +23,6 @@ inline uint32_t FloatToBits(float f) {
 }
 
 inline float ToFloat(float x) { return x; }
-inline float ToFloat(BFloat16 x) { return BitsToFloat(uint32_t{x.bits} << 16); }
 inline float ToFloat(Float16 h) {
   const uint32_t sign = uint32_t{h.bits & 0x8000u} << 16;
   const uint32_t exp = (h.bits >> 10) & 0x1fu;
@@ -44,14 +40,6 @@ T FromFloat(float f);
 
 template <>
 inline float FromFloat<float>(float f) { return f; }
-
-template <>
-inline BFloat16 FromFloat<BFloat16>(float f) {
-  uint32_t u = FloatToBits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return BFloat16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // nan
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return BFloat16{static_cast<uint16_t>(u >> 16)};
-}
 
 template <>
 inline Float16 FromFloat<Float16>(float f) {

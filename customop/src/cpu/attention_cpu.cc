@@ -14,11 +14,13 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <vector>
 
 #include "common/call_plan.h"
 #include "cpu/block_attention.h"
+#include "cpu/guarded_parallel_for.h"
 #include "cpu/cache_write.h"
 #include "cpu/call_context.h"
 #include "cpu/query_lanes.h"
@@ -332,9 +334,11 @@ void SerialFor(size_t total, const std::function<void(size_t)>& fn) {
   for (size_t i = 0; i < total; ++i) fn(i);
 }
 
+namespace {
+
 template <typename T>
-std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
-                         const AttentionData<T>& data, const ParallelFor& pf, KernelProfile* profile) {
+std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                      const ParallelFor& pf, KernelProfile* profile) {
   CallPlan plan;
   const std::string err = BuildCallPlan(attrs, params, data.seqlens_k, FactsOf(data, params), &plan);
   if (!err.empty()) return err;
@@ -359,6 +363,21 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
 
   RunSelectionAndAttention(c, pf);
   return "";
+}
+
+}  // namespace
+
+template <typename T>
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
+                         const AttentionData<T>& data, const ParallelFor& pf, KernelProfile* profile) {
+  try {
+    GuardedParallelFor guarded(pf);
+    return RunStages(attrs, params, data, guarded.AsParallelFor(), profile);
+  } catch (const std::bad_alloc&) {
+    return "CPU kernel: out of memory";
+  } catch (const std::exception& e) {
+    return std::string("CPU kernel: ") + e.what();
+  }
 }
 
 template std::string RunAttention<float>(const AttentionAttributes&, const AttentionParams&,

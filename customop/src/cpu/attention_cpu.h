@@ -33,8 +33,9 @@ struct KernelProfile {
 };
 
 // Runs one call. `params` must come from CheckInputs with seqlens_k readable. Returns "" on
-// success, else an error message. Re-entrant: all scratch lives on the calling thread's stack or
-// in per-call buffers. `profile` (benchmarks only) receives the stage timings when not null.
+// success, else an error message; never throws, and no exception crosses a work item of
+// `parallel_for` (guarded_parallel_for.h). Re-entrant: all scratch lives on the calling thread's
+// stack or in per-call buffers. `profile` (benchmarks only) receives the stage timings when not null.
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
                          const AttentionData<T>& data, const ParallelFor& parallel_for,

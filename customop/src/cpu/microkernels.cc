@@ -10,11 +10,14 @@ namespace avx512 { extern const Microkernels kMicrokernels; }
 
 namespace {
 
+// Every instruction set a level's build is compiled for (CMakeLists.txt: -mavx2 -mfma -mf16c;
+// -mavx512f -mavx512vl on top).
 bool CpuHas(const char* isa) {
   __builtin_cpu_init();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   if (std::strcmp(isa, "avx2") == 0) return avx2;
-  if (std::strcmp(isa, "avx512") == 0) return avx2 && __builtin_cpu_supports("avx512f");
+  if (std::strcmp(isa, "avx512") == 0)
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl");
   return std::strcmp(isa, "baseline") == 0;
 }
 

@@ -1,23 +1,16 @@
-// ONNX Runtime glue of SwitchableAttention: schema (inputs, outputs, types), attribute reading,
-// shape extraction and output allocation. The math lives in src/cpu (and later src/cuda).
+// ONNX Runtime registration of SwitchableAttention on the CPU execution provider: the schema
+// (inputs, outputs, types) and the kernel class. Input reading, checking and output allocation
+// are in kernel_io.h (shared with the coming CUDA kernel class); the math lives in src/cpu.
 #pragma once
 
-#define ORT_API_MANUAL_INIT
-#include "onnxruntime_cxx_api.h"
-#undef ORT_API_MANUAL_INIT
-
 #include "infllmv2/attention_params.h"
+#include "ort/kernel_io.h"
 
 namespace infllmv2::ort {
 
-constexpr const char* kDomain = "com.infllmv2";
-constexpr const char* kOpName = "SwitchableAttention";
-constexpr size_t kNumInputs = 11;
-constexpr size_t kNumOutputs = 5;
-
 template <typename T>
 struct CpuKernel {
-  CpuKernel(const OrtApi& api, const OrtKernelInfo* info);
+  CpuKernel(const OrtApi& api, const OrtKernelInfo* info) : attrs(ReadAttributes(api, info)) {}
   OrtStatusPtr ComputeV2(OrtKernelContext* context);
   AttentionAttributes attrs;
 };
