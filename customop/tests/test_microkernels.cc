@@ -156,7 +156,7 @@ TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
     const auto s1 = Random(static_cast<size_t>(n * gw), 6, -4.0f, 4.0f);
     std::vector<float> lse = Random(static_cast<size_t>(gw), 7, 2.0f, 5.0f), shared(static_cast<size_t>(n));
     for (int64_t g = mk->width; g < gw; ++g) lse[g] = std::numeric_limits<float>::infinity();
-    mk->stage1_shared(s1.data(), gw, n, lse.data(), shared.data());
+    mk->stage1_group_sum(s1.data(), gw, n, lse.data(), shared.data());
     for (int64_t j = 0; j < n; ++j) {
       double want = 0.0;
       for (int64_t g = 0; g < mk->width; ++g) want += std::exp(static_cast<double>(s1[j * gw + g]) - lse[g]);

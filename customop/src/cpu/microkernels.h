@@ -41,12 +41,12 @@ struct Microkernels {
   void (*accumulate_half)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
                           const uint16_t* v, int n, int64_t d, const void* pf, int64_t pf_lines);
   // Stage 1 (one token, its G heads in lanes), partial normalizers over rows begin <= j < end:
-  // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = s1 row j (step 0) or the mean of
+  // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = scores row j (step 0) or the mean of
   // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,
   // l = 0 for an empty range. Decode computes them per slice inside the parallel scoring phase.
-  void (*stage1_lse_partial)(const float* s1, int64_t gw, int64_t begin, int64_t end, int step, float* m, float* l);
-  // shared[j] = sum_g exp(s1[j * gw + g] - lse[g]) for j < n.
-  void (*stage1_shared)(const float* s1, int64_t gw, int64_t n, const float* lse, float* shared);
+  void (*stage1_lse_partial)(const float* scores, int64_t gw, int64_t begin, int64_t end, int step, float* m, float* l);
+  // group_scores[j] = sum_g exp(scores[j * gw + g] - lse[g]) for j < n (the group sum of stage 1).
+  void (*stage1_group_sum)(const float* scores, int64_t gw, int64_t n, const float* lse, float* group_scores);
   // dst[i] = float(src[i]) for IEEE half bits src, i < n (F16C/AVX-512 conversions where available).
   void (*half_to_float)(const uint16_t* src, float* dst, int64_t n);
   // dst[i] = IEEE half bits of src[i] rounded to nearest even (overflow to inf, NaN to a quiet NaN).

@@ -92,7 +92,7 @@ void MergeLse(const float* m, const float* l, int64_t parts, int64_t G, QueryLan
 // Step 3: group_scores[j] = sum_g exp(scores[j][g] - lse[g]) for windows [j0, j1).
 inline void Stage1GroupSum(const Microkernels& mk, const QueryLanes& sq, const float* scores, int64_t j0, int64_t j1,
                            float* group_scores) {
-  if (j1 > j0) mk.stage1_shared(scores + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), group_scores + j0);
+  if (j1 > j0) mk.stage1_group_sum(scores + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), group_scores + j0);
 }
 
 // Steps 4-5: block scores (max over the visible windows intersecting each block), then init +
