@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 
-#include "common/mode_select.h"
 
 namespace infllmv2::reference {
 namespace {
@@ -15,8 +14,20 @@ double Dot(const double* a, const double* b, int64_t n) {
   return s;
 }
 
-void Rotate(std::vector<double>& x, const Inputs& in, const AttentionParams& p, bool interleaved, int64_t pos) {
-  const int64_t half = p.rotary_dim / 2;
+// docs/op-spec.md, sparse step 1: complete windows of `kernel` tokens at `stride` in `length`.
+int64_t Windows(int64_t length, int64_t kernel, int64_t stride) {
+  return length < kernel ? 0 : (length - kernel) / stride + 1;
+}
+
+// docs/op-spec.md, "Mode": 1 dense, 2 sparse, 0 auto = sparse iff dense_len == -1 or total >= dense_len.
+bool SparseMode(int32_t mode, int64_t dense_len, int64_t total) {
+  if (mode == 1) return false;
+  if (mode == 2) return true;
+  return dense_len == -1 || total >= dense_len;
+}
+
+void Rotate(std::vector<double>& x, const Inputs& in, bool interleaved, int64_t pos) {
+  const int64_t half = in.rotary_half;
   for (int64_t i = 0; i < half; ++i) {
     const int64_t a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
     const double c = in.cos_cache[pos * half + i], s = in.sin_cache[pos * half + i];
@@ -28,21 +39,32 @@ void Rotate(std::vector<double>& x, const Inputs& in, const AttentionParams& p, 
 
 }  // namespace
 
-Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs& in) {
-  const int64_t B = p.batch, S = p.seq_len, H = p.num_heads, Hkv = p.kv_num_heads, G = p.group, D = p.head_size;
-  const int64_t cap = p.present_capacity, ccap = p.present_compressed_capacity, K = p.budget;
-  const int64_t qheads = p.packed_qkv ? H + 2 * Hkv : H;
+Outputs Run(const AttentionAttributes& a, const Inputs& in) {
+  // Sizes, from the shapes and the attributes (docs/op-spec.md "Inputs", "Outputs", "Attributes").
+  const int64_t B = in.batch, S = in.seq_len, H = a.num_heads, Hkv = a.kv_num_heads, G = H / Hkv;
+  const bool packed = in.key.empty();
+  const int64_t qheads = packed ? H + 2 * Hkv : H;
+  const int64_t D = in.query_hidden / qheads;
   const int64_t l1 = a.compress_kernel, s1 = a.compress_stride, Bk = a.block_size;
+  const int64_t P = in.past_key.empty() ? 0 : in.past_len;
+  const int64_t C = in.past_compressed_key.empty() ? 0 : in.past_compressed_len;
+  const int64_t cap = std::max(in.total_sequence_length, P);
+  const int64_t ccap = std::max(C, Windows(in.total_sequence_length, l1, s1));
+  const int64_t local_blocks = a.window_size / Bk;  // L
+  const int64_t K = a.topk + local_blocks;
+  const bool first_prompt = S == in.total_sequence_length;
+  const double scale = a.scale == 0.0f ? 1.0 / std::sqrt(static_cast<double>(D)) : double{a.scale};
   Outputs out;
   out.output.assign(B * S * H * D, 0.0);
   out.present_key.assign(B * Hkv * cap * D, 0.0);
   out.present_value.assign(B * Hkv * cap * D, 0.0);
   out.present_compressed_key.assign(B * Hkv * ccap * D, 0.0);
   out.selected_blocks.assign(B * Hkv * S * K, -1);
+  out.sparse.assign(B, 0);
 
   for (int64_t b = 0; b < B; ++b) {
     const int64_t total = int64_t{in.seqlens_k[b]} + 1;
-    const int64_t past = p.is_first_prompt ? 0 : total - S;
+    const int64_t past = first_prompt ? 0 : total - S;
     auto qin = [&](int64_t s, int64_t n) { return in.query.data() + (((b * S + s) * qheads + n) * D); };
     auto rot_pos = [&](int64_t s) { return past + s < total ? past + s : int64_t{1}; };
     // Present K/V.
@@ -51,15 +73,15 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
       double* pv = out.present_value.data() + ((b * Hkv + h) * cap * D);
       for (int64_t t = 0; t < past; ++t)
         for (int64_t i = 0; i < D; ++i) {
-          pk[t * D + i] = in.past_key[((b * Hkv + h) * p.past_capacity + t) * D + i];
-          pv[t * D + i] = in.past_value[((b * Hkv + h) * p.past_capacity + t) * D + i];
+          pk[t * D + i] = in.past_key[((b * Hkv + h) * P + t) * D + i];
+          pv[t * D + i] = in.past_value[((b * Hkv + h) * P + t) * D + i];
         }
       for (int64_t s = 0; s < S; ++s) {
-        const double* k = p.packed_qkv ? qin(s, H + h) : in.key.data() + (((b * S + s) * Hkv + h) * D);
-        const double* v = p.packed_qkv ? qin(s, H + Hkv + h) : in.value.data() + (((b * S + s) * Hkv + h) * D);
+        const double* k = packed ? qin(s, H + h) : in.key.data() + (((b * S + s) * Hkv + h) * D);
+        const double* v = packed ? qin(s, H + Hkv + h) : in.value.data() + (((b * S + s) * Hkv + h) * D);
         std::vector<double> kr(k, k + D);
         if (a.do_rotary) {
-          Rotate(kr, in, p, a.rotary_interleaved != 0, rot_pos(s));
+          Rotate(kr, in, a.rotary_interleaved != 0, rot_pos(s));
           for (auto& x : kr) x = in.store(x);
         }
         std::copy(kr.begin(), kr.end(), pk + (past + s) * D);
@@ -67,12 +89,12 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
       }
       // Level-1 compressed keys: copied from the past state when given, else recomputed.
       double* pc = out.present_compressed_key.data() + ((b * Hkv + h) * ccap * D);
-      const int64_t n_total = NumWindows(total, l1, s1);
-      const int64_t n_past = (p.has_past_compressed && !p.is_first_prompt) ? NumWindows(past, l1, s1) : 0;
+      const int64_t n_total = Windows(total, l1, s1);
+      const int64_t n_past = (!in.past_compressed_key.empty() && !first_prompt) ? Windows(past, l1, s1) : 0;
       for (int64_t j = 0; j < n_total; ++j)
         for (int64_t i = 0; i < D; ++i) {
           if (j < n_past) {
-            pc[j * D + i] = in.past_compressed_key[((b * Hkv + h) * p.past_compressed_capacity + j) * D + i];
+            pc[j * D + i] = in.past_compressed_key[((b * Hkv + h) * C + j) * D + i];
           } else {
             double sum = 0;
             for (int64_t t = j * s1; t < j * s1 + l1; ++t) sum += pk[t * D + i];
@@ -80,7 +102,8 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
           }
         }
     }
-    const bool sparse = UseSparse(a, p.mode, total);
+    const bool sparse = SparseMode(in.attention_mode, a.dense_len, total);
+    out.sparse[b] = sparse;
     for (int64_t s = 0; s < S; ++s) {
       const int64_t pos = past + s;
       if (pos >= total) continue;
@@ -92,7 +115,7 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
         for (int64_t g = 0; g < G; ++g) {
           q[g].assign(qin(s, h * G + g), qin(s, h * G + g) + D);
           if (a.do_rotary) {
-            Rotate(q[g], in, p, a.rotary_interleaved != 0, rot_pos(s));
+            Rotate(q[g], in, a.rotary_interleaved != 0, rot_pos(s));
             for (auto& x : q[g]) x = in.store(x);
           }
         }
@@ -108,8 +131,8 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
             for (int64_t blk = 0; blk <= qb; ++blk) chosen.push_back(blk);
           } else {
             // Stage 1: per head softmax over the visible level-1 keys, summed over the group.
-            const int64_t n1 = NumWindows(total, l1, s1);
-            const int64_t n2 = NumWindows(total, 4 * l1, 4 * s1);
+            const int64_t n1 = Windows(total, l1, s1);
+            const int64_t n2 = Windows(total, 4 * l1, 4 * s1);
             std::vector<double> k2(n2 * D, 0.0);
             for (int64_t j = 0; j < n2; ++j)
               for (int64_t m = 0; m < 4; ++m)
@@ -117,11 +140,11 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
             std::vector<double> shared(n1, 0.0);
             for (int64_t g = 0; g < G; ++g) {
               std::vector<double> sc;
-              for (int64_t j = 0; j < n1 && j * s1 + l1 - 1 <= pos; ++j) sc.push_back(Dot(q[g].data(), pc + j * D, D) * p.scale);
+              for (int64_t j = 0; j < n1 && j * s1 + l1 - 1 <= pos; ++j) sc.push_back(Dot(q[g].data(), pc + j * D, D) * scale);
               std::vector<double> norm;
               if (a.lse_approx)
                 for (int64_t j = 0; j < n2 && j * 4 * s1 + 4 * l1 - 1 <= pos; ++j)
-                  norm.push_back(Dot(q[g].data(), k2.data() + j * D, D) * p.scale);
+                  norm.push_back(Dot(q[g].data(), k2.data() + j * D, D) * scale);
               if (norm.empty()) norm = sc;
               if (norm.empty()) continue;
               const double mx = *std::max_element(norm.begin(), norm.end());
@@ -130,11 +153,11 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
               const double lse = mx + std::log(sum);
               for (size_t j = 0; j < sc.size(); ++j) shared[j] += std::exp(sc[j] - lse);
             }
-            const int64_t nvis = std::min(n1, NumWindows(pos + 1, l1, s1));
+            const int64_t nvis = std::min(n1, Windows(pos + 1, l1, s1));
             // Block scores: max over windows intersecting the block; init and local blocks forced.
             std::vector<std::pair<double, int64_t>> cand;
             for (int64_t blk = 0; blk <= qb; ++blk) {
-              const bool forced = blk < a.init_blocks || blk >= qb - a.LocalBlocks();
+              const bool forced = blk < a.init_blocks || blk >= qb - local_blocks;
               if (forced) {
                 chosen.push_back(blk);
                 continue;
@@ -162,7 +185,7 @@ Outputs Run(const AttentionAttributes& a, const AttentionParams& p, const Inputs
           double mx = -std::numeric_limits<double>::infinity();
           for (int64_t i = 0; i < total; ++i) {
             if (!visible[i]) continue;
-            double x = Dot(q[g].data(), pk + i * D, D) * p.scale;
+            double x = Dot(q[g].data(), pk + i * D, D) * scale;
             if (a.softcap > 0) x = a.softcap * std::tanh(x / a.softcap);
             sc[i] = x;
             mx = std::max(mx, x);

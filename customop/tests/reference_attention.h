@@ -1,19 +1,30 @@
 // Slow double-precision reference of SwitchableAttention (test-only). Written straight from
 // docs/op-spec.md with no tiling, no online softmax and no shortcuts, so that the CPU kernel (and
 // later the CUDA kernel) can be compared with it.
+//
+// It owns every rule it applies: the dense/sparse switch, window counts (N1, N2), local blocks,
+// the budget K and the present capacities are derived here from the input shapes and the plain
+// attribute values, not taken from the product's CheckInputs/AttentionParams or mode_select.h, so
+// that a rule wrong in the product cannot be wrong in the reference the same way.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <vector>
 
-#include "infllmv2/attention_params.h"
+#include "infllmv2/attention_params.h"  // AttentionAttributes: plain attribute values only
 
 namespace infllmv2::reference {
 
 struct Inputs {  // values as double, layouts as in docs/op-spec.md; empty = absent
   std::vector<double> query, key, value, past_key, past_value, cos_cache, sin_cache, past_compressed_key;
   std::vector<int32_t> seqlens_k;
+  // Shapes of what is given (docs/op-spec.md inputs): query [batch, seq_len, query_hidden];
+  // past_key [batch, Hkv, past_len, D]; past_compressed_key [batch, Hkv, past_compressed_len, D];
+  // cos_cache [*, rotary_half]. The head size follows from query_hidden and the attributes.
+  int64_t batch = 0, seq_len = 0, query_hidden = 0, past_len = 0, past_compressed_len = 0, rotary_half = 0;
+  int64_t total_sequence_length = 0;  // input 6
+  int32_t attention_mode = 0;         // input 10 (0 when absent)
   // Rounding to the IO element type, applied where the op stores a computed value in T (rotated
   // q and k, compressed keys): identity for a pure double reference.
   std::function<double(double)> store = [](double x) { return x; };
@@ -21,12 +32,13 @@ struct Inputs {  // values as double, layouts as in docs/op-spec.md; empty = abs
 
 struct Outputs {
   std::vector<double> output;                  // [B, S, H*D]
-  std::vector<double> present_key, present_value;  // [B, Hkv, present_capacity, D]
-  std::vector<double> present_compressed_key;  // [B, Hkv, present_compressed_capacity, D]
+  std::vector<double> present_key, present_value;  // [B, Hkv, max(total_sequence_length, P), D]
+  std::vector<double> present_compressed_key;  // [B, Hkv, max(C, N1(total_sequence_length)), D]
   std::vector<int32_t> selected_blocks;        // [B, Hkv, S, K]
+  std::vector<char> sparse;                    // per batch entry: the mode the spec picks
 };
 
-// `params` from CheckInputs; returns every output (present_* as the non-shared layout).
-Outputs Run(const AttentionAttributes& attrs, const AttentionParams& params, const Inputs& in);
+// Returns every output (present_* as the non-shared layout).
+Outputs Run(const AttentionAttributes& attrs, const Inputs& in);
 
 }  // namespace infllmv2::reference

@@ -8,28 +8,18 @@
 namespace infllmv2::testing {
 namespace {
 
-void ExpectMatchesReference(Case c, double out_tol = 1e-5) {
+// fp32 I/O: every backend against the reference (tolerances per backend, test_support.h).
+void ExpectMatchesReference(Case c) {
   Tensors t = MakeTensors(c);
-  auto k = RunKernel<float>(c, t);
-  ASSERT_EQ(k.error, "") << Describe(c);
-  auto r = RunReference<float>(c, t, k.params);
-  EXPECT_LE(MaxAbsDiff(k.output, r.output), out_tol) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.present_key, r.present_key), 1e-6) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.present_value, r.present_value), 0.0) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.present_compressed_key, r.present_compressed_key), 1e-6) << Describe(c);
-  EXPECT_EQ(k.selected_blocks, r.selected_blocks) << Describe(c);
+  ExpectBackendsMatchReference<float>(c, t);
 }
 
-// fp16 I/O: the same outputs within fp16 rounding (the reference rounds to fp16 where the op stores).
-void ExpectFp16MatchesReference(Case c) {
+// fp16 I/O: the same outputs within fp16 rounding (the reference rounds to fp16 where the op
+// stores); present_value is copied, so it must equal the rounded inputs exactly.
+KernelOutputs<Float16> ExpectFp16MatchesReference(Case c) {
+  c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
   Tensors t = MakeTensors(c);
-  auto k = RunKernel<Float16>(c, t);
-  ASSERT_EQ(k.error, "") << Describe(c);
-  auto r = RunReference<Float16>(c, t, k.params);
-  EXPECT_EQ(k.selected_blocks, r.selected_blocks) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.output, r.output), 1e-3) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.present_key, r.present_key), 1e-3) << Describe(c);
-  EXPECT_LE(MaxAbsDiff(k.present_compressed_key, r.present_compressed_key), 1e-3) << Describe(c);
+  return ExpectBackendsMatchReference<Float16>(c, t);
 }
 
 const int64_t kGroups[] = {1, 2, 3, 8, 16};
@@ -235,11 +225,14 @@ TEST(Fp16VsReference, DenseAndSparse) {
 }
 
 // One-token steps of an fp16 model beyond the budget: decode scores the fp16 compressed keys as
-// the microkernel converts them (prefill converts them all once), with and without the explicit state.
+// the microkernel converts them (prefill converts them all once), without and with an explicit
+// past compressed state (past_compressed_key, input 9). A perturbed state must change the
+// selection (the state is read, not recomputed) and still match the reference, which reads it too.
 TEST(Fp16VsReference, SparseDecode) {
   int i = 0;
   for (int64_t P : {1000, 4000}) {
-    for (bool state : {false, true}) {
+    std::vector<int32_t> consistent_sel;
+    for (auto state : {Case::State::kNone, Case::State::kConsistent, Case::State::kPerturbed}) {
       Case c;
       c.past_capacity = P;
       c.num_heads = 8;
@@ -247,9 +240,35 @@ TEST(Fp16VsReference, SparseDecode) {
       c.attrs = SmallBudget();
       c.compressed_state_in = state;
       c.mode = 2;
-      c.seed = 700 + i++;
-      ExpectFp16MatchesReference(c);
+      c.seed = 700 + i;
+      const auto k = ExpectFp16MatchesReference(c);
+      ASSERT_FALSE(k.selected_blocks.empty());
+      if (state == Case::State::kConsistent) consistent_sel = k.selected_blocks;
+      if (state == Case::State::kPerturbed) {
+        EXPECT_NE(k.selected_blocks, consistent_sel) << "a different past_compressed_key did not change the selection: is it read?";
+      }
     }
+    ++i;
+  }
+}
+
+// Chunked fp16 prefill on top of a past compressed state (windows before the chunk copied, the
+// others computed from the fp16 cache), dense and sparse rows in one ragged batch.
+TEST(Fp16VsReference, ChunkedPrefillWithPastCompressedState) {
+  for (auto state : {Case::State::kConsistent, Case::State::kPerturbed}) {
+    Case c;
+    c.batch = 2;
+    c.seq_len = 20;
+    c.past_capacity = 700;
+    c.totals = {400, 713};
+    c.num_heads = 4;
+    c.kv_num_heads = 2;
+    c.attrs = SmallBudget();
+    c.compressed_state_in = state;
+    c.rotary = true;
+    c.mode = 2;
+    c.seed = 750;
+    ExpectFp16MatchesReference(c);
   }
 }
 

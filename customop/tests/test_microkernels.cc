@@ -1,10 +1,16 @@
 // Every SIMD microkernel of every ISA level this CPU has, against a double-precision scalar
-// computation of the same contract (microkernels.h). The attention tests exercise them only
-// through the kernel and only at the level the machine picks.
+// computation of the same contract (microkernels.h). Levels the CPU lacks are not dropped
+// silently: they are printed, and IsaLevels.EveryLevelOfTheBuildRunsHere is skipped naming them.
+// The attention tests run once per level through INFLLMV2_ISA (tests/CMakeLists.txt);
+// IsaLevels.RequestedLevelIsActive tells, in each of those runs, whether the level asked for is
+// the one that ran.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
@@ -16,11 +22,48 @@
 namespace infllmv2::cpu {
 namespace {
 
+const char* const kAllLevels[] = {"baseline", "avx2", "avx512"};
+
+// ISA levels of the build that this CPU lacks (their microkernels cannot run here).
+std::vector<std::string> MissingLevels() {
+  std::vector<std::string> out;
+  for (const char* isa : kAllLevels)
+    if (MicrokernelsFor(isa) == nullptr) out.push_back(isa);
+  return out;
+}
+
 std::vector<const Microkernels*> Levels() {
   std::vector<const Microkernels*> out;
-  for (const char* isa : {"baseline", "avx2", "avx512"})
+  for (const char* isa : kAllLevels)
     if (const Microkernels* mk = MicrokernelsFor(isa)) out.push_back(mk);
+  for (const auto& isa : MissingLevels())
+    std::printf("[isa] %s: not available on this CPU, its microkernels are NOT tested here\n", isa.c_str());
   return out;
+}
+
+// Skipped (visible in the CTest summary) when the CPU lacks a level of the build.
+TEST(IsaLevels, EveryLevelOfTheBuildRunsHere) {
+  std::string missing;
+  for (const auto& isa : MissingLevels()) missing += (missing.empty() ? "" : ", ") + isa;
+  std::printf("[isa] levels tested here: %s%s%s\n", MicrokernelsFor("baseline") ? "baseline" : "",
+              MicrokernelsFor("avx2") ? " avx2" : "", MicrokernelsFor("avx512") ? " avx512" : "");
+  if (!missing.empty()) GTEST_SKIP() << "this CPU lacks ISA level(s) " << missing << ": not tested on this machine";
+}
+
+// In a run with INFLLMV2_ISA=<level> (the per-level CTest runs of the attention tests): passes when
+// the kernel really runs that level, is skipped (naming the level that ran instead) when the CPU
+// lacks it, and fails on a value the kernel does not know.
+TEST(IsaLevels, RequestedLevelIsActive) {
+  const char* requested = std::getenv("INFLLMV2_ISA");
+  const char* active = SelectMicrokernels().isa;
+  std::printf("[isa] attention kernel runs %s (INFLLMV2_ISA=%s)\n", active, requested ? requested : "unset");
+  if (requested == nullptr) return;
+  bool known = false;
+  for (const char* isa : kAllLevels) known = known || std::strcmp(isa, requested) == 0;
+  ASSERT_TRUE(known) << "INFLLMV2_ISA=" << requested << " is not a level of the kernel (baseline, avx2, avx512)";
+  if (MicrokernelsFor(requested) == nullptr)
+    GTEST_SKIP() << "INFLLMV2_ISA=" << requested << " but this CPU lacks it: this run's attention tests ran " << active;
+  EXPECT_STREQ(active, requested);
 }
 
 std::vector<float> Random(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {

@@ -1,5 +1,8 @@
-// Shared helpers of the native tests: random cases, running the CPU kernel and the reference.
+// Shared helpers of the native tests: random cases, running a backend (the CPU kernel today) and
+// the reference, and comparing them through the backend seam (Backend, Backends()).
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -9,6 +12,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/check_inputs.h"
@@ -21,10 +25,14 @@ struct Case {
   int64_t batch = 1, seq_len = 1, past_capacity = 0, num_heads = 4, kv_num_heads = 2, head_size = 64;
   std::vector<int32_t> totals;      // per batch entry: past + new tokens
   int64_t total_sequence_length = 0;  // 0: max(totals), or S in a first prompt
-  bool packed = false, rotary = false, interleaved = false, compressed_state_in = false;
+  bool packed = false, rotary = false, interleaved = false;
+  // Feed past_compressed_key (not in a first prompt): the level-1 means of the past keys as the op
+  // would have stored them (kConsistent), or those plus noise (kPerturbed: shows it is read).
+  enum class State { kNone, kConsistent, kPerturbed } compressed_state_in = State::kNone;
   int32_t mode = 0;
   AttentionAttributes attrs;
   uint32_t seed = 1;
+  float (*round)(float) = [](float x) { return x; };  // the IO type's rounding (fp16 cases set it)
 };
 
 struct Tensors {
@@ -94,6 +102,23 @@ inline Tensors MakeTensors(Case& c) {
       }
   }
   for (auto tot : c.totals) t.seqlens_k.push_back(tot - 1);
+  if (c.compressed_state_in != Case::State::kNone && c.past_capacity > 0) {
+    // Windows [j*s1, j*s1 + l1) of the past buffer, j < N1(P) (docs/op-spec.md sparse step 1), each
+    // the mean of the keys rounded to the IO type (`round`, set by the caller's element type).
+    const int64_t l1 = c.attrs.compress_kernel, s1 = c.attrs.compress_stride;
+    const int64_t C = c.past_capacity < l1 ? 0 : (c.past_capacity - l1) / s1 + 1;
+    std::uniform_real_distribution<float> noise(-1.0f, 1.0f);
+    t.past_compressed_key.assign(static_cast<size_t>(c.batch * c.kv_num_heads * std::max<int64_t>(C, 1) * D), 0.0f);
+    for (int64_t bh = 0; bh < c.batch * c.kv_num_heads; ++bh)
+      for (int64_t j = 0; j < C; ++j)
+        for (int64_t i = 0; i < D; ++i) {
+          double sum = 0;
+          for (int64_t tok = j * s1; tok < j * s1 + l1; ++tok) sum += c.round(t.past_key[(bh * c.past_capacity + tok) * D + i]);
+          float v = static_cast<float>(sum / static_cast<double>(l1));
+          if (c.compressed_state_in == Case::State::kPerturbed) v += noise(rng);
+          t.past_compressed_key[(bh * std::max<int64_t>(C, 1) + j) * D + i] = v;
+        }
+  }
   return t;
 }
 
@@ -182,18 +207,38 @@ KernelOutputs<T> RunKernel(Case c, const Tensors& t, bool threaded = true, bool 
   return r;
 }
 
-// Runs the reference on the same (fp32, or fp16-rounded) inputs.
+// Runs the reference on the same (fp32, or fp16-rounded) inputs. It sees only values, shapes and
+// attribute values: no AttentionParams (the product's derived sizes).
 template <typename T>
-reference::Outputs RunReference(const Case& c, const Tensors& t, const AttentionParams& params) {
+reference::Outputs RunReference(Case c, const Tensors& t) {
+  Complete(c);
   auto conv = [](const std::vector<float>& v) {
     std::vector<double> o(v.size());
     for (size_t i = 0; i < v.size(); ++i) o[i] = ToFloat(FromFloat<T>(v[i]));
     return o;
   };
-  reference::Inputs in{conv(t.query), conv(t.key), conv(t.value), conv(t.past_key), conv(t.past_value),
-                       conv(t.cos_cache), conv(t.sin_cache), conv(t.past_compressed_key), t.seqlens_k,
-                       [](double x) { return double{ToFloat(FromFloat<T>(static_cast<float>(x)))}; }};
-  return reference::Run(c.attrs, params, in);
+  reference::Inputs in;
+  in.query = conv(t.query);
+  in.key = conv(t.key);
+  in.value = conv(t.value);
+  in.past_key = conv(t.past_key);
+  in.past_value = conv(t.past_value);
+  in.cos_cache = conv(t.cos_cache);
+  in.sin_cache = conv(t.sin_cache);
+  in.past_compressed_key = conv(t.past_compressed_key);
+  in.seqlens_k = t.seqlens_k;
+  in.batch = c.batch;
+  in.seq_len = c.seq_len;
+  in.query_hidden = static_cast<int64_t>(t.query.size()) / (c.batch * c.seq_len);
+  in.past_len = c.past_capacity;
+  in.past_compressed_len = t.past_compressed_key.empty()
+                               ? 0
+                               : static_cast<int64_t>(t.past_compressed_key.size()) / (c.batch * c.kv_num_heads * c.head_size);
+  in.rotary_half = c.rotary ? c.head_size / 2 : 0;
+  in.total_sequence_length = c.total_sequence_length;
+  in.attention_mode = c.mode;
+  in.store = [](double x) { return double{ToFloat(FromFloat<T>(static_cast<float>(x)))}; };
+  return reference::Run(c.attrs, in);
 }
 
 template <typename T>
@@ -201,6 +246,60 @@ double MaxAbsDiff(const std::vector<T>& a, const std::vector<double>& b) {
   double m = a.size() == b.size() ? 0.0 : 1e300;
   for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(double{ToFloat(a[i])} - b[i]));
   return m;
+}
+
+// ---- Backend seam (issue 15): the reference comparisons run on every backend in Backends(). ----
+// A backend runs the op on a Case (fp32 and fp16 I/O) and states how close to the double
+// reference it must come. The CPU kernel is the only one today; the CUDA kernel adds an entry
+// (with its own tolerances) to Backends() when it exists.
+struct Tolerance {
+  double output, present_key, present_value, present_compressed_key;
+};
+struct Backend {
+  const char* name;
+  KernelOutputs<float> (*run_fp32)(const Case&, const Tensors&);
+  KernelOutputs<Float16> (*run_fp16)(const Case&, const Tensors&);
+  Tolerance fp32, fp16;
+};
+
+inline const std::vector<Backend>& Backends() {
+  static const std::vector<Backend> backends = {
+      {"cpu", [](const Case& c, const Tensors& t) { return RunKernel<float>(c, t); },
+       [](const Case& c, const Tensors& t) { return RunKernel<Float16>(c, t); },
+       /*fp32*/ {1e-5, 1e-6, 0.0, 1e-6}, /*fp16*/ {1e-3, 1e-3, 0.0, 1e-3}},
+  };
+  return backends;
+}
+
+template <typename T>
+KernelOutputs<T> RunBackend(const Backend& be, const Case& c, const Tensors& t) {
+  if constexpr (std::is_same_v<T, float>) return be.run_fp32(c, t);
+  else return be.run_fp16(c, t);
+}
+
+inline std::string Describe(const Case& c);
+
+// Every output of every backend against the reference (T: the I/O element type). Returns the
+// outputs of the first backend (the CPU kernel) for further checks.
+template <typename T>
+KernelOutputs<T> ExpectBackendsMatchReference(Case c, const Tensors& t) {
+  Complete(c);
+  const auto r = RunReference<T>(c, t);
+  KernelOutputs<T> first;
+  for (const Backend& be : Backends()) {
+    SCOPED_TRACE(std::string("backend ") + be.name + ", " + (std::is_same_v<T, float> ? "fp32" : "fp16") + ", " + Describe(c));
+    const Tolerance& tol = std::is_same_v<T, float> ? be.fp32 : be.fp16;
+    auto k = RunBackend<T>(be, c, t);
+    EXPECT_EQ(k.error, "");
+    if (!k.error.empty()) continue;
+    EXPECT_EQ(k.selected_blocks, r.selected_blocks);
+    EXPECT_LE(MaxAbsDiff(k.output, r.output), tol.output);
+    EXPECT_LE(MaxAbsDiff(k.present_key, r.present_key), tol.present_key);
+    EXPECT_LE(MaxAbsDiff(k.present_value, r.present_value), tol.present_value);
+    EXPECT_LE(MaxAbsDiff(k.present_compressed_key, r.present_compressed_key), tol.present_compressed_key);
+    if (&be == &Backends().front()) first = std::move(k);
+  }
+  return first;
 }
 
 inline std::string Describe(const Case& c) {

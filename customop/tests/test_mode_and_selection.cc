@@ -1,0 +1,194 @@
+// The mode switch at its edge and block selection with hand-derived expectations (issue 22): each
+// expected value below is a literal worked out from docs/op-spec.md in the comment above it, and
+// every case is checked against the kernel (all backends) and against the reference.
+#include <gtest/gtest.h>
+
+#include "test_support.h"
+
+namespace infllmv2::testing {
+namespace {
+
+// ---- Mode: auto mode is sparse iff total >= dense_len ("Mode" in docs/op-spec.md). ----
+
+// Decode, ragged batch: entry 0 has total = dense_len - 1 (dense), entry 1 total = dense_len
+// (sparse). Both lengths are beyond the budget (K = 6 blocks of 64, 11 blocks exist), so a forced
+// sparse run differs from a forced dense one and the auto run must equal the right one bit for bit.
+TEST(Mode, AutoSwitchesExactlyAtDenseLen) {
+  Case c;
+  c.batch = 2;
+  c.past_capacity = 700;
+  c.totals = {699, 700};
+  c.attrs = SmallBudget();
+  c.attrs.dense_len = 700;
+  c.seed = 31;
+  Tensors t = MakeTensors(c);
+  c.mode = 0;
+  const auto autom = ExpectBackendsMatchReference<float>(c, t);
+  EXPECT_EQ(RunReference<float>(c, t).sparse, (std::vector<char>{0, 1})) << "the reference's own switch";
+  c.mode = 1;
+  const auto dense = RunKernel<float>(c, t);
+  c.mode = 2;
+  const auto sparse = RunKernel<float>(c, t);
+  ASSERT_EQ(autom.error, "");
+  ASSERT_EQ(dense.error, "");
+  ASSERT_EQ(sparse.error, "");
+  const size_t row = static_cast<size_t>(c.num_heads * c.head_size), K = 6, sel_row = c.kv_num_heads * K;
+  ASSERT_EQ(autom.output.size(), 2 * row);
+  ASSERT_EQ(autom.selected_blocks.size(), 2 * sel_row);
+  auto slice = [](const std::vector<float>& v, size_t b, size_t n) {
+    return std::vector<float>(v.begin() + b * n, v.begin() + (b + 1) * n);
+  };
+  for (size_t b = 0; b < 2; ++b)
+    EXPECT_NE(slice(dense.output, b, row), slice(sparse.output, b, row)) << "entry " << b << " cannot tell the modes apart";
+  // Entry 0 (total 699 = dense_len - 1): dense, selected_blocks all -1.
+  EXPECT_EQ(slice(autom.output, 0, row), slice(dense.output, 0, row));
+  EXPECT_EQ(std::vector<int32_t>(autom.selected_blocks.begin(), autom.selected_blocks.begin() + sel_row),
+            std::vector<int32_t>(sel_row, -1));
+  // Entry 1 (total 700 = dense_len): sparse; the query at p = 699 is in block 10, so each row is
+  // [0 (init), 4 dynamic, 9, 10 (local)]: no -1, starts with 0, ends with 9, 10.
+  EXPECT_EQ(slice(autom.output, 1, row), slice(sparse.output, 1, row));
+  for (size_t h = 0; h < static_cast<size_t>(c.kv_num_heads); ++h) {
+    const int32_t* r = autom.selected_blocks.data() + sel_row + h * K;
+    EXPECT_EQ(r[0], 0);
+    EXPECT_EQ(r[4], 9);
+    EXPECT_EQ(r[5], 10);
+    for (size_t k = 0; k < K; ++k) EXPECT_NE(r[k], -1);
+  }
+}
+
+// The same edge one entry at a time, in a first prompt (S = total) with dense_len = 200.
+TEST(Mode, AutoFirstPromptAtDenseLenMinusOneAndDenseLen) {
+  for (int32_t total : {199, 200}) {
+    Case c;
+    c.seq_len = total;
+    c.attrs = SmallBudget();
+    c.attrs.dense_len = 200;
+    c.seed = 32;
+    Tensors t = MakeTensors(c);
+    c.mode = 0;
+    const auto autom = ExpectBackendsMatchReference<float>(c, t);
+    c.mode = total == 200 ? 2 : 1;  // the expected mode, as a literal rule of the spec
+    const auto forced = RunKernel<float>(c, t);
+    ASSERT_EQ(autom.error, "");
+    EXPECT_EQ(autom.output, forced.output) << "total " << total;
+    EXPECT_EQ(autom.selected_blocks, forced.selected_blocks) << "total " << total;
+    // Last row (p = total - 1, block 3): dense -1 everywhere; sparse [0, 1, 2, 3, -1, -1] (4 blocks <= K).
+    const int32_t* last = autom.selected_blocks.data() + (total - 1) * 6;
+    const std::vector<int32_t> want = total == 200 ? std::vector<int32_t>{0, 1, 2, 3, -1, -1} : std::vector<int32_t>(6, -1);
+    EXPECT_EQ(std::vector<int32_t>(last, last + 6), want) << "total " << total;
+  }
+}
+
+// ---- Selection with hand-derived rows. ----
+// Geometry: block_size Bk = 16, compress_kernel l1 = 8, compress_stride s1 = 4, so window j covers
+// tokens [4j, 4j + 8) and block b meets windows 4b-1 .. 4b+3 (as with the defaults); init_blocks 1,
+// window_size 16 (L = 1 local block besides the query's own), topk 4: K = 5.
+// Inputs: H = 2 query heads on Hkv = 1, D = 8; every key is 0 except planted tokens with key
+// +8·e0 ("hot") or -8·e0 ("cold"); every query is 4·e0. A window's stage-1 score then depends only
+// on the planted tokens it holds: windows without any score exactly the same (ties), a window with
+// one hot token scores higher, with cold tokens lower.
+AttentionAttributes HandGeometry() {
+  AttentionAttributes a;
+  a.block_size = 16;
+  a.compress_kernel = 8;
+  a.compress_stride = 4;
+  a.init_blocks = 1;
+  a.window_size = 16;
+  a.topk = 4;
+  return a;
+}
+
+struct Plant {
+  int64_t token;
+  float sign;
+};
+
+void SetKey(Case& c, Tensors& t, int64_t token, float v) {
+  const int64_t D = c.head_size, past = c.seq_len == c.total_sequence_length ? 0 : c.totals[0] - c.seq_len;
+  std::vector<float>& dst = token < past ? t.past_key : t.key;
+  const int64_t row = token < past ? token : token - past;
+  for (int64_t i = 0; i < D; ++i) dst[row * D + i] = i == 0 ? v : 0.0f;
+}
+
+// S = 1 (decode at p = total - 1) or S = total (first prompt, every row p = 0 .. total - 1).
+std::pair<Case, Tensors> HandCase(int64_t total, int64_t S, const std::vector<Plant>& plants) {
+  Case c;
+  c.seq_len = S;
+  c.past_capacity = S == total ? 0 : total - S;
+  c.totals = {static_cast<int32_t>(total)};
+  c.num_heads = 2;
+  c.kv_num_heads = 1;
+  c.head_size = 8;
+  c.attrs = HandGeometry();
+  c.mode = 2;
+  c.seed = 41;
+  Tensors t = MakeTensors(c);
+  for (int64_t tok = 0; tok < total; ++tok) SetKey(c, t, tok, 0.0f);
+  for (const Plant& pl : plants) SetKey(c, t, pl.token, 8.0f * pl.sign);
+  for (size_t i = 0; i < t.query.size(); ++i) t.query[i] = i % 8 == 0 ? 4.0f : 0.0f;
+  return {c, t};
+}
+
+// Kernel (every backend) and reference against the literal rows at the given query rows.
+void ExpectRows(const Case& c, const Tensors& t, const std::vector<std::pair<int64_t, std::vector<int32_t>>>& rows) {
+  const auto k = ExpectBackendsMatchReference<float>(c, t);
+  const auto r = RunReference<float>(c, t);
+  ASSERT_EQ(k.selected_blocks.size(), static_cast<size_t>(c.seq_len * 5));
+  ASSERT_EQ(r.selected_blocks.size(), static_cast<size_t>(c.seq_len * 5));
+  for (const auto& [s, want] : rows) {
+    EXPECT_EQ(std::vector<int32_t>(k.selected_blocks.begin() + s * 5, k.selected_blocks.begin() + s * 5 + 5), want)
+        << "kernel, query row " << s;
+    EXPECT_EQ(std::vector<int32_t>(r.selected_blocks.begin() + s * 5, r.selected_blocks.begin() + s * 5 + 5), want)
+        << "reference, query row " << s;
+  }
+}
+
+// Decode at p = 192: qb = 12, blocks 0..12 (13 > K). Forced: 0 (init), 11, 12 (local); 2 slots
+// for candidates 1..10. Hot tokens 56, 120, 152 sit at offset 8 of blocks 3, 7, 9, i.e. only in
+// windows 4b+1 and 4b+2 of their own block: blocks 3, 7 and 9 score exactly the same (the same
+// window contents), every other candidate scores exactly the zero-window score. Ties go to the
+// lower block: 3 and 7, not 9.
+TEST(Selection, ExactTiesGoToTheLowerBlock) {
+  auto [c, t] = HandCase(193, 1, {{56, 1}, {120, 1}, {152, 1}});
+  ExpectRows(c, t, {{0, {0, 3, 7, 11, 12}}});
+}
+
+// Decode at p = 192 as above. Block 0 holds 16 cold tokens: its windows 0..3 all score below the
+// zero-window score (window 3 = tokens 12..19 holds 4 of them), so it ranks last of all blocks,
+// but it is an init block and is selected anyway. Hot token 104 (block 6, offset 8) takes one
+// slot; the other goes to the lowest of the tied zero-score blocks: block 1 (its window 3 is
+// cold, but its windows 4..7 are zero).
+TEST(Selection, InitBlockIsForcedThoughItScoresLowest) {
+  std::vector<Plant> plants;
+  for (int64_t tok = 0; tok < 16; ++tok) plants.push_back({tok, -1});
+  plants.push_back({104, 1});
+  auto [c, t] = HandCase(193, 1, plants);
+  ExpectRows(c, t, {{0, {0, 1, 6, 11, 12}}});
+}
+
+// Decode at p = 192 as above. Hot token 79 is the last token of block 4: it lies in windows 18
+// (tokens 72..79) and 19 (tokens 76..83). Window 19 = 4·5 - 1 also meets block 5 (tokens 80..83),
+// so blocks 4 and 5 score the same hot value and take both slots: [0, 4, 5, 11, 12]. (Pooling over
+// 4b..4b+3 only would give block 5 the zero score and the second slot to block 1.)
+TEST(Selection, HotWindowOnTheLeftEdgeCountsForTheNextBlock) {
+  auto [c, t] = HandCase(193, 1, {{79, 1}});
+  ExpectRows(c, t, {{0, {0, 4, 5, 11, 12}}});
+}
+
+// First prompt of 97 tokens, hot token 47 (windows 10 and 11; window 11 = 4·3 - 1 meets block 3).
+// Rows with qb + 1 <= K blocks select every block 0..qb and pad with -1 (fewer blocks than the
+// budget): p = 0 -> [0], p = 47 (qb 2) -> [0, 1, 2], p = 79 (qb 4) -> [0..4]. p = 80 (qb 5, 6
+// blocks): forced 0, 4, 5; candidates 1..3 for 2 slots; windows up to j = 18 are visible (4j + 7
+// <= 80); blocks 2 (windows 7..11) and 3 (windows 11..15) hold the hot window -> [0, 2, 3, 4, 5].
+// p = 96 (qb 6): forced 0, 5, 6; candidates 1..4; again 2 and 3 -> [0, 2, 3, 5, 6].
+TEST(Selection, PrefillRowsBelowAndBeyondTheBudget) {
+  auto [c, t] = HandCase(97, 97, {{47, 1}});
+  ExpectRows(c, t, {{0, {0, -1, -1, -1, -1}},
+                    {47, {0, 1, 2, -1, -1}},
+                    {79, {0, 1, 2, 3, 4}},
+                    {80, {0, 2, 3, 4, 5}},
+                    {96, {0, 2, 3, 5, 6}}});
+}
+
+}  // namespace
+}  // namespace infllmv2::testing
