@@ -6,6 +6,7 @@ using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -59,12 +60,12 @@ public static class DemoCommand
         var rows = new List<(string Name, List<ComparisonStep> Steps)>();
         Console.WriteLine();
         Console.WriteLine("short prompt (128 tokens, auto -> dense):");
-        var shortSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(128, config.Vocab, 1), 8, AttentionRouting.Auto);
+        var shortSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(128, config.Vocab, 1), 8, AttentionMode.Auto);
         ModelComparison.Print(shortSteps, Console.Out);
         rows.Add(("short/dense", shortSteps));
         Console.WriteLine();
         Console.WriteLine($"long prompt ({longPrompt} tokens, auto -> sparse beyond 8192):");
-        var longSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(longPrompt, config.Vocab, 2), 4, AttentionRouting.Auto);
+        var longSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(longPrompt, config.Vocab, 2), 4, AttentionMode.Auto);
         ModelComparison.Print(longSteps, Console.Out);
         rows.Add(("long/" + longSteps[^1].Mode.ToString().ToLowerInvariant(), longSteps));
 
