@@ -8,12 +8,6 @@ public static class NativeOpLibrary
     /// <summary>File name of the native op library on Linux.</summary>
     public const string FileName = "libinfllmv2_ops.so";
 
-    /// <summary>ONNX domain of our ops.</summary>
-    public const string Domain = "com.infllmv2";
-
-    /// <summary>Op type of the switchable attention op.</summary>
-    public const string OpType = "SwitchableAttention";
-
     /// <summary>
     /// Returns the full path of the op library: <paramref name="explicitPath"/> when given (a file,
     /// or a folder holding <see cref="FileName"/>), otherwise the first existing of: the folder of

@@ -2,6 +2,7 @@ using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Tests;
 
@@ -16,7 +17,7 @@ public sealed class DecoderModels : IDisposable
         var model = TinyDecoderGenerator.Generate(Config);
         OriginalPath = _dir["original.onnx"];
         TinyDecoderGenerator.Save(model, OriginalPath, externalData: true);
-        var options = new RewriteOptions { TopK = 2, WindowSize = 64, DenseLen = 256, AttentionModeInput = true };
+        var options = new RewriteOptions { Sparse = new() { TopKBlocks = 2, SparseWindowTokens = 64, DenseLen = 256 }, AttentionModeInput = true };
         var rw = model.Clone();
         AttentionRewriter.Rewrite(rw, options);
         RewrittenPath = _dir["rewritten.onnx"];
@@ -57,9 +58,9 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     private static float Diff(float[] a, float[] b) => ModelRunner.MaxAbsDiff(a, b);
 
     [Theory]
-    [InlineData(AttentionRouting.Dense)]
-    [InlineData(AttentionRouting.Sparse)]
-    public void DecodeAfterPrefill_EqualsFullRecompute(AttentionRouting routing)
+    [InlineData(AttentionMode.Dense)]
+    [InlineData(AttentionMode.Sparse)]
+    public void DecodeAfterPrefill_EqualsFullRecompute(AttentionMode routing)
     {
         var prompt = DecoderModels.Prompt(600);
         var options = new DecoderSessionOptions { Capacity = 1024, Routing = RoutingPolicy.Always(routing) };
@@ -70,7 +71,7 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
         using var full = new DecoderSession(models.Rewritten, options);
         full.AppendTokens(prompt);
         Assert.True(Diff(logits, full.LastLogits()!) <= 1e-4f);
-        Assert.Equal(routing == AttentionRouting.Sparse ? AttentionModeUsed.Sparse : AttentionModeUsed.Dense, stepwise.LastModes[0]);
+        Assert.Equal(routing == AttentionMode.Sparse ? AttentionMode.Sparse : AttentionMode.Dense, stepwise.LastModes[0]);
     }
 
     [Fact]
@@ -82,7 +83,7 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
         oneShot.AppendTokens(prompt);
         chunked.AppendTokens(prompt);
         Assert.True(Diff(oneShot.LastLogits()!, chunked.LastLogits()!) <= 1e-4f);
-        Assert.Equal(AttentionModeUsed.Sparse, chunked.LastModes[0]);  // 700 >= dense_len 256
+        Assert.Equal(AttentionMode.Sparse, chunked.LastModes[0]);  // 700 >= dense_len 256
     }
 
     [Fact]
@@ -114,14 +115,14 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
             var l = single.NextToken(next[b]);
             Assert.True(Diff(batchLogits[b], l) <= 1e-4f, $"request {b}");
         }
-        Assert.Equal([AttentionModeUsed.Dense, AttentionModeUsed.Dense, AttentionModeUsed.Sparse], batch.LastModes);
+        Assert.Equal([AttentionMode.Dense, AttentionMode.Dense, AttentionMode.Sparse], batch.LastModes);
     }
 
     [Fact]
     public void CompressedStateDecode_EqualsStateless()
     {
         var prompt = DecoderModels.Prompt(500);
-        var options = new DecoderSessionOptions { Capacity = 1024, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) };
+        var options = new DecoderSessionOptions { Capacity = 1024, Routing = RoutingPolicy.Always(AttentionMode.Sparse) };
         using var withState = new DecoderSession(models.Stateful, options);
         using var stateless = new DecoderSession(models.Rewritten, options);
         withState.AppendTokens(prompt);
@@ -139,7 +140,7 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     {
         var prompt = DecoderModels.Prompt(100);
         using var a = new DecoderSession(models.Original, new() { Capacity = 256 });
-        using var b = new DecoderSession(models.Rewritten, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionRouting.Dense) });
+        using var b = new DecoderSession(models.Rewritten, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionMode.Dense) });
         Assert.True(a.UsesSharedBuffers);
         var ta = a.Generate(prompt, new GenerationOptions { MaxNewTokens = 10 }).ToList();
         var tb = b.Generate(prompt, new GenerationOptions { MaxNewTokens = 10 }).ToList();
@@ -151,8 +152,8 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     public void GrowingCacheFallback_EqualsSharedBuffers()
     {
         var prompt = DecoderModels.Prompt(80);
-        using var shared = new DecoderSession(models.Stateful, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) });
-        using var growing = new DecoderSession(models.Stateful, new() { Capacity = 256, SharedBuffers = false, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) });
+        using var shared = new DecoderSession(models.Stateful, new() { Capacity = 256, Routing = RoutingPolicy.Always(AttentionMode.Sparse) });
+        using var growing = new DecoderSession(models.Stateful, new() { Capacity = 256, SharedBuffers = false, Routing = RoutingPolicy.Always(AttentionMode.Sparse) });
         Assert.False(growing.UsesSharedBuffers);
         var ta = shared.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList();
         var tb = growing.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList();
@@ -182,7 +183,7 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     public void Sampling_IsSeededAndStops_AndCancellationWorks()
     {
         var prompt = DecoderModels.Prompt(20);
-        var o = new GenerationOptions { MaxNewTokens = 15, Temperature = 0.8f, TopK = 20, TopP = 0.9f, Seed = 42 };
+        var o = new GenerationOptions { MaxNewTokens = 15, Temperature = 0.8f, TopKTokens = 20, TopP = 0.9f, Seed = 42 };
         using var s1 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
         using var s2 = new DecoderSession(models.Rewritten, new() { Capacity = 128 });
         var a = s1.Generate(prompt, o).ToList();
@@ -201,7 +202,7 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
     [Fact]
     public void BadUse_GivesClearErrors()
     {
-        Assert.Throws<ArgumentException>(() => new DecoderSession(models.Original, new() { Routing = RoutingPolicy.Always(AttentionRouting.Sparse) }));
+        Assert.Throws<ArgumentException>(() => new DecoderSession(models.Original, new() { Routing = RoutingPolicy.Always(AttentionMode.Sparse) }));
         using var s = new DecoderSession(models.Rewritten, new() { Capacity = 16 });
         var e = Assert.Throws<InvalidOperationException>(() => s.AppendTokens(DecoderModels.Prompt(20)));
         Assert.Contains("capacity", e.Message);
@@ -220,7 +221,7 @@ public class MaxPositionsTests
     {
         var cfg = new TinyDecoderConfig { Form = form, Layers = 1, NumHeads = 4, KvNumHeads = 2, HeadSize = 16, Vocab = 128, Intermediate = 32, MaxPositions = 40, Seed = 8 };
         var proto = TinyDecoderGenerator.Generate(cfg);
-        if (rewritten) AttentionRewriter.Rewrite(proto, new RewriteOptions { TopK = 2, WindowSize = 64, DenseLen = 256 });
+        if (rewritten) AttentionRewriter.Rewrite(proto, new RewriteOptions { Sparse = new() { TopKBlocks = 2, SparseWindowTokens = 64, DenseLen = 256 } });
         using var dir = new TempDir();
         OnnxModelFile.Save(proto, dir["m.onnx"]);
         using var model = DecoderModel.Open(dir["m.onnx"]);

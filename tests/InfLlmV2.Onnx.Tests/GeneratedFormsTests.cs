@@ -3,6 +3,7 @@ using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Tests;
 
@@ -22,7 +23,7 @@ public class GeneratedFormsTests
         var cfg = new TinyDecoderConfig { Form = form, Layers = 2, NumHeads = 6, KvNumHeads = 2, HeadSize = 16, Vocab = 96, Intermediate = 48, Seed = 21 };
         TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(cfg), dir["original.onnx"], externalData);
         var model = OnnxModelFile.Load(dir["original.onnx"]);
-        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { TopK = 2, WindowSize = 64, AttentionModeInput = true });
+        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { Sparse = new() { TopKBlocks = 2, SparseWindowTokens = 64 }, AttentionModeInput = true });
         Assert.Equal(2, sites.Count);
         Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
         Assert.All(sites, s => Assert.Equal((6, 2, 16), (s.NumHeads!.Value, s.KvNumHeads!.Value, s.HeadSize!.Value)));
@@ -34,7 +35,7 @@ public class GeneratedFormsTests
         using var b = DecoderModel.Open(rewrittenPath);
         var prompt = DecoderModels.Prompt(90).Select(t => t % cfg.Vocab).ToArray();
         using var sa = new DecoderSession(a, new() { Capacity = 128 });
-        using var sb = new DecoderSession(b, new() { Capacity = 128, Routing = RoutingPolicy.Always(AttentionRouting.Dense) });
+        using var sb = new DecoderSession(b, new() { Capacity = 128, Routing = RoutingPolicy.Always(AttentionMode.Dense) });
         sa.AppendTokens(prompt);
         sb.AppendTokens(prompt);
         Assert.True(ModelRunner.MaxAbsDiff(sa.LastLogits()!, sb.LastLogits()!) <= 1e-4f, "prefill");
@@ -44,9 +45,9 @@ public class GeneratedFormsTests
             Assert.True(ModelRunner.MaxAbsDiff(sa.NextToken(t), sb.NextToken(t)) <= 1e-4f, $"decode {i}");
         }
         // Sparse mode runs too (small budget: selection active at this length).
-        using var sc = new DecoderSession(b, new() { Capacity = 128, Routing = RoutingPolicy.Always(AttentionRouting.Sparse) });
+        using var sc = new DecoderSession(b, new() { Capacity = 128, Routing = RoutingPolicy.Always(AttentionMode.Sparse) });
         sc.AppendTokens(prompt);
-        Assert.Equal(AttentionModeUsed.Sparse, sc.LastModes[0]);
+        Assert.Equal(AttentionMode.Sparse, sc.LastModes[0]);
         Assert.All(sc.LastLogits()!, x => Assert.True(float.IsFinite(x)));
     }
 

@@ -1,3 +1,4 @@
+using InfLlmV2.Onnx.OpContract;
 using Google.Protobuf;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
@@ -15,21 +16,21 @@ public class GroupQueryAttentionRuleTests
     {
         var original = TinyDecoderGenerator.Generate(Config);
         var model = original.Clone();
-        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { TopK = 32, DenseLen = 4096 });
+        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { Sparse = new() { TopKBlocks = 32, DenseLen = 4096 } });
 
         Assert.Equal(3, sites.Count(s => s.Rewritten));
         Assert.All(sites, s => Assert.Equal((6, 2, 32), (s.NumHeads!.Value, s.KvNumHeads!.Value, s.HeadSize!.Value)));
-        var attn = model.Graph.Node.Where(n => n.OpType == "SwitchableAttention").ToList();
+        var attn = model.Graph.Node.Where(n => SwitchableAttentionOp.Is(n)).ToList();
         Assert.Equal(3, attn.Count);
         Assert.All(attn, n =>
         {
-            Assert.Equal("com.infllmv2", n.Domain);
+            Assert.Equal(SwitchableAttentionOp.Domain, n.Domain);
             Assert.Equal(32, n.Attribute.Single(a => a.Name == "topk").I);
             Assert.Equal(4096, n.Attribute.Single(a => a.Name == "dense_len").I);
             Assert.Equal(1, n.Attribute.Single(a => a.Name == "do_rotary").I);
         });
         Assert.DoesNotContain(model.Graph.Node, n => n.OpType == "GroupQueryAttention");
-        Assert.Contains(model.OpsetImport, o => o.Domain == "com.infllmv2" && o.Version == 1);
+        Assert.Contains(model.OpsetImport, o => o.Domain == SwitchableAttentionOp.Domain && o.Version == 1);
         // Names, inputs, outputs and initializers unchanged.
         Assert.Equal(original.Graph.Input.Select(i => i.Name), model.Graph.Input.Select(i => i.Name));
         Assert.Equal(original.Graph.Output.Select(i => i.Name), model.Graph.Output.Select(i => i.Name));
@@ -71,7 +72,7 @@ public class GroupQueryAttentionRuleTests
     {
         var model = AttentionNodeModels.Build(new AttentionNodeConfig { Kind = AttentionOpKind.GroupQueryAttention });
         model.Graph.Node.Single().Attribute.Add(GraphBuilder.Attr("local_window_size", 128L));
-        var site = Assert.Single(AttentionRewriter.Rewrite(model, new RewriteOptions { DenseLen = 1024 }));
+        var site = Assert.Single(AttentionRewriter.Rewrite(model, new RewriteOptions { Sparse = new() { DenseLen = 1024 } }));
         Assert.True(site.Rewritten, site.Reason);
         Assert.Contains("sliding window of 128 keys: rewritten dense-only", site.Note);
         var node = model.Graph.Node.Single();
@@ -109,9 +110,9 @@ public class GroupQueryAttentionRuleTests
         var cfg = Config with { PackedQkv = true };
         var model = TinyDecoderGenerator.Generate(cfg);
         var withState = model.Clone();
-        AttentionRewriter.Rewrite(withState, new RewriteOptions { CompressedState = true, AttentionModeInput = true, TopK = 2, WindowSize = 64, DenseLen = -1 });
+        AttentionRewriter.Rewrite(withState, new RewriteOptions { Sparse = new() { TopKBlocks = 2, SparseWindowTokens = 64, DenseLen = -1 }, CompressedState = true, AttentionModeInput = true });
         var stateless = model.Clone();
-        AttentionRewriter.Rewrite(stateless, new RewriteOptions { AttentionModeInput = true, TopK = 2, WindowSize = 64, DenseLen = -1 });
+        AttentionRewriter.Rewrite(stateless, new RewriteOptions { Sparse = new() { TopKBlocks = 2, SparseWindowTokens = 64, DenseLen = -1 }, AttentionModeInput = true });
         Assert.Contains(withState.Graph.Input, i => i.Name == "past_key_values.0.compressed_key");
         Assert.Contains(withState.Graph.Output, o => o.Name == "present.2.compressed_key");
         Assert.Single(withState.Graph.Input, i => i.Name == "attention_mode");

@@ -1,3 +1,4 @@
+using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
@@ -70,8 +71,8 @@ public class SubgraphRewriteTests
         Assert.Equal(2, sites.Count(s => s.Rewritten));
         Assert.Equal(["then", "else"], sites.Select(s => s.Graph));
         var branches = rewritten.Graph.Node.Single().Attribute.Select(a => a.G).ToList();
-        Assert.All(branches, b => Assert.Contains(b.Node, n => n.OpType == "SwitchableAttention"));
-        Assert.Contains(rewritten.OpsetImport, o => o.Domain == "com.infllmv2");
+        Assert.All(branches, b => Assert.Contains(b.Node, n => SwitchableAttentionOp.Is(n)));
+        Assert.Contains(rewritten.OpsetImport, o => o.Domain == SwitchableAttentionOp.Domain);
         var call = AttentionCall.Random(5, 1, 7, 4, 2, 16, 0, [7]);
         foreach (var cond in new[] { true, false })
             Assert.True(ModelRunner.MaxAbsDiff(Run(original, cond, call), Run(rewritten, cond, call)) <= 1e-5f);
@@ -83,6 +84,6 @@ public class SubgraphRewriteTests
         var m = IfModel();
         var sites = AttentionRewriter.Rewrite(m, new RewriteOptions { AttentionModeInput = true });
         Assert.All(sites, s => Assert.Contains("subgraph", s.Reason));
-        Assert.DoesNotContain(m.OpsetImport, o => o.Domain == "com.infllmv2");
+        Assert.DoesNotContain(m.OpsetImport, o => o.Domain == SwitchableAttentionOp.Domain);
     }
 }

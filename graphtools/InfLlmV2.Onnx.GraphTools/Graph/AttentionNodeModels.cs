@@ -1,4 +1,5 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.OpContract;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 
 namespace InfLlmV2.Onnx.GraphTools;
@@ -134,7 +135,7 @@ public static class AttentionNodeModels
         foreach (var (name, value) in c.Attributes)
             attrs.Add(FloatAttributes.Contains(name) ? Attr(name, (float)value) : Attr(name, (long)value));
 
-        var (opType, domain) = switchable ? ("SwitchableAttention", "com.infllmv2") : ("GroupQueryAttention", "com.microsoft");
+        var (opType, domain) = switchable ? (SwitchableAttentionOp.OpType, SwitchableAttentionOp.Domain) : ("GroupQueryAttention", "com.microsoft");
         g.Node.Add(Node(opType, domain, inputs, outputs, attrs, "attention"));
         return Model(g, ("", 21), (domain, 1));
     }

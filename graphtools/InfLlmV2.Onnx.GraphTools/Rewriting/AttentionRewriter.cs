@@ -1,5 +1,6 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 
@@ -10,9 +11,6 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 /// </summary>
 public static class AttentionRewriter
 {
-    /// <summary>Domain and version of SwitchableAttention.</summary>
-    public const string Domain = "com.infllmv2";
-
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
         [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionForm()];
@@ -34,8 +32,8 @@ public static class AttentionRewriter
         if (model.Graph is null) throw new InvalidDataException("The model has no graph");
         var sites = new List<AttentionSite>();
         bool any = VisitGraph(model, model.Graph, [], isMain: true, options, rewrite, sites, progress);
-        if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == Domain))
-            model.OpsetImport.Add(new OperatorSetIdProto { Domain = Domain, Version = 1 });
+        if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == SwitchableAttentionOp.Domain))
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = SwitchableAttentionOp.Domain, Version = SwitchableAttentionOp.DomainVersion });
         return sites;
     }
 

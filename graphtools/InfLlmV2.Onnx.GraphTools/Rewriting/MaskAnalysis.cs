@@ -5,12 +5,12 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 /// <summary>
 /// What an attention mask provably computes: key k is visible to query row q of batch entry b iff
 /// <c>k ≤ offset[b] + q</c> (causal, the query's absolute position being offset + q), and, when
-/// set, <c>offset[b] + q − k &lt; Window</c> (sliding window) and <c>k &lt; KeyLimit[b]</c> (padding).
+/// set, <c>offset[b] + q − k &lt; SlidingWindow</c> (sliding window) and <c>k &lt; KeyLimit[b]</c> (padding).
 /// </summary>
 /// <param name="QueryOffset">Per-batch int graph input holding the position of query row 0 (null: 0).</param>
-/// <param name="Window">Sliding-window size in keys (GQA's local_window_size), or null.</param>
+/// <param name="SlidingWindow">Sliding-window size in keys (GQA's local_window_size), or null.</param>
 /// <param name="KeyLimits">Per-batch int graph inputs bounding the valid keys (padding), possibly empty.</param>
-public sealed record MaskFacts(string? QueryOffset, long? Window, IReadOnlyList<string> KeyLimits);
+public sealed record MaskFacts(string? QueryOffset, long? SlidingWindow, IReadOnlyList<string> KeyLimits);
 
 /// <summary>
 /// Proves what a mask subgraph computes by evaluating it symbolically: integer index arithmetic

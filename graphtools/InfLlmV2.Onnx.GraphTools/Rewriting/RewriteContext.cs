@@ -1,4 +1,5 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.OpContract;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 
 namespace InfLlmV2.Onnx.GraphTools.Rewriting;
@@ -37,22 +38,28 @@ public sealed class RewriteContext
         for (int i = 0; i < nodes.Count; i++) Graph.Node.Insert(at + i, nodes[i]);
     }
 
-    /// <summary>
-    /// dense_len of a sliding-window site: the op runs local_window_size in dense mode only, so such
-    /// a site never switches to sparse (total lengths are int32, always below this).
-    /// </summary>
-    public const long DenseOnly = int.MaxValue;
-
     /// <summary>The SwitchableAttention attributes: heads, scale/softcap when given, sparse options.</summary>
     public List<AttributeProto> SwitchableAttributes(int numHeads, int kvNumHeads, IEnumerable<AttributeProto> carried)
     {
         var attrs = new List<AttributeProto> { Attr("num_heads", (long)numHeads), Attr("kv_num_heads", (long)kvNumHeads) };
         attrs.AddRange(carried);
         // A carried attribute wins over the option (dense_len of a sliding-window site).
-        foreach (var (name, value) in Options.SparseAttributes())
+        foreach (var (name, value) in Options.Sparse.Attributes())
             if (!attrs.Any(a => a.Name == name)) attrs.Add(Attr(name, value));
         return attrs;
     }
+
+    /// <summary>
+    /// The attributes of a site with GQA's sliding window of <paramref name="window"/> keys: the op
+    /// runs local_window_size in dense mode only (sparse would change the model), so the site gets
+    /// dense_len = <see cref="SwitchableAttentionOp.DenseOnly"/> and never switches to sparse.
+    /// </summary>
+    public static IEnumerable<AttributeProto> SlidingWindowAttributes(long window) =>
+        [Attr(SwitchableAttentionOp.Attributes.SlidingWindow, window), Attr(SwitchableAttentionOp.Attributes.DenseLen, SwitchableAttentionOp.DenseOnly)];
+
+    /// <summary>The report's note on a sliding-window site.</summary>
+    public static string SlidingWindowNote(long window) =>
+        $"sliding window of {window} keys: rewritten dense-only ({SwitchableAttentionOp.Attributes.SlidingWindow}={window})";
 
     /// <summary>
     /// The shared <c>attention_mode</c> graph input name when the options ask for it (added once), else "".

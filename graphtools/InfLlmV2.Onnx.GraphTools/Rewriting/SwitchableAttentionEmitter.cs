@@ -1,4 +1,5 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.OpContract;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 
 namespace InfLlmV2.Onnx.GraphTools.Rewriting;
@@ -42,7 +43,7 @@ public static class SwitchableAttentionEmitter
         public string? QueryOffset { get; init; }
 
         /// <summary>Sliding window in keys (GQA's local_window_size); makes the site dense-only.</summary>
-        public long? LocalWindow { get; init; }
+        public long? SlidingWindow { get; init; }
     }
 
     /// <summary>The nodes to insert where the replaced attention was (initializers are added to the graph directly).</summary>
@@ -88,21 +89,21 @@ public static class SwitchableAttentionEmitter
             : $"{g.Name}|{o.Query}";
         var (seqlens, total) = c.Lengths(q3, o.PastKey, shareKey, o.QueryOffset);
         var carried = new List<AttributeProto>();
-        if (o.LocalWindow is long w)
-        {
-            carried.Add(Attr("local_window_size", w));
-            carried.Add(Attr("dense_len", RewriteContext.DenseOnly));
-        }
-        if (o.Scale is float s) carried.Add(Attr("scale", s));
-        if (o.Softcap is float sc && sc > 0) carried.Add(Attr("softcap", sc));
+        if (o.SlidingWindow is long w) carried.AddRange(RewriteContext.SlidingWindowAttributes(w));
+        if (o.Scale is float s) carried.Add(Attr(SwitchableAttentionOp.Attributes.Scale, s));
+        if (o.Softcap is float sc && sc > 0) carried.Add(Attr(SwitchableAttentionOp.Attributes.Softcap, sc));
         var mode = c.AttentionModeInput();
         var inputs = new List<string> { q3, k3, v3, o.PastKey ?? "", o.PastValue ?? "", seqlens, total };
-        if (mode.Length > 0) inputs.AddRange(["", "", "", mode]);
+        if (mode.Length > 0)
+        {
+            while (inputs.Count < SwitchableAttentionOp.Inputs.AttentionMode) inputs.Add("");
+            inputs.Add(mode);
+        }
         var out3 = o.Rank == 3 ? o.Output : N("output_3d");
         var presentKey = o.PresentKey.Length > 0 ? o.PresentKey : N("present_key");
         var presentValue = o.PresentValue.Length > 0 ? o.PresentValue : N("present_value");
-        nodes.Add(Node("SwitchableAttention", "com.infllmv2", inputs, [out3, presentKey, presentValue],
-            c.SwitchableAttributes(o.NumHeads, o.KvNumHeads, carried), N("SwitchableAttention")));
+        nodes.Add(Node(SwitchableAttentionOp.OpType, SwitchableAttentionOp.Domain, inputs, [out3, presentKey, presentValue],
+            c.SwitchableAttributes(o.NumHeads, o.KvNumHeads, carried), N(SwitchableAttentionOp.OpType)));
         // Types of the new values (shape inference cannot see through a custom op).
         if (c.Index.ElementType(o.Query) is { } type)
         {

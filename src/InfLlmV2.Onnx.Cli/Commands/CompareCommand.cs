@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -76,11 +77,11 @@ public static class CompareCommand
 
     internal static string Existing(FileInfo f) => f.Exists ? f.FullName : throw new FileNotFoundException($"Model not found: {f.FullName}");
 
-    internal static AttentionRouting ParseRouting(string s) => s switch
+    internal static AttentionMode ParseRouting(string s) => s switch
     {
-        "auto" => AttentionRouting.Auto,
-        "dense" => AttentionRouting.Dense,
-        "sparse" => AttentionRouting.Sparse,
+        "auto" => AttentionMode.Auto,
+        "dense" => AttentionMode.Dense,
+        "sparse" => AttentionMode.Sparse,
         _ => throw new UsageException($"--mode must be auto, dense or sparse, got '{s}'"),
     };
 

@@ -6,6 +6,7 @@ using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -18,6 +19,9 @@ namespace InfLlmV2.Onnx.Cli.Commands;
 public static class DemoCommand
 {
     private const int Heads = 16, KvHeads = 1, HeadSize = 64, Context = 16384, NeedleBlock = 77;
+
+    // The one-node model sets no sparse attribute: the op runs with its defaults.
+    private static readonly SparseAttentionSettings OpDefaults = SparseAttentionSettings.Defaults;
 
     /// <summary>Creates the command.</summary>
     public static Command Create()
@@ -52,19 +56,20 @@ public static class DemoCommand
         var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true });
         ModelWriter.Save(model, original, rewritten, force: true);
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
-        Console.WriteLine($"rewritten: {sites.Count(s => s.Rewritten)}/{sites.Count} attention sites -> {rewritten} (dense_len 8192, budget 96 blocks)");
-
         using var a = DecoderModel.Open(original);
         using var b = DecoderModel.Open(rewritten);
+        var settings = b.SwitchableNodes.Distinct().ToList();
+        Console.WriteLine($"rewritten: {sites.Count(s => s.Rewritten)}/{sites.Count} attention sites -> {rewritten} ("
+            + string.Join("; ", settings.Select(s => $"dense_len {s.DenseLen}, budget {s.BlockBudget} blocks of {s.BlockSize} tokens")) + ")");
         var rows = new List<(string Name, List<ComparisonStep> Steps)>();
         Console.WriteLine();
         Console.WriteLine("short prompt (128 tokens, auto -> dense):");
-        var shortSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(128, config.Vocab, 1), 8, AttentionRouting.Auto);
+        var shortSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(128, config.Vocab, 1), 8, AttentionMode.Auto);
         ModelComparison.Print(shortSteps, Console.Out);
         rows.Add(("short/dense", shortSteps));
         Console.WriteLine();
-        Console.WriteLine($"long prompt ({longPrompt} tokens, auto -> sparse beyond 8192):");
-        var longSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(longPrompt, config.Vocab, 2), 4, AttentionRouting.Auto);
+        Console.WriteLine($"long prompt ({longPrompt} tokens, auto -> sparse from {string.Join("/", settings.Select(s => s.DenseLen).Distinct())} tokens):");
+        var longSteps = ModelComparison.Run(a, b, CompareCommand.RandomPrompt(longPrompt, config.Vocab, 2), 4, AttentionMode.Auto);
         ModelComparison.Print(longSteps, Console.Out);
         rows.Add(("long/" + longSteps[^1].Mode.ToString().ToLowerInvariant(), longSteps));
 
@@ -101,7 +106,8 @@ public static class DemoCommand
             pastKey[i] = (float)(rng.NextDouble() * 2 - 1);
             pastValue[i] = (float)(rng.NextDouble() * 2 - 1);
         }
-        for (int t = NeedleBlock * 64; t < NeedleBlock * 64 + 64; t++)
+        int block = (int)OpDefaults.BlockSize;
+        for (int t = NeedleBlock * block; t < (NeedleBlock + 1) * block; t++)
             for (int i = 0; i < HeadSize; i++) pastKey[t * HeadSize + i] = 2.5f * direction[i];
         var query = new float[Heads * HeadSize];
         for (int h = 0; h < Heads; h++)
@@ -133,14 +139,17 @@ public static class DemoCommand
             double ms = sw.Elapsed.TotalMilliseconds;
             var output = results[0].GetTensorDataAsSpan<float>().ToArray();
             var selected = results[3].GetTensorDataAsSpan<int>().ToArray().Where(b => b >= 0).ToArray();
-            int blocks = mode == 1 ? (Context + 63) / 64 : selected.Length;
-            int tokens = mode == 1 ? Context : selected.Sum(b => Math.Min(64, Context - b * 64));
+            int blocks = mode == 1 ? (Context + block - 1) / block : selected.Length;
+            int tokens = mode == 1 ? Context : selected.Sum(b => Math.Min(block, Context - b * block));
             bool needle = mode == 1 || selected.Contains(NeedleBlock);
             dense ??= output;
             double diff = output.Zip(dense, (a, b) => Math.Abs(a - b)).Max();
             Console.WriteLine($"{label,-8}{ms,10:F2}{blocks,8}{tokens,8}{(needle ? "yes" : "NO"),8}{diff,16:G3}");
         }
         Console.WriteLine();
-        Console.WriteLine("Sparse mode attends to the init block, the 33 local blocks and the 62 top-scored blocks (96 x 64 = 6144 tokens).");
+        var d = OpDefaults;
+        long local = d.SparseWindowTokens / d.BlockSize + 1;  // the window's blocks and the query's own
+        Console.WriteLine($"Sparse mode attends to the {d.InitBlocks} init block(s), the {local} local blocks and the {d.BlockBudget - d.InitBlocks - local} "
+            + $"top-scored blocks ({d.BlockBudget} x {d.BlockSize} = {d.BlockBudget * d.BlockSize} tokens).");
     }
 }

@@ -31,7 +31,7 @@ public static class GenerateCommand
             if (maxNew < 1) throw new UsageException($"--max-new-tokens must be >= 1, got {maxNew}");
             var options = new GenerationOptions
             {
-                MaxNewTokens = maxNew, Temperature = r.GetValue(temperature), TopK = r.GetValue(topK), TopP = r.GetValue(topP),
+                MaxNewTokens = maxNew, Temperature = r.GetValue(temperature), TopKTokens = r.GetValue(topK), TopP = r.GetValue(topP),
                 Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab) ?? [],
             };
             // The last generated token is not fed back: a request grows to prompt + maxNew - 1 tokens.
@@ -50,7 +50,7 @@ public static class GenerateCommand
                 Console.Out.Flush();
             }
             Console.WriteLine();
-            Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0].ToString().ToLowerInvariant()}");
+            Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
             return ExitCodes.Ok;
         })));
         return cmd;

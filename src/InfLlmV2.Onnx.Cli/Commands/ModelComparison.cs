@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
 /// <summary>One step of an original-vs-rewritten comparison.</summary>
 public sealed record ComparisonStep(int Step, string Phase, int Tokens, double MaxAbsDiff, bool Top1Agrees, double KlDivergence,
-    AttentionModeUsed Mode, double OriginalMs, double RewrittenMs);
+    AttentionMode Mode, double OriginalMs, double RewrittenMs);
 
 /// <summary>Drives an original and a rewritten model through the same prefill and decode steps.</summary>
 public static class ModelComparison
@@ -15,7 +16,7 @@ public static class ModelComparison
     /// tokens, each time feeding both the original's greedy choice (teacher forcing).
     /// </summary>
     public static List<ComparisonStep> Run(DecoderModel original, DecoderModel rewritten, int[] prompt, int decodeSteps,
-        AttentionRouting routing, int chunkSize = 2048)
+        AttentionMode routing, int chunkSize = 2048)
     {
         int capacity = prompt.Length + decodeSteps + 1;
         using var a = new DecoderSession(original, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize });
@@ -45,7 +46,7 @@ public static class ModelComparison
         var lb = b.LastLogits()!;
         double max = 0;
         for (int i = 0; i < la.Length; i++) max = Math.Max(max, Math.Abs(la[i] - lb[i]));
-        return new ComparisonStep(step, phase, tokens, max, TokenSampler.ArgMax(la) == TokenSampler.ArgMax(lb), Kl(la, lb), b.LastModes[0], ta, tb);
+        return new ComparisonStep(step, phase, tokens, max, TokenSampler.ArgMax(la) == TokenSampler.ArgMax(lb), Kl(la, lb), b.LastModes[0] ?? throw new InvalidOperationException("no step ran"), ta, tb);
     }
 
     /// <summary>KL(softmax(p) ‖ softmax(q)) in nats.</summary>

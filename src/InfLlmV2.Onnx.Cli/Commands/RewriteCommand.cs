@@ -3,6 +3,7 @@ using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using Spectre.Console;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -17,14 +18,14 @@ public static class RewriteCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var d = new RewriteOptions();
+        var d = SparseAttentionSettings.Defaults;
         var input = new Argument<FileInfo>("IN") { Description = "ONNX model to rewrite (never modified)" };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Rewritten model path", Required = true };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing output" };
         var report = new Option<FileInfo?>("--report") { Description = "Write the per-site report as JSON" };
         var denseLen = new Option<long>("--dense-len") { Description = "Dense iff total length < this; -1 = always sparse", DefaultValueFactory = _ => d.DenseLen };
-        var topk = new Option<long>("--topk") { Description = "Dynamic top-k blocks", DefaultValueFactory = _ => d.TopK };
-        var window = new Option<long>("--window") { Description = "Local window in tokens", DefaultValueFactory = _ => d.WindowSize };
+        var topk = new Option<long>("--topk") { Description = "Dynamic top-k blocks", DefaultValueFactory = _ => d.TopKBlocks };
+        var window = new Option<long>("--window") { Description = "Sparse local window in tokens (window_size; not a sliding window)", DefaultValueFactory = _ => d.SparseWindowTokens };
         var block = new Option<long>("--block-size") { Description = "Sparse block size", DefaultValueFactory = _ => d.BlockSize };
         var init = new Option<long>("--init-blocks") { Description = "Always-selected leading blocks", DefaultValueFactory = _ => d.InitBlocks };
         var kernel = new Option<long>("--compress-kernel") { Description = "Compression window", DefaultValueFactory = _ => d.CompressKernel };
@@ -40,9 +41,12 @@ public static class RewriteCommand
         {
             var options = new RewriteOptions
             {
-                DenseLen = r.GetValue(denseLen), TopK = r.GetValue(topk), WindowSize = r.GetValue(window), BlockSize = r.GetValue(block),
-                InitBlocks = r.GetValue(init), CompressKernel = r.GetValue(kernel), CompressStride = r.GetValue(stride),
-                LseApprox = !r.GetValue(exactLse), CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
+                Sparse = new SparseAttentionSettings
+                {
+                    DenseLen = r.GetValue(denseLen), TopKBlocks = r.GetValue(topk), SparseWindowTokens = r.GetValue(window), BlockSize = r.GetValue(block),
+                    InitBlocks = r.GetValue(init), CompressKernel = r.GetValue(kernel), CompressStride = r.GetValue(stride), LseApprox = !r.GetValue(exactLse),
+                },
+                CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
             };
             if (options.Validate() is { } why) throw new UsageException(why);
             return Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(force), r.GetValue(report), options);
@@ -85,9 +89,9 @@ public static class RewriteCommand
                 input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
                 options = new
                 {
-                    dense_len = options.DenseLen, topk = options.TopK, window_size = options.WindowSize, block_size = options.BlockSize,
-                    init_blocks = options.InitBlocks, compress_kernel = options.CompressKernel, compress_stride = options.CompressStride,
-                    lse_approx = options.LseApprox, compressed_state = options.CompressedState, attention_mode_input = options.AttentionModeInput,
+                    dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
+                    block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
+                    compress_stride = options.Sparse.CompressStride, lse_approx = options.Sparse.LseApprox, compressed_state = options.CompressedState, attention_mode_input = options.AttentionModeInput,
                 },
             };
             ReportFile.Write(report, JsonSerializer.Serialize(doc, InspectCommand.JsonOptions));

@@ -1,5 +1,6 @@
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.OpContract;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -94,19 +95,14 @@ public sealed class DecoderModel : IDisposable
         if (graph is not null)
         {
             MaxPositions = PositionTableRows(graph.Graph, names.PositionIds);
-            var attention = graph.Graph.Node.Where(n => n.OpType is "SwitchableAttention" or "GroupQueryAttention").ToList();
-            var sw = graph.Graph.Node.FirstOrDefault(n => n.OpType == "SwitchableAttention" && n.Domain == NativeOpLibrary.Domain);
-            IsRewritten = sw is not null;
-            long Attr(string name, long fallback) => sw?.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
-            DenseLen = Attr("dense_len", 8192);
-            CompressKernel = Attr("compress_kernel", 32);
-            CompressStride = Attr("compress_stride", 16);
+            var attention = graph.Graph.Node.Where(n => SwitchableAttentionOp.Is(n) || n.OpType == "GroupQueryAttention").ToList();
+            SwitchableNodes = graph.Graph.Node.Where(SwitchableAttentionOp.Is).Select(SparseAttentionSettings.Of).ToList();
             // Past/present may share one buffer only if every past feeds a GQA-contract op's past input.
             var pastInputs = Enumerable.Range(0, layers).SelectMany(l => new[] { string.Format(names.PastKey, l), string.Format(names.PastValue, l) }).ToHashSet();
             SupportsSharedBuffers = pastInputs.All(p =>
             {
                 var consumers = graph.Graph.Node.Where(n => n.Input.Contains(p)).ToList();
-                return consumers.Count > 0 && consumers.All(n => attention.Contains(n) && (n.Input.IndexOf(p) is 3 or 4));
+                return consumers.Count > 0 && consumers.All(n => attention.Contains(n) && (n.Input.IndexOf(p) is SwitchableAttentionOp.Inputs.PastKey or SwitchableAttentionOp.Inputs.PastValue));
             });
         }
     }
@@ -128,7 +124,7 @@ public sealed class DecoderModel : IDisposable
         {
             int table = n.OpType switch
             {
-                "GroupQueryAttention" or "SwitchableAttention" when n.Attribute.Any(a => a.Name == "do_rotary" && a.I == 1) => 7,
+                "GroupQueryAttention" or SwitchableAttentionOp.OpType when n.Attribute.Any(a => a.Name == SwitchableAttentionOp.Attributes.DoRotary && a.I == 1) => SwitchableAttentionOp.Inputs.CosCache,
                 "RotaryEmbedding" => n.Domain == "com.microsoft" ? 2 : 1,
                 "Gather" when n.Input.Count == 2 && n.Input[1] == positionIds && !n.Attribute.Any(a => a.Name == "axis" && a.I != 0) => 0,
                 _ => -1,
@@ -206,16 +202,13 @@ public sealed class DecoderModel : IDisposable
     public bool HasCompressedState { get; }
 
     /// <summary>Whether the model's attention is SwitchableAttention.</summary>
-    public bool IsRewritten { get; }
+    public bool IsRewritten => SwitchableNodes.Count > 0;
 
-    /// <summary>dense_len of the model's SwitchableAttention nodes.</summary>
-    public long DenseLen { get; } = 8192;
+    /// <summary>The settings of each SwitchableAttention node of the main graph, in graph order (empty for an unrewritten model).</summary>
+    public IReadOnlyList<SparseAttentionSettings> SwitchableNodes { get; } = [];
 
-    /// <summary>Level-1 compression window.</summary>
-    public long CompressKernel { get; } = 32;
-
-    /// <summary>Level-1 compression stride.</summary>
-    public long CompressStride { get; } = 16;
+    /// <summary>Level-1 compressed keys of <paramref name="length"/> tokens (the most of any node): the rows of a compressed-key state.</summary>
+    public long CompressedKeys(long length) => SwitchableNodes.Select(s => s.CompressedKeys(length)).DefaultIfEmpty(0).Max();
 
     /// <summary>
     /// Token positions the model can encode (the rows of its rotary cos table or position embedding), or null
@@ -226,15 +219,15 @@ public sealed class DecoderModel : IDisposable
     /// <summary>Whether past and present caches can be one preallocated buffer (GQA-contract attention).</summary>
     public bool SupportsSharedBuffers { get; }
 
-    /// <summary>Mode a request of <paramref name="totalLength"/> tokens runs in under <paramref name="routing"/> (the op's rule).</summary>
-    public AttentionModeUsed ModeFor(AttentionRouting routing, long totalLength) =>
-        !IsRewritten ? AttentionModeUsed.Dense
-        : routing switch
-        {
-            AttentionRouting.Dense => AttentionModeUsed.Dense,
-            AttentionRouting.Sparse => AttentionModeUsed.Sparse,
-            _ => DenseLen == -1 || totalLength >= DenseLen ? AttentionModeUsed.Sparse : AttentionModeUsed.Dense,
-        };
+    /// <summary>
+    /// The mode a request of <paramref name="totalLength"/> tokens runs in when <paramref name="requested"/>
+    /// is asked for: <see cref="AttentionMode.Sparse"/> when at least one SwitchableAttention node runs
+    /// sparse (each decides by its own settings, <see cref="SparseAttentionSettings.ModeFor"/>; a
+    /// sliding-window layer is dense-only), else <see cref="AttentionMode.Dense"/> (every step of an
+    /// unrewritten model).
+    /// </summary>
+    public AttentionMode ModeFor(AttentionMode requested, long totalLength) =>
+        SwitchableNodes.Any(s => s.ModeFor(requested, totalLength) == AttentionMode.Sparse) ? AttentionMode.Sparse : AttentionMode.Dense;
 
     /// <inheritdoc/>
     public void Dispose()

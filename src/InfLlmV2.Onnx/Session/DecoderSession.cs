@@ -1,3 +1,4 @@
+using InfLlmV2.Onnx.OpContract;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -34,7 +35,7 @@ public sealed class DecoderSession : IDisposable
     private readonly DecoderModel _model;
     private readonly DecoderSessionOptions _options;
     private readonly int[] _lengths;
-    private readonly AttentionModeUsed[] _modes;
+    private readonly AttentionMode?[] _modes;
     private readonly float[]?[] _lastLogits;
     private readonly bool _shared;
     // Shared-buffer mode: [layer] buffers of [B, Hkv, capacity, D] bound as past and present.
@@ -59,7 +60,7 @@ public sealed class DecoderSession : IDisposable
             throw new ArgumentException("This model's attention cannot share past/present buffers; use SharedBuffers = false");
         int b = _options.BatchSize;
         _lengths = new int[b];
-        _modes = new AttentionModeUsed[b];
+        _modes = new AttentionMode?[b];
         _lastLogits = new float[b][];
         if (_shared)
         {
@@ -68,8 +69,7 @@ public sealed class DecoderSession : IDisposable
             _values = Enumerable.Range(0, model.Layers).Select(_ => Zeros(kvShape)).ToArray();
             if (model.HasCompressedState)
             {
-                long windows = _options.Capacity < model.CompressKernel ? 0 : (_options.Capacity - model.CompressKernel) / model.CompressStride + 1;
-                long[] cShape = [b, model.KvNumHeads, windows, model.HeadSize];
+                long[] cShape = [b, model.KvNumHeads, model.CompressedKeys(_options.Capacity), model.HeadSize];
                 _compressed = Enumerable.Range(0, model.Layers).Select(_ => Zeros(cShape)).ToArray();
             }
         }
@@ -90,8 +90,11 @@ public sealed class DecoderSession : IDisposable
     /// <summary>Tokens held per request.</summary>
     public IReadOnlyList<int> Lengths => _lengths;
 
-    /// <summary>Mode each request's last step used.</summary>
-    public IReadOnlyList<AttentionModeUsed> LastModes => _modes;
+    /// <summary>
+    /// Mode each request's last step ran in (<see cref="AttentionMode.Dense"/> or <see cref="AttentionMode.Sparse"/>,
+    /// see <see cref="DecoderModel.ModeFor"/>); null before its first step.
+    /// </summary>
+    public IReadOnlyList<AttentionMode?> LastModes => _modes;
 
     /// <summary>Whether past and present share one preallocated buffer.</summary>
     public bool UsesSharedBuffers => _shared;
@@ -173,11 +176,11 @@ public sealed class DecoderSession : IDisposable
     private void CheckRouting(RoutingPolicy routing)
     {
         ArgumentNullException.ThrowIfNull(routing);
-        if ((routing.Prefill != AttentionRouting.Auto || routing.Decode != AttentionRouting.Auto) && !_model.HasAttentionModeInput)
+        if ((routing.Prefill != AttentionMode.Auto || routing.Decode != AttentionMode.Auto) && !_model.HasAttentionModeInput)
         {
             if (_model.IsRewritten)
                 throw new ArgumentException("Forcing dense/sparse needs a model rewritten with --attention-mode-input");
-            if (routing.Prefill == AttentionRouting.Sparse || routing.Decode == AttentionRouting.Sparse)
+            if (routing.Prefill == AttentionMode.Sparse || routing.Decode == AttentionMode.Sparse)
                 throw new ArgumentException("An unrewritten model has no sparse mode");
         }
     }

@@ -10,7 +10,7 @@ public sealed record GenerationOptions
     public float Temperature { get; init; }
 
     /// <summary>Sample only among the k most likely tokens (0 = all).</summary>
-    public int TopK { get; init; }
+    public int TopKTokens { get; init; }
 
     /// <summary>Sample only within the smallest set of tokens whose probability reaches p (1 = all).</summary>
     public float TopP { get; init; } = 1.0f;
@@ -33,7 +33,7 @@ public sealed class TokenSampler
     {
         _o = options;
         if (options.Temperature < 0) throw new ArgumentException("Temperature must be >= 0");
-        if (options.TopK < 0) throw new ArgumentException("TopK must be >= 0");
+        if (options.TopKTokens < 0) throw new ArgumentException("TopKTokens must be >= 0");
         if (!(options.TopP > 0 && options.TopP <= 1)) throw new ArgumentException("TopP must be in (0, 1]");
         _rng = options.Seed is int s ? new Random(s) : new Random();
     }
@@ -45,7 +45,7 @@ public sealed class TokenSampler
         var order = Enumerable.Range(0, logits.Length).ToArray();
         var l = logits.ToArray();
         Array.Sort(order, (a, b) => l[b].CompareTo(l[a]) is var c && c != 0 ? c : a.CompareTo(b));
-        int keep = _o.TopK > 0 ? Math.Min(_o.TopK, order.Length) : order.Length;
+        int keep = _o.TopKTokens > 0 ? Math.Min(_o.TopKTokens, order.Length) : order.Length;
         double max = l[order[0]];
         var p = new double[keep];
         double sum = 0;

@@ -1,5 +1,6 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
+using Op = InfLlmV2.Onnx.OpContract.SwitchableAttentionOp;
 
 namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 
@@ -14,7 +15,8 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         ["position_ids", "attention_bias", "head_sink", "k_scale", "v_scale", "q_norm_weight", "k_norm_weight"];
 
     // Attributes we carry over unchanged; others must hold their default (checked) and are dropped.
-    private static readonly HashSet<string> Carried = ["scale", "softcap", "do_rotary", "rotary_interleaved", "local_window_size"];
+    private static readonly HashSet<string> Carried =
+        [Op.Attributes.Scale, Op.Attributes.Softcap, Op.Attributes.DoRotary, Op.Attributes.RotaryInterleaved, Op.Attributes.SlidingWindow];
 
     /// <summary>Facts of a GQA node.</summary>
     public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int? HeadSize, TensorProto.Types.DataType? ElementType)
@@ -59,10 +61,9 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
             if (why is not null) return Refuse(why);
         }
         // Sliding-window layers (Mistral, the local layers of Gemma-style models) keep their window
-        // and run dense only: the op supports local_window_size in dense mode (sparse would change
-        // the model), so the site gets dense_len = DenseOnly and the report says so.
-        long window = node.IntAttr("local_window_size") ?? -1;
-        string? note = window > 0 ? $"sliding window of {window} keys: rewritten dense-only (local_window_size={window})" : null;
+        // and run dense only (RewriteContext.SlidingWindowAttributes); the report says so.
+        long window = node.IntAttr(Op.Attributes.SlidingWindow) ?? -1;
+        string? note = window > 0 ? RewriteContext.SlidingWindowNote(window) : null;
         if (node.IntAttr("do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
             return Refuse("do_rotary=1 without cos_cache/sin_cache");
         var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
@@ -85,14 +86,14 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
     {
         var f = (Facts)match;
         var node = f.Node;
-        var carried = node.Attribute.Where(a => Carried.Contains(a.Name)).ToList();
-        if ((node.IntAttr("local_window_size") ?? -1) > 0) carried.Add(Attr("dense_len", RewriteContext.DenseOnly));
-        node.OpType = "SwitchableAttention";
-        node.Domain = "com.infllmv2";
+        var carried = node.Attribute.Where(a => Carried.Contains(a.Name) && a.Name != Op.Attributes.SlidingWindow).ToList();
+        if ((node.IntAttr(Op.Attributes.SlidingWindow) ?? -1) is long window and > 0) carried.AddRange(RewriteContext.SlidingWindowAttributes(window));
+        node.OpType = Op.OpType;
+        node.Domain = Op.Domain;
         node.Attribute.Clear();
         node.Attribute.AddRange(context.SwitchableAttributes(f.NumHeads, f.KvNumHeads, carried));
-        while (node.Input.Count > 9) node.Input.RemoveAt(node.Input.Count - 1);
-        while (node.Output.Count > 3) node.Output.RemoveAt(node.Output.Count - 1);
+        while (node.Input.Count > Op.Inputs.PastCompressedKey) node.Input.RemoveAt(node.Input.Count - 1);
+        while (node.Output.Count > Op.Outputs.PresentCompressedKey) node.Output.RemoveAt(node.Output.Count - 1);
 
         string compressedIn = "", compressedOut = "";
         if (context.Options.CompressedState)
@@ -106,7 +107,7 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         var mode = context.AttentionModeInput();
         if (compressedIn.Length > 0 || mode.Length > 0)
         {
-            while (node.Input.Count < 9) node.Input.Add("");
+            while (node.Input.Count < Op.Inputs.PastCompressedKey) node.Input.Add("");
             node.Input.Add(compressedIn);
             if (mode.Length > 0) node.Input.Add(mode);
         }

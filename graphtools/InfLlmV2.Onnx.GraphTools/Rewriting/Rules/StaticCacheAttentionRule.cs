@@ -23,7 +23,7 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
 {
     /// <summary>Facts of a static-cache ONNX Attention node.</summary>
     public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, int Rank, NodeProto KeyScatter, NodeProto ValueScatter,
-        string? QueryOffset, long? Window, float? Scale, float? Softcap)
+        string? QueryOffset, long? SlidingWindow, float? Scale, float? Softcap)
         : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
 
     /// <inheritdoc/>
@@ -100,8 +100,8 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         if (mask.QueryOffset != writeIndices)
             return Refuse($"the mask places queries at {mask.QueryOffset ?? "0"} + row but the cache is written at {writeIndices ?? "0"}: not the same positions");
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
-        string? note = mask.Window is long win ? $"sliding window of {win} keys: rewritten dense-only (local_window_size={win})" : null;
-        return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, kScatter, vScatter, writeIndices, mask.Window,
+        string? note = mask.SlidingWindow is long win ? RewriteContext.SlidingWindowNote(win) : null;
+        return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, kScatter, vScatter, writeIndices, mask.SlidingWindow,
             node.FloatAttr("scale"), node.FloatAttr("softcap")) { Note = note });
     }
 
@@ -131,7 +131,7 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
             node.Input[0], f.KeyScatter.Input[1], f.ValueScatter.Input[1], f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, null,
             f.Scale, f.Softcap, node.Output[0])
         {
-            PastKey = pastKey, PastValue = pastValue, QueryOffset = f.QueryOffset, LocalWindow = f.Window,
+            PastKey = pastKey, PastValue = pastValue, QueryOffset = f.QueryOffset, SlidingWindow = f.SlidingWindow,
         });
         c.ReplaceNode(node, [.. before, .. nodes]);
     }
