@@ -17,3 +17,27 @@ public static class CliProcess
         return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }
+
+/// <summary>`infllmv2 run` on a test-data folder that holds expected outputs: a comparison that must really happen.</summary>
+public static class RunComparison
+{
+    /// <summary>
+    /// Runs <paramref name="model"/> on <paramref name="inputs"/> with <c>--json</c>; asserts exit 0,
+    /// that exactly <paramref name="expectedCompared"/> outputs (&gt; 0) were compared and each within
+    /// <paramref name="atol"/>. "nothing compared" (a folder without output_N.pb) fails here.
+    /// </summary>
+    public static void AssertMatches(string model, string inputs, string atol, int expectedCompared)
+    {
+        Assert.True(expectedCompared > 0, "a comparison needs at least one expected output");
+        using var dir = new TempDir();
+        var json = dir["run.json"];
+        var (code, stdout, err) = CliProcess.Run("run", model, "--inputs", inputs, "--atol", atol, "--json", json);
+        Assert.True(code == 0, $"{inputs}:\n{stdout}\n{err}");
+        Assert.DoesNotContain("nothing compared", stdout);
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(json));
+        var rows = doc.RootElement.GetProperty("comparisons").EnumerateArray().ToList();
+        Assert.True(rows.Count == expectedCompared, $"{inputs}: {rows.Count} outputs compared, expected {expectedCompared}\n{stdout}");
+        Assert.All(rows, r => Assert.True(r.GetProperty("ok").GetBoolean(), r.ToString()));
+        Assert.True(doc.RootElement.GetProperty("ok").GetBoolean());
+    }
+}

@@ -8,7 +8,8 @@ namespace InfLlmV2.Onnx.GraphTools;
 /// existing file without <c>force</c>, atomically, and with its external data resolvable. External
 /// data files are never loaded or modified: when the output folder differs from the input folder,
 /// each referenced data file is copied next to the output model under the same relative
-/// <c>location</c> (byte-identical); in the same folder the files are shared as they are.
+/// <c>location</c> (byte-identical); in the same folder the files are shared as they are. On
+/// failure the data files copied so far and the (empty) subfolders created for them are removed.
 /// </summary>
 public static class ModelWriter
 {
@@ -70,6 +71,7 @@ public static class ModelWriter
             throw new IOException($"Output {output} is a folder");
 
         var created = new List<string>();
+        var createdDirs = new List<string>();  // deepest first, removed (when empty) on failure
         try
         {
             if (!string.Equals(inDir, outDir, StringComparison.Ordinal))
@@ -84,7 +86,7 @@ public static class ModelWriter
                         if (SameContent(src, dst)) continue;
                         if (!force) throw new IOException($"External data file {dst} exists with other content; pass --force to overwrite it");
                     }
-                    Directory.CreateDirectory(Path.GetDirectoryName(dst)!);
+                    CreateFolders(Path.GetDirectoryName(dst)!, createdDirs);
                     var tmp = dst + $".{Environment.ProcessId}.tmp";
                     File.Copy(src, tmp, overwrite: true);
                     created.Add(tmp);
@@ -98,8 +100,29 @@ public static class ModelWriter
         catch
         {
             foreach (var f in created) TryDelete(f);
+            foreach (var d in createdDirs) TryDeleteEmptyFolder(d);
             throw;
         }
+    }
+
+    /// <summary>Creates <paramref name="folder"/> and records the folders that did not exist, deepest first.</summary>
+    private static void CreateFolders(string folder, List<string> createdDirs)
+    {
+        var missing = new List<string>();
+        for (var d = folder; !string.IsNullOrEmpty(d) && !Directory.Exists(d); d = Path.GetDirectoryName(d)) missing.Add(d);
+        Directory.CreateDirectory(folder);
+        foreach (var d in missing) if (!createdDirs.Contains(d)) createdDirs.Add(d);
+        createdDirs.Sort((a, b) => b.Length.CompareTo(a.Length));
+    }
+
+    private static void TryDeleteEmptyFolder(string path)
+    {
+        try
+        {
+            if (Directory.Exists(path) && !Directory.EnumerateFileSystemEntries(path).Any()) Directory.Delete(path);
+        }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
     }
 
     private static bool SameContent(string a, string b)
