@@ -44,22 +44,23 @@ MUTATIONS = [
        "const int64_t jlo = std::max<int64_t>(0, b * per_block - 0 * back);")],
      NATIVE_TESTS + " --gtest_filter=Selection.*:Retrieval.*"),
     ("init-block-not-forced", "native",
-     [("const int64_t init_hi = std::min(a.init_blocks, local_lo);",
-       "const int64_t init_hi = 0 * std::min(a.init_blocks, local_lo);")],
+     [("const int64_t init_hi = std::min(plan.init_blocks, local_lo);",
+       "const int64_t init_hi = 0 * std::min(plan.init_blocks, local_lo);")],
      NATIVE_TESTS + " --gtest_filter=Selection.*:Retrieval.*"),
     ("op-mode-switch-total-gt-dense_len", "native",
      [("return attrs.dense_len == -1 || total_length >= attrs.dense_len;",
        "return attrs.dense_len == -1 || total_length > attrs.dense_len;")],
      NATIVE_TESTS + " --gtest_filter=Mode.*"),
-    # .NET slots (the integrator owns the exact patterns and filters).
+    # The same rule in C# (OpContract's SparseAttentionSettings.ModeFor, used by DecoderSession's
+    # LastModes), checked against what the op reports (SessionModeReportTests, OpContractTests).
     ("session-ModeFor-gt-DenseLen", "dotnet",
-     [("DenseLen == -1 || totalLength >= DenseLen ? AttentionModeUsed.Sparse",
-       "DenseLen == -1 || totalLength > DenseLen ? AttentionModeUsed.Sparse")],
-     DOTNET_TESTS + "FullyQualifiedName~DecoderSession"),
+     [("_ => DenseLen == -1 || totalLength >= DenseLen ? AttentionMode.Sparse : AttentionMode.Dense,",
+       "_ => DenseLen == -1 || totalLength > DenseLen ? AttentionMode.Sparse : AttentionMode.Dense,")],
+     DOTNET_TESTS + "\"FullyQualifiedName~SessionModeReportTests|FullyQualifiedName~OpContractTests\""),
     ("rewriter-copies-first-external-file-only", "dotnet",
      [("foreach (var loc in locations)\n                {\n                    var src = Path.Combine(inDir, loc);",
        "foreach (var loc in locations.Take(1))\n                {\n                    var src = Path.Combine(inDir, loc);")],
-     DOTNET_TESTS + "FullyQualifiedName~RewriteCli"),
+     DOTNET_TESTS + "\"FullyQualifiedName~ExternalDataRewriteTests|FullyQualifiedName~RewriteCli\""),
 ]
 if only is not None:
     unknown = only - {m[0] for m in MUTATIONS}

@@ -86,6 +86,22 @@ public class OpContractTests
         Assert.Equal(96, SparseAttentionSettings.Defaults.BlockBudget);  // "K = topk + L = 96"
     }
 
+    /// <summary>The attribute upper bounds are the native check's constants (check_inputs.h).</summary>
+    [Fact]
+    public void UpperBounds_AreTheNativeChecks()
+    {
+        var header = File.ReadAllText(Path.Combine(ModelRunner.RepoRoot, "customop", "src", "common", "check_inputs.h"));
+        long Native(string name)
+        {
+            var m = Regex.Match(header, $@"constexpr int64_t {name} = (1 << (\d+)|\d+);");
+            Assert.True(m.Success, $"check_inputs.h has no {name}");
+            return m.Groups[2].Success ? 1L << int.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture) : long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        }
+        Assert.Equal(SparseAttentionSettings.MaxBlockTokens, Native("kMaxBlockTokens"));
+        Assert.Equal(SparseAttentionSettings.MaxBlockBudget, Native("kMaxBudget"));
+        Assert.Equal(SparseAttentionSettings.MaxTokens, Native("kMaxTokens"));
+    }
+
     [Fact]
     public void AttentionModeValues_AreTheNativeEnums()
     {
@@ -116,6 +132,15 @@ public class OpContractTests
         { "no window", 8192, 64, 0, 64, 1, 32, 16 },
         { "topk = init", 8192, 1, 2048, 64, 1, 32, 16 },
         { "topk = init + 1", 8192, 2, 2048, 64, 1, 32, 16 },
+        // Upper bounds (no size derived from an attribute may overflow).
+        { "topk 2^31", 8192, 1L << 31, 2048, 64, 1, 32, 16 },
+        { "budget 2^20 + 1", 8192, (1L << 20) - 31, 2048, 64, 1, 32, 16 },
+        { "budget 2^20", 8192, (1L << 20) - 32, 2048, 64, 1, 32, 16 },
+        { "block 2^17", 8192, 64, 1L << 17, 1L << 17, 1, 32, 16 },
+        { "kernel 2^17", 8192, 64, 2048, 64, 1, 1L << 17, 16 },
+        { "dense_len 2^31", 1L << 31, 64, 2048, 64, 1, 32, 16 },
+        { "dense_len int32 max", int.MaxValue, 64, 2048, 64, 1, 32, 16 },
+        { "window 2^40", 8192, 64, 1L << 40, 1L << 16, 1, 32, 16 },
     };
 
     /// <summary>Validate refuses exactly what the op's attribute check refuses, naming the same attribute.</summary>

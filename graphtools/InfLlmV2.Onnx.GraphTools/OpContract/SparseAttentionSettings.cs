@@ -37,6 +37,15 @@ public sealed record SparseAttentionSettings
     /// <summary>The op's defaults.</summary>
     public static SparseAttentionSettings Defaults { get; } = new();
 
+    /// <summary>Largest block, compression window and stride, in tokens (the op's <c>kMaxBlockTokens</c>).</summary>
+    public const long MaxBlockTokens = 65536;
+
+    /// <summary>Largest <see cref="BlockBudget"/> (the op's <c>kMaxBudget</c>).</summary>
+    public const long MaxBlockBudget = 1L << 20;
+
+    /// <summary>Largest token count an attribute may name: positions are int32 (the op's <c>kMaxTokens</c>).</summary>
+    public const long MaxTokens = int.MaxValue;
+
     /// <summary>K: blocks a sparse query row attends to (last dimension of <c>selected_blocks</c>).</summary>
     public long BlockBudget => TopKBlocks + SparseWindowTokens / BlockSize;
 
@@ -63,17 +72,20 @@ public sealed record SparseAttentionSettings
     public string? Validate(Func<string, string>? displayName = null)
     {
         var n = displayName ?? (a => $"'{a}'");
-        if (CompressStride <= 0) return $"{n(Names.CompressStride)} must be > 0, got {CompressStride}";
-        if (CompressKernel < CompressStride || CompressKernel % CompressStride != 0)
-            return $"{n(Names.CompressKernel)} must be a multiple of {n(Names.CompressStride)} ({CompressStride}), got {CompressKernel}";
-        if (BlockSize <= 0 || BlockSize % CompressStride != 0)
-            return $"{n(Names.BlockSize)} must be a positive multiple of {n(Names.CompressStride)} ({CompressStride}), got {BlockSize}";
+        if (CompressStride <= 0 || CompressStride > MaxBlockTokens)
+            return $"{n(Names.CompressStride)} must be in [1, {MaxBlockTokens}], got {CompressStride}";
+        if (CompressKernel < CompressStride || CompressKernel % CompressStride != 0 || CompressKernel > MaxBlockTokens)
+            return $"{n(Names.CompressKernel)} must be a multiple of {n(Names.CompressStride)} ({CompressStride}) and <= {MaxBlockTokens}, got {CompressKernel}";
+        if (BlockSize <= 0 || BlockSize % CompressStride != 0 || BlockSize > MaxBlockTokens)
+            return $"{n(Names.BlockSize)} must be a positive multiple of {n(Names.CompressStride)} ({CompressStride}) and <= {MaxBlockTokens}, got {BlockSize}";
         if (InitBlocks < 0) return $"{n(Names.InitBlocks)} must be >= 0, got {InitBlocks}";
-        if (SparseWindowTokens < 0 || SparseWindowTokens % BlockSize != 0)
-            return $"{n(Names.SparseWindow)} must be a non-negative multiple of {n(Names.BlockSize)} ({BlockSize}), got {SparseWindowTokens}";
+        if (SparseWindowTokens < 0 || SparseWindowTokens % BlockSize != 0 || SparseWindowTokens > MaxTokens)
+            return $"{n(Names.SparseWindow)} must be a non-negative multiple of {n(Names.BlockSize)} ({BlockSize}) and <= {MaxTokens}, got {SparseWindowTokens}";
         if (TopKBlocks < InitBlocks + 1)
             return $"{n(Names.TopKBlocks)} must be >= {n(Names.InitBlocks)} + 1 ({InitBlocks + 1}), got {TopKBlocks}";
-        if (DenseLen < -1) return $"{n(Names.DenseLen)} must be -1 or >= 0, got {DenseLen}";
+        if (TopKBlocks > MaxBlockBudget || BlockBudget > MaxBlockBudget)
+            return $"{n(Names.TopKBlocks)} + {n(Names.SparseWindow)} / {n(Names.BlockSize)} (the block budget) must be <= {MaxBlockBudget}, got {TopKBlocks} + {SparseWindowTokens / BlockSize}";
+        if (DenseLen < -1 || DenseLen > MaxTokens) return $"{n(Names.DenseLen)} must be -1 or in [0, {MaxTokens}], got {DenseLen}";
         return null;
     }
 
