@@ -15,10 +15,10 @@ public static class ModelValidator
     public const long MinIrVersion = 3;
 
     /// <summary>Newest IR version ONNX Runtime 1.29 loads.</summary>
-    public const long MaxIrVersion = 12;
+    public const long MaxIrVersion = 13;
 
     /// <summary>Newest default-domain (ai.onnx) opset ONNX Runtime 1.29 loads.</summary>
-    public const long MaxDefaultOpset = 25;
+    public const long MaxDefaultOpset = 26;
 
     // Opset ranges of the domains whose versions ORT knows (others only need a positive version).
     private static readonly Dictionary<string, long> MaxOpset = new(StringComparer.Ordinal)

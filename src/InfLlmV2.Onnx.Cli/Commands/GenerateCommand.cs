@@ -38,7 +38,7 @@ public static class GenerateCommand
             var options = new GenerationOptions
             {
                 MaxNewTokens = maxNew, Temperature = temp, TopK = k, TopP = p,
-                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab) ?? [],
+                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab, "--stop-ids") ?? [],
             };
             // The last generated token is not fed back: a request grows to prompt + maxNew - 1 tokens.
             if (m.MaxPositions is { } maxPos && prompt.Length + maxNew - 1 > maxPos)
@@ -62,17 +62,17 @@ public static class GenerateCommand
         return cmd;
     }
 
-    internal static int[]? ParseIds(string? text, int vocab)
+    internal static int[]? ParseIds(string? text, int vocab, string option = "--prompt-ids")
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        if (parts.Length > CommandRunner.MaxTokens) throw new UsageException($"{parts.Length} token ids: at most {CommandRunner.MaxTokens}");
+        if (parts.Length > CommandRunner.MaxTokens) throw new UsageException($"{option}: {parts.Length} token ids, at most {CommandRunner.MaxTokens}");
         var ids = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
         {
             if (!int.TryParse(parts[i], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ids[i]) || ids[i] < 0 || ids[i] >= vocab)
-                throw new UsageException($"token id '{parts[i]}' is not an integer in [0, {vocab})");
+                throw new UsageException($"{option}: token id '{parts[i]}' is not an integer in [0, {vocab})");
         }
-        return ids.Length > 0 ? ids : throw new UsageException("no token ids given");
+        return ids.Length > 0 ? ids : throw new UsageException($"{option}: no token ids given");
     }
 }
