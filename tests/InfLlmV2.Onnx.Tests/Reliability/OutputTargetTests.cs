@@ -77,7 +77,7 @@ public class OutputTargetTests
     [Theory]
     [InlineData(false, "out.onnx")]          // the model write fails
     [InlineData(true, "m.onnx.data")]        // the external data copy fails
-    [InlineData(true, "report.json")]        // the report fails after the model was written: the model is removed
+    [InlineData(true, "report.json")]        // the report is staged before the model is saved: no model is left
     [InlineData(false, "report.json")]
     public void Rewrite_WriteFailsPartWay_LeavesNothing(bool external, string failing)
     {
