@@ -20,7 +20,32 @@ public static class CommandRunner
             Console.Error.WriteLine($"error: {OneLine(e.Message)}");
             return ExitCodes.BadInput;
         }
+        catch (OutOfMemoryException e)
+        {
+            Console.Error.WriteLine($"error: out of memory: {OneLine(e.Message)}");
+            return ExitCodes.BadInput;
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A bug of ours, not a verdict on the input; still one line and never exit 1 ("comparison failed").
+            Console.Error.WriteLine($"error: {InternalErrorPrefix} {e.GetType().Name}: {OneLine(e.Message)}");
+            return ExitCodes.BadInput;
+        }
     }
+
+    /// <summary>Starts the one stderr line of an exception no check anticipated (the reliability tests count these as crashes).</summary>
+    public const string InternalErrorPrefix = "internal error:";
+
+    /// <summary>Throws a <see cref="UsageException"/> naming <paramref name="option"/> unless <paramref name="value"/> is in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+    public static long InRange(string option, long value, long min, long max) =>
+        value >= min && value <= max ? value : throw new UsageException($"{option} must be in [{min}, {max}], got {value}");
+
+    /// <summary>Throws a <see cref="UsageException"/> naming <paramref name="option"/> unless <paramref name="value"/> is finite and in [<paramref name="min"/>, <paramref name="max"/>].</summary>
+    public static double InRange(string option, double value, double min, double max) =>
+        double.IsFinite(value) && value >= min && value <= max ? value : throw new UsageException($"{option} must be a finite number in [{min}, {max}], got {value}");
+
+    /// <summary>Most tokens a prompt, a generation or a KV cache may hold on the command line (2^24).</summary>
+    public const int MaxTokens = 1 << 24;
 
     private static string OneLine(string s) => s.ReplaceLineEndings(" ").Trim();
 }

@@ -1,3 +1,6 @@
+using System.Text;
+using InfLlmV2.Onnx.GraphTools;
+
 namespace InfLlmV2.Onnx.Cli;
 
 /// <summary>
@@ -9,14 +12,18 @@ public static class ReportFile
 {
     /// <summary>
     /// Throws a <see cref="UsageException"/> naming <paramref name="option"/> when <paramref name="file"/>
-    /// cannot be written as asked: its folder does not exist, it is a folder, it is one of the
-    /// command's <paramref name="inputs"/>, or it exists and is not a JSON document (a model, its
-    /// weights or a tensor is never replaced by a report).
+    /// cannot be written as asked: its folder does not exist, it is a folder, it is not a regular file
+    /// (a symbolic link such as <c>/dev/stdout</c>, a device such as <c>/dev/null</c>, a FIFO or a
+    /// socket), it is one of the command's <paramref name="inputs"/>, or it exists and is not a JSON
+    /// document (a model, its weights or a tensor is never replaced by a report).
     /// </summary>
     public static void Check(FileInfo file, string option, params string[] inputs)
     {
         string full = Path.GetFullPath(file.FullName);
         if (Directory.Exists(full)) throw new UsageException($"{option} {full} is a folder; give a file path");
+        var kind = SafeFiles.Kind(full, followLinks: false);
+        if (kind is not (FileKind.Missing or FileKind.Regular))
+            throw new UsageException($"{option} {full} is {SafeFiles.Describe(kind)}; reports are written only to regular files");
         string? dir = Path.GetDirectoryName(full);
         if (dir is null || !Directory.Exists(dir)) throw new UsageException($"{option} {full}: folder {dir} does not exist");
         string target = Resolved(full);
@@ -27,19 +34,24 @@ public static class ReportFile
             throw new UsageException($"{option} {full} exists and is not a JSON file; refusing to overwrite it");
     }
 
-    /// <summary>Writes <paramref name="text"/> to a temporary file beside <paramref name="file"/>, then renames it over the target.</summary>
-    public static void Write(FileInfo file, string text)
+    /// <summary>Writes <paramref name="text"/> to a temporary file beside <paramref name="file"/>, then renames it over the target (a regular file or nothing).</summary>
+    public static void Write(FileInfo file, string text) =>
+        SafeFiles.WriteAtomically(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+
+    /// <summary>Writes the temporary file of <see cref="Write"/> without renaming it; <see cref="Commit"/> does.</summary>
+    public static string Stage(FileInfo file, string text) =>
+        SafeFiles.WriteTemporary(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+
+    /// <summary>Renames a temporary from <see cref="Stage"/> over the report; the temporary is gone afterwards either way.</summary>
+    public static void Commit(string temp, FileInfo file)
     {
-        string full = Path.GetFullPath(file.FullName);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
         try
         {
-            File.WriteAllText(temp, text);
-            File.Move(temp, full, overwrite: true);
+            SafeFiles.CommitTemporary(temp, file.FullName, "Report");
         }
         finally
         {
-            if (File.Exists(temp)) File.Delete(temp);
+            SafeFiles.TryDelete(temp);
         }
     }
 

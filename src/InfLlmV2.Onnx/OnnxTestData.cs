@@ -30,6 +30,9 @@ public static class OnnxTestData
     /// <summary>Parses one serialized TensorProto file.</summary>
     public static TensorProto ReadTensor(string path)
     {
+        var kind = SafeFiles.Kind(Path.GetFullPath(path), followLinks: true);
+        if (kind != FileKind.Regular)
+            throw new InvalidDataException($"{path} is {SafeFiles.Describe(kind)}, not a serialized TensorProto");
         try
         {
             return TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
@@ -40,13 +43,9 @@ public static class OnnxTestData
         }
     }
 
-    /// <summary>Writes one TensorProto file atomically.</summary>
-    public static void WriteTensor(TensorProto tensor, string path)
-    {
-        var temp = path + ".tmp";
-        File.WriteAllBytes(temp, Google.Protobuf.MessageExtensions.ToByteArray(tensor));
-        File.Move(temp, path, overwrite: true);
-    }
+    /// <summary>Writes one TensorProto file atomically (over nothing but a regular file; no temporary left on failure).</summary>
+    public static void WriteTensor(TensorProto tensor, string path) =>
+        SafeFiles.WriteAtomically(path, s => Google.Protobuf.MessageExtensions.WriteTo(tensor, s), "Output");
 
     /// <summary>A CPU OrtValue holding a copy of the tensor's data.</summary>
     public static OrtValue ToOrtValue(TensorProto tensor, string? baseDirectory = null)

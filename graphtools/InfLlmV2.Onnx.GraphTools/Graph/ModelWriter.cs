@@ -8,8 +8,7 @@ namespace InfLlmV2.Onnx.GraphTools;
 /// existing file without <c>force</c>, atomically, and with its external data resolvable. External
 /// data files are never loaded or modified: when the output folder differs from the input folder,
 /// each referenced data file is copied next to the output model under the same relative
-/// <c>location</c> (byte-identical); in the same folder the files are shared as they are. On
-/// failure the data files copied so far and the (empty) subfolders created for them are removed.
+/// <c>location</c> (byte-identical); in the same folder the files are shared as they are.
 /// </summary>
 public static class ModelWriter
 {
@@ -31,112 +30,130 @@ public static class ModelWriter
     }
 
     /// <summary>
-    /// Checks that every external location of the model read from <paramref name="inputPath"/>
-    /// resolves inside its folder and exists; returns the distinct relative locations.
+    /// Checks every external tensor of the model read from <paramref name="inputPath"/> (see
+    /// <see cref="ExternalData.Check"/>: a regular file inside its folder after resolving links, with
+    /// offset and length inside the file); returns the distinct relative locations.
     /// </summary>
-    public static List<string> CheckExternalData(ModelProto model, string inputPath)
+    public static List<string> CheckExternalData(ModelProto model, string inputPath) =>
+        CheckExternalFiles(model, inputPath).Select(r => r.Location).ToList();
+
+    /// <summary>One checked range per distinct data file (the file's real path and length when checked).</summary>
+    private static List<ExternalRange> CheckExternalFiles(ModelProto model, string inputPath)
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(inputPath))!;
-        var locations = new List<string>();
+        var files = new List<ExternalRange>();
         foreach (var t in ExternalTensors(model))
         {
-            var file = ExternalData.ResolveLocation(t, dir);
-            if (!File.Exists(file)) throw new FileNotFoundException($"Tensor '{t.Name}': external data file not found: {file}", file);
-            var loc = ExternalData.Entry(t, "location")!;
-            if (!locations.Contains(loc)) locations.Add(loc);
+            var range = ExternalData.Check(t, dir);
+            if (!files.Any(f => f.Location == range.Location)) files.Add(range);
         }
-        return locations;
+        return files;
     }
 
-    /// <summary>Saves <paramref name="model"/> (read from <paramref name="inputPath"/>) to <paramref name="outputPath"/>.</summary>
-    /// <exception cref="IOException">The output would overwrite the input, a data file, or an existing file without force.</exception>
-    public static void Save(ModelProto model, string inputPath, string outputPath, bool force)
+    /// <summary>
+    /// Saves <paramref name="model"/> (read from <paramref name="inputPath"/>) to <paramref name="outputPath"/>
+    /// and returns the files and folders it created (none existed before; <see cref="Undo"/> deletes them).
+    /// On failure nothing it created is left behind.
+    /// </summary>
+    /// <exception cref="IOException">The output would overwrite the input, a data file, an existing file without force, or something that is not a regular file.</exception>
+    public static IReadOnlyList<string> Save(ModelProto model, string inputPath, string outputPath, bool force)
     {
         var input = Path.GetFullPath(inputPath);
         var output = Path.GetFullPath(outputPath);
         var inDir = Path.GetDirectoryName(input)!;
         var outDir = Path.GetDirectoryName(output)!;
-        if (string.Equals(input, output, StringComparison.Ordinal))
+        if (string.Equals(input, output, StringComparison.Ordinal) ||
+            SafeFiles.Kind(output, followLinks: true) == FileKind.Regular && SafeFiles.RealPath(output) == SafeFiles.RealPath(input))
             throw new IOException($"Refusing to overwrite the input model {input}; choose another output path");
-        var locations = CheckExternalData(model, input);
-        foreach (var loc in locations)
+        ModelValidator.Check(model, inDir);
+        var files = CheckExternalFiles(model, input);
+        foreach (var f in files)
         {
-            if (string.Equals(Path.GetFullPath(Path.Combine(inDir, loc)), output, StringComparison.Ordinal) ||
-                string.Equals(Path.GetFullPath(Path.Combine(outDir, loc)), output, StringComparison.Ordinal))
-                throw new IOException($"Refusing to write the model over its external data file {loc}");
+            if (string.Equals(f.RealPath, output, StringComparison.Ordinal) ||
+                string.Equals(Path.GetFullPath(Path.Combine(outDir, f.Location)), output, StringComparison.Ordinal))
+                throw new IOException($"Refusing to write the model over its external data file {f.Location}");
         }
-        if (File.Exists(output) && !force)
-            throw new IOException($"Output {output} exists; pass --force to overwrite it");
         if (Directory.Exists(output))
             throw new IOException($"Output {output} is a folder");
+        SafeFiles.CheckWritableTarget(output, "Output");
+        if (File.Exists(output) && !force)
+            throw new IOException($"Output {output} exists; pass --force to overwrite it");
 
         var created = new List<string>();
-        var createdDirs = new List<string>();  // deepest first, removed (when empty) on failure
+        var createdDirs = new List<string>();
         try
         {
-            if (!string.Equals(inDir, outDir, StringComparison.Ordinal))
+            CreateFolder(outDir, createdDirs);
+            if (!string.Equals(SafeFiles.RealPath(inDir), SafeFiles.RealPath(outDir), StringComparison.Ordinal))
             {
-                foreach (var loc in locations)
+                var outRoot = SafeFiles.RealPath(outDir);
+                foreach (var f in files)
                 {
-                    var src = Path.Combine(inDir, loc);
-                    var dst = Path.GetFullPath(Path.Combine(outDir, loc));
+                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));
+                    SafeFiles.CheckWritableTarget(dst, "External data output");
                     bool existed = File.Exists(dst);
                     if (existed)
                     {
-                        if (SameContent(src, dst)) continue;
+                        if (SameContent(f.RealPath, f.FileLength, dst)) continue;
                         if (!force) throw new IOException($"External data file {dst} exists with other content; pass --force to overwrite it");
                     }
-                    CreateFolders(Path.GetDirectoryName(dst)!, createdDirs);
-                    var tmp = dst + $".{Environment.ProcessId}.tmp";
-                    File.Copy(src, tmp, overwrite: true);
-                    created.Add(tmp);
-                    File.Move(tmp, dst, overwrite: true);
-                    created.Remove(tmp);
+                    CreateFolder(Path.GetDirectoryName(dst)!, createdDirs);
+                    var dstDir = SafeFiles.RealPath(Path.GetDirectoryName(dst)!);
+                    if (!(dstDir + "/").StartsWith(outRoot.EndsWith('/') ? outRoot : outRoot + "/", StringComparison.Ordinal))
+                        throw new IOException($"External data output {dst} resolves outside the output folder {outRoot}");
+                    SafeFiles.WriteAtomically(dst, s => SafeFiles.CopyExactly(f.RealPath, f.FileLength, s), "External data output");
                     if (!existed) created.Add(dst);  // an overwritten (--force) file cannot be restored
                 }
             }
+            bool outputExisted = File.Exists(output);
             OnnxModelFile.Save(model, output);
+            if (!outputExisted) created.Add(output);
         }
         catch
         {
-            foreach (var f in created) TryDelete(f);
-            foreach (var d in createdDirs) TryDeleteEmptyFolder(d);
+            Undo([.. created, .. Enumerable.Reverse(createdDirs)]);
             throw;
         }
+        return [.. created, .. Enumerable.Reverse(createdDirs)];
     }
 
-    /// <summary>Creates <paramref name="folder"/> and records the folders that did not exist, deepest first.</summary>
-    private static void CreateFolders(string folder, List<string> createdDirs)
+    /// <summary>Deletes what <see cref="Save"/> returned: its files, then its (then empty) folders.</summary>
+    public static void Undo(IReadOnlyList<string> created)
     {
-        var missing = new List<string>();
-        for (var d = folder; !string.IsNullOrEmpty(d) && !Directory.Exists(d); d = Path.GetDirectoryName(d)) missing.Add(d);
-        Directory.CreateDirectory(folder);
-        foreach (var d in missing) if (!createdDirs.Contains(d)) createdDirs.Add(d);
-        createdDirs.Sort((a, b) => b.Length.CompareTo(a.Length));
-    }
-
-    private static void TryDeleteEmptyFolder(string path)
-    {
-        try
+        foreach (var path in created)
         {
-            if (Directory.Exists(path) && !Directory.EnumerateFileSystemEntries(path).Any()) Directory.Delete(path);
+            if (SafeFiles.Kind(path, followLinks: false) == FileKind.Directory)
+                try { Directory.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            else
+                SafeFiles.TryDelete(path);
         }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
     }
 
-    private static bool SameContent(string a, string b)
+    // Creates a folder and its missing parents, recording each one created (outermost first).
+    private static void CreateFolder(string dir, List<string> created)
     {
-        var fa = new FileInfo(a);
-        var fb = new FileInfo(b);
-        if (fa.Length != fb.Length) return false;
-        using var sa = fa.OpenRead();
+        var missing = new Stack<string>();
+        for (var d = Path.GetFullPath(dir); !Directory.Exists(d); d = Path.GetDirectoryName(d)!)
+        {
+            if (SafeFiles.Kind(d, followLinks: false) != FileKind.Missing)
+                throw new IOException($"Output folder {d} is not a folder");
+            missing.Push(d);
+        }
+        while (missing.Count > 0)
+        {
+            var d = missing.Pop();
+            Directory.CreateDirectory(d);
+            created.Add(d);
+        }
+    }
+
+    // dst was checked to be a regular file (never a FIFO or a device, which could block or never end).
+    private static bool SameContent(string src, long srcLength, string dst)
+    {
+        var fb = new FileInfo(dst);
+        if (fb.Length != srcLength || new FileInfo(src).Length != srcLength) return false;
+        using var sa = new FileStream(src, FileMode.Open, FileAccess.Read, FileShare.Read);
         using var sb = fb.OpenRead();
         return SHA256.HashData(sa).AsSpan().SequenceEqual(SHA256.HashData(sb));
-    }
-
-    private static void TryDelete(string path)
-    {
-        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
     }
 }

@@ -17,8 +17,11 @@ public static class OnnxModelFile
     public static ModelProto Load(string path)
     {
         var info = new FileInfo(path);
-        if (!info.Exists)
+        var kind = SafeFiles.Kind(info.FullName, followLinks: true);
+        if (kind == FileKind.Missing)
             throw new FileNotFoundException($"Model file not found: {path}", path);
+        if (kind != FileKind.Regular)
+            throw new InvalidDataException($"{path} is {SafeFiles.Describe(kind)}, not a model file");
         if (info.Length > MaxModelBytes)
             throw new InvalidDataException($"{path}: {info.Length} bytes exceeds the 2 GiB protobuf limit; store weights as external data.");
         using var stream = File.OpenRead(path);
@@ -44,28 +47,14 @@ public static class OnnxModelFile
 
     /// <summary>
     /// Writes the model atomically: to a temporary file in the destination folder, then renamed.
-    /// On failure no file is left at <paramref name="path"/> (an existing one is untouched).
+    /// On failure no file is left at <paramref name="path"/> (an existing one is untouched), nor a
+    /// temporary; only a regular file is ever replaced.
     /// </summary>
     public static void Save(ModelProto model, string path)
     {
         var full = Path.GetFullPath(path);
-        var dir = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(dir);
-        var temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write))
-            {
-                model.WriteTo(stream);
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp))
-                File.Delete(temp);
-        }
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        SafeFiles.WriteAtomically(full, model.WriteTo, "Output");
     }
 
     /// <summary>Serializes the model to bytes (for in-memory sessions).</summary>

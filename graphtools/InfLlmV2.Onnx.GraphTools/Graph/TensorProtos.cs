@@ -12,7 +12,8 @@ public static class TensorProtos
         where T : unmanaged
     {
         long count = 1;
-        foreach (var d in dims) count *= d;
+        foreach (var d in dims)
+            count = d >= 0 ? checked(count * d) : throw new ArgumentException($"Tensor '{name}': dim {d} is negative");
         if (count != data.Length)
             throw new ArgumentException($"Tensor '{name}': {data.Length} elements do not match shape [{string.Join(",", dims.ToArray())}]");
         var t = new TensorProto { Name = name, DataType = (int)type, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(data)) };
@@ -43,13 +44,55 @@ public static class TensorProtos
         _ => 0,
     };
 
+    /// <summary>Largest tensor whose bytes are read into memory (.NET's array limit).</summary>
+    public static readonly long MaxTensorBytes = Array.MaxLength;
+
     /// <summary>Element count of a tensor from its dims.</summary>
+    /// <exception cref="InvalidDataException">A dim is negative or the count overflows 64 bits.</exception>
     public static long ElementCount(TensorProto t)
     {
         long n = 1;
-        foreach (var d in t.Dims) n *= d;
+        foreach (var d in t.Dims)
+        {
+            if (d < 0) throw new InvalidDataException($"Tensor '{t.Name}': dim {d} is negative (shape [{string.Join(",", t.Dims)}])");
+            if (d != 0 && n > long.MaxValue / d)
+                throw new InvalidDataException($"Tensor '{t.Name}': shape [{string.Join(",", t.Dims)}] has more than 2^63 elements");
+            n *= d;
+        }
         return n;
     }
+
+    /// <summary>
+    /// Bytes of a fixed-size tensor from its dims and type, checked: the type has a fixed element
+    /// size, no dim is negative and the size fits <see cref="MaxTensorBytes"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The type, dims or size is not acceptable.</exception>
+    public static long ByteLength(TensorProto t)
+    {
+        var type = (TensorProto.Types.DataType)t.DataType;
+        int size = ElementSize(type);
+        if (size == 0)
+            throw new InvalidDataException($"Tensor '{t.Name}': data type {DescribeType(t.DataType)} has no fixed element size here");
+        long count = ElementCount(t);
+        if (count > MaxTensorBytes / size)
+            throw new InvalidDataException($"Tensor '{t.Name}': shape [{string.Join(",", t.Dims)}] of {type} is larger than {MaxTensorBytes} bytes");
+        return count * size;
+    }
+
+    /// <summary>A data type's name, or its number when ONNX does not define it.</summary>
+    public static string DescribeType(int dataType) =>
+        Enum.IsDefined((TensorProto.Types.DataType)dataType) ? ((TensorProto.Types.DataType)dataType).ToString() : $"{dataType} (undefined)";
+
+    /// <summary>Elements held in the typed field (float_data, int32_data, ...) that <paramref name="type"/> uses.</summary>
+    public static int TypedCount(TensorProto t, TensorProto.Types.DataType type) => type switch
+    {
+        TensorProto.Types.DataType.Float => t.FloatData.Count,
+        TensorProto.Types.DataType.Double => t.DoubleData.Count,
+        TensorProto.Types.DataType.Int64 => t.Int64Data.Count,
+        TensorProto.Types.DataType.Uint64 or TensorProto.Types.DataType.Uint32 => t.Uint64Data.Count,
+        TensorProto.Types.DataType.String => t.StringData.Count,
+        _ => t.Int32Data.Count,
+    };
 
     /// <summary>
     /// The tensor's data as little-endian bytes, from raw_data or the typed fields. External data
@@ -60,8 +103,9 @@ public static class TensorProtos
         var type = (TensorProto.Types.DataType)t.DataType;
         int size = ElementSize(type);
         if (size == 0)
-            throw new NotSupportedException($"Tensor '{t.Name}': data type {type} is not supported here");
-        long count = ElementCount(t);
+            throw new NotSupportedException($"Tensor '{t.Name}': data type {DescribeType(t.DataType)} is not supported here");
+        long byteLength = ByteLength(t);
+        long count = byteLength / size;
         if (t.DataLocation == TensorProto.Types.DataLocation.External)
             return ExternalData.Read(t, baseDirectory ?? throw new InvalidDataException($"Tensor '{t.Name}' has external data but no model folder is known"));
         byte[] bytes;
@@ -71,7 +115,10 @@ public static class TensorProtos
         }
         else
         {
-            bytes = new byte[count * size];
+            int typed = TypedCount(t, type);
+            if (typed != count)
+                throw new InvalidDataException($"Tensor '{t.Name}': {typed} typed values, expected {count} for shape [{string.Join(",", t.Dims)}]");
+            bytes = new byte[byteLength];
             switch (type)
             {
                 case TensorProto.Types.DataType.Float:
@@ -111,7 +158,10 @@ public static class TensorProtos
     {
         var type = (TensorProto.Types.DataType)tensor.DataType;
         var bytes = GetBytes(tensor, baseDirectory);
-        int n = (int)ElementCount(tensor);
+        long count = ElementCount(tensor);
+        if (count > Array.MaxLength)
+            throw new InvalidDataException($"Tensor '{tensor.Name}': {count} elements are too many to compare");
+        int n = (int)count;
         var r = new double[n];
         for (int i = 0; i < n; i++)
         {

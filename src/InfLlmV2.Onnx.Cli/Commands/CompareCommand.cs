@@ -39,10 +39,11 @@ public static class CompareCommand
                     if (r.Tokens.Any(t => t.Value == decodeOnly)) throw new UsageException($"{decodeOnly} does not apply with --inputs");
                 return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol));
             }
-            int n = r.GetValue(promptLen), m = r.GetValue(steps);
+            int n = (int)CommandRunner.InRange("--prompt-len", r.GetValue(promptLen), 1, CommandRunner.MaxTokens);
+            int m = (int)CommandRunner.InRange("--decode-steps", r.GetValue(steps), 0, CommandRunner.MaxTokens);
+            if (r.GetResult(promptIds) is not null && string.IsNullOrWhiteSpace(r.GetValue(promptIds)))
+                throw new UsageException("--prompt-ids: no token ids given");
             if (r.GetValue(json) is { } report) ReportFile.Check(report, "--json", r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
-            if (n < 1) throw new UsageException($"--prompt-len must be >= 1, got {n}");
-            if (m < 0) throw new UsageException($"--decode-steps must be >= 0, got {m}");
             using var a = DecoderModel.Open(Existing(r.GetValue(original)!));
             using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!));
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
@@ -67,7 +68,7 @@ public static class CompareCommand
     private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol)
     {
         if (!dir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {dir.FullName}");
-        if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
+        CommandRunner.InRange("--atol", atol, 0, double.MaxValue);
         var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1);
         var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1);
         Console.WriteLine($"original vs rewritten on {dir.FullName}:");

@@ -20,26 +20,32 @@ public static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
         var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
-        var capacity = new Option<int>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
+        var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
         var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, ids, max, mode, temperature, topK, topP, seed, stop, capacity };
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
+            // Every number is checked before the model is opened, each message naming its option.
+            int maxNew = (int)CommandRunner.InRange("--max-new-tokens", r.GetValue(max), 1, CommandRunner.MaxTokens);
+            float temp = (float)CommandRunner.InRange("--temperature", r.GetValue(temperature), 0, float.MaxValue);
+            int k = (int)CommandRunner.InRange("--top-k", r.GetValue(topK), 0, int.MaxValue);
+            float p = r.GetValue(topP);
+            if (!(p > 0 && p <= 1)) throw new UsageException($"--top-p must be in (0, 1], got {p}");
+            int? capacityGiven = r.GetValue(capacity) is int cg ? (int)CommandRunner.InRange("--capacity", cg, 1, CommandRunner.MaxTokens) : null;
+            if (string.IsNullOrWhiteSpace(r.GetValue(ids))) throw new UsageException("--prompt-ids: no token ids given");
             using var m = DecoderModel.Open(CompareCommand.Existing(r.GetValue(model)!));
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
             var prompt = ParseIds(r.GetValue(ids), vocab)!;
-            int maxNew = r.GetValue(max);
-            if (maxNew < 1) throw new UsageException($"--max-new-tokens must be >= 1, got {maxNew}");
             var options = new GenerationOptions
             {
-                MaxNewTokens = maxNew, Temperature = r.GetValue(temperature), TopKTokens = r.GetValue(topK), TopP = r.GetValue(topP),
-                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab) ?? [],
+                MaxNewTokens = maxNew, Temperature = temp, TopKTokens = k, TopP = p,
+                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab, "--stop-ids") ?? [],
             };
             // The last generated token is not fed back: a request grows to prompt + maxNew - 1 tokens.
             if (m.MaxPositions is { } maxPos && prompt.Length + maxNew - 1 > maxPos)
                 throw new UsageException(prompt.Length > maxPos
                     ? $"the prompt ({prompt.Length} tokens) exceeds the model's {maxPos} positions"
                     : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos} positions (at most {maxPos - prompt.Length + 1})");
-            int cap = r.GetValue(capacity) is > 0 and var c ? c : prompt.Length + maxNew;
+            int cap = capacityGiven ?? prompt.Length + maxNew;
             if (cap < prompt.Length) throw new UsageException($"--capacity {cap} is smaller than the prompt ({prompt.Length} tokens)");
             using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
             var sw = Stopwatch.StartNew();
@@ -56,16 +62,17 @@ public static class GenerateCommand
         return cmd;
     }
 
-    internal static int[]? ParseIds(string? text, int vocab)
+    internal static int[]? ParseIds(string? text, int vocab, string option = "--prompt-ids")
     {
         if (string.IsNullOrWhiteSpace(text)) return null;
         var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (parts.Length > CommandRunner.MaxTokens) throw new UsageException($"{option}: {parts.Length} token ids, at most {CommandRunner.MaxTokens}");
         var ids = new int[parts.Length];
         for (int i = 0; i < parts.Length; i++)
         {
             if (!int.TryParse(parts[i], System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out ids[i]) || ids[i] < 0 || ids[i] >= vocab)
-                throw new UsageException($"token id '{parts[i]}' is not an integer in [0, {vocab})");
+                throw new UsageException($"{option}: token id '{parts[i]}' is not an integer in [0, {vocab})");
         }
-        return ids.Length > 0 ? ids : throw new UsageException("no token ids given");
+        return ids.Length > 0 ? ids : throw new UsageException($"{option}: no token ids given");
     }
 }

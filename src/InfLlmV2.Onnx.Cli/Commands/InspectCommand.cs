@@ -18,6 +18,7 @@ public static class InspectCommand
         {
             var path = r.GetValue(model)!;
             var m = OnnxModelFile.Load(path.FullName);
+            ModelValidator.Check(m, path.DirectoryName);
             var sites = AttentionRewriter.Inspect(m);
             if (r.GetValue(json))
             {

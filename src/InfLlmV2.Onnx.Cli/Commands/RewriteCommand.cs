@@ -73,29 +73,59 @@ public static class RewriteCommand
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
             throw new UsageException("The output must differ from the input (the input is never overwritten)");
+        SafeFiles.CheckWritableTarget(output.FullName, "Output");
         if (output.Exists && !force) throw new UsageException($"Output {output.FullName} exists; pass --force to overwrite it");
         if (report is not null) ReportFile.Check(report, "--report", input.FullName, output.FullName);
 
         var model = OnnxModelFile.Load(input.FullName);
+        ModelValidator.Check(model, input.DirectoryName);
         ModelWriter.CheckExternalData(model, input.FullName);
         var sites = RewriteWithProgress(model, options);
         int rewritten = sites.Count(s => s.Rewritten);
-        if (rewritten > 0) ModelWriter.Save(model, input.FullName, output.FullName, force);
-        InspectCommand.PrintSites(input.FullName, sites);
-        if (report is not null)
+        string? reportText = report is null ? null : JsonSerializer.Serialize(new
         {
-            var doc = new
+            input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
+            options = new
             {
-                input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
-                options = new
+                dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
+                block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
+                compress_stride = options.Sparse.CompressStride, lse_approx = options.Sparse.LseApprox, compressed_state = options.CompressedState,
+                attention_mode_input = options.AttentionModeInput,
+            },
+        }, InspectCommand.JsonOptions);
+        if (rewritten > 0)
+        {
+            // The report is staged before the model is saved and renamed into place after it: when
+            // either write fails, neither file is left behind.
+            string? staged = report is null ? null : ReportFile.Stage(report, reportText!);
+            IReadOnlyList<string> created;
+            try
+            {
+                created = ModelWriter.Save(model, input.FullName, output.FullName, force);
+            }
+            catch
+            {
+                if (staged is not null) SafeFiles.TryDelete(staged);
+                throw;
+            }
+            if (staged is not null)
+            {
+                try
                 {
-                    dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
-                    block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
-                    compress_stride = options.Sparse.CompressStride, lse_approx = options.Sparse.LseApprox, compressed_state = options.CompressedState, attention_mode_input = options.AttentionModeInput,
-                },
-            };
-            ReportFile.Write(report, JsonSerializer.Serialize(doc, InspectCommand.JsonOptions));
+                    ReportFile.Commit(staged, report!);
+                }
+                catch
+                {
+                    ModelWriter.Undo(created);
+                    throw;
+                }
+            }
         }
+        else if (report is not null)
+        {
+            ReportFile.Write(report, reportText!);
+        }
+        InspectCommand.PrintSites(input.FullName, sites);
         if (rewritten == 0)
         {
             Console.Error.WriteLine($"error: nothing rewritten: {(sites.Count == 0 ? "no attention found" : string.Join("; ", sites.Select(s => s.Reason).Distinct()))}");

@@ -39,18 +39,25 @@ public static class RunCommand
     {
         if (!model.Exists) throw new FileNotFoundException($"Model not found: {model.FullName}");
         if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
-        if (repeat < 1) throw new UsageException($"--repeat must be >= 1, got {repeat}");
-        if (!(atol >= 0)) throw new UsageException($"--atol must be >= 0, got {atol}");
+        CommandRunner.InRange("--repeat", repeat, 1, MaxRepeat);
+        CommandRunner.InRange("--atol", atol, 0, double.MaxValue);
         if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
             throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
         if (outputDir is not null && File.Exists(outputDir.FullName))
             throw new UsageException($"--outputs {outputDir.FullName} is a file; give a folder (it is created when missing)");
+        if (outputDir is not null && outputDir.Exists)
+            foreach (var existing in Directory.GetFileSystemEntries(outputDir.FullName, "output_*.pb"))
+                SafeFiles.CheckWritableTarget(existing, "--outputs:");
         if (json is not null) ReportFile.Check(json, "--json", [model.FullName, .. Directory.GetFiles(inputDir.FullName)]);
+        ModelValidator.Check(OnnxModelFile.Load(model.FullName), model.DirectoryName);
 
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
         var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat);
         return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
     }
+
+    /// <summary>Most runs <c>--repeat</c> asks for.</summary>
+    public const int MaxRepeat = 100_000;
 
     /// <summary>Runs <paramref name="model"/> <paramref name="repeat"/> times on the folder's input_N.pb; returns every graph output and the latencies.</summary>
     internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat)
@@ -105,14 +112,6 @@ public static class RunCommand
     private static int Report(FileInfo model, List<TensorProto> produced, List<TensorProto> expected,
         DirectoryInfo? outputDir, double atol, List<double> times, FileInfo? json, string inputDir)
     {
-        if (outputDir is not null)
-        {
-            Directory.CreateDirectory(outputDir.FullName);
-            for (int i = 0; i < produced.Count; i++)
-                OnnxTestData.WriteTensor(produced[i], Path.Combine(outputDir.FullName, $"output_{i}.pb"));
-            Console.WriteLine($"wrote {produced.Count} outputs to {outputDir.FullName}");
-        }
-
         var (rows, allOk) = Diff(produced, expected, atol, inputDir);
         if (expected.Count == 0) Console.WriteLine("no expected outputs in the inputs folder: nothing compared");
 
@@ -120,6 +119,39 @@ public static class RunCommand
         double median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : 0.5 * (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]);
         if (times.Count > 1) Console.WriteLine($"median latency {median:F3} ms over {times.Count} runs");
 
+        // Outputs and the JSON report are written whole or not at all: on a failure (a full disk)
+        // every file written, and the outputs folder when this run created it, are removed.
+        var created = new List<string>();
+        bool createdDir = outputDir is not null && !Directory.Exists(outputDir.FullName);
+        try
+        {
+            if (outputDir is not null)
+            {
+                Directory.CreateDirectory(outputDir.FullName);
+                for (int i = 0; i < produced.Count; i++)
+                {
+                    var path = Path.Combine(outputDir.FullName, $"output_{i}.pb");
+                    bool existed = File.Exists(path);
+                    OnnxTestData.WriteTensor(produced[i], path);
+                    if (!existed) created.Add(path);
+                }
+            }
+            WriteJson(model, produced, atol, times, json, rows, allOk, median);
+        }
+        catch
+        {
+            foreach (var f in created) SafeFiles.TryDelete(f);
+            if (createdDir)
+                try { Directory.Delete(outputDir!.FullName); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            throw;
+        }
+        if (outputDir is not null) Console.WriteLine($"wrote {produced.Count} outputs to {outputDir.FullName}");
+        return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
+    }
+
+    private static void WriteJson(FileInfo model, List<TensorProto> produced, double atol, List<double> times, FileInfo? json,
+        List<Dictionary<string, object?>> rows, bool allOk, double median)
+    {
         if (json is not null)
         {
             var doc = new Dictionary<string, object?>
@@ -134,7 +166,6 @@ public static class RunCommand
             };
             ReportFile.Write(json, JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
         }
-        return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
     }
 
     /// <summary>

@@ -123,6 +123,8 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 } ||
             qs[1] is not long qh || ks[1] is not long kh || qs[3] is not long qd)
             return Refuse("Q/K/V are not 4-D [B, heads, sequence, head_size] with static heads and head size");
+        if (qh < 1 || qh > NodeAttributes.MaxHeads || kh < 1 || kh > NodeAttributes.MaxHeads || qd < 1 || qd > int.MaxValue)
+            return Refuse($"{qh} query heads, {kh} kv heads, head size {qd}: heads must be in [1, {NodeAttributes.MaxHeads}] and the head size positive");
         int h = (int)qh, hkv = (int)kh, d = (int)qd;
         if (axis != -1 && axis != 3) return Refuse($"softmax over axis {axis}, not the key axis", h, hkv, d);
         if (!Equals(ks[3], qs[3]) || !Equals(vs[3], qs[3]) || !Equals(vs[1], ks[1]) || !Equals(vs[2], ks[2]))

@@ -33,6 +33,12 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
     {
         long heads = node.IntAttr("num_heads") ?? 0, kvHeads = node.IntAttr("kv_num_heads") ?? 0;
         if (heads <= 0 || kvHeads <= 0) return RuleCheck.Refuse("num_heads/kv_num_heads missing or not positive");
+        // Read as int64 and checked before narrowing: 2^40 heads must not become H=0.
+        if ((node.IntAttrOutOfRange("num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } heads64)
+            return RuleCheck.Refuse(heads64);
+        if ((node.IntAttrOutOfRange("local_window_size", -1, int.MaxValue) ?? node.IntAttrOutOfRange("do_rotary", 0, 1)
+             ?? node.IntAttrOutOfRange("rotary_interleaved", 0, 1)) is { } range)
+            return RuleCheck.Refuse(range);
         int h = (int)heads, hkv = (int)kvHeads;
         int? headSize = HeadSize(graph, node, h, hkv);
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, h, hkv, headSize);
@@ -126,12 +132,12 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
 
     private static int? HeadSize(GraphIndex g, NodeProto n, int heads, int kvHeads)
     {
-        if (n.Input.Count > 3 && n.Input[3].Length > 0 && g.StaticDim(n.Input[3], 3) is long d) return (int)d;
+        if (n.Input.Count > 3 && n.Input[3].Length > 0 && g.StaticDim(n.Input[3], 3) is long d) return d is >= 0 and <= int.MaxValue ? (int)d : null;
         bool packed = n.Input.Count < 2 || n.Input[1].Length == 0;
         if (g.StaticDim(n.Input[0], 2) is long hidden)
         {
             long div = packed ? heads + 2L * kvHeads : heads;
-            if (hidden % div == 0) return (int)(hidden / div);
+            if (hidden % div == 0 && hidden / div is >= 0 and <= int.MaxValue) return (int)(hidden / div);
         }
         return null;
     }

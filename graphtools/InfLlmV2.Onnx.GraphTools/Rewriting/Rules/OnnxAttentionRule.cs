@@ -64,6 +64,10 @@ public sealed class OnnxAttentionRule : IAttentionRule
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
         if ((node.IntAttr("is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
+        if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
+            return Refuse(range);
+        if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
+            return Refuse($"{heads} query / {kvHeads} kv heads: more than {NodeAttributes.MaxHeads}");
         if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
         if (headSize is null) return Refuse("head size unknown");
@@ -124,11 +128,11 @@ public sealed class OnnxAttentionRule : IAttentionRule
     {
         if (qs is { Count: 4 }) return (Dim(qs[1]), ks is { Count: 4 } ? Dim(ks[1]) : null, Dim(qs[3]));
         if (qs is not { Count: 3 }) return (null, null, null);
-        int? heads = (int?)node.IntAttr("q_num_heads"), kvHeads = (int?)node.IntAttr("kv_num_heads");
+        int? heads = node.HeadsAttr("q_num_heads"), kvHeads = node.HeadsAttr("kv_num_heads");
         int? headSize = heads is > 0 && Dim(qs[2]) is int hidden && hidden % heads == 0 ? hidden / heads.Value : null;
         return (heads, kvHeads, headSize);
     }
 
-    internal static int? Dim(object? d) => d is long v ? (int)v : null;
+    internal static int? Dim(object? d) => d is long v && v >= 0 && v <= int.MaxValue ? (int)v : null;
 
 }

@@ -57,6 +57,10 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
             return Refuse("is_causal=1 with a static cache: ONNX's top-left causal mask ignores the cache positions");
         if (qs is null) return Refuse("the shape of Q is unknown");
         if (rank is not (3 or 4)) return Refuse($"Q has rank {rank}: need 3-D or 4-D");
+        if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
+            return Refuse(range);
+        if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
+            return Refuse($"{heads} query / {kvHeads} kv heads: more than {NodeAttributes.MaxHeads}");
         if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
         if (headSize is null) return Refuse("head size unknown");

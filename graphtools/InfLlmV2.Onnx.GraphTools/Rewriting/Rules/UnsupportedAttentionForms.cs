@@ -17,7 +17,7 @@ public sealed class MultiHeadAttentionForm : IAttentionRule
     /// <inheritdoc/>
     public RuleCheck Check(GraphIndex graph, NodeProto node, RewriteOptions options)
     {
-        var heads = (int?)node.IntAttr("num_heads");
+        var heads = node.HeadsAttr("num_heads");
         int? headSize = heads is > 0 && graph.StaticDim(node.Input[0], 2) is long hidden ? (int)(hidden / heads.Value) : null;
         return RuleCheck.Refuse("MultiHeadAttention: no rewrite rule for this form yet (convert to GroupQueryAttention first)", heads, heads, headSize);
     }

@@ -1,0 +1,32 @@
+using System.CommandLine;
+using InfLlmV2.Onnx.Cli.Commands;
+
+namespace InfLlmV2.Onnx.Cli;
+
+/// <summary>The <c>infllmv2</c> command line as a method, so tests can run it in-process.</summary>
+public static class CliApp
+{
+    /// <summary>Parses <paramref name="args"/>, runs the subcommand and returns its exit code (see <see cref="ExitCodes"/>).</summary>
+    public static int Run(string[] args)
+    {
+        var root = new RootCommand("infllmv2: InfLLM-V2 dense-sparse switchable attention for ONNX Runtime");
+        root.Subcommands.Add(VersionCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
+        root.Subcommands.Add(RunCommand.Create());
+        root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(RewriteCommand.Create());
+        root.Subcommands.Add(CompareCommand.Create());
+        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
+
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (var error in parsed.Errors)
+                Console.Error.WriteLine($"error: {error.Message}");
+            Console.Error.WriteLine("Try 'infllmv2 --help'.");
+            return ExitCodes.BadInput;
+        }
+        return parsed.Invoke();
+    }
+}
