@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.GenAi;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using Spectre.Console;
 using InfLlmV2.Onnx.OpContract;
@@ -11,7 +12,8 @@ namespace InfLlmV2.Onnx.Cli.Commands;
 /// <c>infllmv2 rewrite IN -o OUT [options] [--report FILE.json]</c>: exit 0 when at least one
 /// attention was rewritten, 3 when the model is valid but nothing could be, 2 on bad input or
 /// usage. On failure no output file exists afterwards; the input is never overwritten, nor an
-/// existing output without --force.
+/// existing output without --force. A model whose folder has a genai_config.json naming it (or
+/// <c>--genai-folder IN -o OUTDIR</c>) is written as a whole genai folder (<see cref="GenAiRewrite"/>).
 /// </summary>
 public static class RewriteCommand
 {
@@ -19,7 +21,8 @@ public static class RewriteCommand
     public static Command Create()
     {
         var d = SparseAttentionSettings.Defaults;
-        var input = new Argument<FileInfo>("IN") { Description = "ONNX model to rewrite (never modified)" };
+        var input = new Argument<FileInfo?>("IN") { Description = "ONNX model to rewrite (never modified)", Arity = ArgumentArity.ZeroOrOne };
+        var genaiFolder = new Option<DirectoryInfo?>("--genai-folder") { Description = "Rewrite this onnxruntime-genai folder's decoder; -o is then the output folder" };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Rewritten model path", Required = true };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing output" };
         var report = new Option<FileInfo?>("--report") { Description = "Write the per-site report as JSON" };
@@ -35,7 +38,7 @@ public static class RewriteCommand
         var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
         var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
         {
-            input, output, force, report, denseLen, topk, window, block, init, kernel, stride, exactLse, state, mode,
+            input, output, force, report, genaiFolder, denseLen, topk, window, block, init, kernel, stride, exactLse, state, mode,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
@@ -49,7 +52,8 @@ public static class RewriteCommand
                 CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
             };
             if (options.Validate() is { } why) throw new UsageException(why);
-            return Run(r.GetValue(input)!, r.GetValue(output)!, r.GetValue(force), r.GetValue(report), options);
+            var (model, target, genai) = GenAiRewrite.Resolve(r.GetValue(input), r.GetValue(genaiFolder), r.GetValue(output)!);
+            return Run(model, target, r.GetValue(force), r.GetValue(report), options, genai);
         }));
         return cmd;
     }
@@ -68,7 +72,7 @@ public static class RewriteCommand
         return sites;
     }
 
-    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options)
+    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options, GenAiFolder? genai)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
@@ -80,11 +84,13 @@ public static class RewriteCommand
         var model = OnnxModelFile.Load(input.FullName);
         ModelValidator.Check(model, input.DirectoryName);
         ModelWriter.CheckExternalData(model, input.FullName);
+        var genaiWrite = genai?.Prepare(model, output.FullName, NativeOpLibrary.Locate(), force);
         var sites = RewriteWithProgress(model, options);
         int rewritten = sites.Count(s => s.Rewritten);
         string? reportText = report is null ? null : JsonSerializer.Serialize(new
         {
             input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
+            genai = GenAiRewrite.Json(rewritten > 0 ? genaiWrite?.Planned : null),
             options = new
             {
                 dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
@@ -101,7 +107,7 @@ public static class RewriteCommand
             IReadOnlyList<string> created;
             try
             {
-                created = ModelWriter.Save(model, input.FullName, output.FullName, force);
+                created = genaiWrite is not null ? genaiWrite.Write(model) : ModelWriter.Save(model, input.FullName, output.FullName, force);
             }
             catch
             {
@@ -132,6 +138,7 @@ public static class RewriteCommand
             return ExitCodes.NothingRewritten;
         }
         Console.WriteLine($"wrote {output.FullName} ({rewritten} of {sites.Count} attention sites rewritten)");
+        if (genaiWrite is not null) GenAiRewrite.Print(genaiWrite.Planned);
         return ExitCodes.Ok;
     }
 }

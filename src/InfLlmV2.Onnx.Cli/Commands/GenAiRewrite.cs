@@ -1,0 +1,64 @@
+using InfLlmV2.Onnx.GraphTools.GenAi;
+
+namespace InfLlmV2.Onnx.Cli.Commands;
+
+/// <summary>
+/// The onnxruntime-genai side of <c>infllmv2 rewrite</c>: which model and output a call means,
+/// and what the written genai folder became.
+/// </summary>
+public static class GenAiRewrite
+{
+    /// <summary>
+    /// Resolves <c>rewrite IN -o OUT</c> and <c>rewrite --genai-folder IN -o OUTDIR</c> to the model
+    /// to rewrite, the output model path and, when a genai folder is to be written, its source folder.
+    /// <c>rewrite IN -o OUT</c> writes a genai folder when IN's folder has a genai_config.json naming
+    /// IN as its decoder and OUT lies in another folder; in IN's own folder only the model is written
+    /// (its genai_config.json is never overwritten), and a note says so.
+    /// </summary>
+    /// <exception cref="UsageException">Neither or both of IN and --genai-folder, or the output folder is the input folder.</exception>
+    public static (FileInfo Model, FileInfo Output, GenAiFolder? Genai) Resolve(FileInfo? input, DirectoryInfo? genaiFolder, FileInfo output)
+    {
+        if (input is not null && genaiFolder is not null) throw new UsageException("Give either IN or --genai-folder FOLDER, not both");
+        if (genaiFolder is not null)
+        {
+            var genai = GenAiFolder.Open(genaiFolder.FullName);
+            var outDir = Path.GetFullPath(output.FullName);
+            if (string.Equals(outDir.TrimEnd('/'), genai.Folder, StringComparison.Ordinal))
+                throw new UsageException($"The output folder must differ from the genai folder {genai.Folder} (the input is never overwritten)");
+            if (File.Exists(outDir)) throw new UsageException($"--output {outDir} is a file; with --genai-folder it names the output folder");
+            return (new FileInfo(genai.DecoderPath), new FileInfo(Path.Combine(outDir, genai.DecoderFileName)), genai);
+        }
+        if (input is null) throw new UsageException("Missing the model to rewrite: give IN or --genai-folder FOLDER");
+        if (!input.Exists) return (input, output, null);  // reported as "Model not found" by rewrite
+        var found = GenAiFolder.ForModel(input.FullName);
+        if (found is not null && string.Equals(Path.GetDirectoryName(Path.GetFullPath(output.FullName)), found.Folder, StringComparison.Ordinal))
+        {
+            Console.WriteLine($"note: {found.ConfigPath} names this model, but the output is in the same folder: only the model is written " +
+                              "(write to another folder, or use --genai-folder, for a complete genai folder)");
+            found = null;
+        }
+        return (input, output, found);
+    }
+
+    /// <summary>Prints what the genai folder became.</summary>
+    public static void Print(GenAiFolderReport r)
+    {
+        Console.WriteLine($"genai folder {r.OutputFolder}:");
+        Console.WriteLine($"  rewritten model  {Path.GetRelativePath(r.OutputFolder, r.Model)}" +
+                          (r.DataFiles.Count > 0 ? $" (external data: {string.Join(", ", r.DataFiles)})" : ""));
+        Console.WriteLine($"  op library       {Path.GetFileName(r.OpsLibrary)} (copied from {r.OpsLibrary})");
+        var copied = r.CopiedFiles.Count <= 8 ? string.Join(", ", r.CopiedFiles)
+            : $"{string.Join(", ", r.CopiedFiles.Take(6))} and {r.CopiedFiles.Count - 6} more (all {r.CopiedFiles.Count} in --report)";
+        Console.WriteLine($"  copied unchanged {(r.CopiedFiles.Count == 0 ? "(no other files)" : copied)}");
+        if (r.NotCopied.Count > 0) Console.WriteLine($"  not copied       {string.Join(", ", r.NotCopied)} (replaced by the files above)");
+        Console.WriteLine($"  {GenAiFolder.ConfigFileName} changes (nothing else differs):");
+        foreach (var c in r.ConfigChanges) Console.WriteLine($"    {c}");
+    }
+
+    /// <summary>The report's <c>genai</c> object (null when no genai folder was written).</summary>
+    public static object? Json(GenAiFolderReport? r) => r is null ? null : new
+    {
+        output_folder = r.OutputFolder, model = r.Model, data_files = r.DataFiles, ops_library = r.OpsLibrary,
+        config_changes = r.ConfigChanges, copied_files = r.CopiedFiles, not_copied = r.NotCopied,
+    };
+}

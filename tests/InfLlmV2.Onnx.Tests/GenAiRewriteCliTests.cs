@@ -1,0 +1,136 @@
+using System.Text.Json.Nodes;
+
+namespace InfLlmV2.Onnx.Tests;
+
+/// <summary>
+/// `infllmv2 rewrite` of an onnxruntime-genai folder: a complete folder out (model, data, every other
+/// file, the op library), genai_config.json changed only in custom_ops_library (and the decoder's file
+/// name when renamed), the input never touched, nothing left behind on failure, rewrite's exit codes.
+/// Running the folders through genai is tests/InfLlmV2.Onnx.GenAi.Tests.
+/// </summary>
+public class GenAiRewriteCliTests
+{
+    private static string Fixture(string name) => Path.Combine(ModelRunner.FixturesRoot, name);
+
+    private static readonly string Gqa = Fixture("genai_tiny_random_llama_fp32_gqa_modelbuilder");
+
+    /// <summary>Asserts <paramref name="output"/> is <paramref name="input"/> rewritten, decoder stored as <paramref name="modelName"/>.</summary>
+    private static void AssertGenAiFolder(string input, string output, string modelName)
+    {
+        var original = JsonNode.Parse(File.ReadAllText(Path.Combine(input, "genai_config.json")))!;
+        var written = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "genai_config.json")))!;
+        var options = written["model"]!["decoder"]!["session_options"]!.AsObject();
+        Assert.Equal("libinfllmv2_ops.so", (string?)options["custom_ops_library"]);
+        Assert.Equal(modelName, (string?)written["model"]!["decoder"]!["filename"]);
+        options.Remove("custom_ops_library");
+        written["model"]!["decoder"]!["filename"] = (string?)original["model"]!["decoder"]!["filename"];
+        Assert.True(JsonNode.DeepEquals(original, written), $"genai_config.json differs beyond custom_ops_library:\n{written}");
+
+        Assert.True(File.Exists(Path.Combine(output, "libinfllmv2_ops.so")));
+        Assert.True(File.Exists(Path.Combine(output, modelName)));
+        var decoder = (string)original["model"]!["decoder"]!["filename"]!;
+        foreach (var file in Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories))
+        {
+            var relative = Path.GetRelativePath(input, file);
+            if (relative is "genai_config.json" || relative == decoder) continue;
+            var copy = Path.Combine(output, relative);
+            Assert.True(File.Exists(copy), $"{relative} not copied");
+            Assert.True(File.ReadAllBytes(file).AsSpan().SequenceEqual(File.ReadAllBytes(copy)), $"{relative} differs");
+        }
+        if (modelName != decoder) Assert.False(File.Exists(Path.Combine(output, decoder)));
+    }
+
+    [Fact]
+    public void GenAiFolder_option_writes_a_complete_folder_and_reports_the_change()
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], "--report", dir["r.json"]);
+        Assert.True(code == 0, stdout + err);
+        AssertGenAiFolder(Gqa, dir["out"], "model.onnx");
+        Assert.Contains("custom_ops_library", stdout);
+        var report = JsonNode.Parse(File.ReadAllText(dir["r.json"]))!["genai"]!;
+        Assert.Single(report["config_changes"]!.AsArray());
+        Assert.Contains("PROVENANCE.txt", report["copied_files"]!.AsArray().Select(n => (string?)n));
+        Assert.Equal("model.onnx.data", (string?)report["data_files"]![0]);
+    }
+
+    [Fact]
+    public void Model_in_a_genai_folder_written_elsewhere_becomes_a_genai_folder_renamed_decoder_noted()
+    {
+        using var dir = new TempDir();
+        var fixture = Fixture("genai_webgpu_tiny_gqa_contrib_fp16");
+        var (code, stdout, err) = CliProcess.Run("rewrite", Path.Combine(fixture, "model.onnx"), "-o", dir["out/decoder.rw.onnx"]);
+        Assert.True(code == 0, stdout + err);
+        AssertGenAiFolder(fixture, dir["out"], "decoder.rw.onnx");
+        Assert.Contains("model.decoder.filename: \"model.onnx\" -> \"decoder.rw.onnx\"", stdout);
+    }
+
+    [Fact]
+    public void Output_in_the_input_folder_writes_only_the_model_and_leaves_the_config()
+    {
+        using var dir = new TempDir();
+        foreach (var f in Directory.EnumerateFiles(Gqa)) File.Copy(f, dir[Path.GetFileName(f)]);
+        var config = File.ReadAllText(dir["genai_config.json"]);
+        var (code, stdout, err) = CliProcess.Run("rewrite", dir["model.onnx"], "-o", dir["model.rw.onnx"]);
+        Assert.True(code == 0, stdout + err);
+        Assert.Contains("only the model is written", stdout);
+        Assert.Equal(config, File.ReadAllText(dir["genai_config.json"]));
+        Assert.False(File.Exists(dir["libinfllmv2_ops.so"]));
+    }
+
+    [Fact]
+    public void Nothing_rewritable_exits_three_and_writes_no_folder()
+    {
+        using var dir = new TempDir();
+        var (code, _, _) = CliProcess.Run("rewrite", "--genai-folder", Fixture("genai_tiny_random_llama_fp16_mha_modelbuilder"), "-o", dir["out"]);
+        Assert.Equal(3, code);
+        Assert.False(Directory.Exists(dir["out"]));
+    }
+
+    [Theory]
+    [InlineData("same-folder")]
+    [InlineData("no-config")]
+    [InlineData("both-inputs")]
+    [InlineData("no-input")]
+    [InlineData("other-library")]
+    public void Bad_genai_input_or_usage_exits_two_and_writes_nothing(string kind)
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["in"]);
+        foreach (var f in Directory.EnumerateFiles(Gqa)) File.Copy(f, Path.Combine(dir["in"], Path.GetFileName(f)));
+        if (kind == "other-library")
+        {
+            var config = JsonNode.Parse(File.ReadAllText(Gqa + "/genai_config.json"))!;
+            config["model"]!["decoder"]!["session_options"]!["custom_ops_library"] = "libother.so";
+            File.WriteAllText(dir["in/genai_config.json"], config.ToJsonString());
+        }
+        if (kind == "no-config") File.Delete(dir["in/genai_config.json"]);
+        var before = Directory.EnumerateFiles(dir.Path, "*", SearchOption.AllDirectories).Order().ToList();
+        string[] args = kind switch
+        {
+            "same-folder" => ["rewrite", "--genai-folder", dir["in"], "-o", dir["in"]],
+            "both-inputs" => ["rewrite", dir["in/model.onnx"], "--genai-folder", dir["in"], "-o", dir["out"]],
+            "no-input" => ["rewrite", "-o", dir["out"]],
+            _ => ["rewrite", "--genai-folder", dir["in"], "-o", dir["out"]],
+        };
+        var (code, stdout, err) = CliProcess.Run(args);
+        Assert.True(code == 2, stdout + err);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.Equal(before, Directory.EnumerateFiles(dir.Path, "*", SearchOption.AllDirectories).Order().ToList());
+    }
+
+    [Fact]
+    public void Existing_file_with_other_content_is_kept_without_force_and_nothing_is_left_behind()
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["out"]);
+        File.WriteAllText(dir["out/PROVENANCE.txt"], "mine");
+        var (code, _, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"]);
+        Assert.Equal(2, code);
+        Assert.Contains("--force", err);
+        Assert.Equal(["PROVENANCE.txt"], Directory.EnumerateFileSystemEntries(dir["out"]).Select(Path.GetFileName));
+        Assert.Equal("mine", File.ReadAllText(dir["out/PROVENANCE.txt"]));
+        Assert.Equal(0, CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], "--force").ExitCode);
+        AssertGenAiFolder(Gqa, dir["out"], "model.onnx");
+    }
+}
