@@ -1,4 +1,4 @@
-// IEEE half storage type with float conversion (round to nearest even).
+// IEEE half and bfloat16 storage types with float conversion (round to nearest even).
 // Plain C++ so that kernels and tests share one definition; no ONNX Runtime types.
 #pragma once
 
@@ -8,6 +8,11 @@
 namespace infllmv2 {
 
 struct Float16 {
+  uint16_t bits;
+};
+
+// bfloat16: the upper 16 bits of an IEEE float (CUDA kernels only; the CPU kernel has no bf16).
+struct BFloat16 {
   uint16_t bits;
 };
 
@@ -35,8 +40,18 @@ inline float ToFloat(Float16 h) {
   return sign ? -v : v;
 }
 
+inline float ToFloat(BFloat16 h) { return BitsToFloat(uint32_t{h.bits} << 16); }
+
 template <typename T>
 T FromFloat(float f);
+
+template <>
+inline BFloat16 FromFloat<BFloat16>(float f) {
+  const uint32_t u = FloatToBits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return BFloat16{static_cast<uint16_t>((u >> 16) | 0x40u)};  // quiet nan
+  const uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);  // nearest even; overflow rounds to inf
+  return BFloat16{static_cast<uint16_t>(rounded >> 16)};
+}
 
 template <>
 inline float FromFloat<float>(float f) { return f; }

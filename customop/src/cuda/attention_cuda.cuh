@@ -1,0 +1,116 @@
+// The driver of the CUDA kernel (mirrors cpu/attention_cpu.cc): the call's stages in order on one
+// stream: 1. KV cache write (+ rotated queries), 2. level-1 compressed keys, 3. selection lists,
+// 4. attention. Included by the per-dtype .cu files (nvcc) and by emu/kernels_emu.cc (host).
+#pragma once
+
+#include <string>
+
+#include "common/call_plan.h"
+#include "cuda/attention_cuda.h"
+#include "cuda/block_attention.cuh"
+#include "cuda/cache_write.cuh"
+#include "cuda/selection.cuh"
+
+namespace infllmv2::cuda {
+
+inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
+
+template <class T>
+std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                             const ScratchAllocator& scratch, void* stream_ptr) {
+  const Stream stream = static_cast<Stream>(stream_ptr);
+  (void)stream;  // unused by the host emulation
+  const BufferFacts f = FactsOf(data, params);
+  if (!f.has_seqlens || !f.has_required_outputs) return "seqlens_k, output, present_key and present_value are required";
+  if (f.key_in_place != f.value_in_place)
+    return "past_key/present_key and past_value/present_value must both share a buffer or both not";
+  if (f.key_in_place && params.past_capacity != params.present_capacity)
+    return "Shared past/present buffers need past_key dim 2 (" + std::to_string(params.past_capacity) +
+           ") >= total_sequence_length (" + std::to_string(params.total_sequence_length) + ")";
+  if (f.compressed_in_place && params.past_compressed_capacity != params.present_compressed_capacity)
+    return "Shared past/present compressed-key buffers need past_compressed_key dim 2 >= " +
+           std::to_string(params.present_compressed_capacity);
+  // seqlens_k stays on the device: local_window_size is refused whenever an entry could run sparse.
+  const bool maybe_sparse = params.mode == AttentionMode::kForceSparse ||
+                            (params.mode == AttentionMode::kAuto &&
+                             (attrs.dense_len == -1 || params.total_sequence_length >= attrs.dense_len));
+  if (attrs.local_window_size > 0 && maybe_sparse)
+    return "local_window_size is only supported in dense mode; set attention_mode=1 or dense_len above the context length";
+  if (!SupportsHeadSizeImpl(params.head_size))
+    return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 128)";
+
+  KernelArgs<T> a;
+  a.p = MakeDevicePlan(attrs, params, f);
+  a.d = data;
+  const DevicePlan& p = a.p;
+  const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads, D = params.head_size;
+  // Scratch: rotated queries, compressed keys nobody asked for, selection lists nobody asked for.
+  const bool prep_query = p.do_rotary || p.packed_qkv;
+  T* q_rot = nullptr;
+  if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr) return "CUDA kernel: out of memory";
+  const bool compute_compressed = f.has_present_compressed || params.mode != AttentionMode::kForceDense;
+  a.comp = data.present_compressed_key;
+  if (compute_compressed && a.comp == nullptr &&
+      (a.comp = static_cast<T*>(scratch(sizeof(T) * B * Hkv * p.compressed_capacity * D))) == nullptr)
+    return "CUDA kernel: out of memory";
+  a.sel = data.selected_blocks;
+  if (a.sel == nullptr && (a.sel = static_cast<int32_t*>(scratch(sizeof(int32_t) * B * Hkv * S * p.budget))) == nullptr)
+    return "CUDA kernel: out of memory";
+  a.q = prep_query ? q_rot : data.query;
+  a.q_heads = prep_query ? static_cast<int>(H) : p.packed_qkv ? static_cast<int>(H + 2 * Hkv) : static_cast<int>(H);
+
+  // 1. KV cache write (+ rotated queries).
+  {
+    auto* k = &KvCacheWriteKernel<T>;
+    IL_LAUNCH(k, dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+              dim3(kCacheThreads), stream, a);
+  }
+  if (prep_query) {
+    auto* k = &QueryPrepKernel<T>;
+    IL_LAUNCH(k, dim3(static_cast<unsigned>(B * S)), dim3(kCacheThreads), stream, a, q_rot);
+  }
+  // 2. Level-1 compressed keys.
+  if (compute_compressed) {
+    auto* k = &CompressKernel<T>;
+    IL_LAUNCH(k, dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+              dim3(kCacheThreads), stream, a);
+  }
+  // 3. Selection lists.
+  {
+    auto* k = &SelectionFillKernel<T>;
+    IL_LAUNCH(k, dim3(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B)), dim3(kSelectThreads),
+              stream, a);
+  }
+  // 4. Attention.
+  const dim3 grid(static_cast<unsigned>((S * params.group + kAttnRows - 1) / kAttnRows), static_cast<unsigned>(Hkv),
+                  static_cast<unsigned>(B));
+  if (D == 64) {
+    auto* k = &BlockAttentionKernel<T, 64>;
+    IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a);
+  } else {
+    auto* k = &BlockAttentionKernel<T, 128>;
+    IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a);
+  }
+  return "";
+}
+
+}  // namespace infllmv2::cuda
+
+namespace infllmv2::cuda {
+
+template <typename T>
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                         const ScratchAllocator& scratch, void* stream) {
+  try {
+    return RunAttentionImpl<T>(attrs, params, data, scratch, stream);
+  } catch (const std::exception& e) {
+    return std::string("CUDA kernel: ") + e.what();
+  }
+}
+
+}  // namespace infllmv2::cuda
+
+// One dtype's entry point (explicit instantiation, one translation unit per dtype).
+#define INFLLMV2_CUDA_INSTANTIATE(T)                                                                               \
+  template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,        \
+                                                       const AttentionData<T>&, const ScratchAllocator&, void*);

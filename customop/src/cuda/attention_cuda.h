@@ -1,0 +1,29 @@
+// CUDA kernel of SwitchableAttention (fp16 and bf16 on the device): runs one call's stages on a
+// stream, no host synchronization and no device-to-host copy (per-entry decisions are made on the
+// device from seqlens_k, device_plan.h). No ONNX Runtime types. Under the host compiler the same
+// kernels run on the host emulation (emu/), which is how the native tests exercise them.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+#include "common/float16.h"
+#include "infllmv2/attention_data.h"
+#include "infllmv2/attention_params.h"
+
+namespace infllmv2::cuda {
+
+// Device scratch of `bytes` bytes, valid until the call's work on the stream is done (the ORT
+// kernel context's allocator; a plain buffer in tests). Returns null on failure.
+using ScratchAllocator = std::function<void*(size_t bytes)>;
+
+// `data`: device pointers (seqlens_k too); `stream`: a cudaStream_t (nullptr under emulation).
+// Returns "" or why the call cannot run (never throws). Head sizes: 64 and 128.
+template <typename T>
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                         const ScratchAllocator& scratch, void* stream);
+
+bool SupportsHeadSize(int64_t head_size);
+
+}  // namespace infllmv2::cuda

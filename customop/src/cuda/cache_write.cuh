@@ -1,0 +1,103 @@
+// Stages 1 and 2 on CUDA (mirrors cpu/cache_write.cc): the KV cache write with in-kernel rotary
+// (packed or separate QKV, shared past/present buffers), the rotated query rows, and the
+// incremental level-1 compressed keys. One source for nvcc and the host emulation.
+#pragma once
+
+#include "cuda/kernel_args.h"
+
+namespace infllmv2::cuda {
+
+constexpr int kCacheThreads = 128;
+constexpr int kCacheRowsPerBlock = 16;
+
+// grid (ceil(present_capacity / kCacheRowsPerBlock), B * Hkv): present rows [r0, r0 + 16) of (b, h).
+// Rows < past: copied (unless in place); [past, past + S): the new (rotated) key and the value;
+// the rest: zero (unless in place).
+template <class T>
+IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
+  const DevicePlan& p = a.p;
+  const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
+  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const int D = p.head_size, r0 = static_cast<int>(blockIdx.x) * kCacheRowsPerBlock;
+  T* pk = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
+  T* pv = a.d.present_value + a.CacheOffset(b, h, p.present_capacity);
+  const T* qk = p.kv_in_place ? nullptr : a.d.past_key + a.CacheOffset(b, h, p.past_capacity);
+  const T* qv = p.kv_in_place ? nullptr : a.d.past_value + a.CacheOffset(b, h, p.past_capacity);
+  const int half = p.rotary_dim / 2;
+  for (int idx = static_cast<int>(threadIdx.x); idx < kCacheRowsPerBlock * D; idx += kCacheThreads) {
+    const int r = r0 + idx / D, i = idx % D;
+    if (r >= p.present_capacity) break;
+    const int s = r - e.past;
+    if (s >= 0 && s < p.seq_len) {
+      pv[static_cast<int64_t>(r) * D + i] = a.ValueInput(b, s, h)[i];
+      const T* k = a.KeyInput(b, s, h);
+      if (!p.do_rotary) {
+        pk[static_cast<int64_t>(r) * D + i] = k[i];
+      } else {
+        const int pos = r < e.total ? r : 1;  // GQA: padded positions use 1
+        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved,
+                                                                      a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                                                                      a.d.sin_cache + static_cast<int64_t>(pos) * half));
+      }
+    } else if (!p.kv_in_place) {
+      const bool from_past = r < e.past;
+      pk[static_cast<int64_t>(r) * D + i] = from_past ? qk[static_cast<int64_t>(r) * D + i] : T{0};
+      pv[static_cast<int64_t>(r) * D + i] = from_past ? qv[static_cast<int64_t>(r) * D + i] : T{0};
+    }
+  }
+}
+
+// grid (B * S), the query heads of one token, rotated, rounded to T (as GQA stores them) into
+// out [B, S, H, D]. Only when the op rotates or the input is packed.
+template <class T>
+IL_GLOBAL void QueryPrepKernel(KernelArgs<T> a, T* out) {
+  const DevicePlan& p = a.p;
+  const int bs = static_cast<int>(blockIdx.x), b = bs / p.seq_len, s = bs % p.seq_len, D = p.head_size;
+  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const int pos = e.past + s < e.total ? e.past + s : 1;
+  const int half = p.rotary_dim / 2;
+  for (int idx = static_cast<int>(threadIdx.x); idx < p.num_heads * D; idx += kCacheThreads) {
+    const int n = idx / D, i = idx % D;
+    const T* x = a.QueryInput(b, s, n);
+    out[static_cast<int64_t>(bs) * p.num_heads * D + idx] =
+        p.do_rotary ? FromF32<T>(RotaryElement(x, i, p.rotary_dim, p.rotary_interleaved,
+                                               a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                                               a.d.sin_cache + static_cast<int64_t>(pos) * half))
+                    : x[i];
+  }
+}
+
+constexpr int kCompressRowsPerBlock = 8;
+
+// grid (ceil(compressed_capacity / 8), B * Hkv): compressed rows [j0, j0 + 8) of (b, h).
+// j < past_windows: copied from past_compressed_key (unless in place); j < windows: the fp32 mean
+// of the window's present keys, stored in T; the rest zero (unless in place). Runs after the
+// cache write (same stream).
+template <class T>
+IL_GLOBAL void CompressKernel(KernelArgs<T> a) {
+  const DevicePlan& p = a.p;
+  const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
+  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const int D = p.head_size, j0 = static_cast<int>(blockIdx.x) * kCompressRowsPerBlock;
+  T* dst = a.comp + a.CacheOffset(b, h, p.compressed_capacity);
+  const T* keys = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
+  const float inv = 1.0f / static_cast<float>(p.compress_kernel);
+  for (int idx = static_cast<int>(threadIdx.x); idx < kCompressRowsPerBlock * D; idx += kCacheThreads) {
+    const int j = j0 + idx / D, i = idx % D;
+    if (j >= p.compressed_capacity) break;
+    if (j < e.past_windows) {
+      if (!p.compressed_in_place)
+        dst[static_cast<int64_t>(j) * D + i] =
+            a.d.past_compressed_key[a.CacheOffset(b, h, p.past_compressed_capacity) + static_cast<int64_t>(j) * D + i];
+    } else if (j < e.windows) {
+      float sum = 0.0f;
+      const int t0 = j * p.compress_stride;
+      for (int t = t0; t < t0 + p.compress_kernel; ++t) sum += ToF32(keys[static_cast<int64_t>(t) * D + i]);
+      dst[static_cast<int64_t>(j) * D + i] = FromF32<T>(sum * inv);
+    } else if (!p.compressed_in_place) {
+      dst[static_cast<int64_t>(j) * D + i] = T{0};
+    }
+  }
+}
+
+}  // namespace infllmv2::cuda

@@ -1,0 +1,78 @@
+// Host emulation of the CUDA execution model, for running the project's CUDA kernels on a machine
+// without a GPU (the native tests, ./test.sh). Included only by primitives.h when the compiler is
+// not nvcc. What it models:
+//   - every CUDA thread of a block is a real std::thread, so a data race the kernel has on the GPU
+//     (a missing __syncthreads) is a data race here, and ThreadSanitizer reports it;
+//   - blocks run one at a time (the threads of a launch are reused block after block, separated
+//     by a launch barrier), so `__shared__` memory is plain static storage (IL_SHARED = static);
+//     launches are serialized by one process-wide mutex for the same reason;
+//   - __syncthreads is a barrier over the block, __syncwarp and every warp-collective
+//     (shuffles, ldmatrix, mma) a barrier over the warp: collectives exchange their operands through
+//     a per-warp buffer (two alternating phases, so one barrier per collective suffices);
+//   - a thread that returns counts as arrived at every later barrier (as on sm_70+);
+//   - a watchdog: a barrier that waits longer than kWatchdogSeconds aborts with the stuck place
+//     (a __syncthreads inside a branch not all threads take hangs on the GPU: here it fails).
+// What it cannot show: asynchronous hazards (cp.async is a synchronous copy here), bank conflicts,
+// occupancy, speed. Cost: about 50 us per 32-thread barrier round, so tests use small shapes.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace infllmv2::emu {
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3() = default;
+  dim3(unsigned x_, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+constexpr double kWatchdogSeconds = 60.0;
+constexpr int kWarpSize = 32;
+constexpr int kSlotWords = 6;  // per lane and phase: mma posts A (4) + B (2) words
+
+// A reusable barrier for a fixed number of participants (std::barrier is C++20). The last
+// arriver runs `completion` (if any) before releasing the others.
+class Barrier {
+ public:
+  void Reset(int count) { expected_ = count; arrived_ = 0; }
+  void ArriveAndWait(const char* what, const std::function<void()>& completion = nullptr);
+  void ArriveAndDrop();  // leaves for good (a returned thread)
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  int expected_ = 0, arrived_ = 0;
+  uint64_t generation_ = 0;
+};
+
+struct Warp {
+  Barrier barrier;
+  uint32_t slots[2][kWarpSize][kSlotWords];  // exchange buffer, two alternating phases
+};
+
+// The current thread's place in the launch (thread_local; valid inside a kernel body only).
+struct ThreadContext {
+  dim3 thread_idx, block_idx, block_dim, grid_dim;
+  int linear = 0, lane = 0;
+  Warp* warp = nullptr;
+  Barrier* block_barrier = nullptr;
+  int phase = 0;  // alternates per warp collective
+};
+ThreadContext& Ctx();
+
+// Runs `body` once per thread of every block of the grid (blocks in x, y, z order, one at a time).
+// blockDim's thread count must be a multiple of 32 and at most 1024.
+void Launch(dim3 grid, dim3 block, const std::function<void()>& body);
+
+// Warp collective plumbing: posts `words` of this lane, waits for the warp, and returns the
+// exchange buffer of this phase (lanes' posted words) for reading until the next collective.
+const uint32_t (*WarpExchange(const uint32_t* words, int count))[kSlotWords];
+
+void SyncThreads();
+void SyncWarp();
+
+}  // namespace infllmv2::emu

@@ -1,0 +1,70 @@
+// What every CUDA kernel of one call receives (by value): the device plan and the device buffers.
+// Plain data, no ONNX Runtime types. Mirrors cpu/call_context.h's Call<T>.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/device_plan.h"
+#include "cuda/primitives.h"
+#include "infllmv2/attention_data.h"
+
+namespace infllmv2::cuda {
+
+#if defined(__CUDACC__)
+using Stream = cudaStream_t;
+#define IL_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#else
+using Stream = void*;
+#define IL_LAUNCH(kernel, grid, block, stream, ...) \
+  ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+#endif
+
+template <class T>
+struct KernelArgs {
+  DevicePlan p;
+  AttentionData<T> d;          // device pointers; d.seqlens_k on the device
+  const T* q = nullptr;        // query rows for attention and stage 1: d.query, or the rotated copy
+  int q_heads = 0;             // heads per token in `q` (H + 2 Hkv when it is the packed input)
+  T* comp = nullptr;           // level-1 compressed keys [B, Hkv, p.compressed_capacity, D]
+  int32_t* sel = nullptr;      // selection lists [B, Hkv, S, K] (the output, or scratch)
+
+  IL_HD const T* QueryInput(int b, int s, int n) const {
+    const int heads = p.packed_qkv ? p.num_heads + 2 * p.kv_num_heads : p.num_heads;
+    return d.query + (static_cast<int64_t>(b * p.seq_len + s) * heads + n) * p.head_size;
+  }
+  IL_HD const T* KeyInput(int b, int s, int h) const {
+    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + h);
+    return d.key + (static_cast<int64_t>(b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
+  }
+  IL_HD const T* ValueInput(int b, int s, int h) const {
+    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + p.kv_num_heads + h);
+    return d.value + (static_cast<int64_t>(b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
+  }
+  IL_HD int64_t CacheOffset(int b, int h, int capacity) const {
+    return static_cast<int64_t>(b * p.kv_num_heads + h) * capacity * p.head_size;
+  }
+};
+
+// Rotary of element i of a head vector x (fp32 math on T inputs, GQA's convention as
+// cpu::ApplyRotary): x0' = x0 c - x1 s, x1' = x1 c + x0 s for the pair (x0, x1) of i.
+template <class T>
+IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleaved, const T* cos_row, const T* sin_row) {
+  const float xi = ToF32(x[i]);
+  if (i >= rotary_dim) return xi;
+  const int half = rotary_dim / 2;
+  int j, partner;
+  bool first;
+  if (interleaved) {
+    j = i / 2;
+    first = (i % 2) == 0;
+    partner = first ? i + 1 : i - 1;
+  } else {
+    j = i % half;
+    first = i < half;
+    partner = first ? i + half : i - half;
+  }
+  const float c = ToF32(cos_row[j]), s = ToF32(sin_row[j]), xp = ToF32(x[partner]);
+  return first ? xi * c - xp * s : xi * c + xp * s;
+}
+
+}  // namespace infllmv2::cuda

@@ -1,0 +1,167 @@
+// The CUDA kernels on the host emulation against the double reference (fp16 and bf16 I/O) and the
+// CPU kernel (fp16), on small shapes (the emulator runs every CUDA thread as a std::thread).
+// Tolerances: docs/numerics.md.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "common/call_plan.h"
+#include "cuda/device_plan.h"
+#include "cuda_emu_backend.h"
+
+namespace infllmv2::testing {
+namespace {
+
+// Tolerances of the CUDA kernel against the double reference (docs/numerics.md): P is rounded to
+// the 16-bit type before P V (FlashAttention-2), keys/values/queries are exact 16-bit values.
+template <typename T>
+Tolerance CudaTolerance() {
+  if constexpr (std::is_same_v<T, Float16>) return {2e-3, 1e-3, 0.0, 1e-3};
+  else return {1.6e-2, 8e-3, 0.0, 8e-3};
+}
+
+template <typename T>
+void ExpectCudaMatchesReference(Case c, bool share = false) {
+  c.round = [](float x) { return ToFloat(FromFloat<T>(x)); };
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  SCOPED_TRACE(std::string(std::is_same_v<T, Float16> ? "fp16 " : "bf16 ") + Describe(c) + (share ? " shared" : ""));
+  const auto ref = RunReference<T>(c, t);
+  const auto k = RunCudaEmu<T>(c, t, share);
+  ASSERT_EQ(k.error, "");
+  const Tolerance tol = CudaTolerance<T>();
+  EXPECT_EQ(k.selected_blocks, ref.selected_blocks);
+  EXPECT_LE(MaxAbsDiff(k.output, ref.output), tol.output);
+  if (!share) {  // shared buffers keep the caller's rows past the valid length; the reference zeroes them
+    EXPECT_LE(MaxAbsDiff(k.present_key, ref.present_key), tol.present_key);
+    EXPECT_LE(MaxAbsDiff(k.present_value, ref.present_value), tol.present_value);
+  }
+  EXPECT_LE(MaxAbsDiff(k.present_compressed_key, ref.present_compressed_key), tol.present_compressed_key);
+  if constexpr (std::is_same_v<T, Float16>) {  // and the CPU kernel: identical selections and caches
+    const auto cpu = RunKernel<Float16>(c, t, false, share);
+    ASSERT_EQ(cpu.error, "");
+    EXPECT_EQ(k.selected_blocks, cpu.selected_blocks);
+    EXPECT_EQ(0, std::memcmp(k.present_value.data(), cpu.present_value.data(), 2 * k.present_value.size()));
+    std::vector<double> cpu_key(cpu.present_key.size());
+    for (size_t i = 0; i < cpu_key.size(); ++i) cpu_key[i] = ToFloat(cpu.present_key[i]);
+    EXPECT_LE(MaxAbsDiff(k.present_key, cpu_key), 1e-3);
+  }
+}
+
+void BothTypes(const Case& c, bool share = false) {
+  ExpectCudaMatchesReference<Float16>(c, share);
+  ExpectCudaMatchesReference<BFloat16>(c, share);
+}
+
+TEST(CudaEmu, DenseFirstPrompt) {
+  int i = 0;
+  for (auto [S, G, D] : std::vector<std::tuple<int, int, int>>{{17, 2, 64}, {70, 1, 128}, {5, 16, 64}}) {
+    Case c;
+    c.seq_len = S;
+    c.kv_num_heads = 1 + i % 2;
+    c.num_heads = c.kv_num_heads * G;
+    c.head_size = D;
+    c.mode = 1;
+    c.seed = 500 + i++;
+    BothTypes(c);
+  }
+}
+
+TEST(CudaEmu, DenseDecodeAndChunkedPrefill) {
+  int i = 0;
+  for (auto [S, P] : std::vector<std::pair<int, int>>{{1, 130}, {7, 100}}) {
+    Case c;
+    c.seq_len = S;
+    c.past_capacity = P + 5;
+    c.totals = {P + S};
+    c.num_heads = 4;
+    c.kv_num_heads = 2;
+    c.mode = 1;
+    c.seed = 600 + i++;
+    BothTypes(c);
+  }
+}
+
+TEST(CudaEmu, RaggedPackedRotarySoftcapWindow) {
+  Case c;
+  c.batch = 3;
+  c.seq_len = 20;
+  c.totals = {20, 7, 13};
+  c.mode = 1;
+  c.packed = true;
+  c.rotary = true;
+  BothTypes(c);
+  Case d;
+  d.batch = 2;
+  d.seq_len = 3;
+  d.past_capacity = 90;
+  d.totals = {93, 40};
+  d.mode = 1;
+  d.rotary = true;
+  d.interleaved = true;
+  d.attrs.softcap = 2.0f;
+  d.attrs.local_window_size = 37;
+  BothTypes(d);
+}
+
+TEST(CudaEmu, SharedBuffersAndCompressedState) {
+  Case c;
+  c.seq_len = 2;
+  c.past_capacity = 80;
+  c.totals = {70};
+  c.total_sequence_length = 80;
+  c.mode = 1;
+  c.compressed_state_in = Case::State::kPerturbed;
+  BothTypes(c, /*share=*/true);
+}
+
+// Sparse mode within the budget: every block up to the token's own (no stage 1).
+TEST(CudaEmu, SparseWithinBudget) {
+  Case c;
+  c.seq_len = 3;
+  c.past_capacity = 120;
+  c.totals = {123};
+  c.mode = 2;
+  c.attrs = SmallBudget();
+  BothTypes(c);
+}
+
+// The device's per-entry rules (device_plan.h) against BuildCallPlan's, entry by entry.
+TEST(CudaEmu, DevicePlanAgreesWithCallPlan) {
+  for (int mode : {0, 1, 2})
+    for (bool first : {true, false})
+      for (int dense_len : {-1, 50, 8192}) {
+        Case c;
+        c.batch = 4;
+        c.seq_len = first ? 100 : 3;
+        c.past_capacity = first ? 0 : 200;
+        c.totals = first ? std::vector<int32_t>{100, 49, 50, 1} : std::vector<int32_t>{203, 52, 4, 130};
+        c.mode = mode;
+        c.attrs = SmallBudget();
+        c.attrs.dense_len = dense_len;
+        c.compressed_state_in = Case::State::kConsistent;
+        Tensors t = MakeTensors(c);
+        AttentionParams p;
+        ASSERT_EQ(CheckInputs(c.attrs, ShapesOf(c, t), &p), "");
+        BufferFacts f;
+        f.has_required_outputs = f.has_seqlens = true;
+        CallPlan plan;
+        ASSERT_EQ(BuildCallPlan(c.attrs, p, t.seqlens_k.data(), f, &plan), "");
+        const cuda::DevicePlan dp = cuda::MakeDevicePlan(c.attrs, p, f);
+        for (int b = 0; b < c.batch; ++b) {
+          const auto e = cuda::EntryOf(dp, t.seqlens_k.data(), b);
+          const EntryPlan& want = plan.entries[b];
+          SCOPED_TRACE("mode " + std::to_string(mode) + " first " + std::to_string(first) + " b " + std::to_string(b));
+          EXPECT_EQ(e.total, want.total);
+          EXPECT_EQ(e.past, want.past);
+          EXPECT_EQ(e.sparse, want.sparse);
+          EXPECT_EQ(e.windows, want.windows);
+          EXPECT_EQ(e.past_windows, want.past_windows);
+          EXPECT_EQ(e.level2_windows, want.level2_windows);
+          EXPECT_EQ(e.needs_stage1, want.needs_stage1);
+        }
+      }
+}
+
+}  // namespace
+}  // namespace infllmv2::testing
