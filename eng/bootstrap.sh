@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One idempotent set-up for ./infllmv2 and ./test.sh on a fresh Debian 12 machine:
-#   1. system tools (cmake, g++, GoogleTest, npm) from Debian packages when missing (needs root);
-#   2. ONNX Runtime 1.29.0 from the npm registry (eng/setup-ort.sh, cached in .cache/ort);
+#   1. system tools (cmake, g++, GoogleTest) from Debian packages when missing (needs root);
+#   2. the NuGet packages (`dotnet restore`: ONNX Runtime 1.31 managed API, native library and the
+#      C/C++ headers the op library compiles against, cached in the NuGet folder);
 #   3. the CLI (and with it the native op library) when any source is newer than the last build.
 # The warm path is a few file-time checks.
 set -euo pipefail
@@ -12,7 +13,6 @@ log() { echo "[bootstrap] $*" >&2; }
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
-command -v npm >/dev/null || need+=(npm)
 [[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
@@ -26,14 +26,15 @@ if ((${#need[@]})); then
 fi
 command -v dotnet >/dev/null || { log "the .NET 10 SDK is required (dotnet not on PATH)"; exit 1; }
 
-"$root/eng/setup-ort.sh"
-
 stamp="$root/artifacts/cli/.built"
-if [[ -f "$stamp" ]] && [[ -z "$(find customop src graphtools eng models Directory.*.props Directory.Build.targets \
+if [[ -f "$stamp" ]] && [[ -z "$(find customop src graphtools eng models Directory.*.props \
       -newer "$stamp" -type f -not -path '*/bin/*' -not -path '*/obj/*' -print -quit 2>/dev/null)" ]]; then
   exit 0
 fi
+# Restore first: the op library's CMake build reads the ONNX Runtime headers from the restored package.
+log "restoring NuGet packages (ONNX Runtime and the rest; cached after the first run)..."
+dotnet restore InfLlmV2.Onnx.sln -nologo -v q >artifacts/restore.log 2>&1 || { cat artifacts/restore.log >&2; exit 1; }
 log "building the infllmv2 CLI and the native op library (Release)..."
-dotnet build src/InfLlmV2.Onnx.Cli/InfLlmV2.Onnx.Cli.csproj -c Release -o artifacts/cli -nologo -v q \
+dotnet build src/InfLlmV2.Onnx.Cli/InfLlmV2.Onnx.Cli.csproj -c Release -o artifacts/cli -nologo -v q --no-restore \
   -p:GenerateFullPaths=true >artifacts/cli-build.log 2>&1 || { cat artifacts/cli-build.log >&2; exit 1; }
 touch "$stamp"

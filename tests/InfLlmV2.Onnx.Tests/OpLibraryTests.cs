@@ -22,9 +22,10 @@ public class OpLibraryTests
     }
 
     [Fact]
-    public void LoadedOnnxRuntime_Is_1_29_0()
+    public void LoadedOnnxRuntime_Is_1_31_0()
     {
-        Assert.Equal("1.29.0", OrtEnv.Instance().GetVersionString());
+        // The native library of Microsoft.ML.OnnxRuntime.Gpu (Directory.Packages.props: OnnxRuntimeVersion).
+        Assert.Equal("1.31.0", OrtEnv.Instance().GetVersionString());
     }
 
     [Fact]

@@ -8,6 +8,10 @@
 
 namespace {
 
+// ONNX Runtime 1.29: the oldest runtime the library loads into.
+constexpr uint32_t kOldestOrtApiVersion = 29;
+static_assert(ORT_API_VERSION >= kOldestOrtApiVersion, "ONNX Runtime headers older than 1.29");
+
 std::mutex g_mutex;
 std::vector<Ort::CustomOpDomain>& Domains() {  // kept alive until unload: sessions reference them
   static std::vector<Ort::CustomOpDomain> domains;
@@ -19,8 +23,10 @@ std::vector<Ort::CustomOpDomain>& Domains() {  // kept alive until unload: sessi
 extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
 RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   try {
-    const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
-    if (api == nullptr) return nullptr;  // runtime older than our headers (1.29): nothing registered
+    // The API table of the oldest runtime we support, not of the headers we compile against (1.31):
+    // a runtime returns null for a version newer than itself, and the op calls nothing newer.
+    const OrtApi* api = api_base->GetApi(kOldestOrtApiVersion);
+    if (api == nullptr) return nullptr;  // older than 1.29: no API table to register with or report through
     Ort::InitApi(api);
     static infllmv2::ort::CpuOp<float> cpu_fp32;
     static infllmv2::ort::CpuOp<infllmv2::Float16> cpu_fp16;

@@ -26,21 +26,23 @@ public static class BenchCommand
     {
         var quick = new Option<bool>("--quick") { Description = "Smaller case list (under 2 minutes)" };
         var json = new Option<FileInfo?>("--json") { Description = "Write every measurement as JSON" };
-        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json };
-        cmd.SetAction(r => CommandRunner.Guard(() => Run(r.GetValue(quick), r.GetValue(json))));
+        var device = DeviceOption.Create();
+        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json, device };
+        cmd.SetAction(r => CommandRunner.Guard(() => Run(r.GetValue(quick), r.GetValue(json), DeviceOption.Check(r.GetValue(device)!))));
         return cmd;
     }
 
 
-    private static int Run(bool quick, FileInfo? json)
+    private static int Run(bool quick, FileInfo? json, ExecutionDevice device)
     {
         if (json is not null) ReportFile.Check(json, "--json");
         var total = Stopwatch.StartNew();
         var rows = new List<BenchRow>();
         var extra = new Dictionary<string, object?>();
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
+        options.UseDevice(device);
         options.RegisterInfLlmV2Ops();
-        Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, {Environment.ProcessorCount} threads (ORT intra-op = ours), onnxruntime {OrtEnv.Instance().GetVersionString()}");
+        Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, device {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads (ORT intra-op = ours), onnxruntime {OrtEnv.Instance().GetVersionString()}");
 
         double copyGbps = CopyBandwidth();
         double readGbps = ReadBandwidth();

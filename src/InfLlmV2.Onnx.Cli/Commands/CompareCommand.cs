@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.OpContract;
 
@@ -27,27 +28,39 @@ public static class CompareCommand
         var json = new Option<FileInfo?>("--json") { Description = "Write the steps as JSON" };
         var inputs = new Option<DirectoryInfo?>("--inputs") { Description = "Instead of decoding: run both models on this test-data folder (input_N.pb) and compare every output" };
         var atol = new Option<double>("--atol") { Description = "With --inputs: max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
+        var promptFile = new Option<FileInfo?>("--prompt-file") { Description = "File whose text (UTF-8) is the prompt, tokenized with the original model folder's tokenizer" };
+        var device = DeviceOption.Create();
         var cmd = new Command("compare", "Drive an original and a rewritten model through the same prefill and decode steps, or run both on a test-data folder")
         {
-            original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol,
+            original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol, promptFile, device,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
+            var onDevice = DeviceOption.Check(r.GetValue(device)!);
             if (r.GetValue(inputs) is { } dir)
             {
-                foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json" })
+                foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json", "--prompt-file" })
                     if (r.Tokens.Any(t => t.Value == decodeOnly)) throw new UsageException($"{decodeOnly} does not apply with --inputs");
-                return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol));
+                return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol), onDevice);
             }
+            var textFile = r.GetValue(promptFile);
+            PromptOptions.CheckOne(required: false, ("--prompt-ids", r.GetValue(promptIds) is not null), ("--prompt-file", textFile is not null));
+            if (textFile is not null && r.Tokens.Any(t => t.Value == "--prompt-len")) throw new UsageException("--prompt-len does not apply with --prompt-file");
             int n = (int)CommandRunner.InRange("--prompt-len", r.GetValue(promptLen), 1, CommandRunner.MaxTokens);
             int m = (int)CommandRunner.InRange("--decode-steps", r.GetValue(steps), 0, CommandRunner.MaxTokens);
             if (r.GetResult(promptIds) is not null && string.IsNullOrWhiteSpace(r.GetValue(promptIds)))
                 throw new UsageException("--prompt-ids: no token ids given");
             if (r.GetValue(json) is { } report) ReportFile.Check(report, "--json", r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
-            using var a = DecoderModel.Open(Existing(r.GetValue(original)!));
-            using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!));
+            var tokenizer = textFile is null ? null : ModelTokenizer.ForModel(Existing(r.GetValue(original)!));
+            var text = tokenizer is null ? null : PromptOptions.ReadText(null, textFile);
+            using var optionsA = DeviceOption.SessionOptions(r.GetValue(device)!);
+            using var optionsB = DeviceOption.SessionOptions(r.GetValue(device)!);
+            using var a = DecoderModel.Open(Existing(r.GetValue(original)!), optionsA);
+            using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!), optionsB);
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
-            var prompt = GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
+            var prompt = tokenizer is not null ? PromptOptions.Encode(tokenizer, text!, vocab)
+                : GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
+            if (tokenizer is not null) Console.WriteLine($"prompt: {textFile!.FullName}, {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
             foreach (var (dm, which) in new[] { (a, "original"), (b, "rewritten") })
                 if (dm.MaxPositions is { } maxPos && prompt.Length + m > maxPos)
                     throw new UsageException($"a {prompt.Length}-token prompt and {m} decode steps need {prompt.Length + m} positions; the {which} model has {maxPos}");
@@ -65,12 +78,12 @@ public static class CompareCommand
         return cmd;
     }
 
-    private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol)
+    private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol, ExecutionDevice device)
     {
         if (!dir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {dir.FullName}");
         CommandRunner.InRange("--atol", atol, 0, double.MaxValue);
-        var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1);
-        var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1);
+        var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1, device);
+        var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1, device);
         Console.WriteLine($"original vs rewritten on {dir.FullName}:");
         var (_, allOk) = RunCommand.Diff(produced, expected, atol, null);
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
@@ -55,6 +56,7 @@ public static class DemoCommand
         var model = OnnxModelFile.Load(original);
         var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true });
         ModelWriter.Save(model, original, rewritten, force: true);
+        TinyTokenizer.Write(dir, config.Vocab);  // so `generate --prompt TEXT` works on the default model
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
         using var a = DecoderModel.Open(original);
         using var b = DecoderModel.Open(rewritten);
@@ -74,6 +76,9 @@ public static class DemoCommand
         rows.Add(("long/" + longSteps[^1].Mode.ToString().ToLowerInvariant(), longSteps));
 
         Console.WriteLine();
+        GenerateFromText(b, rewritten);
+
+        Console.WriteLine();
         Console.WriteLine("summary");
         Console.WriteLine($"{"case",-14} {"steps",6} {"top-1 agree",12} {"max|dlogits|",13} {"max KL",10} {"orig s",8} {"rewr s",8}");
         foreach (var (name, steps) in rows)
@@ -81,6 +86,22 @@ public static class DemoCommand
         bool denseAgrees = shortSteps.All(s => s.Top1Agrees && s.MaxAbsDiff <= 1e-3);
         Console.WriteLine(denseAgrees ? "dense mode agrees with the original model." : "ERROR: dense mode disagrees with the original model.");
         return denseAgrees ? ExitCodes.Ok : ExitCodes.Mismatch;
+    }
+
+    // Text in, text out on the rewritten model with the folder's tiny tokenizer (random weights: the text means nothing).
+    private static void GenerateFromText(DecoderModel model, string path)
+    {
+        const string prompt = "The sparse mode keeps the first block";
+        var tokenizer = ModelTokenizer.ForModel(path);
+        var ids = tokenizer.Encode(prompt);
+        Console.WriteLine($"text prompt \"{prompt}\" -> {ids.Length} tokens ({tokenizer.Kind}, {tokenizer.Path}); 16 greedy tokens:");
+        using var session = new DecoderSession(model, new DecoderSessionOptions { Capacity = ids.Length + 16 });
+        var decoder = new StreamingDecoder(tokenizer);
+        Console.Write("  ");
+        foreach (var token in session.Generate(ids, new GenerationOptions { MaxNewTokens = 16 }))
+            Console.Write(decoder.Add(token).ReplaceLineEndings(" "));
+        Console.WriteLine(decoder.Flush().ReplaceLineEndings(" "));
+        Console.WriteLine($"  (try: ./infllmv2 generate {Path.GetRelativePath(Environment.CurrentDirectory, path)} --prompt \"your text\")");
     }
 
     private static void RunOpDemo()

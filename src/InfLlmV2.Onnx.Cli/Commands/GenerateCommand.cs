@@ -1,17 +1,23 @@
 using System.CommandLine;
 using System.Diagnostics;
+using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.Session;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
-/// <summary><c>infllmv2 generate MODEL --prompt-ids 1,2,3 [--max-new-tokens N] [--mode ...]</c>: streams token ids.</summary>
+/// <summary>
+/// <c>infllmv2 generate MODEL (--prompt TEXT | --prompt-file F | --prompt-ids 1,2,3) [--max-new-tokens N] [--mode ...] [--device cpu|cuda]</c>:
+/// streams the generated text (text prompts, tokenized with the model folder's tokenizer) or token ids (<c>--prompt-ids</c>).
+/// </summary>
 public static class GenerateCommand
 {
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
         var model = new Argument<FileInfo>("MODEL") { Description = "Decoder model (original or rewritten)" };
-        var ids = new Option<string>("--prompt-ids") { Description = "Comma-separated prompt token ids", Required = true };
+        var ids = new Option<string?>("--prompt-ids") { Description = "Comma-separated prompt token ids (the output is then token ids)" };
+        var (promptText, promptFile) = PromptOptions.Create();
+        var device = DeviceOption.Create();
         var max = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 32 };
         var mode = new Option<string>("--mode") { Description = "auto, dense or sparse (forcing needs an attention_mode input)", DefaultValueFactory = _ => "auto" };
         mode.AcceptOnlyFromAmong("auto", "dense", "sparse");
@@ -21,7 +27,7 @@ public static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
         var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
-        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, ids, max, mode, temperature, topK, topP, seed, stop, capacity };
+        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, capacity, device };
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -31,10 +37,17 @@ public static class GenerateCommand
             float p = r.GetValue(topP);
             if (!(p > 0 && p <= 1)) throw new UsageException($"--top-p must be in (0, 1], got {p}");
             int? capacityGiven = r.GetValue(capacity) is int cg ? (int)CommandRunner.InRange("--capacity", cg, 1, CommandRunner.MaxTokens) : null;
-            if (string.IsNullOrWhiteSpace(r.GetValue(ids))) throw new UsageException("--prompt-ids: no token ids given");
-            using var m = DecoderModel.Open(CompareCommand.Existing(r.GetValue(model)!));
+            string? text = r.GetValue(promptText), idText = r.GetValue(ids);
+            var file = r.GetValue(promptFile);
+            PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null));
+            if (idText is not null && string.IsNullOrWhiteSpace(idText)) throw new UsageException("--prompt-ids: no token ids given");
+            var path = CompareCommand.Existing(r.GetValue(model)!);
+            using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
+            var tokenizer = PromptOptions.WantsText(text, file) ? ModelTokenizer.ForModel(path) : null;
+            var promptString = tokenizer is null ? null : PromptOptions.ReadText(text, file);
+            using var m = DecoderModel.Open(path, sessionOptions);
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
-            var prompt = ParseIds(r.GetValue(ids), vocab)!;
+            var prompt = tokenizer is null ? ParseIds(idText, vocab)! : PromptOptions.Encode(tokenizer, promptString!, vocab);
             var options = new GenerationOptions
             {
                 MaxNewTokens = maxNew, Temperature = temp, TopKTokens = k, TopP = p,
@@ -50,12 +63,16 @@ public static class GenerateCommand
             using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
             var sw = Stopwatch.StartNew();
             int count = 0;
+            var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
             foreach (var token in session.Generate(prompt, options, ct))
             {
-                Console.Write(count++ == 0 ? $"{token}" : $",{token}");
+                Console.Write(decoder is not null ? decoder.Add(token) : count == 0 ? $"{token}" : $",{token}");
+                count++;
                 Console.Out.Flush();
             }
+            if (decoder is not null) Console.Write(decoder.Flush());
             Console.WriteLine();
+            if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
             Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
             return ExitCodes.Ok;
         })));

@@ -24,18 +24,19 @@ public static class RunCommand
         var repeat = new Option<int>("--repeat") { Description = "Runs in one session; the median latency is printed", DefaultValueFactory = _ => 1 };
         var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file" };
         var ops = new Option<string?>("--ops-library") { Description = "Path of libinfllmv2_ops.so (default: next to the app)" };
+        var device = DeviceOption.Create();
         var cmd = new Command("run", "Run a model with the SwitchableAttention op registered on an ONNX test-data folder")
         {
-            model, inputs, outputs, atol, repeat, json, ops,
+            model, inputs, outputs, atol, repeat, json, ops, device,
         };
         cmd.SetAction(r => CommandRunner.Guard(() => Run(
             r.GetValue(model)!, r.GetValue(inputs)!, r.GetValue(outputs), r.GetValue(atol), r.GetValue(repeat),
-            r.GetValue(json), r.GetValue(ops))));
+            r.GetValue(json), r.GetValue(ops), DeviceOption.Check(r.GetValue(device)!))));
         return cmd;
     }
 
     private static int Run(FileInfo model, DirectoryInfo inputDir, DirectoryInfo? outputDir, double atol, int repeat,
-        FileInfo? json, string? opsLibrary)
+        FileInfo? json, string? opsLibrary, ExecutionDevice device = ExecutionDevice.Cpu)
     {
         if (!model.Exists) throw new FileNotFoundException($"Model not found: {model.FullName}");
         if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
@@ -52,7 +53,7 @@ public static class RunCommand
         ModelValidator.Check(OnnxModelFile.Load(model.FullName), model.DirectoryName);
 
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
-        var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat);
+        var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat, device);
         return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
     }
 
@@ -60,10 +61,12 @@ public static class RunCommand
     public const int MaxRepeat = 100_000;
 
     /// <summary>Runs <paramref name="model"/> <paramref name="repeat"/> times on the folder's input_N.pb; returns every graph output and the latencies.</summary>
-    internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat)
+    internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat,
+        ExecutionDevice device = ExecutionDevice.Cpu)
     {
         var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        options.UseDevice(device);
         options.RegisterInfLlmV2Ops(opsLibrary);
         using var session = new InferenceSession(model, options);
         var inputNames = session.InputNames;
