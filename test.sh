@@ -12,13 +12,14 @@ cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
 cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
 ctest --test-dir artifacts/native-tests --output-on-failure -j 2
 
-echo "== CUDA kernels on the host emulation (ThreadSanitizer) =="
+echo "== concurrency and the CUDA kernels on the host emulation (ThreadSanitizer) =="
 cmake -S customop -B artifacts/cuda-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_TSAN=ON -DINFLLMV2_CUDA=OFF >/dev/null
-cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infllmv2_cuda_kernel_tests \
+cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infllmv2_cuda_kernel_tests infllmv2_native_tests \
   >artifacts/cuda-emu-tsan-build.log 2>&1 || { cat artifacts/cuda-emu-tsan-build.log; exit 1; }
-# The emulator's own tests and two small kernel cases (TSan slows the emulated threads ~5x).
+# The CPU kernel's concurrency tests (concurrent calls, the guarded parallel loop), the emulator's
+# own tests and small CUDA kernel cases (TSan slows the emulated threads ~5x).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|DevicePlanAgreesWithCallPlan))'
+  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|DevicePlanAgreesWithCallPlan)))'
 
 
 echo "== .NET tests =="
