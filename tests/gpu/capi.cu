@@ -28,7 +28,7 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
   a.topk = attr[5];
   a.dense_len = attr[6];
   a.lse_approx = attr[7];
-  const int64_t B = dim[0], S = dim[1], H = dim[2], Hkv = dim[3], D = dim[4], P = dim[5], T = dim[6];
+  const int64_t B = dim[0], S = dim[1], H = dim[2], Hkv = dim[3], D = dim[4], P = dim[5], total = dim[6];
   AttentionInputs in;
   in.query = Shape({B, S, H * D});
   in.key = Shape({B, S, Hkv * D});
@@ -39,7 +39,7 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
   }
   in.seqlens_k = Shape({B});
   in.total_sequence_length = Shape({1});
-  in.total_sequence_length_value = static_cast<int32_t>(T);
+  in.total_sequence_length_value = static_cast<int32_t>(total);
   in.attention_mode = Shape({1});
   in.attention_mode_value = static_cast<int32_t>(dim[7]);
   std::string e = CheckAttributes(a);
