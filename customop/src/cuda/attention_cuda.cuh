@@ -38,6 +38,11 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     return "local_window_size is only supported in dense mode; set attention_mode=1 or dense_len above the context length";
   if (!SupportsHeadSizeImpl(params.head_size))
     return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 128)";
+  if (maybe_sparse && params.group > kStage1MaxGroup)
+    return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxGroup) + " query heads per kv head";
+  if (maybe_sparse && params.present_capacity > static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size)
+    return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxBlocks) + " blocks (" +
+           std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
   KernelArgs<T> a;
   a.p = MakeDevicePlan(attrs, params, f);
@@ -75,11 +80,16 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     IL_LAUNCH(k, dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock, static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
-  // 3. Selection lists.
+  // 3. Selection lists: rows within the budget, then stage 1 for the rows that outgrow it (CTAs of
+  //    other tokens return at once; the per-entry decision is on the device).
   {
+    const dim3 grid(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     auto* k = &SelectionFillKernel<T>;
-    IL_LAUNCH(k, dim3(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B)), dim3(kSelectThreads),
-              stream, a);
+    IL_LAUNCH(k, grid, dim3(kSelectThreads), stream, a);
+    if (params.mode != AttentionMode::kForceDense) {  // not only maybe_sparse: seqlens_k is unchecked here
+      auto* k1 = &Stage1Kernel<T>;
+      IL_LAUNCH(k1, grid, dim3(kStage1Threads), stream, a);
+    }
   }
   // 4. Attention.
   const dim3 grid(static_cast<unsigned>((S * params.group + kAttnRows - 1) / kAttnRows), static_cast<unsigned>(Hkv),

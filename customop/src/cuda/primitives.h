@@ -11,7 +11,7 @@
 //   Mma16816<T>(d, a, b, c)                          mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
-//   Exp2, Log, Tanh, kInf                            math
+//   Exp2, Exp, Log, Tanh, FloatBits, kInf            math (FloatBits: the IEEE bits of a float)
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and "ldmatrix"); g = lane / 4,
 // t = lane % 4; 16-bit pairs are packed low element first in a 32-bit register:
 //   A (16x16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -92,7 +92,9 @@ IL_DEVICE void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> IL_DEVICE void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
+IL_DEVICE float Exp(float x) { return expf(x); }
 IL_DEVICE float Log(float x) { return logf(x); }
+IL_DEVICE uint32_t FloatBits(float x) { return __float_as_uint(x); }
 IL_DEVICE float Tanh(float x) { return tanhf(x); }
 constexpr float kInf = __builtin_huge_valf();
 
@@ -211,7 +213,13 @@ inline void CpAsyncCommit() {}
 template <int N> inline void CpAsyncWait() {}
 
 inline float Exp2(float x) { return std::exp2(x); }
+inline float Exp(float x) { return std::exp(x); }
 inline float Log(float x) { return std::log(x); }
+inline uint32_t FloatBits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return u;
+}
 inline float Tanh(float x) { return std::tanh(x); }
 constexpr float kInf = std::numeric_limits<float>::infinity();
 

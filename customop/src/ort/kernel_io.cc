@@ -65,7 +65,7 @@ AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info)
 
 template <typename T>
 std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, const SeqlensReader& read_seqlens,
-                     CallIo<T>* io) {
+                     CallIo<T>* io, SeqlensPlace place) {
   Ort::KernelContext ctx(context);
   const size_t n_in = ctx.GetInputCount();
   auto input = [&](size_t i) { return i < n_in ? ctx.GetInput(i) : Ort::ConstValue{nullptr}; };
@@ -89,13 +89,15 @@ std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs
     in.total_sequence_length_value = static_cast<const int32_t*>(input(kTotalSequenceLength).GetTensorRawData())[0];
   if (in.attention_mode.present && input(kAttentionMode).GetTensorTypeAndShapeInfo().GetElementCount() == 1)
     in.attention_mode_value = static_cast<const int32_t*>(input(kAttentionMode).GetTensorRawData())[0];
+  const int32_t* seqlens = nullptr;
   if (in.seqlens_k.present && !in.query.dims.empty() && SeqlensShapeOk(in.seqlens_k, in.query.dims[0]))
-    in.seqlens_k_data = read_seqlens(input(kSeqlensK), static_cast<size_t>(in.query.dims[0]));
+    seqlens = read_seqlens(input(kSeqlensK), static_cast<size_t>(in.query.dims[0]));
+  if (place == SeqlensPlace::kHost) in.seqlens_k_data = seqlens;  // device values are not the host's to read
 
   AttentionParams& p = io->params;
   std::string err = CheckInputs(attrs, in, &p);
   if (!err.empty()) return err;
-  if (in.seqlens_k_data == nullptr) return "Input 'seqlens_k' is unreadable";
+  if (seqlens == nullptr) return "Input 'seqlens_k' is unreadable";
 
   const OrtApi& api = Ort::GetApi();
   const size_t n_out = ctx.GetOutputCount();
@@ -120,7 +122,7 @@ std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs
     d.past_key = data(kPastKey);
     d.past_value = data(kPastValue);
   }
-  d.seqlens_k = in.seqlens_k_data;
+  d.seqlens_k = seqlens;
   if (in.cos_cache.present) {
     d.cos_cache = data(kCosCache);
     d.sin_cache = data(kSinCache);
@@ -135,8 +137,10 @@ std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs
 }
 
 template std::string ReadCall<float>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
-                                     CallIo<float>*);
+                                     CallIo<float>*, SeqlensPlace);
 template std::string ReadCall<Float16>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
-                                       CallIo<Float16>*);
+                                       CallIo<Float16>*, SeqlensPlace);
+template std::string ReadCall<BFloat16>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
+                                        CallIo<BFloat16>*, SeqlensPlace);
 
 }  // namespace infllmv2::ort

@@ -33,20 +33,23 @@ OrtStatusPtr Error(const std::string& message, OrtErrorCode code = ORT_INVALID_A
 // Every attribute of the node, absent ones at their defaults (attention_params.h).
 AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info);
 
-// Host pointer to the `count` int32 values of seqlens_k (the tensor itself on CPU; a copy the
-// reader owns on a GPU), or null when they cannot be read.
+// Pointer to the `count` int32 values of seqlens_k, or null when they cannot be read. kHost: host
+// memory (the tensor itself on CPU); CheckInputs checks the values. kDevice: the device tensor
+// itself (no copy, no synchronization): CheckInputs checks only its shape, the kernel decides per
+// entry on the device.
 using SeqlensReader = std::function<const int32_t*(const Ort::ConstValue& seqlens_k, size_t count)>;
+enum class SeqlensPlace { kHost, kDevice };
 
 // What a kernel needs to run one call.
 template <typename T>
 struct CallIo {
   AttentionParams params;
-  AttentionData<T> data;  // seqlens_k: the host values from the reader
+  AttentionData<T> data;  // seqlens_k: the reader's pointer (host or device, per SeqlensPlace)
 };
 
 // Reads the inputs, runs CheckInputs, allocates the outputs. Returns "" or the check's message.
 template <typename T>
 std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, const SeqlensReader& read_seqlens,
-                     CallIo<T>* io);
+                     CallIo<T>* io, SeqlensPlace place = SeqlensPlace::kHost);
 
 }  // namespace infllmv2::ort

@@ -5,6 +5,9 @@
 
 #include "common/float16.h"
 #include "ort/switchable_attention_op.h"
+#if defined(INFLLMV2_WITH_CUDA)
+#include "ort/cuda_attention_op.h"
+#endif
 
 namespace {
 
@@ -33,6 +36,12 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
     Ort::CustomOpDomain domain{infllmv2::ort::kDomain};
     domain.Add(&cpu_fp32);
     domain.Add(&cpu_fp16);
+#if defined(INFLLMV2_WITH_CUDA)  // chosen only by a session with the CUDA EP; harmless on CPU-only ORT
+    static infllmv2::ort::CudaOp<infllmv2::Float16> cuda_fp16;
+    static infllmv2::ort::CudaOp<infllmv2::BFloat16> cuda_bf16;
+    domain.Add(&cuda_fp16);
+    domain.Add(&cuda_bf16);
+#endif
     Ort::UnownedSessionOptions session_options(options);
     session_options.Add(domain);
     std::lock_guard<std::mutex> lock(g_mutex);

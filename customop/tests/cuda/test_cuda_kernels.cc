@@ -126,6 +126,83 @@ TEST(CudaEmu, SparseWithinBudget) {
   BothTypes(c);
 }
 
+// Small blocks so that stage 1 runs at emulator-friendly lengths: K = 4 + 32/16 = 6 blocks of 16
+// tokens (several blocks per 64-key tile of the attention kernel), windows of 8 every 4 tokens.
+AttentionAttributes TinyBlocks() {
+  AttentionAttributes a;
+  a.block_size = 16;
+  a.compress_kernel = 8;
+  a.compress_stride = 4;
+  a.window_size = 32;
+  a.topk = 4;
+  return a;
+}
+
+// Stage 1 on the device (tokens past the budget of K = 6 blocks): selections identical to the
+// reference and the CPU kernel (fp16), outputs within tolerance. Prefill, both normalizers.
+TEST(CudaEmu, SparseStage1Prefill) {
+  for (int lse : {1, 0}) {
+    Case c;
+    c.seq_len = 112;
+    c.num_heads = 4;
+    c.kv_num_heads = 1;
+    c.mode = 2;
+    c.attrs = TinyBlocks();
+    c.attrs.lse_approx = lse;
+    c.seed = 700 + lse;
+    BothTypes(c);
+  }
+}
+
+// Decode (ragged batch: one entry past the budget, one within) and a prefill chunk after a past,
+// G = 16 and D = 128 (the official shape), incremental compressed state.
+TEST(CudaEmu, SparseStage1DecodeAndChunk) {
+  Case c;
+  c.batch = 2;
+  c.seq_len = 1;
+  c.past_capacity = 450;
+  c.totals = {451, 300};
+  c.num_heads = 16;
+  c.kv_num_heads = 1;
+  c.head_size = 128;
+  c.mode = 2;
+  c.attrs = SmallBudget();
+  c.compressed_state_in = Case::State::kConsistent;
+  c.seed = 710;
+  BothTypes(c);
+  Case d;
+  d.seq_len = 16;
+  d.past_capacity = 120;
+  d.totals = {136};
+  d.num_heads = 16;
+  d.kv_num_heads = 1;
+  d.head_size = 128;
+  d.mode = 2;
+  d.attrs = TinyBlocks();
+  d.attrs.lse_approx = 0;
+  d.seed = 711;
+  BothTypes(d);
+}
+
+// More heads per group than one shared-memory chunk (G = 20), packed QKV with rotary, auto mode
+// with one entry dense and one sparse (dense_len), two kv heads.
+TEST(CudaEmu, SparseStage1LargeGroupAutoMode) {
+  Case c;
+  c.batch = 2;
+  c.seq_len = 2;
+  c.past_capacity = 200;
+  c.totals = {202, 90};
+  c.num_heads = 40;
+  c.kv_num_heads = 2;
+  c.mode = 0;
+  c.packed = true;
+  c.rotary = true;
+  c.attrs = TinyBlocks();
+  c.attrs.dense_len = 150;
+  c.seed = 720;
+  BothTypes(c);
+}
+
 // The device's per-entry rules (device_plan.h) against BuildCallPlan's, entry by entry.
 TEST(CudaEmu, DevicePlanAgreesWithCallPlan) {
   for (int mode : {0, 1, 2})

@@ -1,0 +1,122 @@
+#include "ort/cuda_attention_op.h"
+
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/check_inputs.h"
+#include "common/float16.h"
+#include "cuda/attention_cuda.h"
+
+namespace infllmv2::ort {
+namespace {
+
+template <typename T> constexpr ONNXTensorElementDataType ElementType();
+template <> constexpr ONNXTensorElementDataType ElementType<Float16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16; }
+template <> constexpr ONNXTensorElementDataType ElementType<BFloat16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16; }
+
+// Device scratch of one call from the kernel context's allocator for the device of `query`. The
+// buffers go back when the call returns, after its kernels were enqueued and before they ran:
+// ORT's device allocator hands memory out in stream order (the next user of a buffer is enqueued
+// on the same compute stream, so it runs after these kernels); no host synchronization.
+class CallScratch {
+ public:
+  CallScratch(OrtKernelContext* context, const OrtMemoryInfo* device) {
+    Ort::ThrowOnError(Ort::GetApi().KernelContext_GetAllocator(context, device, &allocator_));
+  }
+  ~CallScratch() {
+    for (void* p : buffers_) allocator_->Free(allocator_, p);
+  }
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  void* Get(size_t bytes) {
+    void* p = allocator_->Alloc(allocator_, bytes);
+    if (p != nullptr) buffers_.push_back(p);
+    return p;
+  }
+
+ private:
+  OrtAllocator* allocator_ = nullptr;
+  std::vector<void*> buffers_;
+};
+
+}  // namespace
+
+template <typename T>
+OrtStatusPtr CudaOp<T>::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
+  try {
+    auto k = std::make_unique<CudaKernel<T>>(api, info);
+    const std::string err = CheckAttributes(k->attrs);
+    if (!err.empty()) return Error(err);
+    *kernel = k.release();
+    return nullptr;
+  } catch (const std::exception& e) {
+    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
+  }
+}
+
+template <typename T>
+OrtStatusPtr CudaKernel<T>::ComputeV2(OrtKernelContext* context) {
+  try {
+    Ort::KernelContext ctx(context);
+    CallIo<T> io;
+    // seqlens_k stays on the device: its pointer, never its values (the device plan decides).
+    const SeqlensReader on_device = [](const Ort::ConstValue& v, size_t) {
+      return static_cast<const int32_t*>(v.GetTensorRawData());
+    };
+    std::string err = ReadCall<T>(context, attrs, on_device, &io, SeqlensPlace::kDevice);
+    if (!err.empty()) return Error(err);
+    const OrtMemoryInfo* device = nullptr;
+    Ort::ThrowOnError(Ort::GetApi().GetTensorMemoryInfo(ctx.GetInput(kQuery), &device));
+    CallScratch scratch(context, device);
+    err = cuda::RunAttention<T>(attrs, io.params, io.data, [&scratch](size_t bytes) { return scratch.Get(bytes); },
+                                ctx.GetGPUComputeStream());
+    if (!err.empty()) return Error(err);
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return Error(e.what(), e.GetOrtErrorCode());
+  } catch (const std::exception& e) {
+    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
+  }
+}
+
+template <typename T>
+ONNXTensorElementDataType CudaOp<T>::GetInputType(size_t index) const {
+  switch (index) {
+    case kSeqlensK:
+    case kTotalSequenceLength:
+    case kAttentionMode:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    default:
+      return ElementType<T>();
+  }
+}
+
+template <typename T>
+OrtCustomOpInputOutputCharacteristic CudaOp<T>::GetInputCharacteristic(size_t index) const {
+  const bool required = index == kQuery || index == kSeqlensK || index == kTotalSequenceLength;
+  return required ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+}
+
+template <typename T>
+OrtMemType CudaOp<T>::GetInputMemoryType(size_t index) const {
+  return index == kTotalSequenceLength || index == kAttentionMode ? OrtMemTypeCPUInput : OrtMemTypeDefault;
+}
+
+template <typename T>
+ONNXTensorElementDataType CudaOp<T>::GetOutputType(size_t index) const {
+  return index == kSelectedBlocks ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : ElementType<T>();
+}
+
+template <typename T>
+OrtCustomOpInputOutputCharacteristic CudaOp<T>::GetOutputCharacteristic(size_t index) const {
+  return index <= kPresentValue ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
+}
+
+template struct CudaOp<Float16>;
+template struct CudaOp<BFloat16>;
+template struct CudaKernel<Float16>;
+template struct CudaKernel<BFloat16>;
+
+}  // namespace infllmv2::ort

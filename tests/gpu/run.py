@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""GPU check of the op's CUDA kernels (tests/gpu/run.sh): libinfllmv2_gpu.so (capi.cu) fed torch
+tensors through ctypes. --check: small cases against a torch fp32 reference of the op's semantics
+(selected_blocks, output, caches). --bench: timings against
+torch.nn.functional.scaled_dot_product_attention (flash backend). --dry-run: no torch, no GPU:
+the case plan, shapes, byte counts and argument handling only."""
+import argparse
+import ctypes
+import math
+import sys
+import time
+
+# attr order of il_attention: block, kernel, stride, init, window, topk, dense_len, lse_approx
+DEFAULT_ATTR = [64, 32, 16, 1, 2048, 64, 8192, 1]
+TINY_ATTR = [16, 8, 4, 1, 32, 4, -1, 1]  # budget 6 blocks of 16: stage 1 at small lengths
+
+
+def windows(n, l, s):
+    return 0 if n < l else (n - l) // s + 1
+
+
+def dims_of(case):
+    """Pure-python mirror of the sizes the op derives (CheckInputs): present capacity, compressed
+    capacity, budget; and the tensor shapes the driver allocates."""
+    B, S, H, Hkv, D, P, T = (case[k] for k in ("B", "S", "H", "Hkv", "D", "P", "T"))
+    a = case["attr"]
+    if H % Hkv or D not in (64, 128) or T < S or (P and P < T - S):
+        raise ValueError(f"bad case {case}")
+    present = max(T, P)
+    comp = max(windows(present, a[1], a[2]), 1)
+    budget = a[5] + a[4] // a[0]
+    shapes = {"query": (B, S, H * D), "key": (B, S, Hkv * D), "value": (B, S, Hkv * D),
+              "past_key": (B, Hkv, P, D) if P else None, "output": (B, S, H * D),
+              "present_key": (B, Hkv, present, D), "present_compressed_key": (B, Hkv, comp, D),
+              "selected_blocks": (B, Hkv, S, budget)}
+    return present, comp, budget, shapes
+
+
+def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16"):
+    T = past + S
+    return {"name": name, "B": B, "S": S, "H": H, "Hkv": Hkv, "D": D, "P": T if past else 0, "T": T,
+            "mode": mode, "attr": list(attr), "dtype": dtype}
+
+
+def check_cases(small):
+    cs = []
+    for dt in ("fp16", "bf16"):
+        cs.append(case(f"dense-prefill-{dt}", 2, 200, 8, 2, 128, 0, 1, DEFAULT_ATTR, dt))
+        cs.append(case(f"sparse-prefill-tiny-{dt}", 2, 160, 8, 2, 64, 0, 2, TINY_ATTR, dt))
+        cs.append(case(f"sparse-decode-tiny-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt))
+        if not small:
+            cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
+            cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
+    return cs
+
+
+def bench_cases():
+    cs = []
+    for T in (8192, 32768, 131072):
+        for B in (1, 16):
+            if B * T <= 16 * 32768:  # prefill at 128k x 16 would take minutes in SDPA alone
+                cs.append(case(f"prefill-{T // 1024}k-b{B}", B, T, 32, 2, 128, 0, 2, DEFAULT_ATTR))
+            cs.append(case(f"decode-{T // 1024}k-b{B}", B, 1, 32, 2, 128, T - 1, 2, DEFAULT_ATTR))
+    return cs
+
+
+def plan(cases, title):
+    print(f"== {title}: {len(cases)} cases")
+    for c in cases:
+        present, comp, budget, shapes = dims_of(c)
+        elem = 2
+        nbytes = sum(math.prod(s) for s in shapes.values() if s) * elem * (2 if c["P"] else 1)
+        print(f"  {c['name']:28s} B={c['B']} S={c['S']} T={c['T']} G={c['H'] // c['Hkv']} D={c['D']} "
+              f"mode={c['mode']} K={budget} present={present} comp={comp} ~{nbytes / 2**30:.2f} GiB")
+        if nbytes > 100 * 2**30:
+            raise ValueError(f"{c['name']}: {nbytes} bytes do not fit the GPU")
+
+
+# ---------------------------------------------------------------- torch part (GPU only)
+def torch_run(lib, c, torch, inputs=None):
+    dev = "cuda"
+    dt = torch.float16 if c["dtype"] == "fp16" else torch.bfloat16
+    present, comp, budget, shapes = dims_of(c)
+    B, S, H, Hkv, D, P, T = (c[k] for k in ("B", "S", "H", "Hkv", "D", "P", "T"))
+    g = torch.Generator(device=dev).manual_seed(7)
+    if inputs is None:
+        rnd = lambda *s: torch.randn(*s, device=dev, generator=g, dtype=torch.float32).to(dt)
+        inputs = {"query": rnd(B, S, H * D), "key": rnd(B, S, Hkv * D), "value": rnd(B, S, Hkv * D),
+                  "past_key": rnd(B, Hkv, P, D) if P else None, "past_value": rnd(B, Hkv, P, D) if P else None,
+                  "seqlens": torch.full((B,), T - 1, device=dev, dtype=torch.int32)}
+        if B > 1 and S == 1 and P:  # ragged decode: later entries shorter
+            inputs["seqlens"] = torch.tensor([T - 1 - 37 * b for b in range(B)], device=dev, dtype=torch.int32)
+    out = {"output": torch.empty(B, S, H * D, device=dev, dtype=dt),
+           "present_key": torch.empty(B, Hkv, present, D, device=dev, dtype=dt),
+           "present_value": torch.empty(B, Hkv, present, D, device=dev, dtype=dt),
+           "present_compressed_key": torch.empty(B, Hkv, comp, D, device=dev, dtype=dt),
+           "selected_blocks": torch.empty(B, Hkv, S, budget, device=dev, dtype=torch.int32)}
+    ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)
+    ptrs = (ctypes.c_void_p * 11)(*[ptr(inputs[k]) for k in ("query", "key", "value", "past_key", "past_value", "seqlens")],
+                                  *[ptr(out[k]) for k in ("output", "present_key", "present_value",
+                                                          "present_compressed_key", "selected_blocks")])
+    attr = (ctypes.c_int64 * 8)(*c["attr"])
+    dim = (ctypes.c_int64 * 8)(B, S, H, Hkv, D, P, T, c["mode"])
+    err = ctypes.create_string_buffer(512)
+    stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+    call = lambda: lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
+    if call() != 0:
+        raise RuntimeError(f"{c['name']}: {err.value.decode()}")
+    return inputs, out, call
+
+
+def reference(c, inputs, out, torch):
+    """fp32 reference of the op's semantics (docs/op-spec.md), per entry and kv head."""
+    B, S, H, Hkv, D, P, T = (c[k] for k in ("B", "S", "H", "Hkv", "D", "P", "T"))
+    Bk, l1, s1, init, window, topk, dense_len, lse_approx = c["attr"]
+    G, scale, K = H // Hkv, 1.0 / math.sqrt(D), topk + window // Bk
+    f = lambda t: t.float()
+    res = {"output": torch.zeros(B, S, H * D, device="cuda"), "sel_rows": 0, "sel_equal": 0, "comp_err": 0.0}
+    for b in range(B):
+        total = int(inputs["seqlens"][b]) + 1
+        past = 0 if P == 0 else total - S
+        sparse = c["mode"] == 2 or (c["mode"] == 0 and (dense_len == -1 or total >= dense_len))
+        for h in range(Hkv):
+            keys = torch.cat([f(inputs["past_key"][b, h, :past]) if past else torch.zeros(0, D, device="cuda"),
+                              f(inputs["key"][b, :, h * D:(h + 1) * D])])[:total]
+            vals = torch.cat([f(inputs["past_value"][b, h, :past]) if past else torch.zeros(0, D, device="cuda"),
+                              f(inputs["value"][b, :, h * D:(h + 1) * D])])[:total]
+            n1 = windows(total, l1, s1)
+            k1 = torch.stack([keys[j * s1:j * s1 + l1].mean(0) for j in range(n1)]) if n1 else keys[:0]
+            k1_kernel = f(out["present_compressed_key"][b, h, :n1])
+            res["comp_err"] = max(res["comp_err"], (k1 - k1_kernel).abs().max().item() if n1 else 0.0)
+            for s in range(S):
+                pos = past + s
+                if pos >= total:
+                    continue
+                q = f(inputs["query"][b, s].view(H, D)[h * G:(h + 1) * G])
+                qb = pos // Bk
+                if not sparse:
+                    allowed = torch.zeros(total, dtype=torch.bool, device="cuda")
+                    allowed[:pos + 1] = True
+                elif qb + 1 <= K:
+                    allowed = torch.zeros(total, dtype=torch.bool, device="cuda")
+                    allowed[:pos + 1] = True
+                else:  # stage 1 on the kernel's own compressed keys (its rounding), CPU rules
+                    nv1 = min(n1, windows(pos + 1, l1, s1))
+                    nv2 = min(windows(total, 4 * l1, 4 * s1), windows(pos + 1, 4 * l1, 4 * s1))
+                    sc = scale * (q @ k1_kernel[:nv1].T)  # [G, nv1]
+                    if lse_approx and nv2 > 0:
+                        st = l1 // s1
+                        x = 0.25 * (((sc[:, 0:4 * nv2:4] + sc[:, st:4 * nv2 + st:4][:, :nv2]) +
+                                     sc[:, 2 * st::4][:, :nv2]) + sc[:, 3 * st::4][:, :nv2])
+                    else:
+                        x = sc
+                    lse = torch.logsumexp(x, dim=1, keepdim=True)
+                    grp = torch.exp(sc - lse).sum(0)
+                    local_lo = max(0, qb - window // Bk)
+                    init_hi = min(init, local_lo)
+                    pb, back, ahead = Bk // s1, (l1 - 1) // s1, (Bk - 1) // s1
+                    cand = []
+                    for blk in range(init_hi, local_lo):
+                        lo, hi = max(0, blk * pb - back), min(nv1 - 1, blk * pb + ahead)
+                        cand.append(grp[lo:hi + 1].max().item() if hi >= lo else -math.inf)
+                    take = max(0, min(K - init_hi - (qb - local_lo + 1), len(cand)))
+                    order = sorted(range(len(cand)), key=lambda i: (-cand[i], i))[:take]
+                    want = list(range(init_hi)) + sorted(init_hi + i for i in order) + list(range(local_lo, qb + 1))
+                    want += [-1] * (K - len(want))
+                    got = out["selected_blocks"][b, h, s].tolist()
+                    res["sel_rows"] += 1
+                    res["sel_equal"] += int(got == want)
+                    allowed = torch.zeros(total, dtype=torch.bool, device="cuda")
+                    for blk in got:  # attend over the kernel's own list: output checked independently of flips
+                        if blk >= 0:
+                            allowed[blk * Bk:min((blk + 1) * Bk, pos + 1)] = True
+                logits = scale * (q @ keys.T)
+                logits[:, ~allowed] = -math.inf
+                o = torch.softmax(logits, dim=1) @ vals
+                res["output"][b, s].view(H, D)[h * G:(h + 1) * G] = o
+    return res
+
+
+def run_check(lib, torch, small):
+    tol = {"fp16": 2e-3, "bf16": 1.6e-2}  # docs/numerics.md, CUDA kernel vs fp64 reference
+    failed = 0
+    for c in check_cases(small):
+        inputs, out, _ = torch_run(lib, c, torch)
+        torch.cuda.synchronize()
+        r = reference(c, inputs, out, torch)
+        err = (out["output"].float() - r["output"]).abs().max().item()
+        ok = err <= 2 * tol[c["dtype"]] and r["sel_equal"] == r["sel_rows"] and r["comp_err"] <= tol[c["dtype"]]
+        failed += not ok
+        print(f"  {'ok  ' if ok else 'FAIL'} {c['name']:28s} output err {err:.2e}  selections {r['sel_equal']}/{r['sel_rows']}"
+              f"  compressed err {r['comp_err']:.2e}")
+    return failed
+
+
+def run_bench(lib, torch, deadline):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    print(f"{'case':22s} {'ours ms':>10s} {'sdpa ms':>10s} {'speedup':>8s}")
+    for c in bench_cases():
+        if time.time() > deadline:
+            print(f"{c['name']:22s} skipped (time budget)")
+            continue
+        B, S, H, Hkv, D, T = (c[k] for k in ("B", "S", "H", "Hkv", "D", "T"))
+        try:
+            inputs, out, call = torch_run(lib, c, torch)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+            print(f"{c['name']:22s} ours failed: {e}")
+            continue
+        time_it = lambda fn, reps: _time(torch, fn, reps)
+        reps = 3 if S > 1 else 20
+        ours = time_it(call, reps)
+        q = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            sd = time_it(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=S > 1), reps)
+        print(f"{c['name']:22s} {ours:10.3f} {sd:10.3f} {sd / ours:8.2f}x")
+        del inputs, out, q, k, v
+        torch.cuda.empty_cache()
+
+
+def _time(torch, fn, reps):
+    fn()
+    torch.cuda.synchronize()
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(reps):
+        fn()
+    b.record()
+    torch.cuda.synchronize()
+    return a.elapsed_time(b) / reps
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lib", default="build/libinfllmv2_gpu.so")
+    ap.add_argument("--check", action="store_true", help="correctness against the torch reference")
+    ap.add_argument("--small", action="store_true", help="only the small check cases (sanitizer runs)")
+    ap.add_argument("--bench", action="store_true", help="timings against SDPA")
+    ap.add_argument("--budget-s", type=float, default=300, help="stop starting bench cases after this")
+    ap.add_argument("--dry-run", action="store_true", help="no torch, no GPU: plan and shapes only")
+    a = ap.parse_args()
+    if not (a.check or a.bench):
+        ap.error("nothing to do: give --check and/or --bench")
+    if a.dry_run:
+        if a.check:
+            plan(check_cases(a.small), "check")
+        if a.bench:
+            plan(bench_cases(), "bench")
+        print("dry run: ok")
+        return 0
+    import torch
+    if not torch.cuda.is_available():
+        print("no CUDA device visible to torch", file=sys.stderr)
+        return 2
+    lib = ctypes.CDLL(a.lib)
+    lib.il_attention.restype = ctypes.c_int
+    failed = run_check(lib, torch, a.small) if a.check else 0
+    if a.bench:
+        run_bench(lib, torch, time.time() + a.budget_s)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
