@@ -13,7 +13,7 @@ public static class AttentionRewriter
 {
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionForm()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
