@@ -120,3 +120,25 @@ public class ShapeInferenceTests
         }
     }
 }
+
+/// <summary><c>inspect</c> prints each site's operands with their inferred shapes.</summary>
+public class InspectShapesCliTests
+{
+    [Fact]
+    public void Inspect_ReportsInferredShapes_TextAndJson()
+    {
+        using var dir = new TempDir();
+        var cfg = new TinyDecoderConfig { Form = DecoderAttentionForm.OnnxAttention, Layers = 1, NumHeads = 4, KvNumHeads = 2, HeadSize = 8, Vocab = 32, Intermediate = 16, MaxPositions = 32 };
+        var model = TinyDecoderGenerator.Generate(cfg);
+        model.Graph.ValueInfo.Clear();
+        OnnxModelFile.Save(model, dir["m.onnx"]);
+        var text = CliProcess.Run("inspect", dir["m.onnx"]);
+        Assert.Equal(0, text.ExitCode);
+        Assert.Contains("shapes: ", text.StdOut);
+        Assert.Contains("[batch_size, 4, sequence_length, 8]", text.StdOut);
+        Assert.Contains("past_key_values.0.key [batch_size, 2, past_sequence_length, 8]", text.StdOut);
+        var json = CliProcess.Run("inspect", dir["m.onnx"], "--json");
+        Assert.Equal(0, json.ExitCode);
+        Assert.Contains("\"shape\": \"[batch_size, 2, sequence_length, 8]\"", json.StdOut);
+    }
+}
