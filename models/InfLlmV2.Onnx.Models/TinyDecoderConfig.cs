@@ -11,6 +11,14 @@ public enum DecoderAttentionForm
 
     /// <summary>Decomposed MatMul/Softmax/MatMul with Concat caches, repeat_kv and a causal mask (as the ONNX Attention function body).</summary>
     Decomposed,
+
+    /// <summary>
+    /// com.microsoft::MultiHeadAttention as the ORT transformer optimizer fuses it: separate
+    /// com.microsoft::RotaryEmbedding nodes on 3-D q/k, K/V repeated to every query head in the
+    /// 3-D layout (Reshape/Expand/Reshape) when kv heads are fewer, past/present with all query
+    /// heads, and a 4-D additive causal attention_bias offset by the past length.
+    /// </summary>
+    MultiHeadAttention,
 }
 
 /// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>

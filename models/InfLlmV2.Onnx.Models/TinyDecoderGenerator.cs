@@ -26,8 +26,10 @@ public static class TinyDecoderGenerator
             throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
         var rng = new Random(c.Seed);
         bool gqa = c.Form == DecoderAttentionForm.GroupQueryAttention;
+        bool mha = c.Form == DecoderAttentionForm.MultiHeadAttention;
+        int cacheHeads = mha ? c.NumHeads : c.KvNumHeads;
         if (!gqa && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
-        long opset = gqa ? 17 : 23;
+        long opset = gqa || mha ? 17 : 23;
         var g = new GraphProto { Name = "tiny_decoder" };
         int h = c.Hidden, kvw = c.KvNumHeads * c.HeadSize;
         float Std(int fanIn) => 1.0f / MathF.Sqrt(fanIn);
@@ -47,21 +49,21 @@ public static class TinyDecoderGenerator
         }
         string I64C(string name, long[] dims, long[] values) { g.Initializer.Add(TensorProtos.Int64(name, dims, values)); return name; }
         void Add(string op, string[] inputs, string[] outputs, params AttributeProto[] attrs) =>
-            g.Node.Add(Node(op, op is "GroupQueryAttention" ? "com.microsoft" : "", inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
+            g.Node.Add(Node(op, op is "GroupQueryAttention" or "MultiHeadAttention" or "RotaryEmbedding" ? "com.microsoft" : "", inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
 
         g.Input.Add(Tensor("input_ids", I64, null, null));
         g.Input.Add(Tensor("attention_mask", I64, null, null));
         if (!gqa) g.Input.Add(Tensor("position_ids", I64, null, null));
         for (int l = 0; l < c.Layers; l++)
         {
-            g.Input.Add(CacheInfo(c.PastName(l, "key"), c, "past_sequence_length"));
-            g.Input.Add(CacheInfo(c.PastName(l, "value"), c, "past_sequence_length"));
+            g.Input.Add(CacheInfo(c.PastName(l, "key"), c, cacheHeads, "past_sequence_length"));
+            g.Input.Add(CacheInfo(c.PastName(l, "value"), c, cacheHeads, "past_sequence_length"));
         }
         g.Output.Add(Tensor("logits", F32, null, null, c.Vocab));
         for (int l = 0; l < c.Layers; l++)
         {
-            g.Output.Add(CacheInfo(c.PresentName(l, "key"), c, "total_sequence_length"));
-            g.Output.Add(CacheInfo(c.PresentName(l, "value"), c, "total_sequence_length"));
+            g.Output.Add(CacheInfo(c.PresentName(l, "key"), c, cacheHeads, "total_sequence_length"));
+            g.Output.Add(CacheInfo(c.PresentName(l, "value"), c, cacheHeads, "total_sequence_length"));
         }
         // Rename symbolic dims to genai's names.
         foreach (var v in g.Input.Concat(g.Output))
@@ -115,7 +117,7 @@ public static class TinyDecoderGenerator
         }
         // Rotary (non-interleaved, as GQA's) from position_ids with plain ops, for forms 2 and 3.
         string? cosFull = null, sinFull = null;
-        if (!gqa)
+        if (!gqa && !mha)
         {
             foreach (var (table, name) in new[] { ("cos_cache", "rot_cos"), ("sin_cache", "rot_sin") })
             {
@@ -202,6 +204,58 @@ public static class TinyDecoderGenerator
             Add("Softmax", [$"{p}/scores_masked"], [$"{p}/probs"], Attr("axis", -1L));
             Add("MatMul", [$"{p}/probs", vRep], [y4]);
         }
+        // The ORT optimizer's MHA layout: RotaryEmbedding on 3-D q/k, repeat_kv in 3-D, one causal
+        // attention_bias [1, 1, S, P + S] (rows offset by the past length) shared by every layer.
+        string? causalBias = null;
+        string CausalBias(string q3)
+        {
+            if (causalBias is not null) return causalBias;
+            I64C("mask/zero", [], [0]);
+            I64C("mask/one", [], [1]);
+            I64C("mask/two", [], [2]);
+            Add("Shape", [q3], ["mask/q_shape"]);
+            Add("Gather", ["mask/q_shape", "mask/one"], ["mask/q_len"], Attr("axis", 0L));
+            Add("Shape", [c.PastName(0, "key")], ["mask/past_shape"]);
+            Add("Gather", ["mask/past_shape", "mask/two"], ["mask/past_len"], Attr("axis", 0L));
+            Add("Add", ["mask/past_len", "mask/q_len"], ["mask/total_len"]);
+            Add("Range", ["mask/zero", "mask/q_len", "mask/one"], ["mask/rows"]);
+            Add("Range", ["mask/zero", "mask/total_len", "mask/one"], ["mask/cols"]);
+            Add("Unsqueeze", ["mask/rows", I64C("mask/row_axis", [1], [1])], ["mask/rows_2d"]);
+            Add("Unsqueeze", ["mask/cols", I64C("mask/col_axis", [1], [0])], ["mask/cols_2d"]);
+            Add("Add", ["mask/rows_2d", "mask/past_len"], ["mask/positions"]);
+            Add("Less", ["mask/positions", "mask/cols_2d"], ["mask/hidden"]);
+            g.Initializer.Add(TensorProtos.Float("mask/min", [], [float.MinValue]));
+            g.Initializer.Add(TensorProtos.Float("mask/zero_f", [], [0f]));
+            Add("Where", ["mask/hidden", "mask/min", "mask/zero_f"], ["mask/bias_2d"]);
+            Add("Unsqueeze", ["mask/bias_2d", I64C("mask/bias_axes", [2], [0, 1])], ["mask/attention_bias"]);
+            return causalBias = "mask/attention_bias";
+        }
+        void MultiHeadAttention(string p, int l, string xn)
+        {
+            string Rotary(string x, string which)
+            {
+                Add("RotaryEmbedding", [x, "position_ids", "cos_cache", "sin_cache"], [$"{p}/{which}_rot"], Attr("num_heads", (long)(which == "q" ? c.NumHeads : c.KvNumHeads)));
+                return $"{p}/{which}_rot";
+            }
+            string Repeat(string x, string which)
+            {
+                int group = c.NumHeads / c.KvNumHeads;
+                if (group == 1) return x;
+                Add("Reshape", [x, I64C($"{p}/{which}_kv_split", [5], [0, 0, c.KvNumHeads, 1, c.HeadSize])], [$"{p}/{which}_kv5"]);
+                Add("Expand", [$"{p}/{which}_kv5", I64C($"{p}/{which}_kv_expand", [5], [1, 1, c.KvNumHeads, group, c.HeadSize])], [$"{p}/{which}_kv5_rep"]);
+                Add("Reshape", [$"{p}/{which}_kv5_rep", I64C($"{p}/{which}_kv_merge", [3], [0, 0, h])], [$"{p}/{which}_rep"]);
+                return $"{p}/{which}_rep";
+            }
+            Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
+            Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
+            Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
+            var q = Rotary($"{p}/q", "q");
+            var k = Repeat(Rotary($"{p}/k", "k"), "k");
+            var v = Repeat($"{p}/v", "v");
+            Add("MultiHeadAttention", [q, k, v, "", "", CausalBias(q), c.PastName(l, "key"), c.PastName(l, "value")],
+                [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
+                Attr("num_heads", (long)c.NumHeads), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
+        }
         string x0 = "hidden_0";
         for (int l = 0; l < c.Layers; l++)
         {
@@ -231,6 +285,13 @@ public static class TinyDecoderGenerator
                     [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
                     Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
                     Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
+            }
+            else if (mha)
+            {
+                W($"{p}.attn.q_proj.weight", h, h, Std(h));
+                W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
+                W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
+                MultiHeadAttention(p, l, xn);
             }
             else
             {
@@ -273,8 +334,8 @@ public static class TinyDecoderGenerator
         var xf = RmsNorm(x0, Ones("final_norm.weight", h), "final_norm");
         W("lm_head.weight", h, c.Vocab, Std(h));
         Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
-        var m = gqa ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
-        m.IrVersion = gqa ? 8 : 10;
+        var m = gqa || mha ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
+        m.IrVersion = gqa || mha ? 8 : 10;
         m.ProducerName = "infllmv2-tiny-decoder";
         m.DocString = $"tiny GQA decoder: {c}";
         return m;
@@ -310,9 +371,9 @@ public static class TinyDecoderGenerator
         OnnxModelFile.Save(model, path);
     }
 
-    private static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, string seqDim)
+    private static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, int heads, string seqDim)
     {
-        var v = Tensor(name, F32, null, c.KvNumHeads, null, c.HeadSize);
+        var v = Tensor(name, F32, null, heads, null, c.HeadSize);
         v.Type.TensorType.Shape.Dim[0].DimParam = "batch_size";
         v.Type.TensorType.Shape.Dim[2].DimParam = seqDim;
         return v;

@@ -66,13 +66,24 @@ public sealed class GraphIndex
     public TypeProto.Types.Tensor? TensorType(string value) =>
         _valueInfo.TryGetValue(value, out var v) && v.Type?.TensorType is { } t ? t : null;
 
-    /// <summary>Element type of a value when known (from value info or an initializer).</summary>
+    /// <summary>Element type of a value when known (from value info or an initializer, else from <see cref="Inferred"/>).</summary>
     public TensorProto.Types.DataType? ElementType(string value) =>
         TensorType(value) is { ElemType: > 0 } t ? (TensorProto.Types.DataType)t.ElemType
-        : Initializer(value) is { } init ? (TensorProto.Types.DataType)init.DataType : null;
+        : Initializer(value) is { } init ? (TensorProto.Types.DataType)init.DataType : Inferred.Get(value).ElementType;
 
-    /// <summary>Known dims of a value: a long for a fixed dim, a string for a symbolic one, null for unknown; null when the rank is unknown.</summary>
+    /// <summary>
+    /// Known dims of a value: a long for a fixed dim, a string for a symbolic one, null for unknown;
+    /// null when the rank is unknown. Declared shapes (initializers, value info) come first; what
+    /// they leave open comes from <see cref="Inferred"/>.
+    /// </summary>
     public IReadOnlyList<object?>? Shape(string value)
+    {
+        var declared = DeclaredShape(value);
+        return declared is not null && declared.All(d => d is not null) ? declared : Inferred.Get(value).Shape ?? declared;
+    }
+
+    /// <summary>The shape written in the model (initializer dims or value info), without inference.</summary>
+    public IReadOnlyList<object?>? DeclaredShape(string value)
     {
         if (Initializer(value) is { } init) return init.Dims.Select(d => (object?)d).ToList();
         var t = TensorType(value);
@@ -84,6 +95,11 @@ public sealed class GraphIndex
             _ => null,
         }).ToList();
     }
+
+    /// <summary>The symbolic shape pass over this graph (run on first use).</summary>
+    public ShapeInference Inferred => _inferred ??= ShapeInference.Run(this);
+
+    private ShapeInference? _inferred;
 
     /// <summary>A fixed dim of a value, or null.</summary>
     public long? StaticDim(string value, int axis) =>

@@ -105,7 +105,10 @@ public sealed class StaticEvaluator(GraphIndex graph)
             case "Squeeze" or "Unsqueeze":
                 return In(0);
             default:
-                return null;
+                // Integer values folded by the shape pass (fixed numbers only).
+                return graph.Inferred.Get(value).Values is { } folded && folded.All(e => e is long)
+                    ? folded.Select(e => (double)(long)e!).ToArray()
+                    : null;
         }
     }
 

@@ -13,7 +13,7 @@ public static class AttentionRewriter
 {
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionForm()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
@@ -51,7 +51,11 @@ public static class AttentionRewriter
                 if (check.Match is not null && !isMain && (options.AttentionModeInput || options.CompressedState))
                     check = RuleCheck.Refuse("inside a subgraph: graph inputs for attention_mode/compressed state cannot be added", check.NumHeads, check.KvNumHeads, check.HeadSize);
                 sites.Add(new AttentionSite(graph.Name, node.Name, rule.Form, check.NumHeads, check.KvNumHeads, check.HeadSize,
-                    check.Match is not null, check.Reason, Rewritten: false, check.Match?.Note));
+                    check.Match is not null, check.Reason, Rewritten: false, check.Match?.Note)
+                {
+                    Shapes = (check.Operands ?? node.Input.Where(i => i.Length > 0).ToList())
+                        .Select(v => new SiteShape(v, ShapeInference.Format(index.Shape(v)))).ToList(),
+                });
                 if (check.Match is not null) accepted.Add((rule, check.Match, sites.Count - 1));
                 break;
             }

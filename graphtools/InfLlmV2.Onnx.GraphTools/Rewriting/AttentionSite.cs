@@ -28,4 +28,13 @@ public enum AttentionForm
 /// <param name="Rewritten">Whether this run rewrote it.</param>
 /// <param name="Note">How a rewritable site is rewritten when that needs saying (e.g. dense-only), else null.</param>
 public sealed record AttentionSite(string Graph, string Node, AttentionForm Form, int? NumHeads, int? KvNumHeads, int? HeadSize,
-    bool Rewritable, string? Reason, bool Rewritten, string? Note = null);
+    bool Rewritable, string? Reason, bool Rewritten, string? Note = null)
+{
+    /// <summary>The attention's operands (query, key, value, caches; the anchor's inputs when the rule names none) and their shapes as the shape pass knows them.</summary>
+    public IReadOnlyList<SiteShape> Shapes { get; init; } = [];
+}
+
+/// <summary>One operand of an attention site and its shape.</summary>
+/// <param name="Value">The value's name in the graph.</param>
+/// <param name="Shape">Its shape, e.g. <c>[batch_size, 4, sequence_length, 16]</c> (symbols for symbolic dims, "?" for unknown ones or an unknown rank).</param>
+public sealed record SiteShape(string Value, string Shape);

@@ -41,6 +41,9 @@ public record AttentionMatch(NodeProto Node, int NumHeads, int KvNumHeads, int? 
 /// <param name="HeadSize">Head size when known.</param>
 public sealed record RuleCheck(AttentionMatch? Match, string? Reason, int? NumHeads, int? KvNumHeads, int? HeadSize)
 {
+    /// <summary>The attention's operands (query, key, value...) when the rule identified them; null: the anchor's inputs.</summary>
+    public IReadOnlyList<string>? Operands { get; init; }
+
     /// <summary>A rewritable result.</summary>
     public static RuleCheck Accept(AttentionMatch m) => new(m, null, m.NumHeads, m.KvNumHeads, m.HeadSize);
 

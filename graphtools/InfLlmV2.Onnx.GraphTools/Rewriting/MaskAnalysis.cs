@@ -15,7 +15,8 @@ public sealed record MaskFacts(string? QueryOffset, long? SlidingWindow, IReadOn
 /// <summary>
 /// Proves what a mask subgraph computes by evaluating it symbolically: integer index arithmetic
 /// (Range over the query and key lengths, per-batch integer graph inputs, constants, Add/Sub,
-/// Unsqueeze/Squeeze/Cast), comparisons to conjunctions of linear constraints (And, Not of one
+/// Unsqueeze/Squeeze/Cast, scalars read from a symbolic dim such as the past length as variables
+/// named by <see cref="DimVariable"/>), comparisons to conjunctions of linear constraints (And, Not of one
 /// constraint) and additive masks <c>Where(allowed, 0, −large)</c>. The constraints must then be
 /// exactly causal, optionally with one sliding window and padding limits; anything else (an op it
 /// does not model, a data-dependent mask such as a 0/1 attention_mask input, an unrecognized
@@ -65,6 +66,12 @@ public sealed class MaskAnalysis
             return (null, "mask not provably causal: " + r.Message);
         }
     }
+
+    /// <summary>
+    /// The variable a symbolic dim (e.g. the past length read with Shape/Gather) stands for in the
+    /// analysis, as <see cref="MaskFacts.QueryOffset"/> reports it; null for a fixed or unknown dim.
+    /// </summary>
+    public static string? DimVariable(object? dim) => dim is string s ? "dim:" + s : null;
 
     private sealed class Refusal(string message) : Exception(message);
 
@@ -130,6 +137,10 @@ public sealed class MaskAnalysis
             throw new Refusal($"it depends on the graph input '{value}', which is not a per-batch integer vector (a data-dependent mask)");
         }
         var n = _graph.Producer(value) ?? throw new Refusal($"'{value}' has no producer");
+        // A scalar read from a symbolic dim other than the query/key lengths (the past length): a variable.
+        if (n.OpType is "Shape" or "Gather" or "Squeeze" or "Unsqueeze" or "Cast" or "Add" && Dim(value, 0) is string sym
+            && !Equals(sym, _queryLength) && !Equals(sym, _keyLength) && (_eval.PartialShape(value)?.Length ?? 0) <= 1)
+            return new IntSym(Enumerable.Repeat(One, _eval.PartialShape(value)?.Length ?? 0).ToArray(), Lin.Var(DimVariable(sym)!));
         Sym In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? Eval(n.Input[i], depth + 1) : throw new Refusal($"{n.OpType} lacks input {i}");
         switch (n.OpType)
         {
@@ -241,6 +252,8 @@ public sealed class MaskAnalysis
         {
             case "Squeeze" or "Unsqueeze" or "Identity" or "Cast" or "Reshape":
                 return Dim(n.Input[0], depth + 1);
+            case "Add":
+                return ShapeInference.AddDims(Dim(n.Input[0], depth + 1), Dim(n.Input[1], depth + 1));
             case "Shape":
             {
                 var shape = _eval.PartialShape(n.Input[0]);

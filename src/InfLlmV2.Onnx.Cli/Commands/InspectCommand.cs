@@ -37,6 +37,7 @@ public static class InspectCommand
     {
         graph = s.Graph, node = s.Node, form = s.Form.ToString(), num_heads = s.NumHeads, kv_num_heads = s.KvNumHeads,
         head_size = s.HeadSize, rewritable = s.Rewritable, reason = s.Reason, rewritten = s.Rewritten, note = s.Note,
+        shapes = s.Shapes.Select(x => new { value = x.Value, shape = x.Shape }),
     };
 
     internal static void PrintSites(string model, IReadOnlyList<AttentionSite> sites)
@@ -48,6 +49,7 @@ public static class InspectCommand
             string verdict = s.Rewritten ? "rewritten" : s.Rewritable ? "rewritable" : $"not rewritable: {s.Reason}";
             if (s.Note is not null) verdict += $" ({s.Note})";
             Console.WriteLine($"  {s.Form,-20} {heads,-20} {s.Node}  -> {verdict}");
+            if (s.Shapes.Count > 0) Console.WriteLine($"    shapes: {string.Join(", ", s.Shapes.Select(x => $"{x.Value} {x.Shape}"))}");
         }
     }
 }

@@ -152,7 +152,10 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only", h, hkv, d);
         foreach (var inner in new[] { scores.Output[0], softmax.Output[0] })
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
-        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache));
+        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache)) with
+        {
+            Operands = cache is null ? [q, k, v] : [q, k, v, cache.PastKey, cache.PastValue],
+        };
     }
 
     /// <inheritdoc/>
