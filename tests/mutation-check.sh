@@ -58,8 +58,8 @@ MUTATIONS = [
        "_ => DenseLen == -1 || totalLength > DenseLen ? AttentionMode.Sparse : AttentionMode.Dense,")],
      DOTNET_TESTS + "\"FullyQualifiedName~SessionModeReportTests|FullyQualifiedName~OpContractTests\""),
     ("rewriter-copies-first-external-file-only", "dotnet",
-     [("foreach (var loc in locations)\n                {\n                    var src = Path.Combine(inDir, loc);",
-       "foreach (var loc in locations.Take(1))\n                {\n                    var src = Path.Combine(inDir, loc);")],
+     [("foreach (var f in files)\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));",
+       "foreach (var f in files.Take(1))\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));")],
      DOTNET_TESTS + "\"FullyQualifiedName~ExternalDataRewriteTests|FullyQualifiedName~RewriteCli\""),
 ]
 if only is not None:
