@@ -12,10 +12,6 @@
 namespace infllmv2::ort {
 namespace {
 
-template <typename T> constexpr ONNXTensorElementDataType ElementType();
-template <> constexpr ONNXTensorElementDataType ElementType<Float16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16; }
-template <> constexpr ONNXTensorElementDataType ElementType<BFloat16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16; }
-
 // Device scratch of one call from the kernel context's allocator for the device of `query`. The
 // buffers go back when the call returns, after its kernels were enqueued and before they ran:
 // ORT's device allocator hands memory out in stream order (the next user of a buffer is enqueued
@@ -44,19 +40,6 @@ class CallScratch {
 }  // namespace
 
 template <typename T>
-OrtStatusPtr CudaOp<T>::CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const {
-  try {
-    auto k = std::make_unique<CudaKernel<T>>(api, info);
-    const std::string err = CheckAttributes(k->attrs);
-    if (!err.empty()) return Error(err);
-    *kernel = k.release();
-    return nullptr;
-  } catch (const std::exception& e) {
-    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
-  }
-}
-
-template <typename T>
 OrtStatusPtr CudaKernel<T>::ComputeV2(OrtKernelContext* context) {
   try {
     Ort::KernelContext ctx(context);
@@ -79,39 +62,6 @@ OrtStatusPtr CudaKernel<T>::ComputeV2(OrtKernelContext* context) {
   } catch (const std::exception& e) {
     return Error(e.what(), ORT_RUNTIME_EXCEPTION);
   }
-}
-
-template <typename T>
-ONNXTensorElementDataType CudaOp<T>::GetInputType(size_t index) const {
-  switch (index) {
-    case kSeqlensK:
-    case kTotalSequenceLength:
-    case kAttentionMode:
-      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
-    default:
-      return ElementType<T>();
-  }
-}
-
-template <typename T>
-OrtCustomOpInputOutputCharacteristic CudaOp<T>::GetInputCharacteristic(size_t index) const {
-  const bool required = index == kQuery || index == kSeqlensK || index == kTotalSequenceLength;
-  return required ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
-}
-
-template <typename T>
-OrtMemType CudaOp<T>::GetInputMemoryType(size_t index) const {
-  return index == kTotalSequenceLength || index == kAttentionMode ? OrtMemTypeCPUInput : OrtMemTypeDefault;
-}
-
-template <typename T>
-ONNXTensorElementDataType CudaOp<T>::GetOutputType(size_t index) const {
-  return index == kSelectedBlocks ? ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32 : ElementType<T>();
-}
-
-template <typename T>
-OrtCustomOpInputOutputCharacteristic CudaOp<T>::GetOutputCharacteristic(size_t index) const {
-  return index <= kPresentValue ? INPUT_OUTPUT_REQUIRED : INPUT_OUTPUT_OPTIONAL;
 }
 
 template struct CudaOp<Float16>;

@@ -6,6 +6,7 @@
 
 #include "infllmv2/attention_params.h"
 #include "ort/kernel_io.h"
+#include "ort/op_schema.h"
 
 namespace infllmv2::ort {
 
@@ -17,17 +18,12 @@ struct CudaKernel {
 };
 
 template <typename T>
-struct CudaOp : Ort::CustomOpBase<CudaOp<T>, CudaKernel<T>, /*WithStatus=*/true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return kOpName; }
+struct CudaOp : SwitchableAttentionSchema<CudaOp<T>, CudaKernel<T>, T> {
   const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
-  size_t GetInputTypeCount() const { return kNumInputs; }
-  ONNXTensorElementDataType GetInputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
-  OrtMemType GetInputMemoryType(size_t index) const;
-  size_t GetOutputTypeCount() const { return kNumOutputs; }
-  ONNXTensorElementDataType GetOutputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const;
+  // total_sequence_length and attention_mode are read on the host (as ORT's own GQA does for input 6).
+  OrtMemType GetInputMemoryType(size_t index) const {
+    return index == kTotalSequenceLength || index == kAttentionMode ? OrtMemTypeCPUInput : OrtMemTypeDefault;
+  }
 };
 
 }  // namespace infllmv2::ort

@@ -5,6 +5,7 @@
 
 #include "infllmv2/attention_params.h"
 #include "ort/kernel_io.h"
+#include "ort/op_schema.h"
 
 namespace infllmv2::ort {
 
@@ -16,16 +17,8 @@ struct CpuKernel {
 };
 
 template <typename T>
-struct CpuOp : Ort::CustomOpBase<CpuOp<T>, CpuKernel<T>, /*WithStatus=*/true> {
-  OrtStatusPtr CreateKernelV2(const OrtApi& api, const OrtKernelInfo* info, void** kernel) const;
-  const char* GetName() const { return kOpName; }
+struct CpuOp : SwitchableAttentionSchema<CpuOp<T>, CpuKernel<T>, T> {
   const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
-  size_t GetInputTypeCount() const { return kNumInputs; }
-  ONNXTensorElementDataType GetInputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const;
-  size_t GetOutputTypeCount() const { return kNumOutputs; }
-  ONNXTensorElementDataType GetOutputType(size_t index) const;
-  OrtCustomOpInputOutputCharacteristic GetOutputCharacteristic(size_t index) const;
 };
 
 }  // namespace infllmv2::ort
