@@ -6,8 +6,8 @@ public static class GenAiTestPaths
     /// <summary>The repository root (the folder holding InfLlmV2.Onnx.sln).</summary>
     public static string RepoRoot { get; } = FindRepoRoot();
 
-    /// <summary>The real-model fixtures, read in place (../shared/fixtures/real-models from the repository root).</summary>
-    public static string Fixtures => Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared", "fixtures", "real-models"));
+    /// <summary>The real-model fixtures, read in place (<see cref="InfLlmV2.Onnx.TestSupport.SharedFixtures"/>).</summary>
+    public static string Fixtures => InfLlmV2.Onnx.TestSupport.SharedFixtures.RealModels(RepoRoot);
 
     /// <summary>
     /// The op library built by the bootstrap (./infllmv2, ./test.sh) or by any build of

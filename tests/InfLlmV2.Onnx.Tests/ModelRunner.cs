@@ -6,25 +6,8 @@ namespace InfLlmV2.Onnx.Tests;
 /// <summary>Runs whole models (original or rewritten) on ORT CPU with our op registered.</summary>
 public static class ModelRunner
 {
-    /// <summary>
-    /// ../shared/fixtures/real-models next to the repository (where CI and developers have it); a
-    /// clone elsewhere (e.g. /tmp) finds it through INFLLMV2_SHARED_DIR or the workplace's /work/shared.
-    /// </summary>
-    public static string FixturesRoot
-    {
-        get
-        {
-            var candidates = new List<string> { Path.Combine(RepoRoot, "..", "shared") };
-            if (Environment.GetEnvironmentVariable("INFLLMV2_SHARED_DIR") is { Length: > 0 } env) candidates.Add(env);
-            candidates.Add("/work/shared");
-            foreach (var c in candidates)
-            {
-                var dir = Path.GetFullPath(Path.Combine(c, "fixtures", "real-models"));
-                if (Directory.Exists(dir)) return dir;
-            }
-            throw new DirectoryNotFoundException($"Real-model fixtures not found; tried {string.Join(", ", candidates.Select(c => Path.Combine(c, "fixtures", "real-models")))}");
-        }
-    }
+    /// <summary>The real-model fixtures, read in place (<see cref="InfLlmV2.Onnx.TestSupport.SharedFixtures"/>).</summary>
+    public static string FixturesRoot => InfLlmV2.Onnx.TestSupport.SharedFixtures.RealModels(RepoRoot);
 
     public static string RepoRoot
     {
