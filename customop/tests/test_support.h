@@ -159,51 +159,73 @@ struct KernelOutputs {
   std::string error;
 };
 
-// Runs the CPU kernel. fp16: inputs rounded to half first.
+// One case's inputs converted to T (fp16/bf16: rounded first), kept alive while a backend runs on
+// `data`, whose output pointers are the vectors of the KernelOutputs it was prepared with.
 template <typename T>
-KernelOutputs<T> RunKernel(Case c, const Tensors& t, bool threaded = true, bool share_buffers = false) {
+struct PreparedCall {
+  std::vector<T> q, k, v, pk, pv, cs, sn, pc;
+  AttentionData<T> data;
+};
+
+// What every backend runner does first: checks the case (false, with r.error set, when refused),
+// converts its inputs, sizes every output of r (filled with `fill`, selected_blocks with
+// `fill_blocks`) and points call.data at all of them; with share_buffers past and present are one
+// buffer (needs past capacity == present capacity).
+template <typename T>
+bool PrepareCall(Case& c, const Tensors& t, bool share_buffers, T fill, int32_t fill_blocks, KernelOutputs<T>& r,
+                 PreparedCall<T>& call) {
   Complete(c);
-  KernelOutputs<T> r;
   const AttentionInputs in = ShapesOf(c, t);
   r.error = CheckAttributes(c.attrs);
   if (r.error.empty()) r.error = CheckInputs(c.attrs, in, &r.params);
-  if (!r.error.empty()) return r;
+  if (!r.error.empty()) return false;
   auto conv = [](const std::vector<float>& v) {
     std::vector<T> o(v.size());
     for (size_t i = 0; i < v.size(); ++i) o[i] = FromFloat<T>(v[i]);
     return o;
   };
-  auto q = conv(t.query), k = conv(t.key), v = conv(t.value), pk = conv(t.past_key), pv = conv(t.past_value),
-       cs = conv(t.cos_cache), sn = conv(t.sin_cache), pc = conv(t.past_compressed_key);
+  call.q = conv(t.query), call.k = conv(t.key), call.v = conv(t.value), call.pk = conv(t.past_key);
+  call.pv = conv(t.past_value), call.cs = conv(t.cos_cache), call.sn = conv(t.sin_cache);
+  call.pc = conv(t.past_compressed_key);
   const auto& p = r.params;
-  r.output.resize(p.batch * p.seq_len * p.num_heads * p.head_size);
-  r.present_key.resize(p.batch * p.kv_num_heads * p.present_capacity * p.head_size);
-  r.present_value.resize(r.present_key.size());
-  r.present_compressed_key.resize(p.batch * p.kv_num_heads * p.present_compressed_capacity * p.head_size);
-  r.selected_blocks.resize(p.batch * p.kv_num_heads * p.seq_len * p.budget);
-  AttentionData<T> d;
+  r.output.assign(p.batch * p.seq_len * p.num_heads * p.head_size, fill);
+  r.present_key.assign(p.batch * p.kv_num_heads * p.present_capacity * p.head_size, fill);
+  r.present_value.assign(r.present_key.size(), fill);
+  r.present_compressed_key.assign(p.batch * p.kv_num_heads * p.present_compressed_capacity * p.head_size, fill);
+  r.selected_blocks.assign(p.batch * p.kv_num_heads * p.seq_len * p.budget, fill_blocks);
+  AttentionData<T>& d = call.data;
   auto ptr = [](const std::vector<T>& x) { return x.empty() ? nullptr : x.data(); };
-  d.query = q.data();
-  d.key = ptr(k);
-  d.value = ptr(v);
-  d.past_key = ptr(pk);
-  d.past_value = ptr(pv);
+  d.query = call.q.data();
+  d.key = ptr(call.k);
+  d.value = ptr(call.v);
+  d.past_key = ptr(call.pk);
+  d.past_value = ptr(call.pv);
   d.seqlens_k = t.seqlens_k.data();
-  d.cos_cache = ptr(cs);
-  d.sin_cache = ptr(sn);
-  d.past_compressed_key = ptr(pc);
+  d.cos_cache = ptr(call.cs);
+  d.sin_cache = ptr(call.sn);
+  d.past_compressed_key = ptr(call.pc);
   d.output = r.output.data();
   d.present_key = r.present_key.data();
   d.present_value = r.present_value.data();
   d.present_compressed_key = r.present_compressed_key.empty() ? nullptr : r.present_compressed_key.data();
   d.selected_blocks = r.selected_blocks.data();
-  if (share_buffers) {  // past and present are one buffer (needs past capacity == present capacity)
-    r.present_key = pk;
-    r.present_value = pv;
+  if (share_buffers) {
+    r.present_key = call.pk;
+    r.present_value = call.pv;
     d.past_key = d.present_key = r.present_key.data();
     d.past_value = d.present_value = r.present_value.data();
   }
-  r.error = cpu::RunAttention<T>(c.attrs, p, d, threaded ? cpu::ParallelFor(ThreadedFor) : cpu::ParallelFor(cpu::SerialFor));
+  return true;
+}
+
+// Runs the CPU kernel. fp16: inputs rounded to half first.
+template <typename T>
+KernelOutputs<T> RunKernel(Case c, const Tensors& t, bool threaded = true, bool share_buffers = false) {
+  KernelOutputs<T> r;
+  PreparedCall<T> call;
+  if (!PrepareCall<T>(c, t, share_buffers, T{}, 0, r, call)) return r;
+  r.error = cpu::RunAttention<T>(c.attrs, r.params, call.data,
+                                 threaded ? cpu::ParallelFor(ThreadedFor) : cpu::ParallelFor(cpu::SerialFor));
   return r;
 }
 
