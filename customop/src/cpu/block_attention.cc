@@ -9,14 +9,6 @@
 namespace infllmv2::cpu {
 namespace {
 
-// Fp32 copy of a run of fp16 cache rows.
-template <typename T>
-const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<float>& buffer) {
-  buffer.resize(static_cast<size_t>(count * D));
-  ToFloatRow(rows, buffer.data(), count * D);
-  return buffer.data();
-}
-
 // x[i] <- cap * tanh(x[i] / cap) for i < count when cap > 0 (GQA's softcap of attention scores).
 inline void Softcap(float cap, float* x, int64_t count) {
   if (cap > 0.0f)

@@ -27,6 +27,18 @@ inline void ToFloatRow(const T* src, float* dst, int64_t n) {
   }
 }
 
+// Fp32 view of a run of cache rows: the rows themselves for fp32, a converted copy in `buffer` otherwise.
+template <typename T>
+const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<float>& buffer) {
+  if constexpr (std::is_same_v<T, float>) {
+    return rows;
+  } else {
+    buffer.resize(static_cast<size_t>(count * D));
+    ToFloatRow(rows, buffer.data(), count * D);
+    return buffer.data();
+  }
+}
+
 // Rotary embedding of one head vector, in place on fp32 values (GQA's convention).
 inline void ApplyRotary(float* x, int64_t rotary_dim, bool interleaved, const float* cos_row, const float* sin_row) {
   const int64_t half = rotary_dim / 2;

@@ -8,18 +8,6 @@
 namespace infllmv2::cpu {
 namespace {
 
-// Fp32 view of a run of cache rows: the rows themselves for fp32, a converted copy otherwise.
-template <typename T>
-const float* RowsAsFloat(const T* rows, int64_t count, int64_t D, std::vector<float>& buffer) {
-  if constexpr (std::is_same_v<T, float>) {
-    return rows;
-  } else {
-    buffer.resize(static_cast<size_t>(count * D));
-    ToFloatRow(rows, buffer.data(), count * D);
-    return buffer.data();
-  }
-}
-
 // A block's rank as one integer: the score's bits mapped to an unsigned order (NaN counts as -inf,
 // -0 as +0) above the complemented block index, so a larger key is a higher score or, on a tie,
 // a lower index; top-k is then nth_element on plain integers.
