@@ -8,6 +8,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+mkdir -p artifacts
 log() { echo "[bootstrap] $*" >&2; }
 
 need=()
