@@ -27,9 +27,17 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-log() { echo "[package-test] $*"; }
-fail() { echo "[package-test] FAIL: $*" >&2; exit 1; }
 start=$SECONDS
+log() { echo "[package-test $((SECONDS - start))s] $*"; }
+# Checks of the packages' contents record a problem and go on (so that a broken package also shows
+# what the tool and the app then do); any problem fails the test at the end. Other failures stop it.
+problems=()
+problem() { echo "[package-test] PROBLEM: $*" >&2; problems+=("$*"); }
+fail() {
+  echo "[package-test] FAIL: $*" >&2
+  ((${#problems[@]} == 0)) || printf '[package-test] also: %s\n' "${problems[@]}" >&2
+  exit 1
+}
 
 base_version=$(sed -n 's|.*<Version>\(.*\)</Version>.*|\1|p' Directory.Build.props | head -n 1)
 ort_version=$(sed -n 's|.*<OnnxRuntimeVersion>\(.*\)</OnnxRuntimeVersion>.*|\1|p' Directory.Packages.props | head -n 1)
@@ -92,23 +100,23 @@ list() { unzip -Z1 "$1" | grep -v -E '^(_rels/|\[Content_Types\]|package/service
 lib_files=$(list "$lib_pkg")
 for f in InfLlmV2.Onnx.nuspec README.md lib/net10.0/InfLlmV2.Onnx.dll lib/net10.0/InfLlmV2.Onnx.xml \
          runtimes/linux-x64/native/libinfllmv2_ops.so; do
-  grep -qx "$f" <<<"$lib_files" || fail "InfLlmV2.Onnx lacks $f; it has:
+  grep -qx "$f" <<<"$lib_files" || problem "InfLlmV2.Onnx lacks $f; it has:
 $lib_files"
 done
-grep -qx 'lib/net10.0/InfLlmV2.Onnx.pdb' < <(list "$feed/InfLlmV2.Onnx.$version.snupkg") || fail "InfLlmV2.Onnx.snupkg lacks the PDB"
+grep -qx 'lib/net10.0/InfLlmV2.Onnx.pdb' < <(list "$feed/InfLlmV2.Onnx.$version.snupkg") || problem "InfLlmV2.Onnx.snupkg lacks the PDB"
 nuspec=$(unzip -p "$lib_pkg" InfLlmV2.Onnx.nuspec)
 deps=$(grep -o '<dependency id="[^"]*" version="[^"]*"' <<<"$nuspec" | sed 's|<dependency id="\([^"]*\)" version="\([^"]*\)"|\1 \2|' | sort)
 [[ "$deps" == "InfLlmV2.Onnx.GraphTools $version
-Microsoft.ML.OnnxRuntime.Managed $ort_version" ]] || fail "InfLlmV2.Onnx dependencies are not GraphTools + ORT Managed only:
+Microsoft.ML.OnnxRuntime.Managed $ort_version" ]] || problem "InfLlmV2.Onnx dependencies are not GraphTools + ORT Managed only:
 $deps"
-grep -q '<license type="expression">' <<<"$nuspec" || fail "InfLlmV2.Onnx has no license expression"
+grep -q '<license type="expression">' <<<"$nuspec" || problem "InfLlmV2.Onnx has no license expression"
 tool_files=$(list "$tool_pkg")
 for f in tools/net10.0/any/infllmv2.dll tools/net10.0/any/DotnetToolSettings.xml tools/net10.0/any/libinfllmv2_ops.so \
          tools/net10.0/any/runtimes/linux-x64/native/libonnxruntime.so tools/net10.0/any/infllmv2_stage_bench; do
-  grep -qx "$f" <<<"$tool_files" || fail "the tool package lacks $f"
+  grep -qx "$f" <<<"$tool_files" || problem "the tool package lacks $f"
 done
 other_rids=$(grep -E '^tools/net10.0/any/runtimes/' <<<"$tool_files" | grep -v '/runtimes/linux-x64/' || true)
-[[ -z $other_rids ]] || fail "the tool package carries other platforms' native files:
+[[ -z $other_rids ]] || problem "the tool package carries other platforms' native files:
 $other_rids"
 log "packages: $(cd "$feed" && du -h ./*.nupkg | awk '{printf "%s %s, ", $2, $1}' | sed 's|\./||g; s|, $||')"
 
@@ -118,20 +126,20 @@ if unzip -p "$lib_pkg" runtimes/linux-x64/native/libinfllmv2_ops.so >"$so" 2>/de
   needed=$(readelf -d "$so" | sed -n 's|.*(NEEDED).*\[\(.*\)\]|\1|p')
   allowed='^(libstdc\+\+\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|ld-linux-x86-64\.so\.2)$'
   bad=$(grep -v -E "$allowed" <<<"$needed" || true)
-  [[ -z $bad ]] || fail "the packed op library needs libraries an app does not have: $(tr '\n' ' ' <<<"$bad")(allowed: glibc, libstdc++, libgcc)"
-  ! readelf -d "$so" | grep -q -E '\((RPATH|RUNPATH)\)' || fail "the packed op library has an RPATH/RUNPATH"
-  ! readelf -Ws --dyn-syms "$so" | grep -q -E '__(asan|tsan|ubsan)_' || fail "the packed op library is a sanitizer build"
+  [[ -z $bad ]] || problem "the packed op library needs libraries an app does not have: $(tr '\n' ' ' <<<"$bad")(allowed: glibc, libstdc++, libgcc)"
+  ! readelf -d "$so" | grep -q -E '\((RPATH|RUNPATH)\)' || problem "the packed op library has an RPATH/RUNPATH"
+  ! readelf -Ws --dyn-syms "$so" | grep -q -E '__(asan|tsan|ubsan)_' || problem "the packed op library is a sanitizer build"
   # Newest symbol versions it asks for must exist on Debian 12 (glibc 2.36, GCC 12: GLIBCXX_3.4.30, CXXABI_1.3.13).
   newest() { objdump -T "$so" | grep -o "$1[0-9.]*" | sed "s|^$1||" | sort -V | tail -n 1; }
   ver_le() { [[ -z $1 || "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -n 1)" == "$2" ]]; }
-  ver_le "$(newest GLIBC_)" 2.36 || fail "needs GLIBC_$(newest GLIBC_) (> Debian 12's 2.36)"
-  ver_le "$(newest GLIBCXX_)" 3.4.30 || fail "needs GLIBCXX_$(newest GLIBCXX_) (> GCC 12's 3.4.30)"
-  ver_le "$(newest CXXABI_)" 1.3.13 || fail "needs CXXABI_$(newest CXXABI_) (> GCC 12's 1.3.13)"
+  ver_le "$(newest GLIBC_)" 2.36 || problem "needs GLIBC_$(newest GLIBC_) (> Debian 12's 2.36)"
+  ver_le "$(newest GLIBCXX_)" 3.4.30 || problem "needs GLIBCXX_$(newest GLIBCXX_) (> GCC 12's 3.4.30)"
+  ver_le "$(newest CXXABI_)" 1.3.13 || problem "needs CXXABI_$(newest CXXABI_) (> GCC 12's 1.3.13)"
   exports=$(readelf -W --dyn-syms "$so" | awk '$5=="GLOBAL" && $7!="UND" {print $8}' | sed 's|@.*||' | sort -u)
-  [[ "$exports" == RegisterCustomOps ]] || fail "the op library exports more than RegisterCustomOps: $(tr '\n' ' ' <<<"$exports")"
+  [[ "$exports" == RegisterCustomOps ]] || problem "the op library exports more than RegisterCustomOps: $(tr '\n' ' ' <<<"$exports")"
   if readelf -S "$so" | grep -q '\.nv_fatbin'; then cuda="CUDA kernels compiled in (static cudart)"
   elif command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
-    fail "nvcc is installed but the packed op library has no CUDA kernels (a stale artifacts/native configure? rm -rf artifacts/native)"
+    problem "nvcc is installed but the packed op library has no CUDA kernels (a stale artifacts/native configure? rm -rf artifacts/native)"
   else cuda="CPU kernels only (no nvcc here)"; fi
   log "op library: NEEDED $(tr '\n' ' ' <<<"$needed")- GLIBC_$(newest GLIBC_), GLIBCXX_$(newest GLIBCXX_); $cuda"
 else
@@ -183,13 +191,12 @@ cp "$tmp/nuget.config" "$app/nuget.config"
 (
   cd "$app"
   dotnet new console --framework net10.0 --name PackageUser --output . >/dev/null
-  dotnet add package InfLlmV2.Onnx --version "$version" >/dev/null
-  dotnet add package Microsoft.ML.OnnxRuntime --version "$ort_version" >/dev/null
+  # --no-restore: the build below restores once (from the feed and the NuGet feed).
+  dotnet add package InfLlmV2.Onnx --version "$version" --no-restore >/dev/null
+  dotnet add package Microsoft.ML.OnnxRuntime --version "$ort_version" --no-restore >/dev/null
   cp "$root/eng/package-test/Program.cs" Program.cs
 ) >"$tmp/app-setup.log" 2>&1 || { cat "$tmp/app-setup.log"; fail "creating the app"; }
-grep -q -i 'ProjectReference\|wt-\|/work/' "$app/PackageUser.csproj" && fail "the app refers to the repository"
-restored=$(grep -o '"InfLlmV2.Onnx/[^"]*"' "$app/obj/project.assets.json" | head -n 1)
-[[ $restored == "\"InfLlmV2.Onnx/$version\"" ]] || fail "restored $restored, not this run's $version"
+! grep -q -i -e 'ProjectReference' -e "$root" "$app/PackageUser.csproj" || fail "the app refers to the repository"
 
 run_app() {  # $1: label, $2: the app's folder, $3...: command
   local label=$1 dir=$2; shift 2
@@ -200,6 +207,8 @@ run_app() {  # $1: label, $2: the app's folder, $3...: command
 }
 log "dotnet run"
 (cd "$app" && dotnet build -c Release -nologo -v q >"$tmp/app-build.log" 2>&1) || { cat "$tmp/app-build.log"; fail "dotnet build of the app"; }
+restored=$(grep -o '"InfLlmV2.Onnx/[^"]*"' "$app/obj/project.assets.json" | head -n 1)
+[[ $restored == "\"InfLlmV2.Onnx/$version\"" ]] || fail "restored $restored, not this run's $version"
 run_app run "$app/bin/Release/net10.0" dotnet run --project "$app" -c Release --no-build -- "$original" "$work/app-run"
 [[ -f $app/bin/Release/net10.0/runtimes/linux-x64/native/libinfllmv2_ops.so ]] || fail "dotnet build did not place the op library under bin/.../runtimes/linux-x64/native"
 log "dotnet publish -r linux-x64"
@@ -216,4 +225,5 @@ for label in run publish; do
   grep -q -i 'logits' "$tmp/tool-run-$label.txt" || { cat "$tmp/tool-run-$label.txt"; fail "infllmv2 run compared no logits"; }
 done
 log "infllmv2 run reproduces the app's logits and caches (atol 1e-6); the app's and the tool's rewrites are identical"
-log "passed in $((SECONDS - start)) s"
+((${#problems[@]} == 0)) || fail "${#problems[@]} problem(s) with the packages (above)"
+log "passed"

@@ -10,6 +10,7 @@
 using InfLlmV2.Onnx;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 if (args.Length != 2) { Console.Error.WriteLine("usage: app ORIGINAL.onnx WORKDIR"); return 2; }
 string original = Path.GetFullPath(args[0]), work = Path.GetFullPath(args[1]);
@@ -32,9 +33,10 @@ using var a = new InferenceSession(original, plain);
 using var b = new InferenceSession(rewritten, withOps);
 
 var inputs = b.InputMetadata.Select(kv => (kv.Key, Value: MakeInput(kv.Key, kv.Value))).ToList();
-using var ra = a.Run(new RunOptions(), inputs.Where(i => a.InputMetadata.ContainsKey(i.Key)).Select(i => i.Key).ToArray(),
+using var runOptions = new RunOptions();
+using var ra = a.Run(runOptions, inputs.Where(i => a.InputMetadata.ContainsKey(i.Key)).Select(i => i.Key).ToArray(),
     inputs.Where(i => a.InputMetadata.ContainsKey(i.Key)).Select(i => i.Value).ToArray(), a.OutputNames);
-using var rb = b.Run(new RunOptions(), inputs.Select(i => i.Key).ToArray(), inputs.Select(i => i.Value).ToArray(), b.OutputNames);
+using var rb = b.Run(runOptions, inputs.Select(i => i.Key).ToArray(), inputs.Select(i => i.Value).ToArray(), b.OutputNames);
 
 var logitsA = ra[a.OutputNames.ToList().IndexOf("logits")].GetTensorDataAsSpan<float>().ToArray();
 var logitsB = rb[b.OutputNames.ToList().IndexOf("logits")].GetTensorDataAsSpan<float>().ToArray();
