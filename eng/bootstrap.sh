@@ -15,6 +15,7 @@ need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 [[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
+command -v unzip >/dev/null || need+=(unzip)  # eng/package-test.sh reads the packages
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing: ${need[*]}; install them with apt-get (needs root)"; exit 1
