@@ -50,7 +50,7 @@ packages_dir=$(dotnet nuget locals global-packages --list | sed -n 's|^global-pa
 cleanup() {
   local v=${version,,}
   for id in infllmv2.onnx infllmv2.onnx.graphtools infllmv2; do
-    [[ -n $packages_dir && -d $packages_dir/$id/$v ]] && rm -rf "${packages_dir:?}/$id/$v"
+    if [[ -n $packages_dir && -d $packages_dir/$id/$v ]]; then rm -rf "${packages_dir:?}/$id/$v"; fi
   done
   if [[ ${KEEP:-0} == 1 ]]; then echo "[package-test] kept $tmp"; else rm -rf "$tmp"; fi
 }
