@@ -127,17 +127,19 @@ if unzip -p "$lib_pkg" runtimes/linux-x64/native/libinfllmv2_ops.so >"$so" 2>/de
   allowed='^(libstdc\+\+\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libc\.so\.6|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|ld-linux-x86-64\.so\.2)$'
   bad=$(grep -v -E "$allowed" <<<"$needed" || true)
   [[ -z $bad ]] || problem "the packed op library needs libraries an app does not have: $(tr '\n' ' ' <<<"$bad")(allowed: glibc, libstdc++, libgcc)"
-  ! readelf -d "$so" | grep -q -E '\((RPATH|RUNPATH)\)' || problem "the packed op library has an RPATH/RUNPATH"
-  ! readelf -Ws --dyn-syms "$so" | grep -q -E '__(asan|tsan|ubsan)_' || problem "the packed op library is a sanitizer build"
+  # (Outputs captured first: `readelf | grep -q` under pipefail fails when grep stops reading early.)
+  dynamic=$(readelf -d "$so") dynsyms=$(readelf -W --dyn-syms "$so")
+  ! grep -q -E '\((RPATH|RUNPATH)\)' <<<"$dynamic" || problem "the packed op library has an RPATH/RUNPATH"
+  ! grep -q -E '__(asan|tsan|ubsan|msan)_' <<<"$dynsyms" || problem "the packed op library is a sanitizer build (it calls the sanitizer runtime)"
   # Newest symbol versions it asks for must exist on Debian 12 (glibc 2.36, GCC 12: GLIBCXX_3.4.30, CXXABI_1.3.13).
   newest() { objdump -T "$so" | grep -o "$1[0-9.]*" | sed "s|^$1||" | sort -V | tail -n 1; }
   ver_le() { [[ -z $1 || "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -n 1)" == "$2" ]]; }
   ver_le "$(newest GLIBC_)" 2.36 || problem "needs GLIBC_$(newest GLIBC_) (> Debian 12's 2.36)"
   ver_le "$(newest GLIBCXX_)" 3.4.30 || problem "needs GLIBCXX_$(newest GLIBCXX_) (> GCC 12's 3.4.30)"
   ver_le "$(newest CXXABI_)" 1.3.13 || problem "needs CXXABI_$(newest CXXABI_) (> GCC 12's 1.3.13)"
-  exports=$(readelf -W --dyn-syms "$so" | awk '$5=="GLOBAL" && $7!="UND" {print $8}' | sed 's|@.*||' | sort -u)
+  exports=$(awk '$5=="GLOBAL" && $7!="UND" {print $8}' <<<"$dynsyms" | sed 's|@.*||' | sort -u)
   [[ "$exports" == RegisterCustomOps ]] || problem "the op library exports more than RegisterCustomOps: $(tr '\n' ' ' <<<"$exports")"
-  if readelf -S "$so" | grep -q '\.nv_fatbin'; then cuda="CUDA kernels compiled in (static cudart)"
+  if grep -q '\.nv_fatbin' <<<"$(readelf -S "$so")"; then cuda="CUDA kernels compiled in (static cudart)"
   elif command -v nvcc >/dev/null || [[ -x /usr/local/cuda/bin/nvcc ]]; then
     problem "nvcc is installed but the packed op library has no CUDA kernels (a stale artifacts/native configure? rm -rf artifacts/native)"
   else cuda="CPU kernels only (no nvcc here)"; fi
