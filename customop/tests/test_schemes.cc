@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "score_precision_case.h"
 #include "test_support.h"
 
 namespace infllmv2::testing {
@@ -161,6 +162,53 @@ TEST(Schemes, OldSchemeMappingAtMiniCpm4Defaults) {
     scored += ExpectMappingExact(kMiniCpm4, c);
   }
   EXPECT_EQ(scored, 12);  // 6144, 8191, 8256 and the chunk of 3, two kv heads each
+}
+
+// score_precision 1 rounds the group-summed stage-1 scores to bf16 (nearest even) before pooling.
+// Inputs whose two best candidates tie only after that rounding: fp32 and bf16 select differently,
+// and the kernel equals the reference's rounding rule in both modes.
+TEST(Schemes, ScorePrecisionBf16TiesOnlyAfterRounding) {
+  int cases = 0;
+  for (int k = 0; k < 16; ++k) {
+    Tensors t;
+    Case c = Bf16TieCase(k, t);
+    SCOPED_TRACE("k=" + std::to_string(k));
+    Case bf = c;
+    bf.attrs.score_precision = 1;
+    const auto ref32 = RunReference<float>(c, t), ref16 = RunReference<float>(bf, t);
+    ASSERT_EQ(ref32.selected_blocks, (std::vector<int32_t>{0, 3, 5, 6}));  // fp32: the hotter block 3
+    if (ref16.selected_blocks != std::vector<int32_t>{0, 1, 5, 6}) continue;  // this k does not tie in bf16
+    ++cases;
+    const auto k32 = RunKernel<float>(c, t), k16 = RunKernel<float>(bf, t);
+    ASSERT_EQ(k32.error, "");
+    ASSERT_EQ(k16.error, "");
+    EXPECT_EQ(k32.selected_blocks, ref32.selected_blocks);
+    EXPECT_EQ(k16.selected_blocks, ref16.selected_blocks);
+    EXPECT_LE(MaxAbsDiff(k16.output, ref16.output), 1e-5);
+    const auto f16 = RunKernel<Float16>(bf, t);  // fp16 I/O: the same rule (a, c are exact in fp16)
+    EXPECT_EQ(f16.selected_blocks, ref16.selected_blocks);
+  }
+  EXPECT_GE(cases, 8);  // most variants tie in bf16 (relative spacing 2^-8 against a gap of 2.4e-4)
+}
+
+TEST(Schemes, ScorePrecisionBf16MatchesTheReferenceOnTheGrid) {
+  // Random inputs beyond the budget (small budget and the defaults), prefill, decode and chunks:
+  // every output against the reference with the same rounding rule.
+  int i = 0;
+  for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{{400, 0}, {1, 700}, {40, 390}, {1, 6144}, {2, 8191}}) {
+    Case c;
+    c.seq_len = S;
+    c.past_capacity = P;
+    c.kv_num_heads = 2;
+    c.num_heads = 2 * (i % 2 ? 16 : 3);
+    c.head_size = 64;
+    if (P < 6144) c.attrs = SmallBudget();
+    c.attrs.score_precision = 1;
+    c.mode = 2;
+    c.seed = 2800 + i++;
+    Tensors t = MakeTensors(c);
+    ExpectBackendsMatchReference<float>(c, t);
+  }
 }
 
 // A measurement's setting: small shapes (block 16, windows 8 at stride 4, budget 8 blocks) and a
