@@ -81,7 +81,7 @@ public class PresetTests
         Assert.True(code == 0, err);
         var expected = SparsePresets.Find("minicpm4")!.Settings with { TopKBlocks = 70, ScorePrecision = ScorePrecision.Bf16 };
         Assert.All(NodeSettings(dir["out.onnx"]), s => Assert.Equal(expected, s));
-        Assert.Contains("explicit flags override the preset: --topk 70, --score-precision bf16", stdout.Replace("--score-precision bf16, --topk 70", "--topk 70, --score-precision bf16"));
+        Assert.Contains("explicit flags override the preset: --topk 70, --score-precision bf16", stdout);
         Assert.Contains("(custom)", stdout);
         using var report = JsonDocument.Parse(File.ReadAllText(dir["r.json"]));
         var options = report.RootElement.GetProperty("options");

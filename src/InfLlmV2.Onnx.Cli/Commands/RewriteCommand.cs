@@ -60,13 +60,16 @@ public static class RewriteCommand
                 return v;
             }
             string Num(long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            var precisionText = Flag(scorePrecision, sparse.ScorePrecision == ScorePrecision.Bf16 ? "bf16" : "fp32", v => v);
             sparse = sparse with
             {
                 DenseLen = Flag(denseLen, sparse.DenseLen, Num), TopKBlocks = Flag(topk, sparse.TopKBlocks, Num),
                 SparseWindowTokens = Flag(window, sparse.SparseWindowTokens, Num), BlockSize = Flag(block, sparse.BlockSize, Num),
                 InitBlocks = Flag(init, sparse.InitBlocks, Num), CompressKernel = Flag(kernel, sparse.CompressKernel, Num),
                 CompressStride = Flag(stride, sparse.CompressStride, Num), LseApprox = !Flag(exactLse, !sparse.LseApprox, v => v ? "true" : "false"),
+            };
+            var precisionText = Flag(scorePrecision, sparse.ScorePrecision == ScorePrecision.Bf16 ? "bf16" : "fp32", v => v);
+            sparse = sparse with
+            {
                 ScorePrecision = precisionText.ToLowerInvariant() switch
                 {
                     "fp32" => ScorePrecision.Fp32,
