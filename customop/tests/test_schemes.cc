@@ -272,6 +272,38 @@ TEST(SchemeMeasurements, CpmCuDecodeSkippingTheCurrentWindow) {
   RecordProperty("rows", rows_at);
 }
 
+// The option measured above is not vacuous: a decode step where leaving out the window that ends
+// at p changes the selection. Head A's only large score is that window (tokens 196..199 hot), so
+// while it is scored A's normalizer drowns A's preference (block 1) and head B's (block 3) decides;
+// without it A's preference wins. The op (like MiniCPM4's HF code) scores the window.
+TEST(Schemes, CpmCuDecodeWindowSkipCanChangeASelection) {
+  const OldScheme o{16, 8, 4, 4, 2};  // init block 0, one block by score, window 9..12
+  Case c;
+  c.seq_len = 1;
+  c.past_capacity = 199;  // p = 199: window 48 = [192, 200) ends at p
+  c.num_heads = 2;
+  c.kv_num_heads = 1;
+  c.head_size = 32;
+  c.attrs = MappedAttributes(o);
+  c.attrs.scale = 1.0f;
+  c.mode = 2;
+  Tensors t = MakeTensors(c);
+  std::fill(t.query.begin(), t.query.end(), 0.0f);
+  t.query[0] = 1.0f;       // head A reads dimension 0
+  t.query[32 + 1] = 1.0f;  // head B reads dimension 1
+  std::fill(t.past_key.begin(), t.past_key.end(), 0.0f);
+  std::fill(t.key.begin(), t.key.end(), 0.0f);
+  for (int64_t tok = 16; tok < 32; ++tok) t.past_key[tok * 32] = 5.0f;      // block 1: A's choice
+  for (int64_t tok = 48; tok < 64; ++tok) t.past_key[tok * 32 + 1] = 1.0f;  // block 3: B's choice
+  for (int64_t tok = 196; tok < 199; ++tok) t.past_key[tok * 32] = 60.0f;   // window 48 only: A scores 30
+  t.key[0] = 60.0f;                                                         // the new token, 199
+  reference::Options cpmcu = OldOptions(o);
+  cpmcu.cpmcu_decode_skips_current_window = true;
+  EXPECT_EQ(RunReference<float>(c, t, OldOptions(o)).selected_blocks, (std::vector<int32_t>{0, 3, 9, 10, 11, 12}));
+  EXPECT_EQ(RunReference<float>(c, t, cpmcu).selected_blocks, (std::vector<int32_t>{0, 1, 9, 10, 11, 12}));
+  EXPECT_EQ(RunKernel<float>(c, t).selected_blocks, (std::vector<int32_t>{0, 3, 9, 10, 11, 12}));
+}
+
 TEST(SchemeMeasurements, Level2MaskQuirk) {
   // The official stage-1 mask in a first prompt of length L = s2 - 1 mod s2 (63 mod 64) hides
   // every row's most recent level-2 key from the normalizer. Other lengths must be unaffected; at
