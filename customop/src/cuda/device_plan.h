@@ -29,6 +29,9 @@ struct DevicePlan {
   int block_size, compress_kernel, compress_stride, init_blocks, local_blocks, budget, lse_approx;
   // buffer facts
   bool kv_in_place, compressed_in_place, past_compressed_given;  // given and not a first prompt
+  // attention: 1 = one CTA per (64 query rows, kv head, entry) over all of its keys; > 1 = the
+  // split-KV path (split_kv.cuh) with this many key splits per such CTA. Host-only choice.
+  int kv_splits;
 };
 
 struct DeviceEntry {
@@ -95,6 +98,7 @@ inline DevicePlan MakeDevicePlan(const AttentionAttributes& a, const AttentionPa
   d.kv_in_place = f.key_in_place;
   d.compressed_in_place = f.compressed_in_place;
   d.past_compressed_given = p.has_past_compressed && !p.is_first_prompt;
+  d.kv_splits = 1;  // the driver chooses (split_kv.cuh: ChooseKvSplits)
   return d;
 }
 
