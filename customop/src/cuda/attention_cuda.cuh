@@ -45,13 +45,13 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxBlocks) + " blocks (" +
            std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
-  if (options.kv_splits < 0 || options.kv_splits > kMaxKvSplits)
-    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) + " out of range (0 = automatic, 1.." +
+  if (options.kv_splits < -1 || options.kv_splits > kMaxKvSplits)
+    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) + " out of range (-1 = no split, 0 = automatic, 1.." +
            std::to_string(kMaxKvSplits) + ")";
 
   KernelArgs<T> a;
   a.p = MakeDevicePlan(attrs, params, f);
-  a.p.kv_splits = options.kv_splits > 0 ? options.kv_splits : ChooseKvSplits(attrs, params);
+  a.p.kv_splits = options.kv_splits > 0 ? options.kv_splits : options.kv_splits < 0 ? 1 : ChooseKvSplits(attrs, params);
   const bool split_kv = options.kv_splits > 0 || a.p.kv_splits > 1;
   a.d = data;
   const DevicePlan& p = a.p;

@@ -21,7 +21,8 @@ using ScratchAllocator = std::function<void*(size_t bytes)>;
 // Tuning knobs (tests force the paths with them; the op uses the defaults).
 struct RunOptions {
   // Attention key splits: 0 = chosen from the call's host facts (split_kv.cuh: ChooseKvSplits;
-  // 1 there means the plain kernel); n >= 1 = the split-KV path with exactly n splits.
+  // 1 there means the plain kernel); -1 = the plain kernel; n >= 1 = the split-KV path with
+  // exactly n splits (at most kMaxKvSplits).
   int kv_splits = 0;
 };
 

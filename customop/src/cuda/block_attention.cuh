@@ -232,16 +232,17 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
     SyncThreads();  // sK/sV free for the next tile, sNext complete
   }
 
-  // O / l (rows that saw nothing: 0), stored in T.
+  // O / l (rows that saw nothing: 0), stored in T; or the split's partial.
   for (int i = 0; i < 2; ++i) {
     l[i] += ShflXor(l[i], 1);
     l[i] += ShflXor(l[i], 2);
   }
-  if constexpr (kSplit) {  // partials: the combine kernel normalizes
-    for (int i = 0; i < 2; ++i) {
-      if (slot[i] < 0) continue;
-      const int R = row0 + warp * 16 + g + 8 * i;
-      float* rec = part + ((static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G) * p.kv_splits + split) * (D + 2);
+  for (int i = 0; i < 2; ++i) {
+    if (slot[i] < 0) continue;
+    const int R = row0 + warp * 16 + g + 8 * i;
+    const int64_t row = static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G;
+    if constexpr (kSplit) {  // the unnormalized partial: the combine kernel normalizes
+      float* rec = part + (row * p.kv_splits + split) * (D + 2);
       for (int j = 0; j < D / 8; ++j) {
         rec[8 * j + 2 * t] = o[j][2 * i];
         rec[8 * j + 2 * t + 1] = o[j][2 * i + 1];
@@ -250,17 +251,13 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
         rec[D] = m[i];
         rec[D + 1] = l[i];
       }
-    }
-    return;
-  }
-  for (int i = 0; i < 2; ++i) {
-    if (slot[i] < 0) continue;
-    const int R = row0 + warp * 16 + g + 8 * i;
-    T* out = a.d.output + (static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G) * D;
-    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-    for (int j = 0; j < D / 8; ++j) {
-      out[8 * j + 2 * t] = FromF32<T>(o[j][2 * i] * inv);
-      out[8 * j + 2 * t + 1] = FromF32<T>(o[j][2 * i + 1] * inv);
+    } else {
+      T* out = a.d.output + row * D;
+      const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+      for (int j = 0; j < D / 8; ++j) {
+        out[8 * j + 2 * t] = FromF32<T>(o[j][2 * i] * inv);
+        out[8 * j + 2 * t + 1] = FromF32<T>(o[j][2 * i + 1] * inv);
+      }
     }
   }
 }

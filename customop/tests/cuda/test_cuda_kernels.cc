@@ -80,7 +80,7 @@ TEST(CudaEmu, DenseDecodeAndChunkedPrefill) {
     c.kv_num_heads = 2;
     c.mode = 1;
     c.seed = 600 + i++;
-    BothTypes(c);
+    BothTypes(c, false, /*kv_splits=*/-1);  // the plain kernel (the automatic choice splits these: SplitKv* tests)
   }
 }
 
@@ -306,6 +306,16 @@ TEST(CudaEmu, SplitKvChoice) {
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 2);  // short context: one split per 128 keys
   p.seq_len = 8192;  // prefill: the plain grid is 2048 x 2 CTAs
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 1);
+  // A forced count out of range is refused with the reason.
+  Case c;
+  c.seq_len = 1;
+  c.past_capacity = 10;
+  c.totals = {11};
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  for (int bad : {-2, cuda::kMaxKvSplits + 1})
+    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad).error.find("kv_splits " + std::to_string(bad) + " out of range"),
+              std::string::npos);
 }
 
 // The device's per-entry rules (device_plan.h) against BuildCallPlan's, entry by entry.
