@@ -88,7 +88,7 @@ public sealed class ShapeInference
         object?[]? shape = t.Shape?.Dim.Select(d => d.ValueCase switch
         {
             TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue => (object?)d.DimValue,
-            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when d.DimParam.Length > 0 => d.DimParam,
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when !GraphIndex.IsPlaceholderSymbol(d.DimParam) => d.DimParam,
             _ => null,
         }).ToArray();
         return new(t.ElemType > 0 ? (DataType)t.ElemType : null, shape, null);
@@ -109,8 +109,10 @@ public sealed class ShapeInference
             {
                 if (shape is not null && shape.Length == d.Shape.Length)
                     shape = d.Shape.Select((x, i) => x ?? shape[i]).ToArray();
-                else
+                else if (shape is null)
                     shape = d.Shape;
+                // else: a declared rank that contradicts the dataflow (seen in genai builder exports: a
+                // Constant of dims [1] declared as a scalar) is not believed.
             }
         }
         _known[name] = new(type, shape, values);
