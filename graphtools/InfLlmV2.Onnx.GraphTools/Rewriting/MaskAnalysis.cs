@@ -399,8 +399,16 @@ public sealed class MaskAnalysis
     /// <summary>Reshape that only inserts or removes unit axes (the non-unit axes keep their order and lengths).</summary>
     private Sym ReshapeSym(Sym x, string value, string target)
     {
-        var dims = (Target(target) is { } t && t.All(d => d is not (null or 0L or -1L)) ? t : null) ?? _eval.PartialShape(value)
+        var dims = (Target(target) is { } t && t.All(d => d is not (null or 0L)) && t.Count(d => Equals(d, -1L)) <= 1 ? t : null) ?? _eval.PartialShape(value)
             ?? throw new Refusal("a Reshape to an unknown shape");
+        // One −1 (the rest inferred) stands for the one axis of x that is not a unit axis.
+        if (dims.Any(d => Equals(d, -1L)))
+        {
+            var only = x.Axes.Where(a => a != One).ToList();
+            if (only.Count != 1 || dims.Any(d => d is not (-1L or 1L))) throw new Refusal("a Reshape with −1 that merges or splits the mask's axes");
+            dims = dims.Select(d => Equals(d, -1L) ? (only[0] == Q ? _queryLength : only[0] == K ? _keyLength : null) : d).ToArray();
+            if (dims.Any(d => d is null)) throw new Refusal("a Reshape with −1 of the batch axis");
+        }
         var outer = new List<int>();
         for (int i = 0; i < dims.Length; i++)
         {
@@ -617,13 +625,14 @@ public sealed class MaskAnalysis
             if (t.IsBool) visible[bits] = v != 0;
             else if (v == 0) visible[bits] = true;
             else if (v <= Blocked) visible[bits] = false;
-            else throw new Refusal($"it is not a boolean or additive (0 / −large) mask: it takes the value {v}");
+            else throw new Refusal($"it is not an additive mask (0 / −large) nor a boolean one: it takes the value {v}");
         }
         var feasible = Enumerable.Range(0, visible.Length).Where(bits => Feasible(t.Conds, bits)).ToList();
         if (feasible.All(b => !visible[b])) throw new Refusal("it masks every key");
-        // Literal choice per condition: 0 absent, 1 the condition, 2 its negation; fewest literals first.
+        // Literal choice per condition: 0 absent, 1 the condition, 2 its negation. Most literals first: an
+        // implied constraint (e.g. causal under a stricter padding limit) is kept, so the reason names it.
         int combos = (int)Math.Pow(3, n);
-        foreach (var choice in Enumerable.Range(0, combos).OrderBy(c => Digits(c, n).Count(d => d != 0)))
+        foreach (var choice in Enumerable.Range(0, combos).OrderByDescending(c => Digits(c, n).Count(d => d != 0)))
         {
             var d = Digits(choice, n);
             if (Enumerable.Range(0, n).Any(i => d[i] == 2 && t.Conds[i].Count != 1)) continue;
