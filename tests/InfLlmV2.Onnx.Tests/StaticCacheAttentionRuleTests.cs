@@ -138,7 +138,7 @@ public class StaticCacheAttentionRuleTests
         { "circular", "circular mode" },
         { "mask-offset-from-nonpad", "not the same positions" },
         { "mask-not-additive", "not an additive mask" },
-        { "mask-or", "uses Or" },
+        { "mask-or", "no causal constraint" },  // causal OR window: every key passes one of them (the analysis models Or)
         { "mask-from-input", "data-dependent" },
         { "is-causal", "is_causal=1" },
         { "scatters-disagree", "different positions" },
