@@ -174,7 +174,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             PaddingMask = paddingMask, Note = paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask),
         }) with
         {
-            Operands = cache is null ? [q, k, v] : [q, k, v, cache.PastKey, cache.PastValue],
+            Operands = [q, k, v, bias, .. cache is null ? Array.Empty<string>() : [cache.PastKey, cache.PastValue]],
         };
     }
 
