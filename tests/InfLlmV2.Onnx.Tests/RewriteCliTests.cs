@@ -73,7 +73,8 @@ public class RewriteCliTests
     {
         using var dir = new TempDir();
         // The genai MHA fixture with a padding-only (bidirectional) mask: nothing a causal op can express.
-        var model = Path.Combine(AttentionMaskFormsTests.PaddingOnlyMhaFolder(dir["padding-only"]), "model.onnx");
+        using var inputDir = new TempDir();  // a genai folder: the output must lie outside it
+        var model = Path.Combine(AttentionMaskFormsTests.PaddingOnlyMhaFolder(inputDir["padding-only"]), "model.onnx");
         var (code, stdout, err) = CliProcess.Run("rewrite", model, "-o", dir["out.onnx"], "--report", dir["r.json"]);
         Assert.Equal(3, code);
         Assert.Contains("MultiHeadAttention", stdout + err);
