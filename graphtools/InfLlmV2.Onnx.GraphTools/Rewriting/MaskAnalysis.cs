@@ -358,7 +358,7 @@ public sealed class MaskAnalysis
             {
                 "Add" => v[0] + v[1],
                 "Sub" => v[0] - v[1],
-                "Mul" => v[0] == 0 || v[1] == 0 ? 0 : v[0] * v[1],  // 0 · (−inf) is 0 in a mask product
+                "Mul" => v[0] * v[1],  // IEEE: 0 · (−inf) is NaN, which the final check refuses where it can occur
                 "Div" => v[1] != 0 ? v[0] / v[1] : throw new Refusal("a division by zero in the mask"),
                 "Min" => v.Min(),
                 "Max" => v.Max(),
@@ -623,6 +623,7 @@ public sealed class MaskAnalysis
         {
             double v = t.Values[bits];
             if (t.IsBool) visible[bits] = v != 0;
+            else if (double.IsNaN(v) && !Feasible(t.Conds, bits)) visible[bits] = false;  // cannot occur
             else if (v == 0) visible[bits] = true;
             else if (v <= Blocked) visible[bits] = false;
             else throw new Refusal($"it is not an additive mask (0 / −large) nor a boolean one: it takes the value {v}");
