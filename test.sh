@@ -25,3 +25,6 @@ ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
 
 echo "== .NET tests =="
 dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q
+
+echo "== packages as a user installs them (pack -> local feed -> tool install + a fresh app) =="
+eng/package-test.sh

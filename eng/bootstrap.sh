@@ -8,12 +8,14 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+mkdir -p artifacts
 log() { echo "[bootstrap] $*" >&2; }
 
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 [[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
+command -v unzip >/dev/null || need+=(unzip)  # eng/package-test.sh reads the packages
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing: ${need[*]}; install them with apt-get (needs root)"; exit 1

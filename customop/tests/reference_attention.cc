@@ -39,7 +39,18 @@ void Rotate(std::vector<double>& x, const Inputs& in, bool interleaved, int64_t 
 
 }  // namespace
 
-Outputs Run(const AttentionAttributes& a, const Inputs& in) {
+double RoundToBf16(double x) {
+  if (!std::isfinite(x) || x == 0.0) return x;
+  // bfloat16: 8 significant bits, exponents down to -126, subnormals spaced 2^-133.
+  int e;
+  std::frexp(x, &e);                          // |x| in [2^(e-1), 2^e)
+  const int quantum = std::max(e - 8, -133);  // exponent of the last kept bit
+  const double r = std::nearbyint(std::ldexp(x, -quantum));  // ties to even (default rounding mode)
+  const double y = std::ldexp(r, quantum);
+  return std::abs(y) >= 0x1p128 ? std::copysign(std::numeric_limits<double>::infinity(), x) : y;
+}
+
+Outputs Run(const AttentionAttributes& a, const Inputs& in, const Options& opt) {
   // Sizes, from the shapes and the attributes (docs/op-spec.md "Inputs", "Outputs", "Attributes").
   const int64_t B = in.batch, S = in.seq_len, H = a.num_heads, Hkv = a.kv_num_heads, G = H / Hkv;
   const bool packed = in.key.empty();
@@ -51,7 +62,7 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in) {
   const int64_t cap = std::max(in.total_sequence_length, P);
   const int64_t ccap = std::max(C, Windows(in.total_sequence_length, l1, s1));
   const int64_t local_blocks = a.window_size / Bk;  // L
-  const int64_t K = a.topk + local_blocks;
+  const int64_t K = opt.old_scheme ? opt.old_topk + opt.old_window_blocks : a.topk + local_blocks;
   const bool first_prompt = S == in.total_sequence_length;
   const double scale = a.scale == 0.0f ? 1.0 / std::sqrt(static_cast<double>(D)) : double{a.scale};
   Outputs out;
@@ -127,24 +138,35 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in) {
           for (int64_t i = lo; i <= pos; ++i) visible[i] = 1;
         } else {
           std::vector<int64_t> chosen;
-          if (qb + 1 <= K) {
-            for (int64_t blk = 0; blk <= qb; ++blk) chosen.push_back(blk);
-          } else {
-            // Stage 1: per head softmax over the visible level-1 keys, summed over the group.
+          // Stage 1 (docs/op-spec.md sparse step 4): per head exp(score - lse) over the visible
+          // level-1 keys, summed over the group; lse over the visible level-2 keys (lse_approx),
+          // else (or when none is visible) over the visible level-1 keys.
+          auto group_scores = [&](bool exact) {
             const int64_t n1 = Windows(total, l1, s1);
             const int64_t n2 = Windows(total, 4 * l1, 4 * s1);
+            // Options: CPM.cu's decode leaves out windows ending at pos; the official mask's quirk
+            // hides the most recent level-2 key of every row of a first prompt of length = s2 - 1 mod s2.
+            const bool skip_current = opt.cpmcu_decode_skips_current_window && S == 1 && !first_prompt;
+            auto vis = [&](int64_t j, int64_t kernel, int64_t stride) {
+              const int64_t end = j * stride + kernel - 1;
+              return skip_current ? end < pos : end <= pos;
+            };
+            int64_t vis2 = 0;
+            while (vis2 < n2 && vis(vis2, 4 * l1, 4 * s1)) ++vis2;
+            if (opt.level2_mask_quirk && first_prompt && total % (4 * s1) == 4 * s1 - 1 && vis2 > 0) --vis2;
             std::vector<double> k2(n2 * D, 0.0);
             for (int64_t j = 0; j < n2; ++j)
               for (int64_t m = 0; m < 4; ++m)
                 for (int64_t i = 0; i < D; ++i) k2[j * D + i] += pc[(4 * j + m * (l1 / s1)) * D + i] / 4.0;
-            std::vector<double> shared(n1, 0.0);
+            int64_t vis1 = 0;
+            while (vis1 < n1 && vis(vis1, l1, s1)) ++vis1;
+            std::vector<double> shared(vis1, 0.0);  // one score per visible level-1 window
             for (int64_t g = 0; g < G; ++g) {
               std::vector<double> sc;
-              for (int64_t j = 0; j < n1 && j * s1 + l1 - 1 <= pos; ++j) sc.push_back(Dot(q[g].data(), pc + j * D, D) * scale);
+              for (int64_t j = 0; j < vis1; ++j) sc.push_back(Dot(q[g].data(), pc + j * D, D) * scale);
               std::vector<double> norm;
-              if (a.lse_approx)
-                for (int64_t j = 0; j < n2 && j * 4 * s1 + 4 * l1 - 1 <= pos; ++j)
-                  norm.push_back(Dot(q[g].data(), k2.data() + j * D, D) * scale);
+              if (!exact)
+                for (int64_t j = 0; j < vis2; ++j) norm.push_back(Dot(q[g].data(), k2.data() + j * D, D) * scale);
               if (norm.empty()) norm = sc;
               if (norm.empty()) continue;
               const double mx = *std::max_element(norm.begin(), norm.end());
@@ -153,8 +175,44 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in) {
               const double lse = mx + std::log(sum);
               for (size_t j = 0; j < sc.size(); ++j) shared[j] += std::exp(sc[j] - lse);
             }
-            const int64_t nvis = std::min(n1, Windows(pos + 1, l1, s1));
-            // Block scores: max over windows intersecting the block; init and local blocks forced.
+            // score_precision 1: the group sums rounded to bf16 (nearest even) before pooling.
+            if (a.score_precision == 1)
+              for (double& x : shared) x = RoundToBf16(x);
+            return shared;
+          };
+          // Block score: max over the visible windows intersecting the block (sparse step 5).
+          auto pooled = [&](const std::vector<double>& shared, int64_t blk) {
+            double best = -std::numeric_limits<double>::infinity();
+            for (int64_t j = 0; j < static_cast<int64_t>(shared.size()); ++j)
+              if (j * s1 <= blk * Bk + Bk - 1 && j * s1 + l1 - 1 >= blk * Bk) best = std::max(best, shared[j]);
+            return best;
+          };
+          auto by_score = [](auto x, auto y) { return x.first > y.first || (x.first == y.first && x.second < y.second); };
+          if (opt.old_scheme) {
+            // MiniCPM4 (June 2025) / CPM.cu: no shortcut; every block of the sequence is ranked.
+            const double inf = std::numeric_limits<double>::infinity();
+            const int64_t W = opt.old_window_blocks;
+            const std::vector<double> shared = group_scores(/*exact=*/true);
+            std::vector<std::pair<double, int64_t>> ranked;
+            for (int64_t blk = 0; blk < (total + Bk - 1) / Bk; ++blk) {
+              double score;
+              if (blk < a.init_blocks) score = inf;
+              else if (blk > qb - W) score = -inf;  // the block window and the future
+              else score = pooled(shared, blk);
+              ranked.push_back({score, blk});
+            }
+            std::sort(ranked.begin(), ranked.end(), by_score);
+            std::vector<char> in_row(qb + 1, 0);
+            for (int64_t i = 0; i < opt.old_topk && i < static_cast<int64_t>(ranked.size()); ++i)
+              if (ranked[i].second <= qb) in_row[ranked[i].second] = 1;  // later blocks dropped
+            for (int64_t blk = std::max<int64_t>(0, qb - W + 1); blk <= qb; ++blk) in_row[blk] = 1;
+            for (int64_t blk = 0; blk <= qb; ++blk)
+              if (in_row[blk]) chosen.push_back(blk);
+          } else if (qb + 1 <= K) {
+            for (int64_t blk = 0; blk <= qb; ++blk) chosen.push_back(blk);
+          } else {
+            const std::vector<double> shared = group_scores(/*exact=*/a.lse_approx == 0);
+            // Init and local blocks forced, the rest by block score (ties: lower index).
             std::vector<std::pair<double, int64_t>> cand;
             for (int64_t blk = 0; blk <= qb; ++blk) {
               const bool forced = blk < a.init_blocks || blk >= qb - local_blocks;
@@ -162,14 +220,9 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in) {
                 chosen.push_back(blk);
                 continue;
               }
-              double best = -std::numeric_limits<double>::infinity();
-              for (int64_t j = 0; j < nvis; ++j)
-                if (j * s1 <= blk * Bk + Bk - 1 && j * s1 + l1 - 1 >= blk * Bk) best = std::max(best, shared[j]);
-              cand.push_back({best, blk});
+              cand.push_back({pooled(shared, blk), blk});
             }
-            std::sort(cand.begin(), cand.end(), [](auto x, auto y) {
-              return x.first > y.first || (x.first == y.first && x.second < y.second);
-            });
+            std::sort(cand.begin(), cand.end(), by_score);
             const int64_t take = K - static_cast<int64_t>(chosen.size());
             for (int64_t i = 0; i < take && i < static_cast<int64_t>(cand.size()); ++i) chosen.push_back(cand[i].second);
             std::sort(chosen.begin(), chosen.end());
@@ -179,6 +232,7 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in) {
           for (int64_t blk : chosen)
             for (int64_t i = blk * Bk; i < std::min((blk + 1) * Bk, pos + 1); ++i) visible[i] = 1;
         }
+        if (opt.selection_only) continue;
         // Softmax attention over the visible keys.
         for (int64_t g = 0; g < G; ++g) {
           std::vector<double> sc(total, -std::numeric_limits<double>::infinity());

@@ -38,7 +38,34 @@ struct Outputs {
   std::vector<char> sparse;                    // per batch entry: the mode the spec picks
 };
 
+// Selection rules of the official implementations that the op does not apply, or applies through
+// an attribute mapping (docs/op-spec.md, "Compatibility with the official implementation"). Each is
+// written here from its own description, so that a test can compare the op with it. The defaults
+// are the op's rules.
+struct Options {
+  // The MiniCPM4 (June 2025) / CPM.cu scheme: top-k *excludes* the local window. Pooled scores of
+  // every block of the sequence, init blocks +inf, the last `old_window_blocks` blocks up to the
+  // query's own and every later block -inf; the `old_topk` best (ties: lower index) with blocks
+  // after the query's dropped; then the window [qb - old_window_blocks + 1, qb] is added (stage
+  // 2's block window). Stage 1 is normalized exactly over the level-1 keys. The attributes topk,
+  // window_size and lse_approx are not read; the row length is old_topk + old_window_blocks.
+  bool old_scheme = false;
+  int64_t old_topk = 64, old_window_blocks = 32;
+  // CPM.cu decode: stage 1 of a decode step (S = 1 with a past) leaves out the compressed windows
+  // (level 1 and 2) that end at the current position.
+  bool cpmcu_decode_skips_current_window = false;
+  // The official stage-1 kernel's causal mask: in a first prompt of length L with L mod s2 = s2 - 1
+  // (s2 = 4 compress_stride, 63 with the defaults) every row sees one level-2 key fewer (its most
+  // recent) in the level-2 normalizer.
+  bool level2_mask_quirk = false;
+  // Skip stage 2 (output stays 0): for measurements of the selection alone.
+  bool selection_only = false;
+};
+
+// Rounds to the nearest bfloat16 value (ties to even; subnormals kept, overflow to infinity).
+double RoundToBf16(double x);
+
 // Returns every output (present_* as the non-shared layout).
-Outputs Run(const AttentionAttributes& attrs, const Inputs& in);
+Outputs Run(const AttentionAttributes& attrs, const Inputs& in, const Options& options = {});
 
 }  // namespace infllmv2::reference

@@ -232,7 +232,7 @@ KernelOutputs<T> RunKernel(Case c, const Tensors& t, bool threaded = true, bool 
 // Runs the reference on the same (fp32, or fp16-rounded) inputs. It sees only values, shapes and
 // attribute values: no AttentionParams (the product's derived sizes).
 template <typename T>
-reference::Outputs RunReference(Case c, const Tensors& t) {
+reference::Outputs RunReference(Case c, const Tensors& t, const reference::Options& options = {}) {
   Complete(c);
   auto conv = [](const std::vector<float>& v) {
     std::vector<double> o(v.size());
@@ -260,7 +260,7 @@ reference::Outputs RunReference(Case c, const Tensors& t) {
   in.total_sequence_length = c.total_sequence_length;
   in.attention_mode = c.mode;
   in.store = [](double x) { return double{ToFloat(FromFloat<T>(static_cast<float>(x)))}; };
-  return reference::Run(c.attrs, in);
+  return reference::Run(c.attrs, in, options);
 }
 
 template <typename T>

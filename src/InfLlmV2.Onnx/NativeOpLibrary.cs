@@ -11,7 +11,10 @@ public static class NativeOpLibrary
     /// <summary>
     /// Returns the full path of the op library: <paramref name="explicitPath"/> when given (a file,
     /// or a folder holding <see cref="FileName"/>), otherwise the first existing of: the folder of
-    /// this assembly, the app's base folder, and their <c>runtimes/linux-x64/native</c> subfolders.
+    /// this assembly, the app's base folder, their <c>runtimes/linux-x64/native</c> subfolders (where
+    /// the InfLlmV2.Onnx package's copy lands in a build output), and the native search folders the
+    /// .NET host resolved from the app's deps.json (<c>NATIVE_DLL_SEARCH_DIRECTORIES</c>: the package
+    /// folder itself when an app runs from the NuGet cache).
     /// </summary>
     /// <exception cref="FileNotFoundException">No candidate exists; the message lists every path tried.</exception>
     public static string Locate(string? explicitPath = null)
@@ -26,7 +29,8 @@ public static class NativeOpLibrary
         }
         throw new FileNotFoundException(
             $"SwitchableAttention op library not found. Tried: {string.Join(", ", tried)}. " +
-            "Build it with `cmake -S customop -B artifacts/native && cmake --build artifacts/native` or pass its path.",
+            "The InfLlmV2.Onnx package carries it for linux-x64 (runtimes/linux-x64/native/); in a repository checkout " +
+            "build it with `cmake -S customop -B artifacts/native && cmake --build artifacts/native`; or pass its path.",
             FileName);
     }
 
@@ -43,6 +47,9 @@ public static class NativeOpLibrary
         folders.Add(AppContext.BaseDirectory);
         foreach (var f in folders) yield return Path.Combine(f, FileName);
         foreach (var f in folders) yield return Path.Combine(f, "runtimes", "linux-x64", "native", FileName);
+        if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string searchDirs)
+            foreach (var f in searchDirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
+                yield return Path.Combine(f, FileName);
     }
 
     /// <summary>Informational version of this managed library.</summary>

@@ -174,6 +174,37 @@ public class OpContractTests
         }
     }
 
+    /// <summary>score_precision: Validate refuses exactly what the op's attribute check refuses.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(-1)]
+    public void Validate_ScorePrecision_RefusesWhatTheOpRefuses(long value)
+    {
+        var s = new SparseAttentionSettings { ScorePrecision = (ScorePrecision)value };
+        var model = AttentionNodeModels.Build(new AttentionNodeConfig { Attributes = s.Attributes().ToDictionary(a => a.Name, a => (double)a.Value) });
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        options.RegisterInfLlmV2Ops();
+        string? opError = null;
+        try
+        {
+            using var session = new InferenceSession(OnnxModelFile.ToBytes(model), options);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            opError = e.Message;
+        }
+        string? ours = s.Validate();
+        Assert.Equal(value is 0 or 1, ours is null);
+        Assert.Equal(value is 0 or 1, opError is null);
+        if (ours is not null)
+        {
+            Assert.StartsWith($"'{SwitchableAttentionOp.Attributes.ScorePrecision}'", ours);
+            Assert.Contains("Attribute 'score_precision' must be 0 (fp32 stage-1 scores) or 1 (bf16", opError);
+        }
+    }
+
     /// <summary>
     /// The mode rule at its boundary against what the op did: a decode step of total length
     /// dense_len − 1 runs dense (every selected_blocks entry −1), one of dense_len runs sparse.

@@ -36,6 +36,17 @@ public class ReportFileCliTests
     }
 
     [Fact]
+    public void Demo_OutputDirThatIsAFile_IsRefusedBeforeAnyWork_AndLeavesItIntact()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir["f"], "keep");
+        var r = CliProcess.Run("demo", "--output-dir", dir["f"]);
+        AssertRefused(r, "is a file");
+        Assert.DoesNotContain("==", r.StdOut);  // the demo's first section never started
+        Assert.Equal("keep", File.ReadAllText(dir["f"]));
+    }
+
+    [Fact]
     public void Rewrite_ReportInAMissingFolder_FailsBeforeWritingTheModel()
     {
         using var dir = new TempDir();

@@ -33,6 +33,7 @@ struct AttentionAttributes {
   int64_t topk = 64;                // dynamic blocks; budget K = topk + window_size / B
   int64_t dense_len = 8192;         // auto mode: dense iff total < dense_len; -1 = always sparse
   int64_t lse_approx = 1;           // 1: normalize stage-1 scores by the LSE over level-2 keys
+  int64_t score_precision = 0;      // 0: fp32 group-summed stage-1 scores; 1: rounded to bf16 (RNE) before pooling
 
   int64_t LocalBlocks() const { return window_size / block_size; }
   int64_t Budget() const { return topk + LocalBlocks(); }  // K, last dim of selected_blocks

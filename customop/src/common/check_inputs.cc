@@ -84,6 +84,9 @@ std::string CheckAttributes(const AttentionAttributes& a) {
   if ((a.dense_len != -1 && a.dense_len < 0) || a.dense_len > kMaxTokens)
     return Msg("Attribute 'dense_len' must be -1 or in [0, ", kMaxTokens, "], got ", a.dense_len);
   if (a.lse_approx != 0 && a.lse_approx != 1) return Msg("Attribute 'lse_approx' must be 0 or 1, got ", a.lse_approx);
+  if (a.score_precision != 0 && a.score_precision != 1)
+    return Msg("Attribute 'score_precision' must be 0 (fp32 stage-1 scores) or 1 (bf16, as the official kernel), got ",
+               a.score_precision);
   return "";
 }
 

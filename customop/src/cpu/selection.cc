@@ -59,12 +59,16 @@ int64_t SelectFromScores(const AttentionAttributes& a, const CallPlan& plan, int
   // last starting in it, floor((b Bk + Bk - 1) / stride); Bk is a multiple of the stride, so both
   // are b Bk / stride plus a constant (no divisions per block).
   const int64_t per_block = Bk / stride, back = (kernel - 1) / stride, ahead = (Bk - 1) / stride;
+  const bool bf16_scores = a.score_precision != 0;
   candidates.clear();
   for (int64_t b = init_hi; b < local_lo; ++b) {
     const int64_t jlo = std::max<int64_t>(0, b * per_block - back);
     const int64_t jhi = std::min(nvis1 - 1, b * per_block + ahead);
     float best = kNegInf;
     for (int64_t j = jlo; j <= jhi; ++j) best = std::max(best, group_scores[j]);
+    // score_precision 1: the group sums in bf16 (nearest even) before pooling. Rounding is monotone,
+    // so rounding the block's maximum equals the maximum of the rounded sums (one rounding per block).
+    if (bf16_scores) best = ToFloat(FromFloat<BFloat16>(best));
     candidates.push_back(RankKey(best, b));
   }
   const int64_t n_forced = init_hi + (qb - local_lo + 1);

@@ -95,9 +95,9 @@ inline void Stage1GroupSum(const Microkernels& mk, const QueryLanes& sq, const f
   if (j1 > j0) mk.stage1_group_sum(scores + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), group_scores + j0);
 }
 
-// Steps 4-5: block scores (max over the visible windows intersecting each block), then init +
-// local + the plan's budget by score (ties: lower index). Writes the sorted selection of a token
-// at `pos` into `selected` and returns its length.
+// Steps 4-5: block scores (max over the visible windows intersecting each block; rounded to bf16
+// when score_precision is 1), then init + local + the plan's budget by score (ties: lower index).
+// Writes the sorted selection of a token at `pos` into `selected` and returns its length.
 int64_t SelectFromScores(const AttentionAttributes& a, const CallPlan& plan, int64_t pos, const float* group_scores,
                          int64_t nvis1, std::vector<uint64_t>& candidates, int32_t* selected);
 

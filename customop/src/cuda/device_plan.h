@@ -27,6 +27,7 @@ struct DevicePlan {
   int64_t dense_len;
   int local_window;  // local_window_size (-1 off)
   int block_size, compress_kernel, compress_stride, init_blocks, local_blocks, budget, lse_approx;
+  int score_precision;  // 1: group sums rounded to bf16 before pooling
   // buffer facts
   bool kv_in_place, compressed_in_place, past_compressed_given;  // given and not a first prompt
 };
@@ -92,6 +93,7 @@ inline DevicePlan MakeDevicePlan(const AttentionAttributes& a, const AttentionPa
   d.local_blocks = static_cast<int>(a.LocalBlocks());
   d.budget = static_cast<int>(p.budget);
   d.lse_approx = static_cast<int>(a.lse_approx);
+  d.score_precision = static_cast<int>(a.score_precision);
   d.kv_in_place = f.key_in_place;
   d.compressed_in_place = f.compressed_in_place;
   d.past_compressed_given = p.has_past_compressed && !p.is_first_prompt;

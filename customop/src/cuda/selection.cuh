@@ -64,7 +64,7 @@ IL_DEVICE int Stage1BlockSum(int v, int* red, int& parity) {
 //   2. per head the normalizer lse[g]: log-sum-exp over the visible level-2 scores (lse_approx 1:
 //      the mean of four level-1 scores, 0.25 (((x_4J + x_4J+st) + x_4J+2st) + x_4J+3st), st = l/s)
 //      or over the level-1 scores (0 or no level-2 window visible); +inf with nothing visible;
-//   3. group_j = sum_g exp(x_j[g] - lse[g]);
+//   3. group_j = sum_g exp(x_j[g] - lse[g]), rounded to bf16 (nearest even) when score_precision is 1;
 //   4. block score = max of group_j over the windows j in [b Bk/s - (l-1)/s, b Bk/s + (Bk-1)/s];
 //   5. init blocks and the local blocks forced, the budget's rest by rank key (ties: lower index),
 //      the row sorted and -1 padded.
@@ -168,6 +168,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
       if (j0 + tid < j1)
         for (int gi = 0; gi < gc; ++gi) gsum += Exp(score(j0 + tid, gi) - sLse[g0 + gi]);
     }
+    if (p.score_precision != 0) gsum = ToF32(FromF32<BFloat16>(gsum));  // score_precision 1: bf16 (RNE)
     SyncThreads();  // previous chunk's pooling done reading sGroup
     sGroup[tid] = gsum;
     SyncThreads();

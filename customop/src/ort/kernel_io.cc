@@ -60,6 +60,7 @@ AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info)
   a.topk = i64("topk", d.topk);
   a.dense_len = i64("dense_len", d.dense_len);
   a.lse_approx = i64("lse_approx", d.lse_approx);
+  a.score_precision = i64("score_precision", d.score_precision);
   return a;
 }
 

@@ -8,6 +8,7 @@
 #include "common/call_plan.h"
 #include "cuda/device_plan.h"
 #include "cuda_emu_backend.h"
+#include "score_precision_case.h"
 
 namespace infllmv2::testing {
 namespace {
@@ -200,6 +201,45 @@ TEST(CudaEmu, SparseStage1LargeGroupAutoMode) {
   c.attrs = TinyBlocks();
   c.attrs.dense_len = 150;
   c.seed = 720;
+  BothTypes(c);
+}
+
+// score_precision 1 (bf16 group sums before pooling) on the device: the tie that exists only
+// after rounding (score_precision_case.h) resolves as the reference's rule says in both modes, and
+// a random prefill beyond the budget (TinyBlocks) equals the reference and the CPU kernel.
+template <typename T>
+void ExpectBf16TieResolvedAsTheReference() {
+  int cases = 0;
+  for (int k = 0; k < 16 && cases < 3; ++k) {  // the first three variants that tie in bf16
+    Tensors t;
+    Case c = Bf16TieCase(k, t);
+    c.round = [](float x) { return ToFloat(FromFloat<T>(x)); };
+    SCOPED_TRACE(std::string(std::is_same_v<T, Float16> ? "fp16 " : "bf16 ") + "k=" + std::to_string(k));
+    Case bf = c;
+    bf.attrs.score_precision = 1;
+    const auto ref32 = RunReference<T>(c, t), ref16 = RunReference<T>(bf, t);
+    if (ref32.selected_blocks == ref16.selected_blocks) continue;  // this k does not tie in bf16
+    ++cases;
+    const auto k32 = RunCudaEmu<T>(c, t), k16 = RunCudaEmu<T>(bf, t);
+    ASSERT_EQ(k32.error, "");
+    ASSERT_EQ(k16.error, "");
+    EXPECT_EQ(k32.selected_blocks, ref32.selected_blocks);
+    EXPECT_EQ(k16.selected_blocks, ref16.selected_blocks);
+  }
+  EXPECT_EQ(cases, 3);
+}
+
+TEST(CudaEmu, ScorePrecisionBf16) {
+  ExpectBf16TieResolvedAsTheReference<Float16>();
+  ExpectBf16TieResolvedAsTheReference<BFloat16>();
+  Case c;
+  c.seq_len = 112;
+  c.num_heads = 4;
+  c.kv_num_heads = 1;
+  c.mode = 2;
+  c.attrs = TinyBlocks();
+  c.attrs.score_precision = 1;
+  c.seed = 730;
   BothTypes(c);
 }
 

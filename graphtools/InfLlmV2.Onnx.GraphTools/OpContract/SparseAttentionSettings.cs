@@ -34,6 +34,9 @@ public sealed record SparseAttentionSettings
     /// <summary><c>lse_approx</c>: normalize stage-1 scores with the level-2 LSE approximation.</summary>
     public bool LseApprox { get; init; } = true;
 
+    /// <summary><c>score_precision</c>: the precision the group-summed stage-1 scores are pooled and ranked in.</summary>
+    public ScorePrecision ScorePrecision { get; init; } = ScorePrecision.Fp32;
+
     /// <summary>The op's defaults.</summary>
     public static SparseAttentionSettings Defaults { get; } = new();
 
@@ -86,6 +89,8 @@ public sealed record SparseAttentionSettings
         if (TopKBlocks > MaxBlockBudget || BlockBudget > MaxBlockBudget)
             return $"{n(Names.TopKBlocks)} + {n(Names.SparseWindow)} / {n(Names.BlockSize)} (the block budget) must be <= {MaxBlockBudget}, got {TopKBlocks} + {SparseWindowTokens / BlockSize}";
         if (DenseLen < -1 || DenseLen > MaxTokens) return $"{n(Names.DenseLen)} must be -1 or in [0, {MaxTokens}], got {DenseLen}";
+        if (ScorePrecision is not (ScorePrecision.Fp32 or ScorePrecision.Bf16))
+            return $"{n(Names.ScorePrecision)} must be 0 (fp32) or 1 (bf16), got {(long)ScorePrecision}";
         return null;
     }
 
@@ -100,6 +105,7 @@ public sealed record SparseAttentionSettings
         yield return (Names.TopKBlocks, TopKBlocks);
         yield return (Names.DenseLen, DenseLen);
         yield return (Names.LseApprox, LseApprox ? 1 : 0);
+        yield return (Names.ScorePrecision, (long)ScorePrecision);
     }
 
     /// <summary>The settings a SwitchableAttention node runs with: its attributes, the op's defaults where absent.</summary>
@@ -119,6 +125,7 @@ public sealed record SparseAttentionSettings
             CompressKernel = Get(Names.CompressKernel, d.CompressKernel),
             CompressStride = Get(Names.CompressStride, d.CompressStride),
             LseApprox = Get(Names.LseApprox, d.LseApprox ? 1 : 0) != 0,
+            ScorePrecision = (ScorePrecision)Get(Names.ScorePrecision, (long)d.ScorePrecision),
         };
     }
 }

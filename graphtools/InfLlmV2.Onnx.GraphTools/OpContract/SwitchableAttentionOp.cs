@@ -105,5 +105,7 @@ public static class SwitchableAttentionOp
         public const string DenseLen = "dense_len";
         /// <summary>1: stage-1 normalizer from level-2 keys.</summary>
         public const string LseApprox = "lse_approx";
+        /// <summary>Precision of the group-summed stage-1 scores before pooling: 0 fp32, 1 bf16 (a <see cref="OpContract.ScorePrecision"/>).</summary>
+        public const string ScorePrecision = "score_precision";
     }
 }

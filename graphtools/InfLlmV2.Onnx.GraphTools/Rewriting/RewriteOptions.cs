@@ -9,6 +9,12 @@ public sealed record RewriteOptions
     /// <summary>The sparse attributes of every node (default: the op's defaults, MiniCPM4.1's).</summary>
     public SparseAttentionSettings Sparse { get; init; } = SparseAttentionSettings.Defaults;
 
+    /// <summary>The preset <see cref="Sparse"/> started from (<c>rewrite --preset</c>), or null; for reports only.</summary>
+    public string? Preset { get; init; }
+
+    /// <summary>The explicit flags that overrode the preset's attributes (e.g. <c>--topk 70</c>), for reports only.</summary>
+    public IReadOnlyList<string> OverriddenByFlags { get; init; } = [];
+
     /// <summary>Add a past/present compressed-key graph input/output pair per layer.</summary>
     public bool CompressedState { get; init; }
 
@@ -29,6 +35,7 @@ public sealed record RewriteOptions
         Attributes.CompressKernel => "--compress-kernel",
         Attributes.CompressStride => "--compress-stride",
         Attributes.LseApprox => "--exact-lse",
+        Attributes.ScorePrecision => "--score-precision",
         _ => attribute,
     };
 

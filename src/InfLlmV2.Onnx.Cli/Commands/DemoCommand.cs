@@ -30,26 +30,50 @@ public static class DemoCommand
         var cmd = new Command("demo", "The op on a 16k context (dense vs sparse), then the default model: generate, rewrite, compare original vs rewritten");
         var longLen = new Option<int>("--long-prompt") { Description = "Length of the long (sparse) prompt", DefaultValueFactory = _ => 16384 };
         cmd.Options.Add(longLen);
+        var outDir = new Option<string?>("--output-dir")
+        {
+            Description = "Folder for the generated and rewritten demo models (default: demo-models/ next to the program)",
+        };
+        cmd.Options.Add(outDir);
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
             int n = r.GetValue(longLen);
             if (n < 64) throw new UsageException($"--long-prompt must be >= 64, got {n}");
+            var dir = DemoFolder(r.GetValue(outDir));
             var sw = Stopwatch.StartNew();
             RunOpDemo();
-            int code = RunModelDemo(n);
+            int code = RunModelDemo(n, dir);
             Console.WriteLine($"demo finished in {sw.Elapsed.TotalSeconds:F1} s");
             return code;
         }));
         return cmd;
     }
 
-    private static int RunModelDemo(int longPrompt)
+    // The demo's model folder: the one asked for, else demo-models/ next to the program. Refused
+    // (exit 2) before any work when it is a file or cannot be created or written.
+    private static string DemoFolder(string? asked)
+    {
+        var dir = Path.GetFullPath(string.IsNullOrWhiteSpace(asked) ? Path.Combine(AppContext.BaseDirectory, "demo-models") : asked);
+        if (File.Exists(dir)) throw new UsageException($"--output-dir {dir} is a file, not a folder");
+        try
+        {
+            Directory.CreateDirectory(dir);
+            var probe = Path.Combine(dir, $".write-probe-{Environment.ProcessId}");
+            File.WriteAllBytes(probe, []);
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UsageException($"cannot write the demo models to {dir} ({e.Message}); choose a folder with --output-dir");
+        }
+        return dir;
+    }
+
+    private static int RunModelDemo(int longPrompt, string dir)
     {
         Console.WriteLine();
         Console.WriteLine("== 2. default model: generate, rewrite, compare ==");
         var config = TinyDecoderConfig.Default;
-        var dir = Path.Combine(AppContext.BaseDirectory, "demo-models");
-        Directory.CreateDirectory(dir);
         var original = Path.Combine(dir, "tiny-decoder.onnx");
         var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
         TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);

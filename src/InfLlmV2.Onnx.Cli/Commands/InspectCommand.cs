@@ -1,11 +1,17 @@
 using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
-/// <summary><c>infllmv2 inspect MODEL [--json]</c>: every attention site, its form, heads, head size, and whether/why it is rewritable.</summary>
+/// <summary>
+/// <c>infllmv2 inspect MODEL [--json]</c>: every attention site, its form, heads, head size, and
+/// whether/why it is rewritable; in a rewritten model also the SwitchableAttention nodes grouped by
+/// their sparse attributes and the preset (<see cref="SparsePresets"/>) each group matches, or "custom".
+/// </summary>
 public static class InspectCommand
 {
     /// <summary>Creates the command.</summary>
@@ -20,15 +26,54 @@ public static class InspectCommand
             var m = OnnxModelFile.Load(path.FullName);
             ModelValidator.Check(m, path.DirectoryName);
             var sites = AttentionRewriter.Inspect(m);
+            var groups = SwitchableGroups(m.Graph);
             if (r.GetValue(json))
             {
-                Console.WriteLine(JsonSerializer.Serialize(new { model = path.FullName, sites = sites.Select(SiteJson) }, JsonOptions));
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    model = path.FullName, sites = sites.Select(SiteJson),
+                    switchable_attention = groups.Select(g => new
+                    {
+                        nodes = g.Nodes, preset = g.Preset, attributes = g.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
+                    }),
+                }, JsonOptions));
                 return ExitCodes.Ok;
             }
             PrintSites(path.FullName, sites);
+            foreach (var g in groups)
+                Console.WriteLine($"  SwitchableAttention  {g.Nodes.Count} node(s): {SparsePresets.Describe(g.Settings)} -> preset: {g.Preset}");
             return ExitCodes.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>The SwitchableAttention nodes of <paramref name="graph"/> and its subgraphs, grouped by their sparse attributes (op defaults where absent).</summary>
+    internal static List<(SparseAttentionSettings Settings, List<string> Nodes, string Preset)> SwitchableGroups(GraphProto graph)
+    {
+        static IEnumerable<NodeProto> AllNodes(GraphProto g)
+        {
+            foreach (var n in g.Node)
+            {
+                yield return n;
+                foreach (var a in n.Attribute)
+                {
+                    if (a.G is not null) foreach (var x in AllNodes(a.G)) yield return x;
+                    foreach (var sub in a.Graphs) foreach (var x in AllNodes(sub)) yield return x;
+                }
+            }
+        }
+        return AllNodes(graph).Where(SwitchableAttentionOp.Is).GroupBy(SparseAttentionSettings.Of)
+            .Select(g =>
+            {
+                string preset = SparsePresets.Matching(g.Key)?.Name ?? CustomLabel(g.Key);
+                return (g.Key, g.Select(n => n.Name).ToList(), preset);
+            }).ToList();
+    }
+
+    private static string CustomLabel(SparseAttentionSettings s)
+    {
+        var (closest, differences) = SparsePresets.Closest(s);
+        return $"custom (closest: {closest.Name}, differs in {string.Join(" ", differences)})";
     }
 
     internal static readonly JsonSerializerOptions JsonOptions = new() { WriteIndented = true };

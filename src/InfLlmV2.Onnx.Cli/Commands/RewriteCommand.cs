@@ -34,21 +34,52 @@ public static class RewriteCommand
         var kernel = new Option<long>("--compress-kernel") { Description = "Compression window", DefaultValueFactory = _ => d.CompressKernel };
         var stride = new Option<long>("--compress-stride") { Description = "Compression stride", DefaultValueFactory = _ => d.CompressStride };
         var exactLse = new Option<bool>("--exact-lse") { Description = "Normalize stage-1 scores exactly (lse_approx=0)" };
+        var scorePrecision = new Option<string>("--score-precision") { Description = "Stage-1 score precision before pooling: fp32 (default) or bf16 (the official kernel's rounding)", DefaultValueFactory = _ => "fp32" };
+        var preset = new Option<string?>("--preset") { Description = $"Named sparse attributes ({SparsePresets.Names}); explicit flags win over it" };
         var state = new Option<bool>("--compressed-state") { Description = "Add past/present compressed-key inputs/outputs per layer" };
         var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
         var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
         {
-            input, output, force, report, genaiFolder, denseLen, topk, window, block, init, kernel, stride, exactLse, state, mode,
+            input, output, force, report, genaiFolder, preset, denseLen, topk, window, block, init, kernel, stride, exactLse, scorePrecision, state, mode,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
+            // The preset's attributes (the op's defaults without one), then every flag given explicitly.
+            string? presetName = r.GetValue(preset);
+            SparsePreset? chosen = null;
+            if (presetName is not null)
+                chosen = SparsePresets.Find(presetName) ?? throw new UsageException($"--preset: unknown preset '{presetName}'; known presets: {SparsePresets.Names}");
+            var sparse = chosen?.Settings ?? SparseAttentionSettings.Defaults;
+            var overrides = new List<string>();
+            bool Given(Option o) => r.GetResult(o) is { Implicit: false };
+            T Flag<T>(Option<T> o, T current, Func<T, string> show)
+            {
+                if (!Given(o)) return current;
+                var v = r.GetValue(o)!;
+                overrides.Add($"{o.Name} {show(v)}");
+                return v;
+            }
+            string Num(long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            sparse = sparse with
+            {
+                DenseLen = Flag(denseLen, sparse.DenseLen, Num), TopKBlocks = Flag(topk, sparse.TopKBlocks, Num),
+                SparseWindowTokens = Flag(window, sparse.SparseWindowTokens, Num), BlockSize = Flag(block, sparse.BlockSize, Num),
+                InitBlocks = Flag(init, sparse.InitBlocks, Num), CompressKernel = Flag(kernel, sparse.CompressKernel, Num),
+                CompressStride = Flag(stride, sparse.CompressStride, Num), LseApprox = !Flag(exactLse, !sparse.LseApprox, v => v ? "true" : "false"),
+            };
+            var precisionText = Flag(scorePrecision, sparse.ScorePrecision == ScorePrecision.Bf16 ? "bf16" : "fp32", v => v);
+            sparse = sparse with
+            {
+                ScorePrecision = precisionText.ToLowerInvariant() switch
+                {
+                    "fp32" => ScorePrecision.Fp32,
+                    "bf16" => ScorePrecision.Bf16,
+                    _ => throw new UsageException($"--score-precision must be fp32 or bf16, got '{precisionText}'"),
+                },
+            };
             var options = new RewriteOptions
             {
-                Sparse = new SparseAttentionSettings
-                {
-                    DenseLen = r.GetValue(denseLen), TopKBlocks = r.GetValue(topk), SparseWindowTokens = r.GetValue(window), BlockSize = r.GetValue(block),
-                    InitBlocks = r.GetValue(init), CompressKernel = r.GetValue(kernel), CompressStride = r.GetValue(stride), LseApprox = !r.GetValue(exactLse),
-                },
+                Sparse = sparse, Preset = chosen?.Name, OverriddenByFlags = overrides,
                 CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
             };
             if (options.Validate() is { } why) throw new UsageException(why);
@@ -72,6 +103,20 @@ public static class RewriteCommand
         return sites;
     }
 
+    /// <summary>The sparse attributes written: the preset asked for, the flags that overrode it, and the preset they match.</summary>
+    private static void PrintAttributes(RewriteOptions options)
+    {
+        if (options.Preset is { } name)
+        {
+            var p = SparsePresets.Find(name)!;
+            Console.WriteLine($"preset {p.Name}: {SparsePresets.Describe(p.Settings)} ({p.Description})");
+            if (options.OverriddenByFlags.Count > 0)
+                Console.WriteLine($"explicit flags override the preset: {string.Join(", ", options.OverriddenByFlags)}");
+        }
+        var match = SparsePresets.Matching(options.Sparse);
+        Console.WriteLine($"sparse attributes: {SparsePresets.Describe(options.Sparse)} ({(match is null ? "custom" : $"= preset {match.Name}")})");
+    }
+
     private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options, GenAiFolder? genai)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
@@ -93,6 +138,9 @@ public static class RewriteCommand
             genai = GenAiRewrite.Json(rewritten > 0 ? genaiWrite?.Planned : null),
             options = new
             {
+                preset = options.Preset, preset_attributes = options.Preset is null ? null : SparsePresets.Find(options.Preset)!.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
+                overridden_by_flags = options.OverriddenByFlags, matches_preset = SparsePresets.Matching(options.Sparse)?.Name ?? "custom",
+                score_precision = (long)options.Sparse.ScorePrecision,
                 dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
                 block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
                 compress_stride = options.Sparse.CompressStride, lse_approx = options.Sparse.LseApprox, compressed_state = options.CompressedState,
@@ -131,6 +179,7 @@ public static class RewriteCommand
         {
             ReportFile.Write(report, reportText!);
         }
+        PrintAttributes(options);
         InspectCommand.PrintSites(input.FullName, sites);
         if (rewritten == 0)
         {
