@@ -17,10 +17,10 @@ cmake -S customop -B artifacts/cuda-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -
 cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infllmv2_cuda_kernel_tests infllmv2_native_tests \
   >artifacts/cuda-emu-tsan-build.log 2>&1 || { cat artifacts/cuda-emu-tsan-build.log; exit 1; }
 # The CPU kernel's concurrency tests (concurrent calls, the guarded parallel loop), the emulator's
-# own tests and small CUDA kernel cases incl. stage 1 (TSan slows the emulated threads ~5x; the
-# 80 s stage-1 prefill case runs under ASan only).
+# own tests and small CUDA kernel cases incl. stage 1 and split-KV (TSan slows the emulated threads
+# ~5x; the 80 s stage-1 prefill case runs under ASan only).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|DevicePlanAgreesWithCallPlan|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode)))'
+  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|DevicePlanAgreesWithCallPlan|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow)))'
 
 
 echo "== .NET tests =="

@@ -271,24 +271,32 @@ double MaxAbsDiff(const std::vector<T>& a, const std::vector<double>& b) {
 }
 
 // ---- Backend seam (issue 15): the reference comparisons run on every backend in Backends(). ----
-// A backend runs the op on a Case (fp32 and fp16 I/O) and states how close to the double
-// reference it must come. The CPU kernel is the only one today; the CUDA kernel adds an entry
-// (with its own tolerances) to Backends() when it exists.
+// A backend runs the op on a Case (fp32 and/or fp16 I/O) and states how close to the double
+// reference it must come. The CPU kernel runs every case; the CUDA kernel on the host emulation
+// (tests/cuda/cuda_emu_entry.cc) runs the fp16 cases its size filter accepts (the emulation runs
+// every CUDA thread as a std::thread: small shapes only).
 struct Tolerance {
   double output, present_key, present_value, present_compressed_key;
 };
 struct Backend {
   const char* name;
-  KernelOutputs<float> (*run_fp32)(const Case&, const Tensors&);
-  KernelOutputs<Float16> (*run_fp16)(const Case&, const Tensors&);
+  KernelOutputs<float> (*run_fp32)(const Case&, const Tensors&);    // nullptr: no fp32 I/O
+  KernelOutputs<Float16> (*run_fp16)(const Case&, const Tensors&);  // nullptr: no fp16 I/O
   Tolerance fp32, fp16;
+  bool (*accepts)(const Case&) = nullptr;  // nullptr: every case; else the (completed) cases it runs
 };
+
+// tests/cuda/cuda_emu_entry.cc (linked into the native tests).
+KernelOutputs<Float16> RunCudaEmuFp16(const Case& c, const Tensors& t);
+bool CudaEmuAccepts(const Case& c);
 
 inline const std::vector<Backend>& Backends() {
   static const std::vector<Backend> backends = {
       {"cpu", [](const Case& c, const Tensors& t) { return RunKernel<float>(c, t); },
        [](const Case& c, const Tensors& t) { return RunKernel<Float16>(c, t); },
        /*fp32*/ {1e-5, 1e-6, 0.0, 1e-6}, /*fp16*/ {1e-3, 1e-3, 0.0, 1e-3}},
+      // docs/numerics.md (CUDA kernel): P rounded to 16 bits before P V.
+      {"cuda-emu", nullptr, RunCudaEmuFp16, /*fp32*/ {}, /*fp16*/ {2e-3, 1e-3, 0.0, 1e-3}, CudaEmuAccepts},
   };
   return backends;
 }
@@ -309,6 +317,8 @@ KernelOutputs<T> ExpectBackendsMatchReference(Case c, const Tensors& t) {
   const auto r = RunReference<T>(c, t);
   KernelOutputs<T> first;
   for (const Backend& be : Backends()) {
+    if ((std::is_same_v<T, float> ? be.run_fp32 == nullptr : be.run_fp16 == nullptr) || (be.accepts && !be.accepts(c)))
+      continue;  // a type or case this backend does not run (the CPU backend runs all)
     SCOPED_TRACE(std::string("backend ") + be.name + ", " + (std::is_same_v<T, float> ? "fp32" : "fp16") + ", " + Describe(c));
     const Tolerance& tol = std::is_same_v<T, float> ? be.fp32 : be.fp16;
     auto k = RunBackend<T>(be, c, t);

@@ -1,6 +1,7 @@
 // A small C ABI over the op's CUDA kernels for the GPU script (run.py, ctypes + torch tensors):
-// separate Q/K/V, no rotary, past/present caches not shared, every output requested. The inputs
-// are checked by the op's own CheckInputs (shapes only: seqlens_k stays on the device).
+// separate Q/K/V, no rotary, every output requested; past/present caches shared when the caller
+// passes the same pointers (decode timings), past_compressed_key optional. The inputs are checked
+// by the op's own CheckInputs (shapes only: seqlens_k stays on the device).
 #include <cuda_runtime.h>
 
 #include <cstring>
@@ -42,6 +43,7 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
   in.total_sequence_length_value = static_cast<int32_t>(total);
   in.attention_mode = Shape({1});
   in.attention_mode_value = static_cast<int32_t>(dim[7]);
+  if (dim[9] > 0) in.past_compressed_key = Shape({B, Hkv, dim[9], D});
   std::string e = CheckAttributes(a);
   AttentionParams p;
   if (e.empty()) e = CheckInputs(a, in, &p);
@@ -58,6 +60,9 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
     d.present_value = static_cast<T*>(ptr[8]);
     d.present_compressed_key = static_cast<T*>(ptr[9]);
     d.selected_blocks = static_cast<int32_t*>(ptr[10]);
+    d.past_compressed_key = static_cast<const T*>(ptr[11]);
+    cuda::RunOptions options;
+    options.kv_splits = static_cast<int>(dim[8]);
     std::vector<void*> scratch;
     const auto s = static_cast<cudaStream_t>(stream);
     e = cuda::RunAttention<T>(a, p, d, [&](size_t bytes) -> void* {
@@ -65,7 +70,7 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
       if (cudaMallocAsync(&q, bytes, s) != cudaSuccess) return nullptr;
       scratch.push_back(q);
       return q;
-    }, stream);
+    }, stream, options);
     for (void* q : scratch) cudaFreeAsync(q, s);
     const cudaError_t ce = cudaGetLastError();
     if (e.empty() && ce != cudaSuccess) e = std::string("launch: ") + cudaGetErrorString(ce);
@@ -80,9 +85,11 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
 }  // namespace
 
 // attr: block_size, compress_kernel, compress_stride, init_blocks, window_size, topk, dense_len,
-// lse_approx. dim: B, S, H, Hkv, D, past capacity (0: none), total_sequence_length, attention_mode.
-// ptr: query, key, value, past_key, past_value, seqlens_k (int32, device), output, present_key,
-// present_value, present_compressed_key, selected_blocks. dtype 0: fp16, 1: bf16. Returns 0 or 1
+// lse_approx. dim: B, S, H, Hkv, D, past capacity (0: none), total_sequence_length, attention_mode,
+// kv_splits (cuda::RunOptions: 0 automatic, -1 no split, n splits), past_compressed_key capacity
+// (0: none). ptr: query, key, value, past_key, past_value, seqlens_k (int32, device), output,
+// present_key, present_value, present_compressed_key, selected_blocks, past_compressed_key (or null).
+// Same pointers for past_* and present_*: shared buffers. dtype 0: fp16, 1: bf16. Returns 0 or 1
 // with the reason in err.
 extern "C" __attribute__((visibility("default"))) int il_attention(int dtype, const int64_t* attr, const int64_t* dim,
                                                                    void* const* ptr, void* stream, char* err,

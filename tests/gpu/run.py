@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """GPU check of the op's CUDA kernels (tests/gpu/run.sh): libinfllmv2_gpu.so (capi.cu) fed torch
 tensors through ctypes. --check: small cases against a torch fp32 reference of the op's semantics
-(selected_blocks, output, caches). --bench: timings against
-torch.nn.functional.scaled_dot_product_attention (flash backend). --dry-run: no torch, no GPU:
-the case plan, shapes, byte counts and argument handling only."""
+(selected_blocks, output, caches), incl. the split-KV decode path with forced split counts.
+--bench: timings against torch.nn.functional.scaled_dot_product_attention (flash backend); decode
+also with the split-KV path off (kv_splits -1) and as a fraction of the HBM bandwidth bound for the
+bytes the call must read. --dry-run: no torch, no GPU: the case plan, shapes, byte counts, split
+counts and argument handling only."""
 import argparse
 import ctypes
 import math
@@ -36,10 +38,42 @@ def dims_of(case):
     return present, comp, budget, shapes
 
 
-def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16"):
+def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=False):
+    """splits: cuda::RunOptions::kv_splits (0 automatic, -1 no split, n forced); share: present_*
+    are the past_* buffers (as a decode loop runs; only the new rows are written)."""
     T = past + S
     return {"name": name, "B": B, "S": S, "H": H, "Hkv": Hkv, "D": D, "P": T if past else 0, "T": T,
-            "mode": mode, "attr": list(attr), "dtype": dtype}
+            "mode": mode, "attr": list(attr), "dtype": dtype, "splits": splits, "share": share and past > 0}
+
+
+# Mirror of split_kv.cuh's ChooseKvSplits (host facts only).
+TARGET_CTAS, MAX_KV_SPLITS, MIN_KEYS_PER_SPLIT, ATTN_ROWS = 132 * 2, 64, 128, 64
+
+
+def kv_splits_of(c):
+    if c["splits"] != 0:
+        return max(c["splits"], 1)
+    _, _, budget, _ = dims_of(c)
+    ctas = -(-c["S"] * (c["H"] // c["Hkv"]) // ATTN_ROWS) * c["Hkv"] * c["B"]
+    if 2 * ctas > TARGET_CTAS:
+        return 1
+    keys = c["T"]
+    if c["mode"] == 2 and budget * c["attr"][0] < keys:
+        keys = budget * c["attr"][0]
+    return max(1, min(-(-TARGET_CTAS // ctas), -(-keys // MIN_KEYS_PER_SPLIT), MAX_KV_SPLITS))
+
+
+def read_bytes(c):
+    """Bytes a decode call must read (16-bit caches, shared in place): K and V of every key an entry
+    attends to (dense: all; sparse: the budget's blocks), plus the level-1 compressed keys stage 1
+    scores (sparse past the budget). The HBM bound is this over the bandwidth."""
+    B, Hkv, D, T = c["B"], c["Hkv"], c["D"], c["T"]
+    _, comp, budget, _ = dims_of(c)
+    keys = T if c["mode"] == 1 else min(T, budget * c["attr"][0])
+    n = B * Hkv * keys * D * 2 * 2
+    if c["mode"] != 1 and T > budget * c["attr"][0]:
+        n += B * Hkv * comp * D * 2
+    return n
 
 
 def check_cases(small):
@@ -48,19 +82,30 @@ def check_cases(small):
         cs.append(case(f"dense-prefill-{dt}", 2, 200, 8, 2, 128, 0, 1, DEFAULT_ATTR, dt))
         cs.append(case(f"sparse-prefill-tiny-{dt}", 2, 160, 8, 2, 64, 0, 2, TINY_ATTR, dt))
         cs.append(case(f"sparse-decode-tiny-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt))
+        # split-KV: forced counts (1, many; more than the short entries' tiles), dense and sparse
+        cs.append(case(f"dense-decode-split7-{dt}", 3, 1, 32, 2, 128, 1000, 1, DEFAULT_ATTR, dt, splits=7))
+        cs.append(case(f"sparse-decode-split9-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt, splits=9))
+        cs.append(case(f"dense-decode-nosplit-{dt}", 2, 1, 16, 1, 64, 500, 1, DEFAULT_ATTR, dt, splits=-1))
         if not small:
             cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
             cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
+            cs.append(case(f"dense-decode-32k-auto-{dt}", 4, 1, 32, 2, 128, 32768, 1, DEFAULT_ATTR, dt))
+            cs.append(case(f"sparse-decode-32k-split1-{dt}", 2, 1, 32, 2, 128, 32768, 2, DEFAULT_ATTR, dt, splits=1))
     return cs
 
 
 def bench_cases():
+    """Decode first (G = 16, D = 128, caches shared in place; dense and sparse, the automatic split
+    choice, timed again with the split off), then prefill."""
     cs = []
+    for T in (8192, 32768, 131072):
+        for B in (1, 16):
+            cs.append(case(f"sparse-decode-{T // 1024}k-b{B}", B, 1, 32, 2, 128, T - 1, 2, DEFAULT_ATTR, share=True))
+            cs.append(case(f"dense-decode-{T // 1024}k-b{B}", B, 1, 32, 2, 128, T - 1, 1, DEFAULT_ATTR, share=True))
     for T in (8192, 32768, 131072):
         for B in (1, 16):
             if B * T <= 16 * 32768:  # prefill at 128k x 16 would take minutes in SDPA alone
                 cs.append(case(f"prefill-{T // 1024}k-b{B}", B, T, 32, 2, 128, 0, 2, DEFAULT_ATTR))
-            cs.append(case(f"decode-{T // 1024}k-b{B}", B, 1, 32, 2, 128, T - 1, 2, DEFAULT_ATTR))
     return cs
 
 
@@ -71,13 +116,15 @@ def plan(cases, title):
         elem = 2
         nbytes = sum(math.prod(s) for s in shapes.values() if s) * elem * (2 if c["P"] else 1)
         print(f"  {c['name']:28s} B={c['B']} S={c['S']} T={c['T']} G={c['H'] // c['Hkv']} D={c['D']} "
-              f"mode={c['mode']} K={budget} present={present} comp={comp} ~{nbytes / 2**30:.2f} GiB")
+              f"mode={c['mode']} K={budget} present={present} comp={comp} kv_splits={kv_splits_of(c)}"
+              f"{' shared' if c['share'] else ''} ~{nbytes / 2**30:.2f} GiB"
+              + (f" reads {read_bytes(c) / 2**20:.1f} MiB" if c["S"] == 1 else ""))
         if nbytes > 100 * 2**30:
             raise ValueError(f"{c['name']}: {nbytes} bytes do not fit the GPU")
 
 
 # ---------------------------------------------------------------- torch part (GPU only)
-def torch_run(lib, c, torch, inputs=None):
+def torch_run(lib, c, torch, inputs=None, splits=None):
     dev = "cuda"
     dt = torch.float16 if c["dtype"] == "fp16" else torch.bfloat16
     present, comp, budget, shapes = dims_of(c)
@@ -95,12 +142,19 @@ def torch_run(lib, c, torch, inputs=None):
            "present_value": torch.empty(B, Hkv, present, D, device=dev, dtype=dt),
            "present_compressed_key": torch.empty(B, Hkv, comp, D, device=dev, dtype=dt),
            "selected_blocks": torch.empty(B, Hkv, S, budget, device=dev, dtype=torch.int32)}
+    past_comp = None
+    if c["share"]:  # in place, as a decode loop runs: only the new rows (and windows) are written
+        assert present == P
+        out["present_key"], out["present_value"] = inputs["past_key"], inputs["past_value"]
+        past_comp = out["present_compressed_key"].zero_()  # the past windows' state (timing only)
     ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)
-    ptrs = (ctypes.c_void_p * 11)(*[ptr(inputs[k]) for k in ("query", "key", "value", "past_key", "past_value", "seqlens")],
+    ptrs = (ctypes.c_void_p * 12)(*[ptr(inputs[k]) for k in ("query", "key", "value", "past_key", "past_value", "seqlens")],
                                   *[ptr(out[k]) for k in ("output", "present_key", "present_value",
-                                                          "present_compressed_key", "selected_blocks")])
+                                                          "present_compressed_key", "selected_blocks")],
+                                  ptr(past_comp))
     attr = (ctypes.c_int64 * 8)(*c["attr"])
-    dim = (ctypes.c_int64 * 8)(B, S, H, Hkv, D, P, T, c["mode"])
+    dim = (ctypes.c_int64 * 10)(B, S, H, Hkv, D, P, T, c["mode"], c["splits"] if splits is None else splits,
+                                comp if past_comp is not None else 0)
     err = ctypes.create_string_buffer(512)
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
     call = lambda: lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
@@ -193,7 +247,7 @@ def run_check(lib, torch, small):
     return failed
 
 
-def run_bench(lib, torch, deadline):
+def run_bench(lib, torch, deadline, hbm_gbs):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
     print(f"{'case':22s} {'ours ms':>10s} {'sdpa ms':>10s} {'speedup':>8s}")
@@ -210,12 +264,19 @@ def run_bench(lib, torch, deadline):
         time_it = lambda fn, reps: _time(torch, fn, reps)
         reps = 3 if S > 1 else 20
         ours = time_it(call, reps)
+        extra = ""
+        if S == 1:  # decode: the split-KV path off, and the bandwidth bound
+            _, _, call_plain = torch_run(lib, c, torch, inputs, splits=-1)
+            plain = time_it(call_plain, reps)
+            gbs = read_bytes(c) / (ours * 1e-3) / 1e9
+            extra = (f"  kv_splits={kv_splits_of(c)} no-split {plain:.3f} ms ({plain / ours:.2f}x)"
+                     f"  {gbs:.0f} GB/s = {100 * gbs / hbm_gbs:.0f}% of {hbm_gbs:.0f}")
         q = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             sd = time_it(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=S > 1), reps)
-        print(f"{c['name']:22s} {ours:10.3f} {sd:10.3f} {sd / ours:8.2f}x")
+        print(f"{c['name']:22s} {ours:10.3f} {sd:10.3f} {sd / ours:8.2f}x{extra}", flush=True)
         del inputs, out, q, k, v
         torch.cuda.empty_cache()
 
@@ -240,6 +301,7 @@ def main():
     ap.add_argument("--bench", action="store_true", help="timings against SDPA")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting bench cases after this")
     ap.add_argument("--dry-run", action="store_true", help="no torch, no GPU: plan and shapes only")
+    ap.add_argument("--hbm-gbs", type=float, default=4800, help="HBM bandwidth for the bound (H200: 4800; H100 SXM: 3350)")
     a = ap.parse_args()
     if not (a.check or a.bench):
         ap.error("nothing to do: give --check and/or --bench")
@@ -258,7 +320,7 @@ def main():
     lib.il_attention.restype = ctypes.c_int
     failed = run_check(lib, torch, a.small) if a.check else 0
     if a.bench:
-        run_bench(lib, torch, time.time() + a.budget_s)
+        run_bench(lib, torch, time.time() + a.budget_s, a.hbm_gbs)
     return 1 if failed else 0
 
 

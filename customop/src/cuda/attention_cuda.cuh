@@ -10,6 +10,7 @@
 #include "cuda/block_attention.cuh"
 #include "cuda/cache_write.cuh"
 #include "cuda/selection.cuh"
+#include "cuda/split_kv.cuh"
 
 namespace infllmv2::cuda {
 
@@ -17,7 +18,7 @@ inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
 
 template <class T>
 std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
-                             const ScratchAllocator& scratch, void* stream_ptr) {
+                             const ScratchAllocator& scratch, void* stream_ptr, const RunOptions& options) {
   const Stream stream = static_cast<Stream>(stream_ptr);
   (void)stream;  // unused by the host emulation
   const BufferFacts f = FactsOf(data, params);
@@ -44,8 +45,14 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxBlocks) + " blocks (" +
            std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
+  if (options.kv_splits < -1 || options.kv_splits > kMaxKvSplits)
+    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) + " out of range (-1 = no split, 0 = automatic, 1.." +
+           std::to_string(kMaxKvSplits) + ")";
+
   KernelArgs<T> a;
   a.p = MakeDevicePlan(attrs, params, f);
+  a.p.kv_splits = options.kv_splits > 0 ? options.kv_splits : options.kv_splits < 0 ? 1 : ChooseKvSplits(attrs, params);
+  const bool split_kv = options.kv_splits > 0 || a.p.kv_splits > 1;
   a.d = data;
   const DevicePlan& p = a.p;
   const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads, D = params.head_size;
@@ -91,9 +98,28 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
       IL_LAUNCH(k1, grid, dim3(kStage1Threads), stream, a);
     }
   }
-  // 4. Attention.
-  const dim3 grid(static_cast<unsigned>((S * params.group + kAttnRows - 1) / kAttnRows), static_cast<unsigned>(Hkv),
-                  static_cast<unsigned>(B));
+  // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).
+  const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
+  if (split_kv) {
+    const int n = p.kv_splits;
+    float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));
+    if (part == nullptr) return "CUDA kernel: out of memory";
+    const dim3 grid(static_cast<unsigned>(row_tiles * n), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
+    const dim3 grid_c(static_cast<unsigned>((B * S * H + kCombineWarps - 1) / kCombineWarps));
+    if (D == 64) {
+      auto* k = &SplitKvAttentionKernel<T, 64>;
+      IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a, part);
+      auto* c = &KvCombineKernel<T, 64>;
+      IL_LAUNCH(c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
+    } else {
+      auto* k = &SplitKvAttentionKernel<T, 128>;
+      IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a, part);
+      auto* c = &KvCombineKernel<T, 128>;
+      IL_LAUNCH(c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
+    }
+    return "";
+  }
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
   if (D == 64) {
     auto* k = &BlockAttentionKernel<T, 64>;
     IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a);
@@ -110,9 +136,9 @@ namespace infllmv2::cuda {
 
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
-                         const ScratchAllocator& scratch, void* stream) {
+                         const ScratchAllocator& scratch, void* stream, const RunOptions& options) {
   try {
-    return RunAttentionImpl<T>(attrs, params, data, scratch, stream);
+    return RunAttentionImpl<T>(attrs, params, data, scratch, stream, options);
   } catch (const std::exception& e) {
     return std::string("CUDA kernel: ") + e.what();
   }
@@ -123,4 +149,5 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
 // One dtype's entry point (explicit instantiation, one translation unit per dtype).
 #define INFLLMV2_CUDA_INSTANTIATE(T)                                                                               \
   template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,        \
-                                                       const AttentionData<T>&, const ScratchAllocator&, void*);
+                                                       const AttentionData<T>&, const ScratchAllocator&, void*, \
+                                                       const RunOptions&);

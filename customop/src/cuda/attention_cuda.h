@@ -18,11 +18,19 @@ namespace infllmv2::cuda {
 // kernel context's allocator; a plain buffer in tests). Returns null on failure.
 using ScratchAllocator = std::function<void*(size_t bytes)>;
 
+// Tuning knobs (tests force the paths with them; the op uses the defaults).
+struct RunOptions {
+  // Attention key splits: 0 = chosen from the call's host facts (split_kv.cuh: ChooseKvSplits;
+  // 1 there means the plain kernel); -1 = the plain kernel; n >= 1 = the split-KV path with
+  // exactly n splits (at most kMaxKvSplits).
+  int kv_splits = 0;
+};
+
 // `data`: device pointers (seqlens_k too); `stream`: a cudaStream_t (nullptr under emulation).
 // Returns "" or why the call cannot run (never throws). Head sizes: 64 and 128.
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
-                         const ScratchAllocator& scratch, void* stream);
+                         const ScratchAllocator& scratch, void* stream, const RunOptions& options = {});
 
 bool SupportsHeadSize(int64_t head_size);
 

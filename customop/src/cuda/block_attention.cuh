@@ -17,42 +17,63 @@ constexpr int kAttnRows = 16 * kAttnWarps;  // query rows per CTA
 constexpr int kKeyTile = 64;                // keys per tile
 constexpr int kNoKey = 0x7fffffff;
 
-// What one token of a CTA attends to (held by the thread whose index is the token's slot).
+// What one token of a CTA attends to (held by the thread whose index is the token's slot). The
+// split-KV path (split_kv.cuh) narrows it to one split's part: `lo`/`last` in range mode, the list
+// entries [cur, end) in list mode; an empty part sees nothing.
 struct TokenView {
   int pos = -1;                    // absolute position; -1: padding (sees nothing)
   int lo = 0;                      // range mode: first key
-  const int32_t* list = nullptr;   // list mode: sorted blocks, -1-padded to `budget`
+  int last = -1;                   // last key seen (range mode: <= pos; list mode: pos)
+  const int32_t* list = nullptr;   // list mode: sorted blocks, -1-padded to the budget
   int cur = 0;                     // list cursor (blocks before it end before the current key)
+  int end = 0;                     // list mode: entries [cur, end) are this view's
 
-  IL_DEVICE int NextKey(int k, int Bk, int budget) {
-    if (pos < 0 || k > pos) return kNoKey;
-    if (list == nullptr) return k > lo ? k : lo;
-    while (cur < budget && list[cur] >= 0 && (list[cur] + 1) * Bk <= k) ++cur;
-    if (cur >= budget || list[cur] < 0) return kNoKey;
+  IL_DEVICE int NextKey(int k, int Bk) {
+    if (pos < 0 || k > last) return kNoKey;
+    if (list == nullptr) {
+      const int first = k > lo ? k : lo;
+      return first <= last ? first : kNoKey;
+    }
+    while (cur < end && list[cur] >= 0 && (list[cur] + 1) * Bk <= k) ++cur;
+    if (cur >= end || list[cur] < 0) return kNoKey;
     const int first = list[cur] * Bk > k ? list[cur] * Bk : k;
-    return first <= pos ? first : kNoKey;
+    return first <= last ? first : kNoKey;
   }
   // Visible keys of the tile [k0, k0 + 64) as bits.
-  IL_DEVICE uint64_t Mask(int k0, int Bk, int budget) const {
+  IL_DEVICE uint64_t Mask(int k0, int Bk) const {
     if (pos < 0) return 0;
-    const int last = pos < k0 + kKeyTile - 1 ? pos : k0 + kKeyTile - 1;
+    const int hi = last < k0 + kKeyTile - 1 ? last : k0 + kKeyTile - 1;
     auto bits = [&](int a, int b) -> uint64_t {  // keys [a, b] of the tile
       if (a < k0) a = k0;
-      if (b > last) b = last;
+      if (b > hi) b = hi;
       if (b < a) return 0;
       const int n = b - a + 1;
       return (n >= 64 ? ~uint64_t{0} : ((uint64_t{1} << n) - 1)) << (a - k0);
     };
-    if (list == nullptr) return bits(lo, last);
+    if (list == nullptr) return bits(lo, hi);
     uint64_t m = 0;
-    for (int i = cur; i < budget && list[i] >= 0 && list[i] * Bk <= last; ++i) m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
+    for (int i = cur; i < end && list[i] >= 0 && list[i] * Bk <= hi; ++i) m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
     return m;
   }
 };
 
-// grid (ceil(S * G / 64), Hkv, B), block 128.
-template <class T, int D>
-IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
+// The keys of split `split` of `splits` of a range-mode entry (split-KV path): the tiles from the
+// one holding `base` up to the entry's total, cut into equal runs of whole 64-key tiles.
+IL_DEVICE void SplitKeyRange(int base, int total, int splits, int split, int* first, int* last) {
+  const int tile0 = base / kKeyTile, tiles = (total + kKeyTile - 1) / kKeyTile - tile0;
+  const int per = (tiles + splits - 1) / splits;
+  *first = (tile0 + split * per) * kKeyTile;
+  *last = *first + per * kKeyTile - 1;
+}
+
+// The rows [row_tile * 64, +64) of kv head blockIdx.y of entry blockIdx.z, block 128. kSplit false:
+// all of their keys, output O / l in T. kSplit true (split_kv.cuh): only split `split` of
+// p.kv_splits of their keys (range mode: a run of key tiles; list mode: a run of list entries),
+// output the unnormalized partial (O, running max m in the log2 domain, sum l) in fp32 to `part`,
+// record ((b * S + s) * H + n) * kv_splits + split of D + 2 floats; an empty split writes the
+// neutral partial (0, -inf, 0).
+template <class T, int D, bool kSplit>
+IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, float* part) {
   static_assert(D % 16 == 0 && D <= 256, "head size: multiple of 16");
   constexpr int kStride = D + 8;  // padded shared rows (16-byte aligned, fewer bank conflicts)
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
@@ -63,7 +84,7 @@ IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
 
   const DevicePlan& p = a.p;
   const int G = p.group, S = p.seq_len, h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
-  const int row0 = static_cast<int>(blockIdx.x) * kAttnRows;
+  const int row0 = row_tile * kAttnRows;
   const int t0 = row0 / G;
   const int t1 = (row0 + kAttnRows - 1) / G + 1 < S ? (row0 + kAttnRows - 1) / G + 1 : S;
   const int n_tok = t1 - t0;
@@ -76,11 +97,24 @@ IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
   if (tid < n_tok) {
     const int s = t0 + tid, pos = e.past + s;
     if (pos < e.total) {
-      tv.pos = pos;
-      if (e.sparse && OutgrowsBudgetDev(p, pos))
+      tv.pos = tv.last = pos;
+      if (e.sparse && OutgrowsBudgetDev(p, pos)) {
         tv.list = a.sel + ((static_cast<int64_t>(b) * p.kv_num_heads + h) * S + s) * p.budget;
-      else
+        tv.end = p.budget;
+        if constexpr (kSplit) {
+          const int per = (p.budget + p.kv_splits - 1) / p.kv_splits;
+          tv.cur = split * per < p.budget ? split * per : p.budget;
+          tv.end = tv.cur + per < p.budget ? tv.cur + per : p.budget;
+        }
+      } else {
         tv.lo = e.sparse ? 0 : DenseFirstKeyDev(p, pos);
+        if constexpr (kSplit) {
+          int first, last;
+          SplitKeyRange(e.sparse ? 0 : DenseFirstKeyDev(p, e.past + t0), e.total, p.kv_splits, split, &first, &last);
+          tv.lo = tv.lo > first ? tv.lo : first;
+          tv.last = pos < last ? pos : last;
+        }
+      }
     }
   }
 
@@ -110,16 +144,16 @@ IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
   float o[D / 8][4];
   for (auto& x : o) x[0] = x[1] = x[2] = x[3] = 0.0f;
   float m[2] = {-kInf, -kInf}, l[2] = {0.0f, 0.0f};
-  const int Bk = p.block_size, K = p.budget;
+  const int Bk = p.block_size;
 
-  if (tid < kAttnRows) sNext[tid] = tid < n_tok ? tv.NextKey(0, Bk, K) : kNoKey;
+  if (tid < kAttnRows) sNext[tid] = tid < n_tok ? tv.NextKey(0, Bk) : kNoKey;
   SyncThreads();  // also: every warp has its Q fragments before sK is overwritten
   for (;;) {
     int next = kNoKey;
     for (int i = 0; i < n_tok; ++i) next = sNext[i] < next ? sNext[i] : next;
     if (next == kNoKey) break;
     const int k0 = next / kKeyTile * kKeyTile;
-    if (tid < n_tok) sMask[tid] = tv.Mask(k0, Bk, K);
+    if (tid < n_tok) sMask[tid] = tv.Mask(k0, Bk);
     // K and V tiles; rows at or past the entry's total are zero (a shared buffer may hold anything there).
     for (int c = tid; c < kKeyTile * kChunks; c += kAttnThreads) {
       const int r = c / kChunks, ch = c % kChunks, key = k0 + r;
@@ -194,11 +228,11 @@ IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
         Mma16816<T>(o[2 * dp], pa[kk], vb, o[2 * dp]);
         Mma16816<T>(o[2 * dp + 1], pa[kk], vb + 2, o[2 * dp + 1]);
       }
-    if (tid < kAttnRows) sNext[tid] = tid < n_tok ? tv.NextKey(k0 + kKeyTile, Bk, K) : kNoKey;
+    if (tid < kAttnRows) sNext[tid] = tid < n_tok ? tv.NextKey(k0 + kKeyTile, Bk) : kNoKey;
     SyncThreads();  // sK/sV free for the next tile, sNext complete
   }
 
-  // O / l (rows that saw nothing: 0), stored in T.
+  // O / l (rows that saw nothing: 0), stored in T; or the split's partial.
   for (int i = 0; i < 2; ++i) {
     l[i] += ShflXor(l[i], 1);
     l[i] += ShflXor(l[i], 2);
@@ -206,13 +240,32 @@ IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
   for (int i = 0; i < 2; ++i) {
     if (slot[i] < 0) continue;
     const int R = row0 + warp * 16 + g + 8 * i;
-    T* out = a.d.output + (static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G) * D;
-    const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-    for (int j = 0; j < D / 8; ++j) {
-      out[8 * j + 2 * t] = FromF32<T>(o[j][2 * i] * inv);
-      out[8 * j + 2 * t + 1] = FromF32<T>(o[j][2 * i + 1] * inv);
+    const int64_t row = static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G;
+    if constexpr (kSplit) {  // the unnormalized partial: the combine kernel normalizes
+      float* rec = part + (row * p.kv_splits + split) * (D + 2);
+      for (int j = 0; j < D / 8; ++j) {
+        rec[8 * j + 2 * t] = o[j][2 * i];
+        rec[8 * j + 2 * t + 1] = o[j][2 * i + 1];
+      }
+      if (t == 0) {
+        rec[D] = m[i];
+        rec[D + 1] = l[i];
+      }
+    } else {
+      T* out = a.d.output + row * D;
+      const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+      for (int j = 0; j < D / 8; ++j) {
+        out[8 * j + 2 * t] = FromF32<T>(o[j][2 * i] * inv);
+        out[8 * j + 2 * t + 1] = FromF32<T>(o[j][2 * i + 1] * inv);
+      }
     }
   }
+}
+
+// grid (ceil(S * G / 64), Hkv, B), block 128.
+template <class T, int D>
+IL_GLOBAL void BlockAttentionKernel(KernelArgs<T> a) {
+  AttentionRows<T, D, false>(a, static_cast<int>(blockIdx.x), 0, nullptr);
 }
 
 }  // namespace infllmv2::cuda

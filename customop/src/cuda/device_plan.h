@@ -30,6 +30,9 @@ struct DevicePlan {
   int score_precision;  // 1: group sums rounded to bf16 before pooling
   // buffer facts
   bool kv_in_place, compressed_in_place, past_compressed_given;  // given and not a first prompt
+  // attention: 1 = one CTA per (64 query rows, kv head, entry) over all of its keys; > 1 = the
+  // split-KV path (split_kv.cuh) with this many key splits per such CTA. Host-only choice.
+  int kv_splits;
 };
 
 struct DeviceEntry {
@@ -97,6 +100,7 @@ inline DevicePlan MakeDevicePlan(const AttentionAttributes& a, const AttentionPa
   d.kv_in_place = f.key_in_place;
   d.compressed_in_place = f.compressed_in_place;
   d.past_compressed_given = p.has_past_compressed && !p.is_first_prompt;
+  d.kv_splits = 1;  // the driver chooses (split_kv.cuh: ChooseKvSplits)
   return d;
 }
 

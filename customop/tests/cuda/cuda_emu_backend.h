@@ -13,7 +13,7 @@ namespace infllmv2::testing {
 
 template <typename T>
 KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false, bool want_selection = true,
-                            bool want_compressed = true) {
+                            bool want_compressed = true, int kv_splits = 0) {
   KernelOutputs<T> r;
   PreparedCall<T> call;
   // Outputs start as garbage (0x7e7e: a NaN-ish pattern in both types) so unwritten elements show.
@@ -27,7 +27,9 @@ KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false
     std::memset(scratch.back().get(), 0x7e, bytes);
     return scratch.back().get();
   };
-  r.error = cuda::RunAttention<T>(c.attrs, r.params, d, alloc, nullptr);
+  cuda::RunOptions options;
+  options.kv_splits = kv_splits;  // 0: the kernel's own choice; n: the split-KV path with n splits
+  r.error = cuda::RunAttention<T>(c.attrs, r.params, d, alloc, nullptr, options);
   return r;
 }
 

@@ -7,6 +7,7 @@
 
 #include "common/call_plan.h"
 #include "cuda/device_plan.h"
+#include "cuda/split_kv.cuh"
 #include "cuda_emu_backend.h"
 #include "score_precision_case.h"
 
@@ -22,13 +23,14 @@ Tolerance CudaTolerance() {
 }
 
 template <typename T>
-void ExpectCudaMatchesReference(Case c, bool share = false) {
+void ExpectCudaMatchesReference(Case c, bool share = false, int kv_splits = 0) {
   c.round = [](float x) { return ToFloat(FromFloat<T>(x)); };
   Tensors t = MakeTensors(c);
   Complete(c);
-  SCOPED_TRACE(std::string(std::is_same_v<T, Float16> ? "fp16 " : "bf16 ") + Describe(c) + (share ? " shared" : ""));
+  SCOPED_TRACE(std::string(std::is_same_v<T, Float16> ? "fp16 " : "bf16 ") + Describe(c) + (share ? " shared" : "") +
+               " kv_splits " + std::to_string(kv_splits));
   const auto ref = RunReference<T>(c, t);
-  const auto k = RunCudaEmu<T>(c, t, share);
+  const auto k = RunCudaEmu<T>(c, t, share, true, true, kv_splits);
   ASSERT_EQ(k.error, "");
   const Tolerance tol = CudaTolerance<T>();
   EXPECT_EQ(k.selected_blocks, ref.selected_blocks);
@@ -49,9 +51,9 @@ void ExpectCudaMatchesReference(Case c, bool share = false) {
   }
 }
 
-void BothTypes(const Case& c, bool share = false) {
-  ExpectCudaMatchesReference<Float16>(c, share);
-  ExpectCudaMatchesReference<BFloat16>(c, share);
+void BothTypes(const Case& c, bool share = false, int kv_splits = 0) {
+  ExpectCudaMatchesReference<Float16>(c, share, kv_splits);
+  ExpectCudaMatchesReference<BFloat16>(c, share, kv_splits);
 }
 
 TEST(CudaEmu, DenseFirstPrompt) {
@@ -79,7 +81,7 @@ TEST(CudaEmu, DenseDecodeAndChunkedPrefill) {
     c.kv_num_heads = 2;
     c.mode = 1;
     c.seed = 600 + i++;
-    BothTypes(c);
+    BothTypes(c, false, /*kv_splits=*/-1);  // the plain kernel (the automatic choice splits these: SplitKv* tests)
   }
 }
 
@@ -241,6 +243,119 @@ TEST(CudaEmu, ScorePrecisionBf16) {
   c.attrs.score_precision = 1;
   c.seed = 730;
   BothTypes(c);
+}
+
+// Split-KV (split_kv.cuh), forced split counts: 1 (the split path's plumbing alone), 2, and more
+// splits than an entry has key tiles (the 5-token entry: every split but the first is empty and
+// must write the neutral partial). Dense decode, ragged batch, G = 1, 3 (odd), 16, D = 64 and 128.
+TEST(CudaEmu, SplitKvDenseDecode) {
+  int i = 0;
+  for (auto [G, D, splits] : std::vector<std::tuple<int, int, int>>{{1, 64, 1}, {16, 128, 2}, {3, 64, 9}}) {
+    Case c;
+    c.batch = 3;
+    c.seq_len = 1;
+    c.past_capacity = 200;
+    c.totals = {201, 90, 5};
+    c.kv_num_heads = 1 + i % 2;
+    c.num_heads = c.kv_num_heads * G;
+    c.head_size = D;
+    c.mode = 1;
+    c.seed = 800 + i++;
+    BothTypes(c, false, splits);
+  }
+}
+
+// Dense short chunk (S = 5 after a past, several tokens per CTA) with a local window and softcap:
+// range splits start at the window's first tile; rotary, packed QKV. Three splits.
+TEST(CudaEmu, SplitKvDenseChunkWindow) {
+  Case c;
+  c.batch = 2;
+  c.seq_len = 5;
+  c.past_capacity = 250;
+  c.totals = {255, 12};
+  c.num_heads = 6;
+  c.kv_num_heads = 2;
+  c.mode = 1;
+  c.packed = true;
+  c.rotary = true;
+  c.attrs.softcap = 2.0f;
+  c.attrs.local_window_size = 150;
+  c.seed = 810;
+  BothTypes(c, false, 3);
+}
+
+// Sparse: selection lists (stage 1, K = 6 blocks of 16) split by list entries, decode with a
+// ragged batch (one entry past the budget, one within it: range splits, one very short), G = 16
+// with D = 128 and G = 5 with D = 64; splits 2 and 9 (> K: empty list splits).
+TEST(CudaEmu, SplitKvSparseDecode) {
+  int i = 0;
+  for (auto [G, D, splits] : std::vector<std::tuple<int, int, int>>{{16, 128, 2}, {5, 64, 9}}) {
+    Case c;
+    c.batch = 3;
+    c.seq_len = 1;
+    c.past_capacity = 200;
+    c.totals = {201, 70, 3};
+    c.kv_num_heads = 1;
+    c.num_heads = G;
+    c.head_size = D;
+    c.mode = 2;
+    c.attrs = TinyBlocks();
+    c.compressed_state_in = Case::State::kConsistent;
+    c.seed = 820 + i++;
+    BothTypes(c, false, splits);
+  }
+}
+
+// Sparse short chunk (S = 4 after a past, tokens with different lists in one CTA), auto mode with
+// one dense and one sparse entry, 5 splits. (The automatic choice splits every decode case above
+// this file's split tests too: their grids are a few CTAs.)
+TEST(CudaEmu, SplitKvSparseChunkAuto) {
+  Case c;
+  c.batch = 2;
+  c.seq_len = 4;
+  c.past_capacity = 160;
+  c.totals = {164, 60};
+  c.num_heads = 3;
+  c.kv_num_heads = 1;
+  c.mode = 0;
+  c.attrs = TinyBlocks();
+  c.attrs.dense_len = 100;
+  c.seed = 830;
+  BothTypes(c, false, 5);
+}
+
+// The host-side split choice: from host facts only, 1 when the plain grid fills the GPU.
+TEST(CudaEmu, SplitKvChoice) {
+  AttentionAttributes a;
+  AttentionParams p;
+  p.batch = 1;
+  p.seq_len = 1;
+  p.num_heads = 32;
+  p.kv_num_heads = 2;
+  p.group = 16;
+  p.total_sequence_length = 131072;
+  p.budget = 96;
+  p.mode = AttentionMode::kForceDense;
+  EXPECT_EQ(cuda::ChooseKvSplits(a, p), cuda::kMaxKvSplits);  // 2 CTAs: as many splits as allowed
+  p.batch = 16;
+  EXPECT_EQ(cuda::ChooseKvSplits(a, p), 9);  // 32 CTAs: ceil(264 / 32)
+  p.batch = 1;
+  p.mode = AttentionMode::kForceSparse;
+  EXPECT_EQ(cuda::ChooseKvSplits(a, p), 48);  // 96 blocks x 64 keys / 128 keys per split
+  p.total_sequence_length = 200;
+  EXPECT_EQ(cuda::ChooseKvSplits(a, p), 2);  // short context: one split per 128 keys
+  p.seq_len = 8192;  // prefill: the plain grid is 2048 x 2 CTAs
+  EXPECT_EQ(cuda::ChooseKvSplits(a, p), 1);
+  // A forced count out of range is refused with the reason.
+  Case c;
+  c.seq_len = 1;
+  c.past_capacity = 10;
+  c.totals = {11};
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  for (int bad : {-2, cuda::kMaxKvSplits + 1})
+    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad).error.find("kv_splits " + std::to_string(bad) + " out of range"),
+              std::string::npos);
 }
 
 // The device's per-entry rules (device_plan.h) against BuildCallPlan's, entry by entry.
