@@ -65,6 +65,15 @@ MUTATIONS = [
      [("foreach (var f in files)\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));",
        "foreach (var f in files.Take(1))\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));")],
      DOTNET_TESTS + "\"FullyQualifiedName~ExternalDataRewriteTests|FullyQualifiedName~RewriteCli\""),
+    # Masks from attention_mask (issue 19): seqlens_k must be ReduceSum(attention_mask) - 1, and the
+    # genai builder's square causal mask expanded to past + S keys must be offset by the past length.
+    ("mask-lengths-without-minus-one", "dotnet",
+     [('Graph.Node.Add(Node("Sub", "", [sum32, one], [seqlens], name: N("Sub")));',
+       'Graph.Node.Add(Node("Identity", "", [sum32], [seqlens], name: N("Sub")));')],
+     DOTNET_TESTS + "\"FullyQualifiedName~AttentionMaskFormsTests\""),
+    ("square-mask-not-shifted-by-past", "dotnet",
+     [(": Key([a]) == Key([causal]) ? shifted", ": Key([a]) == Key([causal]) ? causal")],
+     DOTNET_TESTS + "\"FullyQualifiedName~AttentionMaskFormsTests\""),
 ]
 if only is not None:
     unknown = only - {m[0] for m in MUTATIONS}

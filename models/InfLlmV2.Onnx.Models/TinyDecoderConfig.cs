@@ -54,6 +54,18 @@ public sealed record TinyDecoderConfig
     /// <summary>One packed QKV projection (genai CPU builder) instead of separate q/k/v (GroupQueryAttention form only).</summary>
     public bool PackedQkv { get; init; }
 
+    /// <summary>
+    /// The mask is built from the <c>attention_mask</c> values as each exporter lays it out: causal AND
+    /// key padding (Decomposed: transformers/optimum's Trilu + Greater(cache_position) min-mask, padding
+    /// added and Equal/Where; OnnxAttention: the same mask as attn_mask with is_causal=0;
+    /// MultiHeadAttention: the genai builder's square Range/Less/Where mask expanded to past + S, padding
+    /// from Sub/Cast/Where, Add, Tile). Not for the GroupQueryAttention form.
+    /// </summary>
+    public bool PaddingMask { get; init; }
+
+    /// <summary>Whether the model carries value_info for intermediate values (optimum and dynamo exports carry none).</summary>
+    public bool ValueInfo { get; init; } = true;
+
     /// <summary>Hidden size = heads x head size.</summary>
     public int Hidden => NumHeads * HeadSize;
 

@@ -29,6 +29,7 @@ public static class TinyDecoderGenerator
         bool mha = c.Form == DecoderAttentionForm.MultiHeadAttention;
         int cacheHeads = mha ? c.NumHeads : c.KvNumHeads;
         if (!gqa && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
+        if (gqa && c.PaddingMask) throw new ArgumentException("the GroupQueryAttention form takes its lengths from attention_mask already");
         long opset = gqa || mha ? 17 : 23;
         var g = new GraphProto { Name = "tiny_decoder" };
         int h = c.Hidden, kvw = c.KvNumHeads * c.HeadSize;
@@ -157,6 +158,57 @@ public static class TinyDecoderGenerator
             g.ValueInfo.Add(vi);
             return y;
         }
+        // transformers' _update_causal_mask as TorchScript exports it (optimum): once per model, [B, 1, S, T].
+        string? hfMask = null;
+        string HfMask()
+        {
+            if (hfMask is not null) return hfMask;
+            const string m = "hf_mask";
+            I64C($"{m}/zero", [], [0]);
+            I64C($"{m}/one", [], [1]);
+            I64C($"{m}/two", [], [2]);
+            I64C($"{m}/axis0", [1], [0]);
+            Add("Shape", ["input_ids"], [$"{m}/ids_shape"]);
+            Add("Gather", [$"{m}/ids_shape", $"{m}/zero"], [$"{m}/batch"], Attr("axis", 0L));
+            Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
+            Add("Shape", [c.PastName(0, "key")], [$"{m}/past_shape"]);
+            Add("Gather", [$"{m}/past_shape", $"{m}/two"], [$"{m}/past"], Attr("axis", 0L));
+            Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
+            Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/target"], Attr("axis", 0L));
+            Add("Unsqueeze", [$"{m}/seq", $"{m}/axis0"], [$"{m}/seq_1d"]);
+            Add("Unsqueeze", [$"{m}/target", $"{m}/axis0"], [$"{m}/target_1d"]);
+            Add("Unsqueeze", [$"{m}/batch", $"{m}/axis0"], [$"{m}/batch_1d"]);
+            Add("Concat", [$"{m}/seq_1d", $"{m}/target_1d"], [$"{m}/full_shape"], Attr("axis", 0L));
+            // causal_mask = torch.full((S, T), min); triu(diagonal=1); *= arange(T) > cache_position.reshape(-1, 1)
+            g.Node.Add(Node("ConstantOfShape", "", [$"{m}/full_shape"], [$"{m}/full"],
+                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Float("", [1], [float.MinValue]) }], $"/{m}/full/ConstantOfShape"));
+            Add("Trilu", [$"{m}/full", $"{m}/one"], [$"{m}/triu"], Attr("upper", 1L));
+            Add("Add", [$"{m}/past", $"{m}/seq"], [$"{m}/past_plus_seq"]);
+            Add("Range", [$"{m}/past", $"{m}/past_plus_seq", $"{m}/one"], [$"{m}/cache_position"]);
+            Add("Range", [$"{m}/zero", $"{m}/target", $"{m}/one"], [$"{m}/arange"]);
+            Add("Reshape", [$"{m}/cache_position", I64C($"{m}/col_shape", [2], [-1, 1])], [$"{m}/cache_position_col"]);
+            Add("Greater", [$"{m}/arange", $"{m}/cache_position_col"], [$"{m}/after"]);
+            Add("Cast", [$"{m}/after"], [$"{m}/after_f"], Attr("to", (long)F32));
+            Add("Mul", [$"{m}/triu", $"{m}/after_f"], [$"{m}/causal_2d"]);
+            // causal_mask[None, None, :, :].expand(B, 1, -1, -1), with the exporters' Where(Equal(shape, -1), 1, shape) guard
+            Add("Unsqueeze", [$"{m}/causal_2d", I64C($"{m}/axes01", [2], [0, 1])], [$"{m}/causal_4d"]);
+            Add("Concat", [$"{m}/batch_1d", I64C($"{m}/one_1d", [1], [1]), $"{m}/seq_1d", $"{m}/target_1d"], [$"{m}/expand_shape_raw"], Attr("axis", 0L));
+            g.Node.Add(Node("ConstantOfShape", "", [I64C($"{m}/four", [1], [4])], [$"{m}/ones4"],
+                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Int64("", [1], [1]) }], $"/{m}/ones4/ConstantOfShape"));
+            Add("Mul", [$"{m}/ones4", I64C($"{m}/minus_one", [], [-1])], [$"{m}/minus_ones4"]);
+            Add("Equal", [$"{m}/expand_shape_raw", $"{m}/minus_ones4"], [$"{m}/is_minus_one"]);
+            Add("Where", [$"{m}/is_minus_one", $"{m}/ones4", $"{m}/expand_shape_raw"], [$"{m}/expand_shape"]);
+            Add("Expand", [$"{m}/causal_4d", $"{m}/expand_shape"], [$"{m}/causal"]);
+            // padding_mask = (causal + attention_mask[:, None, None, :]) == 0 → min
+            Add("Unsqueeze", ["attention_mask", I64C($"{m}/axes12", [2], [1, 2])], [$"{m}/am_4d"]);
+            Add("Cast", [$"{m}/am_4d"], [$"{m}/am_f"], Attr("to", (long)F32));
+            Add("Add", [$"{m}/causal", $"{m}/am_f"], [$"{m}/sum"]);
+            g.Initializer.Add(TensorProtos.Float($"{m}/zero_f", [], [0f]));
+            g.Initializer.Add(TensorProtos.Float($"{m}/min", [], [float.MinValue]));
+            Add("Equal", [$"{m}/sum", $"{m}/zero_f"], [$"{m}/padded"]);
+            Add("Where", [$"{m}/padded", $"{m}/min", $"{m}/causal"], [$"{m}/mask"]);
+            return hfMask = $"{m}/mask";
+        }
         // The ONNX Attention function body: Concat caches, repeat_kv, scaled scores, causal mask offset by the past.
         void DecomposedAttention(string p, int l, string q4, string k4, string v4, string y4)
         {
@@ -200,7 +252,7 @@ public static class TinyDecoderGenerator
             g.Initializer.Add(TensorProtos.Float($"{p}/neg_inf", [], [float.NegativeInfinity]));
             g.Initializer.Add(TensorProtos.Float($"{p}/zero_f", [], [0f]));
             Add("Where", [$"{p}/hidden", $"{p}/neg_inf", $"{p}/zero_f"], [$"{p}/mask"]);
-            Add("Add", [$"{p}/scores", $"{p}/mask"], [$"{p}/scores_masked"]);
+            Add("Add", [$"{p}/scores", c.PaddingMask ? HfMask() : $"{p}/mask"], [$"{p}/scores_masked"]);
             Add("Softmax", [$"{p}/scores_masked"], [$"{p}/probs"], Attr("axis", -1L));
             Add("MatMul", [$"{p}/probs", vRep], [y4]);
         }
@@ -230,6 +282,58 @@ public static class TinyDecoderGenerator
             Add("Unsqueeze", ["mask/bias_2d", I64C("mask/bias_axes", [2], [0, 1])], ["mask/attention_bias"]);
             return causalBias = "mask/attention_bias";
         }
+        // The genai builder's MHA mask (attn_mask_reformat): a square [S, S] causal mask expanded to
+        // [B, 1, S, P + S] (valid when P = 0 or S = 1, the only steps genai runs), plus key padding
+        // from attention_mask values, added, tiled by ones; shared by every layer.
+        string? genaiMask = null;
+        string GenAiMask()
+        {
+            if (genaiMask is not null) return genaiMask;
+            const string m = "attn_mask_reformat";
+            I64C($"{m}/zero", [], [0]);
+            I64C($"{m}/one", [], [1]);
+            I64C($"{m}/two", [], [2]);
+            I64C($"{m}/axis0", [1], [0]);
+            Add("Shape", ["input_ids"], [$"{m}/ids_shape"]);
+            Add("Gather", [$"{m}/ids_shape", $"{m}/zero"], [$"{m}/batch"], Attr("axis", 0L));
+            Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
+            Add("Shape", [c.PastName(0, "key")], [$"{m}/past_shape"]);
+            Add("Gather", [$"{m}/past_shape", $"{m}/two"], [$"{m}/past"], Attr("axis", 0L));
+            Add("Add", [$"{m}/seq", $"{m}/past"], [$"{m}/total"]);
+            foreach (var (v, name) in new[] { ($"{m}/batch", "batch_1d"), ($"{m}/seq", "seq_1d"), ($"{m}/total", "total_1d") })
+                Add("Unsqueeze", [v, $"{m}/axis0"], [$"{m}/{name}"]);
+            Add("Concat", [$"{m}/seq_1d", $"{m}/seq_1d"], [$"{m}/square_shape"], Attr("axis", 0L));
+            g.Node.Add(Node("ConstantOfShape", "", [$"{m}/square_shape"], [$"{m}/lowest"],
+                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Float("", [1], [float.MinValue]) }], $"/{m}/lowest/ConstantOfShape"));
+            Add("Range", [$"{m}/zero", $"{m}/seq", $"{m}/one"], [$"{m}/range"]);
+            Add("Add", [$"{m}/range", $"{m}/one"], [$"{m}/range_plus_one"]);
+            Add("Concat", [$"{m}/seq_1d", I64C($"{m}/one_1d", [1], [1])], [$"{m}/col_shape"], Attr("axis", 0L));
+            Add("Reshape", [$"{m}/range_plus_one", $"{m}/col_shape"], [$"{m}/rows"]);
+            Add("Less", [$"{m}/range", $"{m}/rows"], [$"{m}/visible"]);
+            g.Initializer.Add(TensorProtos.Float($"{m}/zero_f", [], [0f]));
+            Add("Where", [$"{m}/visible", $"{m}/zero_f", $"{m}/lowest"], [$"{m}/square"]);
+            Add("Unsqueeze", [$"{m}/square", $"{m}/axis0"], [$"{m}/square_3d"]);
+            Add("Unsqueeze", [$"{m}/square_3d", I64C($"{m}/axis1", [1], [1])], [$"{m}/square_4d"]);
+            Add("Concat", [$"{m}/batch_1d", $"{m}/one_1d", $"{m}/seq_1d", $"{m}/total_1d"], [$"{m}/causal_shape"], Attr("axis", 0L));
+            Add("Expand", [$"{m}/square_4d", $"{m}/causal_shape"], [$"{m}/causal"]);
+            // padding: 1 - mask, as bool → lowest, else 0
+            Add("Unsqueeze", ["attention_mask", $"{m}/axis1"], [$"{m}/am_3d"]);
+            Add("Unsqueeze", [$"{m}/am_3d", I64C($"{m}/axis2", [1], [2])], [$"{m}/am_4d"]);
+            Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
+            Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/am_width"], Attr("axis", 0L));
+            Add("Unsqueeze", [$"{m}/am_width", $"{m}/axis0"], [$"{m}/am_width_1d"]);
+            Add("Concat", [$"{m}/batch_1d", $"{m}/one_1d", $"{m}/seq_1d", $"{m}/am_width_1d"], [$"{m}/pad_shape"], Attr("axis", 0L));
+            Add("Expand", [$"{m}/am_4d", $"{m}/pad_shape"], [$"{m}/am_expanded"]);
+            Add("Cast", [$"{m}/am_expanded"], [$"{m}/am_f"], Attr("to", (long)F32));
+            g.Initializer.Add(TensorProtos.Float($"{m}/one_f", [], [1f]));
+            Add("Sub", [$"{m}/one_f", $"{m}/am_f"], [$"{m}/inverted"]);
+            Add("Cast", [$"{m}/inverted"], [$"{m}/inverted_bool"], Attr("to", (long)TensorProto.Types.DataType.Bool));
+            g.Initializer.Add(TensorProtos.Float($"{m}/lowest_f", [], [float.MinValue]));
+            Add("Where", [$"{m}/inverted_bool", $"{m}/lowest_f", $"{m}/inverted"], [$"{m}/padding"]);
+            Add("Add", [$"{m}/padding", $"{m}/causal"], [$"{m}/sum"]);
+            Add("Tile", [$"{m}/sum", I64C($"{m}/repeats", [4], [1, 1, 1, 1])], [$"{m}/mask"]);
+            return genaiMask = $"{m}/mask";
+        }
         void MultiHeadAttention(string p, int l, string xn)
         {
             string Rotary(string x, string which)
@@ -252,7 +356,7 @@ public static class TinyDecoderGenerator
             var q = Rotary($"{p}/q", "q");
             var k = Repeat(Rotary($"{p}/k", "k"), "k");
             var v = Repeat($"{p}/v", "v");
-            Add("MultiHeadAttention", [q, k, v, "", "", CausalBias(q), c.PastName(l, "key"), c.PastName(l, "value")],
+            Add("MultiHeadAttention", [q, k, v, "", "", c.PaddingMask ? GenAiMask() : CausalBias(q), c.PastName(l, "key"), c.PastName(l, "value")],
                 [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
                 Attr("num_heads", (long)c.NumHeads), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
         }
@@ -304,9 +408,9 @@ public static class TinyDecoderGenerator
                 string y4 = $"{p}/attn_bhsd";
                 if (c.Form == DecoderAttentionForm.OnnxAttention)
                 {
-                    g.Node.Add(Node("Attention", "", [q4, k4, v4, "", c.PastName(l, "key"), c.PastName(l, "value")],
+                    g.Node.Add(Node("Attention", "", [q4, k4, v4, c.PaddingMask ? HfMask() : "", c.PastName(l, "key"), c.PastName(l, "value")],
                         [y4, c.PresentName(l, "key"), c.PresentName(l, "value")],
-                        [Attr("is_causal", 1L), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize))], $"/{p}/Attention"));
+                        [Attr("is_causal", c.PaddingMask ? 0L : 1L), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize))], $"/{p}/Attention"));
                 }
                 else
                 {
@@ -334,6 +438,7 @@ public static class TinyDecoderGenerator
         var xf = RmsNorm(x0, Ones("final_norm.weight", h), "final_norm");
         W("lm_head.weight", h, c.Vocab, Std(h));
         Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
+        if (!c.ValueInfo) g.ValueInfo.Clear();
         var m = gqa || mha ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
         m.IrVersion = gqa || mha ? 8 : 10;
         m.ProducerName = "infllmv2-tiny-decoder";

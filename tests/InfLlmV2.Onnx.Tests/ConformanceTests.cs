@@ -28,8 +28,8 @@ public class ConformanceTests
         ["genai_static_scatter_mistral_attn_op24/model.onnx"] = new(2, 2, AttentionForm.OnnxAttention, DenseOnly: true),
         // genai GroupQueryAttention, separate q/k/v, 2 layers, fp16: both rewritten.
         ["genai_tiny_qwen35_gqa_contrib_fp16/decoder.onnx"] = new(2, 2, AttentionForm.GroupQueryAttention),
-        // RotaryEmbedding -> MultiHeadAttention with a 4-D additive mask, 2 layers: no rule for MHA.
-        ["genai_tiny_random_llama_fp16_mha_modelbuilder/model.onnx"] = new(2, 0, AttentionForm.MultiHeadAttention),
+        // RotaryEmbedding -> MultiHeadAttention with the builder's causal + attention_mask padding mask, 2 layers: both rewritten.
+        ["genai_tiny_random_llama_fp16_mha_modelbuilder/model.onnx"] = new(2, 2, AttentionForm.MultiHeadAttention),
         // genai builder GQA, packed QKV + do_rotary, 2 layers, external data: both rewritten.
         ["genai_tiny_random_llama_fp32_gqa_modelbuilder/model.onnx"] = new(2, 2, AttentionForm.GroupQueryAttention),
         // GroupQueryAttention with 7 inputs, 1 layer, fp16: rewritten.

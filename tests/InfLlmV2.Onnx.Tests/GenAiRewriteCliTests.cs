@@ -82,7 +82,7 @@ public class GenAiRewriteCliTests
     public void Nothing_rewritable_exits_three_and_writes_no_folder()
     {
         using var dir = new TempDir();
-        var (code, _, _) = CliProcess.Run("rewrite", "--genai-folder", Fixture("genai_tiny_random_llama_fp16_mha_modelbuilder"), "-o", dir["out"]);
+        var (code, _, _) = CliProcess.Run("rewrite", "--genai-folder", AttentionMaskFormsTests.PaddingOnlyMhaFolder(dir["padding-only"]), "-o", dir["out"]);
         Assert.Equal(3, code);
         Assert.False(Directory.Exists(dir["out"]));
     }

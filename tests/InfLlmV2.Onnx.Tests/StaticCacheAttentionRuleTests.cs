@@ -138,8 +138,9 @@ public class StaticCacheAttentionRuleTests
         { "circular", "circular mode" },
         { "mask-offset-from-nonpad", "not the same positions" },
         { "mask-not-additive", "not an additive mask" },
-        { "mask-or", "uses Or" },
+        { "mask-or", "no causal constraint" },  // causal OR window: every key passes one of them (the analysis models Or)
         { "mask-from-input", "data-dependent" },
+        { "mask-and-attention-mask", "key padding from an attention_mask" },
         { "is-causal", "is_causal=1" },
         { "scatters-disagree", "different positions" },
     };
@@ -176,6 +177,18 @@ public class StaticCacheAttentionRuleTests
             case "mask-from-input":
                 g.Input.Add(GraphBuilder.Tensor("user_mask", TensorProto.Types.DataType.Float, null, 1, null, CacheLength));
                 foreach (var n in g.Node.Where(n => n.OpType == "Attention")) n.Input[3] = "user_mask";
+                break;
+            case "mask-and-attention-mask":
+                // The proven mask AND an HF attention_mask [B, cache] read as key padding.
+                g.Input.Add(GraphBuilder.Tensor("attention_mask", TensorProto.Types.DataType.Int64, null, CacheLength));
+                g.Initializer.Add(TensorProtos.Int64("am_axes", [2], [1, 2]));
+                g.Node.Add(GraphBuilder.Node("Unsqueeze", "", ["attention_mask", "am_axes"], ["am_4d"]));
+                g.Node.Add(GraphBuilder.Node("Cast", "", ["am_4d"], ["am_bool"], [GraphBuilder.Attr("to", (long)TensorProto.Types.DataType.Bool)]));
+                g.Initializer.Add(TensorProtos.Float("am_zero", [], [0f]));
+                g.Initializer.Add(TensorProtos.Float("am_min", [], [float.MinValue]));
+                g.Node.Add(GraphBuilder.Node("Where", "", ["am_bool", "am_zero", "am_min"], ["am_additive"]));
+                g.Node.Add(GraphBuilder.Node("Add", "", [mask, "am_additive"], ["mask_and_am"]));
+                foreach (var n in g.Node.Where(n => n.OpType == "Attention")) n.Input[3] = "mask_and_am";
                 break;
             case "is-causal":
                 attention.Attribute.Single(a => a.Name == "is_causal").I = 1;

@@ -91,10 +91,18 @@ public sealed class GraphIndex
         return t.Shape.Dim.Select(d => d.ValueCase switch
         {
             TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue => (object?)d.DimValue,
-            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam => d.DimParam,
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when !IsPlaceholderSymbol(d.DimParam) => d.DimParam,
             _ => null,
         }).ToList();
     }
+
+    /// <summary>
+    /// Whether a dim_param is a placeholder for "unknown" rather than a symbol: empty, "unk" or
+    /// "unk__N" (onnx shape inference and the genai builder write these for every unknown dim, so two
+    /// of them say nothing about being equal).
+    /// </summary>
+    public static bool IsPlaceholderSymbol(string dimParam) =>
+        dimParam.Length == 0 || dimParam == "unk" || dimParam.StartsWith("unk__", StringComparison.Ordinal);
 
     /// <summary>The symbolic shape pass over this graph (run on first use).</summary>
     public ShapeInference Inferred => _inferred ??= ShapeInference.Run(this);

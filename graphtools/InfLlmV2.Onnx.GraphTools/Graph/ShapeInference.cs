@@ -88,7 +88,7 @@ public sealed class ShapeInference
         object?[]? shape = t.Shape?.Dim.Select(d => d.ValueCase switch
         {
             TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue => (object?)d.DimValue,
-            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when d.DimParam.Length > 0 => d.DimParam,
+            TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam when !GraphIndex.IsPlaceholderSymbol(d.DimParam) => d.DimParam,
             _ => null,
         }).ToArray();
         return new(t.ElemType > 0 ? (DataType)t.ElemType : null, shape, null);
@@ -109,8 +109,10 @@ public sealed class ShapeInference
             {
                 if (shape is not null && shape.Length == d.Shape.Length)
                     shape = d.Shape.Select((x, i) => x ?? shape[i]).ToArray();
-                else
+                else if (shape is null)
                     shape = d.Shape;
+                // else: a declared rank that contradicts the dataflow (seen in genai builder exports: a
+                // Constant of dims [1] declared as a scalar) is not believed.
             }
         }
         _known[name] = new(type, shape, values);
@@ -210,6 +212,18 @@ public sealed class ShapeInference
             case "Expand":
             {
                 var target = In(n, 1).Values;
+                // Target values unknown but their count known: the rank, and every dim of x other than 1.
+                if (target is null && In(n, 1).Shape is [long count] && x.Shape is not null && count >= x.Shape.Length && count <= 16)
+                {
+                    var dims = new object?[count];
+                    for (int i = 0; i < count; i++)
+                    {
+                        int j = i - (int)count + x.Shape.Length;
+                        dims[i] = j >= 0 && x.Shape[j] is { } d && !Equals(d, 1L) ? d : null;
+                    }
+                    Set(n, 0, x.ElementType, dims);
+                    return;
+                }
                 Set(n, 0, x.ElementType, x.Shape is null || target is null ? null : Broadcast(x.Shape, target.Select(t => Equals(t, 1L) ? 1L : t).ToArray()));
                 return;
             }
@@ -346,6 +360,9 @@ public sealed class ShapeInference
             if (Equals(da, db) || Equals(db, 1L)) r[i] = da;
             else if (Equals(da, 1L)) r[i] = db;
             else if (da is long && db is long) return null;
+            // An unknown dim against a known one other than 1: it is 1 or the same (else the op fails), so the known one.
+            else if (da is null) r[i] = db;
+            else if (db is null) r[i] = da;
             else r[i] = null;
         }
         return r;

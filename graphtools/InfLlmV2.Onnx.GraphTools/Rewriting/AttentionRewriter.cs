@@ -63,7 +63,7 @@ public static class AttentionRewriter
         bool any = false;
         if (rewrite && accepted.Count > 0)
         {
-            var context = new RewriteContext(graph, index, options, isMain);
+            var context = new RewriteContext(graph, index, options, isMain, model.OpsetImport.FirstOrDefault(o => o.Domain is "" or "ai.onnx")?.Version ?? 21);
             foreach (var (rule, match, at) in accepted)
             {
                 progress?.Invoke($"{graph.Name}/{match.Node.Name}");

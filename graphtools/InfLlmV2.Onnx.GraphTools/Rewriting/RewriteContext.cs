@@ -9,8 +9,9 @@ public sealed class RewriteContext
 {
     private readonly Dictionary<string, (string SeqlensK, string Total)> _lengths = new(StringComparer.Ordinal);
 
-    internal RewriteContext(GraphProto graph, GraphIndex index, RewriteOptions options, bool isMainGraph)
+    internal RewriteContext(GraphProto graph, GraphIndex index, RewriteOptions options, bool isMainGraph, long defaultOpset = 21)
     {
+        DefaultOpset = defaultOpset;
         Graph = graph;
         Index = index;
         Options = options;
@@ -22,6 +23,9 @@ public sealed class RewriteContext
 
     /// <summary>Dataflow index of <see cref="Graph"/> as it was before this rewrite pass.</summary>
     public GraphIndex Index { get; }
+
+    /// <summary>The model's ai.onnx opset (ReduceSum takes its axes as an input from 13 on).</summary>
+    public long DefaultOpset { get; }
 
     /// <summary>Rewrite options.</summary>
     public RewriteOptions Options { get; }
@@ -77,6 +81,52 @@ public sealed class RewriteContext
         }
         return name;
     }
+
+    /// <summary>
+    /// seqlens_k = ReduceSum(attention_mask, axis 1) − 1 (int32 [B]) and total_sequence_length =
+    /// attention_mask.shape[1] (int32 scalar), as the genai builder feeds GroupQueryAttention; built
+    /// once per graph and mask and shared by every layer. Exact when each row of the mask is ones
+    /// then zeros (no padding, or right padding).
+    /// </summary>
+    public (string SeqlensK, string Total) MaskLengths(string attentionMask)
+    {
+        var key = "mask|" + attentionMask;
+        if (_lengths.TryGetValue(key, out var known)) return known;
+        string N(string hint) => Index.UniqueName($"infllmv2/mask_lengths/{hint}");
+        var sum = N("ReduceSum/output_0");
+        var sum32 = N("sum_int32");
+        var seqlens = N("seqlens_k");
+        var shape = N("Shape/output_0");
+        var width = N("Gather/output_0");
+        var total = N("total_sequence_length");
+        var one = N("one");
+        var axis = N("axis_1");
+        var index = N("index_1");
+        Graph.Initializer.Add(TensorProtos.Int32(one, [], [1]));
+        Graph.Initializer.Add(TensorProtos.Int64(index, [], [1]));
+        if (DefaultOpset >= 13)
+        {
+            Graph.Initializer.Add(TensorProtos.Int64(axis, [1], [1]));
+            Graph.Node.Add(Node("ReduceSum", "", [attentionMask, axis], [sum], [Attr("keepdims", 0L)], N("ReduceSum")));
+        }
+        else
+        {
+            Graph.Node.Add(Node("ReduceSum", "", [attentionMask], [sum], [Ints("axes", 1), Attr("keepdims", 0L)], N("ReduceSum")));
+        }
+        Graph.Node.Add(Node("Cast", "", [sum], [sum32], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("CastSum")));
+        Graph.Node.Add(Node("Sub", "", [sum32, one], [seqlens], name: N("Sub")));
+        Graph.Node.Add(Node("Shape", "", [attentionMask], [shape], name: N("Shape")));
+        Graph.Node.Add(Node("Gather", "", [shape, index], [width], [Attr("axis", 0L)], N("Gather")));
+        Graph.Node.Add(Node("Cast", "", [width], [total], [Attr("to", (long)TensorProto.Types.DataType.Int32)], N("CastWidth")));
+        var r = (seqlens, total);
+        _lengths[key] = r;
+        return r;
+    }
+
+    /// <summary>The report's note on a site whose mask is causal AND key padding from attention_mask.</summary>
+    public static string PaddingMaskNote(string attentionMask) =>
+        $"mask = causal AND key padding from '{attentionMask}': seqlens_k = ReduceSum({attentionMask}) - 1, total_sequence_length = its width; " +
+        "exact when each row of it is ones then zeros (no padding, or right padding: padded query rows give 0)";
 
     /// <summary>
     /// seqlens_k (int32 [B]) and total_sequence_length (int32 scalar) for a query [B, S, *] after an

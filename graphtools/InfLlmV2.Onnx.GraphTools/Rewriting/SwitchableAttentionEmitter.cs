@@ -42,6 +42,9 @@ public static class SwitchableAttentionEmitter
         /// <summary>Per-batch int graph input with the position of query row 0 (static caches), or null.</summary>
         public string? QueryOffset { get; init; }
 
+        /// <summary>The attention_mask graph input the lengths come from (rows ones then zeros), or null.</summary>
+        public string? AttentionMask { get; init; }
+
         /// <summary>Sliding window in keys (GQA's local_window_size); makes the site dense-only.</summary>
         public long? SlidingWindow { get; init; }
     }
@@ -87,7 +90,7 @@ public static class SwitchableAttentionEmitter
         var shareKey = qShape is not null && qShape.All(d => d is not null)
             ? $"{g.Name}|{string.Join(",", qShape)}|{o.Rank}"
             : $"{g.Name}|{o.Query}";
-        var (seqlens, total) = c.Lengths(q3, o.PastKey, shareKey, o.QueryOffset);
+        var (seqlens, total) = o.AttentionMask is { } mask ? c.MaskLengths(mask) : c.Lengths(q3, o.PastKey, shareKey, o.QueryOffset);
         var carried = new List<AttributeProto>();
         if (o.SlidingWindow is long w) carried.AddRange(RewriteContext.SlidingWindowAttributes(w));
         if (o.Scale is float s) carried.Add(Attr(SwitchableAttentionOp.Attributes.Scale, s));

@@ -223,8 +223,7 @@ public sealed class DecoderSession : IDisposable
                     positions[b * seq + s] = s < tokens[b].Length ? _lengths[b] + s : 0;
                 }
             Add(names.InputIds, IntTensor(m.InputIdsType, ids, [batch, seq]));
-            var mask = new long[batch * width];
-            for (int b = 0; b < batch; b++) for (int t = 0; t < newLengths[b]; t++) mask[b * width + t] = 1;
+            var mask = AttentionMaskRows(newLengths, width);
             Add(names.AttentionMask, IntTensor(m.Session.InputMetadata[names.AttentionMask].ElementDataType, mask, [batch, width]));
             if (m.HasPositionIds) Add(names.PositionIds, IntTensor(m.Session.InputMetadata[names.PositionIds].ElementDataType, positions, [batch, seq]));
             if (m.HasAttentionModeInput) Add(names.AttentionMode, OrtValue.CreateTensorValueFromMemory(new[] { (int)routing }, []));
@@ -293,6 +292,26 @@ public sealed class DecoderSession : IDisposable
         {
             foreach (var d in disposables) d.Dispose();
         }
+    }
+
+    /// <summary>
+    /// The <c>attention_mask</c> a session feeds, [lengths.Count, width] row-major: row b is
+    /// <c>lengths[b]</c> ones then zeros (no left padding, ever). Models rewritten from masks built out
+    /// of attention_mask take <c>seqlens_k = ReduceSum(attention_mask) − 1</c>, which is exact for
+    /// exactly this form (docs/op-spec.md); <c>compare</c> and <c>generate</c> drive both models through it.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">A length is negative or exceeds <paramref name="width"/>.</exception>
+    public static long[] AttentionMaskRows(IReadOnlyList<int> lengths, int width)
+    {
+        ArgumentNullException.ThrowIfNull(lengths);
+        var mask = new long[lengths.Count * width];
+        for (int b = 0; b < lengths.Count; b++)
+        {
+            if (lengths[b] < 0 || lengths[b] > width)
+                throw new ArgumentOutOfRangeException(nameof(lengths), $"length {lengths[b]} of batch entry {b} is outside [0, {width}]");
+            for (int t = 0; t < lengths[b]; t++) mask[b * width + t] = 1;
+        }
+        return mask;
     }
 
     private static OrtValue Track(OrtValue v, List<IDisposable> list)

@@ -23,7 +23,11 @@ public sealed class DecomposedAttentionRule : IAttentionRule
 
     /// <summary>Facts of a decomposed attention.</summary>
     public sealed record Facts(NodeProto Node, NodeProto OutputMatMul, string Query, string Key, string Value, int NumHeads,
-        int KvNumHeads, int HeadDim, long? KeySliceTo, float Scale, Cache? Cache) : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+        int KvNumHeads, int HeadDim, long? KeySliceTo, float Scale, Cache? Cache) : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim)
+    {
+        /// <summary>The attention_mask input whose values the mask's key padding comes from, or null.</summary>
+        public string? PaddingMask { get; init; }
+    }
 
     /// <summary>A KV cache in the graph: present = Concat(past, new, axis 2) for keys and values.</summary>
     public sealed record Cache(string PastKey, string PastValue, string PresentKey, string PresentValue, NodeProto KeyConcat, NodeProto ValueConcat);
@@ -136,10 +140,23 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         // The bias must be the causal mask.
         if (bias is null || IsZeros(g, eval, bias))
             return Refuse("no causal mask: bidirectional attention cannot be expressed by a causal op", h, hkv, d);
-        var offset = CausalOffset(g, eval, bias, cache?.PastKey);
-        if (offset is null || (cache is null && offset != 0))
-            return Refuse("the mask is not provably causal (only the causal mask built from Range/Less/Where, offset by the past length, is recognized)", h, hkv, d);
         object? sq = qs[2], sk = ks[2];
+        var offset = CausalOffset(g, eval, bias, cache?.PastKey);
+        string? paddingMask = null;
+        if (offset is null || (cache is null && offset != 0))
+        {
+            // Any other mask (HF/optimum: causal from Trilu or Range/Greater AND padding from attention_mask): prove it.
+            var pastLength = cache is null ? null : eval.PartialShape(cache.PastKey) is { Length: 4 } pk ? pk[2] : null;
+            var keyLength = cache is null ? sk : ShapeInference.AddDims(pastLength, sq);
+            var (facts, why) = MaskAnalysis.Analyze(g, eval, bias, sq, keyLength, pastLength);
+            if (facts is null) return Refuse(why!, h, hkv, d);
+            if (facts.KeyLimits.Count > 0) return Refuse("the mask also has key padding limits from per-batch inputs", h, hkv, d);
+            if (facts.SlidingWindow is long w) return Refuse($"the mask has a sliding window of {w} keys (not rewritten for this form yet)", h, hkv, d);
+            string? expected = cache is null ? null : MaskAnalysis.DimVariable(pastLength);
+            if (facts.QueryOffset != expected || (cache is not null && expected is null))
+                return Refuse($"the mask places query row 0 at {facts.QueryOffset ?? "0"}, not at the past length", h, hkv, d);
+            paddingMask = facts.PaddingMask;
+        }
         long? sliceTo = null;
         if (cache is not null)
         {
@@ -152,9 +169,12 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only", h, hkv, d);
         foreach (var inner in new[] { scores.Output[0], softmax.Output[0] })
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
-        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache)) with
+        return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache)
         {
-            Operands = cache is null ? [q, k, v] : [q, k, v, cache.PastKey, cache.PastValue],
+            PaddingMask = paddingMask, Note = paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask),
+        }) with
+        {
+            Operands = [q, k, v, bias, .. cache is null ? Array.Empty<string>() : [cache.PastKey, cache.PastValue]],
         };
     }
 
@@ -168,7 +188,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
                 f.Scale, null, target.Output[0])
             {
                 PastKey = f.Cache?.PastKey, PastValue = f.Cache?.PastValue,
-                PresentKey = f.Cache?.PresentKey ?? "", PresentValue = f.Cache?.PresentValue ?? "",
+                PresentKey = f.Cache?.PresentKey ?? "", PresentValue = f.Cache?.PresentValue ?? "", AttentionMask = f.PaddingMask,
             });
         if (f.Cache is not null)  // the op now produces the presents
         {

@@ -18,7 +18,11 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
 {
     /// <summary>Facts of a MultiHeadAttention node.</summary>
     public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int HeadDim, float? Scale, string? PastKey, string? PastValue)
-        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim);
+        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim)
+    {
+        /// <summary>The attention_mask input whose values the mask's key padding comes from, or null.</summary>
+        public string? PaddingMask { get; init; }
+    }
 
     /// <inheritdoc/>
     public AttentionForm Form => AttentionForm.MultiHeadAttention;
@@ -83,6 +87,7 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
             return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
         // Causality: unidirectional=1, or an attention_bias proven causal at the past length.
         string mask = Input(5);
+        string? paddingMask = null;
         if (mask.Length == 0)
         {
             if ((node.IntAttr("unidirectional") ?? 0) != 1) return Refuse("no mask and unidirectional=0: bidirectional attention cannot be expressed by a causal op");
@@ -90,8 +95,9 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
         else
         {
             object? keyLength = hasPast ? ShapeInference.AddDims(pastLength, qs[1]) : qs[1];
-            var (facts, why) = MaskAnalysis.Analyze(g, new StaticEvaluator(g), mask, qs[1], keyLength);
+            var (facts, why) = MaskAnalysis.Analyze(g, new StaticEvaluator(g), mask, qs[1], keyLength, pastLength);
             if (facts is null) return Refuse(why!);
+            paddingMask = facts.PaddingMask;
             if (facts.KeyLimits.Count > 0) return Refuse("the mask also has key padding limits");
             if (facts.SlidingWindow is long w) return Refuse($"the mask has a sliding window of {w} keys (not rewritten for this form yet)");
             string? expected = hasPast ? MaskAnalysis.DimVariable(pastLength) : null;
@@ -100,10 +106,14 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
         }
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
         float? scale = node.Attribute.FirstOrDefault(a => a.Name == "scale") is { } s && s.F != 0 ? s.F : null;
-        string? note = hkv == h && ks[2] is long && IsRepeated(g, Input(1))
-            ? "K/V are repeated to every query head before the node: rewritten with the heads the cache holds"
-            : null;
-        return RuleCheck.Accept(new Facts(node, h, hkv.Value, d.Value, scale, hasPast ? pastKey : null, hasPast ? pastValue : null) { Note = note }) with
+        var notes = new List<string>();
+        if (hkv == h && ks[2] is long && IsRepeated(g, Input(1)))
+            notes.Add("K/V are repeated to every query head before the node: rewritten with the heads the cache holds");
+        if (paddingMask is not null) notes.Add(RewriteContext.PaddingMaskNote(paddingMask));
+        return RuleCheck.Accept(new Facts(node, h, hkv.Value, d.Value, scale, hasPast ? pastKey : null, hasPast ? pastValue : null)
+        {
+            Note = notes.Count > 0 ? string.Join("; ", notes) : null, PaddingMask = paddingMask,
+        }) with
         {
             Operands = node.Input.Where(i => i.Length > 0).ToList(),
         };
@@ -118,7 +128,7 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
         var nodes = SwitchableAttentionEmitter.Emit(c, n.Name.Length > 0 ? n.Name : "MultiHeadAttention",
             new SwitchableAttentionEmitter.Operands(n.Input[0], n.Input[1], n.Input[2], 3, f.NumHeads, f.KvNumHeads, f.HeadDim, null, f.Scale, null, n.Output[0])
             {
-                PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Output(1), PresentValue = Output(2),
+                PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Output(1), PresentValue = Output(2), AttentionMask = f.PaddingMask,
             });
         c.ReplaceNode(n, nodes);
     }

@@ -20,6 +20,9 @@ public sealed class OnnxAttentionRule : IAttentionRule
         string? PastKey, string? PastValue)
         : AttentionMatch(Node, NumHeads, KvNumHeads, HeadDim)
     {
+        /// <summary>The attention_mask input whose values the attn_mask's key padding comes from, or null.</summary>
+        public string? PaddingMask { get; init; }
+
         /// <summary>The keys the op reads (repeat_kv stripped).</summary>
         public string Key { get; init; } = Node.Input[1];
 
@@ -57,13 +60,13 @@ public sealed class OnnxAttentionRule : IAttentionRule
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, heads, kvHeads, headSize);
         if (qs is null || ks is null || vs is null) return Refuse("the rank of Q/K/V is unknown (no shape information)");
         if (rank is not (3 or 4) || ks.Count != rank || vs.Count != rank) return Refuse($"Q/K/V ranks {qs.Count}/{ks.Count}/{vs.Count}: need all 3-D or all 4-D");
-        if (Input(3).Length > 0) return Refuse("has an attn_mask: only mask-free causal attention is rewritten (the mask is not provably causal)");
         bool hasPast = Input(4).Length > 0 || Input(5).Length > 0;
+        bool hasMask = Input(3).Length > 0;
         if (hasPast && (Input(4).Length == 0 || Input(5).Length == 0)) return Refuse("past_key and past_value must come together");
         for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
-        if ((node.IntAttr("is_causal") ?? 0) != 1) return Refuse("not causal (is_causal=0): SwitchableAttention is causal");
+        if ((node.IntAttr("is_causal") ?? 0) != 1 && !hasMask) return Refuse("not causal (is_causal=0) and no attn_mask: SwitchableAttention is causal");
         if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
             return Refuse(range);
         if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
@@ -96,13 +99,34 @@ public sealed class OnnxAttentionRule : IAttentionRule
             if (sq is long a && sk is long b && b > a) sliceTo = a;  // top-left causal: keys >= S are never attended
             else return Refuse($"query length {sq ?? "?"} and key length {sk ?? "?"} are not provably compatible (need equal, or static with keys longer)");
         }
+        string? paddingMask = null;
+        if (hasMask)
+        {
+            // attn_mask (boolean or additive, [B|1, H|1, S, past + S]) must be proven causal, offset by the past.
+            object? pastLength = hasPast ? g.Shape(Input(4)) is { Count: 4 } pk ? pk[2] : null : null;
+            object? keyLength = hasPast ? ShapeInference.AddDims(pastLength, sq) : sk;
+            if (sliceTo is not null) return Refuse("an attn_mask with keys longer than the queries and no past");
+            var (facts, why) = MaskAnalysis.Analyze(g, eval, Input(3), sq, keyLength, pastLength);
+            if (facts is null) return Refuse("attn_mask " + why!);
+            if (facts.KeyLimits.Count > 0) return Refuse("the attn_mask also has key padding limits from per-batch inputs");
+            if (facts.SlidingWindow is long w) return Refuse($"the attn_mask has a sliding window of {w} keys (not rewritten for this form yet)");
+            string? expected = hasPast ? MaskAnalysis.DimVariable(pastLength) : null;
+            if (facts.QueryOffset != expected || (hasPast && expected is null))
+                return Refuse($"the attn_mask places query row 0 at {facts.QueryOffset ?? "0"}, not at the past length");
+            paddingMask = facts.PaddingMask;
+        }
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
         float? scale = node.FloatAttr("scale");
         float? softcap = node.FloatAttr("softcap");
         if (unrepeated && rank == 4 && (!Equals(ks[0], qs[0]) || Dim(ks[1]) is not int kvSource || heads % kvSource != 0))
             return Refuse("repeat_kv outside the node does not map the query heads onto the source kv heads");
         return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, sliceTo, scale, softcap,
-            hasPast ? Input(4) : null, hasPast ? Input(5) : null) { Key = k, Value = v, Note = unrepeated ? $"repeat_kv outside the node removed: {kvHeads} kv heads" : null });
+            hasPast ? Input(4) : null, hasPast ? Input(5) : null)
+        {
+            Key = k, Value = v, PaddingMask = paddingMask,
+            Note = string.Join("; ", new[] { unrepeated ? $"repeat_kv outside the node removed: {kvHeads} kv heads" : null,
+                paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask) }.OfType<string>()) is { Length: > 0 } note ? note : null,
+        });
     }
 
     /// <inheritdoc/>
@@ -115,7 +139,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
             node.Input[0], f.Key, f.Value, f.Rank, f.NumHeads, f.KvNumHeads, f.HeadDim, f.KeySliceTo,
             f.Scale, f.Softcap, node.Output[0])
         {
-            PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Out(1), PresentValue = Out(2),
+            PastKey = f.PastKey, PastValue = f.PastValue, PresentKey = Out(1), PresentValue = Out(2), AttentionMask = f.PaddingMask,
         });
         c.ReplaceNode(node, nodes);
     }

@@ -101,6 +101,8 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         if (Input(3).Length == 0) return Refuse("no attn_mask: a static cache needs a mask to be causal");
         var (mask, why) = MaskAnalysis.Analyze(g, eval, Input(3), qs[seqAxis], keyLength);
         if (mask is null) return Refuse(why!);
+        if (mask.PaddingMask is not null)
+            return Refuse($"the mask also reads the values of '{mask.PaddingMask}' (key padding from an attention_mask is not rewritten over a static cache)");
         if (mask.QueryOffset != writeIndices)
             return Refuse($"the mask places queries at {mask.QueryOffset ?? "0"} + row but the cache is written at {writeIndices ?? "0"}: not the same positions");
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
