@@ -15,21 +15,21 @@ namespace {
 
 infllmv2::InputShape Shape(std::vector<int64_t> dims) { return {true, std::move(dims)}; }
 
-template <class T>
-int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream, char* err, int err_len) {
+// The op's attributes and input shapes from the C ABI's attr/dim arrays (layout below), checked by
+// the op's own CheckAttributes/CheckInputs; "" or the reason.
+std::string Plan(const int64_t* attr, const int64_t* dim, infllmv2::AttentionAttributes* a, infllmv2::AttentionParams* p) {
   using namespace infllmv2;
-  AttentionAttributes a;
-  a.num_heads = dim[2];
-  a.kv_num_heads = dim[3];
-  a.block_size = attr[0];
-  a.compress_kernel = attr[1];
-  a.compress_stride = attr[2];
-  a.init_blocks = attr[3];
-  a.window_size = attr[4];
-  a.topk = attr[5];
-  a.dense_len = attr[6];
-  a.lse_approx = attr[7];
-  const int64_t B = dim[0], S = dim[1], H = dim[2], Hkv = dim[3], D = dim[4], P = dim[5], total = dim[6];
+  a->num_heads = dim[2];
+  a->kv_num_heads = dim[3];
+  a->block_size = attr[0];
+  a->compress_kernel = attr[1];
+  a->compress_stride = attr[2];
+  a->init_blocks = attr[3];
+  a->window_size = attr[4];
+  a->topk = attr[5];
+  a->dense_len = attr[6];
+  a->lse_approx = attr[7];
+  const int64_t B = dim[0], S = dim[1], H = dim[2], Hkv = dim[3], D = dim[4], P = dim[5];
   AttentionInputs in;
   in.query = Shape({B, S, H * D});
   in.key = Shape({B, S, Hkv * D});
@@ -40,13 +40,20 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
   }
   in.seqlens_k = Shape({B});
   in.total_sequence_length = Shape({1});
-  in.total_sequence_length_value = static_cast<int32_t>(total);
+  in.total_sequence_length_value = static_cast<int32_t>(dim[6]);
   in.attention_mode = Shape({1});
   in.attention_mode_value = static_cast<int32_t>(dim[7]);
   if (dim[9] > 0) in.past_compressed_key = Shape({B, Hkv, dim[9], D});
-  std::string e = CheckAttributes(a);
+  std::string e = CheckAttributes(*a);
+  return e.empty() ? CheckInputs(*a, in, p) : e;
+}
+
+template <class T>
+int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream, char* err, int err_len) {
+  using namespace infllmv2;
+  AttentionAttributes a;
   AttentionParams p;
-  if (e.empty()) e = CheckInputs(a, in, &p);
+  std::string e = Plan(attr, dim, &a, &p);
   if (e.empty()) {
     AttentionData<T> d;
     d.query = static_cast<const T*>(ptr[0]);
@@ -98,35 +105,13 @@ extern "C" __attribute__((visibility("default"))) int il_attention(int dtype, co
   return Run<infllmv2::BFloat16>(attr, dim, ptr, stream, err, err_len);
 }
 
-// Dimensions the outputs need: present capacity, compressed capacity, budget.
+// Dimensions the outputs need (present capacity, compressed capacity, budget) for the same attr
+// and dim as il_attention; 0, or 1 when the op refuses them.
 extern "C" __attribute__((visibility("default"))) int il_output_dims(const int64_t* attr, const int64_t* dim,
                                                                      int64_t* out3) {
-  using namespace infllmv2;
-  AttentionAttributes a;
-  a.num_heads = dim[2];
-  a.kv_num_heads = dim[3];
-  a.block_size = attr[0];
-  a.compress_kernel = attr[1];
-  a.compress_stride = attr[2];
-  a.init_blocks = attr[3];
-  a.window_size = attr[4];
-  a.topk = attr[5];
-  a.dense_len = attr[6];
-  a.lse_approx = attr[7];
-  AttentionInputs in;
-  const int64_t B = dim[0], S = dim[1], H = dim[2], Hkv = dim[3], D = dim[4], P = dim[5];
-  in.query = Shape({B, S, H * D});
-  in.key = Shape({B, S, Hkv * D});
-  in.value = Shape({B, S, Hkv * D});
-  if (P > 0) {
-    in.past_key = Shape({B, Hkv, P, D});
-    in.past_value = Shape({B, Hkv, P, D});
-  }
-  in.seqlens_k = Shape({B});
-  in.total_sequence_length = Shape({1});
-  in.total_sequence_length_value = static_cast<int32_t>(dim[6]);
-  AttentionParams p;
-  if (!CheckAttributes(a).empty() || !CheckInputs(a, in, &p).empty()) return 1;
+  infllmv2::AttentionAttributes a;
+  infllmv2::AttentionParams p;
+  if (!Plan(attr, dim, &a, &p).empty()) return 1;
   out3[0] = p.present_capacity;
   out3[1] = p.present_compressed_capacity;
   out3[2] = p.budget;

@@ -157,6 +157,11 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
                                 comp if past_comp is not None else 0)
     err = ctypes.create_string_buffer(512)
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+    # The output tensors above are sized by dims_of (the Python mirror the dry run needs); the op's
+    # own sizes must agree, or the kernels would write past them.
+    op_dims = (ctypes.c_int64 * 3)()
+    if lib.il_output_dims(attr, dim, op_dims) != 0 or tuple(op_dims) != (present, comp, budget):
+        raise RuntimeError(f"{c['name']}: dims_of gives {(present, comp, budget)}, the op {tuple(op_dims)}")
     call = lambda: lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
     if call() != 0:
         raise RuntimeError(f"{c['name']}: {err.value.decode()}")
@@ -318,6 +323,7 @@ def main():
         return 2
     lib = ctypes.CDLL(a.lib)
     lib.il_attention.restype = ctypes.c_int
+    lib.il_output_dims.restype = ctypes.c_int
     failed = run_check(lib, torch, a.small) if a.check else 0
     if a.bench:
         run_bench(lib, torch, time.time() + a.budget_s, a.hbm_gbs)
