@@ -41,27 +41,18 @@ class CallScratch {
 
 template <typename T>
 OrtStatusPtr CudaKernel<T>::ComputeV2(OrtKernelContext* context) {
-  try {
+  return StatusOf([&]() -> std::string {
     Ort::KernelContext ctx(context);
     CallIo<T> io;
     // seqlens_k stays on the device: its pointer, never its values (the device plan decides).
-    const SeqlensReader on_device = [](const Ort::ConstValue& v, size_t) {
-      return static_cast<const int32_t*>(v.GetTensorRawData());
-    };
-    std::string err = ReadCall<T>(context, attrs, on_device, &io, SeqlensPlace::kDevice);
-    if (!err.empty()) return Error(err);
+    std::string err = ReadCall<T>(context, attrs, &io, SeqlensPlace::kDevice);
+    if (!err.empty()) return err;
     const OrtMemoryInfo* device = nullptr;
     Ort::ThrowOnError(Ort::GetApi().GetTensorMemoryInfo(ctx.GetInput(kQuery), &device));
     CallScratch scratch(context, device);
-    err = cuda::RunAttention<T>(attrs, io.params, io.data, [&scratch](size_t bytes) { return scratch.Get(bytes); },
-                                ctx.GetGPUComputeStream());
-    if (!err.empty()) return Error(err);
-    return nullptr;
-  } catch (const Ort::Exception& e) {
-    return Error(e.what(), e.GetOrtErrorCode());
-  } catch (const std::exception& e) {
-    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
-  }
+    return cuda::RunAttention<T>(attrs, io.params, io.data, [&scratch](size_t bytes) { return scratch.Get(bytes); },
+                                 ctx.GetGPUComputeStream());
+  });
 }
 
 template struct CudaOp<Float16>;

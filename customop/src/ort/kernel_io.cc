@@ -65,8 +65,8 @@ AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info)
 }
 
 template <typename T>
-std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, const SeqlensReader& read_seqlens,
-                     CallIo<T>* io, SeqlensPlace place) {
+std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, CallIo<T>* io,
+                     SeqlensPlace place) {
   Ort::KernelContext ctx(context);
   const size_t n_in = ctx.GetInputCount();
   auto input = [&](size_t i) { return i < n_in ? ctx.GetInput(i) : Ort::ConstValue{nullptr}; };
@@ -92,7 +92,7 @@ std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs
     in.attention_mode_value = static_cast<const int32_t*>(input(kAttentionMode).GetTensorRawData())[0];
   const int32_t* seqlens = nullptr;
   if (in.seqlens_k.present && !in.query.dims.empty() && SeqlensShapeOk(in.seqlens_k, in.query.dims[0]))
-    seqlens = read_seqlens(input(kSeqlensK), static_cast<size_t>(in.query.dims[0]));
+    seqlens = static_cast<const int32_t*>(input(kSeqlensK).GetTensorRawData());
   if (place == SeqlensPlace::kHost) in.seqlens_k_data = seqlens;  // device values are not the host's to read
 
   AttentionParams& p = io->params;
@@ -137,11 +137,8 @@ std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs
   return "";
 }
 
-template std::string ReadCall<float>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
-                                     CallIo<float>*, SeqlensPlace);
-template std::string ReadCall<Float16>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
-                                       CallIo<Float16>*, SeqlensPlace);
-template std::string ReadCall<BFloat16>(OrtKernelContext*, const AttentionAttributes&, const SeqlensReader&,
-                                        CallIo<BFloat16>*, SeqlensPlace);
+template std::string ReadCall<float>(OrtKernelContext*, const AttentionAttributes&, CallIo<float>*, SeqlensPlace);
+template std::string ReadCall<Float16>(OrtKernelContext*, const AttentionAttributes&, CallIo<Float16>*, SeqlensPlace);
+template std::string ReadCall<BFloat16>(OrtKernelContext*, const AttentionAttributes&, CallIo<BFloat16>*, SeqlensPlace);
 
 }  // namespace infllmv2::ort

@@ -8,7 +8,7 @@
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
 
-#include <functional>
+#include <exception>
 #include <string>
 
 #include "infllmv2/attention_data.h"
@@ -33,23 +33,35 @@ OrtStatusPtr Error(const std::string& message, OrtErrorCode code = ORT_INVALID_A
 // Every attribute of the node, absent ones at their defaults (attention_params.h).
 AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info);
 
-// Pointer to the `count` int32 values of seqlens_k, or null when they cannot be read. kHost: host
-// memory (the tensor itself on CPU); CheckInputs checks the values. kDevice: the device tensor
-// itself (no copy, no synchronization): CheckInputs checks only its shape, the kernel decides per
-// entry on the device.
-using SeqlensReader = std::function<const int32_t*(const Ort::ConstValue& seqlens_k, size_t count)>;
+// Where seqlens_k lives; the call's seqlens_k pointer is the tensor's own data either way (no copy,
+// no synchronization). kHost (CPU): CheckInputs checks the values. kDevice: CheckInputs checks only
+// the shape, the kernel decides per entry on the device.
 enum class SeqlensPlace { kHost, kDevice };
 
 // What a kernel needs to run one call.
 template <typename T>
 struct CallIo {
   AttentionParams params;
-  AttentionData<T> data;  // seqlens_k: the reader's pointer (host or device, per SeqlensPlace)
+  AttentionData<T> data;  // seqlens_k: the tensor's data (host or device, per SeqlensPlace)
 };
 
 // Reads the inputs, runs CheckInputs, allocates the outputs. Returns "" or the check's message.
 template <typename T>
-std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, const SeqlensReader& read_seqlens,
-                     CallIo<T>* io, SeqlensPlace place = SeqlensPlace::kHost);
+std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, CallIo<T>* io,
+                     SeqlensPlace place = SeqlensPlace::kHost);
+
+// A kernel's Compute: runs `body` (returning "" or an error message) and turns its message and any
+// exception into an ORT status (an Ort::Exception keeps its code).
+template <class Body>
+OrtStatusPtr StatusOf(Body&& body) {
+  try {
+    const std::string err = body();
+    return err.empty() ? nullptr : Error(err);
+  } catch (const Ort::Exception& e) {
+    return Error(e.what(), e.GetOrtErrorCode());
+  } catch (const std::exception& e) {
+    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
+  }
+}
 
 }  // namespace infllmv2::ort

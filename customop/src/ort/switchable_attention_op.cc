@@ -17,14 +17,11 @@ void TrampolineFor(void* fn, size_t i) { (*static_cast<const std::function<void(
 
 template <typename T>
 OrtStatusPtr CpuKernel<T>::ComputeV2(OrtKernelContext* context) {
-  try {
+  return StatusOf([&]() -> std::string {
     Ort::KernelContext ctx(context);
     CallIo<T> io;
-    const SeqlensReader on_host = [](const Ort::ConstValue& v, size_t) {
-      return static_cast<const int32_t*>(v.GetTensorRawData());
-    };
-    std::string err = ReadCall<T>(context, attrs, on_host, &io);
-    if (!err.empty()) return Error(err);
+    std::string err = ReadCall<T>(context, attrs, &io);
+    if (!err.empty()) return err;
     cpu::ParallelFor pf = [&ctx](size_t total, const std::function<void(size_t)>& fn) {
       if (total == 1) {
         fn(0);
@@ -32,14 +29,8 @@ OrtStatusPtr CpuKernel<T>::ComputeV2(OrtKernelContext* context) {
       }
       ctx.ParallelFor(&TrampolineFor, total, 0, const_cast<std::function<void(size_t)>*>(&fn));
     };
-    err = cpu::RunAttention<T>(attrs, io.params, io.data, pf);
-    if (!err.empty()) return Error(err);
-    return nullptr;
-  } catch (const Ort::Exception& e) {
-    return Error(e.what(), e.GetOrtErrorCode());
-  } catch (const std::exception& e) {
-    return Error(e.what(), ORT_RUNTIME_EXCEPTION);
-  }
+    return cpu::RunAttention<T>(attrs, io.params, io.data, pf);
+  });
 }
 
 template struct CpuOp<float>;
