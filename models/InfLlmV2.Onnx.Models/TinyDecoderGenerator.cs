@@ -158,12 +158,11 @@ public static class TinyDecoderGenerator
             g.ValueInfo.Add(vi);
             return y;
         }
-        // transformers' _update_causal_mask as TorchScript exports it (optimum): once per model, [B, 1, S, T].
-        string? hfMask = null;
-        string HfMask()
+        // The scalars both attention_mask-derived masks start from, as their exporters compute them:
+        // {m}/batch and {m}/seq from input_ids' shape, {m}/past from the first past key's, and the
+        // constants {m}/zero, one, two (scalars) and {m}/axis0 ([0]).
+        void BatchSeqPast(string m)
         {
-            if (hfMask is not null) return hfMask;
-            const string m = "hf_mask";
             I64C($"{m}/zero", [], [0]);
             I64C($"{m}/one", [], [1]);
             I64C($"{m}/two", [], [2]);
@@ -173,6 +172,14 @@ public static class TinyDecoderGenerator
             Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
             Add("Shape", [c.PastName(0, "key")], [$"{m}/past_shape"]);
             Add("Gather", [$"{m}/past_shape", $"{m}/two"], [$"{m}/past"], Attr("axis", 0L));
+        }
+        // transformers' _update_causal_mask as TorchScript exports it (optimum): once per model, [B, 1, S, T].
+        string? hfMask = null;
+        string HfMask()
+        {
+            if (hfMask is not null) return hfMask;
+            const string m = "hf_mask";
+            BatchSeqPast(m);
             Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
             Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/target"], Attr("axis", 0L));
             Add("Unsqueeze", [$"{m}/seq", $"{m}/axis0"], [$"{m}/seq_1d"]);
@@ -290,15 +297,7 @@ public static class TinyDecoderGenerator
         {
             if (genaiMask is not null) return genaiMask;
             const string m = "attn_mask_reformat";
-            I64C($"{m}/zero", [], [0]);
-            I64C($"{m}/one", [], [1]);
-            I64C($"{m}/two", [], [2]);
-            I64C($"{m}/axis0", [1], [0]);
-            Add("Shape", ["input_ids"], [$"{m}/ids_shape"]);
-            Add("Gather", [$"{m}/ids_shape", $"{m}/zero"], [$"{m}/batch"], Attr("axis", 0L));
-            Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
-            Add("Shape", [c.PastName(0, "key")], [$"{m}/past_shape"]);
-            Add("Gather", [$"{m}/past_shape", $"{m}/two"], [$"{m}/past"], Attr("axis", 0L));
+            BatchSeqPast(m);
             Add("Add", [$"{m}/seq", $"{m}/past"], [$"{m}/total"]);
             foreach (var (v, name) in new[] { ($"{m}/batch", "batch_1d"), ($"{m}/seq", "seq_1d"), ($"{m}/total", "total_1d") })
                 Add("Unsqueeze", [v, $"{m}/axis0"], [$"{m}/{name}"]);
