@@ -153,24 +153,30 @@ public class OpContractTests
             DenseLen = denseLen, TopKBlocks = topk, SparseWindowTokens = window, BlockSize = block, InitBlocks = init,
             CompressKernel = kernel, CompressStride = stride,
         };
-        var model = AttentionNodeModels.Build(new AttentionNodeConfig { Attributes = s.Attributes().ToDictionary(a => a.Name, a => (double)a.Value) });
-        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
-        options.RegisterInfLlmV2Ops();
-        string? opError = null;
-        try
-        {
-            using var session = new InferenceSession(OnnxModelFile.ToBytes(model), options);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            opError = e.Message;
-        }
+        string? opError = OpErrorFor(s);
         string? ours = s.Validate();
         Assert.True((ours is null) == (opError is null), $"{name}: C# says '{ours ?? "valid"}', the op says '{opError ?? "valid"}'");
         if (ours is not null)
         {
             var attribute = Regex.Match(ours, "^'(\\w+)'").Groups[1].Value;
             Assert.Contains($"Attribute '{attribute}'", opError);
+        }
+    }
+
+    /// <summary>The op's error when a session loads a one-node model with <paramref name="s"/>'s attributes; null when it loads.</summary>
+    private static string? OpErrorFor(SparseAttentionSettings s)
+    {
+        var model = AttentionNodeModels.Build(new AttentionNodeConfig { Attributes = s.Attributes().ToDictionary(a => a.Name, a => (double)a.Value) });
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        options.RegisterInfLlmV2Ops();
+        try
+        {
+            using var session = new InferenceSession(OnnxModelFile.ToBytes(model), options);
+            return null;
+        }
+        catch (OnnxRuntimeException e)
+        {
+            return e.Message;
         }
     }
 
@@ -183,18 +189,7 @@ public class OpContractTests
     public void Validate_ScorePrecision_RefusesWhatTheOpRefuses(long value)
     {
         var s = new SparseAttentionSettings { ScorePrecision = (ScorePrecision)value };
-        var model = AttentionNodeModels.Build(new AttentionNodeConfig { Attributes = s.Attributes().ToDictionary(a => a.Name, a => (double)a.Value) });
-        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
-        options.RegisterInfLlmV2Ops();
-        string? opError = null;
-        try
-        {
-            using var session = new InferenceSession(OnnxModelFile.ToBytes(model), options);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            opError = e.Message;
-        }
+        string? opError = OpErrorFor(s);
         string? ours = s.Validate();
         Assert.Equal(value is 0 or 1, ours is null);
         Assert.Equal(value is 0 or 1, opError is null);
