@@ -1,4 +1,5 @@
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.Models;
 
 namespace InfLlmV2.Onnx.Tests;
 

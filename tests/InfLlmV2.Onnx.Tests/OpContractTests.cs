@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Reflection;
 using System.Text.RegularExpressions;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.OpContract;
 using Microsoft.ML.OnnxRuntime;
 

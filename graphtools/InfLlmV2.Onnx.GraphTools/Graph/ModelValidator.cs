@@ -1,4 +1,5 @@
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.GraphTools;
 
@@ -23,10 +24,9 @@ public static class ModelValidator
     // Opset ranges of the domains whose versions ORT knows (others only need a positive version).
     private static readonly Dictionary<string, long> MaxOpset = new(StringComparer.Ordinal)
     {
-        [""] = MaxDefaultOpset, ["ai.onnx"] = MaxDefaultOpset, ["ai.onnx.ml"] = 5, ["com.microsoft"] = 1, [AttentionDomain] = 1,
+        [""] = MaxDefaultOpset, ["ai.onnx"] = MaxDefaultOpset, ["ai.onnx.ml"] = 5, ["com.microsoft"] = 1,
+        [SwitchableAttentionOp.Domain] = SwitchableAttentionOp.DomainVersion,
     };
-
-    private const string AttentionDomain = "com.infllmv2";
 
     /// <summary>
     /// Throws an <see cref="InvalidDataException"/> naming the first problem found.

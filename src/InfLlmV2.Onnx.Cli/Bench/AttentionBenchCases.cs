@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.Models;
 using Microsoft.ML.OnnxRuntime;
 
 namespace InfLlmV2.Onnx.Cli.Bench;

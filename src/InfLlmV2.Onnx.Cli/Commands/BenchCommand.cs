@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using InfLlmV2.Onnx.Cli.Bench;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.Models;
 using static InfLlmV2.Onnx.Cli.Bench.AttentionBenchCases;
 using static InfLlmV2.Onnx.Cli.Bench.MachineProbes;
 using static InfLlmV2.Onnx.Cli.Bench.StageBenchmark;

@@ -1,8 +1,9 @@
+using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.OpContract;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 
-namespace InfLlmV2.Onnx.GraphTools;
+namespace InfLlmV2.Onnx.Models;
 
 /// <summary>Which attention op a single-node model holds.</summary>
 public enum AttentionOpKind
