@@ -38,10 +38,7 @@ public sealed class DecoderSession : IDisposable
     private readonly AttentionMode?[] _modes;
     private readonly float[]?[] _lastLogits;
     private readonly bool _shared;
-    // Shared-buffer mode: [layer] buffers of [B, Hkv, capacity, D] bound as past and present.
-    private readonly OrtValue[] _keys = [], _values = [], _compressed = [];
-    // Growing mode: the previous step's outputs hold the cache.
-    private IDisposableReadOnlyCollection<OrtValue>? _previous;
+    private readonly IKvCache _cache;
     private bool _disposed;
 
     /// <summary>Creates a session with empty caches.</summary>
@@ -62,17 +59,7 @@ public sealed class DecoderSession : IDisposable
         _lengths = new int[b];
         _modes = new AttentionMode?[b];
         _lastLogits = new float[b][];
-        if (_shared)
-        {
-            long[] kvShape = [b, model.KvNumHeads, _options.Capacity, model.HeadSize];
-            _keys = Enumerable.Range(0, model.Layers).Select(_ => Zeros(kvShape)).ToArray();
-            _values = Enumerable.Range(0, model.Layers).Select(_ => Zeros(kvShape)).ToArray();
-            if (model.HasCompressedState)
-            {
-                long[] cShape = [b, model.KvNumHeads, model.CompressedKeys(_options.Capacity), model.HeadSize];
-                _compressed = Enumerable.Range(0, model.Layers).Select(_ => Zeros(cShape)).ToArray();
-            }
-        }
+        _cache = KvCache.Create(model, b, _options.Capacity, _shared);
     }
 
     /// <summary>The model.</summary>
@@ -130,23 +117,8 @@ public sealed class DecoderSession : IDisposable
                 throw new InvalidOperationException($"Request {b}: {_lengths[b]} + {tokensPerRequest[b].Length} tokens exceed " + (_options.Capacity == LengthLimit
                     ? $"the capacity {_options.Capacity}"
                     : $"the model's {LengthLimit} positions (the rows of its position table)"));
-        bool empty = _lengths.All(l => l == 0);
-        if (BatchSize == 1)
-        {
-            var t = tokensPerRequest[0];
-            for (int at = 0; at < t.Length; at += _options.ChunkSize)
-                Step([t[at..Math.Min(t.Length, at + _options.ChunkSize)]]);
-            return;
-        }
-        if (empty)
-        {
-            Step(tokensPerRequest);
-            return;
-        }
-        int n = tokensPerRequest[0].Length;
-        if (tokensPerRequest.Any(t => t.Length != n))
-            throw new ArgumentException("After the first prompt every request must append the same number of tokens");
-        for (int i = 0; i < n; i++) Step(tokensPerRequest.Select(t => new[] { t[i] }).ToList());
+        foreach (var step in RoutingPolicy.Steps(tokensPerRequest, _lengths.All(l => l == 0), _options.ChunkSize))
+            Step(step);
     }
 
     /// <summary>Decodes one token for the single request and returns its logits.</summary>
@@ -185,33 +157,18 @@ public sealed class DecoderSession : IDisposable
         }
     }
 
-    private OrtValue Zeros(long[] shape)
-    {
-        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.CacheType, shape);
-        v.GetTensorMutableRawData().Clear();
-        return v;
-    }
-
-    // An empty past ([B, Hkv, 0, D]) for the first step of a growing cache.
-    private OrtValue EmptyCache() =>
-        _model.CacheType == TensorElementType.Float16
-            ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [BatchSize, _model.KvNumHeads, 0, _model.HeadSize])
-            : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [BatchSize, _model.KvNumHeads, 0, _model.HeadSize]);
-
     private void Step(IReadOnlyList<int[]> tokens)
     {
         var m = _model;
         var names = m.Names;
         int batch = BatchSize, seq = tokens.Max(t => t.Length);
-        bool prompt = seq > 1 || _lengths.All(l => l == 0);
-        var routing = prompt ? Routing.Prefill : Routing.Decode;
+        var mode = Routing.ModeOf(seq, _lengths.All(l => l == 0));
         var newLengths = _lengths.Select((l, b) => l + tokens[b].Length).ToArray();
         int width = newLengths.Max();
 
-        var disposables = new List<IDisposable>();
         var inNames = new List<string>();
         var inValues = new List<OrtValue>();
-        void Add(string name, OrtValue v) { inNames.Add(name); inValues.Add(v); disposables.Add(v); }
+        void Add(string name, OrtValue v) { inNames.Add(name); inValues.Add(v); }
         try
         {
             var ids = new long[batch * seq];
@@ -226,71 +183,20 @@ public sealed class DecoderSession : IDisposable
             var mask = AttentionMaskRows(newLengths, width);
             Add(names.AttentionMask, IntTensor(m.Session.InputMetadata[names.AttentionMask].ElementDataType, mask, [batch, width]));
             if (m.HasPositionIds) Add(names.PositionIds, IntTensor(m.Session.InputMetadata[names.PositionIds].ElementDataType, positions, [batch, seq]));
-            if (m.HasAttentionModeInput) Add(names.AttentionMode, OrtValue.CreateTensorValueFromMemory(new[] { (int)routing }, []));
+            if (m.HasAttentionModeInput) Add(names.AttentionMode, OrtValue.CreateTensorValueFromMemory(new[] { (int)mode }, []));
 
-            var outNames = new List<string> { names.Logits };
-            for (int l = 0; l < m.Layers; l++)
-            {
-                outNames.Add(string.Format(names.PresentKey, l));
-                outNames.Add(string.Format(names.PresentValue, l));
-                if (m.HasCompressedState) outNames.Add(string.Format(names.PresentCompressedKey, l));
-            }
-            using var runOptions = new RunOptions();
-            if (_shared)
-            {
-                for (int l = 0; l < m.Layers; l++)
-                {
-                    inNames.Add(string.Format(names.PastKey, l)); inValues.Add(_keys[l]);
-                    inNames.Add(string.Format(names.PastValue, l)); inValues.Add(_values[l]);
-                    if (m.HasCompressedState) { inNames.Add(string.Format(names.PastCompressedKey, l)); inValues.Add(_compressed[l]); }
-                }
-                int vocab = (int)m.Session.OutputMetadata[names.Logits].Dimensions[^1];
-                if (vocab <= 0) throw new InvalidDataException("The logits output needs a fixed vocabulary dimension for shared-buffer decoding");
-                var logits = LogitsBuffer(batch * seq * vocab, [batch, seq, vocab], out var read);
-                disposables.Add(logits);
-                var outValues = new List<OrtValue> { logits };
-                for (int l = 0; l < m.Layers; l++)
-                {
-                    outValues.Add(_keys[l]);
-                    outValues.Add(_values[l]);
-                    if (m.HasCompressedState) outValues.Add(_compressed[l]);
-                }
-                m.Session.Run(runOptions, inNames, inValues, outNames, outValues);
-                CollectLogits(read(), seq, vocab, tokens);
-            }
-            else
-            {
-                for (int l = 0; l < m.Layers; l++)
-                {
-                    inNames.Add(string.Format(names.PastKey, l));
-                    inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentKey, l))] ?? Track(EmptyCache(), disposables));
-                    inNames.Add(string.Format(names.PastValue, l));
-                    inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentValue, l))] ?? Track(EmptyCache(), disposables));
-                    if (m.HasCompressedState)
-                    {
-                        inNames.Add(string.Format(names.PastCompressedKey, l));
-                        inValues.Add(_previous?[outNames.IndexOf(string.Format(names.PresentCompressedKey, l))] ?? Track(EmptyCache(), disposables));
-                    }
-                }
-                var results = m.Session.Run(runOptions, inNames, inValues, outNames);
-                _previous?.Dispose();
-                _previous = results;
-                var info = results[0].GetTensorTypeAndShape();
-                int vocab = (int)info.Shape[^1];
-                float[] all = info.ElementDataType == TensorElementType.Float16
-                    ? results[0].GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray()
-                    : results[0].GetTensorDataAsSpan<float>().ToArray();
-                CollectLogits(all, seq, vocab, tokens);
-            }
+            var logits = _cache.Run(new StepInputs(inNames, inValues, batch, seq), out int vocab);
             for (int b = 0; b < batch; b++)
             {
+                int last = tokens[b].Length - 1;
+                _lastLogits[b] = logits.AsSpan((b * seq + last) * vocab, vocab).ToArray();
                 _lengths[b] = newLengths[b];
-                _modes[b] = m.ModeFor(routing, newLengths[b]);
+                _modes[b] = m.ModeFor(mode, newLengths[b]);
             }
         }
         finally
         {
-            foreach (var d in disposables) d.Dispose();
+            foreach (var v in inValues) v.Dispose();
         }
     }
 
@@ -314,34 +220,6 @@ public sealed class DecoderSession : IDisposable
         return mask;
     }
 
-    private static OrtValue Track(OrtValue v, List<IDisposable> list)
-    {
-        list.Add(v);
-        return v;
-    }
-
-    private void CollectLogits(float[] all, int seq, int vocab, IReadOnlyList<int[]> tokens)
-    {
-        for (int b = 0; b < BatchSize; b++)
-        {
-            int last = tokens[b].Length - 1;
-            _lastLogits[b] = all.AsSpan((b * seq + last) * vocab, vocab).ToArray();
-        }
-    }
-
-    private OrtValue LogitsBuffer(int count, long[] shape, out Func<float[]> read)
-    {
-        if (_model.LogitsType == TensorElementType.Float16)
-        {
-            var h = new Float16[count];
-            read = () => h.Select(x => (float)x).ToArray();
-            return OrtValue.CreateTensorValueFromMemory(h, shape);
-        }
-        var f = new float[count];
-        read = () => f;
-        return OrtValue.CreateTensorValueFromMemory(f, shape);
-    }
-
     private static OrtValue IntTensor(TensorElementType type, long[] data, long[] shape) =>
         type == TensorElementType.Int32
             ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (int)x).ToArray(), shape)
@@ -352,7 +230,6 @@ public sealed class DecoderSession : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var v in _keys.Concat(_values).Concat(_compressed)) v.Dispose();
-        _previous?.Dispose();
+        _cache.Dispose();
     }
 }

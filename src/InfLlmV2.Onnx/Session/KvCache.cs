@@ -1,0 +1,169 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InfLlmV2.Onnx.Session;
+
+/// <summary>The inputs of one decoder step other than the cache, and its batch and step length.</summary>
+/// <param name="Names">Input names (input_ids, attention_mask, ...).</param>
+/// <param name="Values">Input values, one per name; owned by the caller.</param>
+/// <param name="Batch">Requests in the step.</param>
+/// <param name="Seq">Tokens per request in the step (padded to the longest).</param>
+internal sealed record StepInputs(IReadOnlyList<string> Names, IReadOnlyList<OrtValue> Values, int Batch, int Seq);
+
+/// <summary>
+/// Where a session's KV cache (and compressed-key state) lives between steps: it binds the cache as
+/// every layer's past inputs, runs the step, keeps the presents and returns the logits.
+/// </summary>
+internal interface IKvCache : IDisposable
+{
+    /// <summary>Runs one step and returns its logits, [Batch, Seq, vocab] row-major, as floats.</summary>
+    float[] Run(StepInputs step, out int vocab);
+}
+
+/// <summary>The two cache strategies and the output names both bind.</summary>
+internal static class KvCache
+{
+    /// <summary>A shared-buffer cache when <paramref name="shared"/>, else a growing one.</summary>
+    public static IKvCache Create(DecoderModel model, int batch, int capacity, bool shared) =>
+        shared ? new SharedKvCache(model, batch, capacity) : new GrowingKvCache(model, batch);
+
+    /// <summary>Logits, then per layer present key, present value and (with compressed state) present compressed key.</summary>
+    public static List<string> OutputNames(DecoderModel m)
+    {
+        var names = new List<string> { m.Names.Logits };
+        for (int l = 0; l < m.Layers; l++)
+        {
+            names.Add(string.Format(m.Names.PresentKey, l));
+            names.Add(string.Format(m.Names.PresentValue, l));
+            if (m.HasCompressedState) names.Add(string.Format(m.Names.PresentCompressedKey, l));
+        }
+        return names;
+    }
+
+    /// <summary>Per layer past key, past value and (with compressed state) past compressed key: the order of <see cref="OutputNames"/>' presents.</summary>
+    public static List<string> PastNames(DecoderModel m)
+    {
+        var names = new List<string>();
+        for (int l = 0; l < m.Layers; l++)
+        {
+            names.Add(string.Format(m.Names.PastKey, l));
+            names.Add(string.Format(m.Names.PastValue, l));
+            if (m.HasCompressedState) names.Add(string.Format(m.Names.PastCompressedKey, l));
+        }
+        return names;
+    }
+}
+
+/// <summary>
+/// Per layer one preallocated [B, Hkv, capacity, D] buffer (and compressed-key buffer) bound as both
+/// past and present: the op appends in place, nothing is copied between steps.
+/// </summary>
+internal sealed class SharedKvCache : IKvCache
+{
+    private readonly DecoderModel _model;
+    private readonly List<string> _pastNames, _outputNames;
+    // Past i and present i are the same buffer, in PastNames order.
+    private readonly OrtValue[] _buffers;
+
+    public SharedKvCache(DecoderModel model, int batch, int capacity)
+    {
+        _model = model;
+        _pastNames = KvCache.PastNames(model);
+        _outputNames = KvCache.OutputNames(model);
+        long[] kvShape = [batch, model.KvNumHeads, capacity, model.HeadSize];
+        long[] compressedShape = [batch, model.KvNumHeads, model.CompressedKeys(capacity), model.HeadSize];
+        int perLayer = model.HasCompressedState ? 3 : 2;
+        _buffers = Enumerable.Range(0, _pastNames.Count).Select(i => Zeros(i % perLayer == 2 ? compressedShape : kvShape)).ToArray();
+    }
+
+    public float[] Run(StepInputs step, out int vocab)
+    {
+        var names = _model.Names;
+        vocab = (int)_model.Session.OutputMetadata[names.Logits].Dimensions[^1];
+        if (vocab <= 0) throw new InvalidDataException("The logits output needs a fixed vocabulary dimension for shared-buffer decoding");
+        long[] shape = [step.Batch, step.Seq, vocab];
+        int count = step.Batch * step.Seq * vocab;
+        using var runOptions = new RunOptions();
+        var inNames = step.Names.Concat(_pastNames).ToList();
+        var inValues = step.Values.Concat(_buffers).ToList();
+        if (_model.LogitsType == TensorElementType.Float16)
+        {
+            var half = new Float16[count];
+            using (var logits = OrtValue.CreateTensorValueFromMemory(half, shape))
+                _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers]);
+            return half.Select(x => (float)x).ToArray();
+        }
+        var single = new float[count];
+        using (var logits = OrtValue.CreateTensorValueFromMemory(single, shape))
+            _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers]);
+        return single;
+    }
+
+    private OrtValue Zeros(long[] shape)
+    {
+        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.CacheType, shape);
+        v.GetTensorMutableRawData().Clear();
+        return v;
+    }
+
+    public void Dispose()
+    {
+        foreach (var v in _buffers) v.Dispose();
+    }
+}
+
+/// <summary>
+/// The previous step's present outputs are the next step's past inputs; the first step binds empty
+/// [B, Hkv, 0, D] pasts. The cache grows (and is copied) by the step's tokens each step.
+/// </summary>
+internal sealed class GrowingKvCache : IKvCache
+{
+    private readonly DecoderModel _model;
+    private readonly int _batch;
+    private readonly List<string> _pastNames, _outputNames;
+    // The previous step's outputs: logits, then the presents in PastNames order.
+    private IDisposableReadOnlyCollection<OrtValue>? _previous;
+
+    public GrowingKvCache(DecoderModel model, int batch)
+    {
+        _model = model;
+        _batch = batch;
+        _pastNames = KvCache.PastNames(model);
+        _outputNames = KvCache.OutputNames(model);
+    }
+
+    public float[] Run(StepInputs step, out int vocab)
+    {
+        var empty = new List<OrtValue>();
+        try
+        {
+            var pasts = Enumerable.Range(0, _pastNames.Count).Select(i => _previous?[1 + i] ?? Track(EmptyCache(), empty));
+            using var runOptions = new RunOptions();
+            var results = _model.Session.Run(runOptions, step.Names.Concat(_pastNames).ToList(), step.Values.Concat(pasts).ToList(), _outputNames);
+            _previous?.Dispose();
+            _previous = results;
+        }
+        finally
+        {
+            foreach (var v in empty) v.Dispose();
+        }
+        var info = _previous[0].GetTensorTypeAndShape();
+        vocab = (int)info.Shape[^1];
+        return info.ElementDataType == TensorElementType.Float16
+            ? _previous[0].GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray()
+            : _previous[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    private OrtValue EmptyCache() =>
+        _model.CacheType == TensorElementType.Float16
+            ? OrtValue.CreateTensorValueFromMemory(Array.Empty<Float16>(), [_batch, _model.KvNumHeads, 0, _model.HeadSize])
+            : OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [_batch, _model.KvNumHeads, 0, _model.HeadSize]);
+
+    private static OrtValue Track(OrtValue v, List<OrtValue> list)
+    {
+        list.Add(v);
+        return v;
+    }
+
+    public void Dispose() => _previous?.Dispose();
+}
