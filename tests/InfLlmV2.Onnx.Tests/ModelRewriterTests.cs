@@ -69,6 +69,6 @@ public class ModelRewriterTests
 
         Assert.Throws<InvalidDataException>(() => ModelRewriter.Rewrite([1, 2, 3]));
         var e = Assert.Throws<ArgumentException>(() => ModelRewriter.RewriteFile(dir["m.onnx"], dir["x.onnx"], new RewriteOptions { Sparse = new() { BlockSize = 0 } }));
-        Assert.Contains("--block-size", e.Message);
+        Assert.Contains("block_size", e.Message);
     }
 }

@@ -4,11 +4,11 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 
 /// <summary>
 /// The rewriter for apps and tools that convert models themselves (the InfLlmV2.Onnx.GraphTools
-/// package): a model in memory (<see cref="Rewrite(ModelProto, RewriteOptions?)"/>, or
-/// <see cref="Rewrite(byte[], RewriteOptions?, string?)"/> for serialized bytes), or a model file to another
-/// file (<see cref="RewriteFile"/>), each returning the per-site report. Same rules and guarantees as
-/// <c>infllmv2 rewrite</c>: external data is never loaded, the input is never overwritten, and a
-/// failed write leaves nothing behind.
+/// package) and for <c>infllmv2 rewrite</c>: a model in memory (<see cref="Rewrite(ModelProto, RewriteOptions?, Action{string}?)"/>,
+/// or <see cref="Rewrite(byte[], RewriteOptions?, string?)"/> for serialized bytes), or a model file to another
+/// file (<see cref="RewriteFile"/>, or <see cref="Load"/> then <see cref="CheckedModelFile.Save"/>), each returning
+/// the per-site report. External data is never loaded, the input is never overwritten, and a failed
+/// write leaves nothing behind.
 /// </summary>
 public static class ModelRewriter
 {
@@ -18,13 +18,32 @@ public static class ModelRewriter
     /// </summary>
     /// <param name="model">The model (main graph and If/Loop/Scan bodies are searched).</param>
     /// <param name="options">Attributes of the new nodes and optional graph inputs; null for the op's defaults.</param>
+    /// <param name="progress">Called with <c>graph/node</c> before each accepted site is rewritten; null for none.</param>
     /// <returns>Every attention site found, with <see cref="AttentionSite.Rewritten"/> and, for refused ones, <see cref="AttentionSite.Reason"/>.</returns>
-    /// <exception cref="ArgumentException">The options are inconsistent (the message names the option).</exception>
+    /// <exception cref="ArgumentException">The options are inconsistent (the message names the attribute).</exception>
     /// <exception cref="InvalidDataException">The model has no graph.</exception>
-    public static RewriteReport Rewrite(ModelProto model, RewriteOptions? options = null)
+    public static RewriteReport Rewrite(ModelProto model, RewriteOptions? options = null, Action<string>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return new RewriteReport(AttentionRewriter.Rewrite(model, options ?? new RewriteOptions()), []);
+        return new RewriteReport(AttentionRewriter.Rewrite(model, options ?? new RewriteOptions(), progress), []);
+    }
+
+    /// <summary>
+    /// Reads a model file and checks it as ONNX Runtime would when loading it, its external data
+    /// included (which stays on disk): the first half of <see cref="RewriteFile"/>, for callers that
+    /// rewrite the model (<see cref="Rewrite(ModelProto, RewriteOptions?, Action{string}?)"/>) and save it themselves.
+    /// </summary>
+    /// <param name="inputPath">The ONNX model file (never modified).</param>
+    /// <exception cref="FileNotFoundException">The input does not exist.</exception>
+    /// <exception cref="InvalidDataException">The input is not a valid ONNX model, or its external data is unsafe or truncated.</exception>
+    public static CheckedModelFile Load(string inputPath)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(inputPath);
+        var input = Path.GetFullPath(inputPath);
+        var model = OnnxModelFile.Load(input);
+        ModelValidator.Check(model, Path.GetDirectoryName(input));
+        ModelWriter.CheckExternalData(model, input);
+        return new CheckedModelFile(input, model);
     }
 
     /// <summary>
@@ -75,13 +94,34 @@ public static class ModelRewriter
             throw new IOException($"Refusing to overwrite the input model {input}; choose another output path");
         if (File.Exists(output) && !overwrite)
             throw new IOException($"Output {output} exists; pass overwrite: true to replace it");
-        var model = OnnxModelFile.Load(input);
-        ModelValidator.Check(model, Path.GetDirectoryName(input));
-        ModelWriter.CheckExternalData(model, input);
-        var sites = AttentionRewriter.Rewrite(model, options);
-        if (!sites.Any(s => s.Rewritten)) return new RewriteReport(sites, []);
-        return new RewriteReport(sites, ModelWriter.Save(model, input, output, overwrite));
+        var file = Load(input);
+        var report = Rewrite(file.Model, options);
+        return report.AnyRewritten ? report with { WrittenFiles = file.Save(output, overwrite) } : report;
     }
+}
+
+/// <summary>A model file read and checked by <see cref="ModelRewriter.Load"/>.</summary>
+public sealed class CheckedModelFile
+{
+    internal CheckedModelFile(string path, ModelProto model)
+    {
+        Path = path;
+        Model = model;
+    }
+
+    /// <summary>The file's full path.</summary>
+    public string Path { get; }
+
+    /// <summary>The model, its external tensors still pointing at files next to <see cref="Path"/>.</summary>
+    public ModelProto Model { get; }
+
+    /// <summary>
+    /// Writes <see cref="Model"/> to <paramref name="outputPath"/> atomically, its external data files
+    /// copied next to it when the folder differs (byte-identical, same relative locations).
+    /// </summary>
+    /// <returns>The files and folders created (for <see cref="ModelWriter.Undo"/>).</returns>
+    /// <exception cref="IOException">The output would overwrite the input or a data file, exists without <paramref name="overwrite"/>, or is not a regular file.</exception>
+    public IReadOnlyList<string> Save(string outputPath, bool overwrite) => ModelWriter.Save(Model, Path, outputPath, overwrite);
 }
 
 /// <summary>What a <see cref="ModelRewriter"/> call found and did.</summary>

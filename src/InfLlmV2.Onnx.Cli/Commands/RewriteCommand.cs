@@ -77,47 +77,44 @@ public static class RewriteCommand
                     _ => throw new UsageException($"--score-precision must be fp32 or bf16, got '{precisionText}'"),
                 },
             };
-            var options = new RewriteOptions
-            {
-                Sparse = sparse, Preset = chosen?.Name, OverriddenByFlags = overrides,
-                CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode),
-            };
-            if (options.Validate() is { } why) throw new UsageException(why);
+            var request = new RewriteRequest(
+                new RewriteOptions { Sparse = sparse, CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode) }, chosen, overrides);
+            if (request.Validate() is { } why) throw new UsageException(why);
             var (model, target, genai) = GenAiRewrite.Resolve(r.GetValue(input), r.GetValue(genaiFolder), r.GetValue(output)!);
-            return Run(model, target, r.GetValue(force), r.GetValue(report), options, genai);
+            return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai);
         }));
         return cmd;
     }
 
     /// <summary>Rewrites; on a terminal a Spectre.Console status line (on stderr) follows the sites.</summary>
-    private static List<AttentionSite> RewriteWithProgress(GraphTools.Proto.ModelProto model, RewriteOptions options)
+    private static IReadOnlyList<AttentionSite> RewriteWithProgress(CheckedModelFile file, RewriteOptions options)
     {
-        if (Console.IsErrorRedirected) return AttentionRewriter.Rewrite(model, options);
+        if (Console.IsErrorRedirected) return ModelRewriter.Rewrite(file.Model, options).Sites;
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
-        List<AttentionSite> sites = [];
+        IReadOnlyList<AttentionSite> sites = [];
         console.Status().Start("rewriting attention...", ctx =>
         {
             int done = 0;
-            sites = AttentionRewriter.Rewrite(model, options, node => ctx.Status($"rewriting attention {++done}: {Markup.Escape(node)}"));
+            sites = ModelRewriter.Rewrite(file.Model, options, node => ctx.Status($"rewriting attention {++done}: {Markup.Escape(node)}")).Sites;
         });
         return sites;
     }
 
     /// <summary>The sparse attributes written: the preset asked for, the flags that overrode it, and the preset they match.</summary>
-    private static void PrintAttributes(RewriteOptions options)
+    private static void PrintAttributes(RewriteRequest request)
     {
-        if (options.Preset is { } name)
+        if (request.Preset is { } p)
         {
-            var p = SparsePresets.Find(name)!;
             Console.WriteLine($"preset {p.Name}: {SparsePresets.Describe(p.Settings)} ({p.Description})");
-            if (options.OverriddenByFlags.Count > 0)
-                Console.WriteLine($"explicit flags override the preset: {string.Join(", ", options.OverriddenByFlags)}");
+            if (request.OverriddenByFlags.Count > 0)
+                Console.WriteLine($"explicit flags override the preset: {string.Join(", ", request.OverriddenByFlags)}");
         }
-        var match = SparsePresets.Matching(options.Sparse);
-        Console.WriteLine($"sparse attributes: {SparsePresets.Describe(options.Sparse)} ({(match is null ? "custom" : $"= preset {match.Name}")})");
+        var sparse = request.Options.Sparse;
+        var match = SparsePresets.Matching(sparse);
+        Console.WriteLine($"sparse attributes: {SparsePresets.Describe(sparse)} ({(match is null ? "custom" : $"= preset {match.Name}")})");
     }
 
-    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteOptions options, GenAiFolder? genai)
+    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteRequest request, GenAiFolder? genai)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
@@ -126,11 +123,10 @@ public static class RewriteCommand
         if (output.Exists && !force) throw new UsageException($"Output {output.FullName} exists; pass --force to overwrite it");
         if (report is not null) ReportFile.Check(report, "--report", input.FullName, output.FullName);
 
-        var model = OnnxModelFile.Load(input.FullName);
-        ModelValidator.Check(model, input.DirectoryName);
-        ModelWriter.CheckExternalData(model, input.FullName);
-        var genaiWrite = genai?.Prepare(model, output.FullName, NativeOpLibrary.Locate(), force);
-        var sites = RewriteWithProgress(model, options);
+        var options = request.Options;
+        var file = ModelRewriter.Load(input.FullName);
+        var genaiWrite = genai?.Prepare(file.Model, output.FullName, NativeOpLibrary.Locate(), force);
+        var sites = RewriteWithProgress(file, options);
         int rewritten = sites.Count(s => s.Rewritten);
         string? reportText = report is null ? null : JsonSerializer.Serialize(new
         {
@@ -138,8 +134,8 @@ public static class RewriteCommand
             genai = GenAiRewrite.Json(rewritten > 0 ? genaiWrite?.Planned : null),
             options = new
             {
-                preset = options.Preset, preset_attributes = options.Preset is null ? null : SparsePresets.Find(options.Preset)!.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
-                overridden_by_flags = options.OverriddenByFlags, matches_preset = SparsePresets.Matching(options.Sparse)?.Name ?? "custom",
+                preset = request.Preset?.Name, preset_attributes = request.Preset?.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
+                overridden_by_flags = request.OverriddenByFlags, matches_preset = SparsePresets.Matching(options.Sparse)?.Name ?? "custom",
                 score_precision = (long)options.Sparse.ScorePrecision,
                 dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
                 block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
@@ -155,7 +151,7 @@ public static class RewriteCommand
             IReadOnlyList<string> created;
             try
             {
-                created = genaiWrite is not null ? genaiWrite.Write(model) : ModelWriter.Save(model, input.FullName, output.FullName, force);
+                created = genaiWrite is not null ? genaiWrite.Write(file.Model) : file.Save(output.FullName, force);
             }
             catch
             {
@@ -179,7 +175,7 @@ public static class RewriteCommand
         {
             ReportFile.Write(report, reportText!);
         }
-        PrintAttributes(options);
+        PrintAttributes(request);
         InspectCommand.PrintSites(input.FullName, sites);
         if (rewritten == 0)
         {
