@@ -95,7 +95,7 @@ case "${PACKAGE_TEST_PLANT:-}" in
   *) fail "unknown PACKAGE_TEST_PLANT=$PACKAGE_TEST_PLANT" ;;
 esac
 
-# Expected contents (the README lists them).
+# Expected contents (docs/packages.md lists them).
 list() { unzip -Z1 "$1" | grep -v -E '^(_rels/|\[Content_Types\]|package/services/)' | LC_ALL=C sort; }
 lib_files=$(list "$lib_pkg")
 for f in InfLlmV2.Onnx.nuspec README.md lib/net10.0/InfLlmV2.Onnx.dll lib/net10.0/InfLlmV2.Onnx.xml \
