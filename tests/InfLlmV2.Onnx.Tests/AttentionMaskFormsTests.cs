@@ -8,7 +8,7 @@ using Microsoft.ML.OnnxRuntime;
 namespace InfLlmV2.Onnx.Tests;
 
 /// <summary>
-/// Masks built from the attention_mask input (issue 19 part 2): causal AND key padding proven in the
+/// Masks built from the attention_mask input: causal AND key padding proven in the
 /// three forms exporters write (optimum decomposed, Attention-23 attn_mask, the genai builder's MHA),
 /// without value_info, rewritten with seqlens_k = ReduceSum(attention_mask) − 1; other masks refused.
 /// </summary>

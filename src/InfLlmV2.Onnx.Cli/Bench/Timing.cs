@@ -10,10 +10,9 @@ namespace InfLlmV2.Onnx.Cli.Bench;
 internal static class Timing
 {
     /// <summary>
-    /// Times runs alternately (a, b, a, b, ...; after one warm-up of each when asked): a drift in
-    /// the shared machine's speed during the measurement then hits all alike, where timing all of
-    /// one before all of the other let it decide ratios near a target (dense prefill 4k measured
-    /// 0.84 and 0.93 of GQA in two back-to-back runs). Median ms and peak extra MB of each. When
+    /// Times runs alternately (a, b, a, b, ...; after one warm-up of each when asked), so that a
+    /// drift in the machine's speed hits all alike instead of deciding ratios near a target.
+    /// Median ms and peak extra MB of each. When
     /// <paramref name="onFailure"/> is given, an ORT error of run 1 (GQA) is passed to it and that
     /// run is dropped from the rest of the measurement.
     /// </summary>

@@ -141,8 +141,8 @@ public static class BenchCommand
         int[] prefill = quick ? [4096, 16384] : [4096, 16384, 32768, 65536];
         foreach (int n in prefill)
         {
-            // ORT 1.29's CPU GQA needs no S x T score buffer (measured peak extra memory 1.2 GB at
-            // 64k), so it runs unchunked at every length; should it fail (memory), the row says so.
+            // ORT's CPU GQA needs no S x T score buffer, so it runs unchunked at every length;
+            // should it fail (memory), the row says so.
             // From 64k on, our dense mode runs too, for the sparse/dense ratio.
             var runs = new List<Action> { new PrefillRun(oursPrefill, n, 2).Touched().Run, new PrefillRun(gqa, n, null).Touched().Run };
             if (n >= 65536) runs.Add(new PrefillRun(oursPrefill, n, 1).Touched().Run);

@@ -1,6 +1,6 @@
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
-/// <summary>Issue 16 items 3 and 6: every numeric option is range-checked up front, the message naming the option.</summary>
+/// <summary>Every numeric option is range-checked up front, the message naming the option.</summary>
 [Collection(ReliabilityCollection.Name)]
 public class CliRangeTests
 {

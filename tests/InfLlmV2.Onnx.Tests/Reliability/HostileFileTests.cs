@@ -4,7 +4,7 @@ using Xunit.Abstractions;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 16: every hostile model folder through inspect, rewrite and run gives exit 2, one stderr
+/// Every hostile model folder through inspect, rewrite and run gives exit 2, one stderr
 /// line, no output file, nothing left behind, and the input folder byte-identical.
 /// </summary>
 [Collection(ReliabilityCollection.Name)]

@@ -7,7 +7,7 @@ using Xunit.Abstractions;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 16: a seeded mutation fuzzer over real exported models (read in place from
+/// A seeded mutation fuzzer over real exported models (read in place from
 /// ../shared/fixtures/real-models) and over test-data tensors. Every mutant through inspect and
 /// rewrite (models) or run (tensors) must end in time with an allowed exit code, one "error:" line
 /// when it fails, no internal error, nothing left behind and the input unchanged. The seed is fixed;

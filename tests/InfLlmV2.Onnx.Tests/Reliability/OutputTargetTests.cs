@@ -3,7 +3,7 @@ using InfLlmV2.Onnx.GraphTools;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 16 items 2 and 7: output targets that are not regular files are refused (never replaced,
+/// Output targets that are not regular files are refused (never replaced,
 /// never written through), and a write that fails part-way (a full disk, injected) leaves nothing.
 /// </summary>
 [Collection(ReliabilityCollection.Name)]
