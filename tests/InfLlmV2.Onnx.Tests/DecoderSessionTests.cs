@@ -1,8 +1,8 @@
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
-using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Session;
 
 namespace InfLlmV2.Onnx.Tests;
 

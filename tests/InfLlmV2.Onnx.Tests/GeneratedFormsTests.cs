@@ -2,8 +2,8 @@ using Google.Protobuf;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
-using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Session;
 
 namespace InfLlmV2.Onnx.Tests;
 

@@ -1,9 +1,9 @@
-using InfLlmV2.Onnx.OpContract;
 using Google.Protobuf;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Tests;
 

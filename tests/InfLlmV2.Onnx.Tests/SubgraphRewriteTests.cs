@@ -1,8 +1,8 @@
-using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.OpContract;
 using Microsoft.ML.OnnxRuntime;
 using static InfLlmV2.Onnx.GraphTools.GraphBuilder;
 

@@ -326,7 +326,9 @@ public sealed class ShapeInference
             case (long x, long y):
                 return op switch
                 {
-                    "Add" => x + y, "Sub" => x - y, "Mul" => x * y,
+                    "Add" => x + y,
+                    "Sub" => x - y,
+                    "Mul" => x * y,
                     "Div" => y != 0 ? (x - (((x % y) + y) % y)) / y : null,  // floor division as Div on ints
                     _ => null,
                 };

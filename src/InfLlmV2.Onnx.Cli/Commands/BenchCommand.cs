@@ -4,11 +4,11 @@ using System.Text.Json;
 using InfLlmV2.Onnx.Cli.Bench;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.Models;
+using Microsoft.ML.OnnxRuntime;
 using static InfLlmV2.Onnx.Cli.Bench.AttentionBenchCases;
 using static InfLlmV2.Onnx.Cli.Bench.MachineProbes;
 using static InfLlmV2.Onnx.Cli.Bench.StageBenchmark;
 using static InfLlmV2.Onnx.Cli.Bench.Timing;
-using Microsoft.ML.OnnxRuntime;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 

@@ -1,8 +1,8 @@
 using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.Cli.Text;
-using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Session;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 

@@ -4,10 +4,10 @@ using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
-using InfLlmV2.Onnx.OpContract;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 

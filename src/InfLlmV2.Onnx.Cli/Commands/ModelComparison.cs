@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Session;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 

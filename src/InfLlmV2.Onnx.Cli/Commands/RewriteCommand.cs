@@ -3,8 +3,8 @@ using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.GenAi;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
-using Spectre.Console;
 using InfLlmV2.Onnx.OpContract;
+using Spectre.Console;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -62,10 +62,14 @@ public static class RewriteCommand
             string Num(long v) => v.ToString(System.Globalization.CultureInfo.InvariantCulture);
             sparse = sparse with
             {
-                DenseLen = Flag(denseLen, sparse.DenseLen, Num), TopKBlocks = Flag(topk, sparse.TopKBlocks, Num),
-                SparseWindowTokens = Flag(window, sparse.SparseWindowTokens, Num), BlockSize = Flag(block, sparse.BlockSize, Num),
-                InitBlocks = Flag(init, sparse.InitBlocks, Num), CompressKernel = Flag(kernel, sparse.CompressKernel, Num),
-                CompressStride = Flag(stride, sparse.CompressStride, Num), LseApprox = !Flag(exactLse, !sparse.LseApprox, v => v ? "true" : "false"),
+                DenseLen = Flag(denseLen, sparse.DenseLen, Num),
+                TopKBlocks = Flag(topk, sparse.TopKBlocks, Num),
+                SparseWindowTokens = Flag(window, sparse.SparseWindowTokens, Num),
+                BlockSize = Flag(block, sparse.BlockSize, Num),
+                InitBlocks = Flag(init, sparse.InitBlocks, Num),
+                CompressKernel = Flag(kernel, sparse.CompressKernel, Num),
+                CompressStride = Flag(stride, sparse.CompressStride, Num),
+                LseApprox = !Flag(exactLse, !sparse.LseApprox, v => v ? "true" : "false"),
             };
             var precisionText = Flag(scorePrecision, sparse.ScorePrecision == ScorePrecision.Bf16 ? "bf16" : "fp32", v => v);
             sparse = sparse with

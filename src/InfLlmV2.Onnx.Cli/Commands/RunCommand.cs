@@ -1,7 +1,7 @@
-using InfLlmV2.Onnx.GraphTools;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
+using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using Microsoft.ML.OnnxRuntime;
 

@@ -62,12 +62,15 @@ public static class IdentityModel
         }
         yield return ("input_0.pb is a FIFO", td => HostileModels.Mkfifo(Path.Combine(td, "input_0.pb")));
         yield return ("input_1.pb without input_0.pb", td => File.WriteAllBytes(Path.Combine(td, "input_1.pb"), ValidInput().ToByteArray()));
-        yield return ("expected output with raw_data short", td =>
-        {
-            File.WriteAllBytes(Path.Combine(td, "input_0.pb"), ValidInput().ToByteArray());
-            var o = TensorProtos.Float("y", [4], [1f, 2f, 3f, 4f]);
-            o.RawData = ByteString.CopyFrom(o.RawData.Span[..^4]);
-            File.WriteAllBytes(Path.Combine(td, "output_0.pb"), o.ToByteArray());
-        });
+        yield return (
+            "expected output with raw_data short",
+            td =>
+            {
+                File.WriteAllBytes(Path.Combine(td, "input_0.pb"), ValidInput().ToByteArray());
+                var o = TensorProtos.Float("y", [4], [1f, 2f, 3f, 4f]);
+                o.RawData = ByteString.CopyFrom(o.RawData.Span[..^4]);
+                File.WriteAllBytes(Path.Combine(td, "output_0.pb"), o.ToByteArray());
+            }
+        );
     }
 }

@@ -108,7 +108,10 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         if (options.CompressedState) return Refuse("--compressed-state is supported for GroupQueryAttention models only");
         string? note = mask.SlidingWindow is long win ? RewriteContext.SlidingWindowNote(win) : null;
         return RuleCheck.Accept(new Facts(node, heads.Value, kvHeads.Value, headSize.Value, rank, kScatter, vScatter, writeIndices, mask.SlidingWindow,
-            node.FloatAttr("scale"), node.FloatAttr("softcap")) { Note = note });
+            node.FloatAttr("scale"), node.FloatAttr("softcap"))
+        {
+            Note = note
+        });
     }
 
     /// <inheritdoc/>
