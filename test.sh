@@ -25,6 +25,8 @@ ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
 
 echo "== .NET tests =="
 dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q
+# The C# style of .editorconfig: layout, spacing and using order (style preferences are suggestions).
+dotnet format InfLlmV2.Onnx.sln --verify-no-changes --no-restore -v q
 
 echo "== packages as a user installs them (pack -> local feed -> tool install + a fresh app) =="
 eng/package-test.sh
