@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test suite: native kernel tests (AddressSanitizer + UBSan build, CTest) and the .NET
-# tests (xunit, through ONNX Runtime). Sets up what is missing first. Exits non-zero on any failure.
+# Runs every test suite: native kernel tests (AddressSanitizer + UBSan build, CTest), the .NET
+# tests (xunit, through ONNX Runtime) with the C# format check, and the packages as a user installs
+# them. Sets up what is missing first. Exits non-zero on any failure.
 set -euo pipefail
 root="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
 cd "$root"
