@@ -1,7 +1,7 @@
 // What 16-bit stage-1 scoring would buy at 128k decode (docs/benchmarks.md, "Targets missed").
 // Not part of the op: a measurement behind a design decision. It times, on one thread, the scoring
 // of N level-1 compressed keys (D = 128) against the G = 16 heads of one token three ways:
-//   fp32         the kernel's own AVX-512 microkernel (scores_key_major), as the op runs today;
+//   fp32         the kernel's own AVX-512 microkernel (scores_key_major), as the op runs;
 //   bf16 (conv)  vdpbf16ps on fp32 keys rounded to bf16 as they are read (the op's state is type T);
 //   bf16 (kept)  vdpbf16ps on keys already stored as bf16 (would need a 16-bit state: a contract change);
 // and compares the bf16 scores and the blocks they select with the fp32 ones.

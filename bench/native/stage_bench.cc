@@ -21,6 +21,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/call_rules.h"
 #include "common/check_inputs.h"
 #include "common/float16.h"
 #include "cpu/attention_cpu.h"
@@ -33,8 +34,7 @@ namespace {
 // A persistent pool (like ORT's intra-op pool): workers wait for a job, take indices from a
 // shared counter, and the caller works too. Like ORT's (session.intra_op.allow_spinning = 1, the
 // default) waiting threads (idle workers, the caller at the end of a job) spin a while before they
-// sleep: with plain condition-variable waits every parallel phase paid wake-ups, and the stage
-// split of a 128k decode step (five parallel phases) overstated its time by about a fifth.
+// sleep, so that the stage split does not count thread wake-ups between parallel phases.
 class Pool {
  public:
   explicit Pool(unsigned threads) {

@@ -4,7 +4,7 @@
 //
 // It owns every rule it applies: the dense/sparse switch, window counts (N1, N2), local blocks,
 // the budget K and the present capacities are derived here from the input shapes and the plain
-// attribute values, not taken from the product's CheckInputs/AttentionParams or mode_select.h, so
+// attribute values, not taken from the product's CheckInputs/AttentionParams or call_rules.h, so
 // that a rule wrong in the product cannot be wrong in the reference the same way.
 #pragma once
 

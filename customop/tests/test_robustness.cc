@@ -64,7 +64,7 @@ TEST(GuardedParallelFor, AllocationFailureBecomesOutOfMemory) {
 
 // The repro of the crash: a budget whose per-item selection lists cannot be allocated (16 tokens x
 // 2^58 blocks: std::length_error, thrown without allocating, so the sanitized build sees the same
-// path). The attribute check refuses such a budget now; called without the check, the kernel must
+// path). The attribute check refuses such a budget; called without the check, the kernel must
 // return an error from inside a work item of a two-thread pool, not crash.
 TEST(Robustness, KernelReturnsAnErrorWhenAWorkItemThrows) {
   Case c;

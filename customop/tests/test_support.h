@@ -1,4 +1,4 @@
-// Shared helpers of the native tests: random cases, running a backend (the CPU kernel today) and
+// Shared helpers of the native tests: random cases, running a backend (CPU kernel, emulated CUDA) and
 // the reference, and comparing them through the backend seam (Backend, Backends()).
 #pragma once
 
@@ -270,7 +270,7 @@ double MaxAbsDiff(const std::vector<T>& a, const std::vector<double>& b) {
   return m;
 }
 
-// ---- Backend seam (issue 15): the reference comparisons run on every backend in Backends(). ----
+// ---- Backend seam: the reference comparisons run on every backend in Backends(). ----
 // A backend runs the op on a Case (fp32 and/or fp16 I/O) and states how close to the double
 // reference it must come. The CPU kernel runs every case; the CUDA kernel on the host emulation
 // (tests/cuda/cuda_emu_entry.cc) runs the fp16 cases its size filter accepts (the emulation runs

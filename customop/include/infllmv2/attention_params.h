@@ -78,16 +78,4 @@ struct AttentionParams {
   int64_t budget = 0;                // K: last dim of selected_blocks
 };
 
-// Number of complete windows of length `kernel` at `stride` in `length` tokens.
-inline int64_t NumWindows(int64_t length, int64_t kernel, int64_t stride) {
-  return length < kernel ? 0 : (length - kernel) / stride + 1;
-}
-
-// Per batch entry lengths (GQA's rule): total = seqlens_k[b] + 1, past = total - S, or 0 in the
-// first prompt (right-padded batch).
-inline int64_t TotalLength(const int32_t* seqlens_k, int64_t b) { return int64_t{seqlens_k[b]} + 1; }
-inline int64_t PastLength(const AttentionParams& p, int64_t total) {
-  return p.is_first_prompt ? 0 : total - p.seq_len;
-}
-
 }  // namespace infllmv2

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "common/call_rules.h"
+
 namespace infllmv2 {
 namespace {
 

@@ -8,13 +8,10 @@
 #pragma once
 
 #include "cuda/kernel_args.h"
+#include "cuda/launch_shape.h"
 
 namespace infllmv2::cuda {
 
-constexpr int kAttnWarps = 4;
-constexpr int kAttnThreads = 32 * kAttnWarps;
-constexpr int kAttnRows = 16 * kAttnWarps;  // query rows per CTA
-constexpr int kKeyTile = 64;                // keys per tile
 constexpr int kNoKey = 0x7fffffff;
 
 // What one token of a CTA attends to (held by the thread whose index is the token's slot). The
@@ -68,7 +65,7 @@ IL_DEVICE void SplitKeyRange(int base, int total, int splits, int split, int* fi
 
 // The rows [row_tile * 64, +64) of kv head blockIdx.y of entry blockIdx.z, block 128. kSplit false:
 // all of their keys, output O / l in T. kSplit true (split_kv.cuh): only split `split` of
-// p.kv_splits of their keys (range mode: a run of key tiles; list mode: a run of list entries),
+// a.kv_splits of their keys (range mode: a run of key tiles; list mode: a run of list entries),
 // output the unnormalized partial (O, running max m in the log2 domain, sum l) in fp32 to `part`,
 // record ((b * S + s) * H + n) * kv_splits + split of D + 2 floats; an empty split writes the
 // neutral partial (0, -inf, 0).
@@ -82,35 +79,36 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
   IL_SHARED uint64_t sMask[kAttnRows];
   IL_SHARED int sNext[kAttnRows];
 
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int G = p.group, S = p.seq_len, h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
   const int row0 = row_tile * kAttnRows;
   const int t0 = row0 / G;
   const int t1 = (row0 + kAttnRows - 1) / G + 1 < S ? (row0 + kAttnRows - 1) / G + 1 : S;
   const int n_tok = t1 - t0;
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const T* keys = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
   const T* vals = a.d.present_value + a.CacheOffset(b, h, p.present_capacity);
 
   TokenView tv;
   if (tid < n_tok) {
-    const int s = t0 + tid, pos = e.past + s;
+    const int s = t0 + tid, pos = static_cast<int>(e.past) + s;
+    const TokenPlan tp = PlanToken(p, e, pos);
     if (pos < e.total) {
       tv.pos = tv.last = pos;
-      if (e.sparse && OutgrowsBudgetDev(p, pos)) {
+      if (tp.needs_stage1) {
         tv.list = a.sel + ((static_cast<int64_t>(b) * p.kv_num_heads + h) * S + s) * p.budget;
         tv.end = p.budget;
         if constexpr (kSplit) {
-          const int per = (p.budget + p.kv_splits - 1) / p.kv_splits;
+          const int per = (p.budget + a.kv_splits - 1) / a.kv_splits;
           tv.cur = split * per < p.budget ? split * per : p.budget;
           tv.end = tv.cur + per < p.budget ? tv.cur + per : p.budget;
         }
       } else {
-        tv.lo = e.sparse ? 0 : DenseFirstKeyDev(p, pos);
+        tv.lo = static_cast<int>(tp.dense_lo);
         if constexpr (kSplit) {
           int first, last;
-          SplitKeyRange(e.sparse ? 0 : DenseFirstKeyDev(p, e.past + t0), e.total, p.kv_splits, split, &first, &last);
+          SplitKeyRange(e.sparse ? 0 : DenseFirstKey(p, e.past + t0), e.total, a.kv_splits, split, &first, &last);
           tv.lo = tv.lo > first ? tv.lo : first;
           tv.last = pos < last ? pos : last;
         }
@@ -242,7 +240,7 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
     const int R = row0 + warp * 16 + g + 8 * i;
     const int64_t row = static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G;
     if constexpr (kSplit) {  // the unnormalized partial: the combine kernel normalizes
-      float* rec = part + (row * p.kv_splits + split) * (D + 2);
+      float* rec = part + (row * a.kv_splits + split) * (D + 2);
       for (int j = 0; j < D / 8; ++j) {
         rec[8 * j + 2 * t] = o[j][2 * i];
         rec[8 * j + 2 * t + 1] = o[j][2 * i + 1];

@@ -4,14 +4,15 @@
 // source compiles both ways and runs in the native tests without a GPU.
 //
 // Kernel code uses only what is here (plus plain C++ arithmetic):
-//   IL_GLOBAL / IL_DEVICE / IL_HD / IL_SHARED       kernel, device function, both, __shared__
+//   IL_GLOBAL / IL_DEVICE / IL_SHARED               kernel, device function, __shared__
+//   IL_HD (common/host_device.h)                   host and device
 //   threadIdx, blockIdx, blockDim, gridDim          as in CUDA
 //   SyncThreads(), SyncWarp(), ShflXor(), Shfl()    full-warp collectives (mask 0xffffffff)
 //   LdMatrixX4(r, p) / LdMatrixX4Trans(r, p)        ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
 //   Mma16816<T>(d, a, b, c)                          mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
-//   Exp2, Exp, Log, Tanh, FloatBits, kInf            math (FloatBits: the IEEE bits of a float)
+//   Exp2, Exp, Log, Tanh, kInf                      math
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and "ldmatrix"); g = lane / 4,
 // t = lane % 4; 16-bit pairs are packed low element first in a 32-bit register:
 //   A (16x16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -24,6 +25,7 @@
 #include <cstdint>
 
 #include "common/float16.h"
+#include "common/host_device.h"
 
 #if defined(__CUDACC__)
 
@@ -32,7 +34,6 @@
 
 #define IL_GLOBAL __global__
 #define IL_DEVICE __device__ __forceinline__
-#define IL_HD __host__ __device__ __forceinline__
 #define IL_SHARED __shared__
 
 namespace infllmv2::cuda {
@@ -94,7 +95,6 @@ template <int N> IL_DEVICE void CpAsyncWait() { asm volatile("cp.async.wait_grou
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
 IL_DEVICE float Exp(float x) { return expf(x); }
 IL_DEVICE float Log(float x) { return logf(x); }
-IL_DEVICE uint32_t FloatBits(float x) { return __float_as_uint(x); }
 IL_DEVICE float Tanh(float x) { return tanhf(x); }
 constexpr float kInf = __builtin_huge_valf();
 
@@ -110,7 +110,6 @@ constexpr float kInf = __builtin_huge_valf();
 
 #define IL_GLOBAL
 #define IL_DEVICE inline
-#define IL_HD inline
 #define IL_SHARED static
 #define threadIdx (::infllmv2::emu::Ctx().thread_idx)
 #define blockIdx (::infllmv2::emu::Ctx().block_idx)
@@ -215,11 +214,6 @@ template <int N> inline void CpAsyncWait() {}
 inline float Exp2(float x) { return std::exp2(x); }
 inline float Exp(float x) { return std::exp(x); }
 inline float Log(float x) { return std::log(x); }
-inline uint32_t FloatBits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return u;
-}
 inline float Tanh(float x) { return std::tanh(x); }
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
