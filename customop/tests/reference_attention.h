@@ -31,11 +31,11 @@ struct Inputs {  // values as double, layouts as in docs/op-spec.md; empty = abs
 };
 
 struct Outputs {
-  std::vector<double> output;                  // [B, S, H*D]
+  std::vector<double> output;                      // [B, S, H*D]
   std::vector<double> present_key, present_value;  // [B, Hkv, max(total_sequence_length, P), D]
-  std::vector<double> present_compressed_key;  // [B, Hkv, max(C, N1(total_sequence_length)), D]
-  std::vector<int32_t> selected_blocks;        // [B, Hkv, S, K]
-  std::vector<char> sparse;                    // per batch entry: the mode the spec picks
+  std::vector<double> present_compressed_key;      // [B, Hkv, max(C, N1(total_sequence_length)), D]
+  std::vector<int32_t> selected_blocks;            // [B, Hkv, S, K]
+  std::vector<char> sparse;                        // per batch entry: the mode the spec picks
 };
 
 // Selection rules of the official implementations that the op does not apply, or applies through

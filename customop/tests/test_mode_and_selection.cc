@@ -40,7 +40,8 @@ TEST(Mode, AutoSwitchesExactlyAtDenseLen) {
     return std::vector<float>(v.begin() + b * n, v.begin() + (b + 1) * n);
   };
   for (size_t b = 0; b < 2; ++b)
-    EXPECT_NE(slice(dense.output, b, row), slice(sparse.output, b, row)) << "entry " << b << " cannot tell the modes apart";
+    EXPECT_NE(slice(dense.output, b, row), slice(sparse.output, b, row))
+        << "entry " << b << " cannot tell the modes apart";
   // Entry 0 (total 699 = dense_len - 1): dense, selected_blocks all -1.
   EXPECT_EQ(slice(autom.output, 0, row), slice(dense.output, 0, row));
   EXPECT_EQ(std::vector<int32_t>(autom.selected_blocks.begin(), autom.selected_blocks.begin() + sel_row),
@@ -75,7 +76,8 @@ TEST(Mode, AutoFirstPromptAtDenseLenMinusOneAndDenseLen) {
     EXPECT_EQ(autom.selected_blocks, forced.selected_blocks) << "total " << total;
     // Last row (p = total - 1, block 3): dense -1 everywhere; sparse [0, 1, 2, 3, -1, -1] (4 blocks <= K).
     const int32_t* last = autom.selected_blocks.data() + (total - 1) * 6;
-    const std::vector<int32_t> want = total == 200 ? std::vector<int32_t>{0, 1, 2, 3, -1, -1} : std::vector<int32_t>(6, -1);
+    const std::vector<int32_t> want =
+        total == 200 ? std::vector<int32_t>{0, 1, 2, 3, -1, -1} : std::vector<int32_t>(6, -1);
     EXPECT_EQ(std::vector<int32_t>(last, last + 6), want) << "total " << total;
   }
 }
@@ -184,13 +186,13 @@ TEST(Selection, HotWindowOnTheLeftEdgeCountsForTheNextBlock) {
 // p = 96 (qb 6): forced 0, 5, 6; candidates 1..4; again 2 and 3 -> [0, 2, 3, 5, 6].
 TEST(Selection, PrefillRowsBelowAndBeyondTheBudget) {
   auto [c, t] = HandCase(97, 97, {{47, 1}});
-  ExpectRows(c, t, {{0, {0, -1, -1, -1, -1}},
-                    {47, {0, 1, 2, -1, -1}},
-                    {79, {0, 1, 2, 3, 4}},
-                    {80, {0, 2, 3, 4, 5}},
-                    {96, {0, 2, 3, 5, 6}}});
+  ExpectRows(c, t,
+             {{0, {0, -1, -1, -1, -1}},
+              {47, {0, 1, 2, -1, -1}},
+              {79, {0, 1, 2, 3, 4}},
+              {80, {0, 2, 3, 4, 5}},
+              {96, {0, 2, 3, 5, 6}}});
 }
-
 
 // ---- The per-call rules themselves (common/call_rules.h), the one definition every backend runs. ----
 
@@ -232,7 +234,7 @@ TEST(CallRules, EntryAndTokenPlans) {
   EXPECT_TRUE(e.needs_stage1);
   EXPECT_FALSE(PlanEntry(r, seqlens, 1).sparse);
   EXPECT_TRUE(PlanToken(r, e, 699).needs_stage1);
-  EXPECT_EQ(PlanToken(r, e, 700).len, 0);  // padding
+  EXPECT_EQ(PlanToken(r, e, 700).len, 0);         // padding
   EXPECT_EQ(PlanToken(r, e, 6 * 64 - 1).len, 6);  // the last position within the budget
   const EntryPlan d = PlanEntry(r, seqlens, 1);
   r.local_window = 100;

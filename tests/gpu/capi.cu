@@ -40,12 +40,15 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
     options.kv_splits = static_cast<int>(dim[8]);
     std::vector<void*> scratch;
     const auto s = static_cast<cudaStream_t>(stream);
-    e = cuda::RunAttention<T>(a, p, d, [&](size_t bytes) -> void* {
-      void* q = nullptr;
-      if (cudaMallocAsync(&q, bytes, s) != cudaSuccess) return nullptr;
-      scratch.push_back(q);
-      return q;
-    }, stream, options);
+    e = cuda::RunAttention<T>(
+        a, p, d,
+        [&](size_t bytes) -> void* {
+          void* q = nullptr;
+          if (cudaMallocAsync(&q, bytes, s) != cudaSuccess) return nullptr;
+          scratch.push_back(q);
+          return q;
+        },
+        stream, options);
     for (void* q : scratch) cudaFreeAsync(q, s);
     const cudaError_t ce = cudaGetLastError();
     if (e.empty() && ce != cudaSuccess) e = std::string("launch: ") + cudaGetErrorString(ce);

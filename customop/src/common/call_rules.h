@@ -230,7 +230,7 @@ IL_HD BlockWindows BlockWindowsOf(const CallRules& r) {
 IL_HD uint64_t RankKey(float score, int64_t block) {
   uint32_t bits = FloatBits(score);
   if ((bits & 0x7fffffffu) > 0x7f800000u) bits = 0xff800000u;  // NaN: -inf
-  if ((bits & 0x7fffffffu) == 0) bits = 0;                      // -0: +0
+  if ((bits & 0x7fffffffu) == 0) bits = 0;                     // -0: +0
   bits = (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
   return (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(~static_cast<uint32_t>(block));
 }

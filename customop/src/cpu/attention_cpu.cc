@@ -20,9 +20,9 @@
 
 #include "common/call_plan.h"
 #include "cpu/block_attention.h"
-#include "cpu/guarded_parallel_for.h"
 #include "cpu/cache_write.h"
 #include "cpu/call_context.h"
+#include "cpu/guarded_parallel_for.h"
 #include "cpu/query_lanes.h"
 #include "cpu/selection.h"
 #include "cpu/stage_timer.h"
@@ -60,7 +60,8 @@ std::vector<CompressedKeys> StageOneKeys(const Call<T>& c, const ParallelFor& pf
   std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     const int64_t b = static_cast<int64_t>(bh) / Hkv;
-    if (c.Entry(b).needs_stage1) BuildCompressedKeys(c, b, static_cast<int64_t>(bh) % Hkv, !c.plan.single_token, ck[bh]);
+    if (c.Entry(b).needs_stage1)
+      BuildCompressedKeys(c, b, static_cast<int64_t>(bh) % Hkv, !c.plan.single_token, ck[bh]);
   });
   return ck;
 }
@@ -129,7 +130,8 @@ void RunPrefill(const Call<T>& c, const ParallelFor& pf) {
     for (int64_t s = t0; s < t1; ++s) WriteRows(c, bh, s, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
     if (!part_ms.empty()) {
       part_ms[2 * item] = std::chrono::duration<double, std::milli>(selected - start).count();
-      part_ms[2 * item + 1] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - selected).count();
+      part_ms[2 * item + 1] =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - selected).count();
     }
   });
   double sel = 0, att = 0;
@@ -194,8 +196,8 @@ std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& p
   if (plan.compute_compressed) {
     T* comp = data.present_compressed_key;
     if (plan.compressed_to_scratch) {
-      compressed_scratch.resize(static_cast<size_t>(params.batch * params.kv_num_heads * plan.rules.compressed_capacity *
-                                                    params.head_size));
+      compressed_scratch.resize(
+          static_cast<size_t>(params.batch * params.kv_num_heads * plan.rules.compressed_capacity * params.head_size));
       comp = compressed_scratch.data();
     }
     WriteCompressedKeys(c, comp, pf);
@@ -213,8 +215,8 @@ std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& p
 }  // namespace
 
 template <typename T>
-std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
-                         const AttentionData<T>& data, const ParallelFor& pf, KernelProfile* profile) {
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                         const ParallelFor& pf, KernelProfile* profile) {
   try {
     GuardedParallelFor guarded(pf);
     return RunStages(attrs, params, data, guarded.AsParallelFor(), profile);

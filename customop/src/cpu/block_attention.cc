@@ -132,8 +132,8 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
         else
           ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
         Softcap(a.softcap, x, n * W);
-        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
-                                    st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
+        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0, st.l.data() + r0,
+                                    st.acc.data() + r0 * D, r_end - r0, D);
         for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
           if (sc.hi[r] <= sc.lo[r]) {
             ++r;
@@ -143,7 +143,8 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
           const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
           if (vf != nullptr)
-            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at,
+                          v_lines);
           else
             AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vals + x0 * D, n,
                            D, v_at, v_lines);
@@ -202,7 +203,8 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   std::vector<int64_t> slices(static_cast<size_t>(BH));
   for (int64_t bh = 0; bh < BH; ++bh) {
     union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), c.a.block_size, lists + bh * K);
-    slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
+    slices[bh] =
+        std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
   }
   std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
   std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
@@ -245,10 +247,10 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   });
 }
 
-#define INFLLMV2_BLOCK_ATTENTION(T)                                                                               \
-  template void AttendBlocks<T>(const Call<T>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);     \
-  template void WriteRows<T>(const Call<T>&, int64_t, int64_t, const float*, const float*);                       \
-  template void AttendDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                    \
+#define INFLLMV2_BLOCK_ATTENTION(T)                                                                            \
+  template void AttendBlocks<T>(const Call<T>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&); \
+  template void WriteRows<T>(const Call<T>&, int64_t, int64_t, const float*, const float*);                    \
+  template void AttendDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                 \
                                       const std::vector<QueryRows>&, const int64_t*, const int64_t*, const int32_t*);
 INFLLMV2_BLOCK_ATTENTION(float)
 INFLLMV2_BLOCK_ATTENTION(Float16)

@@ -20,7 +20,8 @@ void WriteKeyValueCache(const Call<T>& c, const ParallelFor& pf) {
       std::memset(static_cast<void*>(pv), 0, sizeof(T) * static_cast<size_t>(cap * D));
       if (past > 0) {
         std::memcpy(pk, c.d.past_key + c.CacheOffset(b, h, p.past_capacity), sizeof(T) * static_cast<size_t>(past * D));
-        std::memcpy(pv, c.d.past_value + c.CacheOffset(b, h, p.past_capacity), sizeof(T) * static_cast<size_t>(past * D));
+        std::memcpy(pv, c.d.past_value + c.CacheOffset(b, h, p.past_capacity),
+                    sizeof(T) * static_cast<size_t>(past * D));
       }
     }
     std::vector<float> row(static_cast<size_t>(D)), cs(static_cast<size_t>(p.rotary_dim));

@@ -82,7 +82,8 @@ QueryRows QueryRowsOf(const Call<T>& c, int64_t b, int64_t s0, int64_t n, int64_
   const auto& p = c.p;
   const int64_t D = p.head_size, G = p.group;
   if constexpr (std::is_same_v<T, float>) {
-    if (!c.a.do_rotary && !p.packed_qkv) return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
+    if (!c.a.do_rotary && !p.packed_qkv)
+      return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
   }
   buf.resize(static_cast<size_t>(n * G * D));
   std::vector<float> cs(static_cast<size_t>(p.rotary_dim));

@@ -154,15 +154,14 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   phases.Mark(&KernelProfile::topk_ms);
 }
 
-#define INFLLMV2_SELECTION(T)                                                                                     \
-  template void BuildCompressedKeys<T>(const Call<T>&, int64_t, int64_t, bool, CompressedKeys&);                  \
+#define INFLLMV2_SELECTION(T)                                                                                        \
+  template void BuildCompressedKeys<T>(const Call<T>&, int64_t, int64_t, bool, CompressedKeys&);                     \
   template int64_t SelectToken<T>(const Call<T>&, const Microkernels&, const CompressedKeys&, const float*, int64_t, \
-                                  int64_t, TokenStage1Scratch&, int32_t*);                                        \
-  template void SelectDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                    \
-                                      const std::vector<CompressedKeys>&, const std::vector<QueryRows>&,           \
+                                  int64_t, TokenStage1Scratch&, int32_t*);                                           \
+  template void SelectDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                       \
+                                      const std::vector<CompressedKeys>&, const std::vector<QueryRows>&,             \
                                       const std::vector<char>&, int32_t*, int64_t*);
 INFLLMV2_SELECTION(float)
 INFLLMV2_SELECTION(Float16)
 
 }  // namespace infllmv2::cpu
-

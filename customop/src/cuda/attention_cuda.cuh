@@ -17,8 +17,9 @@ namespace infllmv2::cuda {
 inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
 
 template <class T>
-std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
-                             const ScratchAllocator& scratch, void* stream_ptr, const RunOptions& options) {
+std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params,
+                             const AttentionData<T>& data, const ScratchAllocator& scratch, void* stream_ptr,
+                             const RunOptions& options) {
   const Stream stream = static_cast<Stream>(stream_ptr);
   (void)stream;  // unused by the host emulation
   const BufferFacts f = FactsOf(data, params);
@@ -41,15 +42,17 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
            std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
   if (options.kv_splits < -1 || options.kv_splits > kMaxKvSplits)
-    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) + " out of range (-1 = no split, 0 = automatic, 1.." +
-           std::to_string(kMaxKvSplits) + ")";
+    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) +
+           " out of range (-1 = no split, 0 = automatic, 1.." + std::to_string(kMaxKvSplits) + ")";
   a.kv_splits = KvSplitsFor(options.kv_splits, attrs, params);
   const bool split_kv = options.kv_splits > 0 || a.kv_splits > 1;
-  const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads, D = params.head_size;
+  const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads,
+                D = params.head_size;
   // Scratch: rotated queries, compressed keys nobody asked for, selection lists nobody asked for.
   const bool prep_query = p.do_rotary || p.packed_qkv;
   T* q_rot = nullptr;
-  if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr) return "CUDA kernel: out of memory";
+  if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr)
+    return "CUDA kernel: out of memory";
   // Without the lengths every entry may run sparse unless the call is forced dense (the device's
   // seqlens_k are not checked against total_sequence_length).
   const bool compute_compressed = f.has_present_compressed || params.mode != AttentionMode::kForceDense;
@@ -66,7 +69,8 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   // 1. KV cache write (+ rotated queries).
   {
     auto* k = &KvCacheWriteKernel<T>;
-    IL_LAUNCH(k, dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH(k,
+              dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   if (prep_query) {
@@ -76,7 +80,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   // 2. Level-1 compressed keys.
   if (compute_compressed) {
     auto* k = &CompressKernel<T>;
-    IL_LAUNCH(k, dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH(k,
+              dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock,
+                   static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   // 3. Selection lists: rows within the budget, then stage 1 for the rows that outgrow it (CTAs of
@@ -139,7 +145,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
 }  // namespace infllmv2::cuda
 
 // One dtype's entry point (explicit instantiation, one translation unit per dtype).
-#define INFLLMV2_CUDA_INSTANTIATE(T)                                                                               \
-  template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,        \
+#define INFLLMV2_CUDA_INSTANTIATE(T)                                                                            \
+  template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,      \
                                                        const AttentionData<T>&, const ScratchAllocator&, void*, \
                                                        const RunOptions&);

@@ -18,12 +18,12 @@ constexpr int kNoKey = 0x7fffffff;
 // split-KV path (split_kv.cuh) narrows it to one split's part: `lo`/`last` in range mode, the list
 // entries [cur, end) in list mode; an empty part sees nothing.
 struct TokenView {
-  int pos = -1;                    // absolute position; -1: padding (sees nothing)
-  int lo = 0;                      // range mode: first key
-  int last = -1;                   // last key seen (range mode: <= pos; list mode: pos)
-  const int32_t* list = nullptr;   // list mode: sorted blocks, -1-padded to the budget
-  int cur = 0;                     // list cursor (blocks before it end before the current key)
-  int end = 0;                     // list mode: entries [cur, end) are this view's
+  int pos = -1;                   // absolute position; -1: padding (sees nothing)
+  int lo = 0;                     // range mode: first key
+  int last = -1;                  // last key seen (range mode: <= pos; list mode: pos)
+  const int32_t* list = nullptr;  // list mode: sorted blocks, -1-padded to the budget
+  int cur = 0;                    // list cursor (blocks before it end before the current key)
+  int end = 0;                    // list mode: entries [cur, end) are this view's
 
   IL_DEVICE int NextKey(int k, int Bk) {
     if (pos < 0 || k > last) return kNoKey;
@@ -49,7 +49,8 @@ struct TokenView {
     };
     if (list == nullptr) return bits(lo, hi);
     uint64_t m = 0;
-    for (int i = cur; i < end && list[i] >= 0 && list[i] * Bk <= hi; ++i) m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
+    for (int i = cur; i < end && list[i] >= 0 && list[i] * Bk <= hi; ++i)
+      m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
     return m;
   }
 };
@@ -131,7 +132,8 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
   CpAsyncWait<0>();
   SyncThreads();
   uint32_t qa[D / 16][4];
-  for (int kk = 0; kk < D / 16; ++kk) LdMatrixX4(qa[kk], &sK[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
+  for (int kk = 0; kk < D / 16; ++kk)
+    LdMatrixX4(qa[kk], &sK[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
 
   // Token slot of this lane's two rows (g and g + 8 of the warp's slice); -1 past the rows.
   int slot[2];

@@ -35,9 +35,9 @@ IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
         pk[static_cast<int64_t>(r) * D + i] = k[i];
       } else {
         const int64_t pos = RotaryPosition(e, r);
-        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved,
-                                                                      a.d.cos_cache + static_cast<int64_t>(pos) * half,
-                                                                      a.d.sin_cache + static_cast<int64_t>(pos) * half));
+        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(
+            RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved, a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                          a.d.sin_cache + static_cast<int64_t>(pos) * half));
       }
     } else if (!p.kv_in_place) {
       const bool from_past = r < e.past;

@@ -23,10 +23,10 @@ using Stream = void*;
 // the driver adds: the query rows the kernels read, the scratch it chose, the key splits.
 template <class T>
 struct KernelArgs : CallBuffers<T> {
-  const T* q = nullptr;     // query rows for attention and stage 1: d.query, or the rotated copy
-  int q_heads = 0;          // heads per token in `q` (H + 2 Hkv when it is the packed input)
-  T* comp = nullptr;        // level-1 compressed keys [B, Hkv, rules.compressed_capacity, D]
-  int32_t* sel = nullptr;   // selection lists [B, Hkv, S, K] (the output, or scratch)
+  const T* q = nullptr;    // query rows for attention and stage 1: d.query, or the rotated copy
+  int q_heads = 0;         // heads per token in `q` (H + 2 Hkv when it is the packed input)
+  T* comp = nullptr;       // level-1 compressed keys [B, Hkv, rules.compressed_capacity, D]
+  int32_t* sel = nullptr;  // selection lists [B, Hkv, S, K] (the output, or scratch)
   // 1 = one CTA per (64 query rows, kv head, entry) over all of its keys; > 1 = the split-KV path
   // (split_kv.cuh) with this many key splits per such CTA. Chosen on the host.
   int kv_splits = 1;

@@ -47,12 +47,18 @@ IL_DEVICE int Shfl(int v, int lane) { return __shfl_sync(0xffffffffu, v, lane); 
 
 IL_DEVICE float ToF32(Float16 x) { return __half2float(__ushort_as_half(x.bits)); }
 IL_DEVICE float ToF32(BFloat16 x) { return __uint_as_float(static_cast<uint32_t>(x.bits) << 16); }
-template <class T> IL_DEVICE T FromF32(float f);
-template <> IL_DEVICE Float16 FromF32<Float16>(float f) { return Float16{__half_as_ushort(__float2half_rn(f))}; }
-template <> IL_DEVICE BFloat16 FromF32<BFloat16>(float f) {
+template <class T>
+IL_DEVICE T FromF32(float f);
+template <>
+IL_DEVICE Float16 FromF32<Float16>(float f) {
+  return Float16{__half_as_ushort(__float2half_rn(f))};
+}
+template <>
+IL_DEVICE BFloat16 FromF32<BFloat16>(float f) {
   return BFloat16{__bfloat16_as_ushort(__float2bfloat16_rn(f))};
 }
-template <class T> IL_DEVICE uint32_t Pack2(float lo, float hi) {
+template <class T>
+IL_DEVICE uint32_t Pack2(float lo, float hi) {
   return static_cast<uint32_t>(FromF32<T>(lo).bits) | (static_cast<uint32_t>(FromF32<T>(hi).bits) << 16);
 }
 
@@ -69,15 +75,18 @@ IL_DEVICE void LdMatrixX4Trans(uint32_t r[4], const void* row) {
                : "r"(SharedAddress(row)));
 }
 
-template <class T> IL_DEVICE void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
-template <> IL_DEVICE void Mma16816<Float16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+template <class T>
+IL_DEVICE void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
+template <>
+IL_DEVICE void Mma16816<Float16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%10, %11, %12, %13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
-template <> IL_DEVICE void Mma16816<BFloat16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+template <>
+IL_DEVICE void Mma16816<BFloat16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%10, %11, %12, %13};\n"
@@ -90,7 +99,10 @@ IL_DEVICE void CpAsync16(void* dst, const void* src, int bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)), "l"(src), "r"(bytes));
 }
 IL_DEVICE void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> IL_DEVICE void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+template <int N>
+IL_DEVICE void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
 IL_DEVICE float Exp(float x) { return expf(x); }
@@ -141,8 +153,12 @@ inline int Shfl(int v, int lane) { return ShflSource(v, lane, false); }
 
 inline float ToF32(Float16 x) { return ToFloat(x); }
 inline float ToF32(BFloat16 x) { return ToFloat(x); }
-template <class T> inline T FromF32(float f) { return FromFloat<T>(f); }
-template <class T> inline uint32_t Pack2(float lo, float hi) {
+template <class T>
+inline T FromF32(float f) {
+  return FromFloat<T>(f);
+}
+template <class T>
+inline uint32_t Pack2(float lo, float hi) {
   return static_cast<uint32_t>(FromF32<T>(lo).bits) | (static_cast<uint32_t>(FromF32<T>(hi).bits) << 16);
 }
 
@@ -209,7 +225,8 @@ inline void CpAsync16(void* dst, const void* src, int bytes) {
   if (bytes < 16) std::memset(static_cast<char*>(dst) + bytes, 0, static_cast<size_t>(16 - bytes));
 }
 inline void CpAsyncCommit() {}
-template <int N> inline void CpAsyncWait() {}
+template <int N>
+inline void CpAsyncWait() {}
 
 inline float Exp2(float x) { return std::exp2(x); }
 inline float Exp(float x) { return std::exp(x); }

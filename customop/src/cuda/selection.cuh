@@ -24,13 +24,12 @@ IL_GLOBAL void SelectionFillKernel(KernelArgs<T> a) {
   for (int i = static_cast<int>(threadIdx.x); i < p.budget; i += kSelectThreads) row[i] = i < n ? i : -1;
 }
 
-
 constexpr int kStage1Threads = 128;
 constexpr int kStage1Warps = kStage1Threads / 32;
-constexpr int kStage1Heads = 16;         // query heads held in shared memory at a time
-constexpr int kStage1MaxHead = 128;      // head size
-constexpr int kStage1MaxGroup = 256;     // G: one normalizer per head in shared memory
-constexpr int kStage1MaxBlocks = 8192;   // block scores in shared memory: positions < 8192 Bk
+constexpr int kStage1Heads = 16;        // query heads held in shared memory at a time
+constexpr int kStage1MaxHead = 128;     // head size
+constexpr int kStage1MaxGroup = 256;    // G: one normalizer per head in shared memory
+constexpr int kStage1MaxBlocks = 8192;  // block scores in shared memory: positions < 8192 Bk
 
 // Sum of v over the CTA, returned to every thread, with one barrier: `red` holds two alternating
 // sets of kStage1Warps ints (a set is rewritten two calls later, after every thread passed the
@@ -145,7 +144,8 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
 
   // 3-4. Group sums of 128 windows at a time, max-pooled into the candidate blocks [init_hi, local_lo).
   const BlockWindows bw = BlockWindowsOf(p);
-  const int per_block = static_cast<int>(bw.per_block), back = static_cast<int>(bw.back), ahead = static_cast<int>(bw.ahead);
+  const int per_block = static_cast<int>(bw.per_block), back = static_cast<int>(bw.back),
+            ahead = static_cast<int>(bw.ahead);
   for (int bb = init_hi + tid; bb < local_lo; bb += kStage1Threads) sBlock[bb] = -kInf;
   for (int j0 = 0; j0 < nvis1; j0 += kStage1Threads) {
     const int j1 = j0 + kStage1Threads < nvis1 ? j0 + kStage1Threads : nvis1;
@@ -157,7 +157,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
         for (int gi = 0; gi < gc; ++gi) gsum += Exp(score(j0 + tid, gi) - sLse[g0 + gi]);
     }
     if (p.score_precision != 0) gsum = ToF32(FromF32<BFloat16>(gsum));  // score_precision 1: bf16 (RNE)
-    SyncThreads();  // previous chunk's pooling done reading sGroup
+    SyncThreads();                                                      // previous chunk's pooling done reading sGroup
     sGroup[tid] = gsum;
     SyncThreads();
     // Blocks with a window in [j0, j1): b Bk/s - back <= j1 - 1 and b Bk/s + ahead >= j0.
@@ -208,9 +208,12 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
     if (chosen(bb)) row[at++] = bb;
   const int n = n_forced + take;
   for (int i = tid; i < p.budget; i += kStage1Threads) {
-    if (i < init_hi) row[i] = i;
-    else if (i >= init_hi + take && i < n) row[i] = local_lo + (i - init_hi - take);
-    else if (i >= n) row[i] = -1;
+    if (i < init_hi)
+      row[i] = i;
+    else if (i >= init_hi + take && i < n)
+      row[i] = local_lo + (i - init_hi - take);
+    else if (i >= n)
+      row[i] = -1;
   }
 }
 

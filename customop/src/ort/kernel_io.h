@@ -22,8 +22,17 @@ constexpr size_t kNumInputs = 11;
 constexpr size_t kNumOutputs = 5;
 
 enum Input : size_t {
-  kQuery = 0, kKey, kValue, kPastKey, kPastValue, kSeqlensK, kTotalSequenceLength, kCosCache, kSinCache,
-  kPastCompressedKey, kAttentionMode
+  kQuery = 0,
+  kKey,
+  kValue,
+  kPastKey,
+  kPastValue,
+  kSeqlensK,
+  kTotalSequenceLength,
+  kCosCache,
+  kSinCache,
+  kPastCompressedKey,
+  kAttentionMode
 };
 enum Output : size_t { kOutput = 0, kPresentKey, kPresentValue, kPresentCompressedKey, kSelectedBlocks };
 

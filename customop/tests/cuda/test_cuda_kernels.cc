@@ -17,8 +17,10 @@ namespace {
 // the 16-bit type before P V (FlashAttention-2), keys/values/queries are exact 16-bit values.
 template <typename T>
 Tolerance CudaTolerance() {
-  if constexpr (std::is_same_v<T, Float16>) return {2e-3, 1e-3, 0.0, 1e-3};
-  else return {1.6e-2, 8e-3, 0.0, 8e-3};
+  if constexpr (std::is_same_v<T, Float16>)
+    return {2e-3, 1e-3, 0.0, 1e-3};
+  else
+    return {1.6e-2, 8e-3, 0.0, 8e-3};
 }
 
 template <typename T>
@@ -343,7 +345,7 @@ TEST(CudaEmu, SplitKvChoice) {
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 48);  // 96 blocks x 64 keys / 128 keys per split
   p.total_sequence_length = 200;
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 2);  // short context: one split per 128 keys
-  p.seq_len = 8192;  // prefill: the plain grid is 2048 x 2 CTAs
+  p.seq_len = 8192;                          // prefill: the plain grid is 2048 x 2 CTAs
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 1);
   // A forced count out of range is refused with the reason.
   Case c;
@@ -353,7 +355,8 @@ TEST(CudaEmu, SplitKvChoice) {
   Tensors t = MakeTensors(c);
   Complete(c);
   for (int bad : {-2, cuda::kMaxKvSplits + 1})
-    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad).error.find("kv_splits " + std::to_string(bad) + " out of range"),
+    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad)
+                  .error.find("kv_splits " + std::to_string(bad) + " out of range"),
               std::string::npos);
 }
 
