@@ -7,6 +7,11 @@ cd "$root"
 mkdir -p artifacts
 eng/bootstrap.sh
 
+echo "== C++ format (clang-format 14, .clang-format) =="
+find customop bench/native tests/gpu -path tests/gpu/build -prune -o -type f \
+  \( -name '*.h' -o -name '*.cc' -o -name '*.cuh' -o -name '*.cu' -o -name '*.inc' \) -print0 |
+  xargs -0 clang-format-14 --dry-run --Werror
+
 echo "== native tests (customop, ASan+UBSan) =="
 cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_SANITIZE=ON >/dev/null
 cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
