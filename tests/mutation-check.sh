@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation check (issue 22), run on demand, not part of ./test.sh: copies the repository to a
+# Mutation check, run on demand, not part of ./test.sh: copies the repository to a
 # scratch folder, plants each deliberate bug of the table below there (never in this checkout),
 # runs the test subset that must catch it, and reports "caught" or "SURVIVED" per mutation.
 # Exit status: 0 when every mutation was caught; 1 when one survived, a pattern was not found
@@ -34,26 +34,26 @@ DOTNET_TESTS = "dotnet test tests/InfLlmV2.Onnx.Tests -c Release -nologo -v q --
 # scratch root after the build; must fail with the bug).
 MUTATIONS = [
     ("topk-ties-to-higher-index", "native",
-     [("return (uint64_t{bits} << 32) | (~static_cast<uint32_t>(block));",
-       "return (uint64_t{bits} << 32) | static_cast<uint32_t>(block);"),
-      ("inline int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(~static_cast<uint32_t>(key)); }",
-       "inline int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(static_cast<uint32_t>(key)); }")],
+     [("return (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(~static_cast<uint32_t>(block));",
+       "return (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(static_cast<uint32_t>(block));"),
+      ("IL_HD int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(~static_cast<uint32_t>(key)); }",
+       "IL_HD int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(static_cast<uint32_t>(key)); }")],
      NATIVE_TESTS + " --gtest_filter=Selection.*:Retrieval.*"),
     ("maxpool-window-4b-to-4b+3", "native",
-     [("const int64_t jlo = std::max<int64_t>(0, b * per_block - back);",
-       "const int64_t jlo = std::max<int64_t>(0, b * per_block - 0 * back);")],
+     [("const int64_t jlo = std::max<int64_t>(0, b * bw.per_block - bw.back);",
+       "const int64_t jlo = std::max<int64_t>(0, b * bw.per_block - 0 * bw.back);")],
      NATIVE_TESTS + " --gtest_filter=Selection.*:Retrieval.*"),
     ("init-block-not-forced", "native",
-     [("const int64_t init_hi = std::min(plan.init_blocks, local_lo);",
-       "const int64_t init_hi = 0 * std::min(plan.init_blocks, local_lo);")],
+     [("s.init_hi = r.init_blocks < s.local_lo ? r.init_blocks : s.local_lo;",
+       "s.init_hi = 0 * (r.init_blocks < s.local_lo ? r.init_blocks : s.local_lo);")],
      NATIVE_TESTS + " --gtest_filter=Selection.*:Retrieval.*"),
     ("score-precision-bf16-truncated", "native",
      [("if (bf16_scores) best = ToFloat(FromFloat<BFloat16>(best));",
        "if (bf16_scores) best = BitsToFloat(FloatToBits(best) & 0xffff0000u);")],
      NATIVE_TESTS + " --gtest_filter=Schemes.ScorePrecision*"),
     ("op-mode-switch-total-gt-dense_len", "native",
-     [("return attrs.dense_len == -1 || total_length >= attrs.dense_len;",
-       "return attrs.dense_len == -1 || total_length > attrs.dense_len;")],
+     [("return r.dense_len == -1 || total >= r.dense_len;",
+       "return r.dense_len == -1 || total > r.dense_len;")],
      NATIVE_TESTS + " --gtest_filter=Mode.*"),
     # The same rule in C# (OpContract's SparseAttentionSettings.ModeFor, used by DecoderSession's
     # LastModes), checked against what the op reports (SessionModeReportTests, OpContractTests).
@@ -65,7 +65,7 @@ MUTATIONS = [
      [("foreach (var f in files)\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));",
        "foreach (var f in files.Take(1))\n                {\n                    var dst = Path.GetFullPath(Path.Combine(outDir, f.Location));")],
      DOTNET_TESTS + "\"FullyQualifiedName~ExternalDataRewriteTests|FullyQualifiedName~RewriteCli\""),
-    # Masks from attention_mask (issue 19): seqlens_k must be ReduceSum(attention_mask) - 1, and the
+    # Masks from attention_mask: seqlens_k must be ReduceSum(attention_mask) - 1, and the
     # genai builder's square causal mask expanded to past + S keys must be offset by the past length.
     ("mask-lengths-without-minus-one", "dotnet",
      [('Graph.Node.Add(Node("Sub", "", [sum32, one], [seqlens], name: N("Sub")));',

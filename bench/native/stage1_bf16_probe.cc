@@ -1,7 +1,7 @@
 // What 16-bit stage-1 scoring would buy at 128k decode (docs/benchmarks.md, "Targets missed").
 // Not part of the op: a measurement behind a design decision. It times, on one thread, the scoring
 // of N level-1 compressed keys (D = 128) against the G = 16 heads of one token three ways:
-//   fp32         the kernel's own AVX-512 microkernel (scores_key_major), as the op runs today;
+//   fp32         the kernel's own AVX-512 microkernel (scores_key_major), as the op runs;
 //   bf16 (conv)  vdpbf16ps on fp32 keys rounded to bf16 as they are read (the op's state is type T);
 //   bf16 (kept)  vdpbf16ps on keys already stored as bf16 (would need a 16-bit state: a contract change);
 // and compares the bf16 scores and the blocks they select with the fp32 ones.
@@ -45,8 +45,8 @@ std::vector<uint32_t> PackQuery(const std::vector<float>& q) {
 }
 
 template <bool kConvert>
-__attribute__((target("avx512f,avx512bf16"))) void ScoresBf16(const uint32_t* qp, const void* keys, int n,
-                                                                float scale, float* out) {
+__attribute__((target("avx512f,avx512bf16"))) void ScoresBf16(const uint32_t* qp, const void* keys, int n, float scale,
+                                                              float* out) {
   alignas(64) uint32_t staged[kKeys][kD / 2];
   for (int j = 0; j + kKeys <= n; j += kKeys) {
     const uint32_t* rows[kKeys];
@@ -70,7 +70,8 @@ __attribute__((target("avx512f,avx512bf16"))) void ScoresBf16(const uint32_t* qp
         acc[t] = _mm512_dpbf16_ps(acc[t], (__m512bh)_mm512_loadu_si512(qp + p * kG),
                                   (__m512bh)_mm512_set1_epi32(static_cast<int>(rows[t][p])));
     }
-    for (int t = 0; t < kKeys; ++t) _mm512_storeu_ps(out + static_cast<int64_t>(j + t) * kG, _mm512_mul_ps(acc[t], _mm512_set1_ps(scale)));
+    for (int t = 0; t < kKeys; ++t)
+      _mm512_storeu_ps(out + static_cast<int64_t>(j + t) * kG, _mm512_mul_ps(acc[t], _mm512_set1_ps(scale)));
   }
 }
 
@@ -93,8 +94,12 @@ std::vector<int> Select(const std::vector<float>& s, int n) {
   const int n2 = (n - 7) / 4 + 1;  // level-2 keys: means of level-1 rows 4j, 4j+2, 4j+4, 4j+6
   for (int g = 0; g < kG; ++g) {
     double m = -INFINITY, l = 0;
-    for (int j = 0; j < n2; ++j) m = std::max(m, 0.25 * (s[4 * j * kG + g] + s[(4 * j + 2) * kG + g] + s[(4 * j + 4) * kG + g] + s[(4 * j + 6) * kG + g]));
-    for (int j = 0; j < n2; ++j) l += std::exp(0.25 * (s[4 * j * kG + g] + s[(4 * j + 2) * kG + g] + s[(4 * j + 4) * kG + g] + s[(4 * j + 6) * kG + g]) - m);
+    for (int j = 0; j < n2; ++j)
+      m = std::max(
+          m, 0.25 * (s[4 * j * kG + g] + s[(4 * j + 2) * kG + g] + s[(4 * j + 4) * kG + g] + s[(4 * j + 6) * kG + g]));
+    for (int j = 0; j < n2; ++j)
+      l += std::exp(
+          0.25 * (s[4 * j * kG + g] + s[(4 * j + 2) * kG + g] + s[(4 * j + 4) * kG + g] + s[(4 * j + 6) * kG + g]) - m);
     lse[g] = m + std::log(l);
   }
   std::vector<double> shared(n);
@@ -133,7 +138,8 @@ int main(int argc, char** argv) {
   for (float& x : common) x = normal(rng);
   for (float& x : q) x = normal(rng);
   for (int j = 0; j < n; ++j)
-    for (int i = 0; i < kD; ++i) keys[j * kD + i] = 0.5f * common[i] + 0.3f * normal(rng) + (j % 97 == 0 ? 0.2f * q[i] : 0.0f);
+    for (int i = 0; i < kD; ++i)
+      keys[j * kD + i] = 0.5f * common[i] + 0.3f * normal(rng) + (j % 97 == 0 ? 0.2f * q[i] : 0.0f);
   std::vector<float> qt(kD * kG);  // the fp32 kernel's layout: qt[i * G + g]
   for (int g = 0; g < kG; ++g)
     for (int i = 0; i < kD; ++i) qt[i * kG + g] = q[g * kD + i];
@@ -144,7 +150,8 @@ int main(int argc, char** argv) {
   std::vector<float> s32(static_cast<size_t>(n) * kG), sconv(s32.size()), skept(s32.size());
   double t32 = 0, tconv = 0, tkept = 0;
   for (int round = 0; round < 3; ++round) {  // interleaved, best median of three rounds
-    const double a = MedianMicros([&] { mk->scores_key_major(qt.data(), kG, keys.data(), n, kD, scale, s32.data(), nullptr, 0); });
+    const double a =
+        MedianMicros([&] { mk->scores_key_major(qt.data(), kG, keys.data(), n, kD, scale, s32.data(), nullptr, 0); });
     const double b = MedianMicros([&] { ScoresBf16<true>(qp.data(), keys.data(), n, scale, sconv.data()); });
     const double c = MedianMicros([&] { ScoresBf16<false>(qp.data(), kept.data(), n, scale, skept.data()); });
     t32 = round == 0 ? a : std::min(t32, a);
@@ -163,10 +170,11 @@ int main(int argc, char** argv) {
   const std::vector<int> sel32 = Select(s32, n), sel16 = Select(sconv, n);
   std::vector<int> common_sel;
   std::set_intersection(sel32.begin(), sel32.end(), sel16.begin(), sel16.end(), std::back_inserter(common_sel));
-  std::printf("{\"keys\":%d,\"fp32_us\":%.1f,\"bf16_convert_us\":%.1f,\"bf16_kept_us\":%.1f,"
-              "\"convert_over_fp32\":%.2f,\"kept_over_fp32\":%.2f,\"max_abs_score_error\":%.4f,\"max_abs_score\":%.3f,"
-              "\"dynamic_blocks\":%zu,\"dynamic_blocks_changed\":%zu}\n",
-              n, t32, tconv, tkept, tconv / t32, tkept / t32, max_err, max_score, sel32.size(),
-              sel32.size() - common_sel.size());
+  std::printf(
+      "{\"keys\":%d,\"fp32_us\":%.1f,\"bf16_convert_us\":%.1f,\"bf16_kept_us\":%.1f,"
+      "\"convert_over_fp32\":%.2f,\"kept_over_fp32\":%.2f,\"max_abs_score_error\":%.4f,\"max_abs_score\":%.3f,"
+      "\"dynamic_blocks\":%zu,\"dynamic_blocks_changed\":%zu}\n",
+      n, t32, tconv, tkept, tconv / t32, tkept / t32, max_err, max_score, sel32.size(),
+      sel32.size() - common_sel.size());
   return 0;
 }

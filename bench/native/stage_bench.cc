@@ -5,22 +5,23 @@
 // --cold reads 128 MiB before each timed call, so that the call finds none of its data in the
 // caches (as in a model whose other layers ran in between).
 // Prints one JSON object per run.
+#include <immintrin.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <functional>
-#include <immintrin.h>
-#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
+#include "common/call_rules.h"
 #include "common/check_inputs.h"
 #include "common/float16.h"
 #include "cpu/attention_cpu.h"
@@ -33,8 +34,7 @@ namespace {
 // A persistent pool (like ORT's intra-op pool): workers wait for a job, take indices from a
 // shared counter, and the caller works too. Like ORT's (session.intra_op.allow_spinning = 1, the
 // default) waiting threads (idle workers, the caller at the end of a job) spin a while before they
-// sleep: with plain condition-variable waits every parallel phase paid wake-ups, and the stage
-// split of a 128k decode step (five parallel phases) overstated its time by about a fifth.
+// sleep, so that the stage split does not count thread wake-ups between parallel phases.
 class Pool {
  public:
   explicit Pool(unsigned threads) {
@@ -201,15 +201,26 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
   AttentionParams p;
   std::string err = CheckAttributes(a);
   if (err.empty()) err = CheckInputs(a, in, &p);
-  if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 2; }
+  if (!err.empty()) {
+    std::fprintf(stderr, "%s\n", err.c_str());
+    return 2;
+  }
 
   std::mt19937 rng(7);
   std::normal_distribution<float> n01(0.0f, 1.0f);
-  auto rnd = [&](size_t n) { std::vector<T> v(n); for (auto& x : v) x = FromFloat<T>(n01(rng)); return v; };
+  auto rnd = [&](size_t n) {
+    std::vector<T> v(n);
+    for (auto& x : v) x = FromFloat<T>(n01(rng));
+    return v;
+  };
   auto q = rnd(S * G * Hkv * D), k = rnd(S * Hkv * D), v = rnd(S * Hkv * D);
   std::vector<T> cache_k = rnd(cap * Hkv * D), cache_v = rnd(cap * Hkv * D), out(S * G * Hkv * D);
   AttentionData<T> d;
-  d.query = q.data(); d.key = k.data(); d.value = v.data(); d.seqlens_k = seqlens.data(); d.output = out.data();
+  d.query = q.data();
+  d.key = k.data();
+  d.value = v.data();
+  d.seqlens_k = seqlens.data();
+  d.output = out.data();
   std::vector<T> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
   if (decode) {  // shared buffers, as a KV-cache owner runs decode
     d.past_key = d.present_key = cache_k.data();
@@ -222,7 +233,10 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
     CheckInputs(a, in0, &p0);
     init.present_compressed_key = compressed.data();
     err = cpu::RunAttention<T>(a, p0, init, PoolFor);
-    if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
+    if (!err.empty()) {
+      std::fprintf(stderr, "%s\n", err.c_str());
+      return 1;
+    }
     d.past_compressed_key = d.present_compressed_key = compressed.data();
   } else {
     present_k.resize(p.present_capacity * Hkv * D);
@@ -249,11 +263,19 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
     const auto t0 = std::chrono::steady_clock::now();
     err = cpu::RunAttention<T>(a, p, d, PoolFor, &prof);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!err.empty()) { std::fprintf(stderr, "%s\n", err.c_str()); return 1; }
+    if (!err.empty()) {
+      std::fprintf(stderr, "%s\n", err.c_str());
+      return 1;
+    }
     if (r == 0) continue;  // warm-up
-    prep.push_back(prof.prepare_ms); comp.push_back(prof.compress_ms); sel.push_back(prof.select_ms);
-    att.push_back(prof.attend_ms); total.push_back(ms);
-    score.push_back(prof.score_ms); lse.push_back(prof.lse_ms); group_sum.push_back(prof.group_sum_ms);
+    prep.push_back(prof.prepare_ms);
+    comp.push_back(prof.compress_ms);
+    sel.push_back(prof.select_ms);
+    att.push_back(prof.attend_ms);
+    total.push_back(ms);
+    score.push_back(prof.score_ms);
+    lse.push_back(prof.lse_ms);
+    group_sum.push_back(prof.group_sum_ms);
     topk.push_back(prof.topk_ms);
   }
   if (cold && !(evict_sum > 0.0f)) return 1;  // keeps the eviction reads
@@ -263,20 +285,26 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
   const double stage1_madds = decode && mode == "sparse" ? static_cast<double>(G * Hkv * windows * D) : 0.0;
   const double peak_gflops = stage1_madds > 0 ? FmaPeakGflops() : 0.0;
   const double select_floor_ms = peak_gflops > 0 ? 2.0 * stage1_madds / (peak_gflops * 1e9) * 1e3 : 0.0;
-  std::printf("{\"phase\":\"%s\",\"dtype\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\",\"threads\":%u,\"prepare_ms\":%.4f,"
-              "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
-              "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f},"
-              "\"stage1_madds\":%.0f,\"fma_peak_gflops\":%.1f,\"select_floor_ms\":%.4f}\n",
-              phase.c_str(), std::is_same_v<T, float> ? "fp32" : "fp16", static_cast<long long>(length), static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
-              std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
-              Median(total), Median(score), Median(lse), Median(group_sum), Median(topk), stage1_madds, peak_gflops,
-              select_floor_ms);
+  std::printf(
+      "{\"phase\":\"%s\",\"dtype\":\"%s\",\"length\":%lld,\"kv_heads\":%lld,\"cold\":%s,\"mode\":\"%s\",\"isa\":\"%s\","
+      "\"threads\":%u,\"prepare_ms\":%.4f,"
+      "\"compress_ms\":%.4f,\"select_ms\":%.4f,\"attend_ms\":%.4f,\"total_ms\":%.4f,"
+      "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f},"
+      "\"stage1_madds\":%.0f,\"fma_peak_gflops\":%.1f,\"select_floor_ms\":%.4f}\n",
+      phase.c_str(), std::is_same_v<T, float> ? "fp32" : "fp16", static_cast<long long>(length),
+      static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
+      std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
+      Median(total), Median(score), Median(lse), Median(group_sum), Median(topk), stage1_madds, peak_gflops,
+      select_floor_ms);
   return 0;
 }
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] [--kv-heads H] [--dtype fp32|fp16] [--cold]\n", argv[0]);
+    std::fprintf(stderr,
+                 "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] "
+                 "[--kv-heads H] [--dtype fp32|fp16] [--cold]\n",
+                 argv[0]);
     return 2;
   }
   const std::string phase = argv[1];
@@ -294,17 +322,29 @@ int main(int argc, char** argv) {
       continue;
     }
     const std::string v = i + 1 < argc ? argv[i + 1] : "";
-    if (k == "--mode") mode = v;
-    else if (k == "--repeat") repeat = std::atoi(v.c_str());
-    else if (k == "--heads") G = std::atoll(v.c_str());
-    else if (k == "--head-size") D = std::atoll(v.c_str());
-    else if (k == "--kv-heads") Hkv = std::atoll(v.c_str());
-    else if (k == "--dtype") dtype = v;
-    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
-    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", k.c_str()); return 2; }
+    if (k == "--mode")
+      mode = v;
+    else if (k == "--repeat")
+      repeat = std::atoi(v.c_str());
+    else if (k == "--heads")
+      G = std::atoll(v.c_str());
+    else if (k == "--head-size")
+      D = std::atoll(v.c_str());
+    else if (k == "--kv-heads")
+      Hkv = std::atoll(v.c_str());
+    else if (k == "--dtype")
+      dtype = v;
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "option %s needs a value\n", k.c_str());
+      return 2;
+    }
   }
-  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 || (mode != "dense" && mode != "sparse") ||
-      (dtype != "fp32" && dtype != "fp16")) {
+  if ((phase != "decode" && phase != "prefill") || length < 1 || repeat < 1 || Hkv < 1 ||
+      (mode != "dense" && mode != "sparse") || (dtype != "fp32" && dtype != "fp16")) {
     std::fprintf(stderr, "bad arguments\n");
     return 2;
   }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <limits>
 
-
 namespace infllmv2::reference {
 namespace {
 
@@ -43,8 +42,8 @@ double RoundToBf16(double x) {
   if (!std::isfinite(x) || x == 0.0) return x;
   // bfloat16: 8 significant bits, exponents down to -126, subnormals spaced 2^-133.
   int e;
-  std::frexp(x, &e);                          // |x| in [2^(e-1), 2^e)
-  const int quantum = std::max(e - 8, -133);  // exponent of the last kept bit
+  std::frexp(x, &e);                                         // |x| in [2^(e-1), 2^e)
+  const int quantum = std::max(e - 8, -133);                 // exponent of the last kept bit
   const double r = std::nearbyint(std::ldexp(x, -quantum));  // ties to even (default rounding mode)
   const double y = std::ldexp(r, quantum);
   return std::abs(y) >= 0x1p128 ? std::copysign(std::numeric_limits<double>::infinity(), x) : y;
@@ -134,7 +133,8 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in, const Options& opt) 
         std::vector<char> visible(total, 0);
         const int64_t qb = pos / Bk;
         if (!sparse) {
-          const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1) : 0;  // ORT 1.29 GQA: the last local_window_size keys
+          const int64_t lo = a.local_window_size > 0 ? std::max<int64_t>(0, pos - a.local_window_size + 1)
+                                                     : 0;  // ORT 1.29 GQA: the last local_window_size keys
           for (int64_t i = lo; i <= pos; ++i) visible[i] = 1;
         } else {
           std::vector<int64_t> chosen;
@@ -187,7 +187,9 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in, const Options& opt) 
               if (j * s1 <= blk * Bk + Bk - 1 && j * s1 + l1 - 1 >= blk * Bk) best = std::max(best, shared[j]);
             return best;
           };
-          auto by_score = [](auto x, auto y) { return x.first > y.first || (x.first == y.first && x.second < y.second); };
+          auto by_score = [](auto x, auto y) {
+            return x.first > y.first || (x.first == y.first && x.second < y.second);
+          };
           if (opt.old_scheme) {
             // MiniCPM4 (June 2025) / CPM.cu: no shortcut; every block of the sequence is ranked.
             const double inf = std::numeric_limits<double>::infinity();
@@ -196,9 +198,12 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in, const Options& opt) 
             std::vector<std::pair<double, int64_t>> ranked;
             for (int64_t blk = 0; blk < (total + Bk - 1) / Bk; ++blk) {
               double score;
-              if (blk < a.init_blocks) score = inf;
-              else if (blk > qb - W) score = -inf;  // the block window and the future
-              else score = pooled(shared, blk);
+              if (blk < a.init_blocks)
+                score = inf;
+              else if (blk > qb - W)
+                score = -inf;  // the block window and the future
+              else
+                score = pooled(shared, blk);
               ranked.push_back({score, blk});
             }
             std::sort(ranked.begin(), ranked.end(), by_score);
@@ -224,7 +229,8 @@ Outputs Run(const AttentionAttributes& a, const Inputs& in, const Options& opt) 
             }
             std::sort(cand.begin(), cand.end(), by_score);
             const int64_t take = K - static_cast<int64_t>(chosen.size());
-            for (int64_t i = 0; i < take && i < static_cast<int64_t>(cand.size()); ++i) chosen.push_back(cand[i].second);
+            for (int64_t i = 0; i < take && i < static_cast<int64_t>(cand.size()); ++i)
+              chosen.push_back(cand[i].second);
             std::sort(chosen.begin(), chosen.end());
           }
           int32_t* sel = out.selected_blocks.data() + (((b * Hkv + h) * S + s) * K);

@@ -4,7 +4,7 @@
 //
 // It owns every rule it applies: the dense/sparse switch, window counts (N1, N2), local blocks,
 // the budget K and the present capacities are derived here from the input shapes and the plain
-// attribute values, not taken from the product's CheckInputs/AttentionParams or mode_select.h, so
+// attribute values, not taken from the product's CheckInputs/AttentionParams or call_rules.h, so
 // that a rule wrong in the product cannot be wrong in the reference the same way.
 #pragma once
 
@@ -31,11 +31,11 @@ struct Inputs {  // values as double, layouts as in docs/op-spec.md; empty = abs
 };
 
 struct Outputs {
-  std::vector<double> output;                  // [B, S, H*D]
+  std::vector<double> output;                      // [B, S, H*D]
   std::vector<double> present_key, present_value;  // [B, Hkv, max(total_sequence_length, P), D]
-  std::vector<double> present_compressed_key;  // [B, Hkv, max(C, N1(total_sequence_length)), D]
-  std::vector<int32_t> selected_blocks;        // [B, Hkv, S, K]
-  std::vector<char> sparse;                    // per batch entry: the mode the spec picks
+  std::vector<double> present_compressed_key;      // [B, Hkv, max(C, N1(total_sequence_length)), D]
+  std::vector<int32_t> selected_blocks;            // [B, Hkv, S, K]
+  std::vector<char> sparse;                        // per batch entry: the mode the spec picks
 };
 
 // Selection rules of the official implementations that the op does not apply, or applies through

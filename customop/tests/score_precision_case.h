@@ -9,14 +9,13 @@
 
 namespace infllmv2::testing {
 
-// One kv head of one query head, D 64 (the CUDA kernel's smallest), scale 1, query (1, 0, ..., 0): a window's score is the mean
-// of dimension 0 of its keys. Block 16, windows 8 at stride 4; init 1, a one-block window, topk 3:
-// budget 4 = block 0, one block by score and the local blocks qb - 1, qb. Total 100 (p = 99, qb 6):
-// candidates 1..4. Keys are 0 but in block 1 (value a) and block 3 (value c = a + 2^-12), so block 3
-// scores exp(2^-12) = 1 + 2.4e-4 times block 1 (blocks 2 and 4 see only half-covered windows):
-// fp32 picks block 3; bf16 (relative spacing 2^-8) usually rounds both to one value and, on the
-// tie, picks block 1. a = 2^-5 + k 2^-12: a and c are exact in fp32, fp16 and bf16. Whether the
-// variant k ties in bf16 is for the caller to check (on the reference).
+// One kv head of one query head, D 64 (the CUDA kernel's smallest), scale 1, query (1, 0, ..., 0): a window's score is
+// the mean of dimension 0 of its keys. Block 16, windows 8 at stride 4; init 1, a one-block window, topk 3: budget 4 =
+// block 0, one block by score and the local blocks qb - 1, qb. Total 100 (p = 99, qb 6): candidates 1..4. Keys are 0
+// but in block 1 (value a) and block 3 (value c = a + 2^-12), so block 3 scores exp(2^-12) = 1 + 2.4e-4 times block 1
+// (blocks 2 and 4 see only half-covered windows): fp32 picks block 3; bf16 (relative spacing 2^-8) usually rounds both
+// to one value and, on the tie, picks block 1. a = 2^-5 + k 2^-12: a and c are exact in fp32, fp16 and bf16. Whether
+// the variant k ties in bf16 is for the caller to check (on the reference).
 inline Case Bf16TieCase(int k, Tensors& t) {
   Case c;
   c.seq_len = 1;

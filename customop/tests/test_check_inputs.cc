@@ -25,7 +25,9 @@ std::string CheckError(Case c, const std::function<void(AttentionInputs&)>& muta
   return e.empty() ? CheckInputs(c.attrs, in, &p) : e;
 }
 
-TEST(CheckInputs, ValidCaseHasNoError) { EXPECT_EQ(CheckError(Base(), [](AttentionInputs&) {}), ""); }
+TEST(CheckInputs, ValidCaseHasNoError) {
+  EXPECT_EQ(CheckError(Base(), [](AttentionInputs&) {}), "");
+}
 
 TEST(CheckInputs, WrongQueryRankNamesInput) {
   auto e = CheckError(Base(), [](AttentionInputs& in) { in.query.dims = {1, 64}; });

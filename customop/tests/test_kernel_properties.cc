@@ -80,7 +80,8 @@ void CheckDecodeAfterPrefill(int32_t mode, bool with_state) {
   ASSERT_EQ(rd.error, "");
 
   double diff = 0;
-  for (int64_t i = 0; i < H * D; ++i) diff = std::max(diff, double(std::abs(rd.output[i] - rf.output[(n - 1) * H * D + i])));
+  for (int64_t i = 0; i < H * D; ++i)
+    diff = std::max(diff, double(std::abs(rd.output[i] - rf.output[(n - 1) * H * D + i])));
   EXPECT_LE(diff, 1e-6) << "mode " << mode;
   // Same selection for the last token.
   const int64_t K = rf.params.budget;

@@ -133,7 +133,9 @@ TEST(SparseVsReference, DecodeDefaultsBeyondTheBudget) {
 
 TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {
   int i = 0;
-  struct Shape { int64_t S, P; };
+  struct Shape {
+    int64_t S, P;
+  };
   for (Shape s : {Shape{127, 0}, Shape{200, 0}, Shape{1, 383}, Shape{1, 1000}, Shape{1, 2113}, Shape{65, 2047},
                   Shape{16, 1007}, Shape{31, 2048}}) {
     Case c;
@@ -245,7 +247,8 @@ TEST(Fp16VsReference, SparseDecode) {
       ASSERT_FALSE(k.selected_blocks.empty());
       if (state == Case::State::kConsistent) consistent_sel = k.selected_blocks;
       if (state == Case::State::kPerturbed) {
-        EXPECT_NE(k.selected_blocks, consistent_sel) << "a different past_compressed_key did not change the selection: is it read?";
+        EXPECT_NE(k.selected_blocks, consistent_sel)
+            << "a different past_compressed_key did not change the selection: is it read?";
       }
     }
     ++i;

@@ -95,7 +95,8 @@ TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
     for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows) {
       const int rows_here = static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0));
       mk->accumulate(acc_want.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, rows.data(), n, d, nullptr, 0);
-      mk->accumulate_half(acc_got.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, half.data(), n, d, half.data(), 3);
+      mk->accumulate_half(acc_got.data() + g0 * d, d, rows_here, p.data() + g0, 1, gw, half.data(), n, d, half.data(),
+                          3);
     }
     ASSERT_EQ(acc_want, acc_got);
   }
@@ -104,10 +105,27 @@ TEST(Microkernels, HalfVariantsEqualFp32KernelsOnConvertedRows) {
 // float_to_half rounds like the op's scalar FromFloat<Float16> (common/float16.h) at every ISA
 // level: ties, subnormals, the overflow edge, infinities, NaN, both signs, and random values.
 TEST(Microkernels, FloatToHalfMatchesScalarRounding) {
-  std::vector<float> x = {0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.99f, 65520.0f, 1e9f, -1e9f,
-                          6.1035156e-05f, 6.0975552e-05f, 5.9604645e-08f, 2.9802322e-08f, 2.9802326e-08f, 1e-10f,
-                          1.0009765625f, 1.00048828125f, 1.00146484375f, 3.14159265f,
-                          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()};
+  std::vector<float> x = {0.0f,
+                          -0.0f,
+                          1.0f,
+                          -1.0f,
+                          65504.0f,
+                          65519.99f,
+                          65520.0f,
+                          1e9f,
+                          -1e9f,
+                          6.1035156e-05f,
+                          6.0975552e-05f,
+                          5.9604645e-08f,
+                          2.9802322e-08f,
+                          2.9802326e-08f,
+                          1e-10f,
+                          1.0009765625f,
+                          1.00048828125f,
+                          1.00146484375f,
+                          3.14159265f,
+                          std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()};
   const auto r = Random(1000, 21, -70000.0f, 70000.0f), small = Random(1000, 22, -1e-4f, 1e-4f);
   x.insert(x.end(), r.begin(), r.end());
   x.insert(x.end(), small.begin(), small.end());
@@ -231,7 +249,8 @@ TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
       x[6 * gw + 2] = -88.0f;
       const auto x0 = x;
       const auto v = Random(static_cast<size_t>(n * d), 12);
-      std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()), l(static_cast<size_t>(gw), 0.0f);
+      std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()),
+          l(static_cast<size_t>(gw), 0.0f);
       m[0] = 10.0f;  // head 0: running max above every score, no rescale
       l[0] = 1.5f;
       m[1] = 0.25f;
@@ -260,8 +279,8 @@ TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
       }
       const auto before = acc;
       for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
-        mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0, 1,
-                       gw, v.data(), n, d, v.data(), 5);  // a prefetch stream changes no result
+        mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0,
+                       1, gw, v.data(), n, d, v.data(), 5);  // a prefetch stream changes no result
       for (int64_t g = 0; g < heads; ++g)
         for (int64_t i = 0; i < d; ++i) {
           double want = before[g * d + i];

@@ -1,8 +1,9 @@
-// The mode switch at its edge and block selection with hand-derived expectations (issue 22): each
+// The mode switch at its edge and block selection with hand-derived expectations: each
 // expected value below is a literal worked out from docs/op-spec.md in the comment above it, and
 // every case is checked against the kernel (all backends) and against the reference.
 #include <gtest/gtest.h>
 
+#include "common/call_plan.h"
 #include "test_support.h"
 
 namespace infllmv2::testing {
@@ -39,7 +40,8 @@ TEST(Mode, AutoSwitchesExactlyAtDenseLen) {
     return std::vector<float>(v.begin() + b * n, v.begin() + (b + 1) * n);
   };
   for (size_t b = 0; b < 2; ++b)
-    EXPECT_NE(slice(dense.output, b, row), slice(sparse.output, b, row)) << "entry " << b << " cannot tell the modes apart";
+    EXPECT_NE(slice(dense.output, b, row), slice(sparse.output, b, row))
+        << "entry " << b << " cannot tell the modes apart";
   // Entry 0 (total 699 = dense_len - 1): dense, selected_blocks all -1.
   EXPECT_EQ(slice(autom.output, 0, row), slice(dense.output, 0, row));
   EXPECT_EQ(std::vector<int32_t>(autom.selected_blocks.begin(), autom.selected_blocks.begin() + sel_row),
@@ -74,7 +76,8 @@ TEST(Mode, AutoFirstPromptAtDenseLenMinusOneAndDenseLen) {
     EXPECT_EQ(autom.selected_blocks, forced.selected_blocks) << "total " << total;
     // Last row (p = total - 1, block 3): dense -1 everywhere; sparse [0, 1, 2, 3, -1, -1] (4 blocks <= K).
     const int32_t* last = autom.selected_blocks.data() + (total - 1) * 6;
-    const std::vector<int32_t> want = total == 200 ? std::vector<int32_t>{0, 1, 2, 3, -1, -1} : std::vector<int32_t>(6, -1);
+    const std::vector<int32_t> want =
+        total == 200 ? std::vector<int32_t>{0, 1, 2, 3, -1, -1} : std::vector<int32_t>(6, -1);
     EXPECT_EQ(std::vector<int32_t>(last, last + 6), want) << "total " << total;
   }
 }
@@ -183,11 +186,93 @@ TEST(Selection, HotWindowOnTheLeftEdgeCountsForTheNextBlock) {
 // p = 96 (qb 6): forced 0, 5, 6; candidates 1..4; again 2 and 3 -> [0, 2, 3, 5, 6].
 TEST(Selection, PrefillRowsBelowAndBeyondTheBudget) {
   auto [c, t] = HandCase(97, 97, {{47, 1}});
-  ExpectRows(c, t, {{0, {0, -1, -1, -1, -1}},
-                    {47, {0, 1, 2, -1, -1}},
-                    {79, {0, 1, 2, 3, 4}},
-                    {80, {0, 2, 3, 4, 5}},
-                    {96, {0, 2, 3, 5, 6}}});
+  ExpectRows(c, t,
+             {{0, {0, -1, -1, -1, -1}},
+              {47, {0, 1, 2, -1, -1}},
+              {79, {0, 1, 2, 3, 4}},
+              {80, {0, 2, 3, 4, 5}},
+              {96, {0, 2, 3, 5, 6}}});
+}
+
+// ---- The per-call rules themselves (common/call_rules.h), the one definition every backend runs. ----
+
+CallRules RulesFor(AttentionMode mode, int64_t dense_len) {
+  CallRules r{};
+  r.mode = mode;
+  r.dense_len = dense_len;
+  r.seq_len = 1;
+  r.block_size = 64;
+  r.compress_kernel = 32;
+  r.compress_stride = 16;
+  r.init_blocks = 1;
+  r.local_blocks = 2;
+  r.budget = 6;
+  r.local_window = -1;
+  return r;
+}
+
+TEST(CallRules, ModeRule) {
+  EXPECT_FALSE(UseSparse(RulesFor(AttentionMode::kAuto, 700), 699));
+  EXPECT_TRUE(UseSparse(RulesFor(AttentionMode::kAuto, 700), 700));
+  EXPECT_TRUE(UseSparse(RulesFor(AttentionMode::kAuto, -1), 1));
+  EXPECT_FALSE(UseSparse(RulesFor(AttentionMode::kForceDense, -1), 1 << 20));
+  EXPECT_TRUE(UseSparse(RulesFor(AttentionMode::kForceSparse, 1 << 20), 1));
+}
+
+// Decode entry with seqlens_k 699: total 700, past 699; 42 level-1 windows (of 32 at 16), 9
+// level-2 ones (of 128 at 64), 11 blocks > budget 6: stage 1.
+TEST(CallRules, EntryAndTokenPlans) {
+  CallRules r = RulesFor(AttentionMode::kAuto, 700);
+  const int32_t seqlens[] = {699, 698};
+  const EntryPlan e = PlanEntry(r, seqlens, 0);
+  EXPECT_EQ(e.total, 700);
+  EXPECT_EQ(e.past, 699);
+  EXPECT_TRUE(e.sparse);
+  EXPECT_EQ(e.windows, 42);
+  EXPECT_EQ(e.level2_windows, 9);
+  EXPECT_EQ(e.past_windows, 0);
+  EXPECT_TRUE(e.needs_stage1);
+  EXPECT_FALSE(PlanEntry(r, seqlens, 1).sparse);
+  EXPECT_TRUE(PlanToken(r, e, 699).needs_stage1);
+  EXPECT_EQ(PlanToken(r, e, 700).len, 0);         // padding
+  EXPECT_EQ(PlanToken(r, e, 6 * 64 - 1).len, 6);  // the last position within the budget
+  const EntryPlan d = PlanEntry(r, seqlens, 1);
+  r.local_window = 100;
+  EXPECT_EQ(PlanToken(r, d, 698).len, -1);
+  EXPECT_EQ(PlanToken(r, d, 698).dense_lo, 599);
+  EXPECT_EQ(DenseFirstKey(r, 50), 0);
+}
+
+// Token at 699 (block 10): local blocks 8..10, init block 0, candidates 1..7, room for 6 - 4 = 2.
+TEST(CallRules, SelectionSpan) {
+  const CallRules r = RulesFor(AttentionMode::kForceSparse, -1);
+  const SelectionSpan s = SpanOf(r, 699);
+  EXPECT_EQ(s.qb, 10);
+  EXPECT_EQ(s.local_lo, 8);
+  EXPECT_EQ(s.init_hi, 1);
+  EXPECT_EQ(s.n_forced, 4);
+  EXPECT_EQ(s.take, 2);
+  CallRules tight = r;
+  tight.budget = 2;  // fewer than the forced blocks: no candidate, never a negative count
+  EXPECT_EQ(SpanOf(tight, 699).take, 0);
+  const BlockWindows bw = BlockWindowsOf(r);
+  EXPECT_EQ(bw.per_block, 4);
+  EXPECT_EQ(bw.back, 1);
+  EXPECT_EQ(bw.ahead, 3);
+}
+
+// Rank keys: higher score first; equal scores: lower block first; NaN ranks as -inf, -0 as +0.
+TEST(CallRules, RankKeyOrder) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_GT(RankKey(1.0f, 5), RankKey(0.5f, 0));
+  EXPECT_GT(RankKey(0.5f, 2), RankKey(0.5f, 3));
+  EXPECT_GT(RankKey(-1.0f, 0), RankKey(-2.0f, 0));
+  EXPECT_GT(RankKey(inf, 9), RankKey(1e30f, 0));
+  EXPECT_GT(RankKey(-1e30f, 9), RankKey(-inf, 0));
+  EXPECT_EQ(RankKey(nan, 4), RankKey(-inf, 4));
+  EXPECT_EQ(RankKey(-0.0f, 4), RankKey(0.0f, 4));
+  EXPECT_GT(RankKey(0.0f, 4), RankKey(-1e-45f, 0));
+  EXPECT_EQ(BlockOfKey(RankKey(0.25f, 4095)), 4095);
 }
 
 }  // namespace

@@ -31,7 +31,9 @@ TEST(RandomInputs, CheckRefusesOrKernelRunsCleanly) {
     if (P > 0) in.past_key = in.past_value = {true, {B, a.kv_num_heads, P, D + (rng() % 10 == 0 ? 8 : 0)}};
     std::vector<int32_t> seqlens(static_cast<size_t>(B));
     const int64_t total = P + S;
-    for (auto& s : seqlens) s = static_cast<int32_t>(std::max<int64_t>(0, total - 1 - static_cast<int64_t>(rng() % 3)) + (rng() % 10 == 0 ? 5 : 0));
+    for (auto& s : seqlens)
+      s = static_cast<int32_t>(std::max<int64_t>(0, total - 1 - static_cast<int64_t>(rng() % 3)) +
+                               (rng() % 10 == 0 ? 5 : 0));
     in.seqlens_k = {true, {B}};
     in.seqlens_k_data = seqlens.data();
     in.total_sequence_length = {true, {}};
@@ -50,18 +52,29 @@ TEST(RandomInputs, CheckRefusesOrKernelRunsCleanly) {
     // Valid: run the kernel on buffers of exactly the checked sizes.
     std::vector<float> q(static_cast<size_t>(B * S * (packed ? qh : a.num_heads) * D), 0.5f);
     std::vector<float> k(static_cast<size_t>(B * S * a.kv_num_heads * D), 0.25f), v(k.size(), 1.0f);
-    std::vector<float> pk(static_cast<size_t>(B * a.kv_num_heads * std::max<int64_t>(P, 1) * D), 0.1f), pv(pk.size(), 0.2f);
+    std::vector<float> pk(static_cast<size_t>(B * a.kv_num_heads * std::max<int64_t>(P, 1) * D), 0.1f),
+        pv(pk.size(), 0.2f);
     std::vector<float> cs(static_cast<size_t>((total + 4) * (D / 2)), 1.0f), sn(cs.size(), 0.0f);
     std::vector<float> out(static_cast<size_t>(B * S * a.num_heads * D));
     std::vector<float> presk(static_cast<size_t>(B * a.kv_num_heads * p.present_capacity * D)), presv(presk.size());
-    std::vector<float> comp(static_cast<size_t>(B * a.kv_num_heads * std::max<int64_t>(p.present_compressed_capacity, 1) * D));
+    std::vector<float> comp(
+        static_cast<size_t>(B * a.kv_num_heads * std::max<int64_t>(p.present_compressed_capacity, 1) * D));
     std::vector<int32_t> sel(static_cast<size_t>(B * a.kv_num_heads * S * p.budget));
     AttentionData<float> d;
     d.query = q.data();
-    if (!packed) { d.key = k.data(); d.value = v.data(); }
-    if (P > 0) { d.past_key = pk.data(); d.past_value = pv.data(); }
+    if (!packed) {
+      d.key = k.data();
+      d.value = v.data();
+    }
+    if (P > 0) {
+      d.past_key = pk.data();
+      d.past_value = pv.data();
+    }
     d.seqlens_k = seqlens.data();
-    if (in.cos_cache.present) { d.cos_cache = cs.data(); d.sin_cache = sn.data(); }
+    if (in.cos_cache.present) {
+      d.cos_cache = cs.data();
+      d.sin_cache = sn.data();
+    }
     d.output = out.data();
     d.present_key = presk.data();
     d.present_value = presv.data();

@@ -64,7 +64,7 @@ void RunTrial(int64_t context, Kind kind, uint32_t seed, RetrievalResult& res) {
   std::uniform_int_distribution<int64_t> where(2, n_blocks - 50);
   const int64_t n = where(rng);
   int64_t needle_lo = 0, needle_hi = 0, copy_lo = -1;  // needle tokens [lo, hi) (and the copy's)
-  std::vector<int64_t> must;                            // blocks that must be selected
+  std::vector<int64_t> must;                           // blocks that must be selected
   switch (kind) {
     case Kind::kPlain:
       needle_lo = n * Bk, needle_hi = needle_lo + Bk;
@@ -142,7 +142,8 @@ void RunTrial(int64_t context, Kind kind, uint32_t seed, RetrievalResult& res) {
   res.dense_hits += dense_finds;
   res.sparse_hits += dense_finds && selected;
   if (!dense_finds) {
-    res.unsolved += std::string(" ") + kKindNames[static_cast<int>(kind)] + "(seed " + std::to_string(seed) + ", mass " + std::to_string(mass) + ")";
+    res.unsolved += std::string(" ") + kKindNames[static_cast<int>(kind)] + "(seed " + std::to_string(seed) +
+                    ", mass " + std::to_string(mass) + ")";
   }
   if (dense_finds && !selected) {
     res.violations += std::string(" ") + kKindNames[static_cast<int>(kind)] + "(seed " + std::to_string(seed) + ")";
@@ -156,9 +157,11 @@ TEST(Retrieval, NeedleSelectedWheneverDenseAttentionFindsIt) {
     for (int i = 0; i < per_kind; ++i)
       for (Kind kind : {Kind::kPlain, Kind::kDuplicate, Kind::kStraddle, Kind::kInit})
         RunTrial(context, kind, 1000 + static_cast<uint32_t>(context) + 10 * i + static_cast<uint32_t>(kind), r);
-    std::printf("[retrieval] context %6lld: dense puts >50%% mass on the needle in %d/%d trials; sparse selects it in %d of those (recall %.0f%%)\n",
-                static_cast<long long>(context), r.dense_hits, r.trials, r.sparse_hits,
-                r.dense_hits ? 100.0 * r.sparse_hits / r.dense_hits : 100.0);
+    std::printf(
+        "[retrieval] context %6lld: dense puts >50%% mass on the needle in %d/%d trials; sparse selects it in %d of "
+        "those (recall %.0f%%)\n",
+        static_cast<long long>(context), r.dense_hits, r.trials, r.sparse_hits,
+        r.dense_hits ? 100.0 * r.sparse_hits / r.dense_hits : 100.0);
     EXPECT_EQ(r.trials, 4 * per_kind);
     EXPECT_EQ(r.dense_hits, r.trials) << "every trial must be solvable by dense attention; not:" << r.unsolved;
     EXPECT_EQ(r.violations, "") << "context " << context << ": needle not selected in";

@@ -64,7 +64,7 @@ TEST(GuardedParallelFor, AllocationFailureBecomesOutOfMemory) {
 
 // The repro of the crash: a budget whose per-item selection lists cannot be allocated (16 tokens x
 // 2^58 blocks: std::length_error, thrown without allocating, so the sanitized build sees the same
-// path). The attribute check refuses such a budget now; called without the check, the kernel must
+// path). The attribute check refuses such a budget; called without the check, the kernel must
 // return an error from inside a work item of a two-thread pool, not crash.
 TEST(Robustness, KernelReturnsAnErrorWhenAWorkItemThrows) {
   Case c;
@@ -78,7 +78,8 @@ TEST(Robustness, KernelReturnsAnErrorWhenAWorkItemThrows) {
   AttentionParams p;
   ASSERT_EQ(CheckInputs(c.attrs, ShapesOf(c, t), &p), "");
   std::vector<float> out(static_cast<size_t>(p.batch * p.seq_len * p.num_heads * p.head_size));
-  std::vector<float> pk(static_cast<size_t>(p.batch * p.kv_num_heads * p.present_capacity * p.head_size)), pv(pk.size());
+  std::vector<float> pk(static_cast<size_t>(p.batch * p.kv_num_heads * p.present_capacity * p.head_size)),
+      pv(pk.size());
   AttentionData<float> d;
   d.query = t.query.data();
   d.key = t.key.data();
@@ -108,8 +109,7 @@ TEST(CheckAttributes, UpperBoundsNameTheAttributeAndTheLimit) {
             std::string::npos);
   EXPECT_NE(err([](AttentionAttributes& a) { a.block_size = int64_t{1} << 20; }).find("'block_size'"),
             std::string::npos);
-  EXPECT_NE(err([](AttentionAttributes& a) { a.dense_len = int64_t{1} << 40; }).find("'dense_len'"),
-            std::string::npos);
+  EXPECT_NE(err([](AttentionAttributes& a) { a.dense_len = int64_t{1} << 40; }).find("'dense_len'"), std::string::npos);
   EXPECT_EQ(err([](AttentionAttributes& a) { a.dense_len = std::numeric_limits<int32_t>::max(); }), "")
       << "the rewriter's dense-only value";
   EXPECT_NE(err([](AttentionAttributes& a) { a.window_size = int64_t{1} << 40; }).find("'window_size'"),

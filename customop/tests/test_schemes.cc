@@ -94,9 +94,22 @@ TEST(Schemes, OldSchemeMappingPrefillScaledDown) {
 
 TEST(Schemes, OldSchemeMappingDecodeAndChunkedScaledDown) {
   int scored = 0, i = 0;
-  for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{
-           {1, 126}, {1, 127}, {1, 128}, {1, 129}, {1, 143}, {1, 144}, {1, 159}, {1, 175}, {1, 191}, {1, 192},
-           {1, 255}, {1, 300}, {5, 124}, {16, 127}, {17, 175}, {33, 200}}) {
+  for (auto [S, P] : std::vector<std::pair<int64_t, int64_t>>{{1, 126},
+                                                              {1, 127},
+                                                              {1, 128},
+                                                              {1, 129},
+                                                              {1, 143},
+                                                              {1, 144},
+                                                              {1, 159},
+                                                              {1, 175},
+                                                              {1, 191},
+                                                              {1, 192},
+                                                              {1, 255},
+                                                              {1, 300},
+                                                              {5, 124},
+                                                              {16, 127},
+                                                              {17, 175},
+                                                              {33, 200}}) {
     Case c;
     c.seq_len = S;
     c.past_capacity = P;
@@ -176,7 +189,7 @@ TEST(Schemes, ScorePrecisionBf16TiesOnlyAfterRounding) {
     Case bf = c;
     bf.attrs.score_precision = 1;
     const auto ref32 = RunReference<float>(c, t), ref16 = RunReference<float>(bf, t);
-    ASSERT_EQ(ref32.selected_blocks, (std::vector<int32_t>{0, 3, 5, 6}));  // fp32: the hotter block 3
+    ASSERT_EQ(ref32.selected_blocks, (std::vector<int32_t>{0, 3, 5, 6}));     // fp32: the hotter block 3
     if (ref16.selected_blocks != std::vector<int32_t>{0, 1, 5, 6}) continue;  // this k does not tie in bf16
     ++cases;
     const auto k32 = RunKernel<float>(c, t), k16 = RunKernel<float>(bf, t);
@@ -265,9 +278,10 @@ TEST(SchemeMeasurements, CpmCuDecodeSkippingTheCurrentWindow) {
         diff_at += d;
       }
     }
-  std::printf("[ measure  ] CPM.cu decode skipping the window that ends at p (%s geometry, MiniCPM4 scheme, "
-              "H=32 Hkv=2 D=%lld): %d of %d (kv head, step) rows differ\n",
-              m.official ? "official" : "small", static_cast<long long>(m.head_size), diff_at, rows_at);
+  std::printf(
+      "[ measure  ] CPM.cu decode skipping the window that ends at p (%s geometry, MiniCPM4 scheme, "
+      "H=32 Hkv=2 D=%lld): %d of %d (kv head, step) rows differ\n",
+      m.official ? "official" : "small", static_cast<long long>(m.head_size), diff_at, rows_at);
   RecordProperty("rows_differ", diff_at);
   RecordProperty("rows", rows_at);
 }
@@ -343,9 +357,10 @@ TEST(SchemeMeasurements, Level2MaskQuirk) {
       }
     }
   }
-  std::printf("[ measure  ] level-2 mask quirk (%s geometry, MiniCPM4.1 scheme, H=32 Hkv=2 D=%lld): "
-              "%d of %d stage-1 (kv head, row) rows differ\n",
-              m.official ? "official" : "small", static_cast<long long>(m.head_size), diff, rows);
+  std::printf(
+      "[ measure  ] level-2 mask quirk (%s geometry, MiniCPM4.1 scheme, H=32 Hkv=2 D=%lld): "
+      "%d of %d stage-1 (kv head, row) rows differ\n",
+      m.official ? "official" : "small", static_cast<long long>(m.head_size), diff, rows);
   RecordProperty("rows_differ", diff);
   RecordProperty("rows", rows);
 }

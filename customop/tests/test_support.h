@@ -1,4 +1,4 @@
-// Shared helpers of the native tests: random cases, running a backend (the CPU kernel today) and
+// Shared helpers of the native tests: random cases, running a backend (CPU kernel, emulated CUDA) and
 // the reference, and comparing them through the backend seam (Backend, Backends()).
 #pragma once
 
@@ -23,7 +23,7 @@ namespace infllmv2::testing {
 
 struct Case {
   int64_t batch = 1, seq_len = 1, past_capacity = 0, num_heads = 4, kv_num_heads = 2, head_size = 64;
-  std::vector<int32_t> totals;      // per batch entry: past + new tokens
+  std::vector<int32_t> totals;        // per batch entry: past + new tokens
   int64_t total_sequence_length = 0;  // 0: max(totals), or S in a first prompt
   bool packed = false, rotary = false, interleaved = false;
   // Feed past_compressed_key (not in a first prompt): the level-1 means of the past keys as the op
@@ -113,7 +113,8 @@ inline Tensors MakeTensors(Case& c) {
       for (int64_t j = 0; j < C; ++j)
         for (int64_t i = 0; i < D; ++i) {
           double sum = 0;
-          for (int64_t tok = j * s1; tok < j * s1 + l1; ++tok) sum += c.round(t.past_key[(bh * c.past_capacity + tok) * D + i]);
+          for (int64_t tok = j * s1; tok < j * s1 + l1; ++tok)
+            sum += c.round(t.past_key[(bh * c.past_capacity + tok) * D + i]);
           float v = static_cast<float>(sum / static_cast<double>(l1));
           if (c.compressed_state_in == Case::State::kPerturbed) v += noise(rng);
           t.past_compressed_key[(bh * std::max<int64_t>(C, 1) + j) * D + i] = v;
@@ -143,8 +144,9 @@ inline AttentionInputs ShapesOf(const Case& c, const Tensors& t) {
     in.sin_cache = in.cos_cache;
   }
   if (!t.past_compressed_key.empty()) {
-    in.past_compressed_key = {true, {c.batch, c.kv_num_heads,
-                                     static_cast<int64_t>(t.past_compressed_key.size()) / (c.batch * c.kv_num_heads * D), D}};
+    in.past_compressed_key = {true,
+                              {c.batch, c.kv_num_heads,
+                               static_cast<int64_t>(t.past_compressed_key.size()) / (c.batch * c.kv_num_heads * D), D}};
   }
   in.attention_mode = {true, {}};
   in.attention_mode_value = c.mode;
@@ -253,9 +255,9 @@ reference::Outputs RunReference(Case c, const Tensors& t, const reference::Optio
   in.seq_len = c.seq_len;
   in.query_hidden = static_cast<int64_t>(t.query.size()) / (c.batch * c.seq_len);
   in.past_len = c.past_capacity;
-  in.past_compressed_len = t.past_compressed_key.empty()
-                               ? 0
-                               : static_cast<int64_t>(t.past_compressed_key.size()) / (c.batch * c.kv_num_heads * c.head_size);
+  in.past_compressed_len = t.past_compressed_key.empty() ? 0
+                                                         : static_cast<int64_t>(t.past_compressed_key.size()) /
+                                                               (c.batch * c.kv_num_heads * c.head_size);
   in.rotary_half = c.rotary ? c.head_size / 2 : 0;
   in.total_sequence_length = c.total_sequence_length;
   in.attention_mode = c.mode;
@@ -270,7 +272,7 @@ double MaxAbsDiff(const std::vector<T>& a, const std::vector<double>& b) {
   return m;
 }
 
-// ---- Backend seam (issue 15): the reference comparisons run on every backend in Backends(). ----
+// ---- Backend seam: the reference comparisons run on every backend in Backends(). ----
 // A backend runs the op on a Case (fp32 and/or fp16 I/O) and states how close to the double
 // reference it must come. The CPU kernel runs every case; the CUDA kernel on the host emulation
 // (tests/cuda/cuda_emu_entry.cc) runs the fp16 cases its size filter accepts (the emulation runs
@@ -303,8 +305,10 @@ inline const std::vector<Backend>& Backends() {
 
 template <typename T>
 KernelOutputs<T> RunBackend(const Backend& be, const Case& c, const Tensors& t) {
-  if constexpr (std::is_same_v<T, float>) return be.run_fp32(c, t);
-  else return be.run_fp16(c, t);
+  if constexpr (std::is_same_v<T, float>)
+    return be.run_fp32(c, t);
+  else
+    return be.run_fp16(c, t);
 }
 
 inline std::string Describe(const Case& c);
@@ -319,7 +323,8 @@ KernelOutputs<T> ExpectBackendsMatchReference(Case c, const Tensors& t) {
   for (const Backend& be : Backends()) {
     if ((std::is_same_v<T, float> ? be.run_fp32 == nullptr : be.run_fp16 == nullptr) || (be.accepts && !be.accepts(c)))
       continue;  // a type or case this backend does not run (the CPU backend runs all)
-    SCOPED_TRACE(std::string("backend ") + be.name + ", " + (std::is_same_v<T, float> ? "fp32" : "fp16") + ", " + Describe(c));
+    SCOPED_TRACE(std::string("backend ") + be.name + ", " + (std::is_same_v<T, float> ? "fp32" : "fp16") + ", " +
+                 Describe(c));
     const Tolerance& tol = std::is_same_v<T, float> ? be.fp32 : be.fp16;
     auto k = RunBackend<T>(be, c, t);
     EXPECT_EQ(k.error, "");
@@ -336,8 +341,8 @@ KernelOutputs<T> ExpectBackendsMatchReference(Case c, const Tensors& t) {
 
 inline std::string Describe(const Case& c) {
   return "B=" + std::to_string(c.batch) + " S=" + std::to_string(c.seq_len) + " P=" + std::to_string(c.past_capacity) +
-         " H=" + std::to_string(c.num_heads) + " Hkv=" + std::to_string(c.kv_num_heads) + " D=" +
-         std::to_string(c.head_size) + " mode=" + std::to_string(c.mode) + (c.packed ? " packed" : "") +
+         " H=" + std::to_string(c.num_heads) + " Hkv=" + std::to_string(c.kv_num_heads) +
+         " D=" + std::to_string(c.head_size) + " mode=" + std::to_string(c.mode) + (c.packed ? " packed" : "") +
          (c.rotary ? " rotary" : "") + " seed=" + std::to_string(c.seed);
 }
 

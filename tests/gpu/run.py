@@ -5,7 +5,8 @@ tensors through ctypes. --check: small cases against a torch fp32 reference of t
 --bench: timings against torch.nn.functional.scaled_dot_product_attention (flash backend); decode
 also with the split-KV path off (kv_splits -1) and as a fraction of the HBM bandwidth bound for the
 bytes the call must read. --dry-run: no torch, no GPU: the case plan, shapes, byte counts, split
-counts and argument handling only."""
+counts and argument handling only, with sizes, modes and split counts from the host half of the C
+ABI (capi_plan.cc, built alone by run.sh --dry-run)."""
 import argparse
 import ctypes
 import math
@@ -18,24 +19,53 @@ TINY_ATTR = [16, 8, 4, 1, 32, 4, -1, 1]  # budget 6 blocks of 16: stage 1 at sma
 
 
 def windows(n, l, s):
+    """Level-1 windows of n keys (the reference's own count: docs/op-spec.md)."""
     return 0 if n < l else (n - l) // s + 1
 
 
+LIB = None  # the C ABI (capi_plan.cc; capi.cu on a GPU): sizes, entry plans, split counts
+
+
+def abi(c, splits=None, past_comp=0):
+    """attr and dim arrays of il_attention and the capi_plan.cc queries for case c."""
+    attr = (ctypes.c_int64 * 8)(*c["attr"])
+    dim = (ctypes.c_int64 * 10)(c["B"], c["S"], c["H"], c["Hkv"], c["D"], c["P"], c["T"], c["mode"],
+                                c["splits"] if splits is None else splits, past_comp)
+    return attr, dim
+
+
 def dims_of(case):
-    """Pure-python mirror of the sizes the op derives (CheckInputs): present capacity, compressed
-    capacity, budget; and the tensor shapes the driver allocates."""
-    B, S, H, Hkv, D, P, T = (case[k] for k in ("B", "S", "H", "Hkv", "D", "P", "T"))
-    a = case["attr"]
-    if H % Hkv or D not in (64, 128) or T < S or (P and P < T - S):
-        raise ValueError(f"bad case {case}")
-    present = max(T, P)
-    comp = max(windows(present, a[1], a[2]), 1)
-    budget = a[5] + a[4] // a[0]
+    """The op's sizes (il_output_dims: present capacity, compressed capacity, budget) and the tensor
+    shapes the driver allocates."""
+    B, S, H, Hkv, D, P = (case[k] for k in ("B", "S", "H", "Hkv", "D", "P"))
+    out = (ctypes.c_int64 * 3)()
+    if LIB.il_output_dims(*abi(case), out) != 0:
+        raise ValueError(f"the op refuses case {case}")
+    present, comp, budget = tuple(out)
     shapes = {"query": (B, S, H * D), "key": (B, S, Hkv * D), "value": (B, S, Hkv * D),
               "past_key": (B, Hkv, P, D) if P else None, "output": (B, S, H * D),
               "present_key": (B, Hkv, present, D), "present_compressed_key": (B, Hkv, comp, D),
               "selected_blocks": (B, Hkv, S, budget)}
     return present, comp, budget, shapes
+
+
+def entry_plans(c, seqlens):
+    """Each entry's plan as the kernels derive it on the device (il_entry_plans): dicts of total,
+    past, sparse, windows, needs_stage1."""
+    arr = (ctypes.c_int32 * c["B"])(*seqlens)
+    out = (ctypes.c_int64 * (5 * c["B"]))()
+    if LIB.il_entry_plans(*abi(c), arr, out) != 0:
+        raise ValueError(f"the op refuses case {c}")
+    keys = ("total", "past", "sparse", "windows", "needs_stage1")
+    return [dict(zip(keys, out[5 * b:5 * b + 5])) for b in range(c["B"])]
+
+
+def kv_splits_of(c):
+    """The key-split count il_attention runs c with (il_kv_splits)."""
+    out = (ctypes.c_int64 * 1)()
+    if LIB.il_kv_splits(*abi(c), out) != 0:
+        raise ValueError(f"the op refuses case {c}")
+    return out[0]
 
 
 def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=False):
@@ -46,32 +76,16 @@ def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=
             "mode": mode, "attr": list(attr), "dtype": dtype, "splits": splits, "share": share and past > 0}
 
 
-# Mirror of split_kv.cuh's ChooseKvSplits (host facts only).
-TARGET_CTAS, MAX_KV_SPLITS, MIN_KEYS_PER_SPLIT, ATTN_ROWS = 132 * 2, 64, 128, 64
-
-
-def kv_splits_of(c):
-    if c["splits"] != 0:
-        return max(c["splits"], 1)
-    _, _, budget, _ = dims_of(c)
-    ctas = -(-c["S"] * (c["H"] // c["Hkv"]) // ATTN_ROWS) * c["Hkv"] * c["B"]
-    if 2 * ctas > TARGET_CTAS:
-        return 1
-    keys = c["T"]
-    if c["mode"] == 2 and budget * c["attr"][0] < keys:
-        keys = budget * c["attr"][0]
-    return max(1, min(-(-TARGET_CTAS // ctas), -(-keys // MIN_KEYS_PER_SPLIT), MAX_KV_SPLITS))
-
-
 def read_bytes(c):
     """Bytes a decode call must read (16-bit caches, shared in place): K and V of every key an entry
     attends to (dense: all; sparse: the budget's blocks), plus the level-1 compressed keys stage 1
     scores (sparse past the budget). The HBM bound is this over the bandwidth."""
     B, Hkv, D, T = c["B"], c["Hkv"], c["D"], c["T"]
     _, comp, budget, _ = dims_of(c)
-    keys = T if c["mode"] == 1 else min(T, budget * c["attr"][0])
+    sparse = entry_plans(c, [T - 1] * B)[0]["sparse"]
+    keys = min(T, budget * c["attr"][0]) if sparse else T
     n = B * Hkv * keys * D * 2 * 2
-    if c["mode"] != 1 and T > budget * c["attr"][0]:
+    if sparse and T > budget * c["attr"][0]:
         n += B * Hkv * comp * D * 2
     return n
 
@@ -152,16 +166,9 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
                                   *[ptr(out[k]) for k in ("output", "present_key", "present_value",
                                                           "present_compressed_key", "selected_blocks")],
                                   ptr(past_comp))
-    attr = (ctypes.c_int64 * 8)(*c["attr"])
-    dim = (ctypes.c_int64 * 10)(B, S, H, Hkv, D, P, T, c["mode"], c["splits"] if splits is None else splits,
-                                comp if past_comp is not None else 0)
+    attr, dim = abi(c, splits, comp if past_comp is not None else 0)
     err = ctypes.create_string_buffer(512)
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-    # The output tensors above are sized by dims_of (the Python mirror the dry run needs); the op's
-    # own sizes must agree, or the kernels would write past them.
-    op_dims = (ctypes.c_int64 * 3)()
-    if lib.il_output_dims(attr, dim, op_dims) != 0 or tuple(op_dims) != (present, comp, budget):
-        raise RuntimeError(f"{c['name']}: dims_of gives {(present, comp, budget)}, the op {tuple(op_dims)}")
     call = lambda: lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
     if call() != 0:
         raise RuntimeError(f"{c['name']}: {err.value.decode()}")
@@ -175,10 +182,9 @@ def reference(c, inputs, out, torch):
     G, scale, K = H // Hkv, 1.0 / math.sqrt(D), topk + window // Bk
     f = lambda t: t.float()
     res = {"output": torch.zeros(B, S, H * D, device="cuda"), "sel_rows": 0, "sel_equal": 0, "comp_err": 0.0}
+    plans = entry_plans(c, [int(x) for x in inputs["seqlens"].cpu()])  # the op's per-entry rules
     for b in range(B):
-        total = int(inputs["seqlens"][b]) + 1
-        past = 0 if P == 0 else total - S
-        sparse = c["mode"] == 2 or (c["mode"] == 0 and (dense_len == -1 or total >= dense_len))
+        total, past, sparse = plans[b]["total"], plans[b]["past"], plans[b]["sparse"]
         for h in range(Hkv):
             keys = torch.cat([f(inputs["past_key"][b, h, :past]) if past else torch.zeros(0, D, device="cuda"),
                               f(inputs["key"][b, :, h * D:(h + 1) * D])])[:total]
@@ -300,7 +306,8 @@ def _time(torch, fn, reps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--lib", default="build/libinfllmv2_gpu.so")
+    ap.add_argument("--lib", default="build/libinfllmv2_gpu.so",
+                    help="the C ABI: libinfllmv2_gpu.so, or for --dry-run the host-only libinfllmv2_plan.so")
     ap.add_argument("--check", action="store_true", help="correctness against the torch reference")
     ap.add_argument("--small", action="store_true", help="only the small check cases (sanitizer runs)")
     ap.add_argument("--bench", action="store_true", help="timings against SDPA")
@@ -310,6 +317,8 @@ def main():
     a = ap.parse_args()
     if not (a.check or a.bench):
         ap.error("nothing to do: give --check and/or --bench")
+    global LIB
+    LIB = lib = ctypes.CDLL(a.lib)
     if a.dry_run:
         if a.check:
             plan(check_cases(a.small), "check")
@@ -321,9 +330,6 @@ def main():
     if not torch.cuda.is_available():
         print("no CUDA device visible to torch", file=sys.stderr)
         return 2
-    lib = ctypes.CDLL(a.lib)
-    lib.il_attention.restype = ctypes.c_int
-    lib.il_output_dims.restype = ctypes.c_int
     failed = run_check(lib, torch, a.small) if a.check else 0
     if a.bench:
         run_bench(lib, torch, time.time() + a.budget_s, a.hbm_gbs)

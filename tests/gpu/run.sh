@@ -2,7 +2,8 @@
 # One command on the GPU machine (CUDA 12/13 nvcc, CMake, PyTorch): builds the op's CUDA kernels
 # behind a C ABI, checks them against a torch reference, runs compute-sanitizer memcheck and
 # racecheck on small shapes, and times them against SDPA (flash). About 6-8 minutes on an H200.
-# --dry-run: no build, no GPU, no torch: the script's plan, shapes and argument handling.
+# --dry-run: no GPU, no torch: the script's plan, shapes and argument handling, with the sizes from
+# the op's own code (the host half of the C ABI, built with the host compiler).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 build="${INFLLMV2_GPU_BUILD:-$here/build}"
@@ -15,6 +16,13 @@ for arg in "$@"; do
 done
 py=(python3 "$here/run.py" --lib "$build/libinfllmv2_gpu.so")
 if [[ $dry == 1 ]]; then
+  # The host half of the C ABI (sizes, entry plans, split counts) built alone by the host compiler.
+  op="$here/../../customop"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  c++ -std=c++17 -O1 -shared -fPIC -Wall -Wextra -Werror -Wno-unused-parameter -I"$op/src" -I"$op/include" \
+    "$here/capi_plan.cc" "$op/src/common/check_inputs.cc" -o "$tmp/libinfllmv2_plan.so"
+  py=(python3 "$here/run.py" --lib "$tmp/libinfllmv2_plan.so")
   "${py[@]}" --dry-run --check --small
   "${py[@]}" --dry-run --check --bench
   echo "run.sh dry run: ok"

@@ -1,83 +1,55 @@
-// The call plan of SwitchableAttention: every per-call decision, made once from the attributes,
-// the checked params, the per-entry lengths (seqlens_k on the host) and facts about the buffers.
-// Backend-neutral: the CPU kernel executes it today, the CUDA kernel will execute the same plan;
-// neither re-derives a decision. docs/architecture.md shows where it sits.
+// The call plan of the CPU kernel: the call's rules (common/call_rules.h) and every batch entry's
+// plan, evaluated once from seqlens_k on the host. The CUDA kernels evaluate the same rules on the
+// device (seqlens_k stays there); both refuse the same buffer layouts (CheckBuffers).
+// docs/architecture.md shows where it sits.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "common/call_rules.h"
 #include "infllmv2/attention_data.h"
 #include "infllmv2/attention_params.h"
 
 namespace infllmv2 {
 
-// What the plan needs to know about one call's buffers: which optional outputs exist and which
-// outputs alias inputs (pointer equality: the caller bound one buffer as both). Nothing is read.
-struct BufferFacts {
-  bool has_required_outputs = false;    // output, present_key and present_value given
-  bool has_seqlens = false;             // seqlens_k readable
-  bool key_in_place = false;            // present_key == past_key
-  bool value_in_place = false;          // present_value == past_value
-  bool has_present_compressed = false;  // output 3 requested
-  bool compressed_in_place = false;     // present_compressed_key == past_compressed_key
-  bool has_selected_blocks = false;     // output 4 requested
-};
-
-template <typename T>
-BufferFacts FactsOf(const AttentionData<T>& d, const AttentionParams& p) {
-  BufferFacts f;
-  f.has_required_outputs = d.output != nullptr && d.present_key != nullptr && d.present_value != nullptr;
-  f.has_seqlens = d.seqlens_k != nullptr;
-  f.key_in_place = p.has_past && d.present_key == d.past_key;
-  f.value_in_place = p.has_past && d.present_value == d.past_value;
-  f.has_present_compressed = d.present_compressed_key != nullptr;
-  f.compressed_in_place = p.has_past_compressed && f.has_present_compressed &&
-                          d.present_compressed_key == d.past_compressed_key;
-  f.has_selected_blocks = d.selected_blocks != nullptr;
-  return f;
+// "" or why the buffers cannot serve the call: a required one missing, or a past/present sharing
+// rule broken. Both backends check this before any other work.
+inline std::string CheckBuffers(const AttentionParams& p, const BufferFacts& f) {
+  if (!f.has_seqlens || !f.has_required_outputs) return "seqlens_k, output, present_key and present_value are required";
+  if (f.key_in_place != f.value_in_place)
+    return "past_key/present_key and past_value/present_value must both share a buffer or both not";
+  if (f.key_in_place && p.past_capacity != p.present_capacity)
+    return "Shared past/present buffers need past_key dim 2 (" + std::to_string(p.past_capacity) +
+           ") >= total_sequence_length (" + std::to_string(p.total_sequence_length) + ")";
+  if (f.compressed_in_place && p.past_compressed_capacity != p.present_compressed_capacity)
+    return "Shared past/present compressed-key buffers need past_compressed_key dim 2 >= " +
+           std::to_string(p.present_compressed_capacity);
+  return "";
 }
 
-// One batch entry.
-struct EntryPlan {
-  int64_t total = 0;          // valid keys after this call (seqlens_k + 1)
-  int64_t past = 0;           // valid keys before it (0 in a first prompt)
-  bool sparse = false;        // the mode this entry runs (UseSparse)
-  int64_t windows = 0;        // N1(total): level-1 compressed keys after this call
-  int64_t past_windows = 0;   // of them, copied from past_compressed_key (0 when not given)
-  int64_t level2_windows = 0; // N2(total): level-2 windows (stage-1 normalizer)
-  bool needs_stage1 = false;  // a valid token of this call outgrows the budget (sparse only)
-};
+// local_window_size works in dense mode only: the message when an entry (or, b < 0, some entry of
+// a call whose lengths the host does not see) may run sparse.
+inline std::string LocalWindowError(int64_t b) {
+  return "local_window_size is only supported in dense mode" +
+         (b >= 0 ? " (batch entry " + std::to_string(b) + " runs sparse)" : std::string()) +
+         "; set attention_mode=1 or dense_len above the context length";
+}
 
 struct CallPlan {
+  CallRules rules;
   std::vector<EntryPlan> entries;  // [batch]
   bool any_sparse = false;
-  bool single_token = false;       // S == 1 (decode): backends split a token's work, not tokens
-
-  // Stage 1: KV cache write.
-  bool kv_in_place = false;        // write only the new rows into the shared past/present buffers
-  // Stage 2: level-1 compressed keys.
-  bool compute_compressed = false;     // the output is requested or an entry runs sparse
-  bool compressed_to_scratch = false;  // needed but not requested: the backend owns the buffer
-  bool compressed_in_place = false;    // update the shared past/present buffer in place
-  int64_t compressed_capacity = 0;     // rows per (b, h) of the buffer that holds them
-  // Stage 3: selection.
   bool any_stage1 = false;             // some entry needs stage 1
+  bool single_token = false;           // S == 1 (decode): the work of one token is split, not tokens
+  bool compute_compressed = false;     // level-1 keys: the output is requested or an entry runs sparse
+  bool compressed_to_scratch = false;  // needed but not requested: the backend owns the buffer
   bool write_selection = false;        // selected_blocks requested
-  int64_t budget = 0;                  // K: blocks per selection row
-  int64_t local_blocks = 0;            // L: window_size / block_size
-
-  // Token rules (p = the token's absolute position).
-  int64_t block_size = 0, init_blocks = 0, local_window = -1;
-  // Sparse token whose blocks 0..p/Bk exceed the budget (else it takes them all, no stage 1).
-  bool OutgrowsBudget(int64_t p) const { return p / block_size + 1 > budget; }
-  // First key a dense token attends to (local_window_size; 0 when off).
-  int64_t DenseFirstKey(int64_t p) const { return local_window > 0 && p - local_window + 1 > 0 ? p - local_window + 1 : 0; }
 };
 
 // Builds the plan of one call. `seqlens_k` is host memory ([batch]). Returns "" or a message
-// naming the problem (a buffer-sharing rule or local_window_size in a sparse entry).
+// naming the problem (CheckBuffers, or local_window_size in a sparse entry).
 std::string BuildCallPlan(const AttentionAttributes& attrs, const AttentionParams& params, const int32_t* seqlens_k,
                           const BufferFacts& buffers, CallPlan* plan);
 

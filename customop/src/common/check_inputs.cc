@@ -4,6 +4,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "common/call_rules.h"
+
 namespace infllmv2 {
 namespace {
 
@@ -28,13 +30,11 @@ std::string ExpectShape(const char* name, const InputShape& in, const std::vecto
   bool ok = in.dims.size() == want.size();
   for (size_t i = 0; ok && i < want.size(); ++i) ok = want[i] < 0 || in.dims[i] == want[i];
   if (ok) return "";
-  return Msg("Input '", name, "': expected shape ", want_text, " = ", DimsToString(want),
-             " (-1 = any), got ", DimsToString(in.dims));
+  return Msg("Input '", name, "': expected shape ", want_text, " = ", DimsToString(want), " (-1 = any), got ",
+             DimsToString(in.dims));
 }
 
-bool IsScalarLike(const InputShape& s) {
-  return s.dims.empty() || (s.dims.size() == 1 && s.dims[0] == 1);
-}
+bool IsScalarLike(const InputShape& s) { return s.dims.empty() || (s.dims.size() == 1 && s.dims[0] == 1); }
 
 }  // namespace
 
@@ -42,15 +42,13 @@ bool SeqlensShapeOk(const InputShape& s, int64_t batch) {
   return (s.dims.size() == 1 && s.dims[0] == batch) || (s.dims.size() == 2 && s.dims[0] == batch && s.dims[1] == 1);
 }
 
-
 std::string CheckAttributes(const AttentionAttributes& a) {
   if (a.num_heads <= 0 || a.num_heads > kMaxHeads)
     return Msg("Attribute 'num_heads' must be in [1, ", kMaxHeads, "], got ", a.num_heads);
   if (a.kv_num_heads <= 0 || a.kv_num_heads > kMaxHeads)
     return Msg("Attribute 'kv_num_heads' must be in [1, ", kMaxHeads, "], got ", a.kv_num_heads);
   if (a.num_heads % a.kv_num_heads != 0)
-    return Msg("Attribute 'num_heads' (", a.num_heads, ") must be a multiple of 'kv_num_heads' (",
-               a.kv_num_heads, ")");
+    return Msg("Attribute 'num_heads' (", a.num_heads, ") must be a multiple of 'kv_num_heads' (", a.kv_num_heads, ")");
   if (!(a.scale >= 0.0f) || std::isinf(a.scale))
     return Msg("Attribute 'scale' must be finite and >= 0 (0 = 1/sqrt(head_size)), got ", a.scale);
   if (!(a.softcap >= 0.0f) || std::isinf(a.softcap))
@@ -61,7 +59,8 @@ std::string CheckAttributes(const AttentionAttributes& a) {
   if (a.local_window_size != -1 && a.local_window_size <= 0)
     return Msg("Attribute 'local_window_size' must be -1 or > 0, got ", a.local_window_size);
   if (a.local_window_size > kMaxTokens)
-    return Msg("Attribute 'local_window_size' must be <= ", kMaxTokens, " (int32 positions), got ", a.local_window_size);
+    return Msg("Attribute 'local_window_size' must be <= ", kMaxTokens, " (int32 positions), got ",
+               a.local_window_size);
   if (a.compress_stride <= 0 || a.compress_stride > kMaxBlockTokens)
     return Msg("Attribute 'compress_stride' must be in [1, ", kMaxBlockTokens, "], got ", a.compress_stride);
   if (a.compress_kernel < a.compress_stride || a.compress_kernel % a.compress_stride != 0 ||
@@ -79,8 +78,10 @@ std::string CheckAttributes(const AttentionAttributes& a) {
     return Msg("Attribute 'topk' must be >= init_blocks + 1 (", a.init_blocks + 1,
                ") so that the init and local blocks fit the budget, got ", a.topk);
   if (a.topk > kMaxBudget || a.Budget() > kMaxBudget)
-    return Msg("Attribute 'topk' plus 'window_size' / 'block_size' (the budget K, blocks per selected_blocks row) "
-               "must be <= ", kMaxBudget, ", got topk ", a.topk, " + ", a.LocalBlocks());
+    return Msg(
+        "Attribute 'topk' plus 'window_size' / 'block_size' (the budget K, blocks per selected_blocks row) "
+        "must be <= ",
+        kMaxBudget, ", got topk ", a.topk, " + ", a.LocalBlocks());
   if ((a.dense_len != -1 && a.dense_len < 0) || a.dense_len > kMaxTokens)
     return Msg("Attribute 'dense_len' must be -1 or in [0, ", kMaxTokens, "], got ", a.dense_len);
   if (a.lse_approx != 0 && a.lse_approx != 1) return Msg("Attribute 'lse_approx' must be 0 or 1, got ", a.lse_approx);
@@ -132,8 +133,8 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
                DimsToString(in.total_sequence_length.dims));
   p->total_sequence_length = in.total_sequence_length_value;
   if (p->total_sequence_length < S)
-    return Msg("Input 'total_sequence_length' (", p->total_sequence_length,
-               ") must be >= the query sequence length (", S, ")");
+    return Msg("Input 'total_sequence_length' (", p->total_sequence_length, ") must be >= the query sequence length (",
+               S, ")");
   p->is_first_prompt = p->total_sequence_length == S;
 
   // past_key / past_value: [B, Hkv, P, D]
@@ -153,7 +154,8 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
   // seqlens_k: int32 [B], total - 1 per batch entry
   if (!in.seqlens_k.present) return "Input 'seqlens_k' is required";
   if (!SeqlensShapeOk(in.seqlens_k, B))  // [B], or [B, 1] as ReduceSum(mask, keepdims=1) gives (GQA accepts it)
-    return Msg("Input 'seqlens_k': expected shape [batch] = [", B, "] (or [", B, ",1]), got ", DimsToString(in.seqlens_k.dims));
+    return Msg("Input 'seqlens_k': expected shape [batch] = [", B, "] (or [", B, ",1]), got ",
+               DimsToString(in.seqlens_k.dims));
   if (in.seqlens_k_data != nullptr) {
     for (int64_t b = 0; b < B; ++b) {
       const int64_t total = TotalLength(in.seqlens_k_data, b);
@@ -209,8 +211,7 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
     }
   }
   p->present_compressed_capacity =
-      std::max(p->past_compressed_capacity,
-               NumWindows(p->total_sequence_length, a.compress_kernel, a.compress_stride));
+      std::max(p->past_compressed_capacity, NumWindows(p->total_sequence_length, a.compress_kernel, a.compress_stride));
 
   // attention_mode: int32 scalar on the host
   if (in.attention_mode.present) {

@@ -25,7 +25,6 @@ bool SeqlensShapeOk(const InputShape& seqlens_k, int64_t batch);
 // Validates the shapes (and, when readable on the host, seqlens_k values) of one call and fills
 // `params`. Returns "" when valid, else a message naming the input, the expected and the actual
 // shape or value.
-std::string CheckInputs(const AttentionAttributes& attrs, const AttentionInputs& in,
-                        AttentionParams* params);
+std::string CheckInputs(const AttentionAttributes& attrs, const AttentionInputs& in, AttentionParams* params);
 
 }  // namespace infllmv2

@@ -54,14 +54,16 @@ inline BFloat16 FromFloat<BFloat16>(float f) {
 }
 
 template <>
-inline float FromFloat<float>(float f) { return f; }
+inline float FromFloat<float>(float f) {
+  return f;
+}
 
 template <>
 inline Float16 FromFloat<Float16>(float f) {
   const uint32_t u = FloatToBits(f);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return Float16{static_cast<uint16_t>(sign | 0x7e00u)};  // nan
+  if (abs > 0x7f800000u) return Float16{static_cast<uint16_t>(sign | 0x7e00u)};   // nan
   if (abs >= 0x477ff000u) return Float16{static_cast<uint16_t>(sign | 0x7c00u)};  // overflow -> inf
   if (abs < 0x38800000u) {  // below the smallest normal half (2^-14): subnormal or zero
     // abs * 2^24 rounded to nearest even gives the subnormal mantissa.

@@ -37,8 +37,7 @@ struct KernelProfile {
 // `parallel_for` (guarded_parallel_for.h). Re-entrant: all scratch lives on the calling thread's
 // stack or in per-call buffers. `profile` (benchmarks only) receives the stage timings when not null.
 template <typename T>
-std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params,
-                         const AttentionData<T>& data, const ParallelFor& parallel_for,
-                         KernelProfile* profile = nullptr);
+std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
+                         const ParallelFor& parallel_for, KernelProfile* profile = nullptr);
 
 }  // namespace infllmv2::cpu

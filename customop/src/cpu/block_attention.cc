@@ -132,8 +132,8 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
         else
           ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
         Softcap(a.softcap, x, n * W);
-        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0,
-                                    st.l.data() + r0, st.acc.data() + r0 * D, r_end - r0, D);
+        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0, st.l.data() + r0,
+                                    st.acc.data() + r0 * D, r_end - r0, D);
         for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
           if (sc.hi[r] <= sc.lo[r]) {
             ++r;
@@ -143,7 +143,8 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
           const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
           if (vf != nullptr)
-            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at, v_lines);
+            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at,
+                          v_lines);
           else
             AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vals + x0 * D, n,
                            D, v_at, v_lines);
@@ -157,7 +158,101 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
   }
 }
 
-template void AttendBlocks<float>(const Call<float>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);
-template void AttendBlocks<Float16>(const Call<Float16>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);
+template <typename T>
+void WriteRows(const Call<T>& c, int64_t bh, int64_t s, const float* l, const float* acc) {
+  const auto& p = c.p;
+  const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, b = bh / Hkv, h = bh % Hkv;
+  std::vector<float> row;
+  for (int64_t g = 0; g < G; ++g) {
+    T* out = c.d.output + ((b * p.seq_len + s) * p.num_heads + h * G + g) * D;
+    const float inv = l[g] > 0.0f ? 1.0f / l[g] : 0.0f;
+    if constexpr (std::is_same_v<T, Float16>) {  // F16C/AVX-512 conversion
+      row.resize(static_cast<size_t>(D));
+      for (int64_t i = 0; i < D; ++i) row[i] = acc[g * D + i] * inv;
+      SelectMicrokernels().float_to_half(row.data(), reinterpret_cast<uint16_t*>(out), D);
+    } else {
+      for (int64_t i = 0; i < D; ++i) out[i] = FromFloat<T>(acc[g * D + i] * inv);
+    }
+  }
+}
+
+void MergePartials(const float* m, const float* l, const float* acc, int64_t parts, int64_t G, int64_t D, float* l_out,
+                   float* acc_out) {
+  for (int64_t g = 0; g < G; ++g) {
+    float mx = kNegInf;
+    for (int64_t i = 0; i < parts; ++i) mx = std::max(mx, m[i * G + g]);
+    for (int64_t i = 0; i < parts; ++i) {
+      const int64_t at = i * G + g;
+      if (l[at] == 0.0f) continue;
+      const float w = std::exp(m[at] - mx);
+      l_out[g] += l[at] * w;
+      const float* pa = acc + at * D;
+      for (int64_t k = 0; k < D; ++k) acc_out[g * D + k] += pa[k] * w;
+    }
+  }
+}
+
+template <typename T>
+void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+                        const std::vector<QueryRows>& q_rows, const int64_t* lens, const int64_t* dense_lo,
+                        const int32_t* lists) {
+  constexpr int64_t kMinBlocksPerSlice = 8;  // slices of fewer blocks are merged away (not tuned)
+  const auto& p = c.p;
+  const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
+  std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
+  std::vector<int64_t> slices(static_cast<size_t>(BH));
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), c.a.block_size, lists + bh * K);
+    slices[bh] =
+        std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
+  }
+  std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
+  std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
+  std::vector<float> part_acc(static_cast<size_t>(BH * kDecodeSlices * G * D), 0.0f);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (slice >= slices[bh] || lens[bh] == 0) return;
+    const auto& u = union_blocks[bh];
+    const int64_t n = static_cast<int64_t>(u.size());
+    const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
+    RowStates st;
+    st.Reset(G, D);
+    Scratch sc;
+    TokenBlocks tb;
+    tb.list = {u.data()};
+    tb.len = {lens[bh] < 0 ? -1 : n};
+    tb.dense_lo = {dense_lo[bh]};
+    AttendWork w;
+    w.b = bh / Hkv;
+    w.h = bh % Hkv;
+    w.t0 = 0;
+    w.t1 = 1;
+    w.q = q_rows[bh];
+    w.blocks = u.data() + lo;
+    w.n_blocks = hi - lo;
+    w.tokens = &tb;
+    AttendBlocks(c, mk, w, st, sc);
+    std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
+    std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
+    std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
+  });
+  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
+    if (lens[bh] != 0) {
+      const size_t at = bh * kDecodeSlices * G;
+      MergePartials(part_m.data() + at, part_l.data() + at, part_acc.data() + at * D, slices[bh], G, D, l.data(),
+                    acc.data());
+    }
+    WriteRows(c, static_cast<int64_t>(bh), 0, l.data(), acc.data());
+  });
+}
+
+#define INFLLMV2_BLOCK_ATTENTION(T)                                                                            \
+  template void AttendBlocks<T>(const Call<T>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&); \
+  template void WriteRows<T>(const Call<T>&, int64_t, int64_t, const float*, const float*);                    \
+  template void AttendDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                 \
+                                      const std::vector<QueryRows>&, const int64_t*, const int64_t*, const int32_t*);
+INFLLMV2_BLOCK_ATTENTION(float)
+INFLLMV2_BLOCK_ATTENTION(Float16)
 
 }  // namespace infllmv2::cpu

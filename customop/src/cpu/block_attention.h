@@ -48,4 +48,34 @@ struct AttendWork {
 template <typename T>
 void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w, RowStates& st, Scratch& sc);
 
+// Ascending block list of one token: its dense range (len -1, keys from dense_lo), or its list.
+inline std::vector<int32_t> BlocksOf(int64_t len, int64_t dense_lo, int64_t pos, int64_t Bk, const int32_t* list) {
+  std::vector<int32_t> v;
+  if (len < 0) {
+    for (int64_t blk = dense_lo / Bk; blk <= pos / Bk; ++blk) v.push_back(static_cast<int32_t>(blk));
+  } else {
+    v.assign(list, list + len);
+  }
+  return v;
+}
+
+// Normalized output rows of token s of (b, h) = bh from its softmax state (l, acc: G heads).
+template <typename T>
+void WriteRows(const Call<T>& c, int64_t bh, int64_t s, const float* l, const float* acc);
+
+// Merges the partial softmax states of `parts` key slices of one token's G heads (slice i: m and
+// l at i * G, acc at i * G * D) into the unnormalized whole (l_out, acc_out: zero on entry), in
+// slice order (deterministic); slices that saw no key add nothing. As the CUDA split-KV combine.
+void MergePartials(const float* m, const float* l, const float* acc, int64_t parts, int64_t G, int64_t D, float* l_out,
+                   float* acc_out);
+
+// Attention of a decode step: the one token of each (b, h) = bh over its blocks (lens[bh] -1:
+// dense from dense_lo[bh]; 0: padding, zero rows; else the list at lists + bh * budget), the
+// blocks split into up to kDecodeSlices slices of at least kMinBlocksPerSlice run in parallel,
+// then merged. Writes the output rows.
+template <typename T>
+void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+                        const std::vector<QueryRows>& q_rows, const int64_t* lens, const int64_t* dense_lo,
+                        const int32_t* lists);
+
 }  // namespace infllmv2::cpu

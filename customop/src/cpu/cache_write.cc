@@ -15,12 +15,13 @@ void WriteKeyValueCache(const Call<T>& c, const ParallelFor& pf) {
     T* pk = c.d.present_key + c.CacheOffset(b, h, cap);
     T* pv = c.d.present_value + c.CacheOffset(b, h, cap);
     const int64_t past = c.Past(b);
-    if (!c.plan.kv_in_place) {
+    if (!c.rules.kv_in_place) {
       std::memset(static_cast<void*>(pk), 0, sizeof(T) * static_cast<size_t>(cap * D));
       std::memset(static_cast<void*>(pv), 0, sizeof(T) * static_cast<size_t>(cap * D));
       if (past > 0) {
         std::memcpy(pk, c.d.past_key + c.CacheOffset(b, h, p.past_capacity), sizeof(T) * static_cast<size_t>(past * D));
-        std::memcpy(pv, c.d.past_value + c.CacheOffset(b, h, p.past_capacity), sizeof(T) * static_cast<size_t>(past * D));
+        std::memcpy(pv, c.d.past_value + c.CacheOffset(b, h, p.past_capacity),
+                    sizeof(T) * static_cast<size_t>(past * D));
       }
     }
     std::vector<float> row(static_cast<size_t>(D)), cs(static_cast<size_t>(p.rotary_dim));
@@ -46,13 +47,13 @@ template <typename T>
 void WriteCompressedKeys(const Call<T>& c, T* out, const ParallelFor& pf) {
   const auto& p = c.p;
   const auto& a = c.a;
-  const int64_t D = p.head_size, capacity = c.plan.compressed_capacity;
+  const int64_t D = p.head_size, capacity = c.rules.compressed_capacity;
   pf(static_cast<size_t>(p.batch * p.kv_num_heads), [&](size_t bh) {
     const int64_t b = static_cast<int64_t>(bh) / p.kv_num_heads, h = static_cast<int64_t>(bh) % p.kv_num_heads;
     const EntryPlan& e = c.Entry(b);
     T* dst = out + c.CacheOffset(b, h, capacity);
     const T* keys = c.d.present_key + c.CacheOffset(b, h, p.present_capacity);
-    if (!c.plan.compressed_in_place) {
+    if (!c.rules.compressed_in_place) {
       std::memset(static_cast<void*>(dst), 0, sizeof(T) * static_cast<size_t>(capacity * D));
       if (e.past_windows > 0)
         std::memcpy(dst, c.d.past_compressed_key + c.CacheOffset(b, h, p.past_compressed_capacity),

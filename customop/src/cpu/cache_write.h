@@ -10,7 +10,7 @@ template <typename T>
 void WriteKeyValueCache(const Call<T>& c, const ParallelFor& pf);
 
 // Level-1 compressed keys of every complete window of the present keys into `out` ([B, Hkv,
-// plan.compressed_capacity, D]): windows entirely in the past copied from past_compressed_key
+// rules.compressed_capacity, D]): windows entirely in the past copied from past_compressed_key
 // when the plan says so, new ones the fp32 mean of the window's keys, stored in T.
 template <typename T>
 void WriteCompressedKeys(const Call<T>& c, T* out, const ParallelFor& pf);

@@ -17,6 +17,9 @@
 namespace infllmv2::cpu {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// A decode step splits the stage-1 windows and the attended blocks of each (b, h) into this many
+// slices run in parallel (docs/benchmarks.md).
+constexpr int64_t kDecodeSlices = 8;
 
 template <typename T>
 inline void ToFloatRow(const T* src, float* dst, int64_t n) {
@@ -51,38 +54,20 @@ inline void ApplyRotary(float* x, int64_t rotary_dim, bool interleaved, const fl
   }
 }
 
+// One call as the CPU stages see it: the buffers and their addressing (CallBuffers: the plan's
+// rules and the data), the attributes, params and plan.
 template <typename T>
-struct Call {
+struct Call : CallBuffers<T> {
   const AttentionAttributes& a;
   const AttentionParams& p;
   const CallPlan& plan;
-  const AttentionData<T>& d;
-  const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, plan.compressed_capacity, D]
+  const T* comp = nullptr;  // level-1 compressed keys [B, Hkv, rules.compressed_capacity, D]
   KernelProfile* profile = nullptr;
 
   const EntryPlan& Entry(int64_t b) const { return plan.entries[static_cast<size_t>(b)]; }
   int64_t Total(int64_t b) const { return Entry(b).total; }
   int64_t Past(int64_t b) const { return Entry(b).past; }
-  int64_t RotaryPosition(int64_t b, int64_t s) const {  // GQA: padded positions use 1
-    const int64_t pos = Past(b) + s;
-    return pos < Total(b) ? pos : 1;
-  }
-  // Head n of token (b, s) in the query input; n counts q heads, then k, then v heads when packed.
-  const T* QueryInput(int64_t b, int64_t s, int64_t n) const {
-    const int64_t heads = p.packed_qkv ? p.num_heads + 2 * p.kv_num_heads : p.num_heads;
-    return d.query + ((b * p.seq_len + s) * heads + n) * p.head_size;
-  }
-  const T* KeyInput(int64_t b, int64_t s, int64_t h) const {
-    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + h);
-    return d.key + ((b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
-  }
-  const T* ValueInput(int64_t b, int64_t s, int64_t h) const {
-    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + p.kv_num_heads + h);
-    return d.value + ((b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
-  }
-  size_t CacheOffset(int64_t b, int64_t h, int64_t capacity) const {
-    return static_cast<size_t>(((b * p.kv_num_heads + h) * capacity) * p.head_size);
-  }
+  int64_t RotaryPosition(int64_t b, int64_t s) const { return infllmv2::RotaryPosition(Entry(b), Past(b) + s); }
 };
 
 // The fp32 query rows of tokens [s0, s0 + n) of batch entry b, the G heads of kv head h (row
@@ -97,7 +82,8 @@ QueryRows QueryRowsOf(const Call<T>& c, int64_t b, int64_t s0, int64_t n, int64_
   const auto& p = c.p;
   const int64_t D = p.head_size, G = p.group;
   if constexpr (std::is_same_v<T, float>) {
-    if (!c.a.do_rotary && !p.packed_qkv) return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
+    if (!c.a.do_rotary && !p.packed_qkv)
+      return {c.d.query + ((b * p.seq_len + s0) * p.num_heads + h * G) * D, p.num_heads * D};
   }
   buf.resize(static_cast<size_t>(n * G * D));
   std::vector<float> cs(static_cast<size_t>(p.rotary_dim));

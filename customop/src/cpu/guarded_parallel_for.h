@@ -37,7 +37,9 @@ class GuardedParallelFor {
     if (failed_.load()) throw std::runtime_error(error_);
   }
   // A ParallelFor that calls this object (which must outlive it).
-  ParallelFor AsParallelFor() { return [this](size_t total, const std::function<void(size_t)>& fn) { (*this)(total, fn); }; }
+  ParallelFor AsParallelFor() {
+    return [this](size_t total, const std::function<void(size_t)>& fn) { (*this)(total, fn); };
+  }
 
  private:
   void Record(const char* what) {

@@ -4,9 +4,15 @@
 #include <cstring>
 
 namespace infllmv2::cpu {
-namespace sse2 { extern const Microkernels kMicrokernels; }
-namespace avx2 { extern const Microkernels kMicrokernels; }
-namespace avx512 { extern const Microkernels kMicrokernels; }
+namespace sse2 {
+extern const Microkernels kMicrokernels;
+}
+namespace avx2 {
+extern const Microkernels kMicrokernels;
+}
+namespace avx512 {
+extern const Microkernels kMicrokernels;
+}
 
 namespace {
 

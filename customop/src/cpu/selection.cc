@@ -4,30 +4,18 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
+#include <utility>
+
+#include "cpu/stage_timer.h"
 
 namespace infllmv2::cpu {
-namespace {
-
-// A block's rank as one integer: the score's bits mapped to an unsigned order (NaN counts as -inf,
-// -0 as +0) above the complemented block index, so a larger key is a higher score or, on a tie,
-// a lower index; top-k is then nth_element on plain integers.
-inline uint64_t RankKey(float score, int64_t block) {
-  if (std::isnan(score)) score = kNegInf;
-  uint32_t bits;
-  std::memcpy(&bits, &score, sizeof bits);
-  bits = score == 0.0f ? 0x80000000u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (uint64_t{bits} << 32) | (~static_cast<uint32_t>(block));
-}
-inline int32_t BlockOfKey(uint64_t key) { return static_cast<int32_t>(~static_cast<uint32_t>(key)); }
-
-}  // namespace
-
 template <typename T>
 void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, bool convert_all, CompressedKeys& ck) {
   const EntryPlan& e = c.Entry(b);
   ck.n1 = e.windows;
   ck.n2 = e.level2_windows;
-  const T* rows = c.comp + c.CacheOffset(b, h, c.plan.compressed_capacity);
+  const T* rows = c.comp + c.CacheOffset(b, h, c.rules.compressed_capacity);
   if constexpr (std::is_same_v<T, Float16>) {
     if (!convert_all) {
       ck.k1_half = reinterpret_cast<const uint16_t*>(rows);
@@ -49,21 +37,15 @@ void MergeLse(const float* m, const float* l, int64_t parts, int64_t G, QueryLan
   }
 }
 
-int64_t SelectFromScores(const AttentionAttributes& a, const CallPlan& plan, int64_t pos, const float* group_scores,
-                         int64_t nvis1, std::vector<uint64_t>& candidates, int32_t* selected) {
-  const int64_t Bk = a.block_size, kernel = a.compress_kernel, stride = a.compress_stride;
-  const int64_t qb = pos / Bk;
-  const int64_t local_lo = std::max<int64_t>(0, qb - plan.local_blocks);
-  const int64_t init_hi = std::min(plan.init_blocks, local_lo);  // init blocks not already local
-  // Windows j of block b run from the first reaching it, ceil((b Bk - kernel + 1) / stride), to the
-  // last starting in it, floor((b Bk + Bk - 1) / stride); Bk is a multiple of the stride, so both
-  // are b Bk / stride plus a constant (no divisions per block).
-  const int64_t per_block = Bk / stride, back = (kernel - 1) / stride, ahead = (Bk - 1) / stride;
-  const bool bf16_scores = a.score_precision != 0;
+int64_t SelectFromScores(const CallRules& r, int64_t pos, const float* group_scores, int64_t nvis1,
+                         std::vector<uint64_t>& candidates, int32_t* selected) {
+  const SelectionSpan sp = SpanOf(r, pos);
+  const BlockWindows bw = BlockWindowsOf(r);
+  const bool bf16_scores = r.score_precision != 0;
   candidates.clear();
-  for (int64_t b = init_hi; b < local_lo; ++b) {
-    const int64_t jlo = std::max<int64_t>(0, b * per_block - back);
-    const int64_t jhi = std::min(nvis1 - 1, b * per_block + ahead);
+  for (int64_t b = sp.init_hi; b < sp.local_lo; ++b) {
+    const int64_t jlo = std::max<int64_t>(0, b * bw.per_block - bw.back);
+    const int64_t jhi = std::min(nvis1 - 1, b * bw.per_block + bw.ahead);
     float best = kNegInf;
     for (int64_t j = jlo; j <= jhi; ++j) best = std::max(best, group_scores[j]);
     // score_precision 1: the group sums in bf16 (nearest even) before pooling. Rounding is monotone,
@@ -71,25 +53,24 @@ int64_t SelectFromScores(const AttentionAttributes& a, const CallPlan& plan, int
     if (bf16_scores) best = ToFloat(FromFloat<BFloat16>(best));
     candidates.push_back(RankKey(best, b));
   }
-  const int64_t n_forced = init_hi + (qb - local_lo + 1);
-  const int64_t take = std::min<int64_t>(plan.budget - n_forced, static_cast<int64_t>(candidates.size()));
+  const int64_t take = sp.take;
   if (take < static_cast<int64_t>(candidates.size()))
     std::nth_element(candidates.begin(), candidates.begin() + take, candidates.end(), std::greater<uint64_t>());
   int64_t n = 0;
-  for (int64_t b = 0; b < init_hi; ++b) selected[n++] = static_cast<int32_t>(b);
+  for (int64_t b = 0; b < sp.init_hi; ++b) selected[n++] = static_cast<int32_t>(b);
   for (int64_t i = 0; i < take; ++i) selected[n + i] = BlockOfKey(candidates[i]);
   std::sort(selected + n, selected + n + take);
   n += take;
-  for (int64_t b = local_lo; b <= qb; ++b) selected[n++] = static_cast<int32_t>(b);
+  for (int64_t b = sp.local_lo; b <= sp.qb; ++b) selected[n++] = static_cast<int32_t>(b);
   return n;
 }
 
 template <typename T>
-int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t pos,
-                    TokenStage1Scratch& x, int32_t* list) {
+int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t b,
+                    int64_t pos, TokenStage1Scratch& x, int32_t* list) {
   const auto& a = c.a;
   const int64_t G = c.p.group, D = c.p.head_size;
-  const auto lv = LevelsFor(a, ck, pos);
+  const Stage1Levels lv = LevelsOf(c.rules, c.Entry(b), pos);
   x.sq.Set(mk, q, G, D);
   x.scores.resize(static_cast<size_t>(x.sq.gw * lv.nvis1));
   Stage1Scores(mk, x.sq, ck, 0, lv.nvis1, D, c.p.scale, x.scores.data());
@@ -100,14 +81,87 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
   MergeLse(x.m.data(), x.l.data(), 1, G, x.sq);
   x.group_scores.resize(static_cast<size_t>(lv.nvis1));
   Stage1GroupSum(mk, x.sq, x.scores.data(), 0, lv.nvis1, x.group_scores.data());
-  return SelectFromScores(a, c.plan, pos, x.group_scores.data(), lv.nvis1, x.candidates, list);
+  return SelectFromScores(c.rules, pos, x.group_scores.data(), lv.nvis1, x.candidates, list);
 }
 
-template void BuildCompressedKeys<float>(const Call<float>&, int64_t, int64_t, bool, CompressedKeys&);
-template void BuildCompressedKeys<Float16>(const Call<Float16>&, int64_t, int64_t, bool, CompressedKeys&);
-template int64_t SelectToken<float>(const Call<float>&, const Microkernels&, const CompressedKeys&, const float*,
-                                    int64_t, TokenStage1Scratch&, int32_t*);
-template int64_t SelectToken<Float16>(const Call<Float16>&, const Microkernels&, const CompressedKeys&, const float*,
-                                      int64_t, TokenStage1Scratch&, int32_t*);
+template <typename T>
+void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+                        const std::vector<CompressedKeys>& ck, const std::vector<QueryRows>& q_rows,
+                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens) {
+  const auto& a = c.a;
+  const auto& p = c.p;
+  const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
+  // Raw scores and group sums in slices of the windows; the normalizers' partials with the scores,
+  // merged in between. The scores are written in full before they are read (no zero fill).
+  std::vector<std::unique_ptr<float[]>> scores(static_cast<size_t>(BH));
+  std::vector<std::vector<float>> group_scores(static_cast<size_t>(BH));
+  std::vector<QueryLanes> sq(static_cast<size_t>(BH));
+  std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    if (!needs_stage1[bh]) continue;
+    levels[bh] = LevelsOf(c.rules, c.Entry(bh / Hkv), c.Past(bh / Hkv));
+    sq[bh].Set(mk, q_rows[bh].q, G, D);
+    scores[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
+    group_scores[bh].resize(static_cast<size_t>(ck[bh].n1));
+  }
+  auto slice_range = [](int64_t count, int64_t slice) {
+    const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+    return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
+  };
+  // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
+  // that straddle into the next slice (afterwards); 2 * kDecodeSlices partials per (b, h).
+  const int64_t gw = QueryLanes::LanesFor(mk, G);  // the lanes of one token's heads
+  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
+  std::vector<float> lse_l(lse_m.size());
+  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
+  StageTimer phases(c.profile);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (!needs_stage1[bh]) return;
+    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh].get());
+    const LseRows rows = LseRowsOf(a, levels[bh]);
+    const LseSlice ls = LseSliceOf(rows, j0, j1);
+    mk.stage1_lse_partial(scores[bh].get(), gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
+                          lse_l.data() + lse_at(bh, 2 * slice));
+  });
+  phases.Mark(&KernelProfile::score_ms);
+  for (int64_t bh = 0; bh < BH; ++bh) {
+    if (!needs_stage1[bh]) continue;
+    const LseRows rows = LseRowsOf(a, levels[bh]);
+    for (int64_t slice = 0; slice < kDecodeSlices; ++slice) {
+      const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+      const LseSlice ls = LseSliceOf(rows, j0, j1);
+      mk.stage1_lse_partial(scores[bh].get(), gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
+                            lse_l.data() + lse_at(bh, 2 * slice + 1));
+    }
+    MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * kDecodeSlices, G, sq[bh]);
+  }
+  phases.Mark(&KernelProfile::lse_ms);
+  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+    if (!needs_stage1[bh]) return;
+    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+    Stage1GroupSum(mk, sq[bh], scores[bh].get(), j0, j1, group_scores[bh].data());
+  });
+  phases.Mark(&KernelProfile::group_sum_ms);
+  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    if (!needs_stage1[bh]) return;
+    std::vector<uint64_t> candidates;
+    const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
+    lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh].data(), levels[bh].nvis1, candidates, lists + bh * K);
+  });
+  phases.Mark(&KernelProfile::topk_ms);
+}
+
+#define INFLLMV2_SELECTION(T)                                                                                        \
+  template void BuildCompressedKeys<T>(const Call<T>&, int64_t, int64_t, bool, CompressedKeys&);                     \
+  template int64_t SelectToken<T>(const Call<T>&, const Microkernels&, const CompressedKeys&, const float*, int64_t, \
+                                  int64_t, TokenStage1Scratch&, int32_t*);                                           \
+  template void SelectDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                       \
+                                      const std::vector<CompressedKeys>&, const std::vector<QueryRows>&,             \
+                                      const std::vector<char>&, int32_t*, int64_t*);
+INFLLMV2_SELECTION(float)
+INFLLMV2_SELECTION(Float16)
 
 }  // namespace infllmv2::cpu

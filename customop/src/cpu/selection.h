@@ -2,7 +2,7 @@
 // Stage-1 scores of the level-1 compressed keys per query head, per-head normalizers (level-2 or
 // exact LSE), the group sum over the G heads of a kv head, max-pooling into blocks, top-k.
 // Prefill selects per token (SelectToken); decode runs the same steps in parallel slices of the
-// windows (attention_cpu.cc) with the pieces declared here.
+// windows (SelectDecodeSliced).
 #pragma once
 
 #include <algorithm>
@@ -28,17 +28,6 @@ struct CompressedKeys {
 
 template <typename T>
 void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, bool convert_all, CompressedKeys& ck);
-
-// Which level normalizes stage 1 for a token at `pos` (level 2 unless exact or none visible).
-struct Stage1Levels {
-  bool use_k2;
-  int64_t nvis1, nvis2;
-};
-inline Stage1Levels LevelsFor(const AttentionAttributes& a, const CompressedKeys& ck, int64_t pos) {
-  const int64_t nvis1 = std::min(ck.n1, NumWindows(pos + 1, a.compress_kernel, a.compress_stride));
-  const int64_t nvis2 = std::min(ck.n2, NumWindows(pos + 1, 4 * a.compress_kernel, 4 * a.compress_stride));
-  return {a.lse_approx != 0 && nvis2 > 0, nvis1, nvis2};
-}
 
 // Step 1: raw scores scale * q_g . K1_j of windows [j0, j1) into rows j0..j1-1 of `scores`
 // ([window][gw]); keys 64 rows ahead are prefetched at the pace they are read (cold caches).
@@ -96,20 +85,29 @@ inline void Stage1GroupSum(const Microkernels& mk, const QueryLanes& sq, const f
 }
 
 // Steps 4-5: block scores (max over the visible windows intersecting each block; rounded to bf16
-// when score_precision is 1), then init + local + the plan's budget by score (ties: lower index).
-// Writes the sorted selection of a token at `pos` into `selected` and returns its length.
-int64_t SelectFromScores(const AttentionAttributes& a, const CallPlan& plan, int64_t pos, const float* group_scores,
-                         int64_t nvis1, std::vector<uint64_t>& candidates, int32_t* selected);
+// when score_precision is 1), then init + local + the budget's rest by rank key (ties: lower
+// index). Writes the sorted selection of a token at `pos` into `selected` and returns its length.
+int64_t SelectFromScores(const CallRules& r, int64_t pos, const float* group_scores, int64_t nvis1,
+                         std::vector<uint64_t>& candidates, int32_t* selected);
 
-// All steps for one prefill token at `pos` with query rows q (G heads, D apart). Returns the
-// selection's length.
+// All steps for one prefill token at `pos` of entry b with query rows q (G heads, D apart).
+// Returns the selection's length.
 struct TokenStage1Scratch {
   QueryLanes sq;
   std::vector<float> scores, group_scores, m, l;
   std::vector<uint64_t> candidates;
 };
 template <typename T>
-int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t pos,
-                    TokenStage1Scratch& x, int32_t* list);
+int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKeys& ck, const float* q, int64_t b,
+                    int64_t pos, TokenStage1Scratch& x, int32_t* list);
+
+// The same steps for the one token of each (b, h) of a decode step with needs_stage1[bh] set, each
+// step split into kDecodeSlices slices of the windows that run in parallel (the normalizers'
+// partials merged in between), so that every thread works. Writes lens[bh] and the list at
+// lists + bh * budget.
+template <typename T>
+void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+                        const std::vector<CompressedKeys>& ck, const std::vector<QueryRows>& q_rows,
+                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens);
 
 }  // namespace infllmv2::cpu

@@ -17,26 +17,22 @@ namespace infllmv2::cuda {
 inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
 
 template <class T>
-std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
-                             const ScratchAllocator& scratch, void* stream_ptr, const RunOptions& options) {
+std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params,
+                             const AttentionData<T>& data, const ScratchAllocator& scratch, void* stream_ptr,
+                             const RunOptions& options) {
   const Stream stream = static_cast<Stream>(stream_ptr);
   (void)stream;  // unused by the host emulation
   const BufferFacts f = FactsOf(data, params);
-  if (!f.has_seqlens || !f.has_required_outputs) return "seqlens_k, output, present_key and present_value are required";
-  if (f.key_in_place != f.value_in_place)
-    return "past_key/present_key and past_value/present_value must both share a buffer or both not";
-  if (f.key_in_place && params.past_capacity != params.present_capacity)
-    return "Shared past/present buffers need past_key dim 2 (" + std::to_string(params.past_capacity) +
-           ") >= total_sequence_length (" + std::to_string(params.total_sequence_length) + ")";
-  if (f.compressed_in_place && params.past_compressed_capacity != params.present_compressed_capacity)
-    return "Shared past/present compressed-key buffers need past_compressed_key dim 2 >= " +
-           std::to_string(params.present_compressed_capacity);
-  // seqlens_k stays on the device: local_window_size is refused whenever an entry could run sparse.
-  const bool maybe_sparse = params.mode == AttentionMode::kForceSparse ||
-                            (params.mode == AttentionMode::kAuto &&
-                             (attrs.dense_len == -1 || params.total_sequence_length >= attrs.dense_len));
-  if (attrs.local_window_size > 0 && maybe_sparse)
-    return "local_window_size is only supported in dense mode; set attention_mode=1 or dense_len above the context length";
+  const std::string buffers = CheckBuffers(params, f);
+  if (!buffers.empty()) return buffers;
+  KernelArgs<T> a;
+  a.rules = MakeCallRules(attrs, params, f);
+  a.d = data;
+  const CallRules& p = a.rules;
+  // seqlens_k stays on the device: what depends on an entry's mode is refused whenever some entry
+  // may run sparse (every total is at most total_sequence_length; the mode rule is monotone in it).
+  const bool maybe_sparse = UseSparse(p, params.total_sequence_length);
+  if (attrs.local_window_size > 0 && maybe_sparse) return LocalWindowError(-1);
   if (!SupportsHeadSizeImpl(params.head_size))
     return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 128)";
   if (maybe_sparse && params.group > kStage1MaxGroup)
@@ -46,20 +42,19 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
            std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
   if (options.kv_splits < -1 || options.kv_splits > kMaxKvSplits)
-    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) + " out of range (-1 = no split, 0 = automatic, 1.." +
-           std::to_string(kMaxKvSplits) + ")";
-
-  KernelArgs<T> a;
-  a.p = MakeDevicePlan(attrs, params, f);
-  a.p.kv_splits = options.kv_splits > 0 ? options.kv_splits : options.kv_splits < 0 ? 1 : ChooseKvSplits(attrs, params);
-  const bool split_kv = options.kv_splits > 0 || a.p.kv_splits > 1;
-  a.d = data;
-  const DevicePlan& p = a.p;
-  const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads, D = params.head_size;
+    return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) +
+           " out of range (-1 = no split, 0 = automatic, 1.." + std::to_string(kMaxKvSplits) + ")";
+  a.kv_splits = KvSplitsFor(options.kv_splits, attrs, params);
+  const bool split_kv = options.kv_splits > 0 || a.kv_splits > 1;
+  const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads,
+                D = params.head_size;
   // Scratch: rotated queries, compressed keys nobody asked for, selection lists nobody asked for.
   const bool prep_query = p.do_rotary || p.packed_qkv;
   T* q_rot = nullptr;
-  if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr) return "CUDA kernel: out of memory";
+  if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr)
+    return "CUDA kernel: out of memory";
+  // Without the lengths every entry may run sparse unless the call is forced dense (the device's
+  // seqlens_k are not checked against total_sequence_length).
   const bool compute_compressed = f.has_present_compressed || params.mode != AttentionMode::kForceDense;
   a.comp = data.present_compressed_key;
   if (compute_compressed && a.comp == nullptr &&
@@ -74,7 +69,8 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   // 1. KV cache write (+ rotated queries).
   {
     auto* k = &KvCacheWriteKernel<T>;
-    IL_LAUNCH(k, dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH(k,
+              dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   if (prep_query) {
@@ -84,7 +80,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   // 2. Level-1 compressed keys.
   if (compute_compressed) {
     auto* k = &CompressKernel<T>;
-    IL_LAUNCH(k, dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH(k,
+              dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock,
+                   static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   // 3. Selection lists: rows within the budget, then stage 1 for the rows that outgrow it (CTAs of
@@ -101,7 +99,7 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).
   const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
   if (split_kv) {
-    const int n = p.kv_splits;
+    const int n = a.kv_splits;
     float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));
     if (part == nullptr) return "CUDA kernel: out of memory";
     const dim3 grid(static_cast<unsigned>(row_tiles * n), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
@@ -147,7 +145,7 @@ std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams
 }  // namespace infllmv2::cuda
 
 // One dtype's entry point (explicit instantiation, one translation unit per dtype).
-#define INFLLMV2_CUDA_INSTANTIATE(T)                                                                               \
-  template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,        \
+#define INFLLMV2_CUDA_INSTANTIATE(T)                                                                            \
+  template std::string infllmv2::cuda::RunAttention<T>(const AttentionAttributes&, const AttentionParams&,      \
                                                        const AttentionData<T>&, const ScratchAllocator&, void*, \
                                                        const RunOptions&);

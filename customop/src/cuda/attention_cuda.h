@@ -1,6 +1,6 @@
 // CUDA kernel of SwitchableAttention (fp16 and bf16 on the device): runs one call's stages on a
 // stream, no host synchronization and no device-to-host copy (per-entry decisions are made on the
-// device from seqlens_k, device_plan.h). No ONNX Runtime types. Under the host compiler the same
+// device from seqlens_k by common/call_rules.h). No ONNX Runtime types. Under the host compiler the same
 // kernels run on the host emulation (emu/), which is how the native tests exercise them.
 #pragma once
 
@@ -20,7 +20,7 @@ using ScratchAllocator = std::function<void*(size_t bytes)>;
 
 // Tuning knobs (tests force the paths with them; the op uses the defaults).
 struct RunOptions {
-  // Attention key splits: 0 = chosen from the call's host facts (split_kv.cuh: ChooseKvSplits;
+  // Attention key splits: 0 = chosen from the call's host facts (launch_shape.h: ChooseKvSplits;
   // 1 there means the plain kernel); -1 = the plain kernel; n >= 1 = the split-KV path with
   // exactly n splits (at most kMaxKvSplits).
   int kv_splits = 0;

@@ -8,25 +8,22 @@
 #pragma once
 
 #include "cuda/kernel_args.h"
+#include "cuda/launch_shape.h"
 
 namespace infllmv2::cuda {
 
-constexpr int kAttnWarps = 4;
-constexpr int kAttnThreads = 32 * kAttnWarps;
-constexpr int kAttnRows = 16 * kAttnWarps;  // query rows per CTA
-constexpr int kKeyTile = 64;                // keys per tile
 constexpr int kNoKey = 0x7fffffff;
 
 // What one token of a CTA attends to (held by the thread whose index is the token's slot). The
 // split-KV path (split_kv.cuh) narrows it to one split's part: `lo`/`last` in range mode, the list
 // entries [cur, end) in list mode; an empty part sees nothing.
 struct TokenView {
-  int pos = -1;                    // absolute position; -1: padding (sees nothing)
-  int lo = 0;                      // range mode: first key
-  int last = -1;                   // last key seen (range mode: <= pos; list mode: pos)
-  const int32_t* list = nullptr;   // list mode: sorted blocks, -1-padded to the budget
-  int cur = 0;                     // list cursor (blocks before it end before the current key)
-  int end = 0;                     // list mode: entries [cur, end) are this view's
+  int pos = -1;                   // absolute position; -1: padding (sees nothing)
+  int lo = 0;                     // range mode: first key
+  int last = -1;                  // last key seen (range mode: <= pos; list mode: pos)
+  const int32_t* list = nullptr;  // list mode: sorted blocks, -1-padded to the budget
+  int cur = 0;                    // list cursor (blocks before it end before the current key)
+  int end = 0;                    // list mode: entries [cur, end) are this view's
 
   IL_DEVICE int NextKey(int k, int Bk) {
     if (pos < 0 || k > last) return kNoKey;
@@ -52,7 +49,8 @@ struct TokenView {
     };
     if (list == nullptr) return bits(lo, hi);
     uint64_t m = 0;
-    for (int i = cur; i < end && list[i] >= 0 && list[i] * Bk <= hi; ++i) m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
+    for (int i = cur; i < end && list[i] >= 0 && list[i] * Bk <= hi; ++i)
+      m |= bits(list[i] * Bk, list[i] * Bk + Bk - 1);
     return m;
   }
 };
@@ -68,7 +66,7 @@ IL_DEVICE void SplitKeyRange(int base, int total, int splits, int split, int* fi
 
 // The rows [row_tile * 64, +64) of kv head blockIdx.y of entry blockIdx.z, block 128. kSplit false:
 // all of their keys, output O / l in T. kSplit true (split_kv.cuh): only split `split` of
-// p.kv_splits of their keys (range mode: a run of key tiles; list mode: a run of list entries),
+// a.kv_splits of their keys (range mode: a run of key tiles; list mode: a run of list entries),
 // output the unnormalized partial (O, running max m in the log2 domain, sum l) in fp32 to `part`,
 // record ((b * S + s) * H + n) * kv_splits + split of D + 2 floats; an empty split writes the
 // neutral partial (0, -inf, 0).
@@ -82,35 +80,36 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
   IL_SHARED uint64_t sMask[kAttnRows];
   IL_SHARED int sNext[kAttnRows];
 
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int G = p.group, S = p.seq_len, h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
   const int row0 = row_tile * kAttnRows;
   const int t0 = row0 / G;
   const int t1 = (row0 + kAttnRows - 1) / G + 1 < S ? (row0 + kAttnRows - 1) / G + 1 : S;
   const int n_tok = t1 - t0;
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const T* keys = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
   const T* vals = a.d.present_value + a.CacheOffset(b, h, p.present_capacity);
 
   TokenView tv;
   if (tid < n_tok) {
-    const int s = t0 + tid, pos = e.past + s;
+    const int s = t0 + tid, pos = static_cast<int>(e.past) + s;
+    const TokenPlan tp = PlanToken(p, e, pos);
     if (pos < e.total) {
       tv.pos = tv.last = pos;
-      if (e.sparse && OutgrowsBudgetDev(p, pos)) {
+      if (tp.needs_stage1) {
         tv.list = a.sel + ((static_cast<int64_t>(b) * p.kv_num_heads + h) * S + s) * p.budget;
         tv.end = p.budget;
         if constexpr (kSplit) {
-          const int per = (p.budget + p.kv_splits - 1) / p.kv_splits;
+          const int per = (p.budget + a.kv_splits - 1) / a.kv_splits;
           tv.cur = split * per < p.budget ? split * per : p.budget;
           tv.end = tv.cur + per < p.budget ? tv.cur + per : p.budget;
         }
       } else {
-        tv.lo = e.sparse ? 0 : DenseFirstKeyDev(p, pos);
+        tv.lo = static_cast<int>(tp.dense_lo);
         if constexpr (kSplit) {
           int first, last;
-          SplitKeyRange(e.sparse ? 0 : DenseFirstKeyDev(p, e.past + t0), e.total, p.kv_splits, split, &first, &last);
+          SplitKeyRange(e.sparse ? 0 : DenseFirstKey(p, e.past + t0), e.total, a.kv_splits, split, &first, &last);
           tv.lo = tv.lo > first ? tv.lo : first;
           tv.last = pos < last ? pos : last;
         }
@@ -133,7 +132,8 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
   CpAsyncWait<0>();
   SyncThreads();
   uint32_t qa[D / 16][4];
-  for (int kk = 0; kk < D / 16; ++kk) LdMatrixX4(qa[kk], &sK[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
+  for (int kk = 0; kk < D / 16; ++kk)
+    LdMatrixX4(qa[kk], &sK[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
 
   // Token slot of this lane's two rows (g and g + 8 of the warp's slice); -1 past the rows.
   int slot[2];
@@ -242,7 +242,7 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
     const int R = row0 + warp * 16 + g + 8 * i;
     const int64_t row = static_cast<int64_t>(b * S + R / G) * p.num_heads + h * G + R % G;
     if constexpr (kSplit) {  // the unnormalized partial: the combine kernel normalizes
-      float* rec = part + (row * p.kv_splits + split) * (D + 2);
+      float* rec = part + (row * a.kv_splits + split) * (D + 2);
       for (int j = 0; j < D / 8; ++j) {
         rec[8 * j + 2 * t] = o[j][2 * i];
         rec[8 * j + 2 * t + 1] = o[j][2 * i + 1];

@@ -15,9 +15,9 @@ constexpr int kCacheRowsPerBlock = 16;
 // the rest: zero (unless in place).
 template <class T>
 IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
   const int D = p.head_size, r0 = static_cast<int>(blockIdx.x) * kCacheRowsPerBlock;
   T* pk = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
   T* pv = a.d.present_value + a.CacheOffset(b, h, p.present_capacity);
@@ -34,10 +34,10 @@ IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
       if (!p.do_rotary) {
         pk[static_cast<int64_t>(r) * D + i] = k[i];
       } else {
-        const int pos = r < e.total ? r : 1;  // GQA: padded positions use 1
-        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved,
-                                                                      a.d.cos_cache + static_cast<int64_t>(pos) * half,
-                                                                      a.d.sin_cache + static_cast<int64_t>(pos) * half));
+        const int64_t pos = RotaryPosition(e, r);
+        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(
+            RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved, a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                          a.d.sin_cache + static_cast<int64_t>(pos) * half));
       }
     } else if (!p.kv_in_place) {
       const bool from_past = r < e.past;
@@ -51,10 +51,10 @@ IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
 // out [B, S, H, D]. Only when the op rotates or the input is packed.
 template <class T>
 IL_GLOBAL void QueryPrepKernel(KernelArgs<T> a, T* out) {
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int bs = static_cast<int>(blockIdx.x), b = bs / p.seq_len, s = bs % p.seq_len, D = p.head_size;
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
-  const int pos = e.past + s < e.total ? e.past + s : 1;
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
+  const int64_t pos = RotaryPosition(e, e.past + s);
   const int half = p.rotary_dim / 2;
   for (int idx = static_cast<int>(threadIdx.x); idx < p.num_heads * D; idx += kCacheThreads) {
     const int n = idx / D, i = idx % D;
@@ -75,9 +75,9 @@ constexpr int kCompressRowsPerBlock = 8;
 // cache write (same stream).
 template <class T>
 IL_GLOBAL void CompressKernel(KernelArgs<T> a) {
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
   const int D = p.head_size, j0 = static_cast<int>(blockIdx.x) * kCompressRowsPerBlock;
   T* dst = a.comp + a.CacheOffset(b, h, p.compressed_capacity);
   const T* keys = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);

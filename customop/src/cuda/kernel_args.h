@@ -1,10 +1,10 @@
-// What every CUDA kernel of one call receives (by value): the device plan and the device buffers.
-// Plain data, no ONNX Runtime types. Mirrors cpu/call_context.h's Call<T>.
+// What every CUDA kernel of one call receives (by value): the call's rules and device buffers.
+// Plain data, no ONNX Runtime types.
 #pragma once
 
 #include <cstdint>
 
-#include "cuda/device_plan.h"
+#include "common/call_rules.h"
 #include "cuda/primitives.h"
 #include "infllmv2/attention_data.h"
 
@@ -19,30 +19,17 @@ using Stream = void*;
   ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
 #endif
 
+// The call's rules and buffers (common/call_rules.h: CallBuffers, with its addressing) and what
+// the driver adds: the query rows the kernels read, the scratch it chose, the key splits.
 template <class T>
-struct KernelArgs {
-  DevicePlan p;
-  AttentionData<T> d;          // device pointers; d.seqlens_k on the device
-  const T* q = nullptr;        // query rows for attention and stage 1: d.query, or the rotated copy
-  int q_heads = 0;             // heads per token in `q` (H + 2 Hkv when it is the packed input)
-  T* comp = nullptr;           // level-1 compressed keys [B, Hkv, p.compressed_capacity, D]
-  int32_t* sel = nullptr;      // selection lists [B, Hkv, S, K] (the output, or scratch)
-
-  IL_HD const T* QueryInput(int b, int s, int n) const {
-    const int heads = p.packed_qkv ? p.num_heads + 2 * p.kv_num_heads : p.num_heads;
-    return d.query + (static_cast<int64_t>(b * p.seq_len + s) * heads + n) * p.head_size;
-  }
-  IL_HD const T* KeyInput(int b, int s, int h) const {
-    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + h);
-    return d.key + (static_cast<int64_t>(b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
-  }
-  IL_HD const T* ValueInput(int b, int s, int h) const {
-    if (p.packed_qkv) return QueryInput(b, s, p.num_heads + p.kv_num_heads + h);
-    return d.value + (static_cast<int64_t>(b * p.seq_len + s) * p.kv_num_heads + h) * p.head_size;
-  }
-  IL_HD int64_t CacheOffset(int b, int h, int capacity) const {
-    return static_cast<int64_t>(b * p.kv_num_heads + h) * capacity * p.head_size;
-  }
+struct KernelArgs : CallBuffers<T> {
+  const T* q = nullptr;    // query rows for attention and stage 1: d.query, or the rotated copy
+  int q_heads = 0;         // heads per token in `q` (H + 2 Hkv when it is the packed input)
+  T* comp = nullptr;       // level-1 compressed keys [B, Hkv, rules.compressed_capacity, D]
+  int32_t* sel = nullptr;  // selection lists [B, Hkv, S, K] (the output, or scratch)
+  // 1 = one CTA per (64 query rows, kv head, entry) over all of its keys; > 1 = the split-KV path
+  // (split_kv.cuh) with this many key splits per such CTA. Chosen on the host.
+  int kv_splits = 1;
 };
 
 // Rotary of element i of a head vector x (fp32 math on T inputs, GQA's convention as

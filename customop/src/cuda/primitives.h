@@ -4,14 +4,15 @@
 // source compiles both ways and runs in the native tests without a GPU.
 //
 // Kernel code uses only what is here (plus plain C++ arithmetic):
-//   IL_GLOBAL / IL_DEVICE / IL_HD / IL_SHARED       kernel, device function, both, __shared__
+//   IL_GLOBAL / IL_DEVICE / IL_SHARED               kernel, device function, __shared__
+//   IL_HD (common/host_device.h)                   host and device
 //   threadIdx, blockIdx, blockDim, gridDim          as in CUDA
 //   SyncThreads(), SyncWarp(), ShflXor(), Shfl()    full-warp collectives (mask 0xffffffff)
 //   LdMatrixX4(r, p) / LdMatrixX4Trans(r, p)        ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
 //   Mma16816<T>(d, a, b, c)                          mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
-//   Exp2, Exp, Log, Tanh, FloatBits, kInf            math (FloatBits: the IEEE bits of a float)
+//   Exp2, Exp, Log, Tanh, kInf                      math
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and "ldmatrix"); g = lane / 4,
 // t = lane % 4; 16-bit pairs are packed low element first in a 32-bit register:
 //   A (16x16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -24,6 +25,7 @@
 #include <cstdint>
 
 #include "common/float16.h"
+#include "common/host_device.h"
 
 #if defined(__CUDACC__)
 
@@ -32,7 +34,6 @@
 
 #define IL_GLOBAL __global__
 #define IL_DEVICE __device__ __forceinline__
-#define IL_HD __host__ __device__ __forceinline__
 #define IL_SHARED __shared__
 
 namespace infllmv2::cuda {
@@ -46,12 +47,18 @@ IL_DEVICE int Shfl(int v, int lane) { return __shfl_sync(0xffffffffu, v, lane); 
 
 IL_DEVICE float ToF32(Float16 x) { return __half2float(__ushort_as_half(x.bits)); }
 IL_DEVICE float ToF32(BFloat16 x) { return __uint_as_float(static_cast<uint32_t>(x.bits) << 16); }
-template <class T> IL_DEVICE T FromF32(float f);
-template <> IL_DEVICE Float16 FromF32<Float16>(float f) { return Float16{__half_as_ushort(__float2half_rn(f))}; }
-template <> IL_DEVICE BFloat16 FromF32<BFloat16>(float f) {
+template <class T>
+IL_DEVICE T FromF32(float f);
+template <>
+IL_DEVICE Float16 FromF32<Float16>(float f) {
+  return Float16{__half_as_ushort(__float2half_rn(f))};
+}
+template <>
+IL_DEVICE BFloat16 FromF32<BFloat16>(float f) {
   return BFloat16{__bfloat16_as_ushort(__float2bfloat16_rn(f))};
 }
-template <class T> IL_DEVICE uint32_t Pack2(float lo, float hi) {
+template <class T>
+IL_DEVICE uint32_t Pack2(float lo, float hi) {
   return static_cast<uint32_t>(FromF32<T>(lo).bits) | (static_cast<uint32_t>(FromF32<T>(hi).bits) << 16);
 }
 
@@ -68,15 +75,18 @@ IL_DEVICE void LdMatrixX4Trans(uint32_t r[4], const void* row) {
                : "r"(SharedAddress(row)));
 }
 
-template <class T> IL_DEVICE void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
-template <> IL_DEVICE void Mma16816<Float16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+template <class T>
+IL_DEVICE void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
+template <>
+IL_DEVICE void Mma16816<Float16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%10, %11, %12, %13};\n"
       : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
-template <> IL_DEVICE void Mma16816<BFloat16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+template <>
+IL_DEVICE void Mma16816<BFloat16>(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%10, %11, %12, %13};\n"
@@ -89,12 +99,14 @@ IL_DEVICE void CpAsync16(void* dst, const void* src, int bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)), "l"(src), "r"(bytes));
 }
 IL_DEVICE void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> IL_DEVICE void CpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+template <int N>
+IL_DEVICE void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
 IL_DEVICE float Exp(float x) { return expf(x); }
 IL_DEVICE float Log(float x) { return logf(x); }
-IL_DEVICE uint32_t FloatBits(float x) { return __float_as_uint(x); }
 IL_DEVICE float Tanh(float x) { return tanhf(x); }
 constexpr float kInf = __builtin_huge_valf();
 
@@ -110,7 +122,6 @@ constexpr float kInf = __builtin_huge_valf();
 
 #define IL_GLOBAL
 #define IL_DEVICE inline
-#define IL_HD inline
 #define IL_SHARED static
 #define threadIdx (::infllmv2::emu::Ctx().thread_idx)
 #define blockIdx (::infllmv2::emu::Ctx().block_idx)
@@ -142,8 +153,12 @@ inline int Shfl(int v, int lane) { return ShflSource(v, lane, false); }
 
 inline float ToF32(Float16 x) { return ToFloat(x); }
 inline float ToF32(BFloat16 x) { return ToFloat(x); }
-template <class T> inline T FromF32(float f) { return FromFloat<T>(f); }
-template <class T> inline uint32_t Pack2(float lo, float hi) {
+template <class T>
+inline T FromF32(float f) {
+  return FromFloat<T>(f);
+}
+template <class T>
+inline uint32_t Pack2(float lo, float hi) {
   return static_cast<uint32_t>(FromF32<T>(lo).bits) | (static_cast<uint32_t>(FromF32<T>(hi).bits) << 16);
 }
 
@@ -210,16 +225,12 @@ inline void CpAsync16(void* dst, const void* src, int bytes) {
   if (bytes < 16) std::memset(static_cast<char*>(dst) + bytes, 0, static_cast<size_t>(16 - bytes));
 }
 inline void CpAsyncCommit() {}
-template <int N> inline void CpAsyncWait() {}
+template <int N>
+inline void CpAsyncWait() {}
 
 inline float Exp2(float x) { return std::exp2(x); }
 inline float Exp(float x) { return std::exp(x); }
 inline float Log(float x) { return std::log(x); }
-inline uint32_t FloatBits(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return u;
-}
 inline float Tanh(float x) { return std::tanh(x); }
 constexpr float kInf = std::numeric_limits<float>::infinity();
 

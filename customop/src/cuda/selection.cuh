@@ -14,35 +14,22 @@ constexpr int kSelectThreads = 128;
 // all -1 for dense and padding tokens; rows of stage-1 tokens are left to stage 1.
 template <class T>
 IL_GLOBAL void SelectionFillKernel(KernelArgs<T> a) {
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int s = static_cast<int>(blockIdx.x), h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
-  const int pos = e.past + s;
-  int n = 0;
-  if (pos < e.total && e.sparse) {
-    if (OutgrowsBudgetDev(p, pos)) return;
-    n = pos / p.block_size + 1;
-  }
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
+  const TokenPlan tp = PlanToken(p, e, e.past + s);
+  if (tp.needs_stage1) return;
+  const int n = tp.len > 0 ? static_cast<int>(tp.len) : 0;
   int32_t* row = a.sel + ((static_cast<int64_t>(b) * p.kv_num_heads + h) * p.seq_len + s) * p.budget;
   for (int i = static_cast<int>(threadIdx.x); i < p.budget; i += kSelectThreads) row[i] = i < n ? i : -1;
 }
 
-
 constexpr int kStage1Threads = 128;
 constexpr int kStage1Warps = kStage1Threads / 32;
-constexpr int kStage1Heads = 16;         // query heads held in shared memory at a time
-constexpr int kStage1MaxHead = 128;      // head size
-constexpr int kStage1MaxGroup = 256;     // G: one normalizer per head in shared memory
-constexpr int kStage1MaxBlocks = 8192;   // block scores in shared memory: positions < 8192 Bk
-
-// cpu/selection.cc's RankKey: the score's bits in unsigned order (NaN as -inf, -0 as +0) above the
-// complemented block index: a larger key is a higher score or, on a tie, a lower block index.
-IL_DEVICE uint64_t RankKeyDev(float score, int block) {
-  if (score != score) score = -kInf;
-  uint32_t bits = FloatBits(score);
-  bits = score == 0.0f ? 0x80000000u : (bits & 0x80000000u) ? ~bits : (bits | 0x80000000u);
-  return (static_cast<uint64_t>(bits) << 32) | static_cast<uint64_t>(~static_cast<uint32_t>(block));
-}
+constexpr int kStage1Heads = 16;        // query heads held in shared memory at a time
+constexpr int kStage1MaxHead = 128;     // head size
+constexpr int kStage1MaxGroup = 256;    // G: one normalizer per head in shared memory
+constexpr int kStage1MaxBlocks = 8192;  // block scores in shared memory: positions < 8192 Bk
 
 // Sum of v over the CTA, returned to every thread, with one barrier: `red` holds two alternating
 // sets of kStage1Warps ints (a set is rewritten two calls later, after every thread passed the
@@ -79,24 +66,25 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
   IL_SHARED int sCnt[kStage1Threads];
   IL_SHARED int sRed[2 * kStage1Warps];
 
-  const DevicePlan& p = a.p;
+  const CallRules& p = a.rules;
   const int s = static_cast<int>(blockIdx.x), h = static_cast<int>(blockIdx.y), b = static_cast<int>(blockIdx.z);
-  const DeviceEntry e = EntryOf(p, a.d.seqlens_k, b);
-  const int pos = e.past + s;
-  if (!(pos < e.total && e.sparse && OutgrowsBudgetDev(p, pos))) return;  // uniform over the CTA
+  const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
+  const int pos = static_cast<int>(e.past) + s;
+  if (!PlanToken(p, e, pos).needs_stage1) return;  // uniform over the CTA
   const int tid = static_cast<int>(threadIdx.x);
-  const int G = p.group, D = p.head_size, Bk = p.block_size, l1 = p.compress_kernel, s1 = p.compress_stride;
+  const int G = p.group, D = p.head_size, l1 = p.compress_kernel, s1 = p.compress_stride;
   int32_t* row = a.sel + ((static_cast<int64_t>(b) * p.kv_num_heads + h) * p.seq_len + s) * p.budget;
-  const int qb = pos / Bk;
+  const SelectionSpan span = SpanOf(p, pos);
+  const int qb = static_cast<int>(span.qb), local_lo = static_cast<int>(span.local_lo);
+  const int init_hi = static_cast<int>(span.init_hi), n_forced = static_cast<int>(span.n_forced);
+  const int take = static_cast<int>(span.take);
   if (qb >= kStage1MaxBlocks) {  // refused on the host (present capacity); never reached
     for (int i = tid; i < p.budget; i += kStage1Threads) row[i] = -1;
     return;
   }
-  const int nvis1 = e.windows < NumWindowsDev(pos + 1, l1, s1) ? e.windows : NumWindowsDev(pos + 1, l1, s1);
-  const int n2 = NumWindowsDev(pos + 1, 4 * l1, 4 * s1);
-  const int nvis2 = e.level2_windows < n2 ? e.level2_windows : n2;
-  const bool use_k2 = p.lse_approx != 0 && nvis2 > 0;
-  const int lse_rows = use_k2 ? nvis2 : nvis1, step = use_k2 ? l1 / s1 : 0;
+  const Stage1Levels lv = LevelsOf(p, e, pos);
+  const int nvis1 = static_cast<int>(lv.nvis1);
+  const int lse_rows = static_cast<int>(lv.use_k2 ? lv.nvis2 : lv.nvis1), step = lv.use_k2 ? l1 / s1 : 0;
   const T* k1 = a.comp + a.CacheOffset(b, h, p.compressed_capacity);
   const T* q = a.q + (static_cast<int64_t>(b * p.seq_len + s) * a.q_heads + static_cast<int64_t>(h) * G) * D;
 
@@ -155,9 +143,9 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
   }
 
   // 3-4. Group sums of 128 windows at a time, max-pooled into the candidate blocks [init_hi, local_lo).
-  const int local_lo = qb - p.local_blocks > 0 ? qb - p.local_blocks : 0;
-  const int init_hi = p.init_blocks < local_lo ? p.init_blocks : local_lo;
-  const int per_block = Bk / s1, back = (l1 - 1) / s1, ahead = (Bk - 1) / s1;
+  const BlockWindows bw = BlockWindowsOf(p);
+  const int per_block = static_cast<int>(bw.per_block), back = static_cast<int>(bw.back),
+            ahead = static_cast<int>(bw.ahead);
   for (int bb = init_hi + tid; bb < local_lo; bb += kStage1Threads) sBlock[bb] = -kInf;
   for (int j0 = 0; j0 < nvis1; j0 += kStage1Threads) {
     const int j1 = j0 + kStage1Threads < nvis1 ? j0 + kStage1Threads : nvis1;
@@ -169,7 +157,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
         for (int gi = 0; gi < gc; ++gi) gsum += Exp(score(j0 + tid, gi) - sLse[g0 + gi]);
     }
     if (p.score_precision != 0) gsum = ToF32(FromF32<BFloat16>(gsum));  // score_precision 1: bf16 (RNE)
-    SyncThreads();  // previous chunk's pooling done reading sGroup
+    SyncThreads();                                                      // previous chunk's pooling done reading sGroup
     sGroup[tid] = gsum;
     SyncThreads();
     // Blocks with a window in [j0, j1): b Bk/s - back <= j1 - 1 and b Bk/s + ahead >= j0.
@@ -191,14 +179,11 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
   //    the low 13 bits of the complemented block index (blocks < 8192: the upper 19 are all ones).
   //    Then the candidates at or above it, compacted in block order.
   const int n_cand = local_lo - init_hi;
-  const int n_forced = init_hi + (qb - local_lo + 1);
-  int take = p.budget - n_forced < n_cand ? p.budget - n_forced : n_cand;
-  take = take < 0 ? 0 : take;
   uint64_t thr = 0;  // take == n_cand: every candidate; take == 0: none (chosen() checks)
   int parity = 0;
   auto count_from = [&](uint64_t t) {
     int cnt = 0;
-    for (int bb = init_hi + tid; bb < local_lo; bb += kStage1Threads) cnt += RankKeyDev(sBlock[bb], bb) >= t ? 1 : 0;
+    for (int bb = init_hi + tid; bb < local_lo; bb += kStage1Threads) cnt += RankKey(sBlock[bb], bb) >= t ? 1 : 0;
     return Stage1BlockSum(cnt, sRed, parity);
   };
   static_assert(kStage1MaxBlocks <= (1 << 13), "the index bisection covers 13 bits");
@@ -212,7 +197,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
   }
   const int per = (n_cand + kStage1Threads - 1) / kStage1Threads;
   const int c0 = init_hi + tid * per, c1 = c0 + per < local_lo ? c0 + per : local_lo;
-  auto chosen = [&](int bb) { return take > 0 && RankKeyDev(sBlock[bb], bb) >= thr; };
+  auto chosen = [&](int bb) { return take > 0 && RankKey(sBlock[bb], bb) >= thr; };
   int mine = 0;
   for (int bb = c0; bb < c1; ++bb) mine += chosen(bb) ? 1 : 0;
   sCnt[tid] = mine;
@@ -223,9 +208,12 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
     if (chosen(bb)) row[at++] = bb;
   const int n = n_forced + take;
   for (int i = tid; i < p.budget; i += kStage1Threads) {
-    if (i < init_hi) row[i] = i;
-    else if (i >= init_hi + take && i < n) row[i] = local_lo + (i - init_hi - take);
-    else if (i >= n) row[i] = -1;
+    if (i < init_hi)
+      row[i] = i;
+    else if (i >= init_hi + take && i < n)
+      row[i] = local_lo + (i - init_hi - take);
+    else if (i >= n)
+      row[i] = -1;
   }
 }
 

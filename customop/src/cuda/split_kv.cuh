@@ -1,13 +1,13 @@
 // Split-KV (flash-decoding) attention on CUDA, for calls with few query rows (decode, short
 // chunks): the plain attention grid has ceil(S * G / 64) x Hkv x B CTAs, so one decode token at 128k
 // with Hkv = 2 and B = 1 is 2 CTAs that each walk the whole cache. Here every such CTA's keys are
-// cut into p.kv_splits parts processed by separate CTAs (block_attention.cuh's AttentionRows with
+// cut into a.kv_splits parts processed by separate CTAs (block_attention.cuh's AttentionRows with
 // kSplit): range mode (dense, sparse within the budget) in equal runs of 64-key tiles from the
 // entry's first visible tile to its total, list mode (sparse past the budget) in equal runs of
 // selection-list entries. Each writes an unnormalized partial (O, running max, sum) in fp32; the
 // combine kernel merges the partials of a row with the log-sum-exp rule and writes the output in T.
 //
-// The split count is chosen on the host from host facts only (ChooseKvSplits: batch, heads, S,
+// The split count is chosen on the host from host facts only (launch_shape.h: ChooseKvSplits: batch, heads, S,
 // total_sequence_length, budget, mode), never from seqlens_k: no host synchronization, so a decode
 // step stays CUDA-graph capturable; the per-entry lengths are applied on the device, where a
 // split with nothing to see (an entry shorter than the splits) writes the neutral partial.
@@ -16,40 +16,14 @@
 #include <cstdint>
 
 #include "cuda/block_attention.cuh"
-#include "infllmv2/attention_params.h"
 
 namespace infllmv2::cuda {
-
-// Fill target: ~132 SMs (H100 SXM: 132, H200: 132, A100: 108) x 2 attention CTAs per SM (228
-// registers x 128 threads, docs/benchmarks.md). Not measured on a GPU yet.
-constexpr int kTargetCtas = 132 * 2;
-constexpr int kMaxKvSplits = 64;
-constexpr int kMinKeysPerSplit = 2 * kKeyTile;  // below this a split is mostly fixed cost (Q load, combine)
-constexpr int kCombineWarps = 4;                // rows per combine CTA (one warp per row)
-
-// Splits per (row tile, kv head, entry): 1 (the plain kernel) when the plain grid already fills
-// half the target; else enough to reach the target, at most kMaxKvSplits and at most one per
-// kMinKeysPerSplit keys an entry can see (total_sequence_length bounds every entry's total; a
-// forced-sparse call past the budget sees budget * block_size keys).
-inline int ChooseKvSplits(const AttentionAttributes& attrs, const AttentionParams& params) {
-  const int64_t row_tiles = (params.seq_len * params.group + kAttnRows - 1) / kAttnRows;
-  const int64_t ctas = row_tiles * params.kv_num_heads * params.batch;
-  if (ctas <= 0 || 2 * ctas > kTargetCtas) return 1;
-  int64_t keys = params.total_sequence_length;
-  if (params.mode == AttentionMode::kForceSparse && params.budget * attrs.block_size < keys)
-    keys = params.budget * attrs.block_size;
-  int64_t n = (kTargetCtas + ctas - 1) / ctas;
-  const int64_t cap = (keys + kMinKeysPerSplit - 1) / kMinKeysPerSplit;
-  if (n > cap) n = cap;
-  if (n > kMaxKvSplits) n = kMaxKvSplits;
-  return n < 1 ? 1 : static_cast<int>(n);
-}
 
 // grid (ceil(S * G / 64) * kv_splits, Hkv, B), block 128; blockIdx.x = row tile * kv_splits + split.
 template <class T, int D>
 IL_GLOBAL void SplitKvAttentionKernel(KernelArgs<T> a, float* part) {
   const int x = static_cast<int>(blockIdx.x);
-  AttentionRows<T, D, true>(a, x / a.p.kv_splits, x % a.p.kv_splits, part);
+  AttentionRows<T, D, true>(a, x / a.kv_splits, x % a.kv_splits, part);
 }
 
 // grid ceil(B * S * H / 4), block 128: warp w merges row blockIdx.x * 4 + w (row (b * S + s) * H + n):
@@ -57,8 +31,8 @@ IL_GLOBAL void SplitKvAttentionKernel(KernelArgs<T> a, float* part) {
 // Splits are merged in index order (deterministic).
 template <class T, int D>
 IL_GLOBAL void KvCombineKernel(KernelArgs<T> a, const float* part) {
-  const DevicePlan& p = a.p;
-  const int n = p.kv_splits, lane = static_cast<int>(threadIdx.x) % 32;
+  const CallRules& p = a.rules;
+  const int n = a.kv_splits, lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kCombineWarps + static_cast<int>(threadIdx.x) / 32;
   if (row >= static_cast<int64_t>(p.batch) * p.seq_len * p.num_heads) return;
   const float* rec = part + row * n * (D + 2);

@@ -50,8 +50,8 @@ OrtStatusPtr CudaKernel<T>::ComputeV2(OrtKernelContext* context) {
     const OrtMemoryInfo* device = nullptr;
     Ort::ThrowOnError(Ort::GetApi().GetTensorMemoryInfo(ctx.GetInput(kQuery), &device));
     CallScratch scratch(context, device);
-    return cuda::RunAttention<T>(attrs, io.params, io.data, [&scratch](size_t bytes) { return scratch.Get(bytes); },
-                                 ctx.GetGPUComputeStream());
+    return cuda::RunAttention<T>(
+        attrs, io.params, io.data, [&scratch](size_t bytes) { return scratch.Get(bytes); }, ctx.GetGPUComputeStream());
   });
 }
 

@@ -65,8 +65,7 @@ AttentionAttributes ReadAttributes(const OrtApi& api, const OrtKernelInfo* info)
 }
 
 template <typename T>
-std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, CallIo<T>* io,
-                     SeqlensPlace place) {
+std::string ReadCall(OrtKernelContext* context, const AttentionAttributes& attrs, CallIo<T>* io, SeqlensPlace place) {
   Ort::KernelContext ctx(context);
   const size_t n_in = ctx.GetInputCount();
   auto input = [&](size_t i) { return i < n_in ? ctx.GetInput(i) : Ort::ConstValue{nullptr}; };

@@ -1,7 +1,7 @@
-// The ORT side of one SwitchableAttention call, shared by every kernel class (CPU today, CUDA
-// next): attribute reading at kernel creation, and per call the input shapes, the shared input
-// check and the output allocation, ending in plain AttentionParams + AttentionData<T>. The only
-// backend difference is where seqlens_k lives, so the caller supplies how to read it to the host.
+// The ORT side of one SwitchableAttention call, shared by the CPU and CUDA kernel classes:
+// attribute reading at kernel creation, and per call the input shapes, the shared input check and
+// the output allocation, ending in plain AttentionParams + AttentionData<T>. The only backend
+// difference is where seqlens_k lives (host memory on CPU, device memory on CUDA).
 #pragma once
 
 #define ORT_API_MANUAL_INIT
@@ -22,8 +22,17 @@ constexpr size_t kNumInputs = 11;
 constexpr size_t kNumOutputs = 5;
 
 enum Input : size_t {
-  kQuery = 0, kKey, kValue, kPastKey, kPastValue, kSeqlensK, kTotalSequenceLength, kCosCache, kSinCache,
-  kPastCompressedKey, kAttentionMode
+  kQuery = 0,
+  kKey,
+  kValue,
+  kPastKey,
+  kPastValue,
+  kSeqlensK,
+  kTotalSequenceLength,
+  kCosCache,
+  kSinCache,
+  kPastCompressedKey,
+  kAttentionMode
 };
 enum Output : size_t { kOutput = 0, kPresentKey, kPresentValue, kPresentCompressedKey, kSelectedBlocks };
 

@@ -13,10 +13,20 @@
 
 namespace infllmv2::ort {
 
-template <typename T> constexpr ONNXTensorElementDataType ElementType();
-template <> constexpr ONNXTensorElementDataType ElementType<float>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
-template <> constexpr ONNXTensorElementDataType ElementType<Float16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16; }
-template <> constexpr ONNXTensorElementDataType ElementType<BFloat16>() { return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16; }
+template <typename T>
+constexpr ONNXTensorElementDataType ElementType();
+template <>
+constexpr ONNXTensorElementDataType ElementType<float>() {
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+}
+template <>
+constexpr ONNXTensorElementDataType ElementType<Float16>() {
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+}
+template <>
+constexpr ONNXTensorElementDataType ElementType<BFloat16>() {
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16;
+}
 
 // Op: the provider's op class (CRTP); Kernel: its kernel class (constructed from the node's
 // attributes, which CheckAttributes validates before the session uses it); T: the element type.

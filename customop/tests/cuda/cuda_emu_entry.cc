@@ -10,8 +10,8 @@
 namespace infllmv2::testing {
 
 // Size filter: cache rows written (B x Hkv x capacity), query rows (B x S x H) and, when an entry
-// may run sparse, stage-1 work (B x Hkv x S x capacity: every token scores every window; the
-// emulation's stage 1 at 2 x 33 x 733 took ~25 s per case under ASan on a loaded 2-core machine).
+// may run sparse, stage-1 work (B x Hkv x S x capacity: every token scores every window, and the
+// emulation runs each CUDA thread as a host thread, slow under ASan).
 constexpr int64_t kCudaEmuMaxCacheRows = 1500;
 constexpr int64_t kCudaEmuMaxQueryRows = 300;
 constexpr int64_t kCudaEmuMaxStage1Work = 8000;
@@ -24,7 +24,8 @@ bool CudaEmuAccepts(const Case& c) {
   if (std::getenv("INFLLMV2_ISA") != nullptr) return false;
   if (!cuda::SupportsHeadSize(c.head_size)) return false;
   const bool maybe_sparse = c.mode != 1;
-  if (maybe_sparse && (c.attrs.local_window_size > 0 || c.num_heads / c.kv_num_heads > cuda::kStage1MaxGroup)) return false;
+  if (maybe_sparse && (c.attrs.local_window_size > 0 || c.num_heads / c.kv_num_heads > cuda::kStage1MaxGroup))
+    return false;
   const int64_t capacity = std::max(c.past_capacity, c.total_sequence_length);
   if (maybe_sparse && c.batch * c.kv_num_heads * c.seq_len * capacity > kCudaEmuMaxStage1Work) return false;
   return c.batch * c.kv_num_heads * capacity <= kCudaEmuMaxCacheRows &&

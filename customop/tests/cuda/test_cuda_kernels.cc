@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "common/call_plan.h"
-#include "cuda/device_plan.h"
 #include "cuda/split_kv.cuh"
 #include "cuda_emu_backend.h"
 #include "score_precision_case.h"
@@ -18,8 +17,10 @@ namespace {
 // the 16-bit type before P V (FlashAttention-2), keys/values/queries are exact 16-bit values.
 template <typename T>
 Tolerance CudaTolerance() {
-  if constexpr (std::is_same_v<T, Float16>) return {2e-3, 1e-3, 0.0, 1e-3};
-  else return {1.6e-2, 8e-3, 0.0, 8e-3};
+  if constexpr (std::is_same_v<T, Float16>)
+    return {2e-3, 1e-3, 0.0, 1e-3};
+  else
+    return {1.6e-2, 8e-3, 0.0, 8e-3};
 }
 
 template <typename T>
@@ -344,7 +345,7 @@ TEST(CudaEmu, SplitKvChoice) {
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 48);  // 96 blocks x 64 keys / 128 keys per split
   p.total_sequence_length = 200;
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 2);  // short context: one split per 128 keys
-  p.seq_len = 8192;  // prefill: the plain grid is 2048 x 2 CTAs
+  p.seq_len = 8192;                          // prefill: the plain grid is 2048 x 2 CTAs
   EXPECT_EQ(cuda::ChooseKvSplits(a, p), 1);
   // A forced count out of range is refused with the reason.
   Case c;
@@ -354,45 +355,9 @@ TEST(CudaEmu, SplitKvChoice) {
   Tensors t = MakeTensors(c);
   Complete(c);
   for (int bad : {-2, cuda::kMaxKvSplits + 1})
-    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad).error.find("kv_splits " + std::to_string(bad) + " out of range"),
+    EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad)
+                  .error.find("kv_splits " + std::to_string(bad) + " out of range"),
               std::string::npos);
-}
-
-// The device's per-entry rules (device_plan.h) against BuildCallPlan's, entry by entry.
-TEST(CudaEmu, DevicePlanAgreesWithCallPlan) {
-  for (int mode : {0, 1, 2})
-    for (bool first : {true, false})
-      for (int dense_len : {-1, 50, 8192}) {
-        Case c;
-        c.batch = 4;
-        c.seq_len = first ? 100 : 3;
-        c.past_capacity = first ? 0 : 200;
-        c.totals = first ? std::vector<int32_t>{100, 49, 50, 1} : std::vector<int32_t>{203, 52, 4, 130};
-        c.mode = mode;
-        c.attrs = SmallBudget();
-        c.attrs.dense_len = dense_len;
-        c.compressed_state_in = Case::State::kConsistent;
-        Tensors t = MakeTensors(c);
-        AttentionParams p;
-        ASSERT_EQ(CheckInputs(c.attrs, ShapesOf(c, t), &p), "");
-        BufferFacts f;
-        f.has_required_outputs = f.has_seqlens = true;
-        CallPlan plan;
-        ASSERT_EQ(BuildCallPlan(c.attrs, p, t.seqlens_k.data(), f, &plan), "");
-        const cuda::DevicePlan dp = cuda::MakeDevicePlan(c.attrs, p, f);
-        for (int b = 0; b < c.batch; ++b) {
-          const auto e = cuda::EntryOf(dp, t.seqlens_k.data(), b);
-          const EntryPlan& want = plan.entries[b];
-          SCOPED_TRACE("mode " + std::to_string(mode) + " first " + std::to_string(first) + " b " + std::to_string(b));
-          EXPECT_EQ(e.total, want.total);
-          EXPECT_EQ(e.past, want.past);
-          EXPECT_EQ(e.sparse, want.sparse);
-          EXPECT_EQ(e.windows, want.windows);
-          EXPECT_EQ(e.past_windows, want.past_windows);
-          EXPECT_EQ(e.level2_windows, want.level2_windows);
-          EXPECT_EQ(e.needs_stage1, want.needs_stage1);
-        }
-      }
 }
 
 }  // namespace

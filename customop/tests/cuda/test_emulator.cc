@@ -87,8 +87,10 @@ TEST(Emulator, LdMatrixLayout) {
       for (int e = l; e < 4 * 8 * 8; e += 32) m[e / 64][e / 8 % 8][e % 8] = static_cast<uint16_t>(e);
       SyncThreads();
       uint32_t r[4];
-      if (trans) LdMatrixX4Trans(r, &m[l / 8][l % 8][0]);
-      else LdMatrixX4(r, &m[l / 8][l % 8][0]);
+      if (trans)
+        LdMatrixX4Trans(r, &m[l / 8][l % 8][0]);
+      else
+        LdMatrixX4(r, &m[l / 8][l % 8][0]);
       std::memcpy(&regs[l * 4], r, 16);
     });
     for (int l = 0; l < 32; ++l)
@@ -108,9 +110,12 @@ void CheckMma() {
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
   float A[16][16], B[16][8], C[16][8];
-  for (auto& r : A) for (auto& x : r) x = ToFloat(FromFloat<T>(u(rng)));
-  for (auto& r : B) for (auto& x : r) x = ToFloat(FromFloat<T>(u(rng)));
-  for (auto& r : C) for (auto& x : r) x = u(rng);
+  for (auto& r : A)
+    for (auto& x : r) x = ToFloat(FromFloat<T>(u(rng)));
+  for (auto& r : B)
+    for (auto& x : r) x = ToFloat(FromFloat<T>(u(rng)));
+  for (auto& r : C)
+    for (auto& x : r) x = u(rng);
   std::vector<float> D(32 * 4);
   emu::Launch(dim3(1), dim3(32), [&] {
     const int l = static_cast<int>(threadIdx.x);
@@ -139,9 +144,12 @@ TEST(Emulator, LdMatrixFeedsMma) {
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   float Q[16][16], K[16][16], V[16][16];
-  for (auto& r : Q) for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
-  for (auto& r : K) for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
-  for (auto& r : V) for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
+  for (auto& r : Q)
+    for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
+  for (auto& r : K)
+    for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
+  for (auto& r : V)
+    for (auto& x : r) x = ToFloat(FromFloat<Float16>(u(rng)));
   std::vector<float> S(32 * 8), O(32 * 8);
   emu::Launch(dim3(1), dim3(32), [&] {
     IL_SHARED Float16 q[16][24], k[16][24], v[16][24];
@@ -154,7 +162,7 @@ TEST(Emulator, LdMatrixFeedsMma) {
     SyncThreads();
     uint32_t a[4], b[4], vb[4];
     LdMatrixX4(a, &q[l % 16][8 * (l / 16)]);
-    LdMatrixX4(b, &k[(l % 8) + 8 * (l / 16)][8 * ((l / 8) % 2)]);  // keys 0-7: b[0..1], keys 8-15: b[2..3]
+    LdMatrixX4(b, &k[(l % 8) + 8 * (l / 16)][8 * ((l / 8) % 2)]);        // keys 0-7: b[0..1], keys 8-15: b[2..3]
     LdMatrixX4Trans(vb, &v[(l % 8) + 8 * ((l / 8) % 2)][8 * (l / 16)]);  // d 0-7: vb[0..1], d 8-15: vb[2..3]
     float zero[4] = {0, 0, 0, 0}, s0[4], s1[4], o0[4], o1[4];
     Mma16816<Float16>(s0, a, b, zero);

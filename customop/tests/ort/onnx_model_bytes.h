@@ -56,7 +56,7 @@ constexpr int kFloat = 1, kInt32 = 6, kFloat16 = 10;
 struct GraphValue {
   std::string name;  // "" = omitted optional input/output
   int elem_type = kFloat;
-  int rank = 0;      // every dim symbolic
+  int rank = 0;  // every dim symbolic
 };
 
 // One SwitchableAttention node over `inputs` -> `outputs`, with int and float attributes.

@@ -56,12 +56,22 @@ struct Call {
   }
 };
 
-const std::vector<GraphValue> kInputs = {{"query", kFloat, 3},  {"key", kFloat, 3},        {"value", kFloat, 3},
-                                         {"", kFloat, 4},       {"", kFloat, 4},           {"seqlens_k", kInt32, 1},
-                                         {"total_sequence_length", kInt32, 0},             {"", kFloat, 2},
-                                         {"", kFloat, 2},       {"", kFloat, 4},           {"attention_mode", kInt32, 0}};
-const std::vector<GraphValue> kOutputs = {{"output", kFloat, 3}, {"present_key", kFloat, 4}, {"present_value", kFloat, 4},
-                                          {"", kFloat, 4},       {"selected_blocks", kInt32, 4}};
+const std::vector<GraphValue> kInputs = {{"query", kFloat, 3},
+                                         {"key", kFloat, 3},
+                                         {"value", kFloat, 3},
+                                         {"", kFloat, 4},
+                                         {"", kFloat, 4},
+                                         {"seqlens_k", kInt32, 1},
+                                         {"total_sequence_length", kInt32, 0},
+                                         {"", kFloat, 2},
+                                         {"", kFloat, 2},
+                                         {"", kFloat, 4},
+                                         {"attention_mode", kInt32, 0}};
+const std::vector<GraphValue> kOutputs = {{"output", kFloat, 3},
+                                          {"present_key", kFloat, 4},
+                                          {"present_value", kFloat, 4},
+                                          {"", kFloat, 4},
+                                          {"selected_blocks", kInt32, 4}};
 
 std::vector<std::pair<std::string, int64_t>> Attrs(int64_t H, int64_t Hkv) {
   return {{"num_heads", H}, {"kv_num_heads", Hkv}, {"window_size", 64}, {"topk", 2}, {"dense_len", 1 << 20}};
@@ -121,12 +131,34 @@ TEST(OpInOrt, BadInputsAreErrorsNamingTheInput) {
     const char* expect;
   };
   const Bad cases[] = {
-      {"key batch", [](Call& c) { c.kv_shape = {c.B + 1, c.S, c.Hkv * c.D}; c.k.resize(c.k.size() * 2); c.v = c.k; }, "'key'"},
-      {"key width", [](Call& c) { c.kv_shape = {c.B, c.S, c.Hkv * c.D - 8}; c.k.resize(c.k.size() - c.B * c.S * 8); c.v = c.k; }, "'key'"},
-      {"head size 12", [](Call& c) { c.q_shape = {c.B, c.S, c.H * 12}; c.kv_shape = {c.B, c.S, c.Hkv * 12}; }, "Head size"},
+      {"key batch",
+       [](Call& c) {
+         c.kv_shape = {c.B + 1, c.S, c.Hkv * c.D};
+         c.k.resize(c.k.size() * 2);
+         c.v = c.k;
+       },
+       "'key'"},
+      {"key width",
+       [](Call& c) {
+         c.kv_shape = {c.B, c.S, c.Hkv * c.D - 8};
+         c.k.resize(c.k.size() - c.B * c.S * 8);
+         c.v = c.k;
+       },
+       "'key'"},
+      {"head size 12",
+       [](Call& c) {
+         c.q_shape = {c.B, c.S, c.H * 12};
+         c.kv_shape = {c.B, c.S, c.Hkv * 12};
+       },
+       "Head size"},
       {"seqlens beyond total", [](Call& c) { c.seqlens[0] = c.total + 5; }, "seqlens_k"},
       {"negative seqlens", [](Call& c) { c.seqlens[0] = -3; }, "seqlens_k"},
-      {"seqlens batch", [](Call& c) { c.seqlens.push_back(1); c.seqlens_shape = {c.B + 1}; }, "seqlens_k"},
+      {"seqlens batch",
+       [](Call& c) {
+         c.seqlens.push_back(1);
+         c.seqlens_shape = {c.B + 1};
+       },
+       "seqlens_k"},
       {"mode 3", [](Call& c) { c.mode = 3; }, "attention_mode"},
       {"total below S", [](Call& c) { c.total = static_cast<int32_t>(c.S - 2); }, "total_sequence_length"},
   };
@@ -149,9 +181,12 @@ TEST(OpInOrt, BadInputsAreErrorsNamingTheInput) {
 }
 
 TEST(OpInOrt, BadAttributesFailSessionCreationNamingTheAttribute) {
-  const std::pair<const char*, int64_t> cases[] = {
-      {"num_heads", 0}, {"topk", int64_t{1} << 31}, {"block_size", int64_t{1} << 20}, {"dense_len", int64_t{1} << 40},
-      {"window_size", 100}, {"lse_approx", 2}};
+  const std::pair<const char*, int64_t> cases[] = {{"num_heads", 0},
+                                                   {"topk", int64_t{1} << 31},
+                                                   {"block_size", int64_t{1} << 20},
+                                                   {"dense_len", int64_t{1} << 40},
+                                                   {"window_size", 100},
+                                                   {"lse_approx", 2}};
   for (const auto& [name, value] : cases) {
     auto attrs = Attrs(4, 2);
     bool replaced = false;
@@ -195,7 +230,6 @@ TEST(OpInOrt, ConcurrentRunsOnOneSessionAgree) {
   for (auto& t : threads) t.join();
   for (int t = 0; t < 16; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
 }
-
 
 }  // namespace
 }  // namespace infllmv2::ort_tests

@@ -38,7 +38,10 @@ constexpr int kSlotWords = 6;  // per lane and phase: mma posts A (4) + B (2) wo
 // arriver runs `completion` (if any) before releasing the others.
 class Barrier {
  public:
-  void Reset(int count) { expected_ = count; arrived_ = 0; }
+  void Reset(int count) {
+    expected_ = count;
+    arrived_ = 0;
+  }
   void ArriveAndWait(const char* what, const std::function<void()>& completion = nullptr);
   void ArriveAndDrop();  // leaves for good (a returned thread)
 

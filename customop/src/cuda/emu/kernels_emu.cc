@@ -2,8 +2,12 @@
 // the native tests. The nvcc build compiles the same sources from attention_cuda_{f16,bf16}.cu.
 #include "cuda/attention_cuda.cuh"
 
-namespace infllmv2 { INFLLMV2_CUDA_INSTANTIATE(Float16) }
-namespace infllmv2 { INFLLMV2_CUDA_INSTANTIATE(BFloat16) }
+namespace infllmv2 {
+INFLLMV2_CUDA_INSTANTIATE(Float16)
+}
+namespace infllmv2 {
+INFLLMV2_CUDA_INSTANTIATE(BFloat16)
+}
 
 namespace infllmv2::cuda {
 bool SupportsHeadSize(int64_t head_size) { return SupportsHeadSizeImpl(head_size); }

@@ -1,0 +1,18 @@
+// The host half of the GPU check's C ABI (capi_plan.cc): the op's attributes and checked params
+// from the ABI's attr/dim arrays. Shared with capi.cu.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "infllmv2/attention_params.h"
+
+namespace infllmv2::gpu_check {
+
+// attr: block_size, compress_kernel, compress_stride, init_blocks, window_size, topk, dense_len,
+// lse_approx. dim: B, S, H, Hkv, D, past capacity (0: none), total_sequence_length, attention_mode,
+// kv_splits (cuda::RunOptions: 0 automatic, -1 no split, n splits), past_compressed_key capacity
+// (0: none). Checked by the op's own CheckAttributes/CheckInputs; "" or the reason.
+std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a, AttentionParams* p);
+
+}  // namespace infllmv2::gpu_check
