@@ -35,7 +35,7 @@ public static class OnnxTestData
             throw new InvalidDataException($"{path} is {SafeFiles.Describe(kind)}, not a serialized TensorProto");
         try
         {
-            return TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            return TensorProto.Parser.ParseFrom(SafeFiles.ReadBounded(path, "test-data tensor", int.MaxValue));
         }
         catch (Google.Protobuf.InvalidProtocolBufferException e)
         {

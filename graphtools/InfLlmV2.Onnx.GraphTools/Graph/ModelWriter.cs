@@ -152,8 +152,8 @@ public static class ModelWriter
     {
         var fb = new FileInfo(dst);
         if (fb.Length != srcLength || new FileInfo(src).Length != srcLength) return false;
-        using var sa = new FileStream(src, FileMode.Open, FileAccess.Read, FileShare.Read);
-        using var sb = fb.OpenRead();
+        using var sa = SafeFiles.OpenRegular(src, "external data file", long.MaxValue);
+        using var sb = SafeFiles.OpenRegular(dst, "external data output", long.MaxValue);
         return SHA256.HashData(sa).AsSpan().SequenceEqual(SHA256.HashData(sb));
     }
 }
