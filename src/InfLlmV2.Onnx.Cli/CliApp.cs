@@ -22,11 +22,27 @@ public static class CliApp
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            foreach (var error in parsed.Errors)
-                Console.Error.WriteLine($"error: {error.Message}");
-            Console.Error.WriteLine("Try 'infllmv2 --help'.");
+            // One line, like every other usage error: the parser's messages joined, then the hint.
+            var messages = parsed.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim()).Distinct();
+            Console.Error.WriteLine($"error: {string.Join("; ", messages)} (try 'infllmv2 --help')");
             return ExitCodes.BadInput;
         }
         return parsed.Invoke();
+    }
+
+    /// <summary>
+    /// ONNX Runtime's own logger (the environment's, used before a session has its own) set to fatal:
+    /// a refused model gives our one error line with ORT's message inside, not a coloured log line first.
+    /// </summary>
+    internal static void SilenceOrtLog()
+    {
+        try
+        {
+            Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
+        }
+        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
+        {
+            // No ONNX Runtime here: the commands that need it say so themselves.
+        }
     }
 }

@@ -49,6 +49,12 @@ public static class SafeFiles
     /// </summary>
     public const string FailWriteVariable = "INFLLMV2_TEST_FAIL_WRITE";
 
+    /// <summary>
+    /// Environment variable for tests: when set, writing any file whose name contains its value
+    /// pauses for 60 s with the temporary written (so a test can interrupt the process there).
+    /// </summary>
+    public const string PauseWriteVariable = "INFLLMV2_TEST_PAUSE_WRITE";
+
     /// <summary>What <paramref name="path"/> names; symbolic links are followed when <paramref name="followLinks"/>.</summary>
     public static FileKind Kind(string path, bool followLinks)
     {
@@ -437,6 +443,12 @@ public static class SafeFiles
 
     private static void FailIfInjected(string target, Stream stream)
     {
+        var pause = Environment.GetEnvironmentVariable(PauseWriteVariable);
+        if (!string.IsNullOrEmpty(pause) && Path.GetFileName(target).Contains(pause, StringComparison.Ordinal))
+        {
+            stream.Flush();
+            Thread.Sleep(TimeSpan.FromSeconds(60));
+        }
         var name = Environment.GetEnvironmentVariable(FailWriteVariable);
         if (string.IsNullOrEmpty(name) || !Path.GetFileName(target).Contains(name, StringComparison.Ordinal)) return;
         stream.WriteByte(0);

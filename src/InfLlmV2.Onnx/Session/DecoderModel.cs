@@ -145,7 +145,7 @@ public sealed class DecoderModel : IDisposable
         SessionOptions? own = null;
         if (options is null)
         {
-            own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+            own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };  // ORT's message comes back in the exception: no second, coloured log line
             options = own;
         }
         try
