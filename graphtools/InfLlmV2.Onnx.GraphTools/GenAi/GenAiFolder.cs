@@ -105,8 +105,10 @@ public sealed class GenAiFolder
             throw new InvalidDataException($"{configPath}: model.decoder is missing or not an object");
         if (decoder["filename"] is not JsonValue name || !name.TryGetValue(out string? fileName) || string.IsNullOrWhiteSpace(fileName))
             throw new InvalidDataException($"{configPath}: model.decoder.filename is missing or not a string (decoder pipelines are not supported)");
+        if (fileName.Contains('\0') || fileName.Contains('\\') || Path.IsPathRooted(fileName))
+            throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative POSIX path");
         var decoderPath = Path.GetFullPath(Path.Combine(full, fileName));
-        if (fileName.Contains('\0') || fileName.Contains('\\') || Path.IsPathRooted(fileName) || !decoderPath.StartsWith(full + "/", StringComparison.Ordinal))
+        if (!decoderPath.StartsWith(full + "/", StringComparison.Ordinal))
             throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative path inside the folder");
         if (SafeFiles.Kind(decoderPath, followLinks: false) == FileKind.Missing)
             throw new FileNotFoundException($"{configPath}: the decoder '{Printable(fileName)}' (model.decoder.filename) does not exist", decoderPath);

@@ -30,10 +30,16 @@ public class HostileFolderTests(ITestOutputHelper log)
         return folder;
     }
 
-    private static void Socket(string path)
+    // .NET unlinks a bound Unix socket's file when the socket is disposed: the sockets stay open.
+    private static readonly List<Socket> OpenSockets = [];
+
+    /// <summary>Creates a Unix domain socket file at <paramref name="path"/> (kept bound for the test run).</summary>
+    internal static void Socket(string path)
     {
-        using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         s.Bind(new UnixDomainSocketEndPoint(path));
+        lock (OpenSockets) OpenSockets.Add(s);
+        Assert.Equal(FileKind.Socket, SafeFiles.Kind(path, followLinks: false));
     }
 
     private static void Run(string program, params string[] args)
