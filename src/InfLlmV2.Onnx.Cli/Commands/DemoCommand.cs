@@ -63,7 +63,8 @@ public static class DemoCommand
     {
         var dir = Path.GetFullPath(string.IsNullOrWhiteSpace(asked) ? Path.Combine(AppContext.BaseDirectory, "demo-models") : asked);
         var kind = SafeFiles.Kind(dir, followLinks: true);
-        if (kind is not (FileKind.Missing or FileKind.Directory)) throw new UsageException($"--output-dir {dir} is {SafeFiles.Describe(kind)}, not a folder");
+        if (kind is not (FileKind.Missing or FileKind.Directory))
+            throw new UsageException($"--output-dir {dir} is {(kind == FileKind.Regular ? "a file" : SafeFiles.Describe(kind))}, not a folder");
         if (kind == FileKind.Missing && SafeFiles.Kind(dir, followLinks: false) == FileKind.SymbolicLink)
             throw new UsageException($"--output-dir {dir} is a dangling symbolic link");
         try
