@@ -234,28 +234,30 @@ public class HostileFolderTests(ITestOutputHelper log)
         return ["run", model, "--inputs", dir["td"], "--outputs", dir["tdlink"]];
     }
 
-    [Fact]
-    public void OutputFolder_WithLinksInside_IsNeverWrittenThrough()
+    [Theory]
+    [InlineData("subfolder link", false)]
+    [InlineData("subfolder link", true)]
+    [InlineData("file link", false)]
+    [InlineData("file link", true)]
+    public void OutputFolder_WithLinksInside_IsNeverWrittenThrough(string link, bool force)
     {
-        foreach (var force in new[] { false, true })
-        {
-            using var dir = new TempDir();
-            var input = GenAiFolder(dir);
-            Directory.CreateDirectory(Path.Combine(input, "sub"));
-            File.WriteAllText(Path.Combine(input, "sub", "extra.txt"), "x");
-            Directory.CreateDirectory(dir["elsewhere"]);
-            File.WriteAllText(dir["victim.txt"], Secret);
-            Directory.CreateDirectory(dir["out"]);
-            Directory.CreateSymbolicLink(Path.Combine(dir["out"], "sub"), dir["elsewhere"]);
-            File.CreateSymbolicLink(Path.Combine(dir["out"], "tokenizer_config.json"), dir["victim.txt"]);
-            var before = InProcessCli.Snapshot(dir.Path);
-            string[] args = force ? ["rewrite", "--genai-folder", input, "-o", dir["out"], "--force"] : ["rewrite", "--genai-folder", input, "-o", dir["out"]];
-            var r = InProcessCli.Run(args);
-            Assert.True(r.Code == 2 && r.OneErrorLine, r.ToString());
-            Assert.Equal(Secret, File.ReadAllText(dir["victim.txt"]));
-            Assert.Empty(Directory.GetFileSystemEntries(dir["elsewhere"]));
-            Assert.Equal(before, InProcessCli.Snapshot(dir.Path));
-        }
+        using var dir = new TempDir();
+        var input = GenAiFolder(dir);
+        Directory.CreateDirectory(Path.Combine(input, "sub"));
+        File.WriteAllText(Path.Combine(input, "sub", "extra.txt"), "x");
+        Directory.CreateDirectory(dir["elsewhere"]);
+        File.WriteAllText(dir["victim.txt"], Secret);
+        Directory.CreateDirectory(dir["out"]);
+        if (link == "subfolder link") Directory.CreateSymbolicLink(Path.Combine(dir["out"], "sub"), dir["elsewhere"]);
+        else File.CreateSymbolicLink(Path.Combine(dir["out"], "tokenizer_config.json"), dir["victim.txt"]);
+        var before = InProcessCli.Snapshot(dir.Path);
+        string[] args = force ? ["rewrite", "--genai-folder", input, "-o", dir["out"], "--force"] : ["rewrite", "--genai-folder", input, "-o", dir["out"]];
+        var r = InProcessCli.Run(args);
+        Assert.True(r.Code == 2 && r.OneErrorLine, r.ToString());
+        Assert.Contains(link == "subfolder link" ? "sub" : "tokenizer_config.json", r.Err);
+        Assert.Equal(Secret, File.ReadAllText(dir["victim.txt"]));
+        Assert.Empty(Directory.GetFileSystemEntries(dir["elsewhere"]));
+        Assert.Equal(before, InProcessCli.Snapshot(dir.Path));
     }
 
     [Fact]
