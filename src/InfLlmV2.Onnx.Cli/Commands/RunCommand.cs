@@ -68,6 +68,7 @@ public static class RunCommand
     internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat,
         ExecutionDevice device = ExecutionDevice.Cpu)
     {
+        ModelWriter.CheckExternalData(OnnxModelFile.Load(model), model);  // ORT reads these itself: checked first (compare --inputs comes here directly)
         var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
         options.UseDevice(device);

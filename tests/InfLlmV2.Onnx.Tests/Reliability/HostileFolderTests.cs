@@ -304,6 +304,44 @@ public class HostileFolderTests(ITestOutputHelper log)
         Assert.Empty(InProcessCli.Snapshot(dir["d"]));
     }
 
+    public static TheoryData<string> OrtOpenedFiles() => ["data FIFO", "data link to /dev/zero", "data link outside", "model FIFO", "model link to /dev/zero"];
+
+    [Theory]
+    [MemberData(nameof(OrtOpenedFiles))]
+    public void FilesOrtOpensItself_AreCheckedBeforeTheSession(string kind)
+    {
+        // generate and compare hand the model to ONNX Runtime, which opens it and its external data itself.
+        using var dir = new TempDir();
+        var model = dir["m.onnx"];
+        HostileFileTests.HostileModels_SaveValid(model, external: true);
+        File.WriteAllText(dir["outside.data"], Secret);
+        var data = model + ".data";
+        switch (kind)
+        {
+            case "data FIFO": File.Delete(data); HostileModels.Mkfifo(data); break;
+            case "data link to /dev/zero": File.Delete(data); File.CreateSymbolicLink(data, "/dev/zero"); break;
+            case "data link outside":
+                Directory.CreateDirectory(dir["sub"]);
+                File.Move(model, dir["sub/m.onnx"]);
+                File.Move(data, dir["outside.data"], overwrite: true);
+                File.CreateSymbolicLink(dir["sub/m.onnx.data"], dir["outside.data"]);
+                model = dir["sub/m.onnx"];
+                break;
+            case "model FIFO": File.Delete(model); HostileModels.Mkfifo(model); break;
+            default: File.Delete(model); File.CreateSymbolicLink(model, "/dev/zero"); break;
+        }
+        foreach (var args in new[]
+                 {
+                     new[] { "generate", model, "--prompt-ids", "1,2", "--max-new-tokens", "1" },
+                     ["compare", model, model, "--prompt-len", "4", "--decode-steps", "0"],
+                 })
+        {
+            var r = InProcessCli.Run(args);
+            Assert.True(r.Code == 2 && r.OneErrorLine, $"{kind} ({args[0]}): {r}");
+            Assert.Contains(kind.StartsWith("data", StringComparison.Ordinal) ? "m.onnx.data" : "m.onnx", r.Err);
+        }
+    }
+
     [Fact]
     public void Interrupt_DeletesTemporariesNotYetRenamed()
     {
