@@ -29,20 +29,4 @@ public static class CliApp
         }
         return parsed.Invoke();
     }
-
-    /// <summary>
-    /// ONNX Runtime's own logger (the environment's, used before a session has its own) set to fatal:
-    /// a refused model gives our one error line with ORT's message inside, not a coloured log line first.
-    /// </summary>
-    internal static void SilenceOrtLog()
-    {
-        try
-        {
-            Microsoft.ML.OnnxRuntime.OrtEnv.Instance().EnvLogLevel = Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
-        }
-        catch (Exception e) when (e is DllNotFoundException or TypeInitializationException or Microsoft.ML.OnnxRuntime.OnnxRuntimeException)
-        {
-            // No ONNX Runtime here: the commands that need it say so themselves.
-        }
-    }
 }
