@@ -38,6 +38,9 @@ public sealed class ModelTokenizer
     /// <summary>Token ids (and the vocabulary size) are below 2^24.</summary>
     public const int MaxTokenId = (1 << 24) - 1;
 
+    /// <summary>Most vocabulary entries, merges or added tokens accepted (2^21; the largest real vocabularies have about 2^18).</summary>
+    public const int MaxEntries = 1 << 21;
+
     /// <summary>Longest pre-tokenizer regex accepted, in characters.</summary>
     public const int MaxPatternLength = 4096;
 
@@ -232,7 +235,7 @@ public sealed class ModelTokenizer
         var vocab = new List<KeyValuePair<string, int>>();
         foreach (var p in vocabElement.EnumerateObject())
         {
-            if (vocab.Count > MaxTokenId) throw Bad(path, "model.vocab", $"has more than {MaxTokenId + 1} tokens");
+            if (vocab.Count >= MaxEntries) throw Bad(path, "model.vocab", $"has more than {MaxEntries} tokens");
             if (p.Name.Length == 0) throw Bad(path, "model.vocab", "has an empty token");
             vocab.Add(new(p.Name, TokenId(p.Value, path, $"model.vocab[{Shown(p.Name)}]")));
         }
@@ -245,7 +248,7 @@ public sealed class ModelTokenizer
             foreach (var merge in m.EnumerateArray())
             {
                 merges.Add(MergeText(merge, path, $"model.merges[{i}]"));
-                if (++i > MaxTokenId) throw Bad(path, "model.merges", $"has more than {MaxTokenId} merges");
+                if (++i > MaxEntries) throw Bad(path, "model.merges", $"has more than {MaxEntries} merges");
             }
         }
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -255,6 +258,7 @@ public sealed class ModelTokenizer
             int i = 0;
             foreach (var a in added.EnumerateArray())
             {
+                if (i >= MaxEntries) throw Bad(path, "added_tokens", $"has more than {MaxEntries} tokens");
                 var field = $"added_tokens[{i++}]";
                 if (a.ValueKind != JsonValueKind.Object) throw Bad(path, field, "must be an object");
                 if (!a.TryGetProperty("content", out var content)) throw Bad(path, $"{field}.content", "is missing");
