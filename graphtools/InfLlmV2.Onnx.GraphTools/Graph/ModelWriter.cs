@@ -62,14 +62,13 @@ public static class ModelWriter
         var output = Path.GetFullPath(outputPath);
         var inDir = Path.GetDirectoryName(input)!;
         var outDir = Path.GetDirectoryName(output)!;
-        if (string.Equals(input, output, StringComparison.Ordinal) ||
-            SafeFiles.Kind(output, followLinks: true) == FileKind.Regular && SafeFiles.RealPath(output) == SafeFiles.RealPath(input))
+        if (string.Equals(input, output, StringComparison.Ordinal) || SafeFiles.SameFile(input, output))
             throw new IOException($"Refusing to overwrite the input model {input}; choose another output path");
         ModelValidator.Check(model, inDir);
         var files = CheckExternalFiles(model, input);
         foreach (var f in files)
         {
-            if (string.Equals(f.RealPath, output, StringComparison.Ordinal) ||
+            if (SafeFiles.SameFile(f.RealPath, output) ||
                 string.Equals(Path.GetFullPath(Path.Combine(outDir, f.Location)), output, StringComparison.Ordinal))
                 throw new IOException($"Refusing to write the model over its external data file {f.Location}");
         }
@@ -84,7 +83,7 @@ public static class ModelWriter
         try
         {
             CreateFolder(outDir, createdDirs);
-            if (!string.Equals(SafeFiles.RealPath(inDir), SafeFiles.RealPath(outDir), StringComparison.Ordinal))
+            if (!SafeFiles.SameFile(inDir, outDir))
             {
                 var outRoot = SafeFiles.RealPath(outDir);
                 foreach (var f in files)

@@ -375,3 +375,43 @@ public class HostileFolderTests(ITestOutputHelper log)
         Assert.False(File.Exists(dir["out.onnx"]));
     }
 }
+
+/// <summary>The one alias check itself: links, hard links, `./` spellings and nesting.</summary>
+public class AliasCheckTests
+{
+    [Fact]
+    public void SameFile_And_SameOrInside_SeeThroughLinksAndHardLinks()
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["a/b"]);
+        File.WriteAllText(dir["a/f"], "x");
+        Directory.CreateSymbolicLink(dir["link"], dir["a"]);
+        using (var p = System.Diagnostics.Process.Start("ln", [dir["a/f"], dir["hard"]])) p.WaitForExit();
+        Assert.True(SafeFiles.SameFile(dir["a"], dir["link"]));
+        Assert.True(SafeFiles.SameFile(dir["a"], dir["a"] + "/./b/.."));
+        Assert.True(SafeFiles.SameFile(dir["a/f"], dir["hard"]));  // device and inode
+        Assert.True(SafeFiles.SameFile(dir["a/f"], Path.Combine(dir["link"], "f")));
+        Assert.False(SafeFiles.SameFile(dir["a"], dir["a/b"]));
+        Assert.True(SafeFiles.SameOrInside(Path.Combine(dir["link"], "b", "not-yet"), dir["a"]));  // a path that does not exist yet
+        Assert.False(SafeFiles.SameOrInside(dir["a"], Path.Combine(dir["link"], "b")));
+        Assert.Throws<IOException>(() => SafeFiles.CheckApart(dir["a"], Path.Combine(dir["link"], "b", "out"), "output", nested: true));
+        Assert.Throws<IOException>(() => SafeFiles.CheckApart(dir["a/b"], dir["link"], "output", nested: true));
+        SafeFiles.CheckApart(dir["a/b"], dir["elsewhere"], "output", nested: true);
+    }
+
+    [Fact]
+    public void OpenRegular_RefusesWithoutBlocking_AndCapsTheSize()
+    {
+        using var dir = new TempDir();
+        HostileModels.Mkfifo(dir["fifo"]);
+        File.WriteAllText(dir["small"], "12345");
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        Assert.Throws<InvalidDataException>(() => SafeFiles.OpenRegular(dir["fifo"], "test file", 100).Dispose());
+        Assert.Throws<InvalidDataException>(() => SafeFiles.OpenRegular("/dev/zero", "test file", 100).Dispose());
+        Assert.Throws<InvalidDataException>(() => SafeFiles.OpenRegular(dir["small"], "test file", 4).Dispose());
+        Assert.Throws<FileNotFoundException>(() => SafeFiles.OpenRegular(dir["missing"], "test file", 4).Dispose());
+        Assert.Throws<InvalidDataException>(() => SafeFiles.OpenRegular(dir.Path, "test file", 4).Dispose());
+        Assert.Equal("12345", System.Text.Encoding.UTF8.GetString(SafeFiles.ReadBounded(dir["small"], "test file", 5)));
+        Assert.True(sw.Elapsed.TotalSeconds < 5);
+    }
+}
