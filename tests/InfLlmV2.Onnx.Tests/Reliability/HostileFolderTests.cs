@@ -304,6 +304,20 @@ public class HostileFolderTests(ITestOutputHelper log)
         Assert.Empty(InProcessCli.Snapshot(dir["d"]));
     }
 
+    [Fact]
+    public void TestDataFolder_MemberLinkingOutside_IsRefused()
+    {
+        using var dir = new TempDir();
+        var model = IdentityModel.Save(dir.Path);
+        Directory.CreateDirectory(dir["td"]);
+        OnnxTestData.WriteTensor(IdentityModel.ValidInput(), dir["outside.pb"]);
+        File.CreateSymbolicLink(Path.Combine(dir["td"], "input_0.pb"), dir["outside.pb"]);
+        var r = InProcessCli.Run("run", model, "--inputs", dir["td"]);
+        Assert.True(r.Code == 2 && r.OneErrorLine, r.ToString());
+        Assert.Contains("input_0.pb", r.Err);
+        Assert.Contains("outside", r.Err);
+    }
+
     public static TheoryData<string> OrtOpenedFiles() => ["data FIFO", "data link to /dev/zero", "data link outside", "model FIFO", "model link to /dev/zero"];
 
     [Theory]
