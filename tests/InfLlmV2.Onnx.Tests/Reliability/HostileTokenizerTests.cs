@@ -141,6 +141,10 @@ public class HostileTokenizerTests(ITestOutputHelper log)
         Json(_ => { })(dir.Path);
         var r = InProcessCli.Run("generate", dir["m.onnx"], "--prompt", "hello world <|endoftext|>", "--max-new-tokens", "2");
         Assert.True(r.Code == 0, r.ToString());
+        // Our pre-tokenizer splits special tokens out first: the end-of-text token keeps its id.
+        var ids = InfLlmV2.Onnx.Cli.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Encode("hi<|endoftext|>there");
+        Assert.Contains(TextModels.Config.Vocab - 1, ids);
+        Assert.Equal("hi<|endoftext|>there", InfLlmV2.Onnx.Cli.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Decode(ids));
         // A Split regex that can match nothing (x*) still works: its empty matches are skipped, not spun on.
         Json(t => t["pre_tokenizer"] = Split("\\w+|x*"))(dir.Path);
         Assert.Equal(0, InProcessCli.Run("generate", dir["m.onnx"], "--prompt", "hello world", "--max-new-tokens", "1").Code);
