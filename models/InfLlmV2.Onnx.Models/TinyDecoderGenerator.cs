@@ -451,12 +451,15 @@ public static class TinyDecoderGenerator
     /// </summary>
     public static void Save(ModelProto model, string path, bool externalData)
     {
+        string? newData = null;
         if (externalData)
         {
             model = model.Clone();
             var dataName = Path.GetFileName(path) + ".data";
             var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName);
-            using (var data = new FileStream(dataPath, FileMode.Create, FileAccess.Write))
+            if (SafeFiles.Kind(dataPath, followLinks: false) == FileKind.Missing) newData = dataPath;
+            // Written whole (a temporary renamed into place, never through a link): a full disk leaves no partial file.
+            SafeFiles.WriteAtomically(dataPath, data =>
             {
                 foreach (var t in model.Graph.Initializer.Where(t => t.RawData.Length >= 1024))
                 {
@@ -470,9 +473,17 @@ public static class TinyDecoderGenerator
                     t.DataLocation = TensorProto.Types.DataLocation.External;
                     t.RawData = Google.Protobuf.ByteString.Empty;
                 }
-            }
+            }, "external data output");
         }
-        OnnxModelFile.Save(model, path);
+        try
+        {
+            OnnxModelFile.Save(model, path);
+        }
+        catch
+        {
+            if (newData is not null) SafeFiles.TryDelete(newData);
+            throw;
+        }
     }
 
     private static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, int heads, string seqDim)
