@@ -1,7 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
-using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.Cli.Text;
+using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.Session;
 

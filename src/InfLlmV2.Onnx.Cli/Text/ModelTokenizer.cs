@@ -1,8 +1,8 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
-using InfLlmV2.Onnx.GraphTools;
 using System.Text.RegularExpressions;
+using InfLlmV2.Onnx.GraphTools;
 using Microsoft.ML.Tokenizers;
 
 namespace InfLlmV2.Onnx.Cli.Text;
@@ -143,7 +143,8 @@ public sealed class ModelTokenizer
             {
                 error = e;
             }
-        }, maxStackSize: 64 << 20) { IsBackground = true, Name = "tokenizer" };
+        }, maxStackSize: 64 << 20)
+        { IsBackground = true, Name = "tokenizer" };
         thread.Start();
         if (!thread.Join(budget))
             throw new InvalidDataException($"{path}: {what} took more than {budget.TotalSeconds:F0} s; the tokenizer is refused (a pathological pre-tokenizer regex or vocabulary)");

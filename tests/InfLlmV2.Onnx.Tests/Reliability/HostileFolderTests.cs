@@ -64,18 +64,21 @@ public class HostileFolderTests(ITestOutputHelper log)
         {
             Directory.CreateDirectory(Path.Combine(f, "real"));
             Directory.CreateSymbolicLink(Path.Combine(f, "alias"), Path.Combine(f, "real"));
-        });
+        }
+        );
         yield return ("link in a subfolder to outside", "sub/deep.txt", (f, outside) =>
         {
             Directory.CreateDirectory(Path.Combine(f, "sub"));
             File.CreateSymbolicLink(Path.Combine(f, "sub", "deep.txt"), outside);
-        });
+        }
+        );
         yield return ("FIFO", "pipe", (f, _) => HostileModels.Mkfifo(Path.Combine(f, "pipe")));
         yield return ("FIFO in a subfolder", "sub/pipe", (f, _) =>
         {
             Directory.CreateDirectory(Path.Combine(f, "sub"));
             HostileModels.Mkfifo(Path.Combine(f, "sub", "pipe"));
-        });
+        }
+        );
         yield return ("socket", "sock", (f, _) => Socket(Path.Combine(f, "sock")));
         yield return ("name that is not UTF-8", "bad", (f, _) => Run("bash", "-c", $"touch \"{f}/bad$(printf '\\377')name\""));
         yield return ("genai_config.json a link outside", "genai_config.json", (f, outside) =>
@@ -83,27 +86,32 @@ public class HostileFolderTests(ITestOutputHelper log)
             File.Copy(Path.Combine(f, "genai_config.json"), outside + ".json");
             File.Delete(Path.Combine(f, "genai_config.json"));
             File.CreateSymbolicLink(Path.Combine(f, "genai_config.json"), outside + ".json");
-        });
+        }
+        );
         yield return ("genai_config.json a FIFO", "genai_config.json", (f, _) =>
         {
             File.Delete(Path.Combine(f, "genai_config.json"));
             HostileModels.Mkfifo(Path.Combine(f, "genai_config.json"));
-        });
+        }
+        );
         yield return ("genai_config.json a link to /dev/zero", "genai_config.json", (f, _) =>
         {
             File.Delete(Path.Combine(f, "genai_config.json"));
             File.CreateSymbolicLink(Path.Combine(f, "genai_config.json"), "/dev/zero");
-        });
+        }
+        );
         yield return ("genai_config.json a folder", "genai_config.json", (f, _) =>
         {
             File.Delete(Path.Combine(f, "genai_config.json"));
             Directory.CreateDirectory(Path.Combine(f, "genai_config.json"));
-        });
+        }
+        );
         yield return ("genai_config.json 1 GB sparse", "genai_config.json", (f, _) =>
         {
             using var s = new FileStream(Path.Combine(f, "genai_config.json"), FileMode.Create);
             s.SetLength(1L << 30);
-        });
+        }
+        );
         yield return ("genai_config.json with duplicate keys", "genai_config.json", (f, _) =>
             File.WriteAllText(Path.Combine(f, "genai_config.json"), """{"model": {"decoder": {"filename": "model.onnx"}, "decoder": {"filename": "x.onnx"}}}"""));
         yield return ("genai_config.json model is an array", "genai_config.json", (f, _) =>
@@ -121,7 +129,8 @@ public class HostileFolderTests(ITestOutputHelper log)
             File.Copy(Path.Combine(f, "model.onnx"), outside + ".onnx");
             File.WriteAllText(Path.Combine(f, "genai_config.json"), """{"model": {"decoder": {"filename": "outside.onnx"}}}""");
             File.CreateSymbolicLink(Path.Combine(f, "outside.onnx"), outside + ".onnx");
-        });
+        }
+        );
         yield return ("genai_config.json not UTF-8 JSON", "genai_config.json", (f, _) =>
             File.WriteAllBytes(Path.Combine(f, "genai_config.json"), [0x7B, 0xFF, 0xFE, 0x7D]));
     }
