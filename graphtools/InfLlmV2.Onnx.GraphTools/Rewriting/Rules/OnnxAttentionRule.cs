@@ -69,18 +69,12 @@ public sealed class OnnxAttentionRule : IAttentionRule
         if ((node.IntAttr("is_causal") ?? 0) != 1 && !hasMask) return Refuse("not causal (is_causal=0) and no attn_mask: SwitchableAttention is causal");
         if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
             return Refuse(range);
-        if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
-            return Refuse($"{heads} query / {kvHeads} kv heads: more than {NodeAttributes.MaxHeads}");
-        if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
-        if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
+        if (heads is null || kvHeads is null) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (headSize is null) return Refuse("head size unknown");
-        if (headSize % 8 != 0 || headSize > 256) return Refuse($"head size {headSize} is not a multiple of 8 up to 256");
+        if (OpCapability.Check(heads, kvHeads, headSize, g.ElementType(q)) is { } cannot) return Refuse(cannot);
         int vHeadSize = rank == 4 ? Dim(vs[3]) ?? -1 : Dim(vs[2]) is int vh ? vh / kvHeads.Value : -1;
         int kHeadSize = rank == 4 ? Dim(ks[3]) ?? -1 : Dim(ks[2]) is int kh ? kh / kvHeads.Value : -1;
         if (kHeadSize != headSize || vHeadSize != headSize) return Refuse($"key/value head sizes ({kHeadSize}/{vHeadSize}) differ from the query's ({headSize}) or are unknown");
-        var type = g.ElementType(q);
-        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
         int seqAxis = rank == 4 ? 2 : 1;
         object? sq = qs[seqAxis], sk = ks[seqAxis], sv = vs[seqAxis];
         long? sliceTo = null;
