@@ -13,7 +13,8 @@ public static class AttentionRewriter
 {
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule(),
+            new LegacyAttentionRule()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>

@@ -14,6 +14,9 @@ public enum AttentionForm
 
     /// <summary>Decomposed MatMul → Softmax → MatMul attention.</summary>
     Decomposed,
+
+    /// <summary>Legacy <c>com.microsoft::Attention</c> (ORT transformers optimizer: fused QKV weights, packed 5-D past/present).</summary>
+    LegacyAttention,
 }
 
 /// <summary>One attention found in a model, and whether/why it was (or can be) rewritten.</summary>
