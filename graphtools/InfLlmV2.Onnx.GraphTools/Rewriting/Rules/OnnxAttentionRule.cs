@@ -66,6 +66,7 @@ public sealed class OnnxAttentionRule : IAttentionRule
         for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
+        if (AttributeProblem(node) is { } attribute) return Refuse(attribute);
         if ((node.IntAttr("is_causal") ?? 0) != 1 && !hasMask) return Refuse("not causal (is_causal=0) and no attn_mask: SwitchableAttention is causal");
         if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
             return Refuse(range);
@@ -149,6 +150,28 @@ public sealed class OnnxAttentionRule : IAttentionRule
         int? heads = node.HeadsAttr("q_num_heads"), kvHeads = node.HeadsAttr("kv_num_heads");
         int? headSize = heads is > 0 && Dim(qs[2]) is int hidden && hidden % heads == 0 ? hidden / heads.Value : null;
         return (heads, kvHeads, headSize);
+    }
+
+    /// <summary>
+    /// Why an attribute of an ONNX Attention node changes the math in a way SwitchableAttention cannot
+    /// express, or null: scale and softcap are carried, is_causal and the head counts are read by the
+    /// rules, qk_matmul_output_mode only shapes output 3 (refused when used) and softmax_precision asks
+    /// for at least the op's fp32; a sliding window (opset 25's left/right_window_size) and attributes
+    /// unknown here are refused.
+    /// </summary>
+    internal static string? AttributeProblem(NodeProto node)
+    {
+        foreach (var a in node.Attribute)
+        {
+            string? why = a.Name switch
+            {
+                "is_causal" or "q_num_heads" or "kv_num_heads" or "scale" or "softcap" or "qk_matmul_output_mode" or "softmax_precision" => null,
+                "left_window_size" or "right_window_size" => a.I == -1 ? null : $"{a.Name}={a.I} (a sliding window) is not rewritten for this form yet",
+                _ => $"unknown attribute '{a.Name}'",
+            };
+            if (why is not null) return why;
+        }
+        return node.FloatAttr("softcap") is float cap && cap < 0 ? $"softcap={cap} is negative" : null;
     }
 
     internal static int? Dim(object? d) => d is long v && v >= 0 && v <= int.MaxValue ? (int)v : null;

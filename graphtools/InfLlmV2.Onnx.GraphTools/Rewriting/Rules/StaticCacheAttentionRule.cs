@@ -53,6 +53,7 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         for (int i = 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache")}) is used");
+        if (AttributeProblem(node) is { } attribute) return Refuse(attribute);
         if ((node.IntAttr("is_causal") ?? 0) != 0)
             return Refuse("is_causal=1 with a static cache: ONNX's top-left causal mask ignores the cache positions");
         if (qs is null) return Refuse("the shape of Q is unknown");
