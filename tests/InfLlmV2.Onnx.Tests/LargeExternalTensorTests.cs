@@ -66,6 +66,19 @@ public class LargeExternalTensorTests
     }
 
     [Fact]
+    public void Cli_RewriteAndInspect_TensorOver2GB()
+    {
+        using var dir = new TempDir();
+        var (input, data, bytes) = SaveWithBigTensor(dir);
+        var inspect = CliProcess.Run("inspect", input);
+        Assert.True(inspect.ExitCode == 0, inspect.StdOut + inspect.StdErr);
+        var rewrite = CliProcess.Run("rewrite", input, "-o", dir["out.onnx"]);
+        Assert.True(rewrite.ExitCode == 0, rewrite.StdOut + rewrite.StdErr);
+        Assert.Equal(4096 + bytes, new FileInfo(data).Length);
+        Assert.Equal(TensorProto.Types.DataLocation.External, OnnxModelFile.Load(dir["out.onnx"]).Graph.Initializer.Single(t => t.Name == "lm_head.big_weight").DataLocation);
+    }
+
+    [Fact]
     public void TensorOver2GB_RangePastTheFile_IsStillRefused()
     {
         using var dir = new TempDir();
