@@ -114,6 +114,7 @@ public static class AttentionDiagnosis
                         return $"the projection weights '{w}' are a graph input (a training or parameter-fed export): the rewrite keeps weights in the model only";
                     break;
                 }
+                if (IsProduct(p)) break;  // quantized or fused projections keep their weights inside
                 // Follow the data operand: the first input that is not a constant.
                 var next = p.Input.FirstOrDefault(x => x.Length > 0 && g.Initializer(x) is null && g.Producer(x) is not { OpType: "Constant" });
                 if (next is null) break;
