@@ -146,6 +146,21 @@ public class RefusalReasonTests
     }
 
     [Fact]
+    public void SoftmaxBetweenProjections_IsNoAttentionSite()
+    {
+        // A router or a classifier head: Softmax(x·W) feeding another product with weights.
+        var g = new GraphProto { Name = "router" };
+        g.Input.Add(Tensor("x", F32, 1, S, Hidden));
+        g.Initializer.Add(TensorProtos.Float("w_router", [Hidden, 8], new float[Hidden * 8]));
+        g.Initializer.Add(TensorProtos.Float("w_out", [8, Hidden], new float[8 * Hidden]));
+        g.Node.Add(Node("MatMul", "", ["x", "w_router"], ["logits"], name: "router"));
+        g.Node.Add(Node("Softmax", "", ["logits"], ["weights"], [Attr("axis", -1L)], "softmax"));
+        g.Node.Add(Node("MatMul", "", ["weights", "w_out"], ["y"], name: "mix"));
+        g.Output.Add(Tensor("y", F32, 1, S, Hidden));
+        Assert.Empty(AttentionRewriter.Inspect(Model(g, ("", 17))));
+    }
+
+    [Fact]
     public void Cli_NothingRewritten_SaysWhy_NotNoAttentionFound()
     {
         using var dir = new TempDir();

@@ -19,6 +19,23 @@ public static class AttentionDiagnosis
     public static bool IsProduct(NodeProto n) =>
         n.OpType is "MatMul" or "Gemm" or "FusedMatMul" or "Einsum" or "MatMulInteger" or "QLinearMatMul" or "MatMulNBits" or "MatMulBnb4";
 
+    /// <summary>
+    /// Whether a value is fixed by the model (an initializer, a Constant, or computed from such values
+    /// only, e.g. dequantized weights): one operand of a projection, never of Q·Kᵀ or P·V.
+    /// </summary>
+    public static bool IsConstantLike(GraphIndex g, string value, int depth = 4)
+    {
+        if (g.Initializer(value) is not null && !g.IsGraphInput(value)) return true;
+        if (g.Producer(value) is not { } p || depth == 0) return false;
+        if (p.OpType == "Constant") return true;
+        var inputs = p.Input.Where(i => i.Length > 0).ToList();
+        return inputs.Count > 0 && inputs.All(i => IsConstantLike(g, i, depth - 1));
+    }
+
+    /// <summary>A product of two computed values (Q·Kᵀ, P·V), not of a value and weights (projections, lm_head, routers).</summary>
+    public static bool IsActivationProduct(GraphIndex g, NodeProto n) =>
+        IsProduct(n) && n.Input.Count >= 2 && n.Input.Take(2).All(i => i.Length > 0 && !IsConstantLike(g, i));
+
     /// <summary>Ops of a backward pass (ORT training's gradient ops and the ONNX training domain).</summary>
     public static bool IsBackward(NodeProto n) =>
         n.OpType.EndsWith("Grad", StringComparison.Ordinal) || n.OpType.Contains("Grad_", StringComparison.Ordinal)

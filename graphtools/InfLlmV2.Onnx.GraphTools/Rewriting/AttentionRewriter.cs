@@ -45,6 +45,8 @@ public static class AttentionRewriter
         var accepted = new List<(IAttentionRule Rule, AttentionMatch Match, int SiteIndex)>();
         foreach (var node in graph.Node.ToList())
         {
+            // A Softmax is attention's only between Q·Kᵀ and P·V (not over a router's or a head's projection).
+            if (node.OpType == "Softmax" && !UnrecognizedAttentionRule.IsAttentionSoftmax(index, node)) continue;
             foreach (var rule in Rules)
             {
                 if (!rule.Match(index, node)) continue;
