@@ -41,6 +41,7 @@ public class RefusalReasonTests
         }
         if (variant != "vision") N("Transpose", ["k_bhsd"], ["k_t"], Ints("perm", 0, 1, 3, 2));
         var kt = variant == "vision" ? "k_bhsd" : "k_t";
+        if (variant == "bloom") return Bloom(g, N, Const, I64);
         string scores = "scores";
         if (variant == "reshapeBetween")
         {
@@ -106,6 +107,45 @@ public class RefusalReasonTests
         return Model(g, ("", 17), ("com.microsoft", 1));
     }
 
+    /// <summary>
+    /// BLOOM as exported: alibi = slopes × ((CumSum(mask) − 1) × mask) as [B·H, 1, T], scores =
+    /// baddbmm(alibi, Q, K) in the [B·H, S, T] layout viewed as [B, H, S, T], masked_fill by Where,
+    /// Softmax in fp32 between Casts, and bmm with V in the flat layout again.
+    /// </summary>
+    private static ModelProto Bloom(GraphProto g, Action<string, string[], string[], AttributeProto[]> n,
+        Func<string, long[], float[], string> constant, Func<string, long[], long[], string> i64)
+    {
+        g.Input.Add(Tensor("attention_mask", TensorProto.Types.DataType.Int64, 1, S));
+        n("CumSum", ["attention_mask", i64("last_axis", [], [-1])], ["mask_cumsum"], []);
+        n("Sub", ["mask_cumsum", i64("one", [], [1])], ["positions0"], []);
+        n("Mul", ["positions0", "attention_mask"], ["positions"], []);
+        n("Cast", ["positions"], ["positions_f"], [Attr("to", (long)F32)]);
+        n("Reshape", ["positions_f", i64("row_shape", [3], [1, 1, S])], ["positions_3d"], []);
+        n("Mul", [constant("slopes", [H, 1, 1], [0.5f, 0.25f, 0.125f, 0.0625f]), "positions_3d"], ["alibi"], []);
+        n("Reshape", ["q_bhsd", i64("flat_q", [3], [H, S, D])], ["q_flat"], []);
+        n("Reshape", ["k_t", i64("flat_k", [3], [H, D, S])], ["k_flat"], []);
+        n("Reshape", ["v_bhsd", i64("flat_v", [3], [H, S, D])], ["v_flat"], []);
+        n("MatMul", ["q_flat", "k_flat"], ["qk"], []);
+        n("Mul", ["qk", constant("inv_norm", [], [1 / MathF.Sqrt(D)])], ["qk_scaled"], []);
+        n("Add", ["alibi", "qk_scaled"], ["baddbmm"], []);
+        n("Reshape", ["baddbmm", i64("view_4d", [4], [1, H, S, S])], ["scores_4d"], []);
+        var future = new TensorProto { Name = "future", DataType = (int)TensorProto.Types.DataType.Bool };
+        future.Dims.AddRange([1, 1, S, S]);
+        future.RawData = Google.Protobuf.ByteString.CopyFrom(Enumerable.Range(0, S * S).Select(i => (byte)(i % S > i / S ? 1 : 0)).ToArray());
+        g.Initializer.Add(future);
+        n("Where", ["future", constant("min_value", [], [float.MinValue]), "scores_4d"], ["masked"], []);
+        n("Cast", ["masked"], ["masked_f32"], [Attr("to", (long)F32)]);
+        n("Softmax", ["masked_f32"], ["probs_f32"], [Attr("axis", -1L)]);
+        n("Cast", ["probs_f32"], ["probs"], [Attr("to", (long)F32)]);
+        n("Reshape", ["probs", i64("flat_p", [3], [H, S, S])], ["probs_flat"], []);
+        n("MatMul", ["probs_flat", "v_flat"], ["context_flat"], []);
+        n("Reshape", ["context_flat", i64("context_4d", [4], [1, H, S, D])], ["context"], []);
+        n("Transpose", ["context"], ["context_bshd"], [Ints("perm", 0, 2, 1, 3)]);
+        n("Reshape", ["context_bshd", "hidden_shape"], ["y"], []);
+        g.Output.Add(Tensor("y", F32, 1, S, Hidden));
+        return Model(g, ("", 17));
+    }
+
     [Fact]
     public void Baseline_CausalConstantMask_IsRewritten()
     {
@@ -116,6 +156,7 @@ public class RefusalReasonTests
 
     [Theory]
     [InlineData("alibi", "an ALiBi position bias (CumSum of 'attention_mask' times per-head slopes, added to the scores)")]
+    [InlineData("bloom", "an ALiBi position bias (CumSum of 'attention_mask' times per-head slopes, added to the scores)")]
     [InlineData("training", "a training graph: the attention's probabilities also feed a backward pass (com.microsoft::SoftmaxGrad_13)")]
     [InlineData("maskInput", "the mask is the graph input 'attn_mask' ([1, 1, 4, 4]): its values are the caller's, so causality cannot be proven")]
     [InlineData("weightInputs", "the projection weights 'wq' are a graph input")]

@@ -13,7 +13,7 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 /// </summary>
 public static class AttentionDiagnosis
 {
-    private const int Depth = 12;
+    private const int Depth = 16;
 
     /// <summary>Ops whose result multiplies two values: the Q·Kᵀ and P·V products in any spelling.</summary>
     public static bool IsProduct(NodeProto n) =>
@@ -175,14 +175,14 @@ public static class AttentionDiagnosis
     {
         var found = new List<NodeProto>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        var stack = new Stack<(string Value, int Depth)>();
-        stack.Push((scores, 0));
-        while (stack.Count > 0)
+        var queue = new Queue<(string Value, int Depth)>();  // breadth first: each value at its shortest distance
+        queue.Enqueue((scores, 0));
+        while (queue.Count > 0)
         {
-            var (v, d) = stack.Pop();
+            var (v, d) = queue.Dequeue();
             if (!seen.Add(v) || d > Depth || g.Producer(v) is not { } p || IsProduct(p) || ReadsShapeOnly(p)) continue;
             found.Add(p);
-            foreach (var i in p.Input.Where(i => i.Length > 0)) stack.Push((i, d + 1));
+            foreach (var i in p.Input.Where(i => i.Length > 0)) queue.Enqueue((i, d + 1));
         }
         return found;
     }
@@ -190,15 +190,15 @@ public static class AttentionDiagnosis
     private static IEnumerable<string> GraphInputsAbove(GraphIndex g, string value)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        var stack = new Stack<(string, int)>();
-        stack.Push((value, 0));
-        while (stack.Count > 0)
+        var queue = new Queue<(string, int)>();
+        queue.Enqueue((value, 0));
+        while (queue.Count > 0)
         {
-            var (v, d) = stack.Pop();
+            var (v, d) = queue.Dequeue();
             if (!seen.Add(v) || d > Depth) continue;
             if (g.IsGraphInput(v) && g.Initializer(v) is null) { yield return v; continue; }
             if (g.Producer(v) is { } p && !IsProduct(p) && !ReadsShapeOnly(p))
-                foreach (var i in p.Input.Where(i => i.Length > 0)) stack.Push((i, d + 1));
+                foreach (var i in p.Input.Where(i => i.Length > 0)) queue.Enqueue((i, d + 1));
         }
     }
 
