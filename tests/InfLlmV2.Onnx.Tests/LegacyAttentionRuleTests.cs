@@ -12,9 +12,9 @@ namespace InfLlmV2.Onnx.Tests;
 /// SwitchableAttention: the generated form and the shared real graph, compared through ORT on
 /// test-data folders (<c>compare --inputs</c>; totals far below dense_len, so the op runs dense).
 /// </summary>
-public class LegacyAttentionRuleTests
+public class LegacyAttentionRuleTests(Xunit.Abstractions.ITestOutputHelper output)
 {
-    private const string Atol = "1e-4";
+    private const string Atol = "1e-5";  // observed: at most 1e-6 (generated), 1.2e-7 (real GPT-2)
 
     private static TinyDecoderConfig Config => new()
     {
@@ -68,9 +68,10 @@ public class LegacyAttentionRuleTests
         }
     }
 
-    private static void AssertCompareMatches(string original, string rewritten, string inputs)
+    private void AssertCompareMatches(string original, string rewritten, string inputs)
     {
         var r = CliProcess.Run("compare", original, rewritten, "--inputs", inputs, "--atol", Atol);
+        output.WriteLine(r.StdOut);
         Assert.True(r.ExitCode == 0, r.StdOut + r.StdErr);
         Assert.Contains("present_", r.StdOut);
         Assert.Contains("logits", r.StdOut);
