@@ -151,6 +151,65 @@ public class LegacyAttentionRuleTests(Xunit.Abstractions.ITestOutputHelper outpu
         AssertCompareMatches(dir["orig.onnx"], dir["rw.onnx"], WriteInputs(dir["data"], model, past: 5, seq: 3, vocab: Config.Vocab));
     }
 
+    /// <summary>
+    /// With --attention-mode-input the rewritten model runs in every mode: dense gives the original's
+    /// outputs, sparse (a block size of 16 and a window of one block over 70 keys: selection active)
+    /// runs, and the first layer's present is exact (past plus the new keys either way; later layers'
+    /// new keys follow the sparse outputs before them).
+    /// </summary>
+    [Fact]
+    public void AttentionModeInput_DenseMatches_SparseRuns()
+    {
+        using var dir = new TempDir();
+        var model = TinyDecoderGenerator.Generate(Config with { MaxPositions = 128 });
+        OnnxModelFile.Save(model, dir["orig.onnx"]);
+        var options = new RewriteOptions
+        {
+            AttentionModeInput = true,
+            Sparse = new SparseAttentionSettings { BlockSize = 16, CompressKernel = 16, CompressStride = 8, InitBlocks = 1, SparseWindowTokens = 16, TopKBlocks = 2 },
+        };
+        Assert.Equal(2, ModelRewriter.RewriteFile(dir["orig.onnx"], dir["rw.onnx"], options).RewrittenCount);
+        var inputs = WriteInputs(dir["data"], model, past: 64, seq: 6, Config.Vocab);
+        var feeds = OnnxTestData.ReadAll(inputs, "input").ToDictionary(t => t.Name);
+        using var original = ModelRunner.Open(dir["orig.onnx"]);
+        using var rewritten = ModelRunner.Open(dir["rw.onnx"]);
+        var expected = Run(original, feeds, null);
+        foreach (var mode in new[] { AttentionMode.Dense, AttentionMode.Sparse })
+        {
+            var got = Run(rewritten, feeds, mode);
+            foreach (var (name, want) in expected)
+            {
+                double diff = want.Zip(got[name]).Max(p => Math.Abs(p.First - p.Second));
+                if (mode == AttentionMode.Dense || name == LegacyAttentionDecoder.PresentName(0))
+                    Assert.True(diff <= 1e-5, $"{mode} {name}: max |diff| {diff}");
+                else
+                    Assert.All(got[name], x => Assert.True(double.IsFinite(x)));
+            }
+        }
+
+        static Dictionary<string, double[]> Run(Microsoft.ML.OnnxRuntime.InferenceSession session, Dictionary<string, TensorProto> feeds, AttentionMode? mode)
+        {
+            var values = feeds.Values.Select(t => OnnxTestData.ToOrtValue(t)).ToList();
+            var names = feeds.Keys.ToList();
+            if (mode is { } m)
+            {
+                names.Add(RewriteOptions.AttentionModeInputName);
+                values.Add(Microsoft.ML.OnnxRuntime.OrtValue.CreateTensorValueFromMemory(new[] { (int)m }, []));
+            }
+            try
+            {
+                using var ro = new Microsoft.ML.OnnxRuntime.RunOptions();
+                using var results = session.Run(ro, names, values, session.OutputNames);
+                return session.OutputNames.Select((n, i) => (n, TensorProtos.ToDoubles(OnnxTestData.FromOrtValue(n, results[i]))))
+                    .ToDictionary(p => p.n, p => p.Item2);
+            }
+            finally
+            {
+                foreach (var v in values) v.Dispose();
+            }
+        }
+    }
+
     public static TheoryData<string, string> Refusals => new()
     {
         { "unidirectional0", "unidirectional=0: bidirectional (encoder or vision) attention cannot be expressed by a causal op" },
