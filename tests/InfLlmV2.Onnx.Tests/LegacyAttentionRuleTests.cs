@@ -222,6 +222,7 @@ public class LegacyAttentionRuleTests(Xunit.Abstractions.ITestOutputHelper outpu
         { "mask1d", "mask_index is 1-D (per-batch end/start positions)" },
         { "headSize", "head size 4 is not a multiple of 8 up to 256" },
         { "unknownAttribute", "unknown attribute 'future_flag'" },
+        { "weightsInput", "the fused QKV weights 'h0_c_attn_w' are a graph input (a training or parameter-fed export)" },
     };
 
     [Theory]
@@ -256,6 +257,11 @@ public class LegacyAttentionRuleTests(Xunit.Abstractions.ITestOutputHelper outpu
             case "mask1d": MaskInput(new long?[] { null }); break;
             case "headSize": Set("num_heads", 8); break;
             case "unknownAttribute": Set("future_flag", 1); break;
+            case "weightsInput":
+                var w = model.Graph.Initializer.Single(t => t.Name == node.Input[1]);
+                model.Graph.Initializer.Remove(w);
+                model.Graph.Input.Add(Tensor(w.Name, TensorProto.Types.DataType.Float, w.Dims[0], w.Dims[1]));
+                break;
         }
         var site = AttentionRewriter.Inspect(model).First();
         Assert.Equal(AttentionForm.LegacyAttention, site.Form);
