@@ -19,6 +19,13 @@ public enum DecoderAttentionForm
     /// heads, and a 4-D additive causal attention_bias offset by the past length.
     /// </summary>
     MultiHeadAttention,
+
+    /// <summary>
+    /// The legacy com.microsoft::Attention of ORT's transformers optimizer on GPT-2 (<see cref="LegacyAttentionDecoder"/>):
+    /// fused QKV weights and bias, unidirectional=1, one packed past/present [2, B, H, P, D] per layer,
+    /// int32 input_ids/position_ids/attention_mask. Multi-head: KvNumHeads is ignored.
+    /// </summary>
+    LegacyAttention,
 }
 
 /// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>

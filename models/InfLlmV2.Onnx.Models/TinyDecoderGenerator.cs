@@ -22,6 +22,7 @@ public static class TinyDecoderGenerator
     /// <summary>Generates the model (all weights inline as raw data).</summary>
     public static ModelProto Generate(TinyDecoderConfig c)
     {
+        if (c.Form == DecoderAttentionForm.LegacyAttention) return LegacyAttentionDecoder.Generate(c);
         if (c.HeadSize % 8 != 0 || c.NumHeads % c.KvNumHeads != 0)
             throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
         var rng = new Random(c.Seed);

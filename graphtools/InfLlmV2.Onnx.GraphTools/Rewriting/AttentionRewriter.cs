@@ -13,7 +13,8 @@ public static class AttentionRewriter
 {
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule(),
+            new LegacyAttentionRule(), new UnrecognizedAttentionRule()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
@@ -44,10 +45,12 @@ public static class AttentionRewriter
         var accepted = new List<(IAttentionRule Rule, AttentionMatch Match, int SiteIndex)>();
         foreach (var node in graph.Node.ToList())
         {
+            // A Softmax is attention's only between Q·Kᵀ and P·V (not over a router's or a head's projection).
+            if (node.OpType == "Softmax" && !UnrecognizedAttentionRule.IsAttentionSoftmax(index, node)) continue;
             foreach (var rule in Rules)
             {
                 if (!rule.Match(index, node)) continue;
-                var check = rule.Check(index, node, options);
+                var check = AttentionDiagnosis.Review(index, node, rule.Check(index, node, options));
                 if (check.Match is not null && !isMain && (options.AttentionModeInput || options.CompressedState))
                     check = RuleCheck.Refuse("inside a subgraph: graph inputs for attention_mode/compressed state cannot be added", check.NumHeads, check.KvNumHeads, check.HeadSize);
                 sites.Add(new AttentionSite(graph.Name, node.Name, rule.Form, check.NumHeads, check.KvNumHeads, check.HeadSize,

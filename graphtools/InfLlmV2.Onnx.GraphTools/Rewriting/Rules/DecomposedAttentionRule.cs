@@ -127,16 +127,12 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 } ||
             qs[1] is not long qh || ks[1] is not long kh || qs[3] is not long qd)
             return Refuse("Q/K/V are not 4-D [B, heads, sequence, head_size] with static heads and head size");
-        if (qh < 1 || qh > NodeAttributes.MaxHeads || kh < 1 || kh > NodeAttributes.MaxHeads || qd < 1 || qd > int.MaxValue)
-            return Refuse($"{qh} query heads, {kh} kv heads, head size {qd}: heads must be in [1, {NodeAttributes.MaxHeads}] and the head size positive");
+        if ((OpCapability.Heads(qh, kh) ?? OpCapability.HeadSize(qd)) is { } unsupported) return Refuse(unsupported);
         int h = (int)qh, hkv = (int)kh, d = (int)qd;
         if (axis != -1 && axis != 3) return Refuse($"softmax over axis {axis}, not the key axis", h, hkv, d);
         if (!Equals(ks[3], qs[3]) || !Equals(vs[3], qs[3]) || !Equals(vs[1], ks[1]) || !Equals(vs[2], ks[2]))
             return Refuse("Q/K/V shapes do not agree (head sizes, kv heads or lengths)", h, hkv, d);
-        if (h % hkv != 0) return Refuse($"{h} query heads are not a multiple of {hkv} kv heads", h, hkv, d);
-        if (d % 8 != 0 || d > 256) return Refuse($"head size {d} is not a multiple of 8 up to 256", h, hkv, d);
-        if (g.ElementType(q) is { } t && t is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {t} is not supported (fp32, fp16)", h, hkv, d);
+        if (OpCapability.ElementType(g.ElementType(q), mustKnow: false) is { } type) return Refuse(type, h, hkv, d);
         // The bias must be the causal mask.
         if (bias is null || IsZeros(g, eval, bias))
             return Refuse("no causal mask: bidirectional attention cannot be expressed by a causal op", h, hkv, d);

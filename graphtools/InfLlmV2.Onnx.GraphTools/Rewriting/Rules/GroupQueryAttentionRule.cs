@@ -42,7 +42,7 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         int h = (int)heads, hkv = (int)kvHeads;
         int? headSize = HeadSize(graph, node, h, hkv);
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, h, hkv, headSize);
-        if (heads % kvHeads != 0) return Refuse($"num_heads {heads} is not a multiple of kv_num_heads {kvHeads}");
+        if (OpCapability.Heads(h, hkv) is { } headsWhy) return Refuse(headsWhy);
         for (int i = 9; i < node.Input.Count; i++)
             if (node.Input[i].Length > 0)
                 return Refuse($"uses input {i} ({(i - 9 < UnsupportedInputs.Length ? UnsupportedInputs[i - 9] : "unknown")}), which SwitchableAttention does not support");
@@ -73,11 +73,8 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         if (node.IntAttr("do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
             return Refuse("do_rotary=1 without cos_cache/sin_cache");
         var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
-        if (type is TensorProto.Types.DataType.Bfloat16)
-            return Refuse("bfloat16: SwitchableAttention has no bfloat16 kernel yet (CPU kernels are fp32/fp16)");
-        if (type is { } t && t != TensorProto.Types.DataType.Float && t != TensorProto.Types.DataType.Float16)
-            return Refuse($"element type {t} is not supported (fp32, fp16)");
-        if (headSize is { } d && (d % 8 != 0 || d > 256)) return Refuse($"head size {d} is not a multiple of 8 up to 256");
+        // The node is rewritten in place: an unknown type stays ORT's to check at load.
+        if (OpCapability.Check(h, hkv, headSize, type, typeMustBeKnown: false) is { } cannot) return Refuse(cannot);
         if (options.CompressedState)
         {
             if (node.Input.Count < 5 || !graph.IsGraphInput(node.Input[3]) || node.Output.Count < 2 || !graph.IsGraphOutput(node.Output[1]))
