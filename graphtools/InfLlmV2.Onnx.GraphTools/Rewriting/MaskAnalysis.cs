@@ -21,6 +21,13 @@ public sealed record MaskFacts(string? QueryOffset, long? SlidingWindow, IReadOn
     /// contract only.
     /// </summary>
     public string? PaddingMask { get; init; }
+
+    /// <summary>
+    /// Whether the mask has the causal constraint. Always true from a plain <see cref="MaskAnalysis.Analyze"/>;
+    /// an analysis with <c>requireCausal: false</c> (an attention_bias added to an op that is causal
+    /// itself) reports false when the mask constrains keys only.
+    /// </summary>
+    public bool Causal { get; init; } = true;
 }
 
 /// <summary>
@@ -75,10 +82,12 @@ public sealed class MaskAnalysis
     /// Analyzes <paramref name="mask"/> for an attention whose queries have length
     /// <paramref name="queryLength"/> and keys <paramref name="keyLength"/> (each a fixed long or a
     /// dim_param string; they must be distinguishable); <paramref name="pastLength"/> is the cache's
-    /// past length when the keys are past + new ones. Returns the facts or a refusal reason.
+    /// past length when the keys are past + new ones. Returns the facts or a refusal reason. With
+    /// <paramref name="requireCausal"/> false a mask without the causal constraint (key padding only,
+    /// as the bias of an op that applies causality itself) is accepted, its facts saying Causal = false.
     /// </summary>
     public static (MaskFacts? Facts, string? Reason) Analyze(GraphIndex graph, StaticEvaluator eval, string mask, object? queryLength, object? keyLength,
-        object? pastLength = null)
+        object? pastLength = null, bool requireCausal = true)
     {
         if (queryLength is null || keyLength is null) return (null, "the query or key length is unknown, so the mask's index ranges cannot be identified");
         if (Equals(queryLength, keyLength)) return (null, "query and key lengths are the same symbol, so the mask's query and key axes cannot be told apart");
@@ -91,14 +100,14 @@ public sealed class MaskAnalysis
             foreach (var atom in atoms)
                 if (atom.Terms.Keys.FirstOrDefault(v => v.StartsWith('#') && v is not (KeyIndex or QueryIndex)) is { } other)
                     throw new Refusal($"it depends on the index of axis {other[1..]} from the right, which is neither the query nor the key axis");
-            var facts = Classify(atoms);
+            var facts = Classify(atoms, requireCausal);
             var limits = facts.KeyLimits.Where(l => !l.StartsWith(LengthPrefix, StringComparison.Ordinal)).ToList();
             string? padding = facts.KeyLimits.FirstOrDefault(l => l.StartsWith(LengthPrefix, StringComparison.Ordinal))?[LengthPrefix.Length..];
             return (facts with { KeyLimits = limits, PaddingMask = padding }, null);
         }
         catch (Refusal r)
         {
-            return (null, "mask not provably causal: " + r.Message);
+            return (null, (requireCausal ? "mask not provably causal: " : "mask not provably key padding: ") + r.Message);
         }
     }
 
@@ -673,7 +682,7 @@ public sealed class MaskAnalysis
         return true;
     }
 
-    private static MaskFacts Classify(List<Lin> atoms)
+    private static MaskFacts Classify(List<Lin> atoms, bool requireCausal)
     {
         var causalOffsets = new HashSet<string>(StringComparer.Ordinal);
         var windowOffsets = new HashSet<string>(StringComparer.Ordinal);
@@ -714,7 +723,12 @@ public sealed class MaskAnalysis
                 throw new Refusal($"the constraint {atom} ≥ 0 is not causal, a sliding window or key padding");
             }
         }
-        if (!causal) throw new Refusal("it has no causal constraint (k ≤ position of the query): a bidirectional mask");
+        if (!causal && requireCausal) throw new Refusal("it has no causal constraint (k ≤ position of the query): a bidirectional mask");
+        if (!causal)
+        {
+            if (window is not null) throw new Refusal("a sliding window without the causal constraint");
+            return new MaskFacts(null, null, limits) { Causal = false };
+        }
         if (causalOffsets.Count > 1) throw new Refusal("two causal constraints with different query offsets");
         var offset = causalOffsets.Single();
         if (windowOffsets.Any(o => o != offset)) throw new Refusal("the sliding window and the causal constraint use different query offsets");

@@ -1,0 +1,39 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.OpContract;
+
+namespace InfLlmV2.Onnx.Tests;
+
+/// <summary>The shared exporter graphs (../shared/fixtures/real-graphs) rewrite every causal attention site.</summary>
+public class RealGraphRewriteTests
+{
+    private static List<AttentionSite> RewriteAll(ModelProto model) => AttentionRewriter.Rewrite(model, new RewriteOptions());
+
+    private static IEnumerable<NodeProto> AllNodes(GraphProto g) => g.Node.Concat(g.Node.SelectMany(GraphIndex.Subgraphs).SelectMany(AllNodes));
+
+    [Fact]
+    public void Gemma3OnnxCommunityGqaWithAttentionBiasRewritesAll34Layers()
+    {
+        if (RealGraphs.Folder() is null) return;
+        using var dir = new TempDir();
+        var model = RealGraphs.Load("onnxcommunity_gemma3_gqa_q4/decoder_model_merged_q4.onnx", dir);
+        var sites = RewriteAll(model);
+        Assert.Equal(34, sites.Count);
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+        Assert.All(sites, s => Assert.Contains("attention_bias = key padding from 'attention_mask'", s.Note));
+        // Gemma 3: five local (sliding-window) layers per global one.
+        Assert.Equal(28, sites.Count(s => s.Note!.Contains("local_window_size=1024")));
+        var nodes = AllNodes(model.Graph).ToList();
+        Assert.DoesNotContain(nodes, n => n.OpType == "GroupQueryAttention");
+        var ops = nodes.Where(n => n.OpType == SwitchableAttentionOp.OpType).ToList();
+        Assert.Equal(34, ops.Count);
+        // seqlens_k comes from the mask's row sums (one shared subgraph), the bias is gone.
+        var index = new GraphIndex(model.Graph);
+        Assert.All(ops, n => Assert.True(n.Input.Count <= SwitchableAttentionOp.Inputs.AttentionMode));
+        Assert.Single(ops.Select(n => n.Input[5]).Distinct());
+        Assert.Equal("ReduceSum", index.Producer(index.SkipPassThroughUp(index.Producer(ops[0].Input[5])!.Input[0]))!.OpType);
+        Assert.DoesNotContain(nodes, n => n.Output.Any(o => o.Contains("gqa_attention_bias")));
+        GraphCleanup.Validate(model.Graph, []);
+    }
+}
