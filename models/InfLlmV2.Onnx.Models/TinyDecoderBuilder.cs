@@ -187,12 +187,48 @@ internal sealed class TinyDecoderBuilder
             Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
             gqaInputs = [$"{p}/q", $"{p}/k", $"{p}/v"];
         }
+        string[] lengths = c.AttentionBias ? [.. BiasLengths(), "cos_cache", "sin_cache", "", "gqa_attention_bias/bias"]
+            : ["seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"];
         Add("GroupQueryAttention",
-            [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
+            [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), .. lengths],
             [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
             Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
             Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
         return $"{p}/attn";
+    }
+
+    // onnx-community's GQA inputs (once per model): seqlens_k = Expand(T − 1) to [B, 1] for every
+    // entry, total = T, and padding only in attention_bias = Expand((1 − Cast(mask)) · −FLT_MAX) to [B, 1, S, T].
+    private string[] BiasLengths()
+    {
+        const string m = "gqa_attention_bias";
+        if (g.Node.Any(n => n.Output.Contains($"{m}/bias"))) return [$"{m}/seqlens_k", $"{m}/total"];
+        I64C($"{m}/zero", [], [0]);
+        I64C($"{m}/one", [], [1]);
+        I64C($"{m}/axis0", [1], [0]);
+        Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
+        Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/width"], Attr("axis", 0L));
+        Add("Gather", [$"{m}/am_shape", $"{m}/zero"], [$"{m}/batch"], Attr("axis", 0L));
+        Add("Sub", [$"{m}/width", $"{m}/one"], [$"{m}/width_minus_one"]);
+        Add("Unsqueeze", [$"{m}/width_minus_one", $"{m}/axis0"], [$"{m}/width_minus_one_1d"]);
+        Add("Unsqueeze", [$"{m}/batch", $"{m}/axis0"], [$"{m}/batch_1d"]);
+        Add("Concat", [$"{m}/batch_1d", I64C($"{m}/one_1d", [1], [1])], [$"{m}/b1"], Attr("axis", 0L));
+        Add("Expand", [$"{m}/width_minus_one_1d", $"{m}/b1"], [$"{m}/seqlens_b1"]);
+        Add("Cast", [$"{m}/seqlens_b1"], [$"{m}/seqlens_k"], Attr("to", (long)TensorProto.Types.DataType.Int32));
+        Add("Cast", [$"{m}/width"], [$"{m}/total"], Attr("to", (long)TensorProto.Types.DataType.Int32));
+        Add("Cast", ["attention_mask"], [$"{m}/am_f"], Attr("to", (long)F32));
+        g.Initializer.Add(TensorProtos.Float($"{m}/one_f", [], [1f]));
+        g.Initializer.Add(TensorProtos.Float($"{m}/lowest", [], [float.MinValue]));
+        Add("Sub", [$"{m}/one_f", $"{m}/am_f"], [$"{m}/inverted"]);
+        Add("Mul", [$"{m}/inverted", $"{m}/lowest"], [$"{m}/bias_2d"]);
+        Add("Unsqueeze", [$"{m}/bias_2d", I64C($"{m}/axes12", [2], [1, 2])], [$"{m}/bias_4d"]);
+        Add("Shape", ["input_ids"], [$"{m}/ids_shape"]);
+        Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
+        Add("Unsqueeze", [$"{m}/seq", $"{m}/axis0"], [$"{m}/seq_1d"]);
+        Add("Unsqueeze", [$"{m}/width", $"{m}/axis0"], [$"{m}/width_1d"]);
+        Add("Concat", [$"{m}/batch_1d", $"{m}/one_1d", $"{m}/seq_1d", $"{m}/width_1d"], [$"{m}/target"], Attr("axis", 0L));
+        Add("Expand", [$"{m}/bias_4d", $"{m}/target"], [$"{m}/bias"]);
+        return [$"{m}/seqlens_k", $"{m}/total"];
     }
 
     private string MultiHeadAttentionLayer(string p, int l, string xn)

@@ -63,6 +63,13 @@ public sealed record TinyDecoderConfig
     /// </summary>
     public bool PaddingMask { get; init; }
 
+    /// <summary>
+    /// GroupQueryAttention form only: padding reaches the op as onnx-community exports pass it,
+    /// through input 10 <c>attention_bias = Expand((1 − Cast(attention_mask)) · −FLT_MAX)</c> to
+    /// [B, 1, S, T], with <c>seqlens_k = Expand(T − 1)</c> and total_sequence_length = T (no ReduceSum).
+    /// </summary>
+    public bool AttentionBias { get; init; }
+
     /// <summary>Whether the model carries value_info for intermediate values (optimum and dynamo exports carry none).</summary>
     public bool ValueInfo { get; init; } = true;
 

@@ -26,6 +26,7 @@ public static class TinyDecoderGenerator
             throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
         if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
         if (c.Form == DecoderAttentionForm.GroupQueryAttention && c.PaddingMask) throw new ArgumentException("the GroupQueryAttention form takes its lengths from attention_mask already");
+        if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.AttentionBias) throw new ArgumentException("attention_bias exists only in the GroupQueryAttention form");
         return new TinyDecoderBuilder(c).Build();
     }
 

@@ -1,0 +1,77 @@
+using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Session;
+
+namespace InfLlmV2.Onnx.Tests;
+
+/// <summary>
+/// The generated exporter forms of issue 27 (GQA attention_bias padding, ...): every attention site is
+/// rewritten, and original and rewritten (dense) agree over a prefill and decode steps.
+/// </summary>
+public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
+{
+    private const int Vocab = 64;
+
+    internal static TinyDecoderConfig Config(DecoderAttentionForm form) => new()
+    {
+        Form = form, ValueInfo = false, Layers = 2, NumHeads = 4, KvNumHeads = 2, HeadSize = 16,
+        Vocab = Vocab, Intermediate = 32, MaxPositions = 256, Seed = 9,
+    };
+
+    /// <summary>Rewrites <paramref name="original"/>, checks every site was rewritten, and compares the two through the session (dense).</summary>
+    private List<AttentionSite> RewriteAndCompare(ModelProto original, int sites, double tolerance = 1e-4)
+    {
+        using var dir = new TempDir();
+        TinyDecoderGenerator.Save(original, dir["original.onnx"], externalData: false);
+        var model = OnnxModelFile.Load(dir["original.onnx"]);
+        var report = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true });
+        Assert.Equal(sites, report.Count);
+        Assert.All(report, s => Assert.True(s.Rewritten, s.Reason));
+        Directory.CreateDirectory(dir["out"]);
+        var path = Path.Combine(dir["out"], "rewritten.onnx");
+        ModelWriter.Save(model, dir["original.onnx"], path, force: false);
+        using var a = DecoderModel.Open(dir["original.onnx"]);
+        using var b = DecoderModel.Open(path);
+        var prompt = DecoderModels.Prompt(13).Select(t => t % Vocab).ToArray();
+        var steps = ModelComparisonProbe.Run(a, b, prompt, decodeSteps: 4);
+        output.WriteLine($"max |Δlogits| {steps.Max(s => s.MaxAbsDiff):g3} over {steps.Count} steps");
+        Assert.All(steps, s => Assert.True(s.Top1, $"step {s.Step}: top-1 differs"));
+        Assert.All(steps, s => Assert.True(s.MaxAbsDiff <= tolerance, $"step {s.Step}: max |Δlogits| {s.MaxAbsDiff}"));
+        return report;
+    }
+
+    [Fact]
+    public void GqaAttentionBiasPadding_IsRewrittenWithSeqlensFromTheMask_AndMatchesDense()
+    {
+        var original = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.GroupQueryAttention) with { AttentionBias = true });
+        Assert.Equal(2, original.Graph.Node.Count(n => n.OpType == "GroupQueryAttention" && n.Input.Count > 10 && n.Input[10].Length > 0));
+        var sites = RewriteAndCompare(original, 2);
+        Assert.All(sites, s => Assert.Contains("attention_bias = key padding from 'attention_mask'", s.Note));
+    }
+
+    [Fact]
+    public void GqaAttentionBias_ThatIsNotPaddingFromTheMask_IsRefusedWithWhatWasFound()
+    {
+        // The bias made from a constant instead of attention_mask: not key padding.
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.GroupQueryAttention) with { AttentionBias = true });
+        var cast = model.Graph.Node.Single(n => n.OpType == "Cast" && n.Input[0] == "attention_mask");
+        model.Graph.Initializer.Add(TensorProtos.Float("ones_bias", [1, 1], [1f]));
+        cast.OpType = "Identity";
+        cast.Attribute.Clear();
+        cast.Input[0] = "ones_bias";
+        var sites = AttentionRewriter.Inspect(model);
+        Assert.All(sites, s => Assert.False(s.Rewritable));
+        Assert.All(sites, s => Assert.StartsWith("uses input 10 (attention_bias): ", s.Reason));
+
+        // seqlens_k that is not T − 1 (here T − 2): the op's own causal offset would differ.
+        var shifted = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.GroupQueryAttention) with { AttentionBias = true });
+        var sub = shifted.Graph.Node.Single(n => n.Output[0] == "gqa_attention_bias/width_minus_one");
+        shifted.Graph.Initializer.Add(TensorProtos.Int64("two", [], [2]));
+        sub.Input[1] = "two";
+        var refused = AttentionRewriter.Inspect(shifted);
+        Assert.All(refused, s => Assert.Contains("seqlens_k is neither", s.Reason));
+    }
+}
