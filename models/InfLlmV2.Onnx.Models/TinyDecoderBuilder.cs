@@ -51,7 +51,10 @@ internal sealed class TinyDecoderBuilder
         W("lm_head.weight", h, c.Vocab, Std(h));
         Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
         if (!c.ValueInfo) g.ValueInfo.Clear();
-        var m = gqa || mha ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
+        var m = gqa || mha || c.Form == DecoderAttentionForm.FusedMatMul ? Model(g, ("", opset), ("com.microsoft", 1))
+            : c.Form == DecoderAttentionForm.Function ? Model(g, ("", opset), (AttentionFunction.Domain, 1))
+            : Model(g, ("", opset));
+        if (c.Form == DecoderAttentionForm.Function) m.Functions.Add(AttentionFunction.Build(c.HeadSize));
         m.IrVersion = gqa || mha ? 8 : 10;
         m.ProducerName = "infllmv2-tiny-decoder";
         m.DocString = $"tiny GQA decoder: {c}";
@@ -277,7 +280,8 @@ internal sealed class TinyDecoderBuilder
     private string I64C(string name, long[] dims, long[] values) { g.Initializer.Add(TensorProtos.Int64(name, dims, values)); return name; }
 
     private void Add(string op, string[] inputs, string[] outputs, params AttributeProto[] attrs) =>
-        g.Node.Add(Node(op, op is "GroupQueryAttention" or "MultiHeadAttention" or "RotaryEmbedding" ? "com.microsoft" : "", inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
+        g.Node.Add(Node(op, op is "GroupQueryAttention" or "MultiHeadAttention" or "RotaryEmbedding" ? "com.microsoft" : op == AttentionFunction.Name ? AttentionFunction.Domain : "",
+            inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
 
     private string RmsNorm(string x, string weight, string prefix)
     {
@@ -395,13 +399,50 @@ internal sealed class TinyDecoderBuilder
         }
         var kRep = RepeatKv(pk, "k");
         var vRep = RepeatKv(pv, "v");
+        if (c.Form == DecoderAttentionForm.Function)
+        {
+            Add(AttentionFunction.Name, [q4, kRep, vRep, CausalMask(p, l, q4, pk)], [y4]);
+            return;
+        }
+        var masked = c.Form switch
+        {
+            DecoderAttentionForm.FusedMatMul => Masked(p, FusedScores(p, q4, kRep), CausalMask(p, l, q4, pk)),
+            DecoderAttentionForm.TorchScriptGpt2 => Gpt2MaskedScores(p, q4, kRep, pk),
+            _ => Masked(p, ScaledScores(p, q4, kRep), CausalMask(p, l, q4, pk)),
+        };
+        Add("Softmax", [masked], [$"{p}/probs"], Attr("axis", -1L));
+        Add("MatMul", [$"{p}/probs", vRep], [y4]);
+    }
+
+    // (Q·√s)(Kᵀ·√s) with s = 1/√D, as the ONNX Attention function body scales both operands.
+    private string ScaledScores(string p, string q4, string kRep)
+    {
         var factor = $"{p}/scale_sqrt";
         g.Initializer.Add(TensorProtos.Float(factor, [], [MathF.Sqrt(1.0f / MathF.Sqrt(c.HeadSize))]));
         Add("Mul", [q4, factor], [$"{p}/q_scaled"]);
         Add("Transpose", [kRep], [$"{p}/k_t"], Ints("perm", 0, 1, 3, 2));
         Add("Mul", [$"{p}/k_t", factor], [$"{p}/k_scaled"]);
         Add("MatMul", [$"{p}/q_scaled", $"{p}/k_scaled"], [$"{p}/scores"]);
-        // Causal mask: key j is hidden from query i when past + i < j.
+        return $"{p}/scores";
+    }
+
+    // com.microsoft::FusedMatMul(Q, K, transB=1, alpha=1/√D): Q·Kᵀ scaled in one node.
+    private string FusedScores(string p, string q4, string kRep)
+    {
+        g.Node.Add(Node("FusedMatMul", "com.microsoft", [q4, kRep], [$"{p}/scores"],
+            [Attr("transB", 1L), Attr("alpha", 1.0f / MathF.Sqrt(c.HeadSize))], $"/{p}/scores/FusedMatMul"));
+        return $"{p}/scores";
+    }
+
+    private string Masked(string p, string scores, string mask)
+    {
+        Add("Add", [scores, mask], [$"{p}/scores_masked"]);
+        return $"{p}/scores_masked";
+    }
+
+    // Causal mask (key j is hidden from query i when past + i < j), or the HF mask with padding.
+    private string CausalMask(string p, int l, string q4, string pk)
+    {
         var zero = I64C($"{p}/zero", [], [0]);
         var oneS = I64C($"{p}/one", [], [1]);
         var squeezeAxis = I64C($"{p}/squeeze_axis", [1], [0]);
@@ -419,9 +460,73 @@ internal sealed class TinyDecoderBuilder
         g.Initializer.Add(TensorProtos.Float($"{p}/neg_inf", [], [float.NegativeInfinity]));
         g.Initializer.Add(TensorProtos.Float($"{p}/zero_f", [], [0f]));
         Add("Where", [$"{p}/hidden", $"{p}/neg_inf", $"{p}/zero_f"], [$"{p}/mask"]);
-        Add("Add", [$"{p}/scores", c.PaddingMask ? HfMask() : $"{p}/mask"], [$"{p}/scores_masked"]);
-        Add("Softmax", [$"{p}/scores_masked"], [$"{p}/probs"], Attr("axis", -1L));
-        Add("MatMul", [$"{p}/probs", vRep], [y4]);
+        return c.PaddingMask ? HfMask() : $"{p}/mask";
+    }
+
+    // TorchScript GPT-2: MatMul(Q, Kᵀ) / √D; Where(Cast(bias[:, :, T − S:T, :T]), scores, −1e4) with the
+    // constant tril buffer; + (1 − attention_mask)[:, None, None, :]·−1e4 (built once).
+    private string Gpt2MaskedScores(string p, string q4, string kRep, string pk)
+    {
+        const string m = "gpt2";
+        if (!g.Initializer.Any(t => t.Name == $"{m}/bias"))
+        {
+            int n = Math.Min(c.MaxPositions, 1024);
+            var tril = new byte[n * n];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j <= i; j++) tril[i * n + j] = 1;
+            g.Initializer.Add(TensorProtos.Create<byte>($"{m}/bias", TensorProto.Types.DataType.Uint8, [1, 1, n, n], tril));
+            g.Initializer.Add(TensorProtos.Float($"{m}/masked_bias", [], [-1e4f]));
+            g.Initializer.Add(TensorProtos.Float($"{m}/sqrt_d", [], [MathF.Sqrt(c.HeadSize)]));
+            g.Initializer.Add(TensorProtos.Float($"{m}/one_f", [], [1f]));
+            I64C($"{m}/two", [], [2]);
+            I64C($"{m}/axis0", [1], [0]);
+            I64C($"{m}/zero_1d", [1], [0]);
+            I64C($"{m}/axis2_1d", [1], [2]);
+            I64C($"{m}/axis3_1d", [1], [3]);
+            Add("Unsqueeze", ["attention_mask", I64C($"{m}/axes12", [2], [1, 2])], [$"{m}/am_4d"]);
+            Add("Cast", [$"{m}/am_4d"], [$"{m}/am_f"], Attr("to", (long)F32));
+            Add("Sub", [$"{m}/one_f", $"{m}/am_f"], [$"{m}/inverted"]);
+            Add("Mul", [$"{m}/inverted", $"{m}/masked_bias"], [$"{m}/padding"]);
+        }
+        Add("Transpose", [kRep], [$"{p}/k_t"], Ints("perm", 0, 1, 3, 2));
+        Add("MatMul", [q4, $"{p}/k_t"], [$"{p}/qk"]);
+        Add("Div", [$"{p}/qk", $"{m}/sqrt_d"], [$"{p}/scores"]);
+        Add("Shape", [q4], [$"{p}/q_shape"]);
+        Add("Gather", [$"{p}/q_shape", $"{m}/two"], [$"{p}/query_length"], Attr("axis", 0L));
+        Add("Shape", [pk], [$"{p}/k_shape"]);
+        Add("Gather", [$"{p}/k_shape", $"{m}/two"], [$"{p}/key_length"], Attr("axis", 0L));
+        Add("Sub", [$"{p}/key_length", $"{p}/query_length"], [$"{p}/row_start"]);
+        Add("Unsqueeze", [$"{p}/row_start", $"{m}/axis0"], [$"{p}/row_start_1d"]);
+        Add("Unsqueeze", [$"{p}/key_length", $"{m}/axis0"], [$"{p}/key_length_1d"]);
+        Add("Slice", [$"{m}/bias", $"{p}/row_start_1d", $"{p}/key_length_1d", $"{m}/axis2_1d"], [$"{p}/bias_rows"]);
+        Add("Slice", [$"{p}/bias_rows", $"{m}/zero_1d", $"{p}/key_length_1d", $"{m}/axis3_1d"], [$"{p}/causal_u8"]);
+        Add("Cast", [$"{p}/causal_u8"], [$"{p}/causal"], Attr("to", (long)TensorProto.Types.DataType.Bool));
+        Add("Where", [$"{p}/causal", $"{p}/scores", $"{m}/masked_bias"], [$"{p}/scores_causal"]);
+        Add("Add", [$"{p}/scores_causal", $"{m}/padding"], [$"{p}/scores_masked"]);
+        return $"{p}/scores_masked";
+    }
+
+    // The Function form's attention body: scale, Q·Kᵀ, + mask, softmax, · V (constants as Constant nodes).
+    private static class AttentionFunction
+    {
+        public const string Name = "CausalAttention", Domain = "pkg.torch_lib";
+
+        public static FunctionProto Build(int headSize)
+        {
+            var f = new FunctionProto { Name = Name, Domain = Domain };
+            f.Input.AddRange(["query", "key", "value", "attn_mask"]);
+            f.Output.Add("output");
+            f.OpsetImport.Add(new OperatorSetIdProto { Domain = "", Version = 23 });
+            f.Node.Add(Node("Constant", "", [], ["scale"],
+                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Float("", [], [1.0f / MathF.Sqrt(headSize)]) }], "n0"));
+            f.Node.Add(Node("Transpose", "", ["key"], ["key_t"], [Ints("perm", 0, 1, 3, 2)], "n1"));
+            f.Node.Add(Node("MatMul", "", ["query", "key_t"], ["qk"], name: "n2"));
+            f.Node.Add(Node("Mul", "", ["qk", "scale"], ["scores"], name: "n3"));
+            f.Node.Add(Node("Add", "", ["scores", "attn_mask"], ["masked"], name: "n4"));
+            f.Node.Add(Node("Softmax", "", ["masked"], ["probs"], [Attr("axis", -1L)], "n5"));
+            f.Node.Add(Node("MatMul", "", ["probs", "value"], ["output"], name: "n6"));
+            return f;
+        }
     }
 
     // The ORT optimizer's MHA layout: RotaryEmbedding on 3-D q/k, repeat_kv in 3-D, one causal

@@ -19,6 +19,25 @@ public enum DecoderAttentionForm
     /// heads, and a 4-D additive causal attention_bias offset by the past length.
     /// </summary>
     MultiHeadAttention,
+
+    /// <summary>
+    /// Decomposed, with the scores as ORT's transformers optimizer fuses them:
+    /// <c>com.microsoft::FusedMatMul(Q, repeat_kv(K), transB=1, alpha=1/√D)</c>.
+    /// </summary>
+    FusedMatMul,
+
+    /// <summary>
+    /// The TorchScript export of HF GPT-2's attention: <c>MatMul(Q, Kᵀ) / √D</c>, the causal part
+    /// <c>Where(Cast(Slice(Slice(tril buffer, T − S..T, axis 2), 0..T, axis 3)), scores, −1e4)</c> from a
+    /// constant lower-triangular [1, 1, N, N] buffer, then <c>+ (1 − attention_mask)·−1e4</c>.
+    /// </summary>
+    TorchScriptGpt2,
+
+    /// <summary>
+    /// Decomposed attention (scale, scores, mask, softmax, output) inside a model-local function
+    /// called once per layer, as the dynamo exporter emits <c>aten_scaled_dot_product_attention</c>.
+    /// </summary>
+    Function,
 }
 
 /// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>

@@ -74,4 +74,58 @@ public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
         var refused = AttentionRewriter.Inspect(shifted);
         Assert.All(refused, s => Assert.Contains("seqlens_k is neither", s.Reason));
     }
+
+    [Fact]
+    public void FusedMatMulScores_AreRewrittenWithAlphaAsTheScale_AndMatchDense()
+    {
+        var original = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.FusedMatMul));
+        Assert.Equal(2, original.Graph.Node.Count(n => n.OpType == "FusedMatMul"));
+        RewriteAndCompare(original, 2);
+    }
+
+    [Fact]
+    public void FusedMatMul_WithTransA_IsRefusedWithWhatWasFound()
+    {
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.FusedMatMul));
+        foreach (var n in model.Graph.Node.Where(n => n.OpType == "FusedMatMul")) n.Attribute.Add(GraphTools.GraphBuilder.Attr("transA", 1L));
+        var sites = AttentionRewriter.Inspect(model);
+        Assert.Equal(2, sites.Count);
+        Assert.All(sites, s => Assert.Contains("FusedMatMul for Q·Kᵀ with transA", s.Reason));
+    }
+
+    [Fact]
+    public void TorchScriptGpt2BufferMask_IsRewritten_AndMatchesDense()
+    {
+        var original = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.TorchScriptGpt2));
+        Assert.Equal(4, original.Graph.Node.Count(n => n.OpType == "Slice" && n.Output[0].Contains("bias_rows") || n.Output[0].Contains("causal_u8")));
+        var sites = RewriteAndCompare(original, 2);
+        Assert.All(sites, s => Assert.Contains("ones then zeros", s.Note));
+    }
+
+    [Theory]
+    [InlineData("upper")]       // the buffer is upper-triangular: not causal
+    [InlineData("rows_from_0")] // rows sliced [0, T) instead of [T − S, T): the queries' positions ignore the past
+    public void TorchScriptGpt2_WithAnotherBufferOrSlice_IsRefused(string plant)
+    {
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.TorchScriptGpt2));
+        var g = model.Graph;
+        if (plant == "upper")
+        {
+            var bias = g.Initializer.Single(t => t.Name == "gpt2/bias");
+            long n = bias.Dims[^1];
+            var bytes = bias.RawData.ToByteArray();
+            for (long i = 0; i < n; i++)
+                for (long j = 0; j < n; j++) bytes[i * n + j] = (byte)(j >= i ? 1 : 0);
+            bias.RawData = Google.Protobuf.ByteString.CopyFrom(bytes);
+        }
+        else
+        {
+            foreach (var slice in g.Node.Where(x => x.Output[0].EndsWith("/bias_rows"))) slice.Input[1] = "gpt2/zero_1d";
+        }
+        var sites = AttentionRewriter.Inspect(model);
+        Assert.Equal(2, sites.Count);
+        Assert.All(sites, s => Assert.False(s.Rewritable));
+        output.WriteLine(sites[0].Reason);
+        Assert.All(sites, s => Assert.Contains(plant == "upper" ? "mask not provably causal" : "a Slice of a table's rows", s.Reason));
+    }
 }
