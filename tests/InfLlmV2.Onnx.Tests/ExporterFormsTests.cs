@@ -128,4 +128,45 @@ public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
         output.WriteLine(sites[0].Reason);
         Assert.All(sites, s => Assert.Contains(plant == "upper" ? "mask not provably causal" : "a Slice of a table's rows", s.Reason));
     }
+
+    [Fact]
+    public void AttentionInsideAModelLocalFunction_IsInlinedAndRewritten_AndMatchesDense()
+    {
+        var original = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
+        Assert.Single(original.Functions);
+        Assert.Equal(2, original.Graph.Node.Count(n => n.OpType == "CausalAttention"));
+        // Inspect sees the sites without modifying the model.
+        var before = original.Clone();
+        Assert.All(AttentionRewriter.Inspect(original), s => Assert.True(s.Rewritable, s.Reason));
+        Assert.Equal(before, original);
+        var sites = RewriteAndCompare(original, 2);
+        Assert.All(sites, s => Assert.StartsWith("/layers.", s.Node));
+    }
+
+    [Fact]
+    public void RewrittenFunctionModel_HasNoCallsLeft_AndKeepsOtherFunctions()
+    {
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
+        var unrelated = new FunctionProto { Name = "Unused", Domain = "pkg.other" };
+        unrelated.Input.Add("x");
+        unrelated.Output.Add("y");
+        unrelated.Node.Add(GraphTools.GraphBuilder.Node("Relu", "", ["x"], ["y"]));
+        model.Functions.Add(unrelated);
+        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions());
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+        Assert.DoesNotContain(model.Graph.Node, n => n.OpType == "CausalAttention");
+        Assert.Equal(["Unused"], model.Functions.Select(f => f.Name));
+        Assert.Equal(2, model.Graph.Node.Count(n => n.OpType == SwitchableAttentionOp.OpType));
+    }
+
+    [Fact]
+    public void FunctionImportingAnotherOpsetVersion_IsNotInlined_AndTheReportSaysWhy()
+    {
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
+        model.Functions[0].OpsetImport[0].Version = 18;
+        var sites = AttentionRewriter.Inspect(model);
+        var site = Assert.Single(sites);
+        Assert.False(site.Rewritable);
+        Assert.Contains("model-local function 'pkg.torch_lib::CausalAttention', not inlined: it imports domain 'ai.onnx' at version 18, the model at 23", site.Reason);
+    }
 }
