@@ -89,6 +89,12 @@ public sealed record TinyDecoderConfig
     /// </summary>
     public bool AttentionBias { get; init; }
 
+    /// <summary>
+    /// optimum's merged decoder: weights in the main graph, one <c>If</c> on the bool input
+    /// <c>use_cache_branch</c> whose branches are the decoder with past and without (any form).
+    /// </summary>
+    public bool Merged { get; init; }
+
     /// <summary>Whether the model carries value_info for intermediate values (optimum and dynamo exports carry none).</summary>
     public bool ValueInfo { get; init; } = true;
 

@@ -27,7 +27,8 @@ public static class TinyDecoderGenerator
         if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
         if (c.Form == DecoderAttentionForm.GroupQueryAttention && c.PaddingMask) throw new ArgumentException("the GroupQueryAttention form takes its lengths from attention_mask already");
         if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.AttentionBias) throw new ArgumentException("attention_bias exists only in the GroupQueryAttention form");
-        return new TinyDecoderBuilder(c).Build();
+        var model = new TinyDecoderBuilder(c).Build();
+        return c.Merged ? MergedDecoder.Wrap(model, c) : model;
     }
 
     /// <summary>

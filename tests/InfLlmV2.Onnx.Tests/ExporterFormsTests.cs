@@ -169,4 +169,56 @@ public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.False(site.Rewritable);
         Assert.Contains("model-local function 'pkg.torch_lib::CausalAttention', not inlined: it imports domain 'ai.onnx' at version 18, the model at 23", site.Reason);
     }
+
+    // The merged model with use_cache_branch fixed to one branch (the session feeds no such input).
+    private static ModelProto Branch(ModelProto merged, bool useCache)
+    {
+        var m = merged.Clone();
+        var input = m.Graph.Input.Single(i => i.Name == "use_cache_branch");
+        m.Graph.Input.Remove(input);
+        m.Graph.Initializer.Add(TensorProtos.Create<byte>("use_cache_branch", TensorProto.Types.DataType.Bool, [1], [(byte)(useCache ? 1 : 0)]));
+        return m;
+    }
+
+    [Theory]
+    [InlineData(DecoderAttentionForm.GroupQueryAttention)]
+    [InlineData(DecoderAttentionForm.Decomposed)]
+    [InlineData(DecoderAttentionForm.TorchScriptGpt2)]
+    public void MergedDecoder_BothBranchesAreRewritten_AndEachMatchesDense(DecoderAttentionForm form)
+    {
+        using var dir = new TempDir();
+        var original = TinyDecoderGenerator.Generate(Config(form) with { Merged = true });
+        Assert.Single(original.Graph.Node, n => n.OpType == "If");
+        var rewritten = original.Clone();
+        var sites = AttentionRewriter.Rewrite(rewritten, new RewriteOptions());
+        Assert.Equal(4, sites.Count);
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+        Assert.Equal(["no_past", "no_past", "with_past", "with_past"], sites.Select(s => s.Graph).Order());
+        var iff = rewritten.Graph.Node.Single(n => n.OpType == "If");
+        Assert.All(iff.Attribute, a => Assert.Equal(2, a.G.Node.Count(n => n.OpType == SwitchableAttentionOp.OpType)));
+        // Attention-mode input cannot be added inside a branch: compare through the session's Auto routing (dense at this length).
+        foreach (var useCache in new[] { true, false })
+        {
+            var a = dir[$"a_{useCache}.onnx"];
+            var b = dir[$"b_{useCache}.onnx"];
+            OnnxModelFile.Save(Branch(original, useCache), a);
+            OnnxModelFile.Save(Branch(rewritten, useCache), b);
+            using var ma = DecoderModel.Open(a);
+            using var mb = DecoderModel.Open(b);
+            using var sa = new DecoderSession(ma, new() { Capacity = 32 });
+            using var sb = new DecoderSession(mb, new() { Capacity = 32 });
+            var prompt = DecoderModels.Prompt(13).Select(t => t % Vocab).ToArray();
+            sa.AppendTokens(prompt);
+            sb.AppendTokens(prompt);
+            double worst = ModelRunner.MaxAbsDiff(sa.LastLogits()!, sb.LastLogits()!);
+            // The no-past branch ignores the cache: only its prefill is a meaningful step.
+            for (int i = 0; useCache && i < 4; i++)
+            {
+                int t = TokenSampler.ArgMax(sa.LastLogits()!);
+                worst = Math.Max(worst, ModelRunner.MaxAbsDiff(sa.NextToken(t), sb.NextToken(t)));
+            }
+            output.WriteLine($"{form} use_cache_branch={useCache}: max |Δlogits| {worst:g3}");
+            Assert.True(worst <= 1e-4, $"use_cache_branch={useCache}: max |Δlogits| {worst}");
+        }
+    }
 }

@@ -52,16 +52,17 @@ public static class AttentionRewriter
             return found;
         }
         var sites = new List<AttentionSite>();
-        bool any = VisitGraph(model, model.Graph, [], isMain: true, options, rewrite, sites, progress);
+        bool any = VisitGraph(model, model.Graph, [], null, isMain: true, options, rewrite, sites, progress);
         if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == SwitchableAttentionOp.Domain))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = SwitchableAttentionOp.Domain, Version = SwitchableAttentionOp.DomainVersion });
         return sites;
     }
 
-    private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, bool isMain,
+    private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, GraphIndex? parent, bool isMain,
         RewriteOptions options, bool rewrite, List<AttentionSite> sites, Action<string>? progress)
     {
-        var index = new GraphIndex(graph, outer);
+        // A body sees its enclosing graphs' values (an If branch of a merged decoder reads the main graph's inputs and weights).
+        var index = new GraphIndex(graph, outer, parent);
         var accepted = new List<(IAttentionRule Rule, AttentionMatch Match, int SiteIndex)>();
         foreach (var node in graph.Node.ToList())
         {
@@ -97,10 +98,11 @@ public static class AttentionRewriter
         }
         // Subgraphs see this graph's values.
         var visible = new HashSet<string>(outer, StringComparer.Ordinal);
-        visible.UnionWith(new GraphIndex(graph).AllNames);
+        var after = new GraphIndex(graph, outer, parent);
+        visible.UnionWith(after.AllNames);
         foreach (var node in graph.Node)
             foreach (var sub in GraphIndex.Subgraphs(node))
-                any |= VisitGraph(model, sub, visible, isMain: false, options, rewrite, sites, progress);
+                any |= VisitGraph(model, sub, visible, after, isMain: false, options, rewrite, sites, progress);
         return any;
     }
 }

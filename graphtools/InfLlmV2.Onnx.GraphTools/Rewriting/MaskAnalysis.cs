@@ -70,8 +70,10 @@ public sealed class MaskAnalysis
         _pastLength = pastLength;
         _keyLengths.Add(keyLength);
         // By its contract an attention_mask [B, past + S] is as long as the keys: its width is a key length.
-        foreach (var input in graph.Graph.Input)
-            if (IsAttentionMaskShape(graph, input.Name) is { } width) _keyLengths.Add(width);
+        // (An If/Loop/Scan body reads it from an enclosing graph.)
+        for (var scope = graph; scope is not null; scope = scope.Outer)
+            foreach (var input in scope.Graph.Input)
+                if (IsAttentionMaskShape(graph, input.Name) is { } width) _keyLengths.Add(width);
     }
 
     private object? IsAttentionMaskShape(GraphIndex graph, string input) =>
@@ -102,7 +104,11 @@ public sealed class MaskAnalysis
     {
         if (additive.Count + selects.Count == 0) return (null, "no mask");
         if (queryLength is null || keyLength is null) return (null, "the query or key length is unknown, so the mask's index ranges cannot be identified");
-        if (Equals(queryLength, keyLength)) return (null, "query and key lengths are the same symbol, so the mask's query and key axes cannot be told apart");
+        // Without a past (a merged decoder's no-past branch: past length 0) keys and queries have one
+        // length; axes are then told apart only where the dataflow says which is which (a buffer's
+        // rows and columns, attention_mask's keys), and anything ambiguous is refused by the axis checks.
+        if (Equals(queryLength, keyLength) && !Equals(pastLength, 0L))
+            return (null, "query and key lengths are the same symbol, so the mask's query and key axes cannot be told apart");
         try
         {
             var a = new MaskAnalysis(graph, eval, queryLength, keyLength, pastLength);

@@ -162,6 +162,8 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         Cache? cache = null;
         if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
         {
+            if (!g.IsLocal(kc) || !g.IsLocal(vc))
+                return Refuse("the cache Concat is in an enclosing graph (the op would produce the presents inside this body)");
             cache = new Cache(kc.Input[0], vc.Input[0], k, v, kc, vc);
             k = kc.Input[1];
             v = vc.Input[1];
@@ -205,7 +207,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             if (facts.KeyLimits.Count > 0) return Refuse("the mask also has key padding limits from per-batch inputs", h, hkv, d);
             if (facts.SlidingWindow is long w) return Refuse($"the mask has a sliding window of {w} keys (not rewritten for this form yet)", h, hkv, d);
             string? expected = cache is null ? null : MaskAnalysis.DimVariable(pastLength);
-            if (facts.QueryOffset != expected || (cache is not null && expected is null))
+            if (facts.QueryOffset != expected || (cache is not null && expected is null && !Equals(pastLength, 0L)))
                 return Refuse($"the mask places query row 0 at {facts.QueryOffset ?? "0"}, not at the past length", h, hkv, d);
             paddingMask = facts.PaddingMask;
         }
