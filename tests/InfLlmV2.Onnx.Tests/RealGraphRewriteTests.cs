@@ -36,4 +36,28 @@ public class RealGraphRewriteTests
         Assert.DoesNotContain(nodes, n => n.Output.Any(o => o.Contains("gqa_attention_bias")));
         GraphCleanup.Validate(model.Graph, []);
     }
+
+    [Fact]
+    public void Phi35TorchExportDecomposedRewritesBothLayers()
+    {
+        if (RealGraphs.Folder() is null) return;
+        using var dir = new TempDir();
+        var model = RealGraphs.Load("custom_exporter_phi35_decomposed/model.onnx", dir);
+        var inputs = model.Graph.Input.Select(i => i.Name).ToList();
+        var outputs = model.Graph.Output.Select(o => o.Name).ToList();
+        var sites = RewriteAll(model);
+        Assert.Equal(2, sites.Count);
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+        // Its mask: causal (Range/LessOrEqual), a sliding window of 262144 keys (Greater), and key padding
+        // read from attention_mask through a flat Gather (And/Not), Slice'd to the key length.
+        Assert.All(sites, s => Assert.Contains("local_window_size=262144", s.Note));
+        Assert.All(sites, s => Assert.Contains("key padding from 'attention_mask'", s.Note));
+        Assert.All(sites, s => Assert.Equal((32, 32, 96), (s.NumHeads, s.KvNumHeads, s.HeadSize)));
+        Assert.Equal(2, model.Graph.Node.Count(n => n.OpType == SwitchableAttentionOp.OpType));
+        Assert.DoesNotContain(model.Graph.Node, n => n.OpType == "Softmax");
+        // The model's interface is unchanged (the op writes the presents the Concats wrote).
+        Assert.Equal(inputs, model.Graph.Input.Select(i => i.Name));
+        Assert.Equal(outputs, model.Graph.Output.Select(o => o.Name));
+        GraphCleanup.Validate(model.Graph, []);
+    }
 }

@@ -76,6 +76,23 @@ public sealed class MaskAnalysis
                 if (IsAttentionMaskShape(graph, input.Name) is { } width) _keyLengths.Add(width);
     }
 
+    /// <summary>
+    /// A 2-D integer graph input that is not token ids (never the indices of a Gather from a constant
+    /// table, i.e. an embedding): an attention_mask [B, past + S]. Its width is not trusted to be a
+    /// distinct key length when it is declared with the query length's symbol (an exporter that names
+    /// input_ids' and attention_mask's second dims alike); its values are still read by the contract.
+    /// </summary>
+    private bool IsAttentionMaskInput(string input) =>
+        _graph.Shape(input) is { Count: 2 } shape && _graph.ElementType(input) is TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32
+        && !Equals(shape[1], 1L) && !Consumers(input).Any(c => c.OpType == "Gather" && c.Input.Count > 1 && c.Input[1] == input && _graph.Initializer(c.Input[0]) is not null);
+
+    // Consumers of a value in this graph and the enclosing ones.
+    private IEnumerable<NodeProto> Consumers(string value)
+    {
+        for (var scope = _graph; scope is not null; scope = scope.Outer)
+            foreach (var c in scope.Consumers(value)) yield return c;
+    }
+
     private object? IsAttentionMaskShape(GraphIndex graph, string input) =>
         graph.Shape(input) is { Count: 2 } shape && graph.ElementType(input) is TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32
         && shape[1] is { } width && !Equals(width, _queryLength) && !Equals(width, 1L) ? width : null;
@@ -283,6 +300,8 @@ public sealed class MaskAnalysis
                 for (int i = 0, j = 0; i < x.Axes.Length; i++) map[i] = drop.Contains(i) ? -1 : j++;
                 return Move(x, keep.Select(i => x.Axes[i]).ToArray(), map);
             }
+            case "Reshape" when FlatMaskGather(n, depth) is { } gathered:
+                return gathered;
             case "Reshape":
                 return ReshapeSym(In(0), value, n.Input[1]);
             case "Expand":
@@ -326,6 +345,70 @@ public sealed class MaskAnalysis
                 throw new Refusal($"it uses {n.OpType}, which the mask analysis does not model");
         }
     }
+
+    /// <summary>
+    /// attention_mask[b, x] read through flat indices, as torch.export-based exporters lower
+    /// <c>mask[batch_index, key_index]</c>: <c>Reshape(Gather(Reshape(M, [−1]), Reshape(x + b·W, [−1])), Shape(x + b·W))</c>
+    /// with M the [B, W] attention_mask (optionally Cast), W its width (a shape read) and b the batch
+    /// index (Range(0, B) on the leading axis). It is M's row b at x: "x &lt; the row's sum" under the
+    /// ones-then-zeros contract, x being the index expression it gathers. Null when the pattern differs.
+    /// </summary>
+    private Sym? FlatMaskGather(NodeProto reshape, int depth)
+    {
+        if (_graph.Producer(reshape.Input[0]) is not { OpType: "Gather" } gather || (gather.IntAttr("axis") ?? 0) != 0) return null;
+        if (_graph.Producer(gather.Input[0]) is not { OpType: "Reshape" } flatData || _eval.Values(flatData.Input[1]) is not [-1]) return null;
+        if (_graph.Producer(gather.Input[1]) is not { OpType: "Reshape" } flatIndex || _eval.Values(flatIndex.Input[1]) is not [-1]) return null;
+        var mask = _graph.SkipPassThroughUp(flatData.Input[0]);
+        if (!_graph.IsGraphInput(mask) || !IsAttentionMaskInput(mask)) return null;
+        var index = flatIndex.Input[0];
+        // The result takes the index's shape back: Reshape(·, Shape(index)).
+        if (_graph.Producer(reshape.Input[1]) is not { OpType: "Shape" } back || back.Input[0] != index || back.Attribute.Count > 0) return null;
+        if (_graph.Producer(index) is not { OpType: "Add" } add) return null;
+        for (int i = 0; i < 2; i++)
+        {
+            if (_graph.Producer(add.Input[1 - i]) is not { OpType: "Mul" } mul) continue;
+            for (int j = 0; j < 2; j++)
+            {
+                if (!IsBatchIndex(mul.Input[j]) || !IsWidthOf(mul.Input[1 - j], mask)) continue;
+                if (Eval(add.Input[i], depth + 1) is not IntSym x || x.Axes.Contains(B)) throw new Refusal("a flat gather of attention_mask at an index that is not a key index expression");
+                if (_paddingMask is not null && _paddingMask != mask) throw new Refusal($"it reads two 2-D integer inputs ('{_paddingMask}', '{mask}')");
+                _paddingMask = mask;
+                var axes = (string[])x.Axes.Clone();
+                if (axes.Length < 4) axes = [.. Enumerable.Repeat(One, 4 - axes.Length), .. axes];
+                axes[0] = B;
+                bool isBool = _graph.Producer(flatData.Input[0]) is { OpType: "Cast" } cast && (cast.IntAttr("to") ?? 0) == (long)TensorProto.Types.DataType.Bool;
+                var visible = Lin.Var(LengthPrefix + mask).Plus(x.Expr, -1).Plus(Lin.Constant(1), -1);
+                return new TabSym(axes, [[visible]], [0, 1], isBool);
+            }
+        }
+        return null;
+    }
+
+    // Range(0, B, 1) placed on the leading axis of a rank-4 tensor (Reshape to [−1, 1, 1, 1], then Expand).
+    private bool IsBatchIndex(string value)
+    {
+        for (int i = 0; i < 8 && _graph.Producer(value) is { } p; i++)
+        {
+            switch (p.OpType)
+            {
+                case "Expand" or "Cast" or "Identity":
+                    value = p.Input[0];
+                    continue;
+                case "Reshape" when _eval.Values(p.Input[1]) is [-1, 1, 1, 1]:
+                    value = p.Input[0];
+                    continue;
+                case "Range":
+                    return _eval.Scalar(p.Input[0]) == 0 && _eval.Scalar(p.Input[2]) == 1;
+                default:
+                    return false;
+            }
+        }
+        return false;
+    }
+
+    // The width (last dim) of mask, read from its shape (or a Cast of it).
+    private bool IsWidthOf(string value, string mask) =>
+        Dim(value, 0) is { } w && _graph.Shape(mask) is { Count: 2 } shape && Equals(shape[1], w);
 
     // A boolean part of a mask sum stands for 0 where true and −large where false.
     private static TabSym ToAdditive(TabSym t) =>
@@ -450,7 +533,7 @@ public sealed class MaskAnalysis
         bool isInt = type is TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32;
         if (shape is { Count: 1 } && isInt) return new IntSym([B], Lin.Var(value));
         // attention_mask [B, past + S]: key k visible iff k < its row's sum (rows ones then zeros).
-        if (IsAttentionMaskShape(_graph, value) is not null)
+        if (IsAttentionMaskInput(value))
         {
             if (_paddingMask is not null && _paddingMask != value) throw new Refusal($"it reads two 2-D integer inputs ('{_paddingMask}', '{value}')");
             _paddingMask = value;
@@ -469,6 +552,8 @@ public sealed class MaskAnalysis
     private Sym ConstantSym(string value, int rank)
     {
         var v = _eval.Values(value);
+        if (v is { Length: 1 } && _graph.ElementType(value) == TensorProto.Types.DataType.Bool)
+            return TabSym.Const(Enumerable.Repeat(One, rank).ToArray(), v[0] != 0 ? 1 : 0, isBool: true);
         if (v is not { Length: 1 })
             throw new Refusal(rank >= 2 ? $"the constant '{value}' is a table that is neither a single number nor a lower-triangular [.., N, N] buffer"
                 : $"the constant '{value}' is not a single number");

@@ -28,6 +28,9 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     {
         /// <summary>The attention_mask input whose values the mask's key padding comes from, or null.</summary>
         public string? PaddingMask { get; init; }
+
+        /// <summary>The mask's sliding window in keys (the site then runs dense-only), or null.</summary>
+        public long? SlidingWindow { get; init; }
     }
 
     /// <summary>A KV cache in the graph: present = Concat(past, new, axis 2) for keys and values.</summary>
@@ -197,6 +200,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         object? sq = qs[2], sk = ks[2];
         var offset = additive.Count == 1 && selects.Count == 0 ? CausalOffset(g, eval, additive[0], cache?.PastKey) : null;
         string? paddingMask = null;
+        long? window = null;
         if (offset is null || (cache is null && offset != 0))
         {
             // Any other mask (HF/optimum: causal from Trilu or Range/Greater AND padding from attention_mask): prove it.
@@ -205,7 +209,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             var (facts, why) = MaskAnalysis.Analyze(g, eval, additive, selects, sq, keyLength, pastLength);
             if (facts is null) return Refuse(why!, h, hkv, d);
             if (facts.KeyLimits.Count > 0) return Refuse("the mask also has key padding limits from per-batch inputs", h, hkv, d);
-            if (facts.SlidingWindow is long w) return Refuse($"the mask has a sliding window of {w} keys (not rewritten for this form yet)", h, hkv, d);
+            window = facts.SlidingWindow;
             string? expected = cache is null ? null : MaskAnalysis.DimVariable(pastLength);
             if (facts.QueryOffset != expected || (cache is not null && expected is null && !Equals(pastLength, 0L)))
                 return Refuse($"the mask places query row 0 at {facts.QueryOffset ?? "0"}, not at the past length", h, hkv, d);
@@ -225,7 +229,9 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
         return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache)
         {
-            PaddingMask = paddingMask, Note = paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask),
+            PaddingMask = paddingMask, SlidingWindow = window,
+            Note = string.Join("; ", new[] { window is long keys ? RewriteContext.SlidingWindowNote(keys) : null, paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask) }
+                .Where(x => x is not null)) is { Length: > 0 } note ? note : null,
         }) with
         {
             Operands = [q, k, v, .. additive, .. selects.Select(c => c.Condition), .. cache is null ? Array.Empty<string>() : [cache.PastKey, cache.PastValue]],
@@ -243,6 +249,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             {
                 PastKey = f.Cache?.PastKey, PastValue = f.Cache?.PastValue,
                 PresentKey = f.Cache?.PresentKey ?? "", PresentValue = f.Cache?.PresentValue ?? "", AttentionMask = f.PaddingMask,
+                SlidingWindow = f.SlidingWindow,
             });
         if (f.Cache is not null)  // the op now produces the presents
         {
