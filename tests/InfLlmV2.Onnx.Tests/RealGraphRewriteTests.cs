@@ -60,4 +60,24 @@ public class RealGraphRewriteTests
         Assert.Equal(outputs, model.Graph.Output.Select(o => o.Name));
         GraphCleanup.Validate(model.Graph, []);
     }
+
+    [Fact]
+    public void Phi35_WithTheFlatGatherStrideNotTheMaskWidth_IsRefused()
+    {
+        if (RealGraphs.Folder() is null) return;
+        using var dir = new TempDir();
+        var model = RealGraphs.Load("custom_exporter_phi35_decomposed/model.onnx", dir);
+        // b·W + k with W = 7 instead of attention_mask's width: the gather reads other rows.
+        var index = new GraphIndex(model.Graph);
+        var gather = model.Graph.Node.Single(n => n.OpType == "Gather" && index.Producer(n.Input[0])?.OpType == "Reshape"
+            && index.SkipPassThroughUp(index.Producer(n.Input[0])!.Input[0]) == "attention_mask");
+        var add = index.Producer(index.Producer(gather.Input[1])!.Input[0])!;
+        var mul = add.Input.Select(index.Producer).Single(p => p?.OpType == "Mul")!;
+        model.Graph.Initializer.Add(TensorProtos.Int64("seven", [1], [7]));
+        mul.Input[1] = "seven";
+        var sites = AttentionRewriter.Inspect(model);
+        Assert.Equal(2, sites.Count);
+        Assert.All(sites, s => Assert.False(s.Rewritable));
+        Assert.All(sites, s => Assert.Contains("Gather", s.Reason));
+    }
 }
