@@ -161,7 +161,7 @@ public class RefusalReasonTests
     [InlineData("maskInput", "the mask is the graph input 'attn_mask' ([1, 1, 4, 4]): its values are the caller's, so causality cannot be proven")]
     [InlineData("weightInputs", "the projection weights 'wq' are a graph input")]
     [InlineData("vision", "non-causal attention: nothing masks the scores between Q·Kᵀ and the Softmax (encoder or vision attention)")]
-    [InlineData("reshapeBetween", "a Softmax between two matrix products in a form no rule matches (scores: MatMul → Reshape → Mul → Add → Softmax)")]
+    [InlineData("reshapeBetween", "the scores are not a MatMul but Reshape (scores: MatMul → Reshape → Mul → Add → Softmax)")]
     public void Refused_WithWhatStopsTheRewrite(string variant, string reason)
     {
         var model = Build(variant);

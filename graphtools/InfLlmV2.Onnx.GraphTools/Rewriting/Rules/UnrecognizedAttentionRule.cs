@@ -74,8 +74,8 @@ public sealed class UnrecognizedAttentionRule : IAttentionRule
     public void Rewrite(RewriteContext context, AttentionMatch match) =>
         throw new InvalidOperationException("unrecognized attention is never rewritten");
 
-    // Op types from the scores' product up to the Softmax along the first data inputs, or null when no product is near.
-    private static List<string>? ScoresPath(GraphIndex g, NodeProto softmax)
+    /// <summary>Op types from the scores' product up to the Softmax along the first data inputs, or null when no product is near.</summary>
+    public static List<string>? ScoresPath(GraphIndex g, NodeProto softmax)
     {
         var ops = new List<string>();
         var value = softmax.Input[0];
