@@ -144,6 +144,44 @@ public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void HybridModel_GqaLayersAreRewritten_AndTheLinearAttentionScanIsLeftUntouched()
+    {
+        // A GQA decoder beside a linear-attention layer in a Scan (state S += kᵀv, y = q·S per token):
+        // products of computed values without a Softmax; the rewrite must neither report nor touch it.
+        const int D = 8;
+        var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.GroupQueryAttention));
+        var f32 = TensorProto.Types.DataType.Float;
+        var body = new GraphProto { Name = "linear_attention_step" };
+        body.Input.Add(GraphTools.GraphBuilder.Tensor("state", f32, D, D));
+        body.Input.Add(GraphTools.GraphBuilder.Tensor("x", f32, D));
+        body.Initializer.Add(TensorProtos.Int64("axis0", [1], [0]));
+        body.Initializer.Add(TensorProtos.Int64("axis1", [1], [1]));
+        body.Node.Add(GraphTools.GraphBuilder.Node("Unsqueeze", "", ["x", "axis1"], ["k"]));
+        body.Node.Add(GraphTools.GraphBuilder.Node("Unsqueeze", "", ["x", "axis0"], ["v"]));
+        body.Node.Add(GraphTools.GraphBuilder.Node("MatMul", "", ["k", "v"], ["kv"]));
+        body.Node.Add(GraphTools.GraphBuilder.Node("Add", "", ["state", "kv"], ["state_next"]));
+        body.Node.Add(GraphTools.GraphBuilder.Node("MatMul", "", ["v", "state_next"], ["y"]));
+        body.Output.Add(GraphTools.GraphBuilder.Tensor("state_next", f32, D, D));
+        body.Output.Add(GraphTools.GraphBuilder.Tensor("y", f32, 1, D));
+        var scan = GraphTools.GraphBuilder.Node("Scan", "", ["linear/state0", "linear_input"], ["linear/state", "linear_output"],
+            [GraphTools.GraphBuilder.Attr("num_scan_inputs", 1L)], "linear_attention");
+        scan.Attribute.Add(new AttributeProto { Name = "body", Type = AttributeProto.Types.AttributeType.Graph, G = body });
+        model.Graph.Initializer.Add(TensorProtos.Float("linear/state0", [D, D], new float[D * D]));
+        model.Graph.Input.Add(GraphTools.GraphBuilder.Tensor("linear_input", f32, null, D));
+        model.Graph.Node.Add(scan);
+        model.Graph.Output.Add(GraphTools.GraphBuilder.Tensor("linear_output", f32, null, 1, D));
+        var scanBefore = scan.Clone();
+
+        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions());
+        Assert.Equal(2, sites.Count);
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+        Assert.All(sites, s => Assert.Equal(model.Graph.Name, s.Graph));
+        Assert.Equal(2, model.Graph.Node.Count(n => n.OpType == SwitchableAttentionOp.OpType));
+        Assert.Equal(scanBefore, Assert.Single(model.Graph.Node, n => n.OpType == "Scan"));
+        Assert.Contains(model.Graph.Output, o => o.Name == "linear_output");
+    }
+
+    [Fact]
     public void RewrittenFunctionModel_HasNoCallsLeft_AndKeepsOtherFunctions()
     {
         var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
