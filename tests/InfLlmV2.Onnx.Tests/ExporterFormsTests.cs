@@ -182,6 +182,23 @@ public class ExporterFormsTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void FunctionWithAnAttributeReference_IsInlinedWithTheCallersValue_AndMatchesDense()
+    {
+        // The scale is an attribute of the call, read in the body through ref_attr_name (as dynamo's
+        // aten functions take scale); a non-default value, so a lost reference changes the result.
+        var original = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
+        var f = Assert.Single(original.Functions);
+        f.Attribute.Add("scale");
+        var constant = f.Node.Single(n => n.OpType == "Constant");
+        constant.Attribute.Clear();
+        constant.Attribute.Add(new AttributeProto { Name = "value_float", Type = AttributeProto.Types.AttributeType.Float, RefAttrName = "scale" });
+        foreach (var call in original.Graph.Node.Where(n => n.OpType == "CausalAttention"))
+            call.Attribute.Add(GraphTools.GraphBuilder.Attr("scale", 0.5f / MathF.Sqrt(16)));
+        var sites = RewriteAndCompare(original, 2);
+        Assert.All(sites, s => Assert.True(s.Rewritten, s.Reason));
+    }
+
+    [Fact]
     public void RewrittenFunctionModel_HasNoCallsLeft_AndKeepsOtherFunctions()
     {
         var model = TinyDecoderGenerator.Generate(Config(DecoderAttentionForm.Function));
