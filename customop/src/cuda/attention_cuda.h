@@ -14,8 +14,8 @@
 
 namespace infllmv2::cuda {
 
-// Device scratch of `bytes` bytes, valid until the call's work on the stream is done (the ORT
-// kernel context's allocator; a plain buffer in tests). Returns null on failure.
+// Device scratch of `bytes` bytes, valid until the call's work on the stream is done (ORT's
+// stream-aware scratch, ort/call_scratch.h; a plain buffer in tests). Returns null on failure.
 using ScratchAllocator = std::function<void*(size_t bytes)>;
 
 // Tuning knobs (tests force the paths with them; the op uses the defaults).

@@ -115,6 +115,8 @@ constexpr float kInf = __builtin_huge_valf();
 #else  // host emulation
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -163,8 +165,17 @@ inline uint32_t Pack2(float lo, float hi) {
 }
 
 namespace detail {
+// The hardware faults on a misaligned cp.async or ldmatrix address (misaligned address error): so
+// does the emulation, naming the instruction, so a host test catches the misuse.
+inline void RequireAligned16(const void* p, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) return;
+  std::fprintf(stderr, "CUDA emulator: %s address %p is not 16-byte aligned\n", what, p);
+  std::abort();
+}
+
 // Every lane posts its row address; lane l then reads, for matrix j, the pair the layout gives it.
 inline void LdMatrix(uint32_t r[4], const void* row, bool trans) {
+  RequireAligned16(row, trans ? "ldmatrix.trans row" : "ldmatrix row");
   uint32_t words[2];
   const auto addr = reinterpret_cast<uintptr_t>(row);
   words[0] = static_cast<uint32_t>(addr);
@@ -220,6 +231,8 @@ inline void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const
 }
 
 inline void CpAsync16(void* dst, const void* src, int bytes) {
+  detail::RequireAligned16(dst, "cp.async shared destination");
+  detail::RequireAligned16(src, "cp.async global source");
   bytes = bytes < 0 ? 0 : bytes > 16 ? 16 : bytes;
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   if (bytes < 16) std::memset(static_cast<char*>(dst) + bytes, 0, static_cast<size_t>(16 - bytes));
