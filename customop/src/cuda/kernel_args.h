@@ -67,7 +67,9 @@ IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleave
     partner = first ? i + half : i - half;
   }
   const float c = ToF32(cos_row[j]), s = ToF32(sin_row[j]), xp = ToF32(x[partner]);
-  return first ? xi * c - xp * s : xi * c + xp * s;
+  // Explicit FMAs: nvcc would contract these multiply-adds in an order of its choosing; spelled out,
+  // the host emulation rounds as the device does.
+  return first ? Fma(xi, c, -(xp * s)) : Fma(xi, c, xp * s);
 }
 
 }  // namespace infllmv2::cuda

@@ -13,6 +13,7 @@
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
 //   Exp2, Exp, Log, Tanh, kInf                      math
+//   Fma(a, b, c)                                    a * b + c, one rounding (device and host alike)
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and "ldmatrix"); g = lane / 4,
 // t = lane % 4; 16-bit pairs are packed low element first in a 32-bit register:
 //   A (16x16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -104,6 +105,7 @@ IL_DEVICE void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+IL_DEVICE float Fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
 IL_DEVICE float Exp(float x) { return expf(x); }
 IL_DEVICE float Log(float x) { return logf(x); }
@@ -241,6 +243,7 @@ inline void CpAsyncCommit() {}
 template <int N>
 inline void CpAsyncWait() {}
 
+inline float Fma(float a, float b, float c) { return std::fma(a, b, c); }
 inline float Exp2(float x) { return std::exp2(x); }
 inline float Exp(float x) { return std::exp(x); }
 inline float Log(float x) { return std::log(x); }

@@ -7,8 +7,10 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <random>
 
 #include "common/call_plan.h"
+#include "cuda/selection.cuh"
 #include "cuda/split_kv.cuh"
 #include "cuda_emu_backend.h"
 #include "score_precision_case.h"
@@ -591,6 +593,33 @@ TEST(CudaEmu, InPlaceCacheUpdatesLaunchOverTheNewRowsOnly) {
         }
       }
   }
+}
+
+// Stage-1 scores are explicit FMA chains (Stage1Dot), so the host emulation computes the device's
+// scores bit for bit (docs/numerics.md): random vectors against a std::fma chain; a multiply-then-add
+// chain differs on most of them, so the comparison sees the rounding.
+TEST(CudaEmu, Stage1ScoresAreFmaChains) {
+  std::mt19937 rng(61);
+  std::normal_distribution<float> dist;
+  int differs = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    std::vector<float> q(128);
+    std::vector<Float16> k(128);
+    for (int i = 0; i < 128; ++i) {
+      q[i] = dist(rng);
+      k[i] = FromFloat<Float16>(dist(rng));
+    }
+    float fused = 0.0f, plain = 0.0f;
+    for (int i = 0; i < 128; ++i) {
+      fused = std::fma(q[i], ToFloat(k[i]), fused);
+      volatile float product = q[i] * ToFloat(k[i]);  // rounded on its own
+      plain += product;
+    }
+    const float got = cuda::Stage1Dot(q.data(), k.data(), 128, 0.125f);
+    ASSERT_EQ(got, fused * 0.125f) << trial;
+    differs += got != plain * 0.125f;
+  }
+  EXPECT_GT(differs, 50);
 }
 
 }  // namespace
