@@ -29,8 +29,9 @@ ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
   -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow)))'
 
 
-echo "== GPU script, dry run (tests/gpu: case plan with sizes, modes and splits from the op's C ABI; no GPU) =="
-tests/gpu/run.sh --dry-run >/dev/null
+echo "== GPU check, dry runs (tests/gpu: plans from the op's C ABI, the selection rule, the C++ driver on the emulation; no GPU) =="
+OUT="$root/artifacts/gpu-dry-run" tests/gpu/run.sh check --dry-run >/dev/null
+OUT="$root/artifacts/gpu-dry-run" tests/gpu/run.sh bench --dry-run >/dev/null
 
 echo "== .NET tests =="
 dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q

@@ -2,13 +2,15 @@
 """GPU check of the op's CUDA kernels (tests/gpu/run.sh): libinfllmv2_gpu.so (capi.cu) fed torch
 tensors through ctypes. --check: small cases against a torch fp32 reference of the op's semantics
 (selected_blocks, output, caches), incl. the split-KV decode path with forced split counts.
---bench: timings against torch.nn.functional.scaled_dot_product_attention (flash backend); decode
-also with the split-KV path off (kv_splits -1) and as a fraction of the HBM bandwidth bound for the
-bytes the call must read. --dry-run: no torch, no GPU: the case plan, shapes, byte counts, split
+--bench: timings, per stage too, against torch.nn.functional.scaled_dot_product_attention with
+enable_gqa=True (K/V of the Hkv heads: the bytes ours reads); decode also with the split-KV path
+off (kv_splits -1) and the bytes it must read as shares of the device's peak HBM bandwidth and of
+a measured device-to-device copy. --json: the results as JSON. --dry-run: no torch, no GPU: the case plan, shapes, byte counts, split
 counts and argument handling only, with sizes, modes and split counts from the host half of the C
 ABI (capi_plan.cc, built alone by run.sh --dry-run)."""
 import argparse
 import ctypes
+import json
 import math
 import sys
 import time
@@ -57,6 +59,20 @@ def self_test_selection_rule():
     assert not selections_agree([0, 2, 3, 5, -1], want, cand, 1, 2)  # 0.5 dropped: not a tie
     assert not selections_agree([0, 1, 3, 4, -1], want, cand, 1, 2)  # a local block changed
     assert not selections_agree([0, 3, 1, 5, -1], want, cand, 1, 2)  # not in block order
+
+
+STAGES = ("cache_write", "compress", "selection", "attention", "combine")  # cuda::kStageNames
+# HBM peak by device name (vendor data sheets, GB/s); the bench also measures a device-to-device copy.
+HBM_PEAK_GBS = (("H200", 4800), ("H100 NVL", 3900), ("H100 PCIe", 2000), ("H100", 3350),
+                ("A100-SXM4-80GB", 2039), ("A100 80GB PCIe", 1935), ("A100", 1555), ("L40S", 864))
+
+
+def hbm_peak_gbs(name):
+    """The device's peak HBM bandwidth from its name (first match in HBM_PEAK_GBS), or None."""
+    return next((gbs for key, gbs in HBM_PEAK_GBS if key in name), None)
+
+
+RESULTS = {"cases": []}  # written to --json
 
 
 LIB = None  # the C ABI (capi_plan.cc; capi.cu on a GPU): sizes, entry plans, split counts
@@ -169,6 +185,8 @@ def plan(cases, title):
               f"mode={c['mode']} K={budget} present={present} comp={comp} kv_splits={kv_splits_of(c)}"
               f"{' shared' if c['share'] else ''} ~{nbytes / 2**30:.2f} GiB"
               + (f" reads {read_bytes(c) / 2**20:.1f} MiB" if c["S"] == 1 else ""))
+        RESULTS["cases"].append({"name": c["name"], "mode": title, "present": present, "compressed": comp,
+                                 "budget": budget, "kv_splits": kv_splits_of(c), "bytes": nbytes})
         if nbytes > 100 * 2**30:
             raise ValueError(f"{c['name']}: {nbytes} bytes do not fit the GPU")
 
@@ -205,9 +223,17 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
     attr, dim = abi(c, splits, comp if past_comp is not None else 0)
     err = ctypes.create_string_buffer(512)
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
-    call = lambda: lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
+    def call():
+        return lib.il_attention(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, err, 512)
     if call() != 0:
         raise RuntimeError(f"{c['name']}: {err.value.decode()}")
+
+    def staged():
+        """One call with a CUDA event at each stage (il_attention_staged): {stage: ms}."""
+        ms = (ctypes.c_double * len(STAGES))()
+        lib.il_attention_staged(0 if c["dtype"] == "fp16" else 1, attr, dim, ptrs, stream, ms, err, 512)
+        return dict(zip(STAGES, ms))
+    call.staged = staged
     return inputs, out, call
 
 
@@ -291,42 +317,68 @@ def run_check(lib, torch, small):
         err = (out["output"].float() - r["output"]).abs().max().item()
         ok = err <= 2 * tol[c["dtype"]] and r["sel_equal"] == r["sel_rows"] and r["comp_err"] <= tol[c["dtype"]]
         failed += not ok
+        RESULTS["cases"].append({"name": c["name"], "ok": ok, "output_err": err, "sel_rows": r["sel_rows"],
+                                 "sel_equal": r["sel_equal"], "sel_near_ties": r["sel_near_ties"],
+                                 "compressed_err": r["comp_err"]})
         print(f"  {'ok  ' if ok else 'FAIL'} {c['name']:28s} output err {err:.2e}  selections {r['sel_equal']}/{r['sel_rows']}"
               f" ({r['sel_near_ties']} near ties)"
               f"  compressed err {r['comp_err']:.2e}")
     return failed
 
 
+def d2d_copy_gbs(torch):
+    """Measured device-to-device copy bandwidth (1 GiB, read + write bytes over the time)."""
+    a = torch.empty(2**29, device="cuda", dtype=torch.float16)
+    b = torch.empty_like(a)
+    ms = _time(torch, lambda: b.copy_(a), 10)
+    del a, b
+    return 2 * 2**30 / (ms * 1e-3) / 1e9
+
+
 def run_bench(lib, torch, deadline, hbm_gbs):
     import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    print(f"{'case':22s} {'ours ms':>10s} {'sdpa ms':>10s} {'speedup':>8s}")
+    name = torch.cuda.get_device_name()
+    peak = hbm_gbs or hbm_peak_gbs(name)
+    copy = d2d_copy_gbs(torch)
+    RESULTS.update({"device": name, "hbm_peak_gbs": peak, "d2d_copy_gbs": copy})
+    print(f"device {name}: HBM peak {peak} GB/s (data sheet), device-to-device copy {copy:.0f} GB/s (measured)")
+    print(f"{'case':22s} {'ours ms':>10s} {'sdpa ms':>10s} {'speedup':>8s}  stages (ms)")
     for c in bench_cases():
         if time.time() > deadline:
             print(f"{c['name']:22s} skipped (time budget)")
+            RESULTS["cases"].append({"name": c["name"], "skipped": "time budget"})
             continue
         B, S, H, Hkv, D, T = (c[k] for k in ("B", "S", "H", "Hkv", "D", "T"))
         try:
             inputs, out, call = torch_run(lib, c, torch)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
             print(f"{c['name']:22s} ours failed: {e}")
+            RESULTS["cases"].append({"name": c["name"], "error": str(e)})
             continue
         time_it = lambda fn, reps: _time(torch, fn, reps)
         reps = 3 if S > 1 else 20
         ours = time_it(call, reps)
+        stages = call.staged()
+        row = {"name": c["name"], "ours_ms": ours, "stages_ms": stages, "kv_splits": kv_splits_of(c)}
         extra = ""
-        if S == 1:  # decode: the split-KV path off, and the bandwidth bound
+        if S == 1:  # decode: the split-KV path off, and the bandwidth shares
             _, _, call_plain = torch_run(lib, c, torch, inputs, splits=-1)
             plain = time_it(call_plain, reps)
             gbs = read_bytes(c) / (ours * 1e-3) / 1e9
-            extra = (f"  kv_splits={kv_splits_of(c)} no-split {plain:.3f} ms ({plain / ours:.2f}x)"
-                     f"  {gbs:.0f} GB/s = {100 * gbs / hbm_gbs:.0f}% of {hbm_gbs:.0f}")
+            row.update({"no_split_ms": plain, "read_gbs": gbs, "share_of_peak": gbs / peak if peak else None,
+                        "share_of_copy": gbs / copy})
+            extra = (f"  kv_splits={row['kv_splits']} no-split {plain:.3f} ms ({plain / ours:.2f}x)"
+                     f"  {gbs:.0f} GB/s = {100 * gbs / copy:.0f}% of copy"
+                     + (f", {100 * gbs / peak:.0f}% of peak" if peak else ""))
+        # The baseline reads the same 16-bit K/V bytes: Hkv heads, grouped queries (enable_gqa).
         q = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(B, H, T, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(B, Hkv, T, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn_like(k)
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            sd = time_it(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=S > 1), reps)
-        print(f"{c['name']:22s} {ours:10.3f} {sd:10.3f} {sd / ours:8.2f}x{extra}", flush=True)
+        sd = time_it(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=S > 1, enable_gqa=True), reps)
+        row["sdpa_gqa_ms"] = sd
+        RESULTS["cases"].append(row)
+        st = " ".join(f"{k_}={v_:.3f}" for k_, v_ in stages.items() if v_ > 0)
+        print(f"{c['name']:22s} {ours:10.3f} {sd:10.3f} {sd / ours:8.2f}x  {st}{extra}", flush=True)
         del inputs, out, q, k, v
         torch.cuda.empty_cache()
 
@@ -352,7 +404,9 @@ def main():
     ap.add_argument("--bench", action="store_true", help="timings against SDPA")
     ap.add_argument("--budget-s", type=float, default=300, help="stop starting bench cases after this")
     ap.add_argument("--dry-run", action="store_true", help="no torch, no GPU: plan and shapes only")
-    ap.add_argument("--hbm-gbs", type=float, default=4800, help="HBM bandwidth for the bound (H200: 4800; H100 SXM: 3350)")
+    ap.add_argument("--hbm-gbs", type=float, default=None,
+                    help="HBM peak in GB/s (default: from the device name, HBM_PEAK_GBS)")
+    ap.add_argument("--json", help="write the results (or the dry run's plan) as JSON here")
     a = ap.parse_args()
     if not (a.check or a.bench):
         ap.error("nothing to do: give --check and/or --bench")
@@ -360,10 +414,13 @@ def main():
     LIB = lib = ctypes.CDLL(a.lib)
     if a.dry_run:
         self_test_selection_rule()
+        assert hbm_peak_gbs("NVIDIA H100 80GB HBM3") == 3350 and hbm_peak_gbs("NVIDIA H200") == 4800
         if a.check:
             plan(check_cases(a.small), "check")
         if a.bench:
             plan(bench_cases(), "bench")
+        RESULTS["dry_run"] = True
+        write_json(a.json)
         print("dry run: ok")
         return 0
     import torch
@@ -373,7 +430,15 @@ def main():
     failed = run_check(lib, torch, a.small) if a.check else 0
     if a.bench:
         run_bench(lib, torch, time.time() + a.budget_s, a.hbm_gbs)
+    RESULTS["failed"] = failed
+    write_json(a.json)
     return 1 if failed else 0
+
+
+def write_json(path):
+    if path:
+        with open(path, "w") as f:
+            json.dump(RESULTS, f, indent=1)
 
 
 if __name__ == "__main__":

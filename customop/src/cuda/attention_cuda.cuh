@@ -121,7 +121,11 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   a.q = prep_query ? q_rot : data.query;
   a.q_heads = prep_query ? static_cast<int>(H) : p.packed_qkv ? static_cast<int>(H + 2 * Hkv) : static_cast<int>(H);
 
+  auto mark = [&options](const char* stage) {
+    if (options.mark != nullptr) options.mark(options.mark_ctx, stage);
+  };
   // 1. KV cache write (+ rotated queries); in place over the new rows only.
+  mark("cache_write");
   {
     auto* k = &KvCacheWriteKernel<T>;
     IL_LAUNCH("KvCacheWriteKernel", k, dim3(static_cast<unsigned>(CacheWriteTiles(p)), static_cast<unsigned>(B * Hkv)),
@@ -133,6 +137,7 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   }
   // 2. Level-1 compressed keys; in place over the new windows only.
   if (compute_compressed) {
+    mark("compress");
     auto* k = &CompressKernel<T>;
     IL_LAUNCH("CompressKernel", k, dim3(static_cast<unsigned>(CompressTiles(p)), static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
@@ -141,6 +146,7 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   //    selected_blocks is requested), then stage 1 for the rows that outgrow it (CTAs of other
   //    tokens return at once; the per-entry decision is on the device).
   if (fill_selection) {
+    mark("selection");
     const dim3 grid(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     auto* k = &SelectionFillKernel<T>;
     IL_LAUNCH("SelectionFillKernel", k, grid, dim3(kSelectThreads), stream, a);
@@ -154,21 +160,26 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     const int n = a.kv_splits;
     float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));
     if (part == nullptr) return "CUDA kernel: out of memory";
+    mark("attention");
     const dim3 grid(static_cast<unsigned>(row_tiles * n), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     const dim3 grid_c(static_cast<unsigned>((B * S * H + kCombineWarps - 1) / kCombineWarps));
     if (D == 64) {
       auto* k = &SplitKvAttentionKernel<T, 64>;
       IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
       auto* c = &KvCombineKernel<T, 64>;
+      mark("combine");
       IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
     } else {
       auto* k = &SplitKvAttentionKernel<T, 128>;
       IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
       auto* c = &KvCombineKernel<T, 128>;
+      mark("combine");
       IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
     }
+    mark("end");
     return "";
   }
+  mark("attention");
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
   if (D == 64) {
     auto* k = &BlockAttentionKernel<T, 64>;
@@ -177,6 +188,7 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     auto* k = &BlockAttentionKernel<T, 128>;
     IL_LAUNCH("BlockAttentionKernel", k, grid, dim3(kAttnThreads), stream, a);
   }
+  mark("end");
   return "";
 }
 

@@ -16,7 +16,8 @@ template <typename T>
 KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false, bool want_selection = true,
                             bool want_compressed = true, int kv_splits = 0, const int32_t* device_seqlens = nullptr,
                             size_t* scratch_requests = nullptr,
-                            const std::function<void(AttentionData<T>&)>& adjust = nullptr) {
+                            const std::function<void(AttentionData<T>&)>& adjust = nullptr,
+                            const std::function<void(cuda::RunOptions&)>& configure = nullptr) {
   KernelOutputs<T> r;
   PreparedCall<T> call;
   // Outputs start as garbage (0x7e7e: a NaN-ish pattern in both types) so unwritten elements show.
@@ -36,6 +37,7 @@ KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false
   };
   cuda::RunOptions options;
   options.kv_splits = kv_splits;  // 0: the kernel's own choice; n: the split-KV path with n splits
+  if (configure) configure(options);
   r.error = cuda::RunAttention<T>(c.attrs, r.params, d, alloc, nullptr, options);
   return r;
 }

@@ -622,5 +622,32 @@ TEST(CudaEmu, Stage1ScoresAreFmaChains) {
   EXPECT_GT(differs, 50);
 }
 
+// RunOptions::mark (the GPU check's per-stage events) names the stages in launch order, the ones
+// that do not run left out: split-KV sparse decode, plain dense decode with no selection output.
+TEST(CudaEmu, StageMarksFollowTheLaunches) {
+  Case c;
+  c.seq_len = 1;
+  c.past_capacity = 200;
+  c.totals = {201};
+  c.num_heads = 2;
+  c.kv_num_heads = 1;
+  c.mode = 2;
+  c.attrs = TinyBlocks();
+  c.compressed_state_in = Case::State::kConsistent;
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  std::vector<std::string> marks;
+  auto record = [&marks](cuda::RunOptions& o) {
+    o.mark = [](void* ctx, const char* stage) { static_cast<std::vector<std::string>*>(ctx)->push_back(stage); };
+    o.mark_ctx = &marks;
+  };
+  ASSERT_EQ(RunCudaEmu<Float16>(c, t, false, true, true, 2, nullptr, nullptr, nullptr, record).error, "");
+  EXPECT_EQ(marks, (std::vector<std::string>{"cache_write", "compress", "selection", "attention", "combine", "end"}));
+  marks.clear();
+  c.mode = 1;
+  ASSERT_EQ(RunCudaEmu<Float16>(c, t, false, false, false, -1, nullptr, nullptr, nullptr, record).error, "");
+  EXPECT_EQ(marks, (std::vector<std::string>{"cache_write", "attention", "end"}));
+}
+
 }  // namespace
 }  // namespace infllmv2::testing
