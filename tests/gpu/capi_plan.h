@@ -15,4 +15,14 @@ namespace infllmv2::gpu_check {
 // (0: none). Checked by the op's own CheckAttributes/CheckInputs; "" or the reason.
 std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a, AttentionParams* p);
 
+// What the C++ driver adds to a case: softcap, score_precision, and rotary (cos/sin caches of
+// rotary_dim / 2 columns, one row per position up to total_sequence_length + 8). rotary_dim 0: off.
+struct Extras {
+  float softcap = 0.0f;
+  int64_t score_precision = 0;
+  int64_t rotary_dim = 0;
+  bool interleaved = false;
+};
+std::string Plan(const int64_t* attr, const int64_t* dim, const Extras& x, AttentionAttributes* a, AttentionParams* p);
+
 }  // namespace infllmv2::gpu_check

@@ -92,6 +92,7 @@ struct Case {
   int64_t attr[8];
   int64_t dim[10];
   bool share;
+  Extras extras;  // softcap, score_precision, rotary
 };
 
 constexpr int64_t kTiny[8] = {16, 8, 4, 1, 32, 4, -1, 1};  // budget 6 blocks of 16: stage 1 early
@@ -99,7 +100,7 @@ constexpr int64_t kDefault[8] = {64, 32, 16, 1, 2048, 64, 8192, 1};
 
 template <class T>
 std::string Prepare(const Case& c, Buffers<T>& b, AttentionAttributes* a, AttentionParams* p) {
-  const std::string e = Plan(c.attr, c.dim, a, p);
+  const std::string e = Plan(c.attr, c.dim, c.extras, a, p);
   if (!e.empty()) return e;
   const int64_t B = p->batch, S = p->seq_len, H = p->num_heads, Hkv = p->kv_num_heads, D = p->head_size;
   const int64_t P = c.dim[5];
@@ -110,6 +111,10 @@ std::string Prepare(const Case& c, Buffers<T>& b, AttentionAttributes* a, Attent
   if (P > 0) {
     d.past_key = static_cast<T*>(b.Make(2 * B * Hkv * P * D, 4, true));
     d.past_value = static_cast<T*>(b.Make(2 * B * Hkv * P * D, 5, true));
+  }
+  if (a->do_rotary != 0) {
+    d.cos_cache = static_cast<T*>(b.Make(2 * p->max_position * p->rotary_dim / 2, 6, true));
+    d.sin_cache = static_cast<T*>(b.Make(2 * p->max_position * p->rotary_dim / 2, 7, true));
   }
   // Ragged entries: entry b has 5 b fewer keys (a first prompt: 3 b padding tokens).
   std::vector<int32_t> seqlens(static_cast<size_t>(B));
@@ -300,11 +305,16 @@ int main(int argc, char** argv) {
   FragmentCheck<Float16>("fragments fp16");
   FragmentCheck<BFloat16>("fragments bf16");
   // attr; dim: B, S, H, Hkv, D, P, T, mode, kv_splits, past compressed capacity.
+  Extras softcap, bf16_scores, rotary;
+  softcap.softcap = 30.0f;
+  bf16_scores.score_precision = 1;
+  rotary.rotary_dim = 64;
+  rotary.interleaved = true;
   const Case cases[] = {
-      {"dense prefill fp16 G2 D64", 0, {}, {2, 40, 4, 2, 64, 0, 40, 1, 0, 0}, false},
-      {"sparse prefill bf16 G4 D128", 1, {}, {1, 112, 4, 1, 128, 0, 112, 2, 0, 0}, false},
-      {"sparse decode split3 fp16 G16", 0, {}, {2, 1, 16, 1, 128, 201, 201, 2, 3, 0}, true},
-      {"dense chunk bf16 G1 D64", 1, {}, {2, 16, 2, 2, 64, 100, 116, 1, -1, 0}, false},
+      {"dense prefill fp16 G2 D64 softcap", 0, {}, {2, 40, 4, 2, 64, 0, 40, 1, 0, 0}, false, softcap},
+      {"sparse prefill bf16 G4 D128 bf16 scores", 1, {}, {1, 112, 4, 1, 128, 0, 112, 2, 0, 0}, false, bf16_scores},
+      {"sparse decode split3 fp16 G16 rot", 0, {}, {2, 1, 16, 1, 128, 201, 201, 2, 3, 0}, true, rotary},
+      {"dense chunk bf16 G1 D64", 1, {}, {2, 16, 2, 2, 64, 100, 116, 1, -1, 0}, false, {}},
   };
   const bool tiny[] = {false, true, true, false};
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
