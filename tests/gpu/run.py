@@ -152,6 +152,7 @@ def check_cases(small):
         cs.append(case(f"dense-decode-split7-{dt}", 3, 1, 32, 2, 128, 1000, 1, DEFAULT_ATTR, dt, splits=7))
         cs.append(case(f"sparse-decode-split9-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt, splits=9))
         cs.append(case(f"dense-decode-nosplit-{dt}", 2, 1, 16, 1, 64, 500, 1, DEFAULT_ATTR, dt, splits=-1))
+        cs.append(case(f"dense-chunk-g1-{dt}", 2, 16, 2, 2, 64, 100, 1, DEFAULT_ATTR, dt))
         if not small:
             cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
             cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
