@@ -163,7 +163,7 @@ def check_cases(small):
 
 def bench_cases():
     """Decode first (G = 16, D = 128, caches shared in place; dense and sparse, the automatic split
-    choice, timed again with the split off), then prefill."""
+    choice, timed again with the split off), then prefill (sparse, then dense)."""
     cs = []
     for T in (8192, 32768, 131072):
         for B in (1, 16):
@@ -173,6 +173,8 @@ def bench_cases():
         for B in (1, 16):
             if B * T <= 16 * 32768:  # prefill at 128k x 16 would take minutes in SDPA alone
                 cs.append(case(f"prefill-{T // 1024}k-b{B}", B, T, 32, 2, 128, 0, 2, DEFAULT_ATTR))
+    for T in (8192, 32768):  # dense prefill: the same kernels without selection work
+        cs.append(case(f"dense-prefill-{T // 1024}k-b1", 1, T, 32, 2, 128, 0, 1, DEFAULT_ATTR))
     return cs
 
 
