@@ -17,7 +17,10 @@ InputShape Shape(std::vector<int64_t> dims) { return {true, std::move(dims)}; }
 }  // namespace
 
 std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a, AttentionParams* p) {
-  return Plan(attr, dim, Extras{}, a, p);
+  Extras x;
+  x.score_precision = attr[8];
+  x.softcap = static_cast<float>(attr[9]) / 1024.0f;
+  return Plan(attr, dim, x, a, p);
 }
 
 std::string Plan(const int64_t* attr, const int64_t* dim, const Extras& x, AttentionAttributes* a, AttentionParams* p) {

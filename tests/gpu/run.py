@@ -80,7 +80,7 @@ LIB = None  # the C ABI (capi_plan.cc; capi.cu on a GPU): sizes, entry plans, sp
 
 def abi(c, splits=None, past_comp=0):
     """attr and dim arrays of il_attention and the capi_plan.cc queries for case c."""
-    attr = (ctypes.c_int64 * 8)(*c["attr"])
+    attr = (ctypes.c_int64 * 10)(*c["attr"], c["score_precision"], round(c["softcap"] * 1024))
     dim = (ctypes.c_int64 * 10)(c["B"], c["S"], c["H"], c["Hkv"], c["D"], c["P"], c["T"], c["mode"],
                                 c["splits"] if splits is None else splits, past_comp)
     return attr, dim
@@ -120,12 +120,15 @@ def kv_splits_of(c):
     return out[0]
 
 
-def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=False):
+def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=False, softcap=0.0,
+         score_precision=0):
     """splits: cuda::RunOptions::kv_splits (0 automatic, -1 no split, n forced); share: present_*
-    are the past_* buffers (as a decode loop runs; only the new rows are written)."""
+    are the past_* buffers (as a decode loop runs; only the new rows are written); softcap and
+    score_precision: the op's attributes (softcap in multiples of 1/1024)."""
     T = past + S
     return {"name": name, "B": B, "S": S, "H": H, "Hkv": Hkv, "D": D, "P": T if past else 0, "T": T,
-            "mode": mode, "attr": list(attr), "dtype": dtype, "splits": splits, "share": share and past > 0}
+            "mode": mode, "attr": list(attr), "dtype": dtype, "splits": splits, "share": share and past > 0,
+            "softcap": softcap, "score_precision": score_precision}
 
 
 def read_bytes(c):
@@ -153,6 +156,8 @@ def check_cases(small):
         cs.append(case(f"sparse-decode-split9-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt, splits=9))
         cs.append(case(f"dense-decode-nosplit-{dt}", 2, 1, 16, 1, 64, 500, 1, DEFAULT_ATTR, dt, splits=-1))
         cs.append(case(f"dense-chunk-g1-{dt}", 2, 16, 2, 2, 64, 100, 1, DEFAULT_ATTR, dt))
+        cs.append(case(f"dense-prefill-softcap-{dt}", 2, 100, 8, 2, 64, 0, 1, DEFAULT_ATTR, dt, softcap=30.0))
+        cs.append(case(f"sparse-prefill-bf16scores-{dt}", 1, 160, 8, 2, 64, 0, 2, TINY_ATTR, dt, score_precision=1))
         if not small:
             cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
             cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
@@ -284,6 +289,8 @@ def reference(c, inputs, out, torch):
                         x = sc
                     lse = torch.logsumexp(x, dim=1, keepdim=True)
                     grp = torch.exp(sc - lse).sum(0)
+                    if c["score_precision"]:  # group sums rounded to bf16 before pooling
+                        grp = grp.to(torch.bfloat16).float()
                     local_lo = max(0, qb - window // Bk)
                     init_hi = min(init, local_lo)
                     pb, back, ahead = Bk // s1, (l1 - 1) // s1, (Bk - 1) // s1
@@ -297,13 +304,17 @@ def reference(c, inputs, out, torch):
                     want += [-1] * (K - len(want))
                     got = out["selected_blocks"][b, h, s].tolist()
                     res["sel_rows"] += 1
-                    res["sel_equal"] += int(selections_agree(got, want, cand, init_hi, take))
-                    res["sel_near_ties"] += int(got != want and selections_agree(got, want, cand, init_hi, take))
+                    margin = 2.0**-7 if c["score_precision"] else SEL_MARGIN  # one bf16 ulp
+                    agree = selections_agree(got, want, cand, init_hi, take, margin)
+                    res["sel_equal"] += int(agree)
+                    res["sel_near_ties"] += int(got != want and agree)
                     allowed = torch.zeros(total, dtype=torch.bool, device="cuda")
                     for blk in got:  # attend over the kernel's own list: output checked independently of flips
                         if blk >= 0:
                             allowed[blk * Bk:min((blk + 1) * Bk, pos + 1)] = True
                 logits = scale * (q @ keys.T)
+                if c["softcap"]:
+                    logits = c["softcap"] * torch.tanh(logits / c["softcap"])
                 logits[:, ~allowed] = -math.inf
                 o = torch.softmax(logits, dim=1) @ vals
                 res["output"][b, s].view(H, D)[h * G:(h + 1) * G] = o
