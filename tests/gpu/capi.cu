@@ -65,6 +65,8 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
     d.present_compressed_key = static_cast<T*>(ptr[9]);
     d.selected_blocks = static_cast<int32_t*>(ptr[10]);
     d.past_compressed_key = static_cast<const T*>(ptr[11]);
+    d.cos_cache = static_cast<const T*>(ptr[12]);
+    d.sin_cache = static_cast<const T*>(ptr[13]);
     cuda::RunOptions options;
     options.kv_splits = static_cast<int>(dim[8]);
     StageEvents events{static_cast<cudaStream_t>(stream), {}};
@@ -98,7 +100,8 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
 }  // namespace
 
 // attr, dim: as capi_plan.h's Plan. ptr: query, key, value, past_key, past_value, seqlens_k (int32, device), output,
-// present_key, present_value, present_compressed_key, selected_blocks, past_compressed_key (or null).
+// present_key, present_value, present_compressed_key, selected_blocks, past_compressed_key (or null),
+// cos_cache, sin_cache (or null).
 // Same pointers for past_* and present_*: shared buffers. dtype 0: fp16, 1: bf16. Returns 0 or 1
 // with the reason in err.
 extern "C" __attribute__((visibility("default"))) int il_attention(int dtype, const int64_t* attr, const int64_t* dim,

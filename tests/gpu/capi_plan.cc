@@ -20,6 +20,8 @@ std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a
   Extras x;
   x.score_precision = attr[8];
   x.softcap = static_cast<float>(attr[9]) / 1024.0f;
+  x.rotary_dim = attr[10];
+  x.interleaved = attr[11] != 0;
   return Plan(attr, dim, x, a, p);
 }
 

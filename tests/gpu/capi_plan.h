@@ -10,7 +10,8 @@
 namespace infllmv2::gpu_check {
 
 // attr: block_size, compress_kernel, compress_stride, init_blocks, window_size, topk, dense_len,
-// lse_approx, score_precision, softcap x 1024 (10 values; the Extras overload reads the first 8). dim: B, S, H, Hkv, D,
+// lse_approx, score_precision, softcap x 1024, rotary_dim (0: off), rotary_interleaved (12 values;
+// the Extras overload reads the first 8). dim: B, S, H, Hkv, D,
 // past capacity (0: none), total_sequence_length, attention_mode, kv_splits (cuda::RunOptions: 0 automatic, -1 no
 // split, n splits), past_compressed_key capacity (0: none). Checked by the op's own CheckAttributes/CheckInputs; "" or
 // the reason.

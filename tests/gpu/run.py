@@ -80,7 +80,8 @@ LIB = None  # the C ABI (capi_plan.cc; capi.cu on a GPU): sizes, entry plans, sp
 
 def abi(c, splits=None, past_comp=0):
     """attr and dim arrays of il_attention and the capi_plan.cc queries for case c."""
-    attr = (ctypes.c_int64 * 10)(*c["attr"], c["score_precision"], round(c["softcap"] * 1024))
+    attr = (ctypes.c_int64 * 12)(*c["attr"], c["score_precision"], round(c["softcap"] * 1024), c["rotary_dim"],
+                                 c["interleaved"])
     dim = (ctypes.c_int64 * 10)(c["B"], c["S"], c["H"], c["Hkv"], c["D"], c["P"], c["T"], c["mode"],
                                 c["splits"] if splits is None else splits, past_comp)
     return attr, dim
@@ -121,14 +122,16 @@ def kv_splits_of(c):
 
 
 def case(name, B, S, H, Hkv, D, past, mode, attr, dtype="bf16", splits=0, share=False, softcap=0.0,
-         score_precision=0):
+         score_precision=0, rotary_dim=0, interleaved=0):
     """splits: cuda::RunOptions::kv_splits (0 automatic, -1 no split, n forced); share: present_*
     are the past_* buffers (as a decode loop runs; only the new rows are written); softcap and
-    score_precision: the op's attributes (softcap in multiples of 1/1024)."""
+    score_precision: the op's attributes (softcap in multiples of 1/1024); rotary_dim > 0: rotary
+    (interleaved or not) with cos/sin caches of T + 8 positions."""
     T = past + S
     return {"name": name, "B": B, "S": S, "H": H, "Hkv": Hkv, "D": D, "P": T if past else 0, "T": T,
             "mode": mode, "attr": list(attr), "dtype": dtype, "splits": splits, "share": share and past > 0,
-            "softcap": softcap, "score_precision": score_precision}
+            "softcap": softcap, "score_precision": score_precision, "rotary_dim": rotary_dim,
+            "interleaved": interleaved}
 
 
 def read_bytes(c):
@@ -158,6 +161,9 @@ def check_cases(small):
         cs.append(case(f"dense-chunk-g1-{dt}", 2, 16, 2, 2, 64, 100, 1, DEFAULT_ATTR, dt))
         cs.append(case(f"dense-prefill-softcap-{dt}", 2, 100, 8, 2, 64, 0, 1, DEFAULT_ATTR, dt, softcap=30.0))
         cs.append(case(f"sparse-prefill-bf16scores-{dt}", 1, 160, 8, 2, 64, 0, 2, TINY_ATTR, dt, score_precision=1))
+        cs.append(case(f"dense-chunk-rotary-{dt}", 2, 16, 8, 2, 128, 100, 1, DEFAULT_ATTR, dt, rotary_dim=128))
+        cs.append(case(f"sparse-decode-rotary-il-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt, rotary_dim=64,
+                       interleaved=1))
         if not small:
             cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
             cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
@@ -213,6 +219,10 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
                   "seqlens": torch.full((B,), T - 1, device=dev, dtype=torch.int32)}
         if B > 1 and S == 1 and P:  # ragged decode: later entries shorter
             inputs["seqlens"] = torch.tensor([T - 1 - 37 * b for b in range(B)], device=dev, dtype=torch.int32)
+        if c["rotary_dim"]:  # GQA's caches: cos/sin of position x frequency
+            freq = 10000.0 ** (-torch.arange(c["rotary_dim"] // 2, device=dev) / (c["rotary_dim"] // 2))
+            angle = torch.arange(T + 8, device=dev)[:, None] * freq[None, :]
+            inputs["cos"], inputs["sin"] = angle.cos().to(dt), angle.sin().to(dt)
     out = {"output": torch.empty(B, S, H * D, device=dev, dtype=dt),
            "present_key": torch.empty(B, Hkv, present, D, device=dev, dtype=dt),
            "present_value": torch.empty(B, Hkv, present, D, device=dev, dtype=dt),
@@ -224,10 +234,10 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
         out["present_key"], out["present_value"] = inputs["past_key"], inputs["past_value"]
         past_comp = out["present_compressed_key"].zero_()  # the past windows' state (timing only)
     ptr = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)
-    ptrs = (ctypes.c_void_p * 12)(*[ptr(inputs[k]) for k in ("query", "key", "value", "past_key", "past_value", "seqlens")],
+    ptrs = (ctypes.c_void_p * 14)(*[ptr(inputs[k]) for k in ("query", "key", "value", "past_key", "past_value", "seqlens")],
                                   *[ptr(out[k]) for k in ("output", "present_key", "present_value",
                                                           "present_compressed_key", "selected_blocks")],
-                                  ptr(past_comp))
+                                  ptr(past_comp), ptr(inputs.get("cos")), ptr(inputs.get("sin")))
     attr, dim = abi(c, splits, comp if past_comp is not None else 0)
     err = ctypes.create_string_buffer(512)
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
@@ -245,6 +255,20 @@ def torch_run(lib, c, torch, inputs=None, splits=None):
     return inputs, out, call
 
 
+def rotate(c, inputs, x, pos, torch):
+    """GQA's rotary of rows x [n, D] (fp32) at positions pos [n], rounded to the I/O type as the
+    kernel stores rotated keys and queries; x itself when the case has no rotary."""
+    rd = c["rotary_dim"]
+    if not rd:
+        return x
+    cos, sin = inputs["cos"].float()[pos], inputs["sin"].float()[pos]
+    lo, hi = (slice(0, rd, 2), slice(1, rd, 2)) if c["interleaved"] else (slice(0, rd // 2), slice(rd // 2, rd))
+    y = x.clone()
+    y[:, lo] = x[:, lo] * cos - x[:, hi] * sin
+    y[:, hi] = x[:, hi] * cos + x[:, lo] * sin
+    return y.to(inputs["query"].dtype).float()
+
+
 def reference(c, inputs, out, torch):
     """fp32 reference of the op's semantics (docs/op-spec.md), per entry and kv head."""
     B, S, H, Hkv, D, P, T = (c[k] for k in ("B", "S", "H", "Hkv", "D", "P", "T"))
@@ -257,8 +281,9 @@ def reference(c, inputs, out, torch):
     for b in range(B):
         total, past, sparse = plans[b]["total"], plans[b]["past"], plans[b]["sparse"]
         for h in range(Hkv):
+            new_pos = torch.arange(past, past + S, device="cuda")
             keys = torch.cat([f(inputs["past_key"][b, h, :past]) if past else torch.zeros(0, D, device="cuda"),
-                              f(inputs["key"][b, :, h * D:(h + 1) * D])])[:total]
+                              rotate(c, inputs, f(inputs["key"][b, :, h * D:(h + 1) * D]), new_pos, torch)])[:total]
             vals = torch.cat([f(inputs["past_value"][b, h, :past]) if past else torch.zeros(0, D, device="cuda"),
                               f(inputs["value"][b, :, h * D:(h + 1) * D])])[:total]
             n1 = windows(total, l1, s1)
@@ -269,7 +294,8 @@ def reference(c, inputs, out, torch):
                 pos = past + s
                 if pos >= total:
                     continue
-                q = f(inputs["query"][b, s].view(H, D)[h * G:(h + 1) * G])
+                q = rotate(c, inputs, f(inputs["query"][b, s].view(H, D)[h * G:(h + 1) * G]),
+                           torch.full((G,), pos, device="cuda"), torch)
                 qb = pos // Bk
                 if not sparse:
                     allowed = torch.zeros(total, dtype=torch.bool, device="cuda")
