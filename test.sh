@@ -26,11 +26,12 @@ cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infl
 # own tests and small CUDA kernel cases incl. stage 1 and split-KV (TSan slows the emulated threads
 # ~5x; the 80 s stage-1 prefill case runs under ASan only).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow)))'
+  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
 
 
-echo "== GPU script, dry run (tests/gpu: case plan with sizes, modes and splits from the op's C ABI; no GPU) =="
-tests/gpu/run.sh --dry-run >/dev/null
+echo "== GPU check, dry runs (tests/gpu: plans from the op's C ABI, the selection rule, the C++ driver on the emulation; no GPU) =="
+OUT="$root/artifacts/gpu-dry-run" tests/gpu/run.sh check --dry-run >/dev/null
+OUT="$root/artifacts/gpu-dry-run" tests/gpu/run.sh bench --dry-run >/dev/null
 
 echo "== .NET tests =="
 dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "capi_plan.h"
@@ -16,8 +17,36 @@ namespace {
 
 using infllmv2::gpu_check::Plan;
 
+// Per-stage times: a CUDA event recorded on the stream at each RunOptions::mark; stage_ms[i] is
+// the time from kStageNames[i]'s mark to the next mark (0 for a stage that did not run).
+struct StageEvents {
+  cudaStream_t stream;
+  std::vector<std::pair<std::string, cudaEvent_t>> marks;
+  static void Mark(void* ctx, const char* stage) {
+    auto* self = static_cast<StageEvents*>(ctx);
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, self->stream);
+    self->marks.emplace_back(stage, e);
+  }
+  void Times(double* stage_ms) {
+    constexpr int n = sizeof(infllmv2::cuda::kStageNames) / sizeof(infllmv2::cuda::kStageNames[0]);
+    for (int i = 0; i < n; ++i) stage_ms[i] = 0.0;
+    if (!marks.empty()) cudaEventSynchronize(marks.back().second);
+    for (size_t m = 0; m + 1 < marks.size(); ++m)
+      for (int i = 0; i < n; ++i)
+        if (marks[m].first == infllmv2::cuda::kStageNames[i]) {
+          float ms = 0.0f;
+          cudaEventElapsedTime(&ms, marks[m].second, marks[m + 1].second);
+          stage_ms[i] += ms;
+        }
+    for (auto& m : marks) cudaEventDestroy(m.second);
+  }
+};
+
 template <class T>
-int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream, char* err, int err_len) {
+int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream, char* err, int err_len,
+        double* stage_ms = nullptr) {
   using namespace infllmv2;
   AttentionAttributes a;
   AttentionParams p;
@@ -36,8 +65,15 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
     d.present_compressed_key = static_cast<T*>(ptr[9]);
     d.selected_blocks = static_cast<int32_t*>(ptr[10]);
     d.past_compressed_key = static_cast<const T*>(ptr[11]);
+    d.cos_cache = static_cast<const T*>(ptr[12]);
+    d.sin_cache = static_cast<const T*>(ptr[13]);
     cuda::RunOptions options;
     options.kv_splits = static_cast<int>(dim[8]);
+    StageEvents events{static_cast<cudaStream_t>(stream), {}};
+    if (stage_ms != nullptr) {
+      options.mark = &StageEvents::Mark;
+      options.mark_ctx = &events;
+    }
     std::vector<void*> scratch;
     const auto s = static_cast<cudaStream_t>(stream);
     e = cuda::RunAttention<T>(
@@ -50,6 +86,7 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
         },
         stream, options);
     for (void* q : scratch) cudaFreeAsync(q, s);
+    if (stage_ms != nullptr) events.Times(stage_ms);
     const cudaError_t ce = cudaGetLastError();
     if (e.empty() && ce != cudaSuccess) e = std::string("launch: ") + cudaGetErrorString(ce);
   }
@@ -63,7 +100,8 @@ int Run(const int64_t* attr, const int64_t* dim, void* const* ptr, void* stream,
 }  // namespace
 
 // attr, dim: as capi_plan.h's Plan. ptr: query, key, value, past_key, past_value, seqlens_k (int32, device), output,
-// present_key, present_value, present_compressed_key, selected_blocks, past_compressed_key (or null).
+// present_key, present_value, present_compressed_key, selected_blocks, past_compressed_key (or null),
+// cos_cache, sin_cache (or null).
 // Same pointers for past_* and present_*: shared buffers. dtype 0: fp16, 1: bf16. Returns 0 or 1
 // with the reason in err.
 extern "C" __attribute__((visibility("default"))) int il_attention(int dtype, const int64_t* attr, const int64_t* dim,
@@ -71,4 +109,14 @@ extern "C" __attribute__((visibility("default"))) int il_attention(int dtype, co
                                                                    int err_len) {
   if (dtype == 0) return Run<infllmv2::Float16>(attr, dim, ptr, stream, err, err_len);
   return Run<infllmv2::BFloat16>(attr, dim, ptr, stream, err, err_len);
+}
+
+// il_attention, and the stages' times in stage_ms[5] (cuda::kStageNames order, milliseconds;
+// synchronizes the stream).
+extern "C" __attribute__((visibility("default"))) int il_attention_staged(int dtype, const int64_t* attr,
+                                                                          const int64_t* dim, void* const* ptr,
+                                                                          void* stream, double* stage_ms, char* err,
+                                                                          int err_len) {
+  if (dtype == 0) return Run<infllmv2::Float16>(attr, dim, ptr, stream, err, err_len, stage_ms);
+  return Run<infllmv2::BFloat16>(attr, dim, ptr, stream, err, err_len, stage_ms);
 }

@@ -17,6 +17,19 @@ InputShape Shape(std::vector<int64_t> dims) { return {true, std::move(dims)}; }
 }  // namespace
 
 std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a, AttentionParams* p) {
+  Extras x;
+  x.score_precision = attr[8];
+  x.softcap = static_cast<float>(attr[9]) / 1024.0f;
+  x.rotary_dim = attr[10];
+  x.interleaved = attr[11] != 0;
+  return Plan(attr, dim, x, a, p);
+}
+
+std::string Plan(const int64_t* attr, const int64_t* dim, const Extras& x, AttentionAttributes* a, AttentionParams* p) {
+  a->softcap = x.softcap;
+  a->score_precision = x.score_precision;
+  a->do_rotary = x.rotary_dim > 0 ? 1 : 0;
+  a->rotary_interleaved = x.interleaved ? 1 : 0;
   a->num_heads = dim[2];
   a->kv_num_heads = dim[3];
   a->block_size = attr[0];
@@ -42,6 +55,10 @@ std::string Plan(const int64_t* attr, const int64_t* dim, AttentionAttributes* a
   in.attention_mode = Shape({1});
   in.attention_mode_value = static_cast<int32_t>(dim[7]);
   if (dim[9] > 0) in.past_compressed_key = Shape({B, Hkv, dim[9], D});
+  if (x.rotary_dim > 0) {
+    in.cos_cache = Shape({dim[6] + 8, x.rotary_dim / 2});
+    in.sin_cache = Shape({dim[6] + 8, x.rotary_dim / 2});
+  }
   std::string e = CheckAttributes(*a);
   return e.empty() ? CheckInputs(*a, in, p) : e;
 }

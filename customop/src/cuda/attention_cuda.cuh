@@ -3,7 +3,9 @@
 // 4. attention. Included by the per-dtype .cu files (nvcc) and by emu/kernels_emu.cc (host).
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <utility>
 
 #include "common/call_plan.h"
 #include "cuda/attention_cuda.h"
@@ -22,6 +24,38 @@ inline std::string GridError(const char* kernel, int64_t x, int64_t y, int64_t z
   if (x < (int64_t{1} << 31) && y <= 65535 && z <= 65535) return "";
   return std::string("CUDA kernel: ") + kernel + " needs a grid of (" + std::to_string(x) + ", " + std::to_string(y) +
          ", " + std::to_string(z) + ") blocks, beyond the device's limits (x < 2^31, y and z <= 65535)";
+}
+
+// "" or the tensor the kernels cannot address: cp.async and ldmatrix move 16-byte chunks, so every
+// 16-bit tensor starts on a 16-byte boundary and its rows (D elements) are whole chunks; int32
+// tensors start on 4 bytes. A view at another offset (IOBinding) is refused, naming the tensor.
+template <class T>
+std::string AlignmentError(const AttentionData<T>& d, int64_t head_size) {
+  if (head_size * static_cast<int64_t>(sizeof(T)) % 16 != 0)
+    return "CUDA kernel: rows of head size " + std::to_string(head_size) + " are not a multiple of 16 bytes";
+  const std::pair<const char*, const void*> chunked[] = {{"query", d.query},
+                                                         {"key", d.key},
+                                                         {"value", d.value},
+                                                         {"past_key", d.past_key},
+                                                         {"past_value", d.past_value},
+                                                         {"cos_cache", d.cos_cache},
+                                                         {"sin_cache", d.sin_cache},
+                                                         {"past_compressed_key", d.past_compressed_key},
+                                                         {"output", d.output},
+                                                         {"present_key", d.present_key},
+                                                         {"present_value", d.present_value},
+                                                         {"present_compressed_key", d.present_compressed_key}};
+  for (const auto& [name, ptr] : chunked)
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
+      return std::string("CUDA kernel: ") + name +
+             " does not start on a 16-byte boundary (the kernels copy 16-byte chunks); pass a tensor whose data is "
+             "16-byte aligned";
+  const std::pair<const char*, const void*> words[] = {{"seqlens_k", d.seqlens_k},
+                                                       {"selected_blocks", d.selected_blocks}};
+  for (const auto& [name, ptr] : words)
+    if (reinterpret_cast<uintptr_t>(ptr) % 4 != 0)
+      return std::string("CUDA kernel: ") + name + " does not start on a 4-byte boundary";
+  return "";
 }
 
 template <class T>
@@ -44,6 +78,8 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   if (attrs.local_window_size > 0 && maybe_sparse) return LocalWindowError(-1);
   if (!SupportsHeadSizeImpl(params.head_size))
     return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 128)";
+  const std::string alignment = AlignmentError(data, params.head_size);
+  if (!alignment.empty()) return alignment;
   if (maybe_sparse && params.group > kStage1MaxGroup)
     return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxGroup) + " query heads per kv head";
   if (maybe_sparse && params.present_capacity > static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size)
@@ -60,11 +96,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
   // Every grid below within the device's limits, checked before anything is launched.
   for (const std::string& e :
-       {GridError("KvCacheWriteKernel", (p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, B * Hkv, 1),
-        GridError("QueryPrepKernel", B * S, 1, 1),
-        GridError("CompressKernel", (p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock,
-                  B * Hkv, 1),
-        GridError("SelectionFillKernel", S, Hkv, B), GridError("AttentionKernel", row_tiles * a.kv_splits, Hkv, B),
+       {GridError("KvCacheWriteKernel", CacheWriteTiles(p), B * Hkv, 1), GridError("QueryPrepKernel", B * S, 1, 1),
+        GridError("CompressKernel", CompressTiles(p), B * Hkv, 1), GridError("SelectionFillKernel", S, Hkv, B),
+        GridError("AttentionKernel", row_tiles * a.kv_splits, Hkv, B),
         GridError("KvCombineKernel", (B * S * H + kCombineWarps - 1) / kCombineWarps, 1, 1)})
     if (!e.empty()) return e;
   // Scratch: rotated queries, compressed keys nobody asked for, selection lists nobody asked for.
@@ -87,35 +121,38 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   a.q = prep_query ? q_rot : data.query;
   a.q_heads = prep_query ? static_cast<int>(H) : p.packed_qkv ? static_cast<int>(H + 2 * Hkv) : static_cast<int>(H);
 
-  // 1. KV cache write (+ rotated queries).
+  auto mark = [&options](const char* stage) {
+    if (options.mark != nullptr) options.mark(options.mark_ctx, stage);
+  };
+  // 1. KV cache write (+ rotated queries); in place over the new rows only.
+  mark("cache_write");
   {
     auto* k = &KvCacheWriteKernel<T>;
-    IL_LAUNCH(k,
-              dim3((p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH("KvCacheWriteKernel", k, dim3(static_cast<unsigned>(CacheWriteTiles(p)), static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   if (prep_query) {
     auto* k = &QueryPrepKernel<T>;
-    IL_LAUNCH(k, dim3(static_cast<unsigned>(B * S)), dim3(kCacheThreads), stream, a, q_rot);
+    IL_LAUNCH("QueryPrepKernel", k, dim3(static_cast<unsigned>(B * S)), dim3(kCacheThreads), stream, a, q_rot);
   }
-  // 2. Level-1 compressed keys.
+  // 2. Level-1 compressed keys; in place over the new windows only.
   if (compute_compressed) {
+    mark("compress");
     auto* k = &CompressKernel<T>;
-    IL_LAUNCH(k,
-              dim3((p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock,
-                   static_cast<unsigned>(B * Hkv)),
+    IL_LAUNCH("CompressKernel", k, dim3(static_cast<unsigned>(CompressTiles(p)), static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
   // 3. Selection lists: rows within the budget (and the -1 rows of dense and padding tokens when
   //    selected_blocks is requested), then stage 1 for the rows that outgrow it (CTAs of other
   //    tokens return at once; the per-entry decision is on the device).
   if (fill_selection) {
+    mark("selection");
     const dim3 grid(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     auto* k = &SelectionFillKernel<T>;
-    IL_LAUNCH(k, grid, dim3(kSelectThreads), stream, a);
+    IL_LAUNCH("SelectionFillKernel", k, grid, dim3(kSelectThreads), stream, a);
     if (maybe_sparse) {
       auto* k1 = &Stage1Kernel<T>;
-      IL_LAUNCH(k1, grid, dim3(kStage1Threads), stream, a);
+      IL_LAUNCH("Stage1Kernel", k1, grid, dim3(kStage1Threads), stream, a);
     }
   }
   // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).
@@ -123,29 +160,35 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     const int n = a.kv_splits;
     float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));
     if (part == nullptr) return "CUDA kernel: out of memory";
+    mark("attention");
     const dim3 grid(static_cast<unsigned>(row_tiles * n), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     const dim3 grid_c(static_cast<unsigned>((B * S * H + kCombineWarps - 1) / kCombineWarps));
     if (D == 64) {
       auto* k = &SplitKvAttentionKernel<T, 64>;
-      IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a, part);
+      IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
       auto* c = &KvCombineKernel<T, 64>;
-      IL_LAUNCH(c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
+      mark("combine");
+      IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
     } else {
       auto* k = &SplitKvAttentionKernel<T, 128>;
-      IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a, part);
+      IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
       auto* c = &KvCombineKernel<T, 128>;
-      IL_LAUNCH(c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
+      mark("combine");
+      IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
     }
+    mark("end");
     return "";
   }
+  mark("attention");
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
   if (D == 64) {
     auto* k = &BlockAttentionKernel<T, 64>;
-    IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a);
+    IL_LAUNCH("BlockAttentionKernel", k, grid, dim3(kAttnThreads), stream, a);
   } else {
     auto* k = &BlockAttentionKernel<T, 128>;
-    IL_LAUNCH(k, grid, dim3(kAttnThreads), stream, a);
+    IL_LAUNCH("BlockAttentionKernel", k, grid, dim3(kAttnThreads), stream, a);
   }
+  mark("end");
   return "";
 }
 

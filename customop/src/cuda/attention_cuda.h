@@ -14,8 +14,8 @@
 
 namespace infllmv2::cuda {
 
-// Device scratch of `bytes` bytes, valid until the call's work on the stream is done (the ORT
-// kernel context's allocator; a plain buffer in tests). Returns null on failure.
+// Device scratch of `bytes` bytes, valid until the call's work on the stream is done (ORT's
+// stream-aware scratch, ort/call_scratch.h; a plain buffer in tests). Returns null on failure.
 using ScratchAllocator = std::function<void*(size_t bytes)>;
 
 // Tuning knobs (tests force the paths with them; the op uses the defaults).
@@ -24,7 +24,17 @@ struct RunOptions {
   // 1 there means the plain kernel); -1 = the plain kernel; n >= 1 = the split-KV path with
   // exactly n splits (at most kMaxKvSplits).
   int kv_splits = 0;
+  // Called on the host as each stage is about to be enqueued (kStageNames order, stages that do not
+  // run skipped) and once after the last with "end": the GPU check records CUDA events there for
+  // per-stage times. Null: nothing.
+  void (*mark)(void* ctx, const char* stage) = nullptr;
+  void* mark_ctx = nullptr;
 };
+
+// The stages RunOptions::mark names: cache write (+ rotated queries), level-1 compression,
+// selection (lists within the budget, then stage 1 with its top-k in one kernel), attention
+// (plain or split-KV partials), the split-KV combine.
+constexpr const char* kStageNames[] = {"cache_write", "compress", "selection", "attention", "combine"};
 
 // `data`: device pointers (seqlens_k too); `stream`: a cudaStream_t (nullptr under emulation).
 // Returns "" or why the call cannot run (never throws). Head sizes: 64 and 128.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "common/call_rules.h"
 #include "cuda/primitives.h"
@@ -12,12 +13,27 @@ namespace infllmv2::cuda {
 
 #if defined(__CUDACC__)
 using Stream = cudaStream_t;
-#define IL_LAUNCH(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+// The calling host thread's launch-error slot, read (and cleared) right after a launch.
+inline const char* TakeLaunchError() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
 #else
 using Stream = void*;
-#define IL_LAUNCH(kernel, grid, block, stream, ...) \
+#define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) \
   ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError(); }
 #endif
+
+// Launches `kernel` on `stream`; a launch that failed returns its error, naming the kernel, from the
+// calling function (which returns std::string).
+#define IL_LAUNCH(name, kernel, grid, block, stream, ...)                               \
+  do {                                                                                  \
+    IL_LAUNCH_ONLY(kernel, grid, block, stream, __VA_ARGS__);                           \
+    if (const char* il_error_ = ::infllmv2::cuda::TakeLaunchError())                    \
+      return std::string("CUDA kernel: ") + (name) + " failed to launch: " + il_error_; \
+  } while (0)
 
 // The call's rules and buffers (common/call_rules.h: CallBuffers, with its addressing) and what
 // the driver adds: the query rows the kernels read, the scratch it chose, the key splits.
@@ -51,7 +67,9 @@ IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleave
     partner = first ? i + half : i - half;
   }
   const float c = ToF32(cos_row[j]), s = ToF32(sin_row[j]), xp = ToF32(x[partner]);
-  return first ? xi * c - xp * s : xi * c + xp * s;
+  // Explicit FMAs: nvcc would contract these multiply-adds in an order of its choosing; spelled out,
+  // the host emulation rounds as the device does.
+  return first ? Fma(xi, c, -(xp * s)) : Fma(xi, c, xp * s);
 }
 
 }  // namespace infllmv2::cuda

@@ -13,6 +13,7 @@
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
 //   Exp2, Exp, Log, Tanh, kInf                      math
+//   Fma(a, b, c)                                    a * b + c, one rounding (device and host alike)
 // Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16" and "ldmatrix"); g = lane / 4,
 // t = lane % 4; 16-bit pairs are packed low element first in a 32-bit register:
 //   A (16x16): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..), a[2] = (g, 2t+8..), a[3] = (g+8, 2t+8..)
@@ -104,6 +105,7 @@ IL_DEVICE void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+IL_DEVICE float Fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 IL_DEVICE float Exp2(float x) { return exp2f(x); }
 IL_DEVICE float Exp(float x) { return expf(x); }
 IL_DEVICE float Log(float x) { return logf(x); }
@@ -115,6 +117,8 @@ constexpr float kInf = __builtin_huge_valf();
 #else  // host emulation
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -163,8 +167,17 @@ inline uint32_t Pack2(float lo, float hi) {
 }
 
 namespace detail {
+// The hardware faults on a misaligned cp.async or ldmatrix address (misaligned address error): so
+// does the emulation, naming the instruction, so a host test catches the misuse.
+inline void RequireAligned16(const void* p, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) return;
+  std::fprintf(stderr, "CUDA emulator: %s address %p is not 16-byte aligned\n", what, p);
+  std::abort();
+}
+
 // Every lane posts its row address; lane l then reads, for matrix j, the pair the layout gives it.
 inline void LdMatrix(uint32_t r[4], const void* row, bool trans) {
+  RequireAligned16(row, trans ? "ldmatrix.trans row" : "ldmatrix row");
   uint32_t words[2];
   const auto addr = reinterpret_cast<uintptr_t>(row);
   words[0] = static_cast<uint32_t>(addr);
@@ -220,6 +233,8 @@ inline void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const
 }
 
 inline void CpAsync16(void* dst, const void* src, int bytes) {
+  detail::RequireAligned16(dst, "cp.async shared destination");
+  detail::RequireAligned16(src, "cp.async global source");
   bytes = bytes < 0 ? 0 : bytes > 16 ? 16 : bytes;
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   if (bytes < 16) std::memset(static_cast<char*>(dst) + bytes, 0, static_cast<size_t>(16 - bytes));
@@ -228,6 +243,7 @@ inline void CpAsyncCommit() {}
 template <int N>
 inline void CpAsyncWait() {}
 
+inline float Fma(float a, float b, float c) { return std::fma(a, b, c); }
 inline float Exp2(float x) { return std::exp2(x); }
 inline float Exp(float x) { return std::exp(x); }
 inline float Log(float x) { return std::log(x); }

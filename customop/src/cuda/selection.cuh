@@ -24,6 +24,15 @@ IL_GLOBAL void SelectionFillKernel(KernelArgs<T> a) {
   for (int i = static_cast<int>(threadIdx.x); i < p.budget; i += kSelectThreads) row[i] = i < n ? i : -1;
 }
 
+// scale * q . k in fp32, k in order, one FMA per element: nvcc contracts a multiply-add loop into
+// FMAs anyway; spelled out, the host emulation's stage-1 scores are the device's bit for bit.
+template <class T>
+IL_DEVICE float Stage1Dot(const float* q, const T* k, int d, float scale) {
+  float acc = 0.0f;
+  for (int i = 0; i < d; ++i) acc = Fma(q[i], ToF32(k[i]), acc);
+  return acc * scale;
+}
+
 constexpr int kStage1Threads = 128;
 constexpr int kStage1Warps = kStage1Threads / 32;
 constexpr int kStage1Heads = 16;        // query heads held in shared memory at a time
@@ -98,11 +107,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
     loaded = g0;
   };
   auto score = [&](int j, int gi) {  // head g0 + gi of the chunk in sQ, level-1 window j
-    const T* k = k1 + static_cast<int64_t>(j) * D;
-    const float* qq = sQ + gi * D;
-    float acc = 0.0f;
-    for (int i = 0; i < D; ++i) acc += qq[i] * ToF32(k[i]);
-    return acc * p.scale;
+    return Stage1Dot(sQ + gi * D, k1 + static_cast<int64_t>(j) * D, D, p.scale);
   };
 
   // 2. Normalizers, one head chunk at a time: thread t scores rows t / gc, + 128 / gc, ... of head
@@ -121,8 +126,8 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
           x = 0.25f * (((score(4 * r, gi) + score(4 * r + step, gi)) + score(4 * r + 2 * step, gi)) +
                        score(4 * r + 3 * step, gi));
         }
-        if (x > m) {
-          l = l * Exp(m - x) + 1.0f;
+        if (x > m) {  // explicit FMAs here and below, as in Stage1Dot
+          l = Fma(l, Exp(m - x), 1.0f);
           m = x;
         } else {
           l += Exp(x - m);
@@ -136,7 +141,7 @@ IL_GLOBAL void Stage1Kernel(KernelArgs<T> a) {
       for (int i = tid; i < gc * rstep; i += gc) mx = sM[i] > mx ? sM[i] : mx;
       float sum = 0.0f;
       for (int i = tid; i < gc * rstep; i += gc)
-        if (sL[i] > 0.0f) sum += sL[i] * Exp(sM[i] - mx);
+        if (sL[i] > 0.0f) sum = Fma(sL[i], Exp(sM[i] - mx), sum);
       sLse[g0 + tid] = sum > 0.0f ? mx + Log(sum) : kInf;
     }
     SyncThreads();

@@ -3,6 +3,7 @@
 // "device" memory.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -14,7 +15,9 @@ namespace infllmv2::testing {
 template <typename T>
 KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false, bool want_selection = true,
                             bool want_compressed = true, int kv_splits = 0, const int32_t* device_seqlens = nullptr,
-                            size_t* scratch_requests = nullptr) {
+                            size_t* scratch_requests = nullptr,
+                            const std::function<void(AttentionData<T>&)>& adjust = nullptr,
+                            const std::function<void(cuda::RunOptions&)>& configure = nullptr) {
   KernelOutputs<T> r;
   PreparedCall<T> call;
   // Outputs start as garbage (0x7e7e: a NaN-ish pattern in both types) so unwritten elements show.
@@ -24,6 +27,7 @@ KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false
   if (!want_selection) d.selected_blocks = nullptr;
   // seqlens_k as the device sees them, unchecked (the input check above saw t.seqlens_k).
   if (device_seqlens != nullptr) d.seqlens_k = device_seqlens;
+  if (adjust) adjust(d);  // the test's own pointers (e.g. misaligned views)
   std::vector<std::unique_ptr<char[]>> scratch;
   auto alloc = [&](size_t bytes) -> void* {
     if (scratch_requests != nullptr) ++*scratch_requests;
@@ -33,6 +37,7 @@ KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false
   };
   cuda::RunOptions options;
   options.kv_splits = kv_splits;  // 0: the kernel's own choice; n: the split-KV path with n splits
+  if (configure) configure(options);
   r.error = cuda::RunAttention<T>(c.attrs, r.params, d, alloc, nullptr, options);
   return r;
 }

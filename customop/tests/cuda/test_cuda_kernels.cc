@@ -5,9 +5,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <random>
 
 #include "common/call_plan.h"
+#include "cuda/selection.cuh"
 #include "cuda/split_kv.cuh"
 #include "cuda_emu_backend.h"
 #include "score_precision_case.h"
@@ -452,6 +455,198 @@ TEST(CudaEmu, GridLimitsAreCheckedBeforeLaunching) {
   Tensors t = MakeTensors(c);
   const auto r = RunCudaEmu<Float16>(c, t, false, false, false, -1);
   EXPECT_NE(r.error.find("KvCacheWriteKernel needs a grid of (1, 65536, 1) blocks"), std::string::npos) << r.error;
+}
+
+// A launch that fails (the emulator fails the n-th launch of the call, as a GPU refuses one for
+// lack of resources) makes the call return an error naming the kernel; every kernel of a sparse
+// call with rotary, on the plain and the split-KV path, is checked.
+TEST(CudaEmu, LaunchErrorsNameTheKernel) {
+  for (const int kv_splits : {-1, 2}) {
+    Case c;
+    c.seq_len = 1;
+    c.past_capacity = 200;
+    c.totals = {201};
+    c.num_heads = 2;
+    c.kv_num_heads = 1;
+    c.mode = 2;
+    c.rotary = true;
+    c.attrs = TinyBlocks();
+    c.compressed_state_in = Case::State::kConsistent;
+    Tensors t = MakeTensors(c);
+    Complete(c);
+    std::vector<std::string> failed;
+    for (int n = 0; n < 10; ++n) {
+      emu::FailLaunchAfter(n);
+      const auto r = RunCudaEmu<Float16>(c, t, false, true, true, kv_splits);
+      emu::FailLaunchAfter(-1);
+      if (r.error.empty()) break;
+      const size_t at = r.error.find(" failed to launch: emulated launch failure");
+      ASSERT_NE(at, std::string::npos) << r.error;
+      failed.push_back(r.error.substr(std::strlen("CUDA kernel: "), at - std::strlen("CUDA kernel: ")));
+    }
+    const std::vector<std::string> expected =
+        kv_splits > 0 ? std::vector<std::string>{"KvCacheWriteKernel",  "QueryPrepKernel", "CompressKernel",
+                                                 "SelectionFillKernel", "Stage1Kernel",    "SplitKvAttentionKernel",
+                                                 "KvCombineKernel"}
+                      : std::vector<std::string>{"KvCacheWriteKernel",  "QueryPrepKernel", "CompressKernel",
+                                                 "SelectionFillKernel", "Stage1Kernel",    "BlockAttentionKernel"};
+    EXPECT_EQ(failed, expected) << "kv_splits " << kv_splits;
+  }
+}
+
+// cp.async and ldmatrix need 16-byte-aligned addresses: a tensor view at another offset (here
+// each 16-bit tensor in turn, moved 2 bytes into a copy) is refused on the host, naming it, before
+// any launch (without the check the emulated cp.async aborts on the misaligned address).
+TEST(CudaEmu, MisalignedTensorsAreRefused) {
+  Case c;
+  c.seq_len = 3;
+  c.past_capacity = 40;
+  c.totals = {43};
+  c.mode = 1;
+  c.rotary = true;
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  using T = Float16;
+  std::vector<T> moved(1 << 16);
+  auto shift = [&moved](const T* p, size_t n) {
+    std::memcpy(moved.data() + 1, p, n * sizeof(T));
+    return moved.data() + 1;  // vector storage is 16-byte aligned: +1 element is 2 bytes off
+  };
+  const int64_t q_elems = c.batch * c.seq_len * c.num_heads * c.head_size;
+  const std::vector<std::pair<std::string, std::function<void(AttentionData<T>&)>>> cases = {
+      {"query", [&](AttentionData<T>& d) { d.query = shift(d.query, q_elems); }},
+      {"key", [&](AttentionData<T>& d) { d.key = shift(d.key, 16); }},
+      {"past_key", [&](AttentionData<T>& d) { d.past_key = shift(d.past_key, 16); }},
+      {"cos_cache", [&](AttentionData<T>& d) { d.cos_cache = shift(d.cos_cache, 16); }},
+      {"output", [&](AttentionData<T>& d) { d.output = const_cast<T*>(shift(d.output, 16)); }},
+      {"present_value", [&](AttentionData<T>& d) { d.present_value = const_cast<T*>(shift(d.present_value, 16)); }}};
+  for (const auto& [name, adjust] : cases) {
+    const auto r = RunCudaEmu<T>(c, t, false, false, false, -1, nullptr, nullptr, adjust);
+    EXPECT_EQ(r.error, "CUDA kernel: " + name +
+                           " does not start on a 16-byte boundary (the kernels copy 16-byte chunks); pass a tensor "
+                           "whose data is 16-byte aligned");
+  }
+  EXPECT_EQ(RunCudaEmu<T>(c, t, false, false, false, -1).error, "");  // aligned: runs
+}
+
+// A cache updated in place (present buffers = past buffers) gets only its new rows written: the
+// cache-write grid covers S rows and the compression grid the windows S tokens can complete, not
+// the capacity (a decode step at capacity 400: 1 tile instead of 25 and 13 per head),
+// with results bit-identical to separate buffers. Decode and a 9-token chunk, ragged pasts.
+TEST(CudaEmu, InPlaceCacheUpdatesLaunchOverTheNewRowsOnly) {
+  for (const int S : {1, 9}) {
+    Case c;
+    c.batch = 2;
+    c.seq_len = S;
+    c.past_capacity = 400;
+    c.totals = {400, 150 + S};
+    c.num_heads = 2;
+    c.kv_num_heads = 1;
+    c.mode = 2;
+    c.attrs = TinyBlocks();
+    c.compressed_state_in = Case::State::kConsistent;
+    c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
+    Tensors t = MakeTensors(c);
+    SCOPED_TRACE("S " + std::to_string(S));
+    std::vector<emu::dim3> grids;
+    emu::RecordLaunches(&grids);
+    const auto separate = RunCudaEmu<Float16>(c, t, false, true, true, -1);
+    emu::RecordLaunches(nullptr);
+    ASSERT_EQ(separate.error, "");
+    ASSERT_GE(grids.size(), 2u);       // KvCacheWriteKernel, CompressKernel first (no rotary)
+    EXPECT_EQ(grids[0].x, 400u / 16);  // separate buffers: every present row (copy, new, zero)
+    const unsigned compressed_rows = static_cast<unsigned>(separate.present_compressed_key.size() / (2 * 64));
+    EXPECT_EQ(grids[1].x, (compressed_rows + 7) / 8);
+    // Shared caches, and present_compressed_key = past_compressed_key (holding the past's windows).
+    ASSERT_EQ(t.past_compressed_key.size(), separate.present_compressed_key.size());
+    std::vector<Float16> compressed;
+    auto share_compressed = [&](AttentionData<Float16>& d) {
+      compressed.assign(d.past_compressed_key, d.past_compressed_key + separate.present_compressed_key.size());
+      d.past_compressed_key = d.present_compressed_key = compressed.data();
+    };
+    grids.clear();
+    emu::RecordLaunches(&grids);
+    const auto shared = RunCudaEmu<Float16>(c, t, true, true, true, -1, nullptr, nullptr, share_compressed);
+    emu::RecordLaunches(nullptr);
+    ASSERT_EQ(shared.error, "");
+    ASSERT_GE(grids.size(), 2u);
+    EXPECT_EQ(grids[0].x, static_cast<unsigned>((S + 15) / 16));
+    EXPECT_EQ(grids[1].x, static_cast<unsigned>((S / c.attrs.compress_stride + 1 + 7) / 8));
+    EXPECT_EQ(grids[0].y, 2u);
+    for (size_t i = 0; i < shared.output.size(); ++i) ASSERT_EQ(shared.output[i].bits, separate.output[i].bits) << i;
+    EXPECT_EQ(shared.selected_blocks, separate.selected_blocks);
+    // The valid rows of each entry's cache and compressed keys agree (shared buffers keep the
+    // caller's rows past the valid length).
+    const auto& p = shared.params;
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t h = 0; h < p.kv_num_heads; ++h) {
+        const int64_t total = c.totals[static_cast<size_t>(b)], bh = b * p.kv_num_heads + h;
+        for (int64_t r = 0; r < total * p.head_size; ++r) {
+          const size_t i = static_cast<size_t>(bh * p.present_capacity * p.head_size + r);
+          ASSERT_EQ(shared.present_key[i].bits, separate.present_key[i].bits) << i;
+          ASSERT_EQ(shared.present_value[i].bits, separate.present_value[i].bits) << i;
+        }
+        const int64_t windows = NumWindows(total, c.attrs.compress_kernel, c.attrs.compress_stride);
+        for (int64_t r = 0; r < windows * p.head_size; ++r) {
+          const size_t i = static_cast<size_t>(bh * compressed_rows * p.head_size + r);
+          ASSERT_EQ(compressed[i].bits, separate.present_compressed_key[i].bits) << i;
+        }
+      }
+  }
+}
+
+// Stage-1 scores are explicit FMA chains (Stage1Dot), so the host emulation computes the device's
+// scores bit for bit (docs/numerics.md): random vectors against a std::fma chain; a multiply-then-add
+// chain differs on most of them, so the comparison sees the rounding.
+TEST(CudaEmu, Stage1ScoresAreFmaChains) {
+  std::mt19937 rng(61);
+  std::normal_distribution<float> dist;
+  int differs = 0;
+  for (int trial = 0; trial < 100; ++trial) {
+    std::vector<float> q(128);
+    std::vector<Float16> k(128);
+    for (int i = 0; i < 128; ++i) {
+      q[i] = dist(rng);
+      k[i] = FromFloat<Float16>(dist(rng));
+    }
+    float fused = 0.0f, plain = 0.0f;
+    for (int i = 0; i < 128; ++i) {
+      fused = std::fma(q[i], ToFloat(k[i]), fused);
+      volatile float product = q[i] * ToFloat(k[i]);  // rounded on its own
+      plain += product;
+    }
+    const float got = cuda::Stage1Dot(q.data(), k.data(), 128, 0.125f);
+    ASSERT_EQ(got, fused * 0.125f) << trial;
+    differs += got != plain * 0.125f;
+  }
+  EXPECT_GT(differs, 50);
+}
+
+// RunOptions::mark (the GPU check's per-stage events) names the stages in launch order, the ones
+// that do not run left out: split-KV sparse decode, plain dense decode with no selection output.
+TEST(CudaEmu, StageMarksFollowTheLaunches) {
+  Case c;
+  c.seq_len = 1;
+  c.past_capacity = 200;
+  c.totals = {201};
+  c.num_heads = 2;
+  c.kv_num_heads = 1;
+  c.mode = 2;
+  c.attrs = TinyBlocks();
+  c.compressed_state_in = Case::State::kConsistent;
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  std::vector<std::string> marks;
+  auto record = [&marks](cuda::RunOptions& o) {
+    o.mark = [](void* ctx, const char* stage) { static_cast<std::vector<std::string>*>(ctx)->push_back(stage); };
+    o.mark_ctx = &marks;
+  };
+  ASSERT_EQ(RunCudaEmu<Float16>(c, t, false, true, true, 2, nullptr, nullptr, nullptr, record).error, "");
+  EXPECT_EQ(marks, (std::vector<std::string>{"cache_write", "compress", "selection", "attention", "combine", "end"}));
+  marks.clear();
+  c.mode = 1;
+  ASSERT_EQ(RunCudaEmu<Float16>(c, t, false, false, false, -1, nullptr, nullptr, nullptr, record).error, "");
+  EXPECT_EQ(marks, (std::vector<std::string>{"cache_write", "attention", "end"}));
 }
 
 }  // namespace

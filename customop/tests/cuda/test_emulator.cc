@@ -212,5 +212,29 @@ TEST(Emulator, Bf16RoundsToNearestEven) {
   EXPECT_EQ(ToFloat(BFloat16{0xc000}), -2.0f);
 }
 
+// cp.async and ldmatrix fault on the hardware when an address is not 16-byte aligned: the
+// emulation aborts, naming the instruction.
+TEST(EmulatorDeathTest, MisalignedCpAsyncAndLdMatrixAbort) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  alignas(16) static uint16_t global[64];
+  auto copy_from = [](const void* src) {
+    emu::Launch(dim3(1), dim3(32), [&] {
+      alignas(16) IL_SHARED uint16_t shared[32 * 8];
+      CpAsync16(&shared[8 * threadIdx.x], src, 16);
+    });
+  };
+  copy_from(global);  // aligned: fine
+  EXPECT_DEATH(copy_from(reinterpret_cast<const char*>(global) + 2), "cp.async global source .* not 16-byte aligned");
+  auto load_rows = [](int offset) {
+    emu::Launch(dim3(1), dim3(32), [&] {
+      alignas(16) IL_SHARED uint16_t shared[32 * 8 + 8];
+      uint32_t r[4];
+      LdMatrixX4(r, &shared[8 * threadIdx.x + offset]);
+    });
+  };
+  load_rows(0);
+  EXPECT_DEATH(load_rows(1), "ldmatrix row .* not 16-byte aligned");
+}
+
 }  // namespace
 }  // namespace infllmv2::cuda

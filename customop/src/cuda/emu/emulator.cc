@@ -12,6 +12,9 @@ namespace {
 
 thread_local ThreadContext t_ctx;
 std::mutex g_launch_mutex;  // __shared__ is static storage: one launch at a time per process
+thread_local const char* t_launch_error = nullptr;
+thread_local int t_fail_after = -1;
+thread_local std::vector<dim3>* t_launch_log = nullptr;
 
 [[noreturn]] void Hang(const char* what) {
   const ThreadContext& c = t_ctx;
@@ -66,7 +69,22 @@ const uint32_t (*WarpExchange(const uint32_t* words, int count))[kSlotWords] {
   return slots;
 }
 
+const char* TakeLaunchError() {
+  const char* e = t_launch_error;
+  t_launch_error = nullptr;
+  return e;
+}
+
+void FailLaunchAfter(int skip) { t_fail_after = skip; }
+
+void RecordLaunches(std::vector<dim3>* log) { t_launch_log = log; }
+
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+  if (t_fail_after >= 0 && t_fail_after-- == 0) {
+    t_launch_error = "emulated launch failure";
+    return;
+  }
+  if (t_launch_log != nullptr) t_launch_log->push_back(grid);
   const int threads = static_cast<int>(block.x * block.y * block.z);
   if (threads <= 0 || threads > 1024 || threads % kWarpSize != 0) {
     std::fprintf(stderr, "CUDA emulator: block of %d threads (need a multiple of 32, at most 1024)\n", threads);

@@ -71,6 +71,14 @@ ThreadContext& Ctx();
 // blockDim's thread count must be a multiple of 32 and at most 1024.
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body);
 
+// The launch-error slot of the calling thread, as cudaGetLastError: the error of a launch that did
+// not run (nullptr: none), cleared by the read.
+const char* TakeLaunchError();
+// Tests: the launch `skip` launches from now on this thread fails without running (-1: none).
+void FailLaunchAfter(int skip);
+// Tests: the grids of this thread's launches from now on are appended to `log` (nullptr: stop).
+void RecordLaunches(std::vector<dim3>* log);
+
 // Warp collective plumbing: posts `words` of this lane, waits for the warp, and returns the
 // exchange buffer of this phase (lanes' posted words) for reading until the next collective.
 const uint32_t (*WarpExchange(const uint32_t* words, int count))[kSlotWords];
