@@ -29,6 +29,9 @@ ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
   -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow)))'
 
 
+echo "== GPU script, dry run (tests/gpu: case plan with sizes, modes and splits from the op's C ABI; no GPU) =="
+tests/gpu/run.sh --dry-run >/dev/null
+
 echo "== .NET tests =="
 dotnet test InfLlmV2.Onnx.sln -c Release -nologo -v q
 # The C# style of .editorconfig: layout, spacing and using order (style preferences are suggestions).

@@ -208,6 +208,7 @@ CallRules RulesFor(AttentionMode mode, int64_t dense_len) {
   r.local_blocks = 2;
   r.budget = 6;
   r.local_window = -1;
+  r.total_sequence_length = r.past_capacity = 1 << 20;
   return r;
 }
 
@@ -259,6 +260,34 @@ TEST(CallRules, SelectionSpan) {
   EXPECT_EQ(bw.per_block, 4);
   EXPECT_EQ(bw.back, 1);
   EXPECT_EQ(bw.ahead, 3);
+}
+
+// Lengths the buffers cannot hold (the host check refuses them; the device plans the entry as
+// invalid, with nothing to read or write).
+TEST(CallRules, LengthFaults) {
+  CallRules r = RulesFor(AttentionMode::kAuto, 700);
+  r.seq_len = 2;
+  r.total_sequence_length = 112;
+  r.past_capacity = 110;
+  EXPECT_EQ(LengthFaultOf(r, 112), LengthFault::kNone);
+  EXPECT_EQ(LengthFaultOf(r, 0), LengthFault::kOutOfRange);
+  EXPECT_EQ(LengthFaultOf(r, 113), LengthFault::kOutOfRange);
+  EXPECT_EQ(LengthFaultOf(r, 1), LengthFault::kShorterThanNew);
+  r.past_capacity = 100;
+  EXPECT_EQ(LengthFaultOf(r, 103), LengthFault::kPastTooLong);
+  r.past_capacity = 110;
+  r.past_compressed_given = true;
+  r.past_compressed_capacity = 4;  // 100 past tokens: 5 windows of 32 at 16
+  EXPECT_EQ(LengthFaultOf(r, 102), LengthFault::kPastWindowsTooMany);
+  const int32_t hostile[] = {-5, 112, 2147483647};
+  for (int b = 0; b < 3; ++b) {
+    const EntryPlan e = PlanEntry(r, hostile, b);
+    EXPECT_FALSE(e.valid);
+    EXPECT_EQ(e.total, 0);
+    EXPECT_FALSE(e.sparse);
+    EXPECT_EQ(PlanToken(r, e, 0).len, 0);
+    EXPECT_EQ(RotaryPosition(e, 0), 0);
+  }
 }
 
 // Rank keys: higher score first; equal scores: lower block first; NaN ranks as -inf, -0 as +0.

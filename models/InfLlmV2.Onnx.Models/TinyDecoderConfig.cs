@@ -19,6 +19,32 @@ public enum DecoderAttentionForm
     /// heads, and a 4-D additive causal attention_bias offset by the past length.
     /// </summary>
     MultiHeadAttention,
+
+    /// <summary>
+    /// The legacy com.microsoft::Attention of ORT's transformers optimizer on GPT-2 (<see cref="LegacyAttentionDecoder"/>):
+    /// fused QKV weights and bias, unidirectional=1, one packed past/present [2, B, H, P, D] per layer,
+    /// int32 input_ids/position_ids/attention_mask. Multi-head: KvNumHeads is ignored.
+    /// </summary>
+    LegacyAttention,
+
+    /// <summary>
+    /// Decomposed, with the scores as ORT's transformers optimizer fuses them:
+    /// <c>com.microsoft::FusedMatMul(Q, repeat_kv(K), transB=1, alpha=1/√D)</c>.
+    /// </summary>
+    FusedMatMul,
+
+    /// <summary>
+    /// The TorchScript export of HF GPT-2's attention: <c>MatMul(Q, Kᵀ) / √D</c>, the causal part
+    /// <c>Where(Cast(Slice(Slice(tril buffer, T − S..T, axis 2), 0..T, axis 3)), scores, −1e4)</c> from a
+    /// constant lower-triangular [1, 1, N, N] buffer, then <c>+ (1 − attention_mask)·−1e4</c>.
+    /// </summary>
+    TorchScriptGpt2,
+
+    /// <summary>
+    /// Decomposed attention (scale, scores, mask, softmax, output) inside a model-local function
+    /// called once per layer, as the dynamo exporter emits <c>aten_scaled_dot_product_attention</c>.
+    /// </summary>
+    Function,
 }
 
 /// <summary>Shape, seed and form of a generated tiny GQA decoder.</summary>
@@ -62,6 +88,19 @@ public sealed record TinyDecoderConfig
     /// from Sub/Cast/Where, Add, Tile). Not for the GroupQueryAttention form.
     /// </summary>
     public bool PaddingMask { get; init; }
+
+    /// <summary>
+    /// GroupQueryAttention form only: padding reaches the op as onnx-community exports pass it,
+    /// through input 10 <c>attention_bias = Expand((1 − Cast(attention_mask)) · −FLT_MAX)</c> to
+    /// [B, 1, S, T], with <c>seqlens_k = Expand(T − 1)</c> and total_sequence_length = T (no ReduceSum).
+    /// </summary>
+    public bool AttentionBias { get; init; }
+
+    /// <summary>
+    /// optimum's merged decoder: weights in the main graph, one <c>If</c> on the bool input
+    /// <c>use_cache_branch</c> whose branches are the decoder with past and without (any form).
+    /// </summary>
+    public bool Merged { get; init; }
 
     /// <summary>Whether the model carries value_info for intermediate values (optimum and dynamo exports carry none).</summary>
     public bool ValueInfo { get; init; } = true;

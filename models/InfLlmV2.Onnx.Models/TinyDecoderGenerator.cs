@@ -22,427 +22,14 @@ public static class TinyDecoderGenerator
     /// <summary>Generates the model (all weights inline as raw data).</summary>
     public static ModelProto Generate(TinyDecoderConfig c)
     {
+        if (c.Form == DecoderAttentionForm.LegacyAttention) return LegacyAttentionDecoder.Generate(c);
         if (c.HeadSize % 8 != 0 || c.NumHeads % c.KvNumHeads != 0)
             throw new ArgumentException("head size must be a multiple of 8 and heads a multiple of kv heads");
-        var rng = new Random(c.Seed);
-        bool gqa = c.Form == DecoderAttentionForm.GroupQueryAttention;
-        bool mha = c.Form == DecoderAttentionForm.MultiHeadAttention;
-        int cacheHeads = mha ? c.NumHeads : c.KvNumHeads;
-        if (!gqa && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
-        if (gqa && c.PaddingMask) throw new ArgumentException("the GroupQueryAttention form takes its lengths from attention_mask already");
-        long opset = gqa || mha ? 17 : 23;
-        var g = new GraphProto { Name = "tiny_decoder" };
-        int h = c.Hidden, kvw = c.KvNumHeads * c.HeadSize;
-        float Std(int fanIn) => 1.0f / MathF.Sqrt(fanIn);
-        string W(string name, int rows, int cols, float std)
-        {
-            var data = new float[rows * cols];
-            for (int i = 0; i < data.Length; i++) data[i] = (float)(rng.NextDouble() * 2 - 1) * std * 1.7f;
-            g.Initializer.Add(TensorProtos.Float(name, [rows, cols], data));
-            return name;
-        }
-        string Ones(string name, int n)
-        {
-            var data = new float[n];
-            for (int i = 0; i < n; i++) data[i] = 1.0f + 0.1f * (float)(rng.NextDouble() * 2 - 1);
-            g.Initializer.Add(TensorProtos.Float(name, [n], data));
-            return name;
-        }
-        string I64C(string name, long[] dims, long[] values) { g.Initializer.Add(TensorProtos.Int64(name, dims, values)); return name; }
-        void Add(string op, string[] inputs, string[] outputs, params AttributeProto[] attrs) =>
-            g.Node.Add(Node(op, op is "GroupQueryAttention" or "MultiHeadAttention" or "RotaryEmbedding" ? "com.microsoft" : "", inputs, outputs, attrs, $"/{outputs[0]}/{op}"));
-
-        g.Input.Add(Tensor("input_ids", I64, null, null));
-        g.Input.Add(Tensor("attention_mask", I64, null, null));
-        if (!gqa) g.Input.Add(Tensor("position_ids", I64, null, null));
-        for (int l = 0; l < c.Layers; l++)
-        {
-            g.Input.Add(CacheInfo(c.PastName(l, "key"), c, cacheHeads, "past_sequence_length"));
-            g.Input.Add(CacheInfo(c.PastName(l, "value"), c, cacheHeads, "past_sequence_length"));
-        }
-        g.Output.Add(Tensor("logits", F32, null, null, c.Vocab));
-        for (int l = 0; l < c.Layers; l++)
-        {
-            g.Output.Add(CacheInfo(c.PresentName(l, "key"), c, cacheHeads, "total_sequence_length"));
-            g.Output.Add(CacheInfo(c.PresentName(l, "value"), c, cacheHeads, "total_sequence_length"));
-        }
-        // Rename symbolic dims to genai's names.
-        foreach (var v in g.Input.Concat(g.Output))
-        {
-            var dims = v.Type.TensorType.Shape.Dim;
-            if (dims[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimParam) dims[0].DimParam = "batch_size";
-            if (v.Name is "input_ids" or "logits" or "position_ids") dims[1].DimParam = "sequence_length";
-            if (v.Name == "attention_mask") dims[1].DimParam = "total_sequence_length";
-        }
-
-        // seqlens_k = ReduceSum(mask, 1) - 1 (int32), total = Shape(mask)[1] (int32 scalar): genai's subgraph.
-        var one = I64C("const_one", [1], [1]);
-        var axis1 = I64C("const_axis1", [1], [1]);
-        var idx1 = I64C("const_index1", [], [1]);
-        Add("ReduceSum", ["attention_mask", axis1], ["mask_sum"]);
-        Add("Sub", ["mask_sum", one], ["mask_sum_minus_one"]);
-        Add("Cast", ["mask_sum_minus_one"], ["seqlens_k"], Attr("to", (long)TensorProto.Types.DataType.Int32));
-        Add("Shape", ["attention_mask"], ["mask_shape"]);
-        Add("Gather", ["mask_shape", idx1], ["total_len_i64"], Attr("axis", 0L));
-        Add("Cast", ["total_len_i64"], ["total_sequence_length"], Attr("to", (long)TensorProto.Types.DataType.Int32));
-
-        // Rotary caches [max_positions, head/2], base 10000.
-        int half = c.HeadSize / 2;
-        var cos = new float[c.MaxPositions * half];
-        var sin = new float[c.MaxPositions * half];
-        for (int p = 0; p < c.MaxPositions; p++)
-            for (int i = 0; i < half; i++)
-            {
-                double theta = p / Math.Pow(10000.0, 2.0 * i / c.HeadSize);
-                cos[p * half + i] = (float)Math.Cos(theta);
-                sin[p * half + i] = (float)Math.Sin(theta);
-            }
-        g.Initializer.Add(TensorProtos.Float("cos_cache", [c.MaxPositions, half], cos));
-        g.Initializer.Add(TensorProtos.Float("sin_cache", [c.MaxPositions, half], sin));
-
-        if (opset >= 18) I64C("const_axis_last", [1], [-1]);
-        W("embed_tokens.weight", c.Vocab, h, 1.0f);
-        Add("Gather", ["embed_tokens.weight", "input_ids"], ["hidden_0"]);
-        var eps = "const_eps";
-        g.Initializer.Add(TensorProtos.Float(eps, [], [1e-5f]));
-        string RmsNorm(string x, string weight, string prefix)
-        {
-            Add("Mul", [x, x], [$"{prefix}/sq"]);
-            if (opset >= 18) Add("ReduceMean", [$"{prefix}/sq", "const_axis_last"], [$"{prefix}/mean"], Attr("keepdims", 1L));
-            else Add("ReduceMean", [$"{prefix}/sq"], [$"{prefix}/mean"], Ints("axes", -1), Attr("keepdims", 1L));
-            Add("Add", [$"{prefix}/mean", eps], [$"{prefix}/mean_eps"]);
-            Add("Sqrt", [$"{prefix}/mean_eps"], [$"{prefix}/rms"]);
-            Add("Div", [x, $"{prefix}/rms"], [$"{prefix}/normed"]);
-            Add("Mul", [$"{prefix}/normed", weight], [$"{prefix}/out"]);
-            return $"{prefix}/out";
-        }
-        // Rotary (non-interleaved, as GQA's) from position_ids with plain ops, for forms 2 and 3.
-        string? cosFull = null, sinFull = null;
-        if (!gqa && !mha)
-        {
-            foreach (var (table, name) in new[] { ("cos_cache", "rot_cos"), ("sin_cache", "rot_sin") })
-            {
-                Add("Gather", [table, "position_ids"], [$"{name}_half"]);
-                Add("Concat", [$"{name}_half", $"{name}_half"], [$"{name}_full"], Attr("axis", -1L));
-                Add("Unsqueeze", [$"{name}_full", I64C($"{name}_axis", [1], [2])], [$"{name}_bs1d"]);
-            }
-            cosFull = "rot_cos_bs1d";
-            sinFull = "rot_sin_bs1d";
-            I64C("rot_first_half", [1], [0]);
-            I64C("rot_mid", [1], [half]);
-            I64C("rot_end", [1], [c.HeadSize]);
-            I64C("rot_axis", [1], [3]);
-        }
-        // Projection → [B, N, S, D] (rotated for q and k); value info as exporters write it.
-        string Heads(string p, string which, string xn, int heads, bool rotary)
-        {
-            Add("MatMul", [xn, $"{p}.attn.{which}_proj.weight"], [$"{p}/{which}"]);
-            Add("Reshape", [$"{p}/{which}", I64C($"{p}/{which}_split_shape", [4], [0, 0, heads, c.HeadSize])], [$"{p}/{which}_bsnd"]);
-            string x = $"{p}/{which}_bsnd";
-            if (rotary)
-            {
-                Add("Slice", [x, "rot_first_half", "rot_mid", "rot_axis"], [$"{p}/{which}_x1"]);
-                Add("Slice", [x, "rot_mid", "rot_end", "rot_axis"], [$"{p}/{which}_x2"]);
-                Add("Neg", [$"{p}/{which}_x2"], [$"{p}/{which}_neg_x2"]);
-                Add("Concat", [$"{p}/{which}_neg_x2", $"{p}/{which}_x1"], [$"{p}/{which}_rot"], Attr("axis", -1L));
-                Add("Mul", [x, cosFull!], [$"{p}/{which}_cos"]);
-                Add("Mul", [$"{p}/{which}_rot", sinFull!], [$"{p}/{which}_sin"]);
-                Add("Add", [$"{p}/{which}_cos", $"{p}/{which}_sin"], [$"{p}/{which}_roped"]);
-                x = $"{p}/{which}_roped";
-            }
-            var y = $"{p}/{which}_bnsd";
-            Add("Transpose", [x], [y], Ints("perm", 0, 2, 1, 3));
-            var vi = Tensor(y, F32, null, heads, null, c.HeadSize);
-            vi.Type.TensorType.Shape.Dim[0].DimParam = "batch_size";
-            vi.Type.TensorType.Shape.Dim[2].DimParam = "sequence_length";
-            g.ValueInfo.Add(vi);
-            return y;
-        }
-        // The scalars both attention_mask-derived masks start from, as their exporters compute them:
-        // {m}/batch and {m}/seq from input_ids' shape, {m}/past from the first past key's, and the
-        // constants {m}/zero, one, two (scalars) and {m}/axis0 ([0]).
-        void BatchSeqPast(string m)
-        {
-            I64C($"{m}/zero", [], [0]);
-            I64C($"{m}/one", [], [1]);
-            I64C($"{m}/two", [], [2]);
-            I64C($"{m}/axis0", [1], [0]);
-            Add("Shape", ["input_ids"], [$"{m}/ids_shape"]);
-            Add("Gather", [$"{m}/ids_shape", $"{m}/zero"], [$"{m}/batch"], Attr("axis", 0L));
-            Add("Gather", [$"{m}/ids_shape", $"{m}/one"], [$"{m}/seq"], Attr("axis", 0L));
-            Add("Shape", [c.PastName(0, "key")], [$"{m}/past_shape"]);
-            Add("Gather", [$"{m}/past_shape", $"{m}/two"], [$"{m}/past"], Attr("axis", 0L));
-        }
-        // transformers' _update_causal_mask as TorchScript exports it (optimum): once per model, [B, 1, S, T].
-        string? hfMask = null;
-        string HfMask()
-        {
-            if (hfMask is not null) return hfMask;
-            const string m = "hf_mask";
-            BatchSeqPast(m);
-            Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
-            Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/target"], Attr("axis", 0L));
-            Add("Unsqueeze", [$"{m}/seq", $"{m}/axis0"], [$"{m}/seq_1d"]);
-            Add("Unsqueeze", [$"{m}/target", $"{m}/axis0"], [$"{m}/target_1d"]);
-            Add("Unsqueeze", [$"{m}/batch", $"{m}/axis0"], [$"{m}/batch_1d"]);
-            Add("Concat", [$"{m}/seq_1d", $"{m}/target_1d"], [$"{m}/full_shape"], Attr("axis", 0L));
-            // causal_mask = torch.full((S, T), min); triu(diagonal=1); *= arange(T) > cache_position.reshape(-1, 1)
-            g.Node.Add(Node("ConstantOfShape", "", [$"{m}/full_shape"], [$"{m}/full"],
-                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Float("", [1], [float.MinValue]) }], $"/{m}/full/ConstantOfShape"));
-            Add("Trilu", [$"{m}/full", $"{m}/one"], [$"{m}/triu"], Attr("upper", 1L));
-            Add("Add", [$"{m}/past", $"{m}/seq"], [$"{m}/past_plus_seq"]);
-            Add("Range", [$"{m}/past", $"{m}/past_plus_seq", $"{m}/one"], [$"{m}/cache_position"]);
-            Add("Range", [$"{m}/zero", $"{m}/target", $"{m}/one"], [$"{m}/arange"]);
-            Add("Reshape", [$"{m}/cache_position", I64C($"{m}/col_shape", [2], [-1, 1])], [$"{m}/cache_position_col"]);
-            Add("Greater", [$"{m}/arange", $"{m}/cache_position_col"], [$"{m}/after"]);
-            Add("Cast", [$"{m}/after"], [$"{m}/after_f"], Attr("to", (long)F32));
-            Add("Mul", [$"{m}/triu", $"{m}/after_f"], [$"{m}/causal_2d"]);
-            // causal_mask[None, None, :, :].expand(B, 1, -1, -1), with the exporters' Where(Equal(shape, -1), 1, shape) guard
-            Add("Unsqueeze", [$"{m}/causal_2d", I64C($"{m}/axes01", [2], [0, 1])], [$"{m}/causal_4d"]);
-            Add("Concat", [$"{m}/batch_1d", I64C($"{m}/one_1d", [1], [1]), $"{m}/seq_1d", $"{m}/target_1d"], [$"{m}/expand_shape_raw"], Attr("axis", 0L));
-            g.Node.Add(Node("ConstantOfShape", "", [I64C($"{m}/four", [1], [4])], [$"{m}/ones4"],
-                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Int64("", [1], [1]) }], $"/{m}/ones4/ConstantOfShape"));
-            Add("Mul", [$"{m}/ones4", I64C($"{m}/minus_one", [], [-1])], [$"{m}/minus_ones4"]);
-            Add("Equal", [$"{m}/expand_shape_raw", $"{m}/minus_ones4"], [$"{m}/is_minus_one"]);
-            Add("Where", [$"{m}/is_minus_one", $"{m}/ones4", $"{m}/expand_shape_raw"], [$"{m}/expand_shape"]);
-            Add("Expand", [$"{m}/causal_4d", $"{m}/expand_shape"], [$"{m}/causal"]);
-            // padding_mask = (causal + attention_mask[:, None, None, :]) == 0 → min
-            Add("Unsqueeze", ["attention_mask", I64C($"{m}/axes12", [2], [1, 2])], [$"{m}/am_4d"]);
-            Add("Cast", [$"{m}/am_4d"], [$"{m}/am_f"], Attr("to", (long)F32));
-            Add("Add", [$"{m}/causal", $"{m}/am_f"], [$"{m}/sum"]);
-            g.Initializer.Add(TensorProtos.Float($"{m}/zero_f", [], [0f]));
-            g.Initializer.Add(TensorProtos.Float($"{m}/min", [], [float.MinValue]));
-            Add("Equal", [$"{m}/sum", $"{m}/zero_f"], [$"{m}/padded"]);
-            Add("Where", [$"{m}/padded", $"{m}/min", $"{m}/causal"], [$"{m}/mask"]);
-            return hfMask = $"{m}/mask";
-        }
-        // The ONNX Attention function body: Concat caches, repeat_kv, scaled scores, causal mask offset by the past.
-        void DecomposedAttention(string p, int l, string q4, string k4, string v4, string y4)
-        {
-            string pk = c.PresentName(l, "key"), pv = c.PresentName(l, "value");
-            Add("Concat", [c.PastName(l, "key"), k4], [pk], Attr("axis", 2L));
-            Add("Concat", [c.PastName(l, "value"), v4], [pv], Attr("axis", 2L));
-            int group = c.NumHeads / c.KvNumHeads;
-            string RepeatKv(string x, string name)
-            {
-                Add("Shape", [x], [$"{p}/{name}_lead"], Attr("start", 0L), Attr("end", 2L));
-                Add("Shape", [x], [$"{p}/{name}_tail"], Attr("start", 2L), Attr("end", 4L));
-                Add("Concat", [$"{p}/{name}_lead", I64C($"{p}/{name}_group", [1], [group]), $"{p}/{name}_tail"], [$"{p}/{name}_expand_shape"], Attr("axis", 0L));
-                Add("Unsqueeze", [x, I64C($"{p}/{name}_unsq_axis", [1], [2])], [$"{p}/{name}_unsq"]);
-                Add("Expand", [$"{p}/{name}_unsq", $"{p}/{name}_expand_shape"], [$"{p}/{name}_expanded"]);
-                Add("Reshape", [$"{p}/{name}_expanded", I64C($"{p}/{name}_rep_shape", [4], [0, c.NumHeads, -1, c.HeadSize])], [$"{p}/{name}_rep"]);
-                return $"{p}/{name}_rep";
-            }
-            var kRep = RepeatKv(pk, "k");
-            var vRep = RepeatKv(pv, "v");
-            var factor = $"{p}/scale_sqrt";
-            g.Initializer.Add(TensorProtos.Float(factor, [], [MathF.Sqrt(1.0f / MathF.Sqrt(c.HeadSize))]));
-            Add("Mul", [q4, factor], [$"{p}/q_scaled"]);
-            Add("Transpose", [kRep], [$"{p}/k_t"], Ints("perm", 0, 1, 3, 2));
-            Add("Mul", [$"{p}/k_t", factor], [$"{p}/k_scaled"]);
-            Add("MatMul", [$"{p}/q_scaled", $"{p}/k_scaled"], [$"{p}/scores"]);
-            // Causal mask: key j is hidden from query i when past + i < j.
-            var zero = I64C($"{p}/zero", [], [0]);
-            var oneS = I64C($"{p}/one", [], [1]);
-            var squeezeAxis = I64C($"{p}/squeeze_axis", [1], [0]);
-            Add("Shape", [q4], [$"{p}/q_len_1d"], Attr("start", 2L), Attr("end", 3L));
-            Add("Shape", [pk], [$"{p}/t_len_1d"], Attr("start", 2L), Attr("end", 3L));
-            Add("Shape", [c.PastName(l, "key")], [$"{p}/past_len"], Attr("start", 2L), Attr("end", 3L));
-            Add("Squeeze", [$"{p}/q_len_1d", squeezeAxis], [$"{p}/q_len"]);
-            Add("Squeeze", [$"{p}/t_len_1d", squeezeAxis], [$"{p}/t_len"]);
-            Add("Range", [zero, $"{p}/q_len", oneS], [$"{p}/rows"]);
-            Add("Range", [zero, $"{p}/t_len", oneS], [$"{p}/cols"]);
-            Add("Unsqueeze", [$"{p}/rows", I64C($"{p}/row_axis", [1], [1])], [$"{p}/rows_2d"]);
-            Add("Unsqueeze", [$"{p}/cols", I64C($"{p}/col_axis", [1], [0])], [$"{p}/cols_2d"]);
-            Add("Add", [$"{p}/rows_2d", $"{p}/past_len"], [$"{p}/rows_past"]);
-            Add("Less", [$"{p}/rows_past", $"{p}/cols_2d"], [$"{p}/hidden"]);
-            g.Initializer.Add(TensorProtos.Float($"{p}/neg_inf", [], [float.NegativeInfinity]));
-            g.Initializer.Add(TensorProtos.Float($"{p}/zero_f", [], [0f]));
-            Add("Where", [$"{p}/hidden", $"{p}/neg_inf", $"{p}/zero_f"], [$"{p}/mask"]);
-            Add("Add", [$"{p}/scores", c.PaddingMask ? HfMask() : $"{p}/mask"], [$"{p}/scores_masked"]);
-            Add("Softmax", [$"{p}/scores_masked"], [$"{p}/probs"], Attr("axis", -1L));
-            Add("MatMul", [$"{p}/probs", vRep], [y4]);
-        }
-        // The ORT optimizer's MHA layout: RotaryEmbedding on 3-D q/k, repeat_kv in 3-D, one causal
-        // attention_bias [1, 1, S, P + S] (rows offset by the past length) shared by every layer.
-        string? causalBias = null;
-        string CausalBias(string q3)
-        {
-            if (causalBias is not null) return causalBias;
-            I64C("mask/zero", [], [0]);
-            I64C("mask/one", [], [1]);
-            I64C("mask/two", [], [2]);
-            Add("Shape", [q3], ["mask/q_shape"]);
-            Add("Gather", ["mask/q_shape", "mask/one"], ["mask/q_len"], Attr("axis", 0L));
-            Add("Shape", [c.PastName(0, "key")], ["mask/past_shape"]);
-            Add("Gather", ["mask/past_shape", "mask/two"], ["mask/past_len"], Attr("axis", 0L));
-            Add("Add", ["mask/past_len", "mask/q_len"], ["mask/total_len"]);
-            Add("Range", ["mask/zero", "mask/q_len", "mask/one"], ["mask/rows"]);
-            Add("Range", ["mask/zero", "mask/total_len", "mask/one"], ["mask/cols"]);
-            Add("Unsqueeze", ["mask/rows", I64C("mask/row_axis", [1], [1])], ["mask/rows_2d"]);
-            Add("Unsqueeze", ["mask/cols", I64C("mask/col_axis", [1], [0])], ["mask/cols_2d"]);
-            Add("Add", ["mask/rows_2d", "mask/past_len"], ["mask/positions"]);
-            Add("Less", ["mask/positions", "mask/cols_2d"], ["mask/hidden"]);
-            g.Initializer.Add(TensorProtos.Float("mask/min", [], [float.MinValue]));
-            g.Initializer.Add(TensorProtos.Float("mask/zero_f", [], [0f]));
-            Add("Where", ["mask/hidden", "mask/min", "mask/zero_f"], ["mask/bias_2d"]);
-            Add("Unsqueeze", ["mask/bias_2d", I64C("mask/bias_axes", [2], [0, 1])], ["mask/attention_bias"]);
-            return causalBias = "mask/attention_bias";
-        }
-        // The genai builder's MHA mask (attn_mask_reformat): a square [S, S] causal mask expanded to
-        // [B, 1, S, P + S] (valid when P = 0 or S = 1, the only steps genai runs), plus key padding
-        // from attention_mask values, added, tiled by ones; shared by every layer.
-        string? genaiMask = null;
-        string GenAiMask()
-        {
-            if (genaiMask is not null) return genaiMask;
-            const string m = "attn_mask_reformat";
-            BatchSeqPast(m);
-            Add("Add", [$"{m}/seq", $"{m}/past"], [$"{m}/total"]);
-            foreach (var (v, name) in new[] { ($"{m}/batch", "batch_1d"), ($"{m}/seq", "seq_1d"), ($"{m}/total", "total_1d") })
-                Add("Unsqueeze", [v, $"{m}/axis0"], [$"{m}/{name}"]);
-            Add("Concat", [$"{m}/seq_1d", $"{m}/seq_1d"], [$"{m}/square_shape"], Attr("axis", 0L));
-            g.Node.Add(Node("ConstantOfShape", "", [$"{m}/square_shape"], [$"{m}/lowest"],
-                [new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = TensorProtos.Float("", [1], [float.MinValue]) }], $"/{m}/lowest/ConstantOfShape"));
-            Add("Range", [$"{m}/zero", $"{m}/seq", $"{m}/one"], [$"{m}/range"]);
-            Add("Add", [$"{m}/range", $"{m}/one"], [$"{m}/range_plus_one"]);
-            Add("Concat", [$"{m}/seq_1d", I64C($"{m}/one_1d", [1], [1])], [$"{m}/col_shape"], Attr("axis", 0L));
-            Add("Reshape", [$"{m}/range_plus_one", $"{m}/col_shape"], [$"{m}/rows"]);
-            Add("Less", [$"{m}/range", $"{m}/rows"], [$"{m}/visible"]);
-            g.Initializer.Add(TensorProtos.Float($"{m}/zero_f", [], [0f]));
-            Add("Where", [$"{m}/visible", $"{m}/zero_f", $"{m}/lowest"], [$"{m}/square"]);
-            Add("Unsqueeze", [$"{m}/square", $"{m}/axis0"], [$"{m}/square_3d"]);
-            Add("Unsqueeze", [$"{m}/square_3d", I64C($"{m}/axis1", [1], [1])], [$"{m}/square_4d"]);
-            Add("Concat", [$"{m}/batch_1d", $"{m}/one_1d", $"{m}/seq_1d", $"{m}/total_1d"], [$"{m}/causal_shape"], Attr("axis", 0L));
-            Add("Expand", [$"{m}/square_4d", $"{m}/causal_shape"], [$"{m}/causal"]);
-            // padding: 1 - mask, as bool → lowest, else 0
-            Add("Unsqueeze", ["attention_mask", $"{m}/axis1"], [$"{m}/am_3d"]);
-            Add("Unsqueeze", [$"{m}/am_3d", I64C($"{m}/axis2", [1], [2])], [$"{m}/am_4d"]);
-            Add("Shape", ["attention_mask"], [$"{m}/am_shape"]);
-            Add("Gather", [$"{m}/am_shape", $"{m}/one"], [$"{m}/am_width"], Attr("axis", 0L));
-            Add("Unsqueeze", [$"{m}/am_width", $"{m}/axis0"], [$"{m}/am_width_1d"]);
-            Add("Concat", [$"{m}/batch_1d", $"{m}/one_1d", $"{m}/seq_1d", $"{m}/am_width_1d"], [$"{m}/pad_shape"], Attr("axis", 0L));
-            Add("Expand", [$"{m}/am_4d", $"{m}/pad_shape"], [$"{m}/am_expanded"]);
-            Add("Cast", [$"{m}/am_expanded"], [$"{m}/am_f"], Attr("to", (long)F32));
-            g.Initializer.Add(TensorProtos.Float($"{m}/one_f", [], [1f]));
-            Add("Sub", [$"{m}/one_f", $"{m}/am_f"], [$"{m}/inverted"]);
-            Add("Cast", [$"{m}/inverted"], [$"{m}/inverted_bool"], Attr("to", (long)TensorProto.Types.DataType.Bool));
-            g.Initializer.Add(TensorProtos.Float($"{m}/lowest_f", [], [float.MinValue]));
-            Add("Where", [$"{m}/inverted_bool", $"{m}/lowest_f", $"{m}/inverted"], [$"{m}/padding"]);
-            Add("Add", [$"{m}/padding", $"{m}/causal"], [$"{m}/sum"]);
-            Add("Tile", [$"{m}/sum", I64C($"{m}/repeats", [4], [1, 1, 1, 1])], [$"{m}/mask"]);
-            return genaiMask = $"{m}/mask";
-        }
-        void MultiHeadAttention(string p, int l, string xn)
-        {
-            string Rotary(string x, string which)
-            {
-                Add("RotaryEmbedding", [x, "position_ids", "cos_cache", "sin_cache"], [$"{p}/{which}_rot"], Attr("num_heads", (long)(which == "q" ? c.NumHeads : c.KvNumHeads)));
-                return $"{p}/{which}_rot";
-            }
-            string Repeat(string x, string which)
-            {
-                int group = c.NumHeads / c.KvNumHeads;
-                if (group == 1) return x;
-                Add("Reshape", [x, I64C($"{p}/{which}_kv_split", [5], [0, 0, c.KvNumHeads, 1, c.HeadSize])], [$"{p}/{which}_kv5"]);
-                Add("Expand", [$"{p}/{which}_kv5", I64C($"{p}/{which}_kv_expand", [5], [1, 1, c.KvNumHeads, group, c.HeadSize])], [$"{p}/{which}_kv5_rep"]);
-                Add("Reshape", [$"{p}/{which}_kv5_rep", I64C($"{p}/{which}_kv_merge", [3], [0, 0, h])], [$"{p}/{which}_rep"]);
-                return $"{p}/{which}_rep";
-            }
-            Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
-            Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
-            Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
-            var q = Rotary($"{p}/q", "q");
-            var k = Repeat(Rotary($"{p}/k", "k"), "k");
-            var v = Repeat($"{p}/v", "v");
-            Add("MultiHeadAttention", [q, k, v, "", "", c.PaddingMask ? GenAiMask() : CausalBias(q), c.PastName(l, "key"), c.PastName(l, "value")],
-                [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
-                Attr("num_heads", (long)c.NumHeads), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
-        }
-        string x0 = "hidden_0";
-        for (int l = 0; l < c.Layers; l++)
-        {
-            string p = $"layers.{l}";
-            var xn = RmsNorm(x0, Ones($"{p}.input_layernorm.weight", h), $"{p}/input_norm");
-            if (gqa)
-            {
-                string[] gqaInputs;
-                if (c.PackedQkv)
-                {
-                    W($"{p}.attn.qkv_proj.weight", h, h + 2 * kvw, Std(h));
-                    Add("MatMul", [xn, $"{p}.attn.qkv_proj.weight"], [$"{p}/qkv"]);
-                    gqaInputs = [$"{p}/qkv", "", ""];
-                }
-                else
-                {
-                    W($"{p}.attn.q_proj.weight", h, h, Std(h));
-                    W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
-                    W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
-                    Add("MatMul", [xn, $"{p}.attn.q_proj.weight"], [$"{p}/q"]);
-                    Add("MatMul", [xn, $"{p}.attn.k_proj.weight"], [$"{p}/k"]);
-                    Add("MatMul", [xn, $"{p}.attn.v_proj.weight"], [$"{p}/v"]);
-                    gqaInputs = [$"{p}/q", $"{p}/k", $"{p}/v"];
-                }
-                Add("GroupQueryAttention",
-                    [.. gqaInputs, c.PastName(l, "key"), c.PastName(l, "value"), "seqlens_k", "total_sequence_length", "cos_cache", "sin_cache"],
-                    [$"{p}/attn", c.PresentName(l, "key"), c.PresentName(l, "value")],
-                    Attr("num_heads", (long)c.NumHeads), Attr("kv_num_heads", (long)c.KvNumHeads), Attr("do_rotary", 1L),
-                    Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize)));
-            }
-            else if (mha)
-            {
-                W($"{p}.attn.q_proj.weight", h, h, Std(h));
-                W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
-                W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
-                MultiHeadAttention(p, l, xn);
-            }
-            else
-            {
-                W($"{p}.attn.q_proj.weight", h, h, Std(h));
-                W($"{p}.attn.k_proj.weight", h, kvw, Std(h));
-                W($"{p}.attn.v_proj.weight", h, kvw, Std(h));
-                var q4 = Heads(p, "q", xn, c.NumHeads, rotary: true);
-                var k4 = Heads(p, "k", xn, c.KvNumHeads, rotary: true);
-                var v4 = Heads(p, "v", xn, c.KvNumHeads, rotary: false);
-                string y4 = $"{p}/attn_bhsd";
-                if (c.Form == DecoderAttentionForm.OnnxAttention)
-                {
-                    g.Node.Add(Node("Attention", "", [q4, k4, v4, c.PaddingMask ? HfMask() : "", c.PastName(l, "key"), c.PastName(l, "value")],
-                        [y4, c.PresentName(l, "key"), c.PresentName(l, "value")],
-                        [Attr("is_causal", c.PaddingMask ? 0L : 1L), Attr("scale", 1.0f / MathF.Sqrt(c.HeadSize))], $"/{p}/Attention"));
-                }
-                else
-                {
-                    DecomposedAttention(p, l, q4, k4, v4, y4);
-                }
-                Add("Transpose", [y4], [$"{p}/attn_bshd"], Ints("perm", 0, 2, 1, 3));
-                Add("Reshape", [$"{p}/attn_bshd", I64C($"{p}/merge_shape", [3], [0, 0, h])], [$"{p}/attn"]);
-            }
-            W($"{p}.attn.o_proj.weight", h, h, Std(h));
-            Add("MatMul", [$"{p}/attn", $"{p}.attn.o_proj.weight"], [$"{p}/attn_out"]);
-            Add("Add", [x0, $"{p}/attn_out"], [$"{p}/resid1"]);
-            var xn2 = RmsNorm($"{p}/resid1", Ones($"{p}.post_attention_layernorm.weight", h), $"{p}/post_norm");
-            W($"{p}.mlp.gate_proj.weight", h, c.Intermediate, Std(h));
-            W($"{p}.mlp.up_proj.weight", h, c.Intermediate, Std(h));
-            W($"{p}.mlp.down_proj.weight", c.Intermediate, h, Std(c.Intermediate));
-            Add("MatMul", [xn2, $"{p}.mlp.gate_proj.weight"], [$"{p}/gate"]);
-            Add("Sigmoid", [$"{p}/gate"], [$"{p}/gate_sig"]);
-            Add("Mul", [$"{p}/gate", $"{p}/gate_sig"], [$"{p}/silu"]);
-            Add("MatMul", [xn2, $"{p}.mlp.up_proj.weight"], [$"{p}/up"]);
-            Add("Mul", [$"{p}/silu", $"{p}/up"], [$"{p}/act"]);
-            Add("MatMul", [$"{p}/act", $"{p}.mlp.down_proj.weight"], [$"{p}/mlp_out"]);
-            Add("Add", [$"{p}/resid1", $"{p}/mlp_out"], [$"hidden_{l + 1}"]);
-            x0 = $"hidden_{l + 1}";
-        }
-        var xf = RmsNorm(x0, Ones("final_norm.weight", h), "final_norm");
-        W("lm_head.weight", h, c.Vocab, Std(h));
-        Add("MatMul", [xf, "lm_head.weight"], ["logits"]);
-        if (!c.ValueInfo) g.ValueInfo.Clear();
-        var m = gqa || mha ? Model(g, ("", opset), ("com.microsoft", 1)) : Model(g, ("", opset));
-        m.IrVersion = gqa || mha ? 8 : 10;
-        m.ProducerName = "infllmv2-tiny-decoder";
-        m.DocString = $"tiny GQA decoder: {c}";
-        return m;
+        if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.PackedQkv) throw new ArgumentException("packed QKV exists only in the GroupQueryAttention form");
+        if (c.Form == DecoderAttentionForm.GroupQueryAttention && c.PaddingMask) throw new ArgumentException("the GroupQueryAttention form takes its lengths from attention_mask already");
+        if (c.Form != DecoderAttentionForm.GroupQueryAttention && c.AttentionBias) throw new ArgumentException("attention_bias exists only in the GroupQueryAttention form");
+        var model = new TinyDecoderBuilder(c).Build();
+        return c.Merged ? MergedDecoder.Wrap(model, c) : model;
     }
 
     /// <summary>
@@ -451,12 +38,15 @@ public static class TinyDecoderGenerator
     /// </summary>
     public static void Save(ModelProto model, string path, bool externalData)
     {
+        string? newData = null;
         if (externalData)
         {
             model = model.Clone();
             var dataName = Path.GetFileName(path) + ".data";
             var dataPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, dataName);
-            using (var data = new FileStream(dataPath, FileMode.Create, FileAccess.Write))
+            if (SafeFiles.Kind(dataPath, followLinks: false) == FileKind.Missing) newData = dataPath;
+            // Written whole (a temporary renamed into place, never through a link): a full disk leaves no partial file.
+            SafeFiles.WriteAtomically(dataPath, data =>
             {
                 foreach (var t in model.Graph.Initializer.Where(t => t.RawData.Length >= 1024))
                 {
@@ -470,12 +60,20 @@ public static class TinyDecoderGenerator
                     t.DataLocation = TensorProto.Types.DataLocation.External;
                     t.RawData = Google.Protobuf.ByteString.Empty;
                 }
-            }
+            }, "external data output");
         }
-        OnnxModelFile.Save(model, path);
+        try
+        {
+            OnnxModelFile.Save(model, path);
+        }
+        catch
+        {
+            if (newData is not null) SafeFiles.TryDelete(newData);
+            throw;
+        }
     }
 
-    private static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, int heads, string seqDim)
+    internal static ValueInfoProto CacheInfo(string name, TinyDecoderConfig c, int heads, string seqDim)
     {
         var v = Tensor(name, F32, null, heads, null, c.HeadSize);
         v.Type.TensorType.Shape.Dim[0].DimParam = "batch_size";

@@ -128,7 +128,8 @@ public static class TinyTokenizer
     public static string Write(string folder, int vocab)
     {
         var path = Path.Combine(folder, "tokenizer.json");
-        File.WriteAllText(path, Json(vocab));
+        var text = Encoding.UTF8.GetBytes(Json(vocab));
+        InfLlmV2.Onnx.GraphTools.SafeFiles.WriteAtomically(path, s => s.Write(text), "tokenizer output");
         return path;
     }
 

@@ -22,9 +22,9 @@ public static class CliApp
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            foreach (var error in parsed.Errors)
-                Console.Error.WriteLine($"error: {error.Message}");
-            Console.Error.WriteLine("Try 'infllmv2 --help'.");
+            // One line, like every other usage error: the parser's messages joined, then the hint.
+            var messages = parsed.Errors.Select(e => e.Message.ReplaceLineEndings(" ").Trim()).Distinct();
+            Console.Error.WriteLine($"error: {string.Join("; ", messages)} (try 'infllmv2 --help')");
             return ExitCodes.BadInput;
         }
         return parsed.Invoke();

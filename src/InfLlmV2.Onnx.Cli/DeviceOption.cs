@@ -18,7 +18,7 @@ public static class DeviceOption
     /// Session options for <paramref name="device"/>: the CUDA EP appended for cuda, after checking
     /// that it can run here (else a <see cref="NotSupportedException"/> whose message says why, exit 2).
     /// </summary>
-    public static SessionOptions SessionOptions(string device, OrtLoggingLevel logLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR)
+    public static SessionOptions SessionOptions(string device, OrtLoggingLevel logLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL)
     {
         var parsed = ExecutionProviders.Parse(device);
         var options = new SessionOptions { LogSeverityLevel = logLevel };

@@ -26,10 +26,9 @@ public static class ReportFile
             throw new UsageException($"{option} {full} is {SafeFiles.Describe(kind)}; reports are written only to regular files");
         string? dir = Path.GetDirectoryName(full);
         if (dir is null || !Directory.Exists(dir)) throw new UsageException($"{option} {full}: folder {dir} does not exist");
-        string target = Resolved(full);
         foreach (var input in inputs)
-            if (target == Resolved(input))
-                throw new UsageException($"{option} {full} is an input of this command; inputs are never overwritten");
+            if (SafeFiles.SameFile(full, input))
+                throw new UsageException($"{option} {full} is an input of this command ({Path.GetFullPath(input)}); inputs are never overwritten");
         if (File.Exists(full) && !LooksLikeJson(full))
             throw new UsageException($"{option} {full} exists and is not a JSON file; refusing to overwrite it");
     }
@@ -55,16 +54,10 @@ public static class ReportFile
         }
     }
 
-    private static string Resolved(string path)
-    {
-        var info = new FileInfo(Path.GetFullPath(path));
-        return info.Exists && info.LinkTarget is not null ? info.ResolveLinkTarget(returnFinalTarget: true)!.FullName : info.FullName;
-    }
-
     // An existing JSON report starts, after white space, with an object or an array.
     private static bool LooksLikeJson(string path)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = SafeFiles.OpenRegular(path, "existing report", long.MaxValue);
         int b;
         while ((b = stream.ReadByte()) is ' ' or '\t' or '\r' or '\n' or 0xEF or 0xBB or 0xBF) { }  // white space, a UTF-8 BOM
         return b is '{' or '[' or -1;

@@ -24,7 +24,8 @@ public static class OnnxTestData
             if (files[i].Index != i)
                 throw new InvalidDataException($"{directory}: {prefix}_{i}.pb is missing (found {prefix}_{files[i].Index}.pb)");
         }
-        return files.Select(f => ReadTensor(f.File)).ToList();
+        // Like a model's external data, a test-data file must be a regular file whose real path is inside the folder.
+        return files.Select(f => ReadTensor(SafeFiles.RegularFileInside(directory, Path.GetFileName(f.File), $"test data {directory}").RealPath)).ToList();
     }
 
     /// <summary>Parses one serialized TensorProto file.</summary>
@@ -35,7 +36,7 @@ public static class OnnxTestData
             throw new InvalidDataException($"{path} is {SafeFiles.Describe(kind)}, not a serialized TensorProto");
         try
         {
-            return TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+            return TensorProto.Parser.ParseFrom(SafeFiles.ReadBounded(path, "test-data tensor", int.MaxValue));
         }
         catch (Google.Protobuf.InvalidProtocolBufferException e)
         {

@@ -44,7 +44,7 @@ BufferFacts FactsOf(const AttentionData<T>& d, const AttentionParams& p) {
 // Plain data, passed by value to every CUDA kernel.
 struct CallRules {
   int batch, seq_len, num_heads, kv_num_heads, group, head_size;
-  int past_capacity, present_capacity, past_compressed_capacity;
+  int past_capacity, present_capacity, past_compressed_capacity, total_sequence_length;
   int compressed_capacity;  // rows per (b, h) of the buffer that holds the level-1 compressed keys
   int rotary_dim;
   bool packed_qkv, is_first_prompt, do_rotary, rotary_interleaved;
@@ -82,6 +82,7 @@ inline CallRules MakeCallRules(const AttentionAttributes& a, const AttentionPara
   r.past_capacity = static_cast<int>(p.past_capacity);
   r.present_capacity = static_cast<int>(p.present_capacity);
   r.past_compressed_capacity = static_cast<int>(p.past_compressed_capacity);
+  r.total_sequence_length = static_cast<int>(p.total_sequence_length);
   r.compressed_capacity = static_cast<int>(CompressedCapacity(a, p, f.has_present_compressed));
   r.rotary_dim = static_cast<int>(p.rotary_dim);
   r.packed_qkv = p.packed_qkv;
@@ -127,6 +128,28 @@ IL_HD int64_t DenseFirstKey(const CallRules& r, int64_t pos) {
   return r.local_window > 0 && pos - r.local_window + 1 > 0 ? pos - r.local_window + 1 : 0;
 }
 
+// What is wrong with an entry's total length (seqlens_k + 1) for the call's buffers, if anything:
+// CheckInputs refuses these on the host; where seqlens_k is read on the device the entry is
+// planned as invalid instead (PlanEntry), so that no kernel reads or writes outside a buffer.
+enum class LengthFault : int {
+  kNone = 0,
+  kOutOfRange,         // total not in [1, total_sequence_length]
+  kShorterThanNew,     // fewer than the S new tokens (not a first prompt)
+  kPastTooLong,        // total - S past tokens exceed past_key's capacity
+  kPastWindowsTooMany  // the past's complete windows exceed past_compressed_key's capacity
+};
+
+IL_HD LengthFault LengthFaultOf(const CallRules& r, int64_t total) {
+  if (total < 1 || total > r.total_sequence_length) return LengthFault::kOutOfRange;
+  if (r.is_first_prompt) return LengthFault::kNone;
+  if (total < r.seq_len) return LengthFault::kShorterThanNew;
+  const int64_t past = total - r.seq_len;
+  if (past > r.past_capacity) return LengthFault::kPastTooLong;
+  if (r.past_compressed_given && NumWindows(past, r.compress_kernel, r.compress_stride) > r.past_compressed_capacity)
+    return LengthFault::kPastWindowsTooMany;
+  return LengthFault::kNone;
+}
+
 // One batch entry.
 struct EntryPlan {
   int64_t total = 0;           // valid keys after this call (seqlens_k + 1)
@@ -136,11 +159,17 @@ struct EntryPlan {
   int64_t past_windows = 0;    // of them, copied from past_compressed_key (0 when not given)
   int64_t level2_windows = 0;  // level-2 windows (stage-1 normalizer)
   bool needs_stage1 = false;   // a valid token of this call outgrows the budget (sparse only)
+  bool valid = true;           // LengthFaultOf(total) is kNone; else every count above is 0
 };
 
 IL_HD EntryPlan PlanEntry(const CallRules& r, const int32_t* seqlens_k, int64_t b) {
   EntryPlan e;
   e.total = TotalLength(seqlens_k, b);
+  if (LengthFaultOf(r, e.total) != LengthFault::kNone) {  // device only: the host refused the call
+    e.total = 0;
+    e.valid = false;
+    return e;
+  }
   e.past = r.is_first_prompt ? 0 : e.total - r.seq_len;  // right-padded first prompt: no past
   e.sparse = UseSparse(r, e.total);
   e.windows = NumWindows(e.total, r.compress_kernel, r.compress_stride);
@@ -152,8 +181,9 @@ IL_HD EntryPlan PlanEntry(const CallRules& r, const int32_t* seqlens_k, int64_t 
   return e;
 }
 
-// Position whose rotary angles a token at `pos` of an entry uses (GQA: padding tokens use 1).
-IL_HD int64_t RotaryPosition(const EntryPlan& e, int64_t pos) { return pos < e.total ? pos : 1; }
+// Position whose rotary angles a token at `pos` of an entry uses (GQA: padding tokens use 1; an
+// invalid entry's tokens 0, a row every cos_cache has).
+IL_HD int64_t RotaryPosition(const EntryPlan& e, int64_t pos) { return pos < e.total ? pos : e.valid ? 1 : 0; }
 
 // How a token at `pos` of an entry attends: nothing (padding: len 0), every key from dense_lo up
 // to its own (dense: len -1), blocks 0..len-1 (sparse within the budget), or the list stage 1

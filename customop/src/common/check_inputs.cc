@@ -156,25 +156,6 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
   if (!SeqlensShapeOk(in.seqlens_k, B))  // [B], or [B, 1] as ReduceSum(mask, keepdims=1) gives (GQA accepts it)
     return Msg("Input 'seqlens_k': expected shape [batch] = [", B, "] (or [", B, ",1]), got ",
                DimsToString(in.seqlens_k.dims));
-  if (in.seqlens_k_data != nullptr) {
-    for (int64_t b = 0; b < B; ++b) {
-      const int64_t total = TotalLength(in.seqlens_k_data, b);
-      if (total < 1 || total > p->total_sequence_length)
-        return Msg("Input 'seqlens_k'[", b, "] = ", in.seqlens_k_data[b], ": total length ", total,
-                   " must be in [1, total_sequence_length = ", p->total_sequence_length, "]");
-      if (p->is_first_prompt) continue;
-      if (total < S)
-        return Msg("Input 'seqlens_k'[", b, "] = ", in.seqlens_k_data[b], ": total length ", total,
-                   " is shorter than the ", S, " new tokens");
-      const int64_t past = total - S;
-      if (past > 0 && !p->has_past)
-        return Msg("Input 'seqlens_k'[", b, "] implies ", past, " past tokens but 'past_key' is absent");
-      if (past > p->past_capacity)
-        return Msg("Input 'seqlens_k'[", b, "] implies ", past, " past tokens but 'past_key' holds only ",
-                   p->past_capacity);
-    }
-  }
-
   // cos_cache / sin_cache: [max_position, rotary_dim / 2]
   if (a.do_rotary) {
     if (!in.cos_cache.present || !in.sin_cache.present)
@@ -200,15 +181,6 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
                                 "[batch, kv_num_heads, compressed, head_size]");
     if (!e.empty()) return e;
     p->past_compressed_capacity = in.past_compressed_key.dims[2];
-    if (in.seqlens_k_data != nullptr && !p->is_first_prompt) {
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t past = TotalLength(in.seqlens_k_data, b) - S;
-        const int64_t need = NumWindows(past, a.compress_kernel, a.compress_stride);
-        if (need > p->past_compressed_capacity)
-          return Msg("Input 'past_compressed_key': batch ", b, " has ", past, " past tokens = ", need,
-                     " complete windows, but dim 2 is ", p->past_compressed_capacity);
-      }
-    }
   }
   p->present_compressed_capacity =
       std::max(p->past_compressed_capacity, NumWindows(p->total_sequence_length, a.compress_kernel, a.compress_stride));
@@ -223,6 +195,33 @@ std::string CheckInputs(const AttentionAttributes& a, const AttentionInputs& in,
   }
 
   p->scale = a.scale == 0.0f ? 1.0f / std::sqrt(static_cast<float>(D)) : a.scale;
+
+  // seqlens_k values, when on the host: the length rule the device kernels apply (LengthFaultOf).
+  if (in.seqlens_k_data != nullptr) {
+    const CallRules r = MakeCallRules(a, *p, BufferFacts{});
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t total = TotalLength(in.seqlens_k_data, b), past = total - S;
+      switch (LengthFaultOf(r, total)) {
+        case LengthFault::kNone:
+          break;
+        case LengthFault::kOutOfRange:
+          return Msg("Input 'seqlens_k'[", b, "] = ", in.seqlens_k_data[b], ": total length ", total,
+                     " must be in [1, total_sequence_length = ", p->total_sequence_length, "]");
+        case LengthFault::kShorterThanNew:
+          return Msg("Input 'seqlens_k'[", b, "] = ", in.seqlens_k_data[b], ": total length ", total,
+                     " is shorter than the ", S, " new tokens");
+        case LengthFault::kPastTooLong:
+          if (!p->has_past)
+            return Msg("Input 'seqlens_k'[", b, "] implies ", past, " past tokens but 'past_key' is absent");
+          return Msg("Input 'seqlens_k'[", b, "] implies ", past, " past tokens but 'past_key' holds only ",
+                     p->past_capacity);
+        case LengthFault::kPastWindowsTooMany:
+          return Msg("Input 'past_compressed_key': batch ", b, " has ", past,
+                     " past tokens = ", NumWindows(past, a.compress_kernel, a.compress_stride),
+                     " complete windows, but dim 2 is ", p->past_compressed_capacity);
+      }
+    }
+  }
   return "";
 }
 

@@ -26,4 +26,18 @@ IL_HD uint32_t FloatBits(float x) {
 #endif
 }
 
+// The float with IEEE bits `u`.
+IL_HD float FloatOfBits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
+// A quiet NaN (the result of rows whose inputs the device finds invalid).
+IL_HD float QuietNaN() { return FloatOfBits(0x7fc00000u); }
+
 }  // namespace infllmv2

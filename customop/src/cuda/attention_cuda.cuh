@@ -16,6 +16,14 @@ namespace infllmv2::cuda {
 
 inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
 
+// "" or why a grid of (x, y, z) blocks cannot be launched (the device limits: x < 2^31, y and z at
+// most 65535), naming the kernel.
+inline std::string GridError(const char* kernel, int64_t x, int64_t y, int64_t z) {
+  if (x < (int64_t{1} << 31) && y <= 65535 && z <= 65535) return "";
+  return std::string("CUDA kernel: ") + kernel + " needs a grid of (" + std::to_string(x) + ", " + std::to_string(y) +
+         ", " + std::to_string(z) + ") blocks, beyond the device's limits (x < 2^31, y and z <= 65535)";
+}
+
 template <class T>
 std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionParams& params,
                              const AttentionData<T>& data, const ScratchAllocator& scratch, void* stream_ptr,
@@ -29,8 +37,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   a.rules = MakeCallRules(attrs, params, f);
   a.d = data;
   const CallRules& p = a.rules;
-  // seqlens_k stays on the device: what depends on an entry's mode is refused whenever some entry
-  // may run sparse (every total is at most total_sequence_length; the mode rule is monotone in it).
+  // seqlens_k stays on the device: what depends on an entry's mode is decided by whether some entry
+  // may run sparse. Exact: an entry the device plans has a total in [1, total_sequence_length] (any
+  // other is invalid and dense, LengthFaultOf), and the mode rule is monotone in the total.
   const bool maybe_sparse = UseSparse(p, params.total_sequence_length);
   if (attrs.local_window_size > 0 && maybe_sparse) return LocalWindowError(-1);
   if (!SupportsHeadSizeImpl(params.head_size))
@@ -48,20 +57,32 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   const bool split_kv = options.kv_splits > 0 || a.kv_splits > 1;
   const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads,
                 D = params.head_size;
+  const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
+  // Every grid below within the device's limits, checked before anything is launched.
+  for (const std::string& e :
+       {GridError("KvCacheWriteKernel", (p.present_capacity + kCacheRowsPerBlock - 1) / kCacheRowsPerBlock, B * Hkv, 1),
+        GridError("QueryPrepKernel", B * S, 1, 1),
+        GridError("CompressKernel", (p.compressed_capacity + kCompressRowsPerBlock - 1) / kCompressRowsPerBlock,
+                  B * Hkv, 1),
+        GridError("SelectionFillKernel", S, Hkv, B), GridError("AttentionKernel", row_tiles * a.kv_splits, Hkv, B),
+        GridError("KvCombineKernel", (B * S * H + kCombineWarps - 1) / kCombineWarps, 1, 1)})
+    if (!e.empty()) return e;
   // Scratch: rotated queries, compressed keys nobody asked for, selection lists nobody asked for.
   const bool prep_query = p.do_rotary || p.packed_qkv;
   T* q_rot = nullptr;
   if (prep_query && (q_rot = static_cast<T*>(scratch(sizeof(T) * B * S * H * D))) == nullptr)
     return "CUDA kernel: out of memory";
-  // Without the lengths every entry may run sparse unless the call is forced dense (the device's
-  // seqlens_k are not checked against total_sequence_length).
-  const bool compute_compressed = f.has_present_compressed || params.mode != AttentionMode::kForceDense;
+  // A call no entry of which may run sparse computes compressed keys only when they are requested
+  // and runs no selection kernel, with no scratch for either.
+  const bool compute_compressed = f.has_present_compressed || maybe_sparse;
+  const bool fill_selection = f.has_selected_blocks || maybe_sparse;
   a.comp = data.present_compressed_key;
   if (compute_compressed && a.comp == nullptr &&
       (a.comp = static_cast<T*>(scratch(sizeof(T) * B * Hkv * p.compressed_capacity * D))) == nullptr)
     return "CUDA kernel: out of memory";
   a.sel = data.selected_blocks;
-  if (a.sel == nullptr && (a.sel = static_cast<int32_t*>(scratch(sizeof(int32_t) * B * Hkv * S * p.budget))) == nullptr)
+  if (fill_selection && a.sel == nullptr &&
+      (a.sel = static_cast<int32_t*>(scratch(sizeof(int32_t) * B * Hkv * S * p.budget))) == nullptr)
     return "CUDA kernel: out of memory";
   a.q = prep_query ? q_rot : data.query;
   a.q_heads = prep_query ? static_cast<int>(H) : p.packed_qkv ? static_cast<int>(H + 2 * Hkv) : static_cast<int>(H);
@@ -85,19 +106,19 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
                    static_cast<unsigned>(B * Hkv)),
               dim3(kCacheThreads), stream, a);
   }
-  // 3. Selection lists: rows within the budget, then stage 1 for the rows that outgrow it (CTAs of
-  //    other tokens return at once; the per-entry decision is on the device).
-  {
+  // 3. Selection lists: rows within the budget (and the -1 rows of dense and padding tokens when
+  //    selected_blocks is requested), then stage 1 for the rows that outgrow it (CTAs of other
+  //    tokens return at once; the per-entry decision is on the device).
+  if (fill_selection) {
     const dim3 grid(static_cast<unsigned>(S), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
     auto* k = &SelectionFillKernel<T>;
     IL_LAUNCH(k, grid, dim3(kSelectThreads), stream, a);
-    if (params.mode != AttentionMode::kForceDense) {  // not only maybe_sparse: seqlens_k is unchecked here
+    if (maybe_sparse) {
       auto* k1 = &Stage1Kernel<T>;
       IL_LAUNCH(k1, grid, dim3(kStage1Threads), stream, a);
     }
   }
   // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).
-  const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
   if (split_kv) {
     const int n = a.kv_splits;
     float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));

@@ -253,7 +253,7 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
       }
     } else {
       T* out = a.d.output + row * D;
-      const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+      const float inv = !e.valid ? QuietNaN() : l[i] > 0.0f ? 1.0f / l[i] : 0.0f;  // invalid entry: NaN rows
       for (int j = 0; j < D / 8; ++j) {
         out[8 * j + 2 * t] = FromF32<T>(o[j][2 * i] * inv);
         out[8 * j + 2 * t + 1] = FromF32<T>(o[j][2 * i + 1] * inv);

@@ -18,6 +18,7 @@ IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
   const CallRules& p = a.rules;
   const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
   const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
+  if (!e.valid) return;  // lengths the buffers cannot hold: nothing written (docs/op-spec.md)
   const int D = p.head_size, r0 = static_cast<int>(blockIdx.x) * kCacheRowsPerBlock;
   T* pk = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);
   T* pv = a.d.present_value + a.CacheOffset(b, h, p.present_capacity);
@@ -78,6 +79,7 @@ IL_GLOBAL void CompressKernel(KernelArgs<T> a) {
   const CallRules& p = a.rules;
   const int bh = static_cast<int>(blockIdx.y), b = bh / p.kv_num_heads, h = bh % p.kv_num_heads;
   const EntryPlan e = PlanEntry(p, a.d.seqlens_k, b);
+  if (!e.valid) return;  // lengths the buffers cannot hold: nothing written (docs/op-spec.md)
   const int D = p.head_size, j0 = static_cast<int>(blockIdx.x) * kCompressRowsPerBlock;
   T* dst = a.comp + a.CacheOffset(b, h, p.compressed_capacity);
   const T* keys = a.d.present_key + a.CacheOffset(b, h, p.present_capacity);

@@ -48,7 +48,9 @@ IL_GLOBAL void KvCombineKernel(KernelArgs<T> a, const float* part) {
       sum += rec[i * (D + 2) + D + 1] * w;
       for (int j = 0; j < D / 32; ++j) acc[j] += rec[i * (D + 2) + 32 * j + lane] * w;
     }
-  const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+  const int64_t b = row / (static_cast<int64_t>(p.seq_len) * p.num_heads);
+  const bool valid = LengthFaultOf(p, TotalLength(a.d.seqlens_k, b)) == LengthFault::kNone;
+  const float inv = !valid ? QuietNaN() : sum > 0.0f ? 1.0f / sum : 0.0f;  // invalid entry: NaN rows
   T* out = a.d.output + row * D;
   for (int j = 0; j < D / 32; ++j) out[32 * j + lane] = FromF32<T>(acc[j] * inv);
 }

@@ -13,7 +13,8 @@ namespace infllmv2::testing {
 
 template <typename T>
 KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false, bool want_selection = true,
-                            bool want_compressed = true, int kv_splits = 0) {
+                            bool want_compressed = true, int kv_splits = 0, const int32_t* device_seqlens = nullptr,
+                            size_t* scratch_requests = nullptr) {
   KernelOutputs<T> r;
   PreparedCall<T> call;
   // Outputs start as garbage (0x7e7e: a NaN-ish pattern in both types) so unwritten elements show.
@@ -21,8 +22,11 @@ KernelOutputs<T> RunCudaEmu(Case c, const Tensors& t, bool share_buffers = false
   AttentionData<T>& d = call.data;
   if (!want_compressed) d.present_compressed_key = nullptr;
   if (!want_selection) d.selected_blocks = nullptr;
+  // seqlens_k as the device sees them, unchecked (the input check above saw t.seqlens_k).
+  if (device_seqlens != nullptr) d.seqlens_k = device_seqlens;
   std::vector<std::unique_ptr<char[]>> scratch;
   auto alloc = [&](size_t bytes) -> void* {
+    if (scratch_requests != nullptr) ++*scratch_requests;
     scratch.emplace_back(new char[bytes]);
     std::memset(scratch.back().get(), 0x7e, bytes);
     return scratch.back().get();

@@ -3,7 +3,9 @@
 // Tolerances: docs/numerics.md.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "common/call_plan.h"
 #include "cuda/split_kv.cuh"
@@ -358,6 +360,98 @@ TEST(CudaEmu, SplitKvChoice) {
     EXPECT_NE(RunCudaEmu<Float16>(c, t, false, true, true, bad)
                   .error.find("kv_splits " + std::to_string(bad) + " out of range"),
               std::string::npos);
+}
+
+// seqlens_k is read on the device and never checked there against the buffers: values the host
+// check refuses (negative, past the capacity, INT32_MAX) must make no kernel read or write outside
+// a buffer (ASan/TSan builds) and give the documented result (docs/op-spec.md): the entry's output
+// rows NaN, its selection rows -1, its cache rows not written; other entries unaffected.
+TEST(CudaEmu, HostileSeqlensStayInsideTheBuffers) {
+  for (const bool share : {true, false})
+    for (const int kv_splits : {-1, 3}) {
+      Case c;
+      c.batch = 4;
+      c.seq_len = 2;
+      c.past_capacity = 112;
+      c.totals = {100, 90, 80, 112};
+      c.total_sequence_length = 112;
+      c.mode = 2;
+      c.attrs = TinyBlocks();  // stage 1 past 96 tokens
+      c.compressed_state_in = Case::State::kConsistent;
+      c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
+      Tensors t = MakeTensors(c);
+      SCOPED_TRACE(std::string(share ? "shared" : "separate") + " kv_splits " + std::to_string(kv_splits));
+      const auto good = RunCudaEmu<Float16>(c, t, share, true, true, kv_splits);
+      ASSERT_EQ(good.error, "");
+      // Entries 0-2 hostile (total -4, capacity + 1, INT32_MAX + 1);
+      // entry 3 as checked.
+      const std::vector<int32_t> hostile = {-5, 112, std::numeric_limits<int32_t>::max(), t.seqlens_k[3]};
+      const auto bad = RunCudaEmu<Float16>(c, t, share, true, true, kv_splits, hostile.data());
+      ASSERT_EQ(bad.error, "");
+      const auto& p = bad.params;
+      const size_t out_entry = static_cast<size_t>(p.seq_len * p.num_heads * p.head_size);
+      const size_t sel_entry = static_cast<size_t>(p.kv_num_heads * p.seq_len * p.budget);
+      const size_t cache_entry = static_cast<size_t>(p.kv_num_heads * p.present_capacity * p.head_size);
+      for (size_t b = 0; b < 4; ++b) {
+        SCOPED_TRACE("entry " + std::to_string(b));
+        for (size_t i = b * out_entry; i < (b + 1) * out_entry; ++i) {
+          if (b < 3) {
+            ASSERT_TRUE(std::isnan(ToFloat(bad.output[i]))) << i;
+          } else {
+            ASSERT_EQ(bad.output[i].bits, good.output[i].bits) << i;
+          }
+        }
+        for (size_t i = b * sel_entry; i < (b + 1) * sel_entry; ++i)
+          ASSERT_EQ(bad.selected_blocks[i], b < 3 ? -1 : good.selected_blocks[i]) << i;
+        if (share && b < 3) {  // the past rows of a shared cache stay as they were
+          for (size_t i = b * cache_entry; i < (b + 1) * cache_entry; ++i)
+            ASSERT_EQ(bad.present_key[i].bits, FromFloat<Float16>(t.past_key[i]).bits) << i;
+        }
+        if (b == 3) {
+          for (size_t i = b * cache_entry; i < (b + 1) * cache_entry; ++i)
+            ASSERT_EQ(bad.present_key[i].bits, good.present_key[i].bits) << i;
+        }
+      }
+    }
+}
+
+// A call no entry of which can run sparse (forced dense, or auto with total_sequence_length below
+// dense_len) runs no selection kernel and asks for no scratch when neither selected_blocks nor
+// present_compressed_key is requested; requested, the selection rows are -1.
+TEST(CudaEmu, DenseCallsRunNoSelectionWork) {
+  for (const int mode : {1, 0}) {
+    Case c;
+    c.batch = 2;
+    c.past_capacity = 90;
+    c.totals = {91, 60};
+    c.mode = mode;  // auto: dense_len 8192 > total_sequence_length 91
+    c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
+    Tensors t = MakeTensors(c);
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    size_t requests = 0;
+    const auto bare = RunCudaEmu<Float16>(c, t, false, false, false, -1, nullptr, &requests);
+    ASSERT_EQ(bare.error, "");
+    EXPECT_EQ(requests, 0u);
+    requests = 0;
+    const auto full = RunCudaEmu<Float16>(c, t, false, true, true, -1, nullptr, &requests);
+    ASSERT_EQ(full.error, "");
+    EXPECT_EQ(requests, 0u);
+    for (int32_t blk : full.selected_blocks) ASSERT_EQ(blk, -1);
+    for (size_t i = 0; i < full.output.size(); ++i) ASSERT_EQ(bare.output[i].bits, full.output[i].bits) << i;
+  }
+}
+
+// Grids beyond the device's limits (grid.y = B x Hkv above 65535 here) are refused before any
+// launch, with an error naming the kernel.
+TEST(CudaEmu, GridLimitsAreCheckedBeforeLaunching) {
+  Case c;
+  c.batch = 65536;
+  c.num_heads = c.kv_num_heads = 1;
+  c.totals.assign(static_cast<size_t>(c.batch), 1);
+  c.mode = 1;
+  Tensors t = MakeTensors(c);
+  const auto r = RunCudaEmu<Float16>(c, t, false, false, false, -1);
+  EXPECT_NE(r.error.find("KvCacheWriteKernel needs a grid of (1, 65536, 1) blocks"), std::string::npos) << r.error;
 }
 
 }  // namespace

@@ -29,12 +29,32 @@ public sealed class GenAiFolder
     /// <summary>genai's session option (in <c>model.decoder.session_options</c>) naming a custom-op library to register.</summary>
     public const string CustomOpsLibraryKey = "custom_ops_library";
 
-    private GenAiFolder(string folder, JsonObject config, string decoderFileName)
+    /// <summary>Largest <c>genai_config.json</c> read (genai's own are a few KiB).</summary>
+    public const long MaxConfigBytes = 16L << 20;
+
+    /// <summary>Most members (files and folders) a genai folder may have.</summary>
+    public const int MaxMembers = 100_000;
+
+    /// <summary>Deepest folder nesting inside a genai folder.</summary>
+    public const int MaxDepth = 32;
+
+    private GenAiFolder(string folder, JsonObject config, string decoderFileName, string? outputFolder = null)
     {
         Folder = folder;
         Config = config;
         DecoderFileName = decoderFileName;
+        OutputFolder = outputFolder;
     }
+
+    /// <summary>
+    /// The output genai folder when the caller named it (<c>--genai-folder IN -o OUTDIR</c>); null when
+    /// it is the folder of the output model. A decoder in a subfolder (<c>sub/model.onnx</c>) is then
+    /// written to <c>OUTDIR/sub/model.onnx</c> with the configuration and the other files in OUTDIR.
+    /// </summary>
+    public string? OutputFolder { get; }
+
+    /// <summary>This folder, written into <paramref name="outputFolder"/> (see <see cref="OutputFolder"/>).</summary>
+    public GenAiFolder WritingTo(string outputFolder) => new(Folder, Config, DecoderFileName, Path.GetFullPath(outputFolder).TrimEnd('/'));
 
     /// <summary>Full path of the folder.</summary>
     public string Folder { get; }
@@ -50,36 +70,55 @@ public sealed class GenAiFolder
 
     private JsonObject Config { get; }
 
-    /// <summary>Opens the genai folder <paramref name="folder"/>.</summary>
+    /// <summary>
+    /// Opens the genai folder <paramref name="folder"/>: its <c>genai_config.json</c> and the decoder it
+    /// names must be regular files whose real paths lie inside the folder (read through
+    /// <see cref="SafeFiles.OpenRegular"/>, at most <see cref="MaxConfigBytes"/>); every error names the
+    /// file and the field.
+    /// </summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">It has no <c>genai_config.json</c>, or the decoder it names is missing.</exception>
-    /// <exception cref="InvalidDataException">The configuration is not JSON or names no decoder file inside the folder.</exception>
+    /// <exception cref="InvalidDataException">The configuration is not JSON, is not a regular file inside the folder, or names no decoder file inside the folder.</exception>
     public static GenAiFolder Open(string folder)
     {
-        var full = Path.GetFullPath(folder);
-        if (!Directory.Exists(full)) throw new DirectoryNotFoundException($"genai folder not found: {full}");
+        if (folder.Contains('\0')) throw new InvalidDataException("genai folder path contains a NUL character");
+        var full = Path.GetFullPath(folder).TrimEnd('/');
+        if (SafeFiles.Kind(full, followLinks: true) != FileKind.Directory) throw new DirectoryNotFoundException($"genai folder not found: {full}");
         var configPath = Path.Combine(full, ConfigFileName);
-        if (!File.Exists(configPath)) throw new FileNotFoundException($"{full} is not a genai folder: no {ConfigFileName}", configPath);
+        if (SafeFiles.Kind(configPath, followLinks: false) == FileKind.Missing)
+            throw new FileNotFoundException($"{full} is not a genai folder: no {ConfigFileName}", configPath);
+        var (configReal, _) = SafeFiles.RegularFileInside(full, ConfigFileName, $"genai folder {full}: {ConfigFileName}");
+        var bytes = SafeFiles.ReadBounded(configReal, $"genai configuration {configPath}:", MaxConfigBytes);
         JsonObject config;
         try
         {
-            config = JsonNode.Parse(File.ReadAllText(configPath)) as JsonObject
+            config = JsonNode.Parse(bytes, documentOptions: new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false }) as JsonObject
                      ?? throw new InvalidDataException($"{configPath}: not a JSON object");
         }
         catch (JsonException e)
         {
             throw new InvalidDataException($"{configPath}: not valid JSON: {e.Message}", e);
         }
-        if (config["model"]?["decoder"] is not JsonObject decoder)
-            throw new InvalidDataException($"{configPath}: no model.decoder object");
+        if (config["model"] is not JsonObject modelSection)
+            throw new InvalidDataException($"{configPath}: model is missing or not an object");
+        if (modelSection["decoder"] is not JsonObject decoder)
+            throw new InvalidDataException($"{configPath}: model.decoder is missing or not an object");
         if (decoder["filename"] is not JsonValue name || !name.TryGetValue(out string? fileName) || string.IsNullOrWhiteSpace(fileName))
-            throw new InvalidDataException($"{configPath}: model.decoder.filename is missing (decoder pipelines are not supported)");
+            throw new InvalidDataException($"{configPath}: model.decoder.filename is missing or not a string (decoder pipelines are not supported)");
+        if (fileName.Contains('\0') || fileName.Contains('\\') || Path.IsPathRooted(fileName))
+            throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative POSIX path");
         var decoderPath = Path.GetFullPath(Path.Combine(full, fileName));
-        if (Path.IsPathRooted(fileName) || !decoderPath.StartsWith(full + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-            throw new InvalidDataException($"{configPath}: model.decoder.filename '{fileName}' is not inside the folder");
-        if (!File.Exists(decoderPath)) throw new FileNotFoundException($"{configPath}: the decoder '{fileName}' does not exist", decoderPath);
-        return new GenAiFolder(full, config, fileName);
+        if (!decoderPath.StartsWith(full + "/", StringComparison.Ordinal))
+            throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative path inside the folder");
+        if (SafeFiles.Kind(decoderPath, followLinks: false) == FileKind.Missing)
+            throw new FileNotFoundException($"{configPath}: the decoder '{Printable(fileName)}' (model.decoder.filename) does not exist", decoderPath);
+        SafeFiles.RegularFileInside(full, Path.GetRelativePath(full, decoderPath), $"{configPath}: model.decoder.filename");
+        return new GenAiFolder(full, config, Path.GetRelativePath(full, decoderPath));
     }
+
+    // A name as messages show it: control characters (a NUL included) escaped.
+    private static string Printable(string name) =>
+        string.Concat(name.Select(c => char.IsControl(c) ? $"\\u{(int)c:x4}" : c.ToString()));
 
     /// <summary>
     /// The genai folder whose decoder is <paramref name="modelPath"/>: its folder holds a
@@ -91,7 +130,7 @@ public sealed class GenAiFolder
     {
         var model = Path.GetFullPath(modelPath);
         var folder = Path.GetDirectoryName(model)!;
-        if (!File.Exists(Path.Combine(folder, ConfigFileName))) return null;
+        if (SafeFiles.Kind(Path.Combine(folder, ConfigFileName), followLinks: false) == FileKind.Missing) return null;
         try
         {
             var genai = Open(folder);
@@ -118,13 +157,16 @@ public sealed class GenAiFolder
     public GenAiFolderWrite Prepare(ModelProto inputModel, string outputModelPath, string opsLibraryPath, bool force)
     {
         var outModel = Path.GetFullPath(outputModelPath);
-        var outFolder = Path.GetDirectoryName(outModel)!;
-        if (string.Equals(outFolder, Folder, StringComparison.Ordinal))
-            throw new IOException($"The genai output folder must differ from the input folder {Folder} (its {ConfigFileName} is never overwritten)");
-        if (IsUnder(Folder, outFolder))
-            throw new IOException($"The genai output folder {outFolder} contains the input folder {Folder}");
+        var outFolder = OutputFolder ?? Path.GetDirectoryName(outModel)!;
+        if (!IsUnder(outModel, outFolder))
+            throw new IOException($"The rewritten decoder {outModel} is not inside the genai output folder {outFolder}");
+        // The one alias check: the output folder is not the input folder, nor inside it, nor around it,
+        // through any link or mount (real paths, then device and inode).
+        if (SafeFiles.SameFile(Folder, outFolder))
+            throw new IOException($"The genai output folder {outFolder} is the input folder {Folder} (real path {SafeFiles.ResolvedPath(outFolder)}); its {ConfigFileName} is never overwritten");
+        SafeFiles.CheckApart(Folder, outFolder, "The genai output folder", nested: true);
         var library = Path.GetFullPath(opsLibraryPath);
-        if (!File.Exists(library)) throw new FileNotFoundException($"Op library not found: {library}", library);
+        if (SafeFiles.Kind(library, followLinks: true) != FileKind.Regular) throw new FileNotFoundException($"Op library not found: {library}", library);
         var libraryName = Path.GetFileName(library);
 
         // The configuration: our library in the decoder's session options, the new model name.
@@ -150,6 +192,7 @@ public sealed class GenAiFolder
             changes.Add($"model.decoder.session_options.{CustomOpsLibraryKey}: set to \"{libraryName}\" (copied into the folder)");
         }
         var newFileName = Path.GetRelativePath(outFolder, outModel).Replace(Path.DirectorySeparatorChar, '/');
+        SafeFiles.CheckNoLinkBelow(outFolder, outModel, "genai folder output");
         if (newFileName != DecoderFileName)
         {
             decoder["filename"] = newFileName;
@@ -169,13 +212,14 @@ public sealed class GenAiFolder
 
         var copies = new List<(string From, string To, string Relative)>();
         var replaced = new List<string>();
-        foreach (var source in FilesUnder(Folder, skipFolder: outFolder))
+        foreach (var (source, real) in Members())
         {
             if (skipSources.Contains(source)) continue;
             var relative = Path.GetRelativePath(Folder, source);
             var destination = Path.Combine(outFolder, relative);
+            SafeFiles.CheckNoLinkBelow(outFolder, destination, "genai folder output");
             if (ownDestinations.Contains(destination)) { replaced.Add(relative); continue; }
-            copies.Add((source, destination, relative));
+            copies.Add((real, destination, relative));
         }
         var writes = new GenAiFolderWrite(this, outModel, outFolder, library, configText, copies, force)
         {
@@ -185,17 +229,47 @@ public sealed class GenAiFolder
         return writes;
     }
 
-    /// <summary>Every file under <paramref name="folder"/> (symbolic links to files followed, linked folders not entered), minus <paramref name="skipFolder"/>'s subtree.</summary>
-    private static IEnumerable<string> FilesUnder(string folder, string skipFolder)
+    /// <summary>
+    /// Every file of the folder to copy, as (path in the folder, real path to read). A member must be a
+    /// regular file, or a symbolic link to a regular file whose real path lies inside the folder;
+    /// anything else (a link leading outside, to a folder or nowhere, a FIFO, a socket, a device, a
+    /// name that is not UTF-8) is refused with its name, never followed or opened.
+    /// </summary>
+    private List<(string Path, string Real)> Members()
     {
-        foreach (var file in Directory.EnumerateFiles(folder).Order(StringComparer.Ordinal)) yield return Path.GetFullPath(file);
-        foreach (var sub in Directory.EnumerateDirectories(folder).Order(StringComparer.Ordinal))
+        var members = new List<(string, string)>();
+        int count = 0;
+        void Walk(string dir, int depth)
         {
-            var full = Path.GetFullPath(sub);
-            if (new DirectoryInfo(full).LinkTarget is not null) continue;
-            if (string.Equals(full, skipFolder, StringComparison.Ordinal) || IsUnder(skipFolder, full)) continue;
-            foreach (var file in FilesUnder(full, skipFolder)) yield return file;
+            if (depth > MaxDepth) throw new InvalidDataException($"genai folder {Folder}: {Path.GetRelativePath(Folder, dir)} is nested more than {MaxDepth} folders deep");
+            foreach (var entry in Directory.EnumerateFileSystemEntries(dir, "*", new EnumerationOptions { AttributesToSkip = 0, RecurseSubdirectories = false }).Order(StringComparer.Ordinal))
+            {
+                if (++count > MaxMembers) throw new InvalidDataException($"genai folder {Folder} has more than {MaxMembers} members");
+                var relative = Path.GetRelativePath(Folder, entry);
+                if (relative.Contains('\uFFFD'))
+                    throw new InvalidDataException($"genai folder {Folder}: member '{Printable(relative)}' has a name that is not valid UTF-8; rename it");
+                var kind = SafeFiles.Kind(entry, followLinks: false);
+                switch (kind)
+                {
+                    case FileKind.Directory:
+                        Walk(entry, depth + 1);
+                        break;
+                    case FileKind.Regular:
+                        members.Add((Path.GetFullPath(entry), SafeFiles.RealPath(entry)));
+                        break;
+                    case FileKind.SymbolicLink:
+                        if (SafeFiles.Kind(entry, followLinks: true) == FileKind.Directory)
+                            throw new InvalidDataException($"genai folder {Folder}: member '{Printable(relative)}' is a symbolic link to a folder; links are not followed");
+                        var (real, _) = SafeFiles.RegularFileInside(Folder, relative, $"genai folder {Folder}: member '{Printable(relative)}' (a symbolic link)");
+                        members.Add((Path.GetFullPath(entry), real));
+                        break;
+                    default:
+                        throw new InvalidDataException($"genai folder {Folder}: member '{Printable(relative)}' is {SafeFiles.Describe(kind)}; only regular files are copied");
+                }
+            }
         }
+        Walk(Folder, 0);
+        return members;
     }
 
     /// <summary>True when <paramref name="path"/> lies strictly inside <paramref name="folder"/>.</summary>
@@ -204,11 +278,9 @@ public sealed class GenAiFolder
 
     internal static bool SameContent(string a, string b)
     {
-        var fa = new FileInfo(a);
-        var fb = new FileInfo(b);
-        if (fa.Length != fb.Length) return false;
-        using var sa = fa.OpenRead();
-        using var sb = fb.OpenRead();
+        using var sa = SafeFiles.OpenRegular(a, "genai folder member", long.MaxValue);
+        using var sb = SafeFiles.OpenRegular(b, "genai folder output", long.MaxValue);
+        if (sa.Length != sb.Length) return false;
         return SHA256.HashData(sa).AsSpan().SequenceEqual(SHA256.HashData(sb));
     }
 }
@@ -268,11 +340,18 @@ public sealed class GenAiFolderWrite
     /// <summary>Refuses (before anything is written) files that exist with other content, without force.</summary>
     internal void CheckDestinations()
     {
+        // Every target: no link on the way, nothing but a regular file replaced (also with force).
+        foreach (var to in _copies.Select(c => c.To).Append(LibraryDestination).Append(ConfigDestination).Append(_outModel))
+        {
+            SafeFiles.CheckNoLinkBelow(_outFolder, to, "genai folder output");
+            SafeFiles.CheckWritableTarget(to, "genai folder output");
+        }
         if (_force) return;
         foreach (var (from, to, _) in _copies.Append((_library, LibraryDestination, "")))
             if (File.Exists(to) && !GenAiFolder.SameContent(from, to))
                 throw new IOException($"{to} exists with other content; pass --force to overwrite it");
-        if (File.Exists(ConfigDestination) && File.ReadAllText(ConfigDestination) != _configText)
+        if (File.Exists(ConfigDestination)
+            && !SafeFiles.ReadBounded(ConfigDestination, "genai folder output", GenAiFolder.MaxConfigBytes + 1).AsSpan().SequenceEqual(System.Text.Encoding.UTF8.GetBytes(_configText)))
             throw new IOException($"{ConfigDestination} exists with other content; pass --force to overwrite it");
         if (File.Exists(_outModel))
             throw new IOException($"Output {_outModel} exists; pass --force to overwrite it");
@@ -310,18 +389,22 @@ public sealed class GenAiFolderWrite
         return [.. created, .. createdDirs];
     }
 
-    private static void Copy(string from, string to, List<string> created, List<string> createdDirs)
+    private void Copy(string from, string to, List<string> created, List<string> createdDirs)
     {
+        SafeFiles.CheckNoLinkBelow(_outFolder, to, "genai folder output");
         bool existed = File.Exists(to);
         if (existed && GenAiFolder.SameContent(from, to)) return;
         CreateFolders(Path.GetDirectoryName(to)!, createdDirs);
-        long length = new FileInfo(from).Length;
+        SafeFiles.CheckNoLinkBelow(_outFolder, to, "genai folder output");
+        long length;
+        using (var source = SafeFiles.OpenRegular(from, "genai folder member", long.MaxValue)) length = source.Length;
         SafeFiles.WriteAtomically(to, stream => SafeFiles.CopyExactly(from, length, stream), "genai folder output");
         if (!existed) created.Add(to);
     }
 
-    private static void WriteWhole(string path, string text, List<string> created)
+    private void WriteWhole(string path, string text, List<string> created)
     {
+        SafeFiles.CheckNoLinkBelow(_outFolder, path, "genai folder output");
         bool existed = File.Exists(path);
         SafeFiles.WriteAtomically(path, stream => stream.Write(System.Text.Encoding.UTF8.GetBytes(text)), "genai folder output");
         if (!existed) created.Add(path);

@@ -62,7 +62,7 @@ public static class ExternalData
     public static byte[] Read(TensorProto t, string baseDirectory)
     {
         var range = Check(t, baseDirectory);
-        using var stream = new FileStream(range.RealPath, FileMode.Open, FileAccess.Read, FileShare.Read);
+        using var stream = SafeFiles.OpenRegular(range.RealPath, $"Tensor '{t.Name}': external data file", long.MaxValue);
         var bytes = new byte[range.Length];
         stream.Position = range.Offset;
         int read = 0;

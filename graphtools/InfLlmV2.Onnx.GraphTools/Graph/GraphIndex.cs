@@ -17,10 +17,17 @@ public sealed class GraphIndex
     private readonly HashSet<string> _graphOutputs = new(StringComparer.Ordinal);
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
 
-    /// <summary>Indexes <paramref name="graph"/>; <paramref name="outerNames"/> are values visible from enclosing graphs.</summary>
-    public GraphIndex(GraphProto graph, IEnumerable<string>? outerNames = null)
+    /// <summary>
+    /// Indexes <paramref name="graph"/>; <paramref name="outerNames"/> are values visible from enclosing graphs.
+    /// With <paramref name="outer"/> (the enclosing graph's index, for an If/Loop/Scan body) the
+    /// values of enclosing scopes are known too: their producers, initializers, graph inputs, types and
+    /// shapes (<see cref="Consumers"/> and <see cref="IsGraphOutput"/> stay this graph's own).
+    /// </summary>
+    public GraphIndex(GraphProto graph, IEnumerable<string>? outerNames = null, GraphIndex? outer = null)
     {
         Graph = graph;
+        Outer = outer;
+        if (outer is not null) foreach (var n in outer.AllNames) _names.Add(n);
         foreach (var t in graph.Initializer) { _initializers[t.Name] = t; _names.Add(t.Name); }
         foreach (var v in graph.Input) { _graphInputs.Add(v.Name); _valueInfo[v.Name] = v; _names.Add(v.Name); }
         foreach (var v in graph.ValueInfo) _valueInfo.TryAdd(v.Name, v);
@@ -47,24 +54,33 @@ public sealed class GraphIndex
     /// <summary>The indexed graph.</summary>
     public GraphProto Graph { get; }
 
+    /// <summary>The enclosing graph's index (values of outer scopes), or null.</summary>
+    public GraphIndex? Outer { get; }
+
+    /// <summary>Whether <paramref name="node"/> is a node of this graph itself (not of an enclosing one).</summary>
+    public bool IsLocal(NodeProto node) => _producer.TryGetValue(node.Output.FirstOrDefault(o => o.Length > 0) ?? "", out var p) && ReferenceEquals(p, node);
+
     /// <summary>The node producing <paramref name="value"/>, or null for inputs, initializers and outer values.</summary>
-    public NodeProto? Producer(string value) => _producer.GetValueOrDefault(value);
+    public NodeProto? Producer(string value) => _producer.GetValueOrDefault(value) ?? (IsLocalValue(value) ? null : Outer?.Producer(value));
+
+    // A value this graph defines itself (which shadows nothing: ONNX names are unique across scopes).
+    private bool IsLocalValue(string value) => _producer.ContainsKey(value) || _initializers.ContainsKey(value) || _graphInputs.Contains(value);
 
     /// <summary>Nodes reading <paramref name="value"/> (including nodes whose subgraphs read it).</summary>
     public IReadOnlyList<NodeProto> Consumers(string value) => _consumers.TryGetValue(value, out var l) ? l : [];
 
     /// <summary>The initializer named <paramref name="value"/>, or null.</summary>
-    public TensorProto? Initializer(string value) => _initializers.GetValueOrDefault(value);
+    public TensorProto? Initializer(string value) => _initializers.GetValueOrDefault(value) ?? (IsLocalValue(value) ? null : Outer?.Initializer(value));
 
     /// <summary>Whether <paramref name="value"/> is a graph input.</summary>
-    public bool IsGraphInput(string value) => _graphInputs.Contains(value);
+    public bool IsGraphInput(string value) => _graphInputs.Contains(value) || !IsLocalValue(value) && Outer?.IsGraphInput(value) == true;
 
     /// <summary>Whether <paramref name="value"/> is a graph output.</summary>
     public bool IsGraphOutput(string value) => _graphOutputs.Contains(value);
 
     /// <summary>Known tensor type of a value (graph input/output or value_info), or null.</summary>
     public TypeProto.Types.Tensor? TensorType(string value) =>
-        _valueInfo.TryGetValue(value, out var v) && v.Type?.TensorType is { } t ? t : null;
+        _valueInfo.TryGetValue(value, out var v) && v.Type?.TensorType is { } t ? t : IsLocalValue(value) ? null : Outer?.TensorType(value);
 
     /// <summary>Element type of a value when known (from value info or an initializer, else from <see cref="Inferred"/>).</summary>
     public TensorProto.Types.DataType? ElementType(string value) =>

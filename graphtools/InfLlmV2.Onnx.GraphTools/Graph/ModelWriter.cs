@@ -62,14 +62,13 @@ public static class ModelWriter
         var output = Path.GetFullPath(outputPath);
         var inDir = Path.GetDirectoryName(input)!;
         var outDir = Path.GetDirectoryName(output)!;
-        if (string.Equals(input, output, StringComparison.Ordinal) ||
-            SafeFiles.Kind(output, followLinks: true) == FileKind.Regular && SafeFiles.RealPath(output) == SafeFiles.RealPath(input))
+        if (string.Equals(input, output, StringComparison.Ordinal) || SafeFiles.SameFile(input, output))
             throw new IOException($"Refusing to overwrite the input model {input}; choose another output path");
         ModelValidator.Check(model, inDir);
         var files = CheckExternalFiles(model, input);
         foreach (var f in files)
         {
-            if (string.Equals(f.RealPath, output, StringComparison.Ordinal) ||
+            if (SafeFiles.SameFile(f.RealPath, output) ||
                 string.Equals(Path.GetFullPath(Path.Combine(outDir, f.Location)), output, StringComparison.Ordinal))
                 throw new IOException($"Refusing to write the model over its external data file {f.Location}");
         }
@@ -84,7 +83,7 @@ public static class ModelWriter
         try
         {
             CreateFolder(outDir, createdDirs);
-            if (!string.Equals(SafeFiles.RealPath(inDir), SafeFiles.RealPath(outDir), StringComparison.Ordinal))
+            if (!SafeFiles.SameFile(inDir, outDir))
             {
                 var outRoot = SafeFiles.RealPath(outDir);
                 foreach (var f in files)
@@ -152,8 +151,8 @@ public static class ModelWriter
     {
         var fb = new FileInfo(dst);
         if (fb.Length != srcLength || new FileInfo(src).Length != srcLength) return false;
-        using var sa = new FileStream(src, FileMode.Open, FileAccess.Read, FileShare.Read);
-        using var sb = fb.OpenRead();
+        using var sa = SafeFiles.OpenRegular(src, "external data file", long.MaxValue);
+        using var sb = SafeFiles.OpenRegular(dst, "external data output", long.MaxValue);
         return SHA256.HashData(sa).AsSpan().SequenceEqual(SHA256.HashData(sb));
     }
 }

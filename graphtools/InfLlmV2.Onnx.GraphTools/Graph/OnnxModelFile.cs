@@ -16,15 +16,14 @@ public static class OnnxModelFile
     /// <exception cref="InvalidDataException">The file is not a parsable ONNX model.</exception>
     public static ModelProto Load(string path)
     {
-        var info = new FileInfo(path);
-        var kind = SafeFiles.Kind(info.FullName, followLinks: true);
+        var kind = SafeFiles.Kind(Path.GetFullPath(path), followLinks: true);
         if (kind == FileKind.Missing)
             throw new FileNotFoundException($"Model file not found: {path}", path);
         if (kind != FileKind.Regular)
             throw new InvalidDataException($"{path} is {SafeFiles.Describe(kind)}, not a model file");
-        if (info.Length > MaxModelBytes)
-            throw new InvalidDataException($"{path}: {info.Length} bytes exceeds the 2 GiB protobuf limit; store weights as external data.");
-        using var stream = File.OpenRead(path);
+        if (new FileInfo(path).Length > MaxModelBytes)
+            throw new InvalidDataException($"{path}: {new FileInfo(path).Length} bytes exceeds the 2 GiB protobuf limit; store weights as external data.");
+        using var stream = SafeFiles.OpenRegular(path, "model file", MaxModelBytes);
         return Parse(stream, path);
     }
 

@@ -37,7 +37,7 @@ public sealed class ShapeInference
     }
 
     /// <summary>What is known of <paramref name="value"/> (all null when nothing is).</summary>
-    public InferredValue Get(string value) => _known.GetValueOrDefault(value) ?? Unknown;
+    public InferredValue Get(string value) => _known.GetValueOrDefault(value) ?? _g.Outer?.Inferred.Get(value) ?? Unknown;
 
     private static readonly InferredValue Unknown = new(null, null, null);
 

@@ -64,7 +64,9 @@ public static class TensorProtos
 
     /// <summary>
     /// Bytes of a fixed-size tensor from its dims and type, checked: the type has a fixed element
-    /// size, no dim is negative and the size fits <see cref="MaxTensorBytes"/>.
+    /// size, no dim is negative and the size fits 64 bits. Any size is valid here: external data
+    /// holds tensors of many GB; only reading the bytes into memory (<see cref="GetBytes"/>) is
+    /// bounded, by <see cref="MaxTensorBytes"/>.
     /// </summary>
     /// <exception cref="InvalidDataException">The type, dims or size is not acceptable.</exception>
     public static long ByteLength(TensorProto t)
@@ -74,8 +76,8 @@ public static class TensorProtos
         if (size == 0)
             throw new InvalidDataException($"Tensor '{t.Name}': data type {DescribeType(t.DataType)} has no fixed element size here");
         long count = ElementCount(t);
-        if (count > MaxTensorBytes / size)
-            throw new InvalidDataException($"Tensor '{t.Name}': shape [{string.Join(",", t.Dims)}] of {type} is larger than {MaxTensorBytes} bytes");
+        if (count > long.MaxValue / size)
+            throw new InvalidDataException($"Tensor '{t.Name}': shape [{string.Join(",", t.Dims)}] of {type} has more than 2^63 bytes");
         return count * size;
     }
 
@@ -105,6 +107,8 @@ public static class TensorProtos
         if (size == 0)
             throw new NotSupportedException($"Tensor '{t.Name}': data type {DescribeType(t.DataType)} is not supported here");
         long byteLength = ByteLength(t);
+        if (byteLength > MaxTensorBytes)
+            throw new InvalidDataException($"Tensor '{t.Name}': shape [{string.Join(",", t.Dims)}] of {type} is {byteLength} bytes, more than {MaxTensorBytes} can be read into memory");
         long count = byteLength / size;
         if (t.DataLocation == TensorProto.Types.DataLocation.External)
             return ExternalData.Read(t, baseDirectory ?? throw new InvalidDataException($"Tensor '{t.Name}' has external data but no model folder is known"));

@@ -108,13 +108,23 @@ public sealed record SparseAttentionSettings
         yield return (Names.ScorePrecision, (long)ScorePrecision);
     }
 
-    /// <summary>The settings a SwitchableAttention node runs with: its attributes, the op's defaults where absent.</summary>
+    /// <summary>The sparse attributes a node sets with a type other than INT (the op ignores them and uses its defaults), as "name (TYPE)".</summary>
+    public static IEnumerable<string> IgnoredAttributes(NodeProto node)
+    {
+        var names = Defaults.Attributes().Select(a => a.Name).ToHashSet(StringComparer.Ordinal);
+        return node.Attribute.Where(a => names.Contains(a.Name) && a.Type != AttributeProto.Types.AttributeType.Int)
+            .Select(a => $"{a.Name} ({a.Type.ToString().ToUpperInvariant()})").Distinct();
+    }
+
+    /// <summary>The settings a SwitchableAttention node runs with: its attributes, the op's defaults where absent or not INT.</summary>
     /// <exception cref="ArgumentException">The node is not SwitchableAttention.</exception>
     public static SparseAttentionSettings Of(NodeProto node)
     {
         if (!SwitchableAttentionOp.Is(node)) throw new ArgumentException($"'{node.Name}' is {node.Domain}::{node.OpType}, not {SwitchableAttentionOp.Domain}::{SwitchableAttentionOp.OpType}");
         var d = Defaults;
-        long Get(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
+        // As the op reads them (KernelInfoGetAttribute_int64): an attribute that is not an INT is
+        // ignored and the op's default used, exactly as when it is absent.
+        long Get(string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { Type: AttributeProto.Types.AttributeType.Int } a ? a.I : fallback;
         return new SparseAttentionSettings
         {
             DenseLen = Get(Names.DenseLen, d.DenseLen),

@@ -5,7 +5,8 @@ using InfLlmV2.Onnx.OpContract;
 namespace InfLlmV2.Onnx.GraphTools.Rewriting;
 
 /// <summary>
-/// Finds every attention of a model (main graph and If/Loop/Scan bodies), reports each with its
+/// Finds every attention of a model (main graph, If/Loop/Scan bodies and the decoder graphs of
+/// BeamSearch/GreedySearch, and model-local functions, which <see cref="FunctionInliner"/> inlines), reports each with its
 /// form and whether/why it can be rewritten, and (in <see cref="Rewrite"/>) swaps the accepted ones
 /// for SwitchableAttention, then removes dead code, sorts, validates and imports the op's domain.
 /// </summary>
@@ -13,7 +14,8 @@ public static class AttentionRewriter
 {
     /// <summary>The rules, in the order they are tried.</summary>
     public static IReadOnlyList<IAttentionRule> Rules { get; } =
-        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule()];
+        [new GroupQueryAttentionRule(), new StaticCacheAttentionRule(), new OnnxAttentionRule(), new DecomposedAttentionRule(), new MultiHeadAttentionRule(),
+            new LegacyAttentionRule(), new UnrecognizedAttentionRule()];
 
     /// <summary>Every attention site and the rules' verdicts; the model is not modified.</summary>
     public static List<AttentionSite> Inspect(ModelProto model, RewriteOptions? options = null) =>
@@ -27,27 +29,53 @@ public static class AttentionRewriter
         return Run(model, options, rewrite: true, progress);
     }
 
-    private static List<AttentionSite> Run(ModelProto model, RewriteOptions options, bool rewrite, Action<string>? progress)
+    private static List<AttentionSite> Run(ModelProto model, RewriteOptions options, bool rewrite, Action<string>? progress, bool inlineFunctions = true)
     {
         if (model.Graph is null) throw new InvalidDataException("The model has no graph");
+        // Attention inside model-local functions: inline those functions in a copy, and keep the copy
+        // only when something was rewritten (the model is modified only then).
+        if (inlineFunctions && FunctionInliner.CallsAttentionFunction(model))
+        {
+            var work = model.Clone();
+            var inlined = FunctionInliner.Inline(work);
+            var found = Run(work, options, rewrite, progress, inlineFunctions: false);
+            foreach (var (function, why) in inlined.Skipped)
+                found.Add(new AttentionSite(model.Graph.Name, function, AttentionForm.Decomposed, null, null, null, false,
+                    $"attention inside model-local function '{function}', not inlined: {why}", Rewritten: false, null));
+            if (rewrite && found.Any(s => s.Rewritten))
+            {
+                model.Graph = work.Graph;
+                model.Functions.Clear();
+                model.Functions.AddRange(work.Functions);
+                model.OpsetImport.Clear();
+                model.OpsetImport.AddRange(work.OpsetImport);
+            }
+            return found;
+        }
         var sites = new List<AttentionSite>();
-        bool any = VisitGraph(model, model.Graph, [], isMain: true, options, rewrite, sites, progress);
+        bool any = VisitGraph(model, model.Graph, [], null, isMain: true, options, rewrite, sites, progress);
         if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == SwitchableAttentionOp.Domain))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = SwitchableAttentionOp.Domain, Version = SwitchableAttentionOp.DomainVersion });
         return sites;
     }
 
-    private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, bool isMain,
+    private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, GraphIndex? parent, bool isMain,
         RewriteOptions options, bool rewrite, List<AttentionSite> sites, Action<string>? progress)
     {
-        var index = new GraphIndex(graph, outer);
+        // A body sees its enclosing graphs' values (an If branch of a merged decoder reads the main graph's inputs and weights).
+        var index = new GraphIndex(graph, outer, parent);
         var accepted = new List<(IAttentionRule Rule, AttentionMatch Match, int SiteIndex)>();
+        var functions = model.Functions.Select(f => (f.Domain, f.Name)).ToHashSet();
         foreach (var node in graph.Node.ToList())
         {
+            // A call of a model-local function is not an op: its body is inlined or reported (FunctionInliner).
+            if (functions.Contains((node.Domain, node.OpType))) continue;
+            // A Softmax is attention's only between Q·Kᵀ and P·V (not over a router's or a head's projection).
+            if (node.OpType == "Softmax" && !UnrecognizedAttentionRule.IsAttentionSoftmax(index, node)) continue;
             foreach (var rule in Rules)
             {
                 if (!rule.Match(index, node)) continue;
-                var check = rule.Check(index, node, options);
+                var check = AttentionDiagnosis.Review(index, node, rule.Check(index, node, options));
                 if (check.Match is not null && !isMain && (options.AttentionModeInput || options.CompressedState))
                     check = RuleCheck.Refuse("inside a subgraph: graph inputs for attention_mode/compressed state cannot be added", check.NumHeads, check.KvNumHeads, check.HeadSize);
                 sites.Add(new AttentionSite(graph.Name, node.Name, rule.Form, check.NumHeads, check.KvNumHeads, check.HeadSize,
@@ -76,10 +104,11 @@ public static class AttentionRewriter
         }
         // Subgraphs see this graph's values.
         var visible = new HashSet<string>(outer, StringComparer.Ordinal);
-        visible.UnionWith(new GraphIndex(graph).AllNames);
+        var after = new GraphIndex(graph, outer, parent);
+        visible.UnionWith(after.AllNames);
         foreach (var node in graph.Node)
             foreach (var sub in GraphIndex.Subgraphs(node))
-                any |= VisitGraph(model, sub, visible, isMain: false, options, rewrite, sites, progress);
+                any |= VisitGraph(model, sub, visible, after, isMain: false, options, rewrite, sites, progress);
         return any;
     }
 }

@@ -14,6 +14,12 @@ public enum AttentionForm
 
     /// <summary>Decomposed MatMul → Softmax → MatMul attention.</summary>
     Decomposed,
+
+    /// <summary>Legacy <c>com.microsoft::Attention</c> (ORT transformers optimizer: fused QKV weights, packed 5-D past/present).</summary>
+    LegacyAttention,
+
+    /// <summary>Attention no rule handles (an attention op of another kind, or a Softmax between two products in another form): always refused, with what was found.</summary>
+    Unrecognized,
 }
 
 /// <summary>One attention found in a model, and whether/why it was (or can be) rewritten.</summary>

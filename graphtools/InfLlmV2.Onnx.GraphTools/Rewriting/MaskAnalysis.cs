@@ -21,6 +21,13 @@ public sealed record MaskFacts(string? QueryOffset, long? SlidingWindow, IReadOn
     /// contract only.
     /// </summary>
     public string? PaddingMask { get; init; }
+
+    /// <summary>
+    /// Whether the mask has the causal constraint. Always true from a plain MaskAnalysis.Analyze;
+    /// an analysis with <c>requireCausal: false</c> (an attention_bias added to an op that is causal
+    /// itself) reports false when the mask constrains keys only.
+    /// </summary>
+    public bool Causal { get; init; } = true;
 }
 
 /// <summary>
@@ -42,7 +49,7 @@ public sealed record MaskFacts(string? QueryOffset, long? SlidingWindow, IReadOn
 /// </summary>
 public sealed class MaskAnalysis
 {
-    private const string B = "B", Q = "Q", K = "K", One = "1";
+    private const string B = "B", Q = "Q", K = "K", One = "1", Rows = "R", Cols = "C";
     private const string KeyIndex = "#0", QueryIndex = "#1";
     private const double Blocked = -1e4;
     private const int MaxConditions = 6;
@@ -63,8 +70,27 @@ public sealed class MaskAnalysis
         _pastLength = pastLength;
         _keyLengths.Add(keyLength);
         // By its contract an attention_mask [B, past + S] is as long as the keys: its width is a key length.
-        foreach (var input in graph.Graph.Input)
-            if (IsAttentionMaskShape(graph, input.Name) is { } width) _keyLengths.Add(width);
+        // (An If/Loop/Scan body reads it from an enclosing graph.)
+        for (var scope = graph; scope is not null; scope = scope.Outer)
+            foreach (var input in scope.Graph.Input)
+                if (IsAttentionMaskShape(graph, input.Name) is { } width) _keyLengths.Add(width);
+    }
+
+    /// <summary>
+    /// A 2-D integer graph input that is not token ids (never the indices of a Gather from a constant
+    /// table, i.e. an embedding): an attention_mask [B, past + S]. Its width is not trusted to be a
+    /// distinct key length when it is declared with the query length's symbol (an exporter that names
+    /// input_ids' and attention_mask's second dims alike); its values are still read by the contract.
+    /// </summary>
+    private bool IsAttentionMaskInput(string input) =>
+        _graph.Shape(input) is { Count: 2 } shape && _graph.ElementType(input) is TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32
+        && !Equals(shape[1], 1L) && !Consumers(input).Any(c => c.OpType == "Gather" && c.Input.Count > 1 && c.Input[1] == input && _graph.Initializer(c.Input[0]) is not null);
+
+    // Consumers of a value in this graph and the enclosing ones.
+    private IEnumerable<NodeProto> Consumers(string value)
+    {
+        for (var scope = _graph; scope is not null; scope = scope.Outer)
+            foreach (var c in scope.Consumers(value)) yield return c;
     }
 
     private object? IsAttentionMaskShape(GraphIndex graph, string input) =>
@@ -75,30 +101,56 @@ public sealed class MaskAnalysis
     /// Analyzes <paramref name="mask"/> for an attention whose queries have length
     /// <paramref name="queryLength"/> and keys <paramref name="keyLength"/> (each a fixed long or a
     /// dim_param string; they must be distinguishable); <paramref name="pastLength"/> is the cache's
-    /// past length when the keys are past + new ones. Returns the facts or a refusal reason.
+    /// past length when the keys are past + new ones. Returns the facts or a refusal reason. With
+    /// <paramref name="requireCausal"/> false a mask without the causal constraint (key padding only,
+    /// as the bias of an op that applies causality itself) is accepted, its facts saying Causal = false.
     /// </summary>
     public static (MaskFacts? Facts, string? Reason) Analyze(GraphIndex graph, StaticEvaluator eval, string mask, object? queryLength, object? keyLength,
-        object? pastLength = null)
+        object? pastLength = null, bool requireCausal = true) =>
+        Analyze(graph, eval, [mask], [], queryLength, keyLength, pastLength, requireCausal);
+
+    /// <summary>
+    /// Analyzes a mask given in parts, as the scores meet them: <paramref name="additive"/> values
+    /// added to the scores, and <paramref name="selects"/> conditions of <c>Where(cond, scores, −large)</c>
+    /// (visible where the condition is <c>VisibleWhenTrue</c>), e.g. TorchScript GPT-2's
+    /// <c>Where(causal buffer slice, scores, −1e4) + (1 − mask) · −1e4</c>. Their sum is analyzed as one mask.
+    /// </summary>
+    public static (MaskFacts? Facts, string? Reason) Analyze(GraphIndex graph, StaticEvaluator eval, IReadOnlyList<string> additive,
+        IReadOnlyList<(string Condition, bool VisibleWhenTrue)> selects, object? queryLength, object? keyLength, object? pastLength = null,
+        bool requireCausal = true)
     {
+        if (additive.Count + selects.Count == 0) return (null, "no mask");
         if (queryLength is null || keyLength is null) return (null, "the query or key length is unknown, so the mask's index ranges cannot be identified");
-        if (Equals(queryLength, keyLength)) return (null, "query and key lengths are the same symbol, so the mask's query and key axes cannot be told apart");
+        // Without a past (a merged decoder's no-past branch: past length 0) keys and queries have one
+        // length; axes are then told apart only where the dataflow says which is which (a buffer's
+        // rows and columns, attention_mask's keys), and anything ambiguous is refused by the axis checks.
+        if (Equals(queryLength, keyLength) && !Equals(pastLength, 0L))
+            return (null, "query and key lengths are the same symbol, so the mask's query and key axes cannot be told apart");
         try
         {
             var a = new MaskAnalysis(graph, eval, queryLength, keyLength, pastLength);
-            if (a.Eval(mask, 0) is not TabSym t) throw new Refusal("the mask is an index expression, not a boolean or additive (0 / −large) mask");
+            var parts = new List<TabSym>();
+            foreach (var value in additive)
+                parts.Add(a.Eval(value, 0) as TabSym ?? throw new Refusal("the mask is an index expression, not a boolean or additive (0 / −large) mask"));
+            foreach (var (condition, visibleWhenTrue) in selects)
+            {
+                var c = ToBool(a.Eval(condition, 0), "Where");
+                parts.Add(Combine("Where", [c, TabSym.Const(c.Axes, visibleWhenTrue ? 0 : Blocked), TabSym.Const(c.Axes, visibleWhenTrue ? Blocked : 0)], false));
+            }
+            var t = parts.Count == 1 ? parts[0] : parts.Skip(1).Aggregate(parts[0], (x, y) => Combine("Add", [ToAdditive(x), ToAdditive(y)], false));
             CheckAxes(t.Axes);
             var atoms = VisibleConjunction(t);
             foreach (var atom in atoms)
                 if (atom.Terms.Keys.FirstOrDefault(v => v.StartsWith('#') && v is not (KeyIndex or QueryIndex)) is { } other)
                     throw new Refusal($"it depends on the index of axis {other[1..]} from the right, which is neither the query nor the key axis");
-            var facts = Classify(atoms);
+            var facts = Classify(atoms, requireCausal);
             var limits = facts.KeyLimits.Where(l => !l.StartsWith(LengthPrefix, StringComparison.Ordinal)).ToList();
             string? padding = facts.KeyLimits.FirstOrDefault(l => l.StartsWith(LengthPrefix, StringComparison.Ordinal))?[LengthPrefix.Length..];
             return (facts with { KeyLimits = limits, PaddingMask = padding }, null);
         }
         catch (Refusal r)
         {
-            return (null, "mask not provably causal: " + r.Message);
+            return (null, (requireCausal ? "mask not provably causal: " : "mask not provably key padding: ") + r.Message);
         }
     }
 
@@ -111,6 +163,21 @@ public sealed class MaskAnalysis
     private const string LengthPrefix = "len:";
 
     private sealed class Refusal(string message) : Exception(message);
+
+    // A dim as a linear expression: a number, a symbol's variable, or a sum of symbols ("a + b") as
+    // the sum of their variables. Every key length is the same length, past + S when the past is known
+    // (an attention_mask's width, a present key's length and past + S are one value), so key lengths
+    // are written as that sum: T − S of two shape reads is then the past length.
+    private Lin? DimLin(object? dim) =>
+        dim is not null && _pastLength is not null && _keyLengths.Contains(dim) && !Equals(dim, _pastLength) && PlainDimLin(_pastLength) is { } past
+            && PlainDimLin(_queryLength) is { } q ? past.Plus(q, 1) : PlainDimLin(dim);
+
+    private static Lin? PlainDimLin(object? dim) => dim switch
+    {
+        long c => Lin.Constant(c),
+        string sum => sum.Split(" + ").Aggregate(Lin.Constant(0), (l, term) => l.Plus(Lin.Var(DimVariable(term.Trim())!), 1)),
+        _ => null,
+    };
 
     /// <summary>An integer linear expression: Σ coefficient·variable + constant.</summary>
     private sealed record Lin(SortedDictionary<string, long> Terms, long Const)
@@ -186,16 +253,20 @@ public sealed class MaskAnalysis
 
     private Sym Compute(string value, int depth)
     {
-        if (_graph.Initializer(value) is { } init) return ConstantSym(value, init.Dims.Count);
+        if (_graph.Initializer(value) is { } init) return TriangularBuffer(init) ?? ConstantSym(value, init.Dims.Count);
         if (_graph.IsGraphInput(value)) return InputSym(value);
         var n = _graph.Producer(value) ?? throw new Refusal($"'{value}' has no producer");
-        // A scalar read from a symbolic dim other than the query/key lengths (the past length): a variable.
-        if (n.OpType is "Shape" or "Gather" or "Squeeze" or "Unsqueeze" or "Cast" or "Add" && Dim(value, 0) is string sym
-            && !Equals(sym, _queryLength) && !_keyLengths.Contains(sym) && (_eval.PartialShape(value)?.Length ?? 0) <= 1)
-            return new IntSym(Enumerable.Repeat(One, _eval.PartialShape(value)?.Length ?? 0).ToArray(), Lin.Var(DimVariable(sym)!));
+        // A scalar (or one-element vector) read from the shapes (Shape with start/end, Gather of a shape,
+        // Squeeze/Unsqueeze/Cast/Add of those): its value as a sum of dim variables ("dim:past_sequence_length"),
+        // so T − S of two shape reads is the past length.
+        if (n.OpType is "Shape" or "Gather" or "Squeeze" or "Unsqueeze" or "Cast" or "Add" or "Reshape" or "Concat" or "Slice" or "Identity"
+            && (_eval.PartialShape(value)?.Length ?? 0) <= 1 && Dim(value, 0) is { } dim && DimLin(dim) is { } lin)
+            return new IntSym(Enumerable.Repeat(One, _eval.PartialShape(value)?.Length ?? 0).ToArray(), lin);
         Sym In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? Eval(n.Input[i], depth + 1) : throw new Refusal($"{n.OpType} lacks input {i}");
         switch (n.OpType)
         {
+            case "Constant" when n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } table && TriangularBuffer(table) is { } buffer:
+                return buffer;
             case "Constant":
                 return ConstantSym(value, n.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.Dims.Count ?? (n.Attribute.Any(a => a.Name is "value_ints" or "value_floats") ? 1 : 0));
             case "Identity":
@@ -229,6 +300,8 @@ public sealed class MaskAnalysis
                 for (int i = 0, j = 0; i < x.Axes.Length; i++) map[i] = drop.Contains(i) ? -1 : j++;
                 return Move(x, keep.Select(i => x.Axes[i]).ToArray(), map);
             }
+            case "Reshape" when FlatMaskGather(n, depth) is { } gathered:
+                return gathered;
             case "Reshape":
                 return ReshapeSym(In(0), value, n.Input[1]);
             case "Expand":
@@ -250,6 +323,8 @@ public sealed class MaskAnalysis
             }
             case "Trilu":
                 return TriluSym(n, In(0));
+            case "Slice":
+                return SliceSym(n, depth);
             case "Add" or "Sub" when In(0) is IntSym x && In(1) is IntSym y:
                 return new IntSym(Broadcast(x.Axes, y.Axes), x.Expr.Plus(y.Expr, n.OpType == "Add" ? 1 : -1));
             case "Add" or "Sub" or "Mul" or "Min" or "Max" or "Div":
@@ -271,6 +346,186 @@ public sealed class MaskAnalysis
         }
     }
 
+    /// <summary>
+    /// attention_mask[b, x] read through flat indices, as torch.export-based exporters lower
+    /// <c>mask[batch_index, key_index]</c>: <c>Reshape(Gather(Reshape(M, [−1]), Reshape(x + b·W, [−1])), Shape(x + b·W))</c>
+    /// with M the [B, W] attention_mask (optionally Cast), W its width (a shape read) and b the batch
+    /// index (Range(0, B) on the leading axis). It is M's row b at x: "x &lt; the row's sum" under the
+    /// ones-then-zeros contract, x being the index expression it gathers. Null when the pattern differs.
+    /// </summary>
+    private Sym? FlatMaskGather(NodeProto reshape, int depth)
+    {
+        if (_graph.Producer(reshape.Input[0]) is not { OpType: "Gather" } gather || (gather.IntAttr("axis") ?? 0) != 0) return null;
+        if (_graph.Producer(gather.Input[0]) is not { OpType: "Reshape" } flatData || _eval.Values(flatData.Input[1]) is not [-1]) return null;
+        if (_graph.Producer(gather.Input[1]) is not { OpType: "Reshape" } flatIndex || _eval.Values(flatIndex.Input[1]) is not [-1]) return null;
+        var mask = _graph.SkipPassThroughUp(flatData.Input[0]);
+        if (!_graph.IsGraphInput(mask) || !IsAttentionMaskInput(mask)) return null;
+        var index = flatIndex.Input[0];
+        // The result takes the index's shape back: Reshape(·, Shape(index)).
+        if (_graph.Producer(reshape.Input[1]) is not { OpType: "Shape" } back || back.Input[0] != index || back.Attribute.Count > 0) return null;
+        if (_graph.Producer(index) is not { OpType: "Add" } add) return null;
+        for (int i = 0; i < 2; i++)
+        {
+            if (_graph.Producer(add.Input[1 - i]) is not { OpType: "Mul" } mul) continue;
+            for (int j = 0; j < 2; j++)
+            {
+                if (!IsBatchIndex(mul.Input[j]) || !IsWidthOf(mul.Input[1 - j], mask)) continue;
+                if (Eval(add.Input[i], depth + 1) is not IntSym x || x.Axes.Contains(B)) throw new Refusal("a flat gather of attention_mask at an index that is not a key index expression");
+                if (_paddingMask is not null && _paddingMask != mask) throw new Refusal($"it reads two 2-D integer inputs ('{_paddingMask}', '{mask}')");
+                _paddingMask = mask;
+                var axes = (string[])x.Axes.Clone();
+                if (axes.Length < 4) axes = [.. Enumerable.Repeat(One, 4 - axes.Length), .. axes];
+                axes[0] = B;
+                bool isBool = _graph.Producer(flatData.Input[0]) is { OpType: "Cast" } cast && (cast.IntAttr("to") ?? 0) == (long)TensorProto.Types.DataType.Bool;
+                var visible = Lin.Var(LengthPrefix + mask).Plus(x.Expr, -1).Plus(Lin.Constant(1), -1);
+                return new TabSym(axes, [[visible]], [0, 1], isBool);
+            }
+        }
+        return null;
+    }
+
+    // Range(0, B, 1) placed on the leading axis of a rank-4 tensor (Reshape to [−1, 1, 1, 1], then Expand).
+    private bool IsBatchIndex(string value)
+    {
+        for (int i = 0; i < 8 && _graph.Producer(value) is { } p; i++)
+        {
+            switch (p.OpType)
+            {
+                case "Expand" or "Cast" or "Identity":
+                    value = p.Input[0];
+                    continue;
+                case "Reshape" when _eval.Values(p.Input[1]) is [-1, 1, 1, 1]:
+                    value = p.Input[0];
+                    continue;
+                case "Range":
+                    return _eval.Scalar(p.Input[0]) == 0 && _eval.Scalar(p.Input[2]) == 1;
+                default:
+                    return false;
+            }
+        }
+        return false;
+    }
+
+    // The width (last dim) of mask, read from its shape (or a Cast of it).
+    private bool IsWidthOf(string value, string mask) =>
+        Dim(value, 0) is { } w && _graph.Shape(mask) is { Count: 2 } shape && Equals(shape[1], w);
+
+    // A boolean part of a mask sum stands for 0 where true and −large where false.
+    private static TabSym ToAdditive(TabSym t) =>
+        t.IsBool ? t with { Values = t.Values.Select(v => v != 0 ? 0.0 : Blocked).ToArray(), IsBool = false } : t;
+
+    /// <summary>
+    /// A constant whose last two axes are a square lower-triangular table (TorchScript GPT-2's
+    /// <c>bias</c> buffer, tril(ones(N, N)) viewed as [1, 1, N, N]): a table over buffer rows (R) and
+    /// columns (C), "column ≤ row", which Slices turn into the query and key axes. Null for other constants.
+    /// </summary>
+    private Sym? TriangularBuffer(TensorProto t)
+    {
+        if (t.Dims.Count < 2 || t.Dims[^1] != t.Dims[^2] || t.Dims[^1] < 2 || t.Dims[^1] > 8192 || t.Dims.Take(t.Dims.Count - 2).Any(d => d != 1))
+            return null;
+        if (t.DataLocation == TensorProto.Types.DataLocation.External)
+            throw new Refusal($"the constant '{t.Name}' (a [{string.Join(", ", t.Dims)}] table) is stored as external data, which the analysis does not read");
+        double[] v;
+        try { v = TensorProtos.ToDoubles(t); }
+        catch (NotSupportedException) { return null; }
+        long n = t.Dims[^1];
+        double on = v[0], off = v[1];
+        if (on == off) return null;
+        for (long i = 0; i < n; i++)
+            for (long j = 0; j < n; j++)
+                if (v[i * n + j] != (j <= i ? on : off)) return null;
+        var axes = Enumerable.Repeat(One, t.Dims.Count - 2).Append(Rows).Append(Cols).ToArray();
+        var colNotAfterRow = Lin.Var(Index(1)).Plus(Lin.Var(Index(0)), -1);
+        return new TabSym(axes, [[colNotAfterRow]], [off, on], t.DataType == (int)TensorProto.Types.DataType.Bool);
+    }
+
+    /// <summary>
+    /// Slice along one axis at a time: a full-length slice of the query, key or a broadcast axis
+    /// changes nothing; a buffer's rows sliced [P, P + S) become the queries (row = P + q) and its
+    /// columns sliced [0, key length) the keys. Anything else is refused.
+    /// </summary>
+    private Sym SliceSym(NodeProto n, int depth)
+    {
+        var x = Eval(n.Input[0], depth + 1);
+        int rank = x.Axes.Length;
+        bool attributes = n.Input.Count < 3;
+        if (attributes)
+        {
+            var st = n.Attribute.FirstOrDefault(a => a.Name == "starts")?.Ints.ToArray() ?? [];
+            var en = n.Attribute.FirstOrDefault(a => a.Name == "ends")?.Ints.ToArray() ?? [];
+            var ax = n.Attribute.FirstOrDefault(a => a.Name == "axes")?.Ints.ToArray() ?? Enumerable.Range(0, st.Length).Select(i => (long)i).ToArray();
+            if (st.Length != en.Length || ax.Length != st.Length) throw new Refusal("a Slice with inconsistent starts/ends/axes");
+            for (int i = 0; i < st.Length; i++) x = SliceAxis(x, Norm(ax[i], rank), Lin.Constant(st[i]), Lin.Constant(Math.Min(en[i], long.MaxValue / 2)));
+            return x;
+        }
+        if (n.Input.Count > 4 && n.Input[4].Length > 0 && (_eval.Values(n.Input[4]) is not { } steps || steps.Any(v => v != 1)))
+            throw new Refusal("a Slice with a step other than 1");
+        var axes = n.Input.Count > 3 && n.Input[3].Length > 0 ? _eval.Values(n.Input[3]) ?? throw new Refusal("a Slice with non-constant axes") : null;
+        var starts = _eval.Values(n.Input[1]);
+        var ends = _eval.Values(n.Input[2]);
+        int count = axes?.Length ?? starts?.Length ?? 1;
+        if (count == 1)
+        {
+            int axis = Norm((long)(axes?[0] ?? 0), rank);
+            var start = ScalarLin(n.Input[1], depth) ?? throw new Refusal("a Slice whose start is not a scalar length expression");
+            var end = ends is [var e] ? Lin.Constant((long)Math.Min(e, long.MaxValue / 2)) : ScalarLin(n.Input[2], depth)
+                ?? throw new Refusal("a Slice whose end is not a scalar length expression");
+            return SliceAxis(x, axis, start, end);
+        }
+        if (starts is null || ends is null || axes is null || starts.Length != count || ends.Length != count)
+            throw new Refusal("a multi-axis Slice with non-constant bounds");
+        for (int i = 0; i < count; i++)
+            x = SliceAxis(x, Norm((long)axes[i], rank), Lin.Constant((long)starts[i]), Lin.Constant((long)Math.Min(ends[i], long.MaxValue / 2)));
+        return x;
+    }
+
+    private static int Norm(long axis, int rank) =>
+        axis >= -rank && axis < rank ? (int)(axis < 0 ? axis + rank : axis) : throw new Refusal($"a Slice of axis {axis} of a rank-{rank} mask");
+
+    // A scalar index expression (no axis indices) from the dataflow, or null.
+    private Lin? ScalarLin(string value, int depth) =>
+        Eval(value, depth + 1) is IntSym s && s.Axes.All(a => a == One) && !s.Expr.Terms.Keys.Any(k => k.StartsWith('#')) ? s.Expr : null;
+
+    private bool IsKeyLength(Lin end) => _keyLengths.Any(k => DimLin(k) is { } l && Key([l]) == Key([end]));
+
+    private Sym SliceAxis(Sym x, int axis, Lin start, Lin end)
+    {
+        var label = x.Axes[axis];
+        const long Huge = int.MaxValue;
+        bool fromZero = start.Terms.Count == 0 && start.Const == 0;
+        bool toEnd = end.Terms.Count == 0 && end.Const >= Huge;
+        if (fromZero && toEnd) return x;  // [0, end of axis)
+        if (label == One && fromZero && end.Terms.Count == 0 && end.Const >= 1) return x;
+        if (label == K && fromZero && IsKeyLength(end)) return x;
+        if (label == Q && fromZero && DimLin(_queryLength) is { } ql && Key([ql]) == Key([end])) return x;
+        if (label == Cols && fromZero && IsKeyLength(end)) return WithLabel(x, axis, K);
+        if (label == Rows && x is TabSym t && DimLin(_queryLength) is { } q && Key([end.Plus(start, -1)]) == Key([q]))
+        {
+            // Buffer row r = start + q.
+            string position = Index(x.Axes.Length - 1 - axis);
+            var shifted = t.Conds.Select(cond => (IReadOnlyList<Lin>)cond.Select(a => Substitute(a, position, Lin.Var(position).Plus(start, 1))).ToList()).ToList();
+            return WithLabel(new TabSym(t.Axes, shifted, t.Values, t.IsBool), axis, Q);
+        }
+        throw new Refusal($"a Slice of {Describe(label)} axis from {start} to {end}");
+    }
+
+    private static Lin Substitute(Lin atom, string variable, Lin replacement)
+    {
+        if (!atom.Terms.TryGetValue(variable, out long coefficient)) return atom;
+        var terms = new SortedDictionary<string, long>(atom.Terms, StringComparer.Ordinal);
+        terms.Remove(variable);
+        var r = new Lin(terms, atom.Const);
+        for (long i = 0; i < Math.Abs(coefficient); i++) r = r.Plus(replacement, Math.Sign(coefficient));
+        return r;
+    }
+
+    private static Sym WithLabel(Sym x, int axis, string label)
+    {
+        var axes = (string[])x.Axes.Clone();
+        axes[axis] = label;
+        return WithAxes(x, axes);
+    }
+
     private Sym InputSym(string value)
     {
         var shape = _graph.Shape(value);
@@ -278,7 +533,7 @@ public sealed class MaskAnalysis
         bool isInt = type is TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32;
         if (shape is { Count: 1 } && isInt) return new IntSym([B], Lin.Var(value));
         // attention_mask [B, past + S]: key k visible iff k < its row's sum (rows ones then zeros).
-        if (IsAttentionMaskShape(_graph, value) is not null)
+        if (IsAttentionMaskInput(value))
         {
             if (_paddingMask is not null && _paddingMask != value) throw new Refusal($"it reads two 2-D integer inputs ('{_paddingMask}', '{value}')");
             _paddingMask = value;
@@ -297,7 +552,11 @@ public sealed class MaskAnalysis
     private Sym ConstantSym(string value, int rank)
     {
         var v = _eval.Values(value);
-        if (v is not { Length: 1 }) throw new Refusal($"the constant '{value}' is not a single number");
+        if (v is { Length: 1 } && _graph.ElementType(value) == TensorProto.Types.DataType.Bool)
+            return TabSym.Const(Enumerable.Repeat(One, rank).ToArray(), v[0] != 0 ? 1 : 0, isBool: true);
+        if (v is not { Length: 1 })
+            throw new Refusal(rank >= 2 ? $"the constant '{value}' is a table that is neither a single number nor a lower-triangular [.., N, N] buffer"
+                : $"the constant '{value}' is not a single number");
         return Constant(Enumerable.Repeat(One, rank).ToArray(), v[0]);
     }
 
@@ -608,7 +867,16 @@ public sealed class MaskAnalysis
         if (!axes.Contains(K)) throw new Refusal("it does not vary along the keys");
     }
 
-    private static string Describe(string axis) => axis switch { B => "the batch", Q => "the queries", K => "the keys", One => "a broadcast", _ => "heads" };
+    private static string Describe(string axis) => axis switch
+    {
+        B => "the batch",
+        Q => "the queries",
+        K => "the keys",
+        One => "a broadcast",
+        Rows => "a table's rows",
+        Cols => "a table's columns",
+        _ => "heads",
+    };
 
     /// <summary>
     /// The visible set of the final mask as one conjunction of atoms: for every assignment of the
@@ -673,7 +941,7 @@ public sealed class MaskAnalysis
         return true;
     }
 
-    private static MaskFacts Classify(List<Lin> atoms)
+    private static MaskFacts Classify(List<Lin> atoms, bool requireCausal)
     {
         var causalOffsets = new HashSet<string>(StringComparer.Ordinal);
         var windowOffsets = new HashSet<string>(StringComparer.Ordinal);
@@ -714,7 +982,12 @@ public sealed class MaskAnalysis
                 throw new Refusal($"the constraint {atom} ≥ 0 is not causal, a sliding window or key padding");
             }
         }
-        if (!causal) throw new Refusal("it has no causal constraint (k ≤ position of the query): a bidirectional mask");
+        if (!causal && requireCausal) throw new Refusal("it has no causal constraint (k ≤ position of the query): a bidirectional mask");
+        if (!causal)
+        {
+            if (window is not null) throw new Refusal("a sliding window without the causal constraint");
+            return new MaskFacts(null, null, limits) { Causal = false };
+        }
         if (causalOffsets.Count > 1) throw new Refusal("two causal constraints with different query offsets");
         var offset = causalOffsets.Single();
         if (windowOffsets.Any(o => o != offset)) throw new Refusal("the sliding window and the causal constraint use different query offsets");

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using InfLlmV2.Onnx.Cli.Text;
+using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.Session;
 
@@ -91,7 +92,13 @@ public static class CompareCommand
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
     }
 
-    internal static string Existing(FileInfo f) => f.Exists ? f.FullName : throw new FileNotFoundException($"Model not found: {f.FullName}");
+    internal static string Existing(FileInfo f) =>
+        SafeFiles.Kind(f.FullName, followLinks: true) switch
+        {
+            FileKind.Missing => throw new FileNotFoundException($"Model not found: {f.FullName}"),
+            FileKind.Regular => f.FullName,
+            var kind => throw new InvalidDataException($"Model {f.FullName} is {SafeFiles.Describe(kind)}, not a model file"),
+        };
 
     internal static AttentionMode ParseRouting(string s) => s switch
     {

@@ -26,6 +26,9 @@ public static class DemoCommand
     // The one-node model sets no sparse attribute: the op runs with its defaults.
     private static readonly SparseAttentionSettings OpDefaults = SparseAttentionSettings.Defaults;
 
+    // The model's position table grows with the long prompt: 256k tokens at most.
+    private const int MaxLongPrompt = 1 << 18;
+
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
@@ -39,12 +42,15 @@ public static class DemoCommand
             Description = "Folder for the generated and rewritten demo models (default: demo-models/ next to the program)",
         };
         cmd.Options.Add(outDir);
+        var force = new Option<bool>("--force") { Description = "Replace files in --output-dir that the demo did not write (or that changed since)" };
+        cmd.Options.Add(force);
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
-            int n = r.GetValue(longLen);
-            if (n < 64) throw new UsageException($"--long-prompt must be >= 64, got {n}");
+            int n = (int)CommandRunner.InRange("--long-prompt", r.GetValue(longLen), 64, MaxLongPrompt);
             int threadCount = ThreadsOption.Value(r.GetValue(threads));
-            var dir = DemoFolder(r.GetValue(outDir));
+            string? asked = r.GetValue(outDir);
+            var dir = DemoFolder(asked);
+            CheckTargets(dir, ownFolder: string.IsNullOrWhiteSpace(asked), r.GetValue(force));
             var sw = Stopwatch.StartNew();
             var opRows = RunOpDemo(threadCount);
             int code = RunModelDemo(n, dir, threadCount, opRows);
@@ -54,17 +60,25 @@ public static class DemoCommand
         return cmd;
     }
 
+    // The files the demo writes into its folder, and the record of what it wrote last (name -> SHA-256).
+    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile];
+    private const string Manifest = ".infllmv2-demo.json";
+
     // The demo's model folder: the one asked for, else demo-models/ next to the program. Refused
-    // (exit 2) before any work when it is a file or cannot be created or written.
+    // (exit 2) before any work when it is not a folder or cannot be created or written.
     private static string DemoFolder(string? asked)
     {
         var dir = Path.GetFullPath(string.IsNullOrWhiteSpace(asked) ? Path.Combine(AppContext.BaseDirectory, "demo-models") : asked);
-        if (File.Exists(dir)) throw new UsageException($"--output-dir {dir} is a file, not a folder");
+        var kind = SafeFiles.Kind(dir, followLinks: true);
+        if (kind is not (FileKind.Missing or FileKind.Directory))
+            throw new UsageException($"--output-dir {dir} is {(kind == FileKind.Regular ? "a file" : SafeFiles.Describe(kind))}, not a folder");
+        if (kind == FileKind.Missing && SafeFiles.Kind(dir, followLinks: false) == FileKind.SymbolicLink)
+            throw new UsageException($"--output-dir {dir} is a dangling symbolic link");
         try
         {
             Directory.CreateDirectory(dir);
             var probe = Path.Combine(dir, $".write-probe-{Environment.ProcessId}");
-            File.WriteAllBytes(probe, []);
+            using (new FileStream(probe, FileMode.CreateNew, FileAccess.Write)) { }  // O_EXCL: never through a link
             File.Delete(probe);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -72,6 +86,75 @@ public static class DemoCommand
             throw new UsageException($"cannot write the demo models to {dir} ({e.Message}); choose a folder with --output-dir");
         }
         return dir;
+    }
+
+    /// <summary>
+    /// Before any work: every file the demo will write must be missing or a regular file reached
+    /// through no link (never written through, whatever --force says); in a folder given with
+    /// --output-dir an existing one is replaced only when the demo wrote it and it is unchanged
+    /// since (its SHA-256 in the folder's manifest), or with --force. Its own default folder is its own.
+    /// </summary>
+    private static void CheckTargets(string dir, bool ownFolder, bool force)
+    {
+        var written = ReadManifest(dir);
+        foreach (var name in DemoFiles.Append(Manifest))
+        {
+            var path = Path.Combine(dir, name);
+            try
+            {
+                SafeFiles.CheckNoLinkBelow(dir, path, "demo output");
+                SafeFiles.CheckWritableTarget(path, "demo output");
+            }
+            catch (IOException e)
+            {
+                throw new UsageException(e.Message);
+            }
+            if (ownFolder || force || name == Manifest || SafeFiles.Kind(path, followLinks: false) == FileKind.Missing) continue;
+            if (!written.TryGetValue(name, out var hash) || hash != Hash(path))
+                throw new UsageException($"--output-dir: {path} exists and was not written by the demo (or changed since); pass --force to replace it, or choose another folder");
+        }
+    }
+
+    private static Dictionary<string, string> ReadManifest(string dir)
+    {
+        var path = Path.Combine(dir, Manifest);
+        try
+        {
+            if (SafeFiles.Kind(path, followLinks: false) != FileKind.Regular) return [];
+            var doc = System.Text.Json.JsonSerializer.Deserialize<Dictionary<string, string>>(SafeFiles.ReadBounded(path, "demo manifest", 1 << 16));
+            return doc ?? [];
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or System.Text.Json.JsonException or NotSupportedException)
+        {
+            return [];  // an unreadable manifest vouches for nothing
+        }
+    }
+
+    private static string Hash(string path)
+    {
+        using var stream = SafeFiles.OpenRegular(path, "demo output", long.MaxValue);
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(stream));
+    }
+
+    // Writes the demo's models and tokenizer; on a failure (a full disk) every file this run created is removed again.
+    private static void WriteModels(string dir, TinyDecoderConfig config, string original, string rewritten, out List<AttentionSite> sites)
+    {
+        var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
+        try
+        {
+            TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);
+            var model = OnnxModelFile.Load(original);
+            sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true, CompressedState = true });
+            ModelWriter.Save(model, original, rewritten, force: true);
+            TinyTokenizer.Write(dir, config.Vocab);  // so `generate --prompt TEXT` works on the default model
+            var manifest = DemoFiles.ToDictionary(f => f, f => Hash(Path.Combine(dir, f)));
+            SafeFiles.WriteAtomically(Path.Combine(dir, Manifest), s => s.Write(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(manifest)), "demo manifest");
+        }
+        catch
+        {
+            foreach (var f in DemoFiles.Where(f => !existed.Contains(f))) SafeFiles.TryDelete(Path.Combine(dir, f));
+            throw;
+        }
     }
 
     private static int RunModelDemo(int longPrompt, string dir, int threads, List<OpRow> opRows)
@@ -82,11 +165,7 @@ public static class DemoCommand
         var config = TinyDecoderConfig.Default with { MaxPositions = Math.Max(TinyDecoderConfig.Default.MaxPositions, (longPrompt + 64 + 1023) / 1024 * 1024) };
         var original = Path.Combine(dir, "tiny-decoder.onnx");
         var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
-        TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);
-        var model = OnnxModelFile.Load(original);
-        var sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true, CompressedState = true });
-        ModelWriter.Save(model, original, rewritten, force: true);
-        TinyTokenizer.Write(dir, config.Vocab);  // so `generate --prompt TEXT` works on the default model
+        WriteModels(dir, config, original, rewritten, out var sites);
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
         using var a = DecoderModel.Open(original, threads: threads);
         using var b = DecoderModel.Open(rewritten, threads: threads);
@@ -164,7 +243,7 @@ public static class DemoCommand
         {
             NumHeads = Heads, KvNumHeads = KvHeads, WithAttentionMode = true, WithSelectedBlocks = true, WithCompressedState = true,
         });
-        using var options = new SessionOptions { IntraOpNumThreads = threads };
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = threads };
         options.RegisterInfLlmV2Ops();
         using var session = new InferenceSession(OnnxModelFile.ToBytes(model), options);
         Console.WriteLine($"SwitchableAttention decode step: H={Heads} Hkv={KvHeads} D={HeadSize}, {threads} thread(s); a needle block planted 3/8 into each context");

@@ -1,3 +1,4 @@
+using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.GenAi;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
@@ -22,16 +23,20 @@ public static class GenAiRewrite
         if (genaiFolder is not null)
         {
             var genai = GenAiFolder.Open(genaiFolder.FullName);
-            var outDir = Path.GetFullPath(output.FullName);
-            if (string.Equals(outDir.TrimEnd('/'), genai.Folder, StringComparison.Ordinal))
-                throw new UsageException($"The output folder must differ from the genai folder {genai.Folder} (the input is never overwritten)");
-            if (File.Exists(outDir)) throw new UsageException($"--output {outDir} is a file; with --genai-folder it names the output folder");
-            return (new FileInfo(genai.DecoderPath), new FileInfo(Path.Combine(outDir, genai.DecoderFileName)), genai);
+            var outDir = Path.GetFullPath(output.FullName).TrimEnd('/');
+            if (SafeFiles.SameFile(outDir, genai.Folder))
+                throw new UsageException($"The output folder {outDir} is the genai folder {genai.Folder} (real path {SafeFiles.ResolvedPath(outDir)}); the input is never overwritten");
+            var outKind = SafeFiles.Kind(outDir, followLinks: true);
+            if (outKind is not (FileKind.Missing or FileKind.Directory))
+                throw new UsageException($"--output {outDir} is {SafeFiles.Describe(outKind)}; with --genai-folder it names the output folder");
+            // The decoder keeps its place in the folder (sub/model.onnx goes to OUTDIR/sub/model.onnx);
+            // the configuration and every other file go to OUTDIR itself.
+            return (new FileInfo(genai.DecoderPath), new FileInfo(Path.Combine(outDir, genai.DecoderFileName)), genai.WritingTo(outDir));
         }
         if (input is null) throw new UsageException("Missing the model to rewrite: give IN or --genai-folder FOLDER");
         if (!input.Exists) return (input, output, null);  // reported as "Model not found" by rewrite
         var found = GenAiFolder.ForModel(input.FullName);
-        if (found is not null && string.Equals(Path.GetDirectoryName(Path.GetFullPath(output.FullName)), found.Folder, StringComparison.Ordinal))
+        if (found is not null && SafeFiles.SameFile(Path.GetDirectoryName(Path.GetFullPath(output.FullName))!, found.Folder))
         {
             Console.WriteLine($"note: {found.ConfigPath} names this model, but the output is in the same folder: only the model is written " +
                               "(write to another folder, or use --genai-folder, for a complete genai folder)");

@@ -35,20 +35,30 @@ public static class InspectCommand
                     switchable_attention = groups.Select(g => new
                     {
                         nodes = g.Nodes, preset = g.Preset, attributes = g.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
+                        op_refuses = g.Settings.Validate(), ignored_attributes = g.Ignored,
                     }),
                 }, JsonOptions));
                 return ExitCodes.Ok;
             }
             PrintSites(path.FullName, sites);
             foreach (var g in groups)
-                Console.WriteLine($"  SwitchableAttention  {g.Nodes.Count} node(s): {SparsePresets.Describe(g.Settings)} -> preset: {g.Preset}");
+            {
+                Console.WriteLine($"  SwitchableAttention  {g.Nodes.Count} node(s): {SparsePresets.Describe(g.Settings)} -> "
+                                  + (g.Settings.Validate() is { } why ? $"the op will REFUSE these nodes: {why}" : $"preset: {g.Preset}"));
+                if (g.Ignored.Count > 0)
+                    Console.WriteLine($"    ignored by the op (not INT, its default is used): {string.Join(", ", g.Ignored)}");
+            }
             return ExitCodes.Ok;
         }));
         return cmd;
     }
 
-    /// <summary>The SwitchableAttention nodes of <paramref name="graph"/> and its subgraphs, grouped by their sparse attributes (op defaults where absent).</summary>
-    internal static List<(SparseAttentionSettings Settings, List<string> Nodes, string Preset)> SwitchableGroups(GraphProto graph)
+    /// <summary>
+    /// The SwitchableAttention nodes of <paramref name="graph"/> and its subgraphs, grouped by the sparse
+    /// attributes the op will run with (its defaults where absent or not INT), with the preset they
+    /// match ("refused by the op" when the op's attribute check fails) and the attributes the op ignores.
+    /// </summary>
+    internal static List<(SparseAttentionSettings Settings, List<string> Nodes, string Preset, List<string> Ignored)> SwitchableGroups(GraphProto graph)
     {
         static IEnumerable<NodeProto> AllNodes(GraphProto g)
         {
@@ -65,8 +75,8 @@ public static class InspectCommand
         return AllNodes(graph).Where(SwitchableAttentionOp.Is).GroupBy(SparseAttentionSettings.Of)
             .Select(g =>
             {
-                string preset = SparsePresets.Matching(g.Key)?.Name ?? CustomLabel(g.Key);
-                return (g.Key, g.Select(n => n.Name).ToList(), preset);
+                string preset = g.Key.Validate() is not null ? "refused by the op" : SparsePresets.Matching(g.Key)?.Name ?? CustomLabel(g.Key);
+                return (g.Key, g.Select(n => n.Name).ToList(), preset, g.SelectMany(SparseAttentionSettings.IgnoredAttributes).Distinct().ToList());
             }).ToList();
     }
 

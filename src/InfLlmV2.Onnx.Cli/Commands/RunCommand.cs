@@ -44,13 +44,17 @@ public static class RunCommand
         if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
         CommandRunner.InRange("--repeat", repeat, 1, MaxRepeat);
         CommandRunner.InRange("--atol", atol, 0, double.MaxValue);
-        if (outputDir is not null && Path.GetFullPath(outputDir.FullName).TrimEnd('/') == Path.GetFullPath(inputDir.FullName).TrimEnd('/'))
-            throw new UsageException("--outputs must differ from --inputs (it would overwrite the expected outputs)");
+        if (outputDir is not null && SafeFiles.SameFile(outputDir.FullName, inputDir.FullName))
+            throw new UsageException($"--outputs must differ from --inputs (it would overwrite the expected outputs; real path {SafeFiles.ResolvedPath(outputDir.FullName)})");
         if (outputDir is not null && File.Exists(outputDir.FullName))
             throw new UsageException($"--outputs {outputDir.FullName} is a file; give a folder (it is created when missing)");
         if (outputDir is not null && outputDir.Exists)
             foreach (var existing in Directory.GetFileSystemEntries(outputDir.FullName, "output_*.pb"))
+            {
                 SafeFiles.CheckWritableTarget(existing, "--outputs:");
+                foreach (var input in Directory.GetFiles(inputDir.FullName).Append(model.FullName))
+                    SafeFiles.CheckApart(input, existing, "--outputs:");
+            }
         if (json is not null) ReportFile.Check(json, "--json", [model.FullName, .. Directory.GetFiles(inputDir.FullName)]);
         ModelValidator.Check(OnnxModelFile.Load(model.FullName), model.DirectoryName);
 
@@ -66,6 +70,7 @@ public static class RunCommand
     internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat,
         ExecutionDevice device = ExecutionDevice.Cpu, int? threads = null)
     {
+        ModelWriter.CheckExternalData(OnnxModelFile.Load(model), model);  // ORT reads these itself: checked first (compare --inputs comes here directly)
         var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = threads ?? DecoderModel.DefaultThreads };
         options.UseDevice(device);

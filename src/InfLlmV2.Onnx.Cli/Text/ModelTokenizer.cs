@@ -1,6 +1,8 @@
+using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using InfLlmV2.Onnx.GraphTools;
 using Microsoft.ML.Tokenizers;
 
 namespace InfLlmV2.Onnx.Cli.Text;
@@ -11,6 +13,14 @@ namespace InfLlmV2.Onnx.Cli.Text;
 /// <c>tokenizer.model</c> (Llama-2, MiniCPM). We only read the files' settings; the encoding and
 /// decoding are the library's.
 /// </summary>
+/// <remarks>
+/// Hostile files: a tokenizer file must be a regular file inside the model's folder (real path) of
+/// at most <see cref="MaxJsonBytes"/> / <see cref="MaxSentencePieceBytes"/>, read through
+/// <see cref="SafeFiles.OpenRegular"/>. Every field used is checked for its type and range before
+/// the library sees it (an error names the file and the field). The pre-tokenizer regex runs with a
+/// per-match timeout and a budget for the whole prompt, empty matches are skipped, and building the
+/// tokenizer and encoding a prompt each run under a watchdog (<see cref="WorkBudget"/>).
+/// </remarks>
 public sealed class ModelTokenizer
 {
     /// <summary>The Hugging Face tokenizer file name.</summary>
@@ -18,6 +28,24 @@ public sealed class ModelTokenizer
 
     /// <summary>The SentencePiece model file name.</summary>
     public const string SentencePieceFile = "tokenizer.model";
+
+    /// <summary>Largest tokenizer.json read (the largest real ones are about 35 MB).</summary>
+    public const long MaxJsonBytes = 128L << 20;
+
+    /// <summary>Largest tokenizer.model read (real ones are a few MB).</summary>
+    public const long MaxSentencePieceBytes = 64L << 20;
+
+    /// <summary>Token ids (and the vocabulary size) are below 2^24.</summary>
+    public const int MaxTokenId = (1 << 24) - 1;
+
+    /// <summary>Most vocabulary entries, merges or added tokens accepted (2^21; the largest real vocabularies have about 2^18).</summary>
+    public const int MaxEntries = 1 << 21;
+
+    /// <summary>Longest pre-tokenizer regex accepted, in characters.</summary>
+    public const int MaxPatternLength = 4096;
+
+    /// <summary>Longest one match of the pre-tokenizer regex may take.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(1);
 
     // GPT-2's pre-tokenizer pattern (ByteLevel with use_regex=true).
     private const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -38,147 +66,369 @@ public sealed class ModelTokenizer
     public string Kind { get; }
 
     /// <summary>
+    /// The most time building a tokenizer or encoding a text of <paramref name="chars"/> characters
+    /// may take: 10 s plus 1 ms per 1,000 characters. Past it the tokenizer is refused as hostile.
+    /// </summary>
+    public static TimeSpan WorkBudget(long chars) => TimeSpan.FromSeconds(10) + TimeSpan.FromMilliseconds(chars / 1000.0);
+
+    /// <summary>
     /// Loads the tokenizer of the folder holding <paramref name="modelPath"/> (a model file or its
     /// folder): <c>tokenizer.json</c> when it is a byte-level BPE, else <c>tokenizer.model</c>.
     /// </summary>
     /// <exception cref="FileNotFoundException">Neither file exists; the message names both paths looked for.</exception>
     /// <exception cref="NotSupportedException">tokenizer.json is not a byte-level BPE and there is no tokenizer.model.</exception>
-    /// <exception cref="InvalidDataException">A tokenizer file could not be read.</exception>
+    /// <exception cref="InvalidDataException">A tokenizer file could not be read; the message names the file and the field.</exception>
     public static ModelTokenizer ForModel(string modelPath)
     {
-        var folder = Directory.Exists(modelPath) ? modelPath : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(modelPath))!;
+        var folder = Directory.Exists(modelPath) ? System.IO.Path.GetFullPath(modelPath) : System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(modelPath))!;
         var json = System.IO.Path.Combine(folder, JsonFile);
         var sp = System.IO.Path.Combine(folder, SentencePieceFile);
         string? jsonProblem = null;
-        if (File.Exists(json))
+        if (SafeFiles.Kind(json, followLinks: false) != FileKind.Missing)
         {
-            using var doc = ReadJson(json);
+            var (real, _) = SafeFiles.RegularFileInside(folder, JsonFile, $"tokenizer {json}");
+            using var doc = ReadJson(real, json);
             jsonProblem = ByteLevelProblem(doc.RootElement);
-            if (jsonProblem is null) return new ModelTokenizer(FromJson(doc.RootElement, json), json, "byte-level BPE");
+            if (jsonProblem is null)
+            {
+                var root = doc.RootElement;
+                return new ModelTokenizer(Bounded(json, "building the tokenizer", WorkBudget(0), () => FromJson(root, json)), json, "byte-level BPE");
+            }
         }
-        if (File.Exists(sp)) return new ModelTokenizer(FromSentencePiece(sp), sp, "SentencePiece");
+        if (SafeFiles.Kind(sp, followLinks: false) != FileKind.Missing)
+        {
+            var (real, _) = SafeFiles.RegularFileInside(folder, SentencePieceFile, $"tokenizer {sp}");
+            var bytes = SafeFiles.ReadBounded(real, "tokenizer", MaxSentencePieceBytes);
+            return new ModelTokenizer(Bounded(sp, "building the tokenizer", WorkBudget(0), () => FromSentencePiece(bytes, sp)), sp, "SentencePiece");
+        }
         if (jsonProblem is not null)
             throw new NotSupportedException($"{json}: {jsonProblem}, and there is no {SentencePieceFile} next to it");
         throw new FileNotFoundException($"no tokenizer for {modelPath}: looked for {json} (byte-level BPE) and {sp} (SentencePiece)", json);
     }
 
-    /// <summary>Encodes <paramref name="text"/> as the model's prompt (with the beginning-of-sequence token when the tokenizer adds one).</summary>
-    public int[] Encode(string text) => [.. _tokenizer.EncodeToIds(text)];
+    /// <summary>Encodes <paramref name="text"/> as the model's prompt (with the beginning-of-sequence token when the tokenizer adds one), within <see cref="WorkBudget"/>.</summary>
+    /// <exception cref="InvalidDataException">The tokenizer failed or took too long on this text; the message names the file.</exception>
+    public int[] Encode(string text) => Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => _tokenizer.EncodeToIds(text).ToArray());
 
     /// <summary>Decodes <paramref name="ids"/> to text.</summary>
-    public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
-
-    private static JsonDocument ReadJson(string path)
+    /// <exception cref="InvalidDataException">The tokenizer could not decode them; the message names the file.</exception>
+    public string Decode(IEnumerable<int> ids)
     {
         try
         {
-            return JsonDocument.Parse(File.ReadAllBytes(path));
+            return _tokenizer.Decode(ids);
+        }
+        catch (Exception e) when (e is not (OutOfMemoryException or InvalidDataException))
+        {
+            throw new InvalidDataException($"{Path}: decoding failed ({e.GetType().Name}: {e.Message})", e);
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> on a watchdog thread: an exception it throws is turned into an
+    /// <see cref="InvalidDataException"/> naming <paramref name="path"/>; past <paramref name="budget"/>
+    /// the tokenizer is refused (the work is abandoned on a background thread).
+    /// </summary>
+    private static T Bounded<T>(string path, string what, TimeSpan budget, Func<T> work)
+    {
+        T? result = default;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                result = work();
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+        }, maxStackSize: 64 << 20)
+        { IsBackground = true, Name = "tokenizer" };
+        thread.Start();
+        if (!thread.Join(budget))
+            throw new InvalidDataException($"{path}: {what} took more than {budget.TotalSeconds:F0} s; the tokenizer is refused (a pathological pre-tokenizer regex or vocabulary)");
+        return error switch
+        {
+            null => result!,
+            InvalidDataException ide => throw ide,
+            RegexMatchTimeoutException t => throw new InvalidDataException(
+                $"{path}: pre_tokenizer Split pattern.Regex took more than {t.MatchTimeout.TotalSeconds:F0} s on one match ({what}); the regex backtracks catastrophically", t),
+            OutOfMemoryException oom => throw oom,
+            _ => throw new InvalidDataException($"{path}: {what} failed ({error.GetType().Name}: {error.Message})", error),
+        };
+    }
+
+    private static JsonDocument ReadJson(string realPath, string shownPath)
+    {
+        var bytes = SafeFiles.ReadBounded(realPath, "tokenizer", MaxJsonBytes);
+        try
+        {
+            return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false });
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"{path} is not valid JSON: {e.Message}");
+            throw new InvalidDataException($"{shownPath} is not valid JSON: {e.Message}");
         }
     }
 
     /// <summary>Null when the document is a byte-level BPE this reader handles, else why not.</summary>
     private static string? ByteLevelProblem(JsonElement root)
     {
+        if (root.ValueKind != JsonValueKind.Object) return "is not a JSON object";
         if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
             return "has no \"model\" object";
-        var type = model.TryGetProperty("type", out var t) ? t.GetString() : null;
-        if (type != "BPE") return $"its model type is {type ?? "not stated"}, not BPE";
+        var type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+        if (type != "BPE") return $"its model.type is {(type is null ? "not stated (or not a string)" : $"'{type}'")}, not BPE";
         if (!HasType(root, "pre_tokenizer", "ByteLevel") && !HasType(root, "decoder", "ByteLevel"))
             return "it is not a byte-level BPE (no ByteLevel pre-tokenizer or decoder; SentencePiece-style JSON needs its tokenizer.model)";
         return null;
     }
 
     private static bool HasType(JsonElement root, string section, string type) =>
-        root.TryGetProperty(section, out var e) && Components(e).Any(c => c.TryGetProperty("type", out var t) && t.GetString() == type);
+        root.TryGetProperty(section, out var e) && Components(e, 0).Any(c => TypeOf(c) == type);
 
-    // A component or the members of a Sequence component.
-    private static IEnumerable<JsonElement> Components(JsonElement e)
+    private static string? TypeOf(JsonElement component) =>
+        component.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+
+    // A component or the members of a Sequence component (nesting bounded by the parser's depth).
+    private static IEnumerable<JsonElement> Components(JsonElement e, int depth)
     {
-        if (e.ValueKind != JsonValueKind.Object) yield break;
+        if (e.ValueKind != JsonValueKind.Object || depth > 64) yield break;
         yield return e;
         foreach (var key in new[] { "pretokenizers", "decoders", "processors", "normalizers" })
             if (e.TryGetProperty(key, out var list) && list.ValueKind == JsonValueKind.Array)
                 foreach (var inner in list.EnumerateArray())
-                    foreach (var c in Components(inner))
+                    foreach (var c in Components(inner, depth + 1))
                         yield return c;
+    }
+
+    private static InvalidDataException Bad(string path, string field, string why) => new($"{path}: {field} {why}");
+
+    private static string Shown(string s) => s.Length > 40 ? JsonSerializer.Serialize(s[..40]) + "..." : JsonSerializer.Serialize(s);
+
+    private static int TokenId(JsonElement e, string path, string field)
+    {
+        if (e.ValueKind != JsonValueKind.Number || !e.TryGetInt64(out var v) || v < 0 || v > MaxTokenId)
+            throw Bad(path, field, $"must be an integer token id in [0, {MaxTokenId}], got {Printable(e)}");
+        return (int)v;
+    }
+
+    private static string Printable(JsonElement e)
+    {
+        var raw = e.GetRawText();
+        return raw.Length > 40 ? raw[..40] + "..." : raw;
+    }
+
+    private static string NonEmptyString(JsonElement e, string path, string field)
+    {
+        if (e.ValueKind != JsonValueKind.String) throw Bad(path, field, $"must be a string, got {e.ValueKind.ToString().ToLowerInvariant()} {Printable(e)}");
+        var s = e.GetString()!;
+        if (s.Length == 0) throw Bad(path, field, "must not be empty");
+        return s;
     }
 
     private static Tokenizer FromJson(JsonElement root, string path)
     {
         var model = root.GetProperty("model");
-        var vocab = model.GetProperty("vocab").EnumerateObject().Select(p => new KeyValuePair<string, int>(p.Name, p.Value.GetInt32())).ToList();
-        var merges = model.TryGetProperty("merges", out var m) ? m.EnumerateArray().Select(MergeText).ToList() : [];
+        if (!model.TryGetProperty("vocab", out var vocabElement) || vocabElement.ValueKind != JsonValueKind.Object)
+            throw Bad(path, "model.vocab", "is missing or not an object of token: id");
+        var vocab = new List<KeyValuePair<string, int>>();
+        foreach (var p in vocabElement.EnumerateObject())
+        {
+            if (vocab.Count >= MaxEntries) throw Bad(path, "model.vocab", $"has more than {MaxEntries} tokens");
+            if (p.Name.Length == 0) throw Bad(path, "model.vocab", "has an empty token");
+            vocab.Add(new(p.Name, TokenId(p.Value, path, $"model.vocab[{Shown(p.Name)}]")));
+        }
+        if (vocab.Count == 0) throw Bad(path, "model.vocab", "is empty");
+        var merges = new List<string>();
+        if (model.TryGetProperty("merges", out var m) && m.ValueKind != JsonValueKind.Null)
+        {
+            if (m.ValueKind != JsonValueKind.Array) throw Bad(path, "model.merges", "must be an array");
+            int i = 0;
+            foreach (var merge in m.EnumerateArray())
+            {
+                merges.Add(MergeText(merge, path, $"model.merges[{i}]"));
+                if (++i > MaxEntries) throw Bad(path, "model.merges", $"has more than {MaxEntries} merges");
+            }
+        }
         var special = new Dictionary<string, int>(StringComparer.Ordinal);
-        if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+        if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind != JsonValueKind.Null)
+        {
+            if (added.ValueKind != JsonValueKind.Array) throw Bad(path, "added_tokens", "must be an array");
+            int i = 0;
             foreach (var a in added.EnumerateArray())
-                if (a.TryGetProperty("special", out var s) && s.ValueKind == JsonValueKind.True)
-                    special[a.GetProperty("content").GetString()!] = a.GetProperty("id").GetInt32();
+            {
+                if (i >= MaxEntries) throw Bad(path, "added_tokens", $"has more than {MaxEntries} tokens");
+                var field = $"added_tokens[{i++}]";
+                if (a.ValueKind != JsonValueKind.Object) throw Bad(path, field, "must be an object");
+                if (!a.TryGetProperty("content", out var content)) throw Bad(path, $"{field}.content", "is missing");
+                var text = NonEmptyString(content, path, $"{field}.content");
+                if (!a.TryGetProperty("id", out var idElement)) throw Bad(path, $"{field}.id", "is missing");
+                int id = TokenId(idElement, path, $"{field}.id");
+                bool isSpecial = false;
+                if (a.TryGetProperty("special", out var s))
+                {
+                    if (s.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw Bad(path, $"{field}.special", $"must be true or false, got {Printable(s)}");
+                    isSpecial = s.ValueKind == JsonValueKind.True;
+                }
+                if (isSpecial && !special.TryAdd(text, id)) throw Bad(path, $"{field}.content", $"{Shown(text)} is added twice");
+            }
+        }
 
         // Pre-tokenization: a Split with a regex (Llama-3, Qwen) or ByteLevel's own GPT-2 pattern.
-        string pattern = Gpt2Pattern;
+        string pattern = Gpt2Pattern, patternField = "the ByteLevel pre-tokenizer's GPT-2 pattern";
         if (root.TryGetProperty("pre_tokenizer", out var pre))
-            foreach (var c in Components(pre))
-                if (c.TryGetProperty("type", out var ct) && ct.GetString() == "Split" && c.TryGetProperty("pattern", out var pat)
-                    && pat.TryGetProperty("Regex", out var rx))
+            foreach (var c in Components(pre, 0))
+                if (TypeOf(c) == "Split" && c.TryGetProperty("pattern", out var pat))
                 {
-                    pattern = rx.GetString()!;
+                    if (pat.ValueKind != JsonValueKind.Object) throw Bad(path, "pre_tokenizer Split pattern", "must be an object with Regex or String");
+                    if (pat.TryGetProperty("Regex", out var rx))
+                    {
+                        pattern = NonEmptyString(rx, path, "pre_tokenizer Split pattern.Regex");
+                        patternField = "pre_tokenizer Split pattern.Regex";
+                    }
+                    else if (pat.TryGetProperty("String", out var literal))
+                    {
+                        pattern = Regex.Escape(NonEmptyString(literal, path, "pre_tokenizer Split pattern.String"));
+                        patternField = "pre_tokenizer Split pattern.String";
+                    }
+                    else throw Bad(path, "pre_tokenizer Split pattern", "has neither Regex nor String");
                     break;
                 }
+        if (pattern.Length > MaxPatternLength) throw Bad(path, patternField, $"is {pattern.Length} characters long, more than {MaxPatternLength}");
+        Regex regex;
+        try
+        {
+            regex = new Regex(pattern, RegexOptions.Compiled, MatchTimeout);
+        }
+        catch (ArgumentException e)
+        {
+            throw Bad(path, patternField, $"is not a valid regular expression: {e.Message}");
+        }
 
         var options = new BpeOptions(vocab)
         {
             Merges = merges,
             ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(new Regex(pattern, RegexOptions.Compiled), special.Count > 0 ? special : null),
+            PreTokenizer = new GuardedPreTokenizer(regex, special.Keys, path, patternField),
             SpecialTokens = special.Count > 0 ? special : null,
         };
-        if (model.TryGetProperty("unk_token", out var unk) && unk.ValueKind == JsonValueKind.String) options.UnknownToken = unk.GetString();
+        if (model.TryGetProperty("unk_token", out var unk) && unk.ValueKind != JsonValueKind.Null)
+            options.UnknownToken = NonEmptyString(unk, path, "model.unk_token");
         // The post-processor's template (Llama-3: <|begin_of_text|> $A) says which tokens frame a prompt.
-        var (bos, eos) = TemplateTokens(root);
+        var (bos, eos) = TemplateTokens(root, path);
         if (bos is not null) options.BeginningOfSentenceToken = bos;
         if (eos is not null) options.EndOfSentenceToken = eos;
         try
         {
             return BpeTokenizer.Create(options);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            throw new InvalidDataException($"{path}: {e.Message}");
+            throw new InvalidDataException($"{path}: model (vocab, merges, special tokens) refused by the tokenizer library: {e.Message}");
         }
     }
 
-    private static string MergeText(JsonElement merge) => merge.ValueKind == JsonValueKind.Array
-        ? string.Join(' ', merge.EnumerateArray().Select(x => x.GetString()))
-        : merge.GetString()!;
+    private static string MergeText(JsonElement merge, string path, string field)
+    {
+        if (merge.ValueKind == JsonValueKind.Array)
+        {
+            if (merge.GetArrayLength() != 2) throw Bad(path, field, $"must be a pair of tokens, got {Printable(merge)}");
+            return NonEmptyString(merge[0], path, $"{field}[0]") + " " + NonEmptyString(merge[1], path, $"{field}[1]");
+        }
+        var text = NonEmptyString(merge, path, field);
+        var parts = text.Split(' ');
+        if (parts.Length != 2 || parts[0].Length == 0 || parts[1].Length == 0)
+            throw Bad(path, field, $"must be two tokens separated by one space, got {Shown(text)}");
+        return text;
+    }
 
-    private static (string? Bos, string? Eos) TemplateTokens(JsonElement root)
+    private static (string? Bos, string? Eos) TemplateTokens(JsonElement root, string path)
     {
         if (!root.TryGetProperty("post_processor", out var post)) return (null, null);
-        foreach (var c in Components(post))
+        foreach (var c in Components(post, 0))
         {
-            if (!c.TryGetProperty("type", out var t) || t.GetString() != "TemplateProcessing" || !c.TryGetProperty("single", out var single)) continue;
+            if (TypeOf(c) != "TemplateProcessing" || !c.TryGetProperty("single", out var single)) continue;
+            if (single.ValueKind != JsonValueKind.Array) throw Bad(path, "post_processor TemplateProcessing single", "must be an array");
             var items = single.EnumerateArray().ToList();
-            string? Special(JsonElement e) => e.TryGetProperty("SpecialToken", out var st) ? st.GetProperty("id").GetString() : null;
-            return (items.Count > 0 ? Special(items[0]) : null, items.Count > 1 ? Special(items[^1]) : null);
+            string? Special(JsonElement e, int i)
+            {
+                var field = $"post_processor TemplateProcessing single[{i}]";
+                if (e.ValueKind != JsonValueKind.Object) throw Bad(path, field, "must be an object");
+                if (!e.TryGetProperty("SpecialToken", out var st)) return null;
+                if (st.ValueKind != JsonValueKind.Object || !st.TryGetProperty("id", out var id)) throw Bad(path, $"{field}.SpecialToken.id", "is missing");
+                return NonEmptyString(id, path, $"{field}.SpecialToken.id");
+            }
+            return (items.Count > 0 ? Special(items[0], 0) : null, items.Count > 1 ? Special(items[^1], items.Count - 1) : null);
         }
         return (null, null);
     }
 
-    private static Tokenizer FromSentencePiece(string path)
+    private static Tokenizer FromSentencePiece(byte[] bytes, string path)
     {
         try
         {
-            using var stream = File.OpenRead(path);
+            using var stream = new MemoryStream(bytes, writable: false);
             return SentencePieceTokenizer.Create(stream, addBeginningOfSentence: true, addEndOfSentence: false);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or NotSupportedException
-                                   or Google.Protobuf.InvalidProtocolBufferException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
             throw new InvalidDataException($"{path} is not a SentencePiece model this library reads: {e.Message}");
+        }
+    }
+
+    /// <summary>
+    /// The pre-tokenizer of a byte-level BPE: special tokens split out first (longest first), then
+    /// the regex's matches in between. Empty matches are skipped (they hold no text, and a regex
+    /// that matches nothing must not spin); each match is bounded by <see cref="MatchTimeout"/> and
+    /// the whole text by <see cref="WorkBudget"/>.
+    /// </summary>
+    private sealed class GuardedPreTokenizer : PreTokenizer
+    {
+        private readonly Regex _regex;
+        private readonly Regex? _specials;
+        private readonly string _path, _field;
+
+        public GuardedPreTokenizer(Regex regex, IEnumerable<string> specials, string path, string field)
+        {
+            _regex = regex;
+            var ordered = specials.OrderByDescending(s => s.Length).ThenBy(s => s, StringComparer.Ordinal).Select(Regex.Escape).ToList();
+            _specials = ordered.Count > 0 ? new Regex(string.Join("|", ordered), RegexOptions.Compiled, MatchTimeout) : null;
+            _path = path;
+            _field = field;
+        }
+
+        public override IEnumerable<(int Offset, int Length)> PreTokenize(string text) => Split(text.AsSpan());
+
+        public override IEnumerable<(int Offset, int Length)> PreTokenize(ReadOnlySpan<char> text) => Split(text);
+
+        private List<(int Offset, int Length)> Split(ReadOnlySpan<char> text)
+        {
+            var pieces = new List<(int, int)>();
+            long deadline = Stopwatch.GetTimestamp() + (long)(WorkBudget(text.Length).TotalSeconds * Stopwatch.Frequency);
+            int pos = 0;
+            while (pos < text.Length)
+            {
+                int next = text.Length, specialLength = 0;
+                if (_specials is not null)
+                    foreach (var m in _specials.EnumerateMatches(text[pos..]))
+                    {
+                        if (m.Length == 0) continue;
+                        next = pos + m.Index;
+                        specialLength = m.Length;
+                        break;
+                    }
+                foreach (var m in _regex.EnumerateMatches(text[pos..next]))
+                {
+                    if (m.Length > 0) pieces.Add((pos + m.Index, m.Length));
+                    if (Stopwatch.GetTimestamp() > deadline)
+                        throw new InvalidDataException($"{_path}: {_field} took more than {WorkBudget(text.Length).TotalSeconds:F0} s on a {text.Length}-character text; the regex is refused");
+                }
+                if (specialLength > 0) pieces.Add((next, specialLength));
+                pos = next + specialLength;
+            }
+            return pieces;
         }
     }
 }

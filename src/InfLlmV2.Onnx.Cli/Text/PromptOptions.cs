@@ -1,4 +1,5 @@
 using System.CommandLine;
+using InfLlmV2.Onnx.GraphTools;
 
 namespace InfLlmV2.Onnx.Cli.Text;
 
@@ -22,13 +23,17 @@ internal static class PromptOptions
         if (required && given.Count == 0) throw new UsageException($"give a prompt: one of {all}");
     }
 
-    /// <summary>The prompt text of <c>--prompt</c> or <c>--prompt-file</c>.</summary>
+    /// <summary>Largest <c>--prompt-file</c> read (16 MiB: millions of tokens, more than any model's context).</summary>
+    internal const long MaxPromptFileBytes = 16L << 20;
+
+    /// <summary>The prompt text of <c>--prompt</c> or <c>--prompt-file</c> (a regular UTF-8 file of at most <see cref="MaxPromptFileBytes"/>).</summary>
     internal static string ReadText(string? text, FileInfo? file)
     {
         if (file is not null)
         {
-            if (!file.Exists) throw new FileNotFoundException($"Prompt file not found: {file.FullName}");
-            text = File.ReadAllText(file.FullName);
+            if (SafeFiles.Kind(file.FullName, followLinks: true) == FileKind.Missing)
+                throw new FileNotFoundException($"Prompt file not found: {file.FullName}");
+            text = SafeFiles.ReadTextBounded(file.FullName, "--prompt-file", MaxPromptFileBytes);
         }
         if (string.IsNullOrEmpty(text)) throw new UsageException(file is not null ? $"the prompt file {file.FullName} is empty" : "--prompt is empty");
         return text;

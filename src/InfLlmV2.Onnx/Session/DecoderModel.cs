@@ -155,10 +155,13 @@ public sealed class DecoderModel : IDisposable
     {
         if (threads is < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be at least 1");
         var graph = OnnxModelFile.Load(path);
+        // ORT opens the external data files itself: each is checked first (a regular file inside the
+        // model's folder, the range inside it), so no FIFO blocks and no device is read without end.
+        ModelWriter.CheckExternalData(graph, path);
         SessionOptions? own = null;
         if (options is null)
         {
-            own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+            own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };  // ORT's message comes back in the exception: no second, coloured log line
             options = own;
             threads ??= DefaultThreads;
         }

@@ -6,7 +6,8 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 /// Rule 3: decomposed attention → SwitchableAttention. Anchor: a Softmax between two MatMuls.
 /// Matched dataflow (any number of Cast/Identity between steps):
 /// <code>
-///   scores = MatMul(Q·a, Transpose(repeat_kv(K), [0,1,3,2])·b) [·c | /c] [+ causal bias]
+///   scores = MatMul(Q·a, Transpose(repeat_kv(K), [0,1,3,2])·b) | FusedMatMul(Q, repeat_kv(K), transB=1, alpha)
+///            [·c | /c | shape-keeping Reshape]* [+ bias | Where(cond, ·, −large)]*
 ///   out    = MatMul(Softmax(scores) [guarded by Where(all-masked, 0, ·)], repeat_kv(V))
 ///   repeat_kv(X) = Reshape(Expand(Unsqueeze(X, axis 2), ·), ·) or X itself
 /// </code>
@@ -19,7 +20,7 @@ namespace InfLlmV2.Onnx.GraphTools.Rewriting.Rules;
 /// </summary>
 public sealed class DecomposedAttentionRule : IAttentionRule
 {
-    private static readonly HashSet<string> Between = ["Add", "Mul", "Div", "Where", "Cast", "CastLike", "Identity", "Tanh", "Sub"];
+    private static readonly HashSet<string> Between = ["Add", "Mul", "Div", "Where", "Cast", "CastLike", "Identity", "Tanh", "Sub", "Reshape"];
 
     /// <summary>Facts of a decomposed attention.</summary>
     public sealed record Facts(NodeProto Node, NodeProto OutputMatMul, string Query, string Key, string Value, int NumHeads,
@@ -27,6 +28,9 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     {
         /// <summary>The attention_mask input whose values the mask's key padding comes from, or null.</summary>
         public string? PaddingMask { get; init; }
+
+        /// <summary>The mask's sliding window in keys (the site then runs dense-only), or null.</summary>
+        public long? SlidingWindow { get; init; }
     }
 
     /// <summary>A KV cache in the graph: present = Concat(past, new, axis 2) for keys and values.</summary>
@@ -46,7 +50,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
     {
         var p = g.Producer(value);
         if (p is null || depth == 0) return false;
-        if (p.OpType == "MatMul") return true;
+        if (IsScoresMatMul(p)) return true;
         return Between.Contains(p.OpType) && p.Input.Where(i => i.Length > 0).Any(i => WalkUp(g, i, depth - 1));
     }
 
@@ -62,41 +66,92 @@ public sealed class DecomposedAttentionRule : IAttentionRule
 
         // Softmax over the last axis.
         long axis = softmax.IntAttr("axis") ?? -1;
-        // Upstream: [Cast]* [Add(scores, bias)] [Cast]* [Mul|Div by constant]* MatMul.
+        // Upstream, from the softmax: mask parts (Add(scores, bias), Where(cond, scores, −large)), then
+        // constant factors (Mul/Div, through Cast and shape-keeping Reshapes), then the scores
+        // MatMul (or com.microsoft::FusedMatMul, whose alpha is a factor). A mask part above a factor
+        // would be scaled with the scores: refused.
         string x = g.SkipPassThroughUp(softmax.Input[0]);
-        string? bias = null;
+        var additive = new List<string>();
+        var selects = new List<(string Condition, bool VisibleWhenTrue)>();
         float scale = 1.0f;
-        var add = g.Producer(x);
-        if (add is { OpType: "Add" })
+        bool scaled = false;
+        for (int step = 0; step < 16; step++)
         {
-            var (a0, a1) = (g.SkipPassThroughUp(add.Input[0]), g.SkipPassThroughUp(add.Input[1]));
-            if (UpToMatMul(g, a0)) { x = a0; bias = add.Input[1]; }
-            else if (UpToMatMul(g, a1)) { x = a1; bias = add.Input[0]; }
-            else if (HasTanh(g, add.Input[0], 6) || HasTanh(g, add.Input[1], 6))
-                return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
-            else return Refuse("the softmax input is an Add without a scores MatMul operand");
-        }
-        while (g.Producer(x) is { OpType: "Mul" or "Div" } f)
-        {
-            if (f.Input.Any(i => g.Producer(i)?.OpType == "Tanh"))
-                return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
-            int ci = eval.Scalar(f.Input[1]) is not null ? 1 : eval.Scalar(f.Input[0]) is not null && f.OpType == "Mul" ? 0 : -1;
-            if (ci < 0) return Refuse($"the scores are scaled by a non-constant ({f.OpType})");
-            double factor = eval.Scalar(f.Input[ci])!.Value;
-            scale *= (float)(f.OpType == "Div" ? 1 / factor : factor);
-            x = g.SkipPassThroughUp(f.Input[1 - ci]);
+            var n = g.Producer(x);
+            if (n is { OpType: "Add" })
+            {
+                var (a0, a1) = (g.SkipPassThroughUp(n.Input[0]), g.SkipPassThroughUp(n.Input[1]));
+                string? bias = UpToMatMul(g, a0) ? n.Input[1] : UpToMatMul(g, a1) ? n.Input[0] : null;
+                if (bias is null)
+                {
+                    if (HasTanh(g, n.Input[0], 6) || HasTanh(g, n.Input[1], 6))
+                        return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
+                    return Refuse("the softmax input is an Add without a scores MatMul operand");
+                }
+                if (scaled) return Refuse("a mask added before the scores are scaled (it would be scaled too)");
+                additive.Add(bias);
+                x = bias == n.Input[1] ? a0 : a1;
+                continue;
+            }
+            if (n is { OpType: "Where" } w && w.Input.Count == 3)
+            {
+                var (whenTrue, whenFalse) = (g.SkipPassThroughUp(w.Input[1]), g.SkipPassThroughUp(w.Input[2]));
+                if (UpToMatMul(g, whenTrue) && eval.Scalar(w.Input[2]) is double lo && lo <= -1e4) { selects.Add((w.Input[0], true)); x = whenTrue; }
+                else if (UpToMatMul(g, whenFalse) && eval.Scalar(w.Input[1]) is double lo2 && lo2 <= -1e4) { selects.Add((w.Input[0], false)); x = whenFalse; }
+                else return Refuse("a Where on the scores that is not Where(condition, scores, −large)");
+                if (scaled) return Refuse("a mask applied before the scores are scaled (it would be scaled too)");
+                continue;
+            }
+            if (n is { OpType: "Mul" or "Div" } m)
+            {
+                if (m.Input.Any(i => g.Producer(i)?.OpType == "Tanh"))
+                    return Refuse("softcap (Tanh) in the scores is not supported in the decomposed form");
+                int ci = eval.Scalar(m.Input[1]) is not null ? 1 : eval.Scalar(m.Input[0]) is not null && m.OpType == "Mul" ? 0 : -1;
+                if (ci < 0) return Refuse($"the scores are scaled by a non-constant ({m.OpType})");
+                double factor = eval.Scalar(m.Input[ci])!.Value;
+                scale *= (float)(m.OpType == "Div" ? 1 / factor : factor);
+                scaled = true;
+                x = g.SkipPassThroughUp(m.Input[1 - ci]);
+                continue;
+            }
+            if (n is { OpType: "Reshape" } r && eval.PartialShape(r.Input[0]) is { Length: 4 } rin && eval.PartialShape(x) is { } rout
+                && rin.SequenceEqual(rout) && rin.All(d => d is not null))
+            {
+                x = g.SkipPassThroughUp(r.Input[0]);
+                continue;
+            }
+            break;
         }
         var scores = g.Producer(x);
-        if (scores is not { OpType: "MatMul" }) return Refuse("the scores are not a MatMul");
+        bool fused = scores is { OpType: "FusedMatMul", Domain: "com.microsoft" };
+        if (scores is null || scores.OpType != "MatMul" && !fused) return Refuse($"the scores are not a MatMul but {scores?.OpType ?? "a graph input"}" +
+            (UnrecognizedAttentionRule.ScoresPath(g, softmax) is { } path ? $" (scores: {string.Join(" → ", path)} → Softmax)" : ""));
+        bool keyTransposed = false;
+        if (fused)
+        {
+            // FusedMatMul(Q, K, transB=1, alpha=scale): the key operand is K itself.
+            if ((scores.IntAttr("transA") ?? 0) != 0 || (scores.IntAttr("transBatchA") ?? 0) != 0 || (scores.IntAttr("transBatchB") ?? 0) != 0)
+                return Refuse("a FusedMatMul for Q·Kᵀ with transA or transBatch set");
+            keyTransposed = (scores.IntAttr("transB") ?? 0) != 0;
+            scale *= scores.Attribute.FirstOrDefault(a => a.Name == "alpha") is { } alpha ? alpha.F : 1.0f;
+        }
         // Q side: optional constant factor.
         var (q, qf) = StripFactor(g, eval, scores.Input[0]);
         var (kt, kf) = StripFactor(g, eval, scores.Input[1]);
         if (qf is null || kf is null) return Refuse("Q or Kᵀ is scaled by a non-constant");
         scale *= (float)(qf.Value * kf.Value);
-        var transpose = g.Producer(kt);
-        if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
-            return Refuse("the key operand is not Transpose(K, [0,1,3,2])");
-        var k = RepeatKv.Source(g, eval, g.SkipPassThroughUp(transpose.Input[0]));
+        string k;
+        if (keyTransposed)
+        {
+            k = RepeatKv.Source(g, eval, kt);
+        }
+        else
+        {
+            var transpose = g.Producer(kt);
+            if (transpose is not { OpType: "Transpose" } || !(transpose.Attribute.FirstOrDefault(a => a.Name == "perm")?.Ints.SequenceEqual([0L, 1, 3, 2]) ?? false))
+                return Refuse("the key operand is not Transpose(K, [0,1,3,2])" + (fused ? " (FusedMatMul with transB=0)" : ""));
+            k = RepeatKv.Source(g, eval, g.SkipPassThroughUp(transpose.Input[0]));
+        }
 
         // Downstream: Softmax → [Cast]* → [Where(cond, 0, p)] → [Cast]* → MatMul(p, repeat_kv(V)).
         string p = g.SkipPassThroughDown(softmax.Output[0]);
@@ -111,6 +166,8 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         Cache? cache = null;
         if (PastConcat(g, k) is { } kc && PastConcat(g, v) is { } vc)
         {
+            if (!g.IsLocal(kc) || !g.IsLocal(vc))
+                return Refuse("the cache Concat is in an enclosing graph (the op would produce the presents inside this body)");
             cache = new Cache(kc.Input[0], vc.Input[0], k, v, kc, vc);
             k = kc.Input[1];
             v = vc.Input[1];
@@ -127,33 +184,31 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         if (qs is not { Length: 4 } || ks is not { Length: 4 } || vs is not { Length: 4 } ||
             qs[1] is not long qh || ks[1] is not long kh || qs[3] is not long qd)
             return Refuse("Q/K/V are not 4-D [B, heads, sequence, head_size] with static heads and head size");
-        if (qh < 1 || qh > NodeAttributes.MaxHeads || kh < 1 || kh > NodeAttributes.MaxHeads || qd < 1 || qd > int.MaxValue)
-            return Refuse($"{qh} query heads, {kh} kv heads, head size {qd}: heads must be in [1, {NodeAttributes.MaxHeads}] and the head size positive");
+        if ((OpCapability.Heads(qh, kh) ?? OpCapability.HeadSize(qd)) is { } unsupported) return Refuse(unsupported);
         int h = (int)qh, hkv = (int)kh, d = (int)qd;
         if (axis != -1 && axis != 3) return Refuse($"softmax over axis {axis}, not the key axis", h, hkv, d);
         if (!Equals(ks[3], qs[3]) || !Equals(vs[3], qs[3]) || !Equals(vs[1], ks[1]) || !Equals(vs[2], ks[2]))
             return Refuse("Q/K/V shapes do not agree (head sizes, kv heads or lengths)", h, hkv, d);
-        if (h % hkv != 0) return Refuse($"{h} query heads are not a multiple of {hkv} kv heads", h, hkv, d);
-        if (d % 8 != 0 || d > 256) return Refuse($"head size {d} is not a multiple of 8 up to 256", h, hkv, d);
-        if (g.ElementType(q) is { } t && t is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {t} is not supported (fp32, fp16)", h, hkv, d);
-        // The bias must be the causal mask.
-        if (bias is null || IsZeros(g, eval, bias))
+        if (OpCapability.ElementType(g.ElementType(q), mustKnow: false) is { } type) return Refuse(type, h, hkv, d);
+        // The mask must be causal.
+        additive.RemoveAll(b => IsZeros(g, eval, b));
+        if (additive.Count + selects.Count == 0)
             return Refuse("no causal mask: bidirectional attention cannot be expressed by a causal op", h, hkv, d);
         object? sq = qs[2], sk = ks[2];
-        var offset = CausalOffset(g, eval, bias, cache?.PastKey);
+        var offset = additive.Count == 1 && selects.Count == 0 ? CausalOffset(g, eval, additive[0], cache?.PastKey) : null;
         string? paddingMask = null;
+        long? window = null;
         if (offset is null || (cache is null && offset != 0))
         {
             // Any other mask (HF/optimum: causal from Trilu or Range/Greater AND padding from attention_mask): prove it.
             var pastLength = cache is null ? null : eval.PartialShape(cache.PastKey) is { Length: 4 } pk ? pk[2] : null;
             var keyLength = cache is null ? sk : ShapeInference.AddDims(pastLength, sq);
-            var (facts, why) = MaskAnalysis.Analyze(g, eval, bias, sq, keyLength, pastLength);
+            var (facts, why) = MaskAnalysis.Analyze(g, eval, additive, selects, sq, keyLength, pastLength);
             if (facts is null) return Refuse(why!, h, hkv, d);
             if (facts.KeyLimits.Count > 0) return Refuse("the mask also has key padding limits from per-batch inputs", h, hkv, d);
-            if (facts.SlidingWindow is long w) return Refuse($"the mask has a sliding window of {w} keys (not rewritten for this form yet)", h, hkv, d);
+            window = facts.SlidingWindow;
             string? expected = cache is null ? null : MaskAnalysis.DimVariable(pastLength);
-            if (facts.QueryOffset != expected || (cache is not null && expected is null))
+            if (facts.QueryOffset != expected || (cache is not null && expected is null && !Equals(pastLength, 0L)))
                 return Refuse($"the mask places query row 0 at {facts.QueryOffset ?? "0"}, not at the past length", h, hkv, d);
             paddingMask = facts.PaddingMask;
         }
@@ -171,10 +226,12 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             if (g.IsGraphOutput(inner)) return Refuse("intermediate scores/probabilities are graph outputs", h, hkv, d);
         return RuleCheck.Accept(new Facts(softmax, outMatMul, q, k, v, h, hkv, d, sliceTo, scale, cache)
         {
-            PaddingMask = paddingMask, Note = paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask),
+            PaddingMask = paddingMask, SlidingWindow = window,
+            Note = string.Join("; ", new[] { window is long keys ? RewriteContext.SlidingWindowNote(keys) : null, paddingMask is null ? null : RewriteContext.PaddingMaskNote(paddingMask) }
+                .Where(x => x is not null)) is { Length: > 0 } note ? note : null,
         }) with
         {
-            Operands = [q, k, v, bias, .. cache is null ? Array.Empty<string>() : [cache.PastKey, cache.PastValue]],
+            Operands = [q, k, v, .. additive, .. selects.Select(c => c.Condition), .. cache is null ? Array.Empty<string>() : [cache.PastKey, cache.PastValue]],
         };
     }
 
@@ -189,6 +246,7 @@ public sealed class DecomposedAttentionRule : IAttentionRule
             {
                 PastKey = f.Cache?.PastKey, PastValue = f.Cache?.PastValue,
                 PresentKey = f.Cache?.PresentKey ?? "", PresentValue = f.Cache?.PresentValue ?? "", AttentionMask = f.PaddingMask,
+                SlidingWindow = f.SlidingWindow,
             });
         if (f.Cache is not null)  // the op now produces the presents
         {
@@ -198,20 +256,23 @@ public sealed class DecomposedAttentionRule : IAttentionRule
         c.ReplaceNode(target, nodes);
     }
 
+    private static bool IsScoresMatMul(NodeProto n) => n.OpType == "MatMul" || n is { OpType: "FusedMatMul", Domain: "com.microsoft" };
+
     private static bool HasTanh(GraphIndex g, string value, int depth) =>
         depth > 0 && g.Producer(value) is { } p && (p.OpType == "Tanh" || p.Input.Where(i => i.Length > 0).Any(i => HasTanh(g, i, depth - 1)));
 
-    private static bool UpToMatMul(GraphIndex g, string value)
+    // Whether value is the scores, possibly scaled, reshaped in place, masked (Add, Where) or cast.
+    private static bool UpToMatMul(GraphIndex g, string value, int depth = 8)
     {
-        for (int i = 0; i < 6; i++)
+        if (depth == 0 || g.Producer(value) is not { } p) return false;
+        if (IsScoresMatMul(p)) return true;
+        return p.OpType switch
         {
-            var p = g.Producer(value);
-            if (p is null) return false;
-            if (p.OpType == "MatMul") return true;
-            if (p.OpType is not ("Mul" or "Div" or "Cast" or "Identity")) return false;
-            value = p.Input[0];
-        }
-        return false;
+            "Mul" or "Div" or "Cast" or "Identity" or "Reshape" => UpToMatMul(g, p.Input[0], depth - 1),
+            "Where" when p.Input.Count == 3 => UpToMatMul(g, p.Input[1], depth - 1) || UpToMatMul(g, p.Input[2], depth - 1),
+            "Add" => UpToMatMul(g, p.Input[0], depth - 1) || UpToMatMul(g, p.Input[1], depth - 1),
+            _ => false,
+        };
     }
 
     // x or Mul(x, constant) (either order): the operand and the factor (1 when none; null when not constant).

@@ -20,7 +20,11 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
 
     /// <summary>Facts of a GQA node.</summary>
     public sealed record Facts(NodeProto Node, int NumHeads, int KvNumHeads, int? HeadSize, TensorProto.Types.DataType? ElementType)
-        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadSize);
+        : AttentionMatch(Node, NumHeads, KvNumHeads, HeadSize)
+    {
+        /// <summary>The attention_mask whose key padding the attention_bias was proven to be (<see cref="GqaAttentionBias"/>), or null.</summary>
+        public string? PaddingMask { get; init; }
+    }
 
     /// <inheritdoc/>
     public AttentionForm Form => AttentionForm.GroupQueryAttention;
@@ -42,12 +46,19 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         int h = (int)heads, hkv = (int)kvHeads;
         int? headSize = HeadSize(graph, node, h, hkv);
         RuleCheck Refuse(string why) => RuleCheck.Refuse(why, h, hkv, headSize);
-        if (heads % kvHeads != 0) return Refuse($"num_heads {heads} is not a multiple of kv_num_heads {kvHeads}");
+        if (OpCapability.Heads(h, hkv) is { } headsWhy) return Refuse(headsWhy);
         for (int i = 9; i < node.Input.Count; i++)
-            if (node.Input[i].Length > 0)
+            if (node.Input[i].Length > 0 && i != GqaAttentionBias.BiasInput)
                 return Refuse($"uses input {i} ({(i - 9 < UnsupportedInputs.Length ? UnsupportedInputs[i - 9] : "unknown")}), which SwitchableAttention does not support");
         if (node.Input.Count < 7 || node.Input[5].Length == 0 || node.Input[6].Length == 0)
             return Refuse("seqlens_k and total_sequence_length inputs are required");
+        string? paddingMask = null;
+        if (node.Input.Count > GqaAttentionBias.BiasInput && node.Input[GqaAttentionBias.BiasInput].Length > 0)
+        {
+            var (mask, biasWhy) = GqaAttentionBias.Prove(graph, node);
+            if (mask is null) return Refuse($"uses input 10 (attention_bias): {biasWhy}");
+            paddingMask = mask;
+        }
         for (int i = 3; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0) return Refuse("produces output_qk (qk_output), which SwitchableAttention does not support");
         foreach (var a in node.Attribute)
@@ -73,18 +84,16 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         if (node.IntAttr("do_rotary") == 1 && (node.Input.Count < 9 || node.Input[7].Length == 0 || node.Input[8].Length == 0))
             return Refuse("do_rotary=1 without cos_cache/sin_cache");
         var type = graph.ElementType(node.Input[0]) ?? (node.Input.Count > 3 && node.Input[3].Length > 0 ? graph.ElementType(node.Input[3]) : null);
-        if (type is TensorProto.Types.DataType.Bfloat16)
-            return Refuse("bfloat16: SwitchableAttention has no bfloat16 kernel yet (CPU kernels are fp32/fp16)");
-        if (type is { } t && t != TensorProto.Types.DataType.Float && t != TensorProto.Types.DataType.Float16)
-            return Refuse($"element type {t} is not supported (fp32, fp16)");
-        if (headSize is { } d && (d % 8 != 0 || d > 256)) return Refuse($"head size {d} is not a multiple of 8 up to 256");
+        // The node is rewritten in place: an unknown type stays ORT's to check at load.
+        if (OpCapability.Check(h, hkv, headSize, type, typeMustBeKnown: false) is { } cannot) return Refuse(cannot);
         if (options.CompressedState)
         {
             if (node.Input.Count < 5 || !graph.IsGraphInput(node.Input[3]) || node.Output.Count < 2 || !graph.IsGraphOutput(node.Output[1]))
                 return Refuse("--compressed-state needs past_key to be a graph input and present_key a graph output");
             if (headSize is null) return Refuse("--compressed-state needs a known head size");
         }
-        return RuleCheck.Accept(new Facts(node, h, hkv, headSize, type) { Note = note });
+        if (paddingMask is not null) note = note is null ? GqaAttentionBias.Note(paddingMask) : $"{note}; {GqaAttentionBias.Note(paddingMask)}";
+        return RuleCheck.Accept(new Facts(node, h, hkv, headSize, type) { Note = note, PaddingMask = paddingMask });
     }
 
     /// <inheritdoc/>
@@ -99,6 +108,13 @@ public sealed class GroupQueryAttentionRule : IAttentionRule
         node.Attribute.Clear();
         node.Attribute.AddRange(context.SwitchableAttributes(f.NumHeads, f.KvNumHeads, carried));
         while (node.Input.Count > Op.Inputs.PastCompressedKey) node.Input.RemoveAt(node.Input.Count - 1);
+        if (f.PaddingMask is { } mask)
+        {
+            // The bias is dropped: seqlens_k/total come from the mask's row sums instead (shared per graph).
+            var (seqlens, total) = context.MaskLengths(mask);
+            node.Input[5] = seqlens;
+            node.Input[6] = total;
+        }
         while (node.Output.Count > Op.Outputs.PresentCompressedKey) node.Output.RemoveAt(node.Output.Count - 1);
 
         string compressedIn = "", compressedOut = "";

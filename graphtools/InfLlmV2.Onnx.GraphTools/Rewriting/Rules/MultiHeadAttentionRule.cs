@@ -49,8 +49,7 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
         if (qs.Count != 3 || ks.Count != 3 || vs.Count != 3) return Refuse($"query/key/value ranks {qs.Count}/{ks.Count}/{vs.Count}: only 3-D [B, S, N·D] self-attention is rewritten (4-D keys are cross-attention or a packed past)");
         if (d is null) return Refuse($"head size unknown: query hidden {ShapeInference.Format(qs[2])} is not a known multiple of num_heads {h}");
         if (hkv is null || !Equals(vs[2], ks[2])) return Refuse($"key/value hidden sizes {ShapeInference.Format(ks[2])}/{ShapeInference.Format(vs[2])} are not the same multiple of the head size {d}");
-        if (h % hkv != 0) return Refuse($"{h} query heads are not a multiple of {hkv} kv heads");
-        if (d % 8 != 0 || d > 256) return Refuse($"head size {d} is not a multiple of 8 up to 256");
+        if (OpCapability.Check(h, hkv, d, g.ElementType(Input(0))) is { } cannot) return Refuse(cannot);
         if (!Equals(ks[1], qs[1])) return Refuse($"key length {ShapeInference.Format(ks[1])} differs from the query length {ShapeInference.Format(qs[1])} (not self-attention over new tokens)");
         if (Input(3).Length > 0) return Refuse("uses the bias input (add the projection bias before the node first)");
         if (Input(4).Length > 0) return Refuse("uses key_padding_mask (padding masks are not rewritten)");
@@ -82,9 +81,6 @@ public sealed class MultiHeadAttentionRule : IAttentionRule
             };
             if (why is not null) return Refuse(why);
         }
-        var type = g.ElementType(Input(0));
-        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
         // Causality: unidirectional=1, or an attention_bias proven causal at the past length.
         string mask = Input(5);
         string? paddingMask = null;

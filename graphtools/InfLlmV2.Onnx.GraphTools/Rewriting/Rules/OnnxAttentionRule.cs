@@ -66,21 +66,16 @@ public sealed class OnnxAttentionRule : IAttentionRule
         for (int i = hasPast ? 3 : 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache without a past")}) is used");
+        if (AttributeProblem(node) is { } attribute) return Refuse(attribute);
         if ((node.IntAttr("is_causal") ?? 0) != 1 && !hasMask) return Refuse("not causal (is_causal=0) and no attn_mask: SwitchableAttention is causal");
         if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
             return Refuse(range);
-        if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
-            return Refuse($"{heads} query / {kvHeads} kv heads: more than {NodeAttributes.MaxHeads}");
-        if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
-        if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
+        if (heads is null || kvHeads is null) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (headSize is null) return Refuse("head size unknown");
-        if (headSize % 8 != 0 || headSize > 256) return Refuse($"head size {headSize} is not a multiple of 8 up to 256");
+        if (OpCapability.Check(heads, kvHeads, headSize, g.ElementType(q)) is { } cannot) return Refuse(cannot);
         int vHeadSize = rank == 4 ? Dim(vs[3]) ?? -1 : Dim(vs[2]) is int vh ? vh / kvHeads.Value : -1;
         int kHeadSize = rank == 4 ? Dim(ks[3]) ?? -1 : Dim(ks[2]) is int kh ? kh / kvHeads.Value : -1;
         if (kHeadSize != headSize || vHeadSize != headSize) return Refuse($"key/value head sizes ({kHeadSize}/{vHeadSize}) differ from the query's ({headSize}) or are unknown");
-        var type = g.ElementType(q);
-        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
         int seqAxis = rank == 4 ? 2 : 1;
         object? sq = qs[seqAxis], sk = ks[seqAxis], sv = vs[seqAxis];
         long? sliceTo = null;
@@ -155,6 +150,28 @@ public sealed class OnnxAttentionRule : IAttentionRule
         int? heads = node.HeadsAttr("q_num_heads"), kvHeads = node.HeadsAttr("kv_num_heads");
         int? headSize = heads is > 0 && Dim(qs[2]) is int hidden && hidden % heads == 0 ? hidden / heads.Value : null;
         return (heads, kvHeads, headSize);
+    }
+
+    /// <summary>
+    /// Why an attribute of an ONNX Attention node changes the math in a way SwitchableAttention cannot
+    /// express, or null: scale and softcap are carried, is_causal and the head counts are read by the
+    /// rules, qk_matmul_output_mode only shapes output 3 (refused when used) and softmax_precision asks
+    /// for at least the op's fp32; a sliding window (opset 25's left/right_window_size) and attributes
+    /// unknown here are refused.
+    /// </summary>
+    internal static string? AttributeProblem(NodeProto node)
+    {
+        foreach (var a in node.Attribute)
+        {
+            string? why = a.Name switch
+            {
+                "is_causal" or "q_num_heads" or "kv_num_heads" or "scale" or "softcap" or "qk_matmul_output_mode" or "softmax_precision" => null,
+                "left_window_size" or "right_window_size" => a.I == -1 ? null : $"{a.Name}={a.I} (a sliding window) is not rewritten for this form yet",
+                _ => $"unknown attribute '{a.Name}'",
+            };
+            if (why is not null) return why;
+        }
+        return node.FloatAttr("softcap") is float cap && cap < 0 ? $"softcap={cap} is negative" : null;
     }
 
     internal static int? Dim(object? d) => d is long v && v >= 0 && v <= int.MaxValue ? (int)v : null;

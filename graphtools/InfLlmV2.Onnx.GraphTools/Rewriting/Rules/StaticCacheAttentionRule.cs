@@ -53,21 +53,16 @@ public sealed class StaticCacheAttentionRule : IAttentionRule
         for (int i = 1; i < node.Output.Count; i++)
             if (node.Output[i].Length > 0 && (g.Consumers(node.Output[i]).Count > 0 || g.IsGraphOutput(node.Output[i])))
                 return Refuse($"output {i} ({(i == 3 ? "qk_matmul_output" : "present cache")}) is used");
+        if (AttributeProblem(node) is { } attribute) return Refuse(attribute);
         if ((node.IntAttr("is_causal") ?? 0) != 0)
             return Refuse("is_causal=1 with a static cache: ONNX's top-left causal mask ignores the cache positions");
         if (qs is null) return Refuse("the shape of Q is unknown");
         if (rank is not (3 or 4)) return Refuse($"Q has rank {rank}: need 3-D or 4-D");
         if ((node.IntAttrOutOfRange("q_num_heads", 1, NodeAttributes.MaxHeads) ?? node.IntAttrOutOfRange("kv_num_heads", 1, NodeAttributes.MaxHeads)) is { } range)
             return Refuse(range);
-        if (heads > NodeAttributes.MaxHeads || kvHeads > NodeAttributes.MaxHeads)
-            return Refuse($"{heads} query / {kvHeads} kv heads: more than {NodeAttributes.MaxHeads}");
-        if (heads is not > 0 || kvHeads is not > 0) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
-        if (heads % kvHeads != 0) return Refuse($"q heads {heads} not a multiple of kv heads {kvHeads}");
+        if (heads is null || kvHeads is null) return Refuse("head counts unknown (need static head dims or q_num_heads/kv_num_heads)");
         if (headSize is null) return Refuse("head size unknown");
-        if (headSize % 8 != 0 || headSize > 256) return Refuse($"head size {headSize} is not a multiple of 8 up to 256");
-        var type = g.ElementType(Input(0)) ?? g.ElementType(kScatter.Input[0]);
-        if (type is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Float16))
-            return Refuse($"element type {type?.ToString() ?? "unknown"} is not supported (fp32, fp16)");
+        if (OpCapability.Check(heads, kvHeads, headSize, g.ElementType(Input(0)) ?? g.ElementType(kScatter.Input[0])) is { } cannot) return Refuse(cannot);
 
         // The two scatters: same layout, same write positions, linear mode, along the sequence axis.
         int seqAxis = rank - 2;
