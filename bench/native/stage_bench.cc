@@ -1,7 +1,8 @@
 // Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
 // compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
 //   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
-//                        [--kv-heads H] [--dtype fp32|fp16] [--cold]
+//                        [--kv-heads H] [--dtype fp32|fp16] [--cold] [--threads N]
+// --threads N runs the kernel on N threads (default: every core).
 // --cold reads 128 MiB before each timed call, so that the call finds none of its data in the
 // caches (as in a model whose other layers ran in between).
 // Prints one JSON object per run.
@@ -99,12 +100,16 @@ class Pool {
   bool stop_ = false;
 };
 
+unsigned g_threads = 0;  // --threads; 0: every core
+
+unsigned Threads() { return g_threads > 0 ? g_threads : std::max(1u, std::thread::hardware_concurrency()); }
+
 void PoolFor(size_t total, const std::function<void(size_t)>& fn) {
-  if (total == 1) {  // as the ORT glue does: no hand-off for a single item
-    fn(0);
+  if (total == 1 || Threads() == 1) {  // as the ORT glue does: no hand-off for a single item or thread
+    for (size_t i = 0; i < total; ++i) fn(i);
     return;
   }
-  static Pool pool(std::max(1u, std::thread::hardware_concurrency()));
+  static Pool pool(Threads());
   pool.For(total, fn);
 }
 
@@ -152,7 +157,7 @@ double FmaPeakGflops() {
   const std::string isa = cpu::SelectMicrokernels().isa;
   const int width = isa == "avx512" ? 16 : isa == "avx2" ? 8 : 0;
   if (width == 0) return 0.0;
-  const unsigned threads = std::max(1u, std::thread::hardware_concurrency());
+  const unsigned threads = Threads();
   constexpr long kIters = 2000000;
   std::vector<float> sink(threads);
   double best = 0.0;
@@ -292,10 +297,9 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
       "\"select_parts_ms\":{\"score\":%.4f,\"lse\":%.4f,\"group_sum\":%.4f,\"topk\":%.4f},"
       "\"stage1_madds\":%.0f,\"fma_peak_gflops\":%.1f,\"select_floor_ms\":%.4f}\n",
       phase.c_str(), std::is_same_v<T, float> ? "fp32" : "fp16", static_cast<long long>(length),
-      static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa,
-      std::max(1u, std::thread::hardware_concurrency()), Median(prep), Median(comp), Median(sel), Median(att),
-      Median(total), Median(score), Median(lse), Median(group_sum), Median(topk), stage1_madds, peak_gflops,
-      select_floor_ms);
+      static_cast<long long>(Hkv), cold ? "true" : "false", mode.c_str(), cpu::SelectMicrokernels().isa, Threads(),
+      Median(prep), Median(comp), Median(sel), Median(att), Median(total), Median(score), Median(lse),
+      Median(group_sum), Median(topk), stage1_madds, peak_gflops, select_floor_ms);
   return 0;
 }
 
@@ -303,7 +307,7 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
                  "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] "
-                 "[--kv-heads H] [--dtype fp32|fp16] [--cold]\n",
+                 "[--kv-heads H] [--dtype fp32|fp16] [--cold] [--threads N]\n",
                  argv[0]);
     return 2;
   }
@@ -334,6 +338,8 @@ int main(int argc, char** argv) {
       Hkv = std::atoll(v.c_str());
     else if (k == "--dtype")
       dtype = v;
+    else if (k == "--threads")
+      g_threads = static_cast<unsigned>(std::max(1, std::atoi(v.c_str())));
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

@@ -1,6 +1,6 @@
 // CPU kernel vs the double-precision reference, dense and sparse, over shapes straddling block and
 // window boundaries (S, P in {1, 15, 16, 31, 63, 64, 65, 127, 2047, 2048, 2113, 8191, 8192},
-// G in {1, 2, 3, 8, 16}, D in {64, 96, 128}).
+// G in {1, 2, 3, 8, 16}, D in {64, 96, 128}; D in {8, 16, 32}, the lane-major p.V path, in SmallHeadSizes).
 #include <gtest/gtest.h>
 
 #include "test_support.h"
@@ -151,6 +151,34 @@ TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {
     c.seed = 500 + i++;
     ExpectMatchesReference(c);
   }
+}
+
+// Head sizes 8, 16 and 32 (lane-major accumulators at AVX-512; the row kernel elsewhere): dense
+// and sparse prefill, decode and chunked prefill, groups that fill one or several lane vectors
+// and leave padding lanes, rotary on some, fp16 on the last shapes.
+TEST(KernelVsReference, SmallHeadSizes) {
+  int i = 0;
+  struct Shape {
+    int64_t S, P;
+    int32_t mode;
+  };
+  for (int64_t D : {8, 16, 32})
+    for (Shape s : {Shape{65, 0, 1}, Shape{1, 2113, 1}, Shape{31, 127, 1}, Shape{200, 0, 2}, Shape{1, 1000, 2},
+                    Shape{65, 2047, 2}}) {
+      Case c;
+      c.seq_len = s.S;
+      c.past_capacity = s.P;
+      c.kv_num_heads = 1 + i % 2;
+      c.num_heads = c.kv_num_heads * kGroups[i % 5];
+      c.head_size = D;
+      c.mode = s.mode;
+      if (s.mode == 2) c.attrs = SmallBudget();
+      c.rotary = i % 4 == 1;
+      c.seed = 1300 + i++;
+      SCOPED_TRACE(::testing::Message() << "D=" << D << " S=" << s.S << " P=" << s.P << " mode=" << s.mode);
+      ExpectMatchesReference(c);
+      if (s.P > 1000) ExpectFp16MatchesReference(c);
+    }
 }
 
 TEST(SparseVsReference, AutoModeRaggedBatchSwitchesPerEntry) {

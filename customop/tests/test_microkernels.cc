@@ -258,7 +258,7 @@ TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
       auto acc = Random(static_cast<size_t>(heads * d), 13);
       const auto acc0 = acc;
       const auto m0 = m, l0 = l;
-      mk->softmax_update_key_major(x.data(), gw, lo.data(), hi.data(), m.data(), l.data(), acc.data(), heads, d);
+      mk->softmax_update_key_major(x.data(), gw, lo.data(), hi.data(), m.data(), l.data(), acc.data(), heads, d, false);
       for (int64_t g = 0; g < heads; ++g) {
         double mx = m0[g];
         for (int j = lo[g]; j < hi[g]; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
@@ -287,6 +287,59 @@ TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
           for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
           ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
         }
+    }
+  }
+}
+
+// The lane-major p.V of small head sizes against doubles (d = 8, 16, 32, and 24, 40, 56 for
+// chunks of every size), with a prefetch stream; the fp16 variant equals it on converted rows,
+// and softmax_update's lane-major rescale equals its row-major one.
+TEST(Microkernels, LaneMajorAccumulateAndRescaleMatch) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t W = mk->width;
+    for (int64_t d : {8, 16, 32, 24, 40, 56}) {
+      SCOPED_TRACE(d);
+      const int n = 50;
+      const auto p = Random(static_cast<size_t>(kBlockKeys * W), 31, 0.0f, 1.0f);
+      const auto v = Random(static_cast<size_t>(n * d), 32);
+      const auto acc0 = Random(static_cast<size_t>(d * W), 33);
+      auto got = acc0;
+      mk->accumulate_lanes(got.data(), p.data(), v.data(), n, d, v.data(), 3);
+      for (int64_t i = 0; i < d; ++i)
+        for (int64_t r = 0; r < W; ++r) {
+          double want = acc0[i * W + r];
+          for (int j = 0; j < n; ++j) want += static_cast<double>(p[j * W + r]) * v[j * d + i];
+          ASSERT_NEAR(got[i * W + r], want, 1e-5) << "i=" << i << " r=" << r;
+        }
+      std::vector<uint16_t> half(v.size());
+      for (size_t i = 0; i < v.size(); ++i) half[i] = FromFloat<Float16>(v[i]).bits;
+      std::vector<float> rows(v.size());
+      mk->half_to_float(half.data(), rows.data(), static_cast<int64_t>(rows.size()));
+      auto want_half = acc0, got_half = acc0;
+      mk->accumulate_lanes(want_half.data(), p.data(), rows.data(), n, d, nullptr, 0);
+      mk->accumulate_lanes_half(got_half.data(), p.data(), half.data(), n, d, half.data(), 2);
+      ASSERT_EQ(want_half, got_half);
+      // Rescale: lanes with a running max above, below and at -inf, some rows past `rows`.
+      const int64_t heads = W - 1;
+      std::vector<int32_t> lo(static_cast<size_t>(W), 0), hi(static_cast<size_t>(W), n);
+      hi[3] = 0;  // a lane that sees no key
+      auto x_rows = Random(static_cast<size_t>(kBlockKeys * W), 34, -3.0f, 3.0f), x_lanes = x_rows;
+      std::vector<float> m_rows(static_cast<size_t>(W)), l_rows(static_cast<size_t>(W), 1.0f);
+      for (int64_t r = 0; r < W; ++r) m_rows[r] = r % 3 == 0 ? 10.0f : r % 3 == 1 ? -1.0f : -INFINITY;
+      auto m_lanes = m_rows, l_lanes = l_rows;
+      std::vector<float> a_rows(static_cast<size_t>(W * d)), a_lanes(a_rows.size());
+      for (int64_t r = 0; r < W; ++r)
+        for (int64_t i = 0; i < d; ++i) a_rows[r * d + i] = a_lanes[i * W + r] = acc0[i * W + r];
+      mk->softmax_update_key_major(x_rows.data(), W, lo.data(), hi.data(), m_rows.data(), l_rows.data(), a_rows.data(),
+                                   heads, d, false);
+      mk->softmax_update_key_major(x_lanes.data(), W, lo.data(), hi.data(), m_lanes.data(), l_lanes.data(),
+                                   a_lanes.data(), heads, d, true);
+      ASSERT_EQ(x_rows, x_lanes);
+      ASSERT_EQ(m_rows, m_lanes);
+      ASSERT_EQ(l_rows, l_lanes);
+      for (int64_t r = 0; r < heads; ++r)
+        for (int64_t i = 0; i < d; ++i) ASSERT_EQ(a_rows[r * d + i], a_lanes[i * W + r]) << "r=" << r << " i=" << i;
     }
   }
 }

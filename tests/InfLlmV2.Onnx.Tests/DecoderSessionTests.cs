@@ -199,6 +199,35 @@ public class DecoderSessionTests(DecoderModels models) : IClassFixture<DecoderMo
         Assert.Throws<OperationCanceledException>(() => s4.Generate(prompt, o, cts.Token).ToList());
     }
 
+    // Threads: every core unless asked; a count given is set on the caller's options too; the
+    // tokens do not depend on it.
+    [Fact]
+    public void Open_ThreadCount_DefaultsToEveryCore_AndDoesNotChangeTokens()
+    {
+        Assert.Equal(Environment.ProcessorCount, DecoderModel.DefaultThreads);
+        Assert.Equal(Environment.ProcessorCount, models.Rewritten.Threads);
+        using var one = DecoderModel.Open(models.RewrittenPath, threads: 1);
+        Assert.Equal(1, one.Threads);
+        // One options object per model: the op library is registered on it once.
+        using (var options = new Microsoft.ML.OnnxRuntime.SessionOptions { IntraOpNumThreads = 2 })
+        using (var own = DecoderModel.Open(models.RewrittenPath, options))
+        {
+            Assert.Null(own.Threads);  // the caller's options decide
+            Assert.Equal(2, options.IntraOpNumThreads);
+        }
+        using (var options = new Microsoft.ML.OnnxRuntime.SessionOptions { IntraOpNumThreads = 2 })
+        using (var set = DecoderModel.Open(models.RewrittenPath, options, threads: 1))
+        {
+            Assert.Equal(1, set.Threads);
+            Assert.Equal(1, options.IntraOpNumThreads);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => DecoderModel.Open(models.RewrittenPath, threads: 0));
+        var prompt = DecoderModels.Prompt(40);
+        using var s1 = new DecoderSession(one, new() { Capacity = 64 });
+        using var sAll = new DecoderSession(models.Rewritten, new() { Capacity = 64 });
+        Assert.Equal(sAll.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList(), s1.Generate(prompt, new GenerationOptions { MaxNewTokens = 8 }).ToList());
+    }
+
     [Fact]
     public void BadUse_GivesClearErrors()
     {

@@ -39,14 +39,34 @@ public class SessionCliTests(DecoderModels models) : IClassFixture<DecoderModels
     [InlineData("--prompt-ids", "1,x,3")]
     [InlineData("--prompt-ids", "99999")]
     [InlineData("--mode", "turbo")]
+    [InlineData("--threads", "0")]
+    [InlineData("--threads", "1025")]
     public void Generate_BadArguments_ExitTwo(string option, string value)
     {
-        string[] args = option == "--mode"
+        string[] args = option is "--mode" or "--threads"
             ? ["generate", models.OriginalPath, "--prompt-ids", "1,2", option, value]
             : ["generate", models.OriginalPath, option, value];
         var (code, _, err) = CliProcess.Run(args);
         Assert.Equal(2, code);
         Assert.StartsWith("error:", err.Trim());
+    }
+
+    // --threads changes where the work runs, not what it computes (the op's slices merge in a fixed order).
+    [Fact]
+    public void GenerateAndCompare_OneThreadOrEveryCore_SameResults()
+    {
+        var one = CliProcess.Run("generate", models.RewrittenPath, "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "6", "--threads", "1");
+        var all = CliProcess.Run("generate", models.RewrittenPath, "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "6");
+        var two = CliProcess.Run("generate", models.RewrittenPath, "--prompt-ids", "1,2,3,4,5", "--max-new-tokens", "6", "--threads", "2");
+        Assert.Equal(0, one.ExitCode);
+        Assert.Equal(one.StdOut, all.StdOut);
+        Assert.Equal(one.StdOut, two.StdOut);
+        var c = CliProcess.Run("compare", models.OriginalPath, models.RewrittenPath, "--prompt-len", "300", "--decode-steps", "2", "--mode", "dense", "--threads", "1");
+        Assert.True(c.ExitCode == 0, c.StdOut + c.StdErr);
+        Assert.Contains("top-1 agreement 3/3 (100%)", c.StdOut);
+        var bad = CliProcess.Run("compare", models.OriginalPath, models.RewrittenPath, "--threads", "0");
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("--threads must be in [1, 1024], got 0", bad.StdErr);
     }
 
     [Fact]

@@ -34,6 +34,26 @@ inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int r
   mk.accumulate_half(acc, as, rows, p, pr, pk, reinterpret_cast<const uint16_t*>(v), n, d, pf, pf_lines);
 }
 
+inline void AccumulateLanesTile(const Microkernels& mk, float* acc, const float* p, const float* v, int n, int64_t d,
+                                const void* pf, int64_t pf_lines) {
+  mk.accumulate_lanes(acc, p, v, n, d, pf, pf_lines);
+}
+inline void AccumulateLanesTile(const Microkernels& mk, float* acc, const float* p, const Float16* v, int n, int64_t d,
+                                const void* pf, int64_t pf_lines) {
+  mk.accumulate_lanes_half(acc, p, reinterpret_cast<const uint16_t*>(v), n, d, pf, pf_lines);
+}
+
+// Rows r < rows of row-major accumulators (stride D) to and from the lane-major layout (vector
+// r / W's block of [D][W] at (r / W) * D * W; padding lanes 0).
+void RowsToLanes(const float* acc, int64_t rows, int64_t D, int64_t W, float* lanes) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < D; ++i) lanes[(r / W) * D * W + i * W + r % W] = acc[r * D + i];
+}
+void LanesToRows(const float* lanes, int64_t rows, int64_t D, int64_t W, float* acc) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < D; ++i) acc[r * D + i] = lanes[(r / W) * D * W + i * W + r % W];
+}
+
 }  // namespace
 
 template <typename T>
@@ -60,6 +80,12 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
   std::vector<int64_t> cursor(static_cast<size_t>(tokens), 0);
   std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
   std::vector<char> vector_used(static_cast<size_t>(gw / W));
+  const bool lanes = LaneMajorAccumulators(mk, D);
+  if (lanes) {
+    sc.acc_lanes.assign(static_cast<size_t>(gw * D), 0.0f);
+    RowsToLanes(st.acc.data(), rows, D, W, sc.acc_lanes.data());
+  }
+  float* acc_of_vectors = lanes ? sc.acc_lanes.data() : st.acc.data();  // vector v's rows at + v * W * D
   for (int64_t bi = 0; bi < n_blocks; ++bi) {
     const int64_t blk = blocks[bi];
     const int64_t k0 = blk * Bk;
@@ -133,7 +159,14 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
           ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
         Softcap(a.softcap, x, n * W);
         mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0, st.l.data() + r0,
-                                    st.acc.data() + r0 * D, r_end - r0, D);
+                                    acc_of_vectors + r0 * D, r_end - r0, D, lanes);
+        if (lanes) {  // the whole vector in one call (lanes that see no key here have p = 0)
+          if (vf != nullptr)
+            mk.accumulate_lanes(acc_of_vectors + r0 * D, x, vf, n, D, next_v, pf_lines);
+          else
+            AccumulateLanesTile(mk, acc_of_vectors + r0 * D, x, vals + x0 * D, n, D, next_v, pf_lines);
+          continue;
+        }
         for (int64_t r = r0; r < r_end;) {  // runs of up to kMaxRows rows that see keys here
           if (sc.hi[r] <= sc.lo[r]) {
             ++r;
@@ -156,6 +189,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
       }
     }
   }
+  if (lanes) LanesToRows(sc.acc_lanes.data(), rows, D, W, st.acc.data());
 }
 
 template <typename T>

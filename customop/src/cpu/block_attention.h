@@ -25,7 +25,13 @@ struct Scratch {
   std::vector<float> rows_k, rows_v;  // fp32 copies of a tile's key/value rows (fp16, prefill)
   std::vector<float> km;              // key-major scores [64][width] of one lane vector
   std::vector<int32_t> lo, hi;        // visible keys [lo, hi) of each lane in the current tile
+  std::vector<float> acc_lanes;       // small head sizes: the accumulators lane-major, [D][width] per lane vector
 };
+
+// Whether a head size takes the lane-major p.V path (Microkernels::accumulate_lanes): below 4
+// vectors per row the row kernel has too few independent FMA chains per value load (head sizes
+// 8, 16, 32 with AVX-512; D = 8 is not even one vector there).
+inline bool LaneMajorAccumulators(const Microkernels& mk, int64_t D) { return D < 4 * mk.width; }
 
 // What each token of a work item attends to: its sorted block list (len >= 0), or every key from
 // dense_lo up to its own position (len = -1).

@@ -30,9 +30,11 @@ struct Microkernels {
                                 float* out, const void* pf, int64_t pf_lines);
   // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < gw): lane r sees keys
   // [lo[r], hi[r]) (others become 0); raises its running max m[r] (rescaling l[r] and, for r < rows,
-  // accumulator row r of stride d), turns x into exp(x - m[r]) and adds its sum to l[r].
+  // its accumulator), turns x into exp(x - m[r]) and adds its sum to l[r]. Accumulators: row r of
+  // stride d at acc + r * d, or with `lanes` the lane-major block of each lane vector (below), the
+  // vector of rows g..g + width - 1 at acc + g * d.
   void (*softmax_update_key_major)(float* x, int64_t gw, const int32_t* lo, const int32_t* hi, float* m, float* l,
-                                   float* acc, int64_t rows, int64_t d);
+                                   float* acc, int64_t rows, int64_t d, bool lanes);
   // acc[r * acc_stride + i] += sum_{j < n} p[r * p_row + j * p_key] * v[j * d + i] for r < rows
   // (1..4), i < d. Key-major scores: p_row = 1, p_key = gw.
   void (*accumulate)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
@@ -40,6 +42,15 @@ struct Microkernels {
   // The same for fp16 value rows (IEEE half bits), converted as they are loaded.
   void (*accumulate_half)(float* acc, int64_t acc_stride, int rows, const float* p, int64_t p_row, int64_t p_key,
                           const uint16_t* v, int n, int64_t d, const void* pf, int64_t pf_lines);
+  // Lane-major p.V, the path of small head sizes: the `width` rows of one lane vector keep their
+  // accumulators transposed, acc[i * width + r] += sum_{j < n} p[j * width + r] * v[j * d + i] for
+  // i < d, r < width (p: the key-major scores of that vector). One FMA per value element and key
+  // serves every row of the vector, whatever d is (the row kernel above needs d of several vectors).
+  void (*accumulate_lanes)(float* acc, const float* p, const float* v, int n, int64_t d, const void* pf,
+                           int64_t pf_lines);
+  // The same for fp16 value rows (IEEE half bits), converted as they are read.
+  void (*accumulate_lanes_half)(float* acc, const float* p, const uint16_t* v, int n, int64_t d, const void* pf,
+                                int64_t pf_lines);
   // Stage 1 (one token, its G heads in lanes), partial normalizers over rows begin <= j < end:
   // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = scores row j (step 0) or the mean of
   // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,

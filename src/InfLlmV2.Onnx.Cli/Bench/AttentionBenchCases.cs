@@ -19,14 +19,14 @@ internal static class AttentionBenchCases
     internal static long Windows(int ctx) => (ctx - 32) / 16 + 1;
 
     // Bytes a sparse decode step reads at least: the selected K/V rows (96 blocks of 64) and every
-    // level-1 compressed key once (level-2 scores are derived from level-1 ones), fp32.
-    internal static double DecodeBytesRead(int ctx) => 4.0 * D * (2 * Math.Min(ctx, 96 * 64) + Windows(ctx));
+    // level-1 compressed key once (level-2 scores are derived from level-1 ones), fp32, per KV head.
+    internal static double DecodeBytesRead(int ctx, int d = D, int hkv = Hkv) => 4.0 * d * hkv * (2 * Math.Min(ctx, 96 * 64) + Windows(ctx));
 
-    internal static InferenceSession SingleNodeSession(SessionOptions options, AttentionOpKind kind, bool withState, int hkv = Hkv, bool fp16 = false)
+    internal static InferenceSession SingleNodeSession(SessionOptions options, AttentionOpKind kind, bool withState, int hkv = Hkv, bool fp16 = false, int g = G)
     {
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
         {
-            Kind = kind, NumHeads = G * hkv, KvNumHeads = hkv, WithPast = true,
+            Kind = kind, NumHeads = g * hkv, KvNumHeads = hkv, WithPast = true,
             ElementType = fp16 ? TensorProto.Types.DataType.Float16 : TensorProto.Types.DataType.Float,
             WithAttentionMode = kind == AttentionOpKind.Switchable, WithCompressedState = withState && kind == AttentionOpKind.Switchable,
         });
@@ -47,67 +47,97 @@ internal static class AttentionBenchCases
     /// </summary>
     internal static (double Ms, long PeakMb) Decode(InferenceSession s, int ctx, int? mode, int reps, int hkv = Hkv, bool cold = false, bool fp16 = false)
     {
-        // Tensors of the session's element type (fp16 models: the same values rounded to fp16).
-        OrtValue Tensor(float[] data, long[] shape) => fp16
-            ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (Float16)x).ToArray(), shape)
-            : OrtValue.CreateTensorValueFromMemory(data, shape);
-        var key = Random(ctx * D * hkv, 1);
-        var value = Random(ctx * D * hkv, 2);
-        var q = Random(G * hkv * D, 3);
-        var k = Random(hkv * D, 4);
-        var v = Random(hkv * D, 5);
-        var output = new float[G * hkv * D];
-        using var qv = Tensor(q, [1, 1, G * hkv * D]);
-        using var kv = Tensor(k, [1, 1, hkv * D]);
-        using var vv = Tensor(v, [1, 1, hkv * D]);
-        using var cacheK = Tensor(key, [1, hkv, ctx, D]);
-        using var cacheV = Tensor(value, [1, hkv, ctx, D]);
-        using var seq = OrtValue.CreateTensorValueFromMemory(new[] { ctx - 1 }, [1]);
-        using var total = OrtValue.CreateTensorValueFromMemory(new[] { ctx }, []);
-        using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
-        using var outV = Tensor(output, [1, 1, G * hkv * D]);
-        var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
-        var values = new List<OrtValue> { qv, kv, vv, cacheK, cacheV, seq, total };
-        var outNames = new List<string> { "output", "present_key", "present_value" };
-        var outValues = new List<OrtValue> { outV, cacheK, cacheV };
-        OrtValue? comp = null;
-        if (mode is not null)
+        using var run = new DecodeRun(s, ctx, mode, hkv, G, D, 1, fp16);
+        return Timing.Time(run.Run, reps, beforeEach: cold ? Timing.EvictCaches : null);
+    }
+
+    /// <summary>
+    /// One decode step through one session, its inputs made once: batch entries of hkv KV heads,
+    /// g query heads each, head size d; entry b holds ctx - b * ctx / (2 * batch) tokens (ragged for
+    /// batch &gt; 1), past and present (and the
+    /// compressed-key state, when the session has one) bound to one buffer each, as a session runs.
+    /// </summary>
+    internal sealed class DecodeRun : IDisposable
+    {
+        private readonly InferenceSession _s;
+        private readonly List<string> _names = [], _outNames = [];
+        private readonly List<OrtValue> _values = [], _outValues = [], _owned = [];
+        private readonly float[] _key;
+        private readonly OrtValue _cacheK, _cacheV;
+
+        // With `caches`: the K/V cache buffers of that run (same shape) instead of new ones, so
+        // that two ops timed alternately hold one copy of a long context.
+        internal DecodeRun(InferenceSession s, int ctx, int? mode, int hkv, int g, int d, int batch, bool fp16 = false, DecodeRun? caches = null)
         {
-            names.Add("attention_mode"); values.Add(modeV);
-            if (s.InputNames.Contains("past_compressed_key"))
+            _s = s;
+            // Tensors of the session's element type (fp16 models: the same values rounded to fp16).
+            OrtValue Tensor(float[] data, long[] shape)
             {
-                long windows = Windows(ctx);
-                // The state a session carries: the mean of every complete 32-token window (stride 16).
-                var state = new float[windows * D * hkv];
-                for (long h = 0; h < hkv; h++)
-                    for (long j = 0; j < windows; j++)
-                        for (int t = 0; t < 32; t++)
-                            for (int d = 0; d < D; d++) state[(h * windows + j) * D + d] += key[(h * ctx + j * 16 + t) * D + d] / 32f;
-                comp = Tensor(state, [1, hkv, windows, D]);
-                names.Add("past_compressed_key"); values.Add(comp);
-                outNames.Add("present_compressed_key"); outValues.Add(comp);
+                var t = fp16 ? OrtValue.CreateTensorValueFromMemory(data.Select(x => (Float16)x).ToArray(), shape)
+                             : OrtValue.CreateTensorValueFromMemory(data, shape);
+                _owned.Add(t);
+                return t;
             }
+            var totals = Enumerable.Range(0, batch).Select(b => ctx - b * ctx / (2 * batch)).ToArray();
+            var key = caches?._key ?? Random(batch * ctx * d * hkv, 1);
+            var value = caches is not null ? Array.Empty<float>() : Random(batch * ctx * d * hkv, 2);
+            var q = Random(batch * g * hkv * d, 3);
+            var k = Random(batch * hkv * d, 4);
+            var v = Random(batch * hkv * d, 5);
+            var output = new float[batch * g * hkv * d];
+            _key = key;
+            var cacheK = caches?._cacheK ?? Tensor(key, [batch, hkv, ctx, d]);
+            var cacheV = caches?._cacheV ?? Tensor(value, [batch, hkv, ctx, d]);
+            (_cacheK, _cacheV) = (cacheK, cacheV);
+            _names.AddRange(["query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length"]);
+            _values.AddRange([Tensor(q, [batch, 1, g * hkv * d]), Tensor(k, [batch, 1, hkv * d]), Tensor(v, [batch, 1, hkv * d]), cacheK, cacheV]);
+            var seq = OrtValue.CreateTensorValueFromMemory(totals.Select(t => t - 1).ToArray(), [batch]);
+            var total = OrtValue.CreateTensorValueFromMemory(new[] { ctx }, []);
+            _owned.AddRange([seq, total]);
+            _values.AddRange([seq, total]);
+            _outNames.AddRange(["output", "present_key", "present_value"]);
+            _outValues.AddRange([Tensor(output, [batch, 1, g * hkv * d]), cacheK, cacheV]);
+            if (mode is null) return;
+            var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode.Value }, []);
+            _owned.Add(modeV);
+            _names.Add("attention_mode");
+            _values.Add(modeV);
+            if (!s.InputNames.Contains("past_compressed_key")) return;
+            long windows = Windows(ctx);
+            // The state a session carries: the mean of every complete 32-token window (stride 16)
+            // of each entry's own tokens.
+            var state = new float[batch * windows * d * hkv];
+            for (long b = 0; b < batch; b++)
+                for (long h = 0; h < hkv; h++)
+                    for (long j = 0; j < Windows(totals[b]); j++)
+                        for (int t = 0; t < 32; t++)
+                            for (int i = 0; i < d; i++)
+                                state[((b * hkv + h) * windows + j) * d + i] += key[((b * hkv + h) * ctx + j * 16 + t) * d + i] / 32f;
+            var comp = Tensor(state, [batch, hkv, windows, d]);
+            _names.Add("past_compressed_key");
+            _values.Add(comp);
+            _outNames.Add("present_compressed_key");
+            _outValues.Add(comp);
         }
-        try
+
+        public void Run()
         {
-            return Timing.Time(() =>
-            {
-                using var ro = new RunOptions();
-                s.Run(ro, names, values, outNames, outValues);
-            }, reps, beforeEach: cold ? Timing.EvictCaches : null);
+            using var ro = new RunOptions();
+            _s.Run(ro, _names, _values, _outNames, _outValues);
         }
-        finally
+
+        public void Dispose()
         {
-            comp?.Dispose();
+            foreach (var v in _owned) v.Dispose();
         }
     }
 
-    /// <summary>A causal prefill of <c>n</c> tokens through one session, with its inputs made once.</summary>
-    internal sealed class PrefillRun(InferenceSession s, int n, int? mode)
+    /// <summary>A causal prefill of <c>n</c> tokens through one session (G query heads per KV head, head size d), with its inputs made once.</summary>
+    internal sealed class PrefillRun(InferenceSession s, int n, int? mode, int g = G, int d = D, int hkv = Hkv)
     {
-        private readonly float[] q = Random(n * G * D, 6), k = Random(n * Hkv * D, 7), v = Random(n * Hkv * D, 8);
-        private readonly float[] cacheK = new float[n * Hkv * D], cacheV = new float[n * Hkv * D];
-        private readonly float[] output = new float[n * G * D];
+        private readonly float[] q = Random(n * g * hkv * d, 6), k = Random(n * hkv * d, 7), v = Random(n * hkv * d, 8);
+        private readonly float[] cacheK = new float[n * hkv * d], cacheV = new float[n * hkv * d];
+        private readonly float[] output = new float[n * g * hkv * d];
 
         // Outputs are made and touched once (every page written), so that a run's peak extra
         // memory counts what the op allocates, not the first write of the bench's own buffers.
@@ -121,15 +151,15 @@ internal static class AttentionBenchCases
 
         public void Run()
         {
-            using var ck = OrtValue.CreateTensorValueFromMemory(cacheK, [1, Hkv, n, D]);
-            using var cv = OrtValue.CreateTensorValueFromMemory(cacheV, [1, Hkv, n, D]);
-            using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, n, G * D]);
-            using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, n, Hkv * D]);
-            using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, n, Hkv * D]);
+            using var ck = OrtValue.CreateTensorValueFromMemory(cacheK, [1, hkv, n, d]);
+            using var cv = OrtValue.CreateTensorValueFromMemory(cacheV, [1, hkv, n, d]);
+            using var qv = OrtValue.CreateTensorValueFromMemory(q, [1, n, g * hkv * d]);
+            using var kv = OrtValue.CreateTensorValueFromMemory(k, [1, n, hkv * d]);
+            using var vv = OrtValue.CreateTensorValueFromMemory(v, [1, n, hkv * d]);
             using var seq = OrtValue.CreateTensorValueFromMemory(new[] { n - 1 }, [1]);
             using var total = OrtValue.CreateTensorValueFromMemory(new[] { n }, []);
             using var modeV = OrtValue.CreateTensorValueFromMemory(new[] { mode ?? 0 }, []);
-            using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, n, G * D]);
+            using var outV = OrtValue.CreateTensorValueFromMemory(output, [1, n, g * hkv * d]);
             var names = new List<string> { "query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length" };
             var values = new List<OrtValue> { qv, kv, vv, ck, cv, seq, total };
             if (mode is not null) { names.Add("attention_mode"); values.Add(modeV); }

@@ -24,15 +24,22 @@ internal static class StageBenchmark
     }
 
     /// <summary>
-    /// The rate of a decode step's stage-1 scoring as a share of the fp32 FMA peak measured in the
-    /// same process: the time its multiply-adds take at that peak over the scoring part's measured
-    /// time (select_parts_ms.score). Null where the stage benchmark did not measure both.
+    /// Stage-1 scoring of a decode step against its own roofline: the larger of the time its
+    /// multiply-adds take at the fp32 FMA peak the stage benchmark measures and the time reading
+    /// the level-1 compressed keys (windows x D x 4 bytes per KV head) takes at the read bandwidth
+    /// the bench measures, over the scoring part's measured time (select_parts_ms.score); with the
+    /// roofline in ms and which bound it is. Null where the stage benchmark did not measure both.
     /// </summary>
-    internal static double? Stage1ShareOfFmaPeak(JsonElement st)
+    internal static (double Share, double RooflineMs, string Bound)? Stage1ShareOfRoofline(JsonElement st, double readGbps)
     {
         if (!st.TryGetProperty("select_floor_ms", out var f) || f.GetDouble() <= 0) return null;
         if (!st.TryGetProperty("select_parts_ms", out var parts) || parts.GetProperty("score").GetDouble() is not (> 0 and var scoreMs)) return null;
-        return f.GetDouble() / scoreMs;
+        int n = st.GetProperty("length").GetInt32();
+        int hkv = st.TryGetProperty("kv_heads", out var kh) ? kh.GetInt32() : 1;
+        double readMs = 4.0 * AttentionBenchCases.D * hkv * AttentionBenchCases.Windows(n) / (readGbps * 1e9) * 1e3;
+        double fmaMs = f.GetDouble();
+        double roof = Math.Max(fmaMs, readMs);
+        return (roof / scoreMs, roof, fmaMs >= readMs ? "FMA" : "read");
     }
 
     /// <summary>Runs the native stage benchmark for one phase ("decode" or "prefill") at <paramref name="n"/> tokens; its JSON, or null.</summary>

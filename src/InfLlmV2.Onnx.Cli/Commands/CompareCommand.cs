@@ -31,18 +31,20 @@ public static class CompareCommand
         var atol = new Option<double>("--atol") { Description = "With --inputs: max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
         var promptFile = new Option<FileInfo?>("--prompt-file") { Description = "File whose text (UTF-8) is the prompt, tokenized with the original model folder's tokenizer" };
         var device = DeviceOption.Create();
+        var threads = ThreadsOption.Create();
         var cmd = new Command("compare", "Drive an original and a rewritten model through the same prefill and decode steps, or run both on a test-data folder")
         {
-            original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol, promptFile, device,
+            original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol, promptFile, device, threads,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
             var onDevice = DeviceOption.Check(r.GetValue(device)!);
+            int threadCount = ThreadsOption.Value(r.GetValue(threads));
             if (r.GetValue(inputs) is { } dir)
             {
                 foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json", "--prompt-file" })
                     if (r.Tokens.Any(t => t.Value == decodeOnly)) throw new UsageException($"{decodeOnly} does not apply with --inputs");
-                return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol), onDevice);
+                return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol), onDevice, threadCount);
             }
             var textFile = r.GetValue(promptFile);
             PromptOptions.CheckOne(required: false, ("--prompt-ids", r.GetValue(promptIds) is not null), ("--prompt-file", textFile is not null));
@@ -56,8 +58,8 @@ public static class CompareCommand
             var text = tokenizer is null ? null : PromptOptions.ReadText(null, textFile);
             using var optionsA = DeviceOption.SessionOptions(r.GetValue(device)!);
             using var optionsB = DeviceOption.SessionOptions(r.GetValue(device)!);
-            using var a = DecoderModel.Open(Existing(r.GetValue(original)!), optionsA);
-            using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!), optionsB);
+            using var a = DecoderModel.Open(Existing(r.GetValue(original)!), optionsA, threads: threadCount);
+            using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!), optionsB, threads: threadCount);
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
             var prompt = tokenizer is not null ? PromptOptions.Encode(tokenizer, text!, vocab)
                 : GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
@@ -79,12 +81,12 @@ public static class CompareCommand
         return cmd;
     }
 
-    private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol, ExecutionDevice device)
+    private static int OnTestData(string original, string rewritten, DirectoryInfo dir, double atol, ExecutionDevice device, int threads)
     {
         if (!dir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {dir.FullName}");
         CommandRunner.InRange("--atol", atol, 0, double.MaxValue);
-        var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1, device);
-        var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1, device);
+        var (expected, _) = RunCommand.Execute(original, dir.FullName, null, 1, device, threads);
+        var (produced, _) = RunCommand.Execute(rewritten, dir.FullName, null, 1, device, threads);
         Console.WriteLine($"original vs rewritten on {dir.FullName}:");
         var (_, allOk) = RunCommand.Diff(produced, expected, atol, null);
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;

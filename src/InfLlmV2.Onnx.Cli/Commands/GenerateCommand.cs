@@ -27,7 +27,8 @@ public static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
         var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
-        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, capacity, device };
+        var threads = ThreadsOption.Create();
+        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, capacity, device, threads };
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -37,6 +38,7 @@ public static class GenerateCommand
             float p = r.GetValue(topP);
             if (!(p > 0 && p <= 1)) throw new UsageException($"--top-p must be in (0, 1], got {p}");
             int? capacityGiven = r.GetValue(capacity) is int cg ? (int)CommandRunner.InRange("--capacity", cg, 1, CommandRunner.MaxTokens) : null;
+            int threadCount = ThreadsOption.Value(r.GetValue(threads));
             string? text = r.GetValue(promptText), idText = r.GetValue(ids);
             var file = r.GetValue(promptFile);
             PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null));
@@ -45,7 +47,7 @@ public static class GenerateCommand
             using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
             var tokenizer = PromptOptions.WantsText(text, file) ? ModelTokenizer.ForModel(path) : null;
             var promptString = tokenizer is null ? null : PromptOptions.ReadText(text, file);
-            using var m = DecoderModel.Open(path, sessionOptions);
+            using var m = DecoderModel.Open(path, sessionOptions, threads: threadCount);
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
             var prompt = tokenizer is null ? ParseIds(idText, vocab)! : PromptOptions.Encode(tokenizer, promptString!, vocab);
             var options = new GenerationOptions

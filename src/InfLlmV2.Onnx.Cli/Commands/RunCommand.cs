@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
+using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
@@ -25,18 +26,19 @@ public static class RunCommand
         var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file" };
         var ops = new Option<string?>("--ops-library") { Description = "Path of libinfllmv2_ops.so (default: next to the app)" };
         var device = DeviceOption.Create();
+        var threads = ThreadsOption.Create();
         var cmd = new Command("run", "Run a model with the SwitchableAttention op registered on an ONNX test-data folder")
         {
-            model, inputs, outputs, atol, repeat, json, ops, device,
+            model, inputs, outputs, atol, repeat, json, ops, device, threads,
         };
         cmd.SetAction(r => CommandRunner.Guard(() => Run(
             r.GetValue(model)!, r.GetValue(inputs)!, r.GetValue(outputs), r.GetValue(atol), r.GetValue(repeat),
-            r.GetValue(json), r.GetValue(ops), DeviceOption.Check(r.GetValue(device)!))));
+            r.GetValue(json), r.GetValue(ops), DeviceOption.Check(r.GetValue(device)!), ThreadsOption.Value(r.GetValue(threads)))));
         return cmd;
     }
 
     private static int Run(FileInfo model, DirectoryInfo inputDir, DirectoryInfo? outputDir, double atol, int repeat,
-        FileInfo? json, string? opsLibrary, ExecutionDevice device = ExecutionDevice.Cpu)
+        FileInfo? json, string? opsLibrary, ExecutionDevice device = ExecutionDevice.Cpu, int? threads = null)
     {
         if (!model.Exists) throw new FileNotFoundException($"Model not found: {model.FullName}");
         if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
@@ -57,7 +59,7 @@ public static class RunCommand
         ModelValidator.Check(OnnxModelFile.Load(model.FullName), model.DirectoryName);
 
         var expected = OnnxTestData.ReadAll(inputDir.FullName, "output");
-        var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat, device);
+        var (produced, times) = Execute(model.FullName, inputDir.FullName, opsLibrary, repeat, device, threads);
         return Report(model, produced, expected, outputDir, atol, times, json, inputDir.FullName);
     }
 
@@ -66,11 +68,11 @@ public static class RunCommand
 
     /// <summary>Runs <paramref name="model"/> <paramref name="repeat"/> times on the folder's input_N.pb; returns every graph output and the latencies.</summary>
     internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat,
-        ExecutionDevice device = ExecutionDevice.Cpu)
+        ExecutionDevice device = ExecutionDevice.Cpu, int? threads = null)
     {
         ModelWriter.CheckExternalData(OnnxModelFile.Load(model), model);  // ORT reads these itself: checked first (compare --inputs comes here directly)
         var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
-        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };
+        using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = threads ?? DecoderModel.DefaultThreads };
         options.UseDevice(device);
         options.RegisterInfLlmV2Ops(opsLibrary);
         using var session = new InferenceSession(model, options);

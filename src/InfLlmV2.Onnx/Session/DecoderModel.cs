@@ -135,12 +135,25 @@ public sealed class DecoderModel : IDisposable
         return rows;
     }
 
+    /// <summary>
+    /// Intra-op threads of the sessions <see cref="Open"/> makes when no count is given: every core of
+    /// the machine (<see cref="Environment.ProcessorCount"/>), as <c>infllmv2 bench</c> runs. ONNX
+    /// Runtime's own default (its physical-core count) ran every node on one thread on a 2-vCPU host.
+    /// </summary>
+    public static int DefaultThreads => Environment.ProcessorCount;
+
     /// <summary>Opens a model file with the SwitchableAttention op registered.</summary>
     /// <param name="path">The .onnx file (external data next to it).</param>
     /// <param name="options">Session options to use (the op library is registered on them); null for defaults.</param>
     /// <param name="names">Input/output naming; null for the genai/optimum convention.</param>
-    public static DecoderModel Open(string path, SessionOptions? options = null, DecoderNames? names = null)
+    /// <param name="threads">
+    /// Intra-op threads of the session (ORT's nodes and the op's parallel loops): set on
+    /// <paramref name="options"/> when given; when null, <see cref="DefaultThreads"/> for the options this
+    /// method makes, and the caller's own <see cref="SessionOptions.IntraOpNumThreads"/> otherwise.
+    /// </param>
+    public static DecoderModel Open(string path, SessionOptions? options = null, DecoderNames? names = null, int? threads = null)
     {
+        if (threads is < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "threads must be at least 1");
         var graph = OnnxModelFile.Load(path);
         // ORT opens the external data files itself: each is checked first (a regular file inside the
         // model's folder, the range inside it), so no FIFO blocks and no device is read without end.
@@ -150,14 +163,16 @@ public sealed class DecoderModel : IDisposable
         {
             own = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL };  // ORT's message comes back in the exception: no second, coloured log line
             options = own;
+            threads ??= DefaultThreads;
         }
         try
         {
+            if (threads is int n) options.IntraOpNumThreads = n;
             options.RegisterInfLlmV2Ops();
             var session = new InferenceSession(path, options);
             try
             {
-                return new DecoderModel(session, ownsSession: true, graph, names ?? new DecoderNames());
+                return new DecoderModel(session, ownsSession: true, graph, names ?? new DecoderNames()) { Threads = threads };
             }
             catch
             {
@@ -170,6 +185,9 @@ public sealed class DecoderModel : IDisposable
             own?.Dispose();
         }
     }
+
+    /// <summary>The intra-op thread count <see cref="Open"/> set on the session, or null where the caller's options decided.</summary>
+    public int? Threads { get; private init; }
 
     /// <summary>The ORT session (thread-safe Run; shared by all decoder sessions of this model).</summary>
     public InferenceSession Session { get; }

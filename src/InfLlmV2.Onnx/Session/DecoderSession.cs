@@ -4,7 +4,11 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InfLlmV2.Onnx.Session;
 
-/// <summary>Settings of one <see cref="DecoderSession"/>.</summary>
+/// <summary>
+/// Settings of one <see cref="DecoderSession"/>. Its steps run on the threads of its model's ONNX
+/// Runtime session, set when the model is opened (<see cref="DecoderModel.Open"/>'s <c>threads</c>;
+/// default every core).
+/// </summary>
 public sealed record DecoderSessionOptions
 {
     /// <summary>Requests decoded together (ragged: each keeps its own length).</summary>
