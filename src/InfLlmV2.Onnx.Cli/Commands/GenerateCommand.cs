@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.Text;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -14,20 +15,21 @@ public static class GenerateCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var model = new Argument<FileInfo>("MODEL") { Description = "Decoder model (original or rewritten)" };
+        var model = new Argument<FileInfo>("MODEL") { Description = "Decoder model (original or rewritten): a file, a genai folder or a Hugging Face style export folder" };
         var ids = new Option<string?>("--prompt-ids") { Description = "Comma-separated prompt token ids (the output is then token ids)" };
         var (promptText, promptFile) = PromptOptions.Create();
         var device = DeviceOption.Create();
-        var max = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate", DefaultValueFactory = _ => 32 };
+        var max = new Option<int>("--max-new-tokens") { Description = "Most tokens to generate (default: the config's max_new_tokens or max_length, else 32)", DefaultValueFactory = _ => DefaultMaxNewTokens };
         var mode = new Option<string>("--mode") { Description = "auto, dense or sparse (forcing needs an attention_mode input)", DefaultValueFactory = _ => "auto" };
         mode.AcceptOnlyFromAmong("auto", "dense", "sparse");
-        var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
-        var topK = new Option<int>("--top-k") { Description = "Sample among the k best (0 = all)" };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold", DefaultValueFactory = _ => 1f };
+        var temperature = new Option<float>("--temperature") { Description = "0 = greedy (default: the config's, greedy unless it says do_sample)", DefaultValueFactory = _ => 0f };
+        var topK = new Option<int>("--top-k") { Description = "Sample among the k best (0 = all; default: the config's)" };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold (default: the config's, else 1)", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
-        var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
+        var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids, added to the model's end-of-sequence ids" };
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the model's end-of-sequence ids (genai_config.json, generation_config.json, config.json)" };
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
-        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, capacity, device };
+        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, ignoreEos, capacity, device };
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -41,43 +43,71 @@ public static class GenerateCommand
             var file = r.GetValue(promptFile);
             PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null));
             if (idText is not null && string.IsNullOrWhiteSpace(idText)) throw new UsageException("--prompt-ids: no token ids given");
-            var path = CompareCommand.Existing(r.GetValue(model)!);
-            using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
+            var folder = ModelFolder.Open(r.GetValue(model)!.FullName);
+            var path = folder.ModelPath;
+            var search = folder.Search;
+            bool Given(Option o) => r.GetResult(o) is { Implicit: false };
+            if (!Given(temperature)) temp = search.EffectiveTemperature;
+            if (!Given(topK) && search.DoSample == true && search.TopK is int configK) k = configK;
+            if (!Given(topP) && search.DoSample == true && search.TopP is float configP) p = configP;
             var tokenizer = PromptOptions.WantsText(text, file) ? ModelTokenizer.ForModel(path) : null;
             var promptString = tokenizer is null ? null : PromptOptions.ReadText(text, file);
+            // Tokenized (or parsed) and checked against the context length before the model is opened.
+            var prompt = tokenizer is null ? ParseIds(idText, int.MaxValue)! : PromptOptions.Encode(tokenizer, promptString!, int.MaxValue);
+            if (folder.ContextLength is long context && prompt.Length > context)
+                throw new UsageException($"the prompt ({prompt.Length} tokens) is longer than the model's context length {context} ({string.Join(", ", folder.ConfigFiles.Select(Path.GetFileName))})");
+            if (!Given(max))
+            {
+                if (search.MaxNewTokens is int configNew) maxNew = configNew;
+                else if (search.MaxLength is int maxLength)
+                    maxNew = maxLength > prompt.Length ? maxLength - prompt.Length
+                        : throw new UsageException($"the prompt ({prompt.Length} tokens) leaves nothing of the config's max_length {maxLength}: give --max-new-tokens");
+                if (folder.ContextLength is long ctx) maxNew = (int)Math.Min(maxNew, ctx - prompt.Length + 1);
+            }
+            using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
             using var m = DecoderModel.Open(path, sessionOptions);
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
-            var prompt = tokenizer is null ? ParseIds(idText, vocab)! : PromptOptions.Encode(tokenizer, promptString!, vocab);
+            PromptOptions.CheckVocabulary(prompt, vocab, tokenizer?.Path);
+            var stopIds = ParseIds(r.GetValue(stop), vocab, "--stop-ids") ?? [];
+            var eos = r.GetValue(ignoreEos) ? [] : folder.EosTokenIds.Where(id => id < vocab).ToArray();
             var options = new GenerationOptions
             {
                 MaxNewTokens = maxNew, Temperature = temp, TopKTokens = k, TopP = p,
-                Seed = r.GetValue(seed), StopTokens = ParseIds(r.GetValue(stop), vocab, "--stop-ids") ?? [],
+                Seed = r.GetValue(seed), StopTokens = eos.Concat(stopIds).Distinct().ToArray(),
             };
             // The last generated token is not fed back: a request grows to prompt + maxNew - 1 tokens.
-            if (m.MaxPositions is { } maxPos && prompt.Length + maxNew - 1 > maxPos)
-                throw new UsageException(prompt.Length > maxPos
-                    ? $"the prompt ({prompt.Length} tokens) exceeds the model's {maxPos} positions"
-                    : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos} positions (at most {maxPos - prompt.Length + 1})");
+            if (m.MaxPositions is { } maxPos && !Given(max) && prompt.Length <= maxPos)
+                options = options with { MaxNewTokens = (int)Math.Min(maxNew, maxPos - prompt.Length + 1) };
+            maxNew = options.MaxNewTokens;
+            if (m.MaxPositions is { } maxPos2 && prompt.Length + maxNew - 1 > maxPos2)
+                throw new UsageException(prompt.Length > maxPos2
+                    ? $"the prompt ({prompt.Length} tokens) exceeds the model's {maxPos2} positions"
+                    : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos2} positions (at most {maxPos2 - prompt.Length + 1})");
             int cap = capacityGiven ?? prompt.Length + maxNew;
             if (cap < prompt.Length) throw new UsageException($"--capacity {cap} is smaller than the prompt ({prompt.Length} tokens)");
             using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
             var sw = Stopwatch.StartNew();
-            int count = 0;
+            int count = 0, last = -1;
             var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
             foreach (var token in session.Generate(prompt, options, ct))
             {
                 Console.Write(decoder is not null ? decoder.Add(token) : count == 0 ? $"{token}" : $",{token}");
                 count++;
+                last = token;
                 Console.Out.Flush();
             }
             if (decoder is not null) Console.Write(decoder.Flush());
             Console.WriteLine();
             if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
-            Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
+            var why = options.StopTokens.Contains(last) ? (eos.Contains(last) ? "end of sequence" : "stop id") : "length";
+            Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s (stopped: {why}); last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
             return ExitCodes.Ok;
         })));
         return cmd;
     }
+
+    /// <summary>The --max-new-tokens of a model whose configuration states no max_new_tokens nor max_length.</summary>
+    internal const int DefaultMaxNewTokens = 32;
 
     internal static int[]? ParseIds(string? text, int vocab, string option = "--prompt-ids")
     {
