@@ -27,9 +27,11 @@ public static class GenerateCommand
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold (default: the config's, else 1)", DefaultValueFactory = _ => 1f };
         var seed = new Option<int?>("--seed") { Description = "Sampling seed" };
         var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids, added to the model's end-of-sequence ids" };
+        var chat = new Option<string?>("--chat") { Description = "A user message, rendered with the model's chat template (tokenizer_config.json chat_template or chat_template.jinja)" };
+        var system = new Option<string?>("--system") { Description = "With --chat: the system message" };
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Do not stop at the model's end-of-sequence ids (genai_config.json, generation_config.json, config.json)" };
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
-        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, ignoreEos, capacity, device };
+        var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, chat, system, max, mode, temperature, topK, topP, seed, stop, ignoreEos, capacity, device };
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -41,7 +43,10 @@ public static class GenerateCommand
             int? capacityGiven = r.GetValue(capacity) is int cg ? (int)CommandRunner.InRange("--capacity", cg, 1, CommandRunner.MaxTokens) : null;
             string? text = r.GetValue(promptText), idText = r.GetValue(ids);
             var file = r.GetValue(promptFile);
-            PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null));
+            string? chatText = r.GetValue(chat), systemText = r.GetValue(system);
+            PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null), ("--chat", chatText is not null));
+            if (systemText is not null && chatText is null) throw new UsageException("--system needs --chat");
+            if (chatText is not null && chatText.Length == 0) throw new UsageException("--chat is empty");
             if (idText is not null && string.IsNullOrWhiteSpace(idText)) throw new UsageException("--prompt-ids: no token ids given");
             var folder = ModelFolder.Open(r.GetValue(model)!.FullName);
             var path = folder.ModelPath;
@@ -50,10 +55,18 @@ public static class GenerateCommand
             if (!Given(temperature)) temp = search.EffectiveTemperature;
             if (!Given(topK) && search.DoSample == true && search.TopK is int configK) k = configK;
             if (!Given(topP) && search.DoSample == true && search.TopP is float configP) p = configP;
-            var tokenizer = PromptOptions.WantsText(text, file) ? ModelTokenizer.ForModel(path) : null;
-            var promptString = tokenizer is null ? null : PromptOptions.ReadText(text, file);
+            var tokenizer = PromptOptions.WantsText(text, file) || chatText is not null ? ModelTokenizer.ForModel(path) : null;
             // Tokenized (or parsed) and checked against the context length before the model is opened.
-            var prompt = tokenizer is null ? ParseIds(idText, int.MaxValue)! : PromptOptions.Encode(tokenizer, promptString!, int.MaxValue);
+            int[] prompt;
+            if (chatText is not null)
+            {
+                var template = ChatTemplate.ForFolder(folder.Folder) ?? throw new UsageException(
+                    $"the model has no chat template (no chat_template in {Path.Combine(folder.Folder, ModelFolder.TokenizerConfigFile)} and no chat_template.jinja): use --prompt");
+                List<ChatTurn> turns = systemText is null ? [new("user", chatText)] : [new("system", systemText), new("user", chatText)];
+                prompt = tokenizer!.Encode(template.Render(turns, addGenerationPrompt: true), addSpecialTokens: false);
+                if (prompt.Length == 0) throw new UsageException($"the chat prompt tokenizes to no tokens ({tokenizer.Path})");
+            }
+            else prompt = tokenizer is null ? ParseIds(idText, int.MaxValue)! : PromptOptions.Encode(tokenizer, PromptOptions.ReadText(text, file), int.MaxValue);
             if (folder.ContextLength is long context && prompt.Length > context)
                 throw new UsageException($"the prompt ({prompt.Length} tokens) is longer than the model's context length {context} ({string.Join(", ", folder.ConfigFiles.Select(Path.GetFileName))})");
             if (!Given(max))
@@ -91,7 +104,7 @@ public static class GenerateCommand
             var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
             foreach (var token in session.Generate(prompt, options, ct))
             {
-                Console.Write(decoder is not null ? decoder.Add(token) : count == 0 ? $"{token}" : $",{token}");
+                Console.Write(decoder is not null ? (options.StopTokens.Contains(token) ? "" : decoder.Add(token)) : count == 0 ? $"{token}" : $",{token}");
                 count++;
                 last = token;
                 Console.Out.Flush();
