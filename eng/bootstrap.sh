@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for ./infllmv2 and ./test.sh on a fresh Debian 12 machine:
 #   1. system tools (cmake, g++, GoogleTest, clang-format 14) from Debian packages when missing (needs root);
-#   2. the NuGet packages (`dotnet restore`: ONNX Runtime 1.31 managed API, native library and the
+#   2. the NuGet packages (`dotnet restore`: ONNX Runtime 1.32 managed API, native library and the
 #      C/C++ headers the op library compiles against, cached in the NuGet folder);
 #   3. the CLI (and with it the native op library) when any source is newer than the last build.
 # The warm path is a few file-time checks.

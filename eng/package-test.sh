@@ -106,8 +106,11 @@ done
 grep -qx 'lib/net10.0/InfLlmV2.Onnx.pdb' < <(list "$feed/InfLlmV2.Onnx.$version.snupkg") || problem "InfLlmV2.Onnx.snupkg lacks the PDB"
 nuspec=$(unzip -p "$lib_pkg" InfLlmV2.Onnx.nuspec)
 deps=$(grep -o '<dependency id="[^"]*" version="[^"]*"' <<<"$nuspec" | sed 's|<dependency id="\([^"]*\)" version="\([^"]*\)"|\1 \2|' | sort)
+pkg_version() { sed -n "s|.*<PackageVersion Include=\"$1\" Version=\"\([^\"]*\)\".*|\1|p" Directory.Packages.props | head -n 1; }
 [[ "$deps" == "InfLlmV2.Onnx.GraphTools $version
-Microsoft.ML.OnnxRuntime.Managed $ort_version" ]] || problem "InfLlmV2.Onnx dependencies are not GraphTools + ORT Managed only:
+Microsoft.Extensions.AI.Abstractions $(pkg_version Microsoft.Extensions.AI.Abstractions)
+Microsoft.ML.OnnxRuntime.Managed $ort_version
+Microsoft.ML.Tokenizers $(pkg_version Microsoft.ML.Tokenizers)" ]] || problem "InfLlmV2.Onnx dependencies are not GraphTools, ORT Managed, Tokenizers and Extensions.AI.Abstractions only:
 $deps"
 grep -q '<license type="expression">' <<<"$nuspec" || problem "InfLlmV2.Onnx has no license expression"
 tool_files=$(list "$tool_pkg")
@@ -180,7 +183,7 @@ grep -q "dense mode agrees with the original model" "$tmp/demo.txt" || { cat "$t
 demo_model=$(sed -n 's|^model: .* -> \(/.*tiny-decoder\.onnx\)$|\1|p' "$tmp/demo.txt")
 [[ -f $demo_model ]] || fail "demo printed no model path"
 mkdir -p "$work/model"
-cp "$demo_model" "$demo_model.data" "$work/model/"
+cp "$demo_model" "$demo_model.data" "$(dirname "$demo_model")/tokenizer.json" "$(dirname "$demo_model")/tokenizer_config.json" "$work/model/"
 original=$work/model/tiny-decoder.onnx
 (cd "$work" && "$infllmv2" rewrite "$original" -o "$work/tool-rewritten/model.infllmv2.onnx" --report "$work/tool-report.json") \
   >"$tmp/rewrite.txt" 2>&1 || { cat "$tmp/rewrite.txt"; fail "infllmv2 rewrite"; }
@@ -204,6 +207,7 @@ run_app() {  # $1: label, $2: the app's folder, $3...: command
   local label=$1 dir=$2; shift 2
   "$@" >"$tmp/app-$label.txt" 2>&1 || { cat "$tmp/app-$label.txt"; fail "the app ($label) failed"; }
   sed "s|^|  [$label] |" "$tmp/app-$label.txt"
+  grep -q '^chat: .* streamed updates' "$tmp/app-$label.txt" || fail "the app ($label) got no streamed answer through IChatClient"
   lib=$(sed -n 's|^op library: ||p' "$tmp/app-$label.txt")
   [[ $lib == "$dir"/* ]] || fail "the app ($label) loaded the op library from $lib, not from its own folder $dir"
 }

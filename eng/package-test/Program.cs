@@ -6,9 +6,14 @@
 //      RegisterInfLlmV2Ops()) on the same 32-token prompt; dense mode must agree (max |d| <= 1e-4);
 //   3. writes WORKDIR/testdata/input_N.pb and output_N.pb (the rewritten model's outputs), which the
 //      script hands to `infllmv2 run` so that the CLI's logits are compared with these.
+//   4. chats with the rewritten model through Microsoft.Extensions.AI's IChatClient (InfLlmV2ChatClient:
+//      the tokenizer and chat template copied from ORIGINAL's folder), streaming the answer.
 // Prints "op library: PATH" (the script checks that it lies in the app's own folder). Exit 0 on success.
 using InfLlmV2.Onnx;
+using System.Text;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
+using InfLlmV2.Onnx.Text;
+using Microsoft.Extensions.AI;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -51,6 +56,28 @@ for (int i = 0; i < b.OutputNames.Count; i++)
     OnnxTestData.WriteTensor(OnnxTestData.FromOrtValue(b.OutputNames[i], rb[i]), Path.Combine(testData, $"output_{i}.pb"));
 Console.WriteLine($"test data: {inputs.Count} inputs, {b.OutputNames.Count} outputs -> {testData}");
 foreach (var (_, v) in inputs) v.Dispose();
+
+// 4. A streamed chat answer through IChatClient, on the rewritten model.
+var rewrittenFolder = Path.GetDirectoryName(rewritten)!;
+foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
+    File.Copy(Path.Combine(Path.GetDirectoryName(original)!, f), Path.Combine(rewrittenFolder, f), overwrite: true);
+using (IChatClient chat = InfLlmV2ChatClient.Open(rewrittenFolder))
+{
+    var answer = new StringBuilder();
+    int updates = 0;
+    ChatFinishReason? finish = null;
+    UsageDetails? usage = null;
+    ChatMessage[] conversation = [new(ChatRole.System, "Be brief."), new(ChatRole.User, "Hello!")];
+    await foreach (var update in chat.GetStreamingResponseAsync(conversation, new ChatOptions { MaxOutputTokens = 12 }))
+    {
+        answer.Append(update.Text);
+        updates++;
+        finish ??= update.FinishReason;
+        foreach (var c in update.Contents) if (c is UsageContent u) usage = u.Details;
+    }
+    Console.WriteLine($"chat: {updates} streamed updates, {usage?.InputTokenCount} input and {usage?.OutputTokenCount} output tokens, finish {finish}: {answer}");
+    if (updates < 2 || usage?.OutputTokenCount is not > 0 || finish is null) { Console.Error.WriteLine("error: no streamed chat answer"); return 1; }
+}
 return 0;
 
 // A 32-token prompt with an empty cache: input_ids/position_ids/attention_mask by name, caches with

@@ -133,6 +133,30 @@ public static class TinyTokenizer
         return path;
     }
 
+    /// <summary>
+    /// The chat template of the tiny tokenizer's <c>tokenizer_config.json</c>: ChatML-style turns (as in
+    /// Qwen), with a loop over the messages, if/else, string concatenation, <c>loop.first</c>,
+    /// <c>add_generation_prompt</c> and whitespace control.
+    /// </summary>
+    public const string ChatTemplate =
+        "{%- for message in messages %}\n"
+        + "{%- if loop.first and message['role'] != 'system' %}{{ '<|im_start|>system\nYou are a tiny model.<|im_end|>\n' }}{% endif %}\n"
+        + "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>' + '\n' }}\n"
+        + "{%- endfor %}\n"
+        + "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    /// <summary>Writes <c>tokenizer_config.json</c> (end-of-text as eos_token, the <see cref="ChatTemplate"/>) into <paramref name="folder"/>; returns its path.</summary>
+    public static string WriteConfig(string folder)
+    {
+        var path = Path.Combine(folder, "tokenizer_config.json");
+        var json = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, object?>
+        {
+            ["eos_token"] = EndOfText, ["bos_token"] = null, ["model_max_length"] = 1024, ["chat_template"] = ChatTemplate,
+        }, new JsonSerializerOptions { WriteIndented = true });
+        InfLlmV2.Onnx.GraphTools.SafeFiles.WriteAtomically(path, s => s.Write(json), "tokenizer output");
+        return path;
+    }
+
     /// <summary>GPT-2's reversible map from bytes to printable characters (space becomes 'Ġ').</summary>
     public static char[] ByteToChar()
     {

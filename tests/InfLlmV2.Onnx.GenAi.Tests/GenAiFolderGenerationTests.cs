@@ -97,7 +97,7 @@ public class GenAiFolderGenerationTests
 
     /// <summary>
     /// The config change is what makes the rewritten folder load: without custom_ops_library genai
-    /// cannot resolve our op; with a library path outside the allowed folders genai 0.18 refuses it.
+    /// cannot resolve our op; with a library path outside the allowed folders genai (0.18: "custom_ops_library path ...", 0.20: "custom ops library path ...") refuses it.
     /// </summary>
     [Fact]
     public void Rewritten_folder_needs_the_config_to_name_the_copied_library()
@@ -118,6 +118,6 @@ public class GenAiFolderGenerationTests
 
         options[GenAiFolder.CustomOpsLibraryKey] = GenAiTestPaths.OpLibrary;  // absolute, outside the model folder
         File.WriteAllText(configPath, config.ToJsonString());
-        Assert.Contains("custom_ops_library path is not within an allowed directory", GenAiRunner.GreedyError(output, Prompt, 8));
+        Assert.Contains("path is not within an allowed directory", GenAiRunner.GreedyError(output, Prompt, 8));
     }
 }

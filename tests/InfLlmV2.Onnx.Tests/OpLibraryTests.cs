@@ -23,10 +23,10 @@ public class OpLibraryTests
     }
 
     [Fact]
-    public void LoadedOnnxRuntime_Is_1_31_0()
+    public void LoadedOnnxRuntime_Is_1_32_0()
     {
         // The native library of Microsoft.ML.OnnxRuntime.Gpu (Directory.Packages.props: OnnxRuntimeVersion).
-        Assert.Equal("1.31.0", OrtEnv.Instance().GetVersionString());
+        Assert.Equal("1.32.0", OrtEnv.Instance().GetVersionString());
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.Text;
 
 namespace InfLlmV2.Onnx.Tests;
 

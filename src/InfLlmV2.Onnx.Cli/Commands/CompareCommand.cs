@@ -4,6 +4,7 @@ using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.Text;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
 
@@ -18,8 +19,8 @@ public static class CompareCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var original = new Argument<FileInfo>("ORIGINAL") { Description = "The original model" };
-        var rewritten = new Argument<FileInfo>("REWRITTEN") { Description = "The rewritten model" };
+        var original = new Argument<FileInfo>("ORIGINAL") { Description = "The original model (file or folder)" };
+        var rewritten = new Argument<FileInfo>("REWRITTEN") { Description = "The rewritten model (file or folder)" };
         var promptLen = new Option<int>("--prompt-len") { Description = "Random prompt length", DefaultValueFactory = _ => 64 };
         var promptIds = new Option<string?>("--prompt-ids") { Description = "Comma-separated prompt token ids (instead of a random prompt)" };
         var steps = new Option<int>("--decode-steps") { Description = "Decode steps after the prefill", DefaultValueFactory = _ => 8 };
@@ -92,13 +93,8 @@ public static class CompareCommand
         return allOk ? ExitCodes.Ok : ExitCodes.Mismatch;
     }
 
-    internal static string Existing(FileInfo f) =>
-        SafeFiles.Kind(f.FullName, followLinks: true) switch
-        {
-            FileKind.Missing => throw new FileNotFoundException($"Model not found: {f.FullName}"),
-            FileKind.Regular => f.FullName,
-            var kind => throw new InvalidDataException($"Model {f.FullName} is {SafeFiles.Describe(kind)}, not a model file"),
-        };
+    /// <summary>The model file of a model file or folder (a genai folder's decoder, or a folder's one .onnx file).</summary>
+    internal static string Existing(FileInfo f) => ModelFolder.Open(f.FullName).ModelPath;
 
     internal static AttentionMode ParseRouting(string s) => s switch
     {

@@ -6,6 +6,7 @@ using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.Models;
 using InfLlmV2.Onnx.OpContract;
 using InfLlmV2.Onnx.Session;
+using InfLlmV2.Onnx.Text;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -61,7 +62,7 @@ public static class DemoCommand
     }
 
     // The files the demo writes into its folder, and the record of what it wrote last (name -> SHA-256).
-    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile];
+    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile, ModelFolder.TokenizerConfigFile];
     private const string Manifest = ".infllmv2-demo.json";
 
     // The demo's model folder: the one asked for, else demo-models/ next to the program. Refused
@@ -147,6 +148,7 @@ public static class DemoCommand
             sites = AttentionRewriter.Rewrite(model, new RewriteOptions { AttentionModeInput = true, CompressedState = true });
             ModelWriter.Save(model, original, rewritten, force: true);
             TinyTokenizer.Write(dir, config.Vocab);  // so `generate --prompt TEXT` works on the default model
+            TinyTokenizer.WriteConfig(dir);  // and `generate --chat TEXT` (its chat template)
             var manifest = DemoFiles.ToDictionary(f => f, f => Hash(Path.Combine(dir, f)));
             SafeFiles.WriteAtomically(Path.Combine(dir, Manifest), s => s.Write(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(manifest)), "demo manifest");
         }

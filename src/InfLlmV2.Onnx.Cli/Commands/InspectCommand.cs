@@ -17,12 +17,12 @@ public static class InspectCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file" };
+        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file, or a model folder (genai folder, or a folder with one .onnx model)" };
         var json = new Option<bool>("--json") { Description = "Print the sites as JSON" };
         var cmd = new Command("inspect", "List every attention site of a model and whether it can be rewritten") { model, json };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
-            var path = r.GetValue(model)!;
+            var path = new FileInfo(CompareCommand.Existing(r.GetValue(model)!));
             var m = OnnxModelFile.Load(path.FullName);
             ModelValidator.Check(m, path.DirectoryName);
             var sites = AttentionRewriter.Inspect(m);

@@ -18,7 +18,7 @@ public static class RunCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file" };
+        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file, or a model folder (genai folder, or a folder with one .onnx model)" };
         var inputs = new Option<DirectoryInfo>("--inputs") { Description = "Test-data folder with input_N.pb (and optionally output_N.pb to compare with)", Required = true };
         var outputs = new Option<DirectoryInfo?>("--outputs") { Description = "Folder to write output_N.pb into (created; must differ from --inputs)" };
         var atol = new Option<double>("--atol") { Description = "Max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
@@ -40,7 +40,7 @@ public static class RunCommand
     private static int Run(FileInfo model, DirectoryInfo inputDir, DirectoryInfo? outputDir, double atol, int repeat,
         FileInfo? json, string? opsLibrary, ExecutionDevice device = ExecutionDevice.Cpu, int? threads = null)
     {
-        if (!model.Exists) throw new FileNotFoundException($"Model not found: {model.FullName}");
+        model = new FileInfo(CompareCommand.Existing(model));
         if (!inputDir.Exists) throw new DirectoryNotFoundException($"Inputs folder not found: {inputDir.FullName}");
         CommandRunner.InRange("--repeat", repeat, 1, MaxRepeat);
         CommandRunner.InRange("--atol", atol, 0, double.MaxValue);

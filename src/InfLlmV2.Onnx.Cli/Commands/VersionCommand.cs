@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Reflection;
 using Microsoft.ML.OnnxRuntime;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
@@ -19,12 +20,28 @@ public static class VersionCommand
             var ort = OrtEnv.Instance().GetVersionString();
             Console.WriteLine(LoadedLibrary("libonnxruntime.so") is { } file ? $"onnxruntime   {ort} ({file})" : $"onnxruntime   {ort}");
             Console.WriteLine($"op library    {NativeOpLibrary.Locate()}");
+            Console.WriteLine($"tokenizers    {PackageVersion(typeof(Microsoft.ML.Tokenizers.Tokenizer).Assembly)} (Microsoft.ML.Tokenizers)");
+            Console.WriteLine($"protobuf      {PackageVersion(typeof(Google.Protobuf.MessageParser).Assembly)} (Google.Protobuf)");
+            Console.WriteLine($"spectre       {PackageVersion(typeof(Spectre.Console.AnsiConsole).Assembly)} (Spectre.Console)");
+            Console.WriteLine($"genai         {GenAiVersion} (onnxruntime-genai the rewritten genai folders are tested with; not loaded here)");
             Console.WriteLine($"providers     compiled in: {string.Join(", ", ExecutionProviders.Compiled)}");
             Console.WriteLine("  cpu         available");
             Console.WriteLine(ExecutionProviders.CudaUnavailableReason is { } why ? $"  cuda        not available: {why}" : "  cuda        available");
             return ExitCodes.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>The onnxruntime-genai version of Directory.Packages.props, stamped in at build time.</summary>
+    internal static string GenAiVersion =>
+        typeof(VersionCommand).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "OnnxRuntimeGenAIVersion")?.Value ?? "unknown";
+
+    /// <summary>The package version of an assembly (its informational version without the source revision).</summary>
+    internal static string PackageVersion(Assembly assembly)
+    {
+        var v = assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? assembly.GetName().Version?.ToString() ?? "unknown";
+        int plus = v.IndexOf('+');
+        return plus >= 0 ? v[..plus] : v;
     }
 
     /// <summary>The path of the first mapped file of this process whose name starts with <paramref name="prefix"/> (Linux), else null.</summary>

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using InfLlmV2.Onnx.GraphTools;
+using InfLlmV2.Onnx.Text;
 
 namespace InfLlmV2.Onnx.Cli.Text;
 
@@ -37,6 +38,16 @@ internal static class PromptOptions
         }
         if (string.IsNullOrEmpty(text)) throw new UsageException(file is not null ? $"the prompt file {file.FullName} is empty" : "--prompt is empty");
         return text;
+    }
+
+    /// <summary>Checks every prompt id against the model's vocabulary (<paramref name="tokenizer"/>: the tokenizer file that produced them, null for --prompt-ids).</summary>
+    internal static void CheckVocabulary(int[] ids, int vocab, string? tokenizer)
+    {
+        foreach (var id in ids)
+            if (id < 0 || id >= vocab)
+                throw tokenizer is null
+                    ? new UsageException($"--prompt-ids: token id '{id}' is not an integer in [0, {vocab})")
+                    : new InvalidDataException($"{tokenizer} produced token id {id}, outside the model's vocabulary [0, {vocab}): tokenizer and model do not match");
     }
 
     /// <summary>Tokenizes <paramref name="text"/> and checks every id against the model's vocabulary.</summary>

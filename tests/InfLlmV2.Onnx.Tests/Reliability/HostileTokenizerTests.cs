@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text.Json.Nodes;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.Text;
 using Xunit.Abstractions;
 
 namespace InfLlmV2.Onnx.Tests.Reliability;
@@ -142,9 +143,9 @@ public class HostileTokenizerTests(ITestOutputHelper log)
         var r = InProcessCli.Run("generate", dir["m.onnx"], "--prompt", "hello world <|endoftext|>", "--max-new-tokens", "2");
         Assert.True(r.Code == 0, r.ToString());
         // Our pre-tokenizer splits special tokens out first: the end-of-text token keeps its id.
-        var ids = InfLlmV2.Onnx.Cli.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Encode("hi<|endoftext|>there");
+        var ids = InfLlmV2.Onnx.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Encode("hi<|endoftext|>there");
         Assert.Contains(TextModels.Config.Vocab - 1, ids);
-        Assert.Equal("hi<|endoftext|>there", InfLlmV2.Onnx.Cli.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Decode(ids));
+        Assert.Equal("hi<|endoftext|>there", InfLlmV2.Onnx.Text.ModelTokenizer.ForModel(dir["m.onnx"]).Decode(ids));
         // A Split regex that can match nothing (x*) still works: its empty matches are skipped, not spun on.
         Json(t => t["pre_tokenizer"] = Split("\\w+|x*"))(dir.Path);
         Assert.Equal(0, InProcessCli.Run("generate", dir["m.onnx"], "--prompt", "hello world", "--max-new-tokens", "1").Code);
@@ -191,8 +192,8 @@ public class HostileTokenizerTests(ITestOutputHelper log)
     [Fact]
     public void Limits_AreTheDocumentedOnes()
     {
-        Assert.Equal(128L << 20, InfLlmV2.Onnx.Cli.Text.ModelTokenizer.MaxJsonBytes);
-        Assert.Equal(64L << 20, InfLlmV2.Onnx.Cli.Text.ModelTokenizer.MaxSentencePieceBytes);
+        Assert.Equal(128L << 20, InfLlmV2.Onnx.Text.ModelTokenizer.MaxJsonBytes);
+        Assert.Equal(64L << 20, InfLlmV2.Onnx.Text.ModelTokenizer.MaxSentencePieceBytes);
         Assert.Equal(16L << 20, InfLlmV2.Onnx.GraphTools.GenAi.GenAiFolder.MaxConfigBytes);
         var doc = File.ReadAllText(Path.Combine(ModelRunner.RepoRoot, "docs", "reliability.md"));
         foreach (var limit in new[] { "16 MiB", "128 MiB", "64 MiB", "2^24" }) Assert.Contains(limit, doc);

@@ -5,7 +5,7 @@ using System.Text.RegularExpressions;
 using InfLlmV2.Onnx.GraphTools;
 using Microsoft.ML.Tokenizers;
 
-namespace InfLlmV2.Onnx.Cli.Text;
+namespace InfLlmV2.Onnx.Text;
 
 /// <summary>
 /// The tokenizer of a model folder, through <c>Microsoft.ML.Tokenizers</c>: a byte-level BPE
@@ -52,8 +52,11 @@ public sealed class ModelTokenizer
 
     private readonly Tokenizer _tokenizer;
 
-    private ModelTokenizer(Tokenizer tokenizer, string path, string kind)
+    private readonly (string? Bos, string? Eos) _framing;
+
+    private ModelTokenizer(Tokenizer tokenizer, string path, string kind, (string? Bos, string? Eos) framing = default)
     {
+        _framing = framing;
         _tokenizer = tokenizer;
         Path = path;
         Kind = kind;
@@ -92,7 +95,7 @@ public sealed class ModelTokenizer
             if (jsonProblem is null)
             {
                 var root = doc.RootElement;
-                return new ModelTokenizer(Bounded(json, "building the tokenizer", WorkBudget(0), () => FromJson(root, json)), json, "byte-level BPE");
+                return new ModelTokenizer(Bounded(json, "building the tokenizer", WorkBudget(0), () => FromJson(root, json)), json, "byte-level BPE", TemplateTokens(root, json));
             }
         }
         if (SafeFiles.Kind(sp, followLinks: false) != FileKind.Missing)
@@ -109,6 +112,31 @@ public sealed class ModelTokenizer
     /// <summary>Encodes <paramref name="text"/> as the model's prompt (with the beginning-of-sequence token when the tokenizer adds one), within <see cref="WorkBudget"/>.</summary>
     /// <exception cref="InvalidDataException">The tokenizer failed or took too long on this text; the message names the file.</exception>
     public int[] Encode(string text) => Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => _tokenizer.EncodeToIds(text).ToArray());
+
+    /// <summary>
+    /// Encodes <paramref name="text"/>; without <paramref name="addSpecialTokens"/> no beginning- or
+    /// end-of-sequence token is added (a chat template writes its own), within <see cref="WorkBudget"/>.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The tokenizer failed or took too long on this text; the message names the file.</exception>
+    public int[] Encode(string text, bool addSpecialTokens) => addSpecialTokens ? Encode(text)
+        : Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => (_tokenizer switch
+        {
+            BpeTokenizer bpe => WithoutFraming(text, bpe.EncodeToIds(text)),
+            SentencePieceTokenizer sp => sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false),
+            var other => other.EncodeToIds(text),
+        }).ToArray());
+
+    // A BPE with a post-processor template adds its BOS/EOS on every encoding: drop the ones the text does not spell.
+    private List<int> WithoutFraming(string text, IReadOnlyList<int> ids)
+    {
+        var list = ids.ToList();
+        var (bos, eos) = _framing;
+        if (bos is not null && list.Count > 0 && !text.StartsWith(bos, StringComparison.Ordinal) && _tokenizer.Decode([list[0]]) == bos)
+            list.RemoveAt(0);
+        if (eos is not null && list.Count > 0 && !text.EndsWith(eos, StringComparison.Ordinal) && _tokenizer.Decode([list[^1]]) == eos)
+            list.RemoveAt(list.Count - 1);
+        return list;
+    }
 
     /// <summary>Decodes <paramref name="ids"/> to text.</summary>
     /// <exception cref="InvalidDataException">The tokenizer could not decode them; the message names the file.</exception>
