@@ -41,6 +41,8 @@ public class SessionCliTests(DecoderModels models) : IClassFixture<DecoderModels
     [InlineData("--mode", "turbo")]
     [InlineData("--threads", "0")]
     [InlineData("--threads", "1025")]
+    [InlineData("--threads", "-3")]
+    [InlineData("--threads", "two")]
     public void Generate_BadArguments_ExitTwo(string option, string value)
     {
         string[] args = option is "--mode" or "--threads"
@@ -67,6 +69,14 @@ public class SessionCliTests(DecoderModels models) : IClassFixture<DecoderModels
         var bad = CliProcess.Run("compare", models.OriginalPath, models.RewrittenPath, "--threads", "0");
         Assert.Equal(2, bad.ExitCode);
         Assert.Contains("--threads must be in [1, 1024], got 0", bad.StdErr);
+        // demo and run check it before any work.
+        var demo = CliProcess.Run("demo", "--threads", "x");
+        Assert.Equal(2, demo.ExitCode);
+        Assert.Contains("--threads must be a whole number in [1, 1024], got 'x'", demo.StdErr);
+        Assert.DoesNotContain("==", demo.StdOut);
+        var run = CliProcess.Run("run", models.RewrittenPath, "--inputs", Path.GetTempPath(), "--threads", "0");
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("--threads must be in [1, 1024], got 0", run.StdErr);
     }
 
     [Fact]
