@@ -96,7 +96,7 @@ public static class CompareCommand
     }
 
     /// <summary>The model file of a model file or folder (a genai folder's decoder, or a folder's one .onnx file).</summary>
-    internal static string Existing(FileInfo f) => ModelFolder.Open(f.FullName).ModelPath;
+    internal static string Existing(FileInfo f) => ModelFolder.ResolveModelFile(f.FullName);
 
     internal static AttentionMode ParseRouting(string s) => s switch
     {
