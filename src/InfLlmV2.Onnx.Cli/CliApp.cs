@@ -18,6 +18,7 @@ public static class CliApp
         root.Subcommands.Add(CompareCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        root.Options.Add(new Option<bool>("--verbose") { Description = "Add the stack trace to unexpected (internal) errors", Recursive = true });
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -27,6 +28,14 @@ public static class CliApp
             Console.Error.WriteLine($"error: {string.Join("; ", messages)} (try 'infllmv2 --help')");
             return ExitCodes.BadInput;
         }
-        return parsed.Invoke();
+        CommandRunner.Verbose = parsed.GetValue<bool>("--verbose");
+        try
+        {
+            return ReportFile.WithJsonOnStdout(args, () => parsed.Invoke());
+        }
+        finally
+        {
+            CommandRunner.Verbose = false;
+        }
     }
 }

@@ -29,9 +29,19 @@ public static class CommandRunner
         {
             // A bug of ours, not a verdict on the input; still one line and never exit 1 ("comparison failed").
             Console.Error.WriteLine($"error: {InternalErrorPrefix} {e.GetType().Name}: {OneLine(e.Message)}");
+            if (Verbose) Console.Error.WriteLine(e.ToString());
             return ExitCodes.BadInput;
         }
     }
+
+    /// <summary>Whether <c>--verbose</c> was given: an unexpected error then also prints its stack trace (after the one line).</summary>
+    public static bool Verbose
+    {
+        get => VerboseFlag.Value;
+        set => VerboseFlag.Value = value;
+    }
+
+    private static readonly AsyncLocal<bool> VerboseFlag = new();
 
     /// <summary>Starts the one stderr line of an exception no check anticipated (the reliability tests count these as crashes).</summary>
     public const string InternalErrorPrefix = "internal error:";

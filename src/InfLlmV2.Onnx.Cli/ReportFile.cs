@@ -10,6 +10,51 @@ namespace InfLlmV2.Onnx.Cli;
 /// </summary>
 public static class ReportFile
 {
+    /// <summary>The <c>schema_version</c> every JSON document of the CLI carries (1: the first versioned shape).</summary>
+    public const int SchemaVersion = 1;
+
+    /// <summary>The file name that means standard output (<c>--json -</c>).</summary>
+    public const string StdoutName = "-";
+
+    // The real standard output while a command runs with --json - (its console text then goes to stderr).
+    private static readonly AsyncLocal<TextWriter?> JsonOut = new();
+    private static readonly AsyncLocal<string?> StagedText = new();
+
+    /// <summary>Whether <paramref name="file"/> is <c>-</c> (standard output).</summary>
+    public static bool IsStdout(FileInfo? file) => file is not null && file.Name == StdoutName && file.ToString() == StdoutName;
+
+    /// <summary>
+    /// Runs <paramref name="body"/>; when <paramref name="args"/> send a JSON document to standard
+    /// output (<c>--json -</c> or <c>--report -</c>), the command's console text goes to stderr so
+    /// that stdout holds the JSON document alone.
+    /// </summary>
+    public static int WithJsonOnStdout(string[] args, Func<int> body)
+    {
+        bool toStdout = false;
+        for (int i = 0; i + 1 < args.Length; i++)
+            if (args[i] is "--json" or "--report" && args[i + 1] == StdoutName) toStdout = true;
+        if (!toStdout) return body();
+        var stdout = Console.Out;
+        JsonOut.Value = stdout;
+        Console.SetOut(Console.Error);
+        try
+        {
+            return body();
+        }
+        finally
+        {
+            Console.SetOut(stdout);
+            JsonOut.Value = null;
+        }
+    }
+
+    /// <summary>Writes a JSON document to standard output (the real one while console text is sent to stderr).</summary>
+    public static void WriteStdout(string text)
+    {
+        var w = JsonOut.Value ?? Console.Out;
+        w.WriteLine(text);
+        w.Flush();
+    }
     /// <summary>
     /// Throws a <see cref="UsageException"/> naming <paramref name="option"/> when <paramref name="file"/>
     /// cannot be written as asked: its folder does not exist, it is a folder, it is not a regular file
@@ -19,6 +64,7 @@ public static class ReportFile
     /// </summary>
     public static void Check(FileInfo file, string option, params string[] inputs)
     {
+        if (IsStdout(file)) return;
         string full = Path.GetFullPath(file.FullName);
         if (Directory.Exists(full)) throw new UsageException($"{option} {full} is a folder; give a file path");
         var kind = SafeFiles.Kind(full, followLinks: false);
@@ -34,16 +80,30 @@ public static class ReportFile
     }
 
     /// <summary>Writes <paramref name="text"/> to a temporary file beside <paramref name="file"/>, then renames it over the target (a regular file or nothing).</summary>
-    public static void Write(FileInfo file, string text) =>
-        SafeFiles.WriteAtomically(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+    /// <remarks><c>-</c> writes to standard output instead.</remarks>
+    public static void Write(FileInfo file, string text)
+    {
+        if (IsStdout(file)) WriteStdout(text);
+        else SafeFiles.WriteAtomically(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+    }
 
-    /// <summary>Writes the temporary file of <see cref="Write"/> without renaming it; <see cref="Commit"/> does.</summary>
-    public static string Stage(FileInfo file, string text) =>
-        SafeFiles.WriteTemporary(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+    /// <summary>Writes the temporary file of <see cref="Write"/> without renaming it; <see cref="Commit"/> does (for <c>-</c>, the text waits in memory).</summary>
+    public static string Stage(FileInfo file, string text)
+    {
+        if (!IsStdout(file)) return SafeFiles.WriteTemporary(file.FullName, s => s.Write(Encoding.UTF8.GetBytes(text)), "Report");
+        StagedText.Value = text;
+        return StdoutName;
+    }
 
     /// <summary>Renames a temporary from <see cref="Stage"/> over the report; the temporary is gone afterwards either way.</summary>
     public static void Commit(string temp, FileInfo file)
     {
+        if (IsStdout(file))
+        {
+            WriteStdout(StagedText.Value ?? "");
+            StagedText.Value = null;
+            return;
+        }
         try
         {
             SafeFiles.CommitTemporary(temp, file.FullName, "Report");

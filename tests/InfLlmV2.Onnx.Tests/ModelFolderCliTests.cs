@@ -172,5 +172,20 @@ public class ModelFolderCliTests(ConfigFolders folders) : IClassFixture<ConfigFo
         Assert.Equal(2, r.Code);
         Assert.True(r.OneErrorLine, r.ToString());
         Assert.Contains("generation_config.json: eos_token_id[1] must be an integer token id", r.Err);
+        // Commands that only run the graph do not read the configuration files.
+        var i = InProcessCli.Run("inspect", folder);
+        Assert.True(i.Code == 0, i.ToString());
+    }
+
+    [Fact]
+    public void ConfigJsonMaxLength_IsNotASearchDefault()
+    {
+        var folder = folders.Scratch("oldconfig");
+        Directory.CreateDirectory(folder);
+        File.Copy(Path.Combine(folders.HfFolder, "model.onnx"), Path.Combine(folder, "model.onnx"), overwrite: true);
+        File.WriteAllText(Path.Combine(folder, ModelFolder.ConfigFile), "{\"max_length\": 3, \"do_sample\": false, \"top_k\": 50}");
+        var r = InProcessCli.Run("generate", folder, "--prompt-ids", Ids(ConfigFolders.Prompt));
+        Assert.True(r.Code == 0, r.ToString());
+        Assert.Equal(32, r.Out.Trim().Split(',').Length);
     }
 }

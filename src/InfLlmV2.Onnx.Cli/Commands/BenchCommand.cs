@@ -40,7 +40,7 @@ public static class BenchCommand
         if (json is not null) ReportFile.Check(json, "--json");
         var total = Stopwatch.StartNew();
         var rows = new List<BenchRow>();
-        var extra = new Dictionary<string, object?>();
+        var extra = new Dictionary<string, object?> { ["schema_version"] = ReportFile.SchemaVersion };
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
         options.UseDevice(device);
         options.RegisterInfLlmV2Ops();

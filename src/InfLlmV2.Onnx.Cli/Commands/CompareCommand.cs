@@ -27,7 +27,7 @@ public static class CompareCommand
         var mode = new Option<string>("--mode") { Description = "Routing of the rewritten model: auto, dense or sparse", DefaultValueFactory = _ => "auto" };
         mode.AcceptOnlyFromAmong("auto", "dense", "sparse");
         var seed = new Option<int>("--seed") { Description = "Seed of the random prompt", DefaultValueFactory = _ => 1 };
-        var json = new Option<FileInfo?>("--json") { Description = "Write the steps as JSON" };
+        var json = new Option<FileInfo?>("--json") { Description = "Write the steps as JSON to this file (- for stdout)" };
         var inputs = new Option<DirectoryInfo?>("--inputs") { Description = "Instead of decoding: run both models on this test-data folder (input_N.pb) and compare every output" };
         var atol = new Option<double>("--atol") { Description = "With --inputs: max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
         var promptFile = new Option<FileInfo?>("--prompt-file") { Description = "File whose text (UTF-8) is the prompt, tokenized with the original model folder's tokenizer" };
@@ -72,11 +72,15 @@ public static class CompareCommand
             var result = ModelComparison.Run(a, b, prompt, m, routing);
             ModelComparison.Print(result, Console.Out);
             if (r.GetValue(json) is { } file)
-                ReportFile.Write(file, JsonSerializer.Serialize(result.Select(s => new
+                ReportFile.Write(file, JsonSerializer.Serialize(new
                 {
-                    step = s.Step, phase = s.Phase, tokens = s.Tokens, max_abs_diff = s.MaxAbsDiff, top1_agrees = s.Top1Agrees,
-                    kl = s.KlDivergence, mode = s.Mode.ToString().ToLowerInvariant(), original_ms = s.OriginalMs, rewritten_ms = s.RewrittenMs,
-                }), InspectCommand.JsonOptions));
+                    schema_version = ReportFile.SchemaVersion,
+                    steps = result.Select(s => new
+                    {
+                        step = s.Step, phase = s.Phase, tokens = s.Tokens, max_abs_diff = s.MaxAbsDiff, top1_agrees = s.Top1Agrees,
+                        kl = s.KlDivergence, mode = s.Mode.ToString().ToLowerInvariant(), original_ms = s.OriginalMs, rewritten_ms = s.RewrittenMs,
+                    }),
+                }, InspectCommand.JsonOptions));
             return ExitCodes.Ok;
         }));
         return cmd;
@@ -94,7 +98,7 @@ public static class CompareCommand
     }
 
     /// <summary>The model file of a model file or folder (a genai folder's decoder, or a folder's one .onnx file).</summary>
-    internal static string Existing(FileInfo f) => ModelFolder.Open(f.FullName).ModelPath;
+    internal static string Existing(FileInfo f) => ModelFolder.ResolveModelFile(f.FullName);
 
     internal static AttentionMode ParseRouting(string s) => s switch
     {

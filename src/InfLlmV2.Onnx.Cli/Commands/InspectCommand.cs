@@ -18,19 +18,23 @@ public static class InspectCommand
     public static Command Create()
     {
         var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file, or a model folder (genai folder, or a folder with one .onnx model)" };
-        var json = new Option<bool>("--json") { Description = "Print the sites as JSON" };
+        // --json alone prints to stdout (as before), --json - too, --json FILE writes the file.
+        var json = new Option<FileInfo?>("--json") { Description = "Write the sites as JSON to this file (- or no value: stdout)", Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("inspect", "List every attention site of a model and whether it can be rewritten") { model, json };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
+            var jsonTarget = r.GetResult(json) is null ? null : r.GetValue(json) ?? new FileInfo(ReportFile.StdoutName);
             var path = new FileInfo(CompareCommand.Existing(r.GetValue(model)!));
+            if (jsonTarget is not null) ReportFile.Check(jsonTarget, "--json", path.FullName);
             var m = OnnxModelFile.Load(path.FullName);
             ModelValidator.Check(m, path.DirectoryName);
             var sites = AttentionRewriter.Inspect(m);
             var groups = SwitchableGroups(m.Graph);
-            if (r.GetValue(json))
+            if (jsonTarget is not null)
             {
-                Console.WriteLine(JsonSerializer.Serialize(new
+                ReportFile.Write(jsonTarget, JsonSerializer.Serialize(new
                 {
+                    schema_version = ReportFile.SchemaVersion,
                     model = path.FullName, sites = sites.Select(SiteJson),
                     switchable_attention = groups.Select(g => new
                     {

@@ -25,7 +25,7 @@ public static class RewriteCommand
         var genaiFolder = new Option<DirectoryInfo?>("--genai-folder") { Description = "Rewrite this onnxruntime-genai folder's decoder; -o is then the output folder" };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Rewritten model path", Required = true };
         var force = new Option<bool>("--force") { Description = "Overwrite an existing output" };
-        var report = new Option<FileInfo?>("--report") { Description = "Write the per-site report as JSON" };
+        var report = new Option<FileInfo?>("--report", "--json") { Description = "Write the per-site report as JSON to this file (- for stdout)" };
         var denseLen = new Option<long>("--dense-len") { Description = "Dense iff total length < this; -1 = always sparse", DefaultValueFactory = _ => d.DenseLen };
         var topk = new Option<long>("--topk") { Description = "Dynamic top-k blocks", DefaultValueFactory = _ => d.TopKBlocks };
         var window = new Option<long>("--window") { Description = "Sparse local window in tokens (window_size; not a sliding window)", DefaultValueFactory = _ => d.SparseWindowTokens };
@@ -134,6 +134,7 @@ public static class RewriteCommand
         int rewritten = sites.Count(s => s.Rewritten);
         string? reportText = report is null ? null : JsonSerializer.Serialize(new
         {
+            schema_version = ReportFile.SchemaVersion,
             input = input.FullName, output = rewritten > 0 ? output.FullName : null, rewritten, sites = sites.Select(InspectCommand.SiteJson),
             genai = GenAiRewrite.Json(rewritten > 0 ? genaiWrite?.Planned : null),
             options = new
@@ -159,7 +160,7 @@ public static class RewriteCommand
             }
             catch
             {
-                if (staged is not null) SafeFiles.TryDelete(staged);
+                if (staged is not null && staged != ReportFile.StdoutName) SafeFiles.TryDelete(staged);
                 throw;
             }
             if (staged is not null)

@@ -23,7 +23,7 @@ public static class RunCommand
         var outputs = new Option<DirectoryInfo?>("--outputs") { Description = "Folder to write output_N.pb into (created; must differ from --inputs)" };
         var atol = new Option<double>("--atol") { Description = "Max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
         var repeat = new Option<int>("--repeat") { Description = "Runs in one session; the median latency is printed", DefaultValueFactory = _ => 1 };
-        var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file" };
+        var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file (- for stdout)" };
         var ops = new Option<string?>("--ops-library") { Description = "Path of libinfllmv2_ops.so (default: next to the app)" };
         var device = DeviceOption.Create();
         var threads = ThreadsOption.Create();
@@ -166,6 +166,7 @@ public static class RunCommand
         {
             var doc = new Dictionary<string, object?>
             {
+                ["schema_version"] = ReportFile.SchemaVersion,
                 ["model"] = model.FullName,
                 ["atol"] = atol,
                 ["repeat"] = times.Count,

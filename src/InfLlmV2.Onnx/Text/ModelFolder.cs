@@ -88,7 +88,7 @@ public sealed class ModelFolder
     /// <summary>Tokens the model can hold (genai <c>context_length</c> or <c>max_position_embeddings</c>; the smallest), or null.</summary>
     public long? ContextLength { get; private set; }
 
-    /// <summary>The search settings, genai_config.json first, then generation_config.json, then config.json.</summary>
+    /// <summary>The search settings, genai_config.json first, then generation_config.json, then config.json (not its max_length).</summary>
     public SearchDefaults Search { get; private set; } = new();
 
     /// <summary>The configuration files read.</summary>
@@ -100,7 +100,15 @@ public sealed class ModelFolder
     /// </summary>
     /// <exception cref="FileNotFoundException">The path, or the decoder the config names, does not exist.</exception>
     /// <exception cref="InvalidDataException">No decoder, several (listed), or a configuration file is not valid; the message names it.</exception>
-    public static ModelFolder Open(string path)
+    public static ModelFolder Open(string path) => OpenCore(path, readConfigs: true);
+
+    /// <summary>
+    /// The decoder file of a model file or folder (see <see cref="Open(string)"/>) without reading the
+    /// configuration files (for commands that only run the graph).
+    /// </summary>
+    public static string ResolveModelFile(string path) => OpenCore(path, readConfigs: false).ModelPath;
+
+    private static ModelFolder OpenCore(string path, bool readConfigs)
     {
         ArgumentNullException.ThrowIfNull(path);
         var full = Path.GetFullPath(path);
@@ -136,7 +144,7 @@ public sealed class ModelFolder
             result = new ModelFolder(Path.GetDirectoryName(full)!, full, "file");
         else
             throw new InvalidDataException($"Model {full} is {SafeFiles.Describe(kind)}, not a model file or folder");
-        result.ReadConfigs();
+        if (readConfigs) result.ReadConfigs();
         return result;
     }
 
@@ -201,7 +209,8 @@ public sealed class ModelFolder
             using var doc = ReadJson(Folder, ConfigFile);
             AddEos(doc.RootElement, file, "");
             AddContext(Positive(doc.RootElement, "max_position_embeddings", file, "max_position_embeddings"));
-            config = SearchOf(doc.RootElement, file, "");
+            // Not its max_length / max_new_tokens: older exports serialize transformers' defaults there (max_length 20).
+            config = SearchOf(doc.RootElement, file, "") with { MaxLength = null, MaxNewTokens = null };
         }
         EosTokenIds = eos;
         ContextLength = context;

@@ -115,7 +115,7 @@ public class OutputTargetTests
     }
 
     // Inputs of the tiny decoder for one 3-token prefill.
-    private static IEnumerable<(string, GraphTools.Proto.TensorProto)> TinyInputs()
+    internal static IEnumerable<(string, GraphTools.Proto.TensorProto)> TinyInputs()
     {
         var m = HostileModels.Valid();
         int i = 0;
