@@ -28,13 +28,18 @@ public static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Smaller case list (under 2 minutes)" };
         var json = new Option<FileInfo?>("--json") { Description = "Write every measurement as JSON" };
         var device = DeviceOption.Create();
-        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json, device };
-        cmd.SetAction(r => CommandRunner.Guard(() => Run(r.GetValue(quick), r.GetValue(json), DeviceOption.Check(r.GetValue(device)!))));
+        var plot = new Option<FileInfo?>("--plot") { Description = "Write a speed-up chart (.png or .svg): speed-up over GQA against context length, per shape and mode, with the roofline bound" };
+        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json, device, plot };
+        cmd.SetAction(r => CommandRunner.Guard(() =>
+        {
+            if (r.GetValue(plot) is { } chart) Pictures.PictureFile.Check(chart, "--plot");
+            return Run(r.GetValue(quick), r.GetValue(json), DeviceOption.Check(r.GetValue(device)!), r.GetValue(plot));
+        }));
         return cmd;
     }
 
 
-    private static int Run(bool quick, FileInfo? json, ExecutionDevice device)
+    private static int Run(bool quick, FileInfo? json, ExecutionDevice device, FileInfo? plotFile = null)
     {
         if (json is not null) ReportFile.Check(json, "--json");
         var total = Stopwatch.StartNew();
@@ -202,6 +207,11 @@ public static class BenchCommand
         }
         extra["stage_split"] = stages;
         extra["targets"] = PerformanceTargets.JudgeAndPrint(rows, roofline, stages).Select(t => new { name = t.Name, wanted = t.Wanted, measured = t.Measured, met = t.Met, note = t.Note });
+        if (plotFile is not null)
+        {
+            Pictures.BenchPlot.Write(plotFile.FullName, rows, roofline, $"SwitchableAttention vs ORT GroupQueryAttention{(quick ? " (--quick)" : "")}: G={G}, D={D}, {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads");
+            Console.Error.WriteLine($"speed-up chart: {plotFile.FullName}");
+        }
         Console.WriteLine();
         Console.WriteLine($"bench finished in {total.Elapsed.TotalSeconds:F0} s");
         if (json is not null)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using InfLlmV2.Onnx.Cli.Pictures;
 using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.Session;
 
@@ -28,6 +29,8 @@ public static class GenerateCommand
         var stop = new Option<string?>("--stop-ids") { Description = "Comma-separated stop token ids" };
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
         var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, max, mode, temperature, topK, topP, seed, stop, capacity, device };
+        var selectionMap = new SelectionMapOptions();
+        selectionMap.AddTo(cmd);
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -42,10 +45,12 @@ public static class GenerateCommand
             PromptOptions.CheckOne(required: true, ("--prompt", text is not null), ("--prompt-file", file is not null), ("--prompt-ids", idText is not null));
             if (idText is not null && string.IsNullOrWhiteSpace(idText)) throw new UsageException("--prompt-ids: no token ids given");
             var path = CompareCommand.Existing(r.GetValue(model)!);
+            var recorder = selectionMap.Check(r, path);
             using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
             var tokenizer = PromptOptions.WantsText(text, file) ? ModelTokenizer.ForModel(path) : null;
             var promptString = tokenizer is null ? null : PromptOptions.ReadText(text, file);
             using var m = DecoderModel.Open(path, sessionOptions);
+            if (recorder is not null) SelectionMapOptions.RequireExposed(m, path, recorder);
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
             var prompt = tokenizer is null ? ParseIds(idText, vocab)! : PromptOptions.Encode(tokenizer, promptString!, vocab);
             var options = new GenerationOptions
@@ -60,7 +65,7 @@ public static class GenerateCommand
                     : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos} positions (at most {maxPos - prompt.Length + 1})");
             int cap = capacityGiven ?? prompt.Length + maxNew;
             if (cap < prompt.Length) throw new UsageException($"--capacity {cap} is smaller than the prompt ({prompt.Length} tokens)");
-            using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
+            using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)), OnSelection = recorder is null ? null : recorder.Add });
             var sw = Stopwatch.StartNew();
             int count = 0;
             var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
@@ -74,6 +79,12 @@ public static class GenerateCommand
             Console.WriteLine();
             if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
             Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s; last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
+            if (recorder is not null)
+            {
+                var mapFile = r.GetValue(selectionMap.Map)!;
+                recorder.Write(mapFile.FullName, m, prompt.Length, $"{Path.GetFileName(path)}: blocks selected for kv head {recorder.KvHead} ({prompt.Length}-token prompt, then {recorder.Rows - prompt.Length} decode steps)");
+                Console.Error.WriteLine($"selection map: {mapFile.FullName}");
+            }
             return ExitCodes.Ok;
         })));
         return cmd;

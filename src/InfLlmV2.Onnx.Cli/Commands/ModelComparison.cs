@@ -16,11 +16,11 @@ public static class ModelComparison
     /// tokens, each time feeding both the original's greedy choice (teacher forcing).
     /// </summary>
     public static List<ComparisonStep> Run(DecoderModel original, DecoderModel rewritten, int[] prompt, int decodeSteps,
-        AttentionMode routing, int chunkSize = 2048)
+        AttentionMode routing, int chunkSize = 2048, Action<StepSelection>? onRewrittenSelection = null)
     {
         int capacity = prompt.Length + decodeSteps + 1;
         using var a = new DecoderSession(original, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize });
-        using var b = new DecoderSession(rewritten, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize, Routing = RoutingPolicy.Always(routing) });
+        using var b = new DecoderSession(rewritten, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize, Routing = RoutingPolicy.Always(routing), OnSelection = onRewrittenSelection });
         var steps = new List<ComparisonStep>();
         var (ta, tb) = (Time(() => a.AppendTokens(prompt)), Time(() => b.AppendTokens(prompt)));
         steps.Add(Measure(0, "prefill", prompt.Length, a, b, ta, tb));

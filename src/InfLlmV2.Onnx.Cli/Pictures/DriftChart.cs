@@ -55,8 +55,7 @@ public static class DriftChart
         if (decodeFrom is not null && steps.Any(s => !s.Decode))
         {
             var line = plot.Add.VerticalLine(decodeFrom.Step - 0.5, 1.5f, ScottPlot.Colors.Black, LinePattern.Dashed);
-            line.LabelText = "prefill | decode";
-            line.LabelOppositeAxis = true;
+            line.LegendText = "prefill | decode";
         }
         var values = steps.SelectMany(s => new[] { s.MaxAbsDiff, s.Kl }).Select(v => Math.Max(Floor, double.IsFinite(v) ? v : Floor)).ToList();
         double lo = Math.Floor(Math.Log10(values.Min())), hi = Math.Ceiling(Math.Log10(values.Max()) + 0.05);
@@ -73,6 +72,10 @@ public static class DriftChart
         PictureFile.Write(path, Width, Height, canvas => PictureFile.RenderInto(canvas, plot, new PixelRect(0, Width, Height, 0)));
         return plot;
     }
+
+    /// <summary>The points of a <c>compare</c> run's steps.</summary>
+    public static List<DriftPoint> Of(IEnumerable<Commands.ComparisonStep> steps) =>
+        steps.Select(s => new DriftPoint(s.Step, s.Phase == "decode", s.Mode == OpContract.AttentionMode.Sparse, s.MaxAbsDiff, s.KlDivergence)).ToList();
 
     private static IEnumerable<(int From, int To, bool Sparse)> Runs(IReadOnlyList<DriftPoint> steps)
     {
