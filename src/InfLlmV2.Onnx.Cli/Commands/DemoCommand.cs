@@ -45,8 +45,9 @@ public static class DemoCommand
             var dir = DemoFolder(asked);
             CheckTargets(dir, ownFolder: string.IsNullOrWhiteSpace(asked), r.GetValue(force));
             var sw = Stopwatch.StartNew();
-            RunOpDemo();
-            int code = RunModelDemo(n, dir);
+            var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
+            RunOpDemo(Path.Combine(dir, DemoNeedleMap.FileName));
+            int code = RunModelDemo(n, dir, existed);
             Console.WriteLine($"demo finished in {sw.Elapsed.TotalSeconds:F1} s");
             return code;
         }));
@@ -54,7 +55,7 @@ public static class DemoCommand
     }
 
     // The files the demo writes into its folder, and the record of what it wrote last (name -> SHA-256).
-    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile];
+    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile, DemoNeedleMap.FileName];
     private const string Manifest = ".infllmv2-demo.json";
 
     // The demo's model folder: the one asked for, else demo-models/ next to the program. Refused
@@ -130,9 +131,9 @@ public static class DemoCommand
     }
 
     // Writes the demo's models and tokenizer; on a failure (a full disk) every file this run created is removed again.
-    private static void WriteModels(string dir, TinyDecoderConfig config, string original, string rewritten, out List<AttentionSite> sites)
+    // existed: the demo's files present before this run (the needle map is written before the models).
+    private static void WriteModels(string dir, TinyDecoderConfig config, string original, string rewritten, HashSet<string> existed, out List<AttentionSite> sites)
     {
-        var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
         try
         {
             TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);
@@ -150,14 +151,14 @@ public static class DemoCommand
         }
     }
 
-    private static int RunModelDemo(int longPrompt, string dir)
+    private static int RunModelDemo(int longPrompt, string dir, HashSet<string> existed)
     {
         Console.WriteLine();
         Console.WriteLine("== 2. default model: generate, rewrite, compare ==");
         var config = TinyDecoderConfig.Default;
         var original = Path.Combine(dir, "tiny-decoder.onnx");
         var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
-        WriteModels(dir, config, original, rewritten, out var sites);
+        WriteModels(dir, config, original, rewritten, existed, out var sites);
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
         using var a = DecoderModel.Open(original);
         using var b = DecoderModel.Open(rewritten);
@@ -205,7 +206,7 @@ public static class DemoCommand
         Console.WriteLine($"  (try: ./infllmv2 generate {Path.GetRelativePath(Environment.CurrentDirectory, path)} --prompt \"your text\")");
     }
 
-    private static void RunOpDemo()
+    private static void RunOpDemo(string mapPath)
     {
         Console.WriteLine("== 1. SwitchableAttention, one node ==");
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
@@ -273,5 +274,7 @@ public static class DemoCommand
         long local = d.SparseWindowTokens / d.BlockSize + 1;  // the window's blocks and the query's own
         Console.WriteLine($"Sparse mode attends to the {d.InitBlocks} init block(s), the {local} local blocks and the {d.BlockBudget - d.InitBlocks - local} "
             + $"top-scored blocks ({d.BlockBudget} x {d.BlockSize} = {d.BlockBudget * d.BlockSize} tokens).");
+        DemoNeedleMap.Write(session, mapPath, pastKey, pastValue, direction, Heads, HeadSize, Context, NeedleBlock, OpDefaults);
+        Console.WriteLine($"selection map of the needle case (last {DemoNeedleMap.Rows} queries): {mapPath}");
     }
 }

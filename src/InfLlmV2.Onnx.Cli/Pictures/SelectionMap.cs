@@ -91,7 +91,7 @@ public static class SelectionMap
         return BlockUse.TopK;
     }
 
-    /// <summary>Panel size in pixels (each layer).</summary>
+    /// <summary>Panel size in pixels (each layer; a single panel is wider, <see cref="MinWidth"/>).</summary>
     public const int PanelWidth = 460, PanelHeight = 420;
 
     /// <summary>Height of the strip above the panels with the title and the legend.</summary>
@@ -100,13 +100,18 @@ public static class SelectionMap
     /// <summary>Panels per row of the picture.</summary>
     public const int Columns = 4;
 
+    /// <summary>Narrowest picture: the title and the legend need this much.</summary>
+    public const int MinWidth = 920;
+
     /// <summary>The picture's size for <paramref name="panels"/> panels.</summary>
     public static (int Width, int Height) SizeFor(int panels)
     {
         int cols = Math.Clamp(panels, 1, Columns);
         int rows = (Math.Max(panels, 1) + cols - 1) / cols;
-        return (cols * PanelWidth, HeaderHeight + rows * PanelHeight);
+        return (cols * PanelWidthFor(panels), HeaderHeight + rows * PanelHeight);
     }
+
+    private static int PanelWidthFor(int panels) => Math.Max(PanelWidth, MinWidth / Math.Clamp(panels, 1, Columns));
 
     /// <summary>
     /// Writes the map of <paramref name="panels"/> to <paramref name="path"/> (.png or .svg), atomically.
@@ -119,22 +124,24 @@ public static class SelectionMap
         PictureFonts.Ensure();  // before any Plot exists: a plot takes the default font when it is created
         if (panels.Count == 0) throw new ArgumentException("a selection map needs at least one layer");
         var (width, height) = SizeFor(panels.Count);
-        var plots = panels.Select(p => Panel(p, geometry, markedBlock)).ToList();
-        var header = Header(title, markedBlock is null ? null : markedLabel, panels.Any(p => p.Rows.Any(r => r.Decode) && p.Rows.Any(r => !r.Decode)));
+        var used = new HashSet<BlockUse>();
+        var plots = panels.Select(p => Panel(p, geometry, markedBlock, used)).ToList();
+        var header = Header(title, used, markedBlock is null ? null : markedLabel, panels.Any(p => p.Rows.Any(r => r.Decode) && p.Rows.Any(r => !r.Decode)));
         PictureFile.Write(path, width, height, canvas =>
         {
             PictureFile.RenderInto(canvas, header, new PixelRect(0, width, HeaderHeight, 0));
             int cols = Math.Clamp(panels.Count, 1, Columns);
             for (int i = 0; i < plots.Count; i++)
             {
-                float left = i % cols * PanelWidth, top = HeaderHeight + i / cols * PanelHeight;
-                PictureFile.RenderInto(canvas, plots[i], new PixelRect(left, left + PanelWidth, top + PanelHeight, top));
+                int panelWidth = PanelWidthFor(panels.Count);
+                float left = i % cols * panelWidth, top = HeaderHeight + i / cols * PanelHeight;
+                PictureFile.RenderInto(canvas, plots[i], new PixelRect(left, left + panelWidth, top + PanelHeight, top));
             }
         });
         return plots;
     }
 
-    private static Plot Panel(SelectionPanel panel, SelectionGeometry g, int? markedBlock)
+    private static Plot Panel(SelectionPanel panel, SelectionGeometry g, int? markedBlock, HashSet<BlockUse> used)
     {
         var rows = panel.Rows.OrderBy(r => r.Position).ToList();
         if (rows.Count == 0) throw new ArgumentException($"layer {panel.Layer}: no query rows");
@@ -148,7 +155,11 @@ public static class SelectionMap
             for (int b = 0; b < blocks; b++) cells[r, b] = double.NaN;  // a position without a row (not run) stays blank
         foreach (var row in rows)
             for (int b = 0; b < blocks; b++)
-                cells[last - row.Position, b] = (int)Classify(row.Position, b, row.Blocks, g);
+            {
+                var use = Classify(row.Position, b, row.Blocks, g);
+                used.Add(use);
+                cells[last - row.Position, b] = (int)use;
+            }
         var plot = new Plot();
         var map = plot.Add.Heatmap(cells);
         map.Colormap = new CategoryColormap();
@@ -175,7 +186,7 @@ public static class SelectionMap
         return plot;
     }
 
-    private static Plot Header(string title, string? markedLabel, bool decodeLine)
+    private static Plot Header(string title, HashSet<BlockUse> used, string? markedLabel, bool decodeLine)
     {
         var plot = new Plot();
         plot.Layout.Frameless();
@@ -183,7 +194,8 @@ public static class SelectionMap
         plot.Grid.IsVisible = false;
         plot.Title(title);
         var items = new List<LegendItem>();
-        foreach (var use in new[] { BlockUse.Init, BlockUse.Local, BlockUse.TopK, BlockUse.NotAttended, BlockUse.Dense, BlockUse.Future })
+        // The categories that occur (the legend names nothing the picture does not show).
+        foreach (var use in new[] { BlockUse.Init, BlockUse.Local, BlockUse.TopK, BlockUse.NotAttended, BlockUse.Dense, BlockUse.Future }.Where(used.Contains))
             items.Add(new LegendItem { LabelText = Describe(use), FillColor = ToColor(Colors[use]), OutlineColor = ScottPlot.Colors.Gray, OutlineWidth = 1 });
         if (markedLabel is not null)
             items.Add(new LegendItem { LabelText = markedLabel, FillColor = ScottPlot.Colors.Transparent, OutlineColor = ScottPlot.Colors.Red, OutlineWidth = 2 });
