@@ -18,6 +18,8 @@ public static class CliApp
         root.Subcommands.Add(CompareCommand.Create());
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
+        var noProgress = new Option<bool>("--no-progress") { Description = "No progress bars (terminal) or progress lines (stderr otherwise)", Recursive = true };
+        root.Options.Add(noProgress);
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -27,6 +29,8 @@ public static class CliApp
             Console.Error.WriteLine($"error: {string.Join("; ", messages)} (try 'infllmv2 --help')");
             return ExitCodes.BadInput;
         }
+        Progress.CliProgress.Enabled = !parsed.GetValue(noProgress);
+        Progress.CopyProgress.Install();
         return parsed.Invoke();
     }
 }

@@ -46,8 +46,16 @@ public static class DemoCommand
             CheckTargets(dir, ownFolder: string.IsNullOrWhiteSpace(asked), r.GetValue(force));
             var sw = Stopwatch.StartNew();
             var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
-            RunOpDemo(Path.Combine(dir, DemoNeedleMap.FileName));
-            int code = RunModelDemo(n, dir, existed);
+            int code;
+            using (var progress = Progress.CliProgress.Start("demo", 2))
+            {
+                progress.Describe("1. the op on a 16k context");
+                RunOpDemo(Path.Combine(dir, DemoNeedleMap.FileName));
+                progress.Advance();
+                progress.Describe("2. the default model: generate, rewrite, compare");
+                code = RunModelDemo(n, dir, existed);
+                progress.Advance();
+            }
             Console.WriteLine($"demo finished in {sw.Elapsed.TotalSeconds:F1} s");
             return code;
         }));

@@ -94,7 +94,7 @@ public static class RewriteCommand
     /// <summary>Rewrites; on a terminal a Spectre.Console status line (on stderr) follows the sites.</summary>
     private static IReadOnlyList<AttentionSite> RewriteWithProgress(CheckedModelFile file, RewriteOptions options)
     {
-        if (Console.IsErrorRedirected) return ModelRewriter.Rewrite(file.Model, options).Sites;
+        if (Console.IsErrorRedirected || !Progress.CliProgress.Enabled) return ModelRewriter.Rewrite(file.Model, options).Sites;
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         IReadOnlyList<AttentionSite> sites = [];
         console.Status().Start("rewriting attention...", ctx =>

@@ -58,7 +58,7 @@ public static class SpeedupChart
         plot.Axes.SetLimitsY(Math.Floor(Math.Log10(speedups.Min())), Math.Ceiling(Math.Log10(speedups.Max()) + 0.05));
         plot.Title(title);
         plot.XLabel("context length (tokens, log scale)");
-        plot.YLabel("speed-up over ORT GroupQueryAttention (GQA time / ours, log scale)");
+        plot.YLabel("speed-up over ORT GQA (GQA time / ours, log)");
         plot.ShowLegend(Alignment.UpperLeft);
         PictureFile.Write(path, Width, Height, canvas => PictureFile.RenderInto(canvas, plot, new PixelRect(0, Width, Height, 0)));
         return plot;
