@@ -80,7 +80,7 @@ public static class CompareCommand
             ModelComparison.Print(result, Console.Out);
             if (r.GetValue(plot) is { } plotFile)
             {
-                DriftChart.Write(plotFile.FullName, DriftChart.Of(result), $"{Path.GetFileName(r.GetValue(rewritten)!.FullName)} against {Path.GetFileName(r.GetValue(original)!.FullName)}: {prompt.Length}-token prompt, {m} decode steps, --mode {r.GetValue(mode)}");
+                DriftChart.Write(plotFile.FullName, DriftChart.Of(result), $"rewritten vs original: {prompt.Length}-token prompt, {m} decode steps, --mode {r.GetValue(mode)}");
                 Console.Error.WriteLine($"drift chart: {plotFile.FullName}");
             }
             if (recorder is not null)

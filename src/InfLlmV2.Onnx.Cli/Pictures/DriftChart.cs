@@ -12,7 +12,7 @@ public sealed record DriftPoint(int Step, bool Decode, bool Sparse, double MaxAb
 
 /// <summary>
 /// <c>compare --plot</c>: max |Δlogits| and KL per step on a log y axis; sparse steps shaded, the
-/// prefill/decode boundary marked, values below the floor drawn at it (and said so).
+/// prefill/decode boundary marked, values below the floor (exact agreement included) drawn at it (and said so).
 /// </summary>
 public static class DriftChart
 {
@@ -67,8 +67,8 @@ public static class DriftChart
         plot.Axes.SetLimits(steps.Min(s => s.Step) - 0.6, steps.Max(s => s.Step) + 0.6, lo, hi + 0.6);
         plot.Title(title);
         plot.XLabel("step (prefill = the prompt's last token, then one decode step per token)");
-        plot.YLabel($"difference (log scale; 0 drawn at {Floor:0e0})");
-        plot.ShowLegend(Alignment.UpperRight);
+        plot.YLabel($"difference (log scale; below {Floor:0e0} drawn at it)");
+        plot.ShowLegend(Alignment.LowerRight);  // drift grows upwards: the lower right is the emptiest corner
         PictureFile.Write(path, Width, Height, canvas => PictureFile.RenderInto(canvas, plot, new PixelRect(0, Width, Height, 0)));
         return plot;
     }
