@@ -123,3 +123,29 @@ public sealed class PictureTests
         Assert.Equal(PictureFormat.Svg, PictureFile.Check(new FileInfo(dir["new.SVG"]), "--plot"));
     }
 }
+
+/// <summary><c>bench --plot</c>'s series from the bench's rows (the bench itself takes minutes; its rows are crafted here).</summary>
+public sealed class BenchPlotTests
+{
+    [Fact]
+    public void BenchRowsBecomeOneSeriesPerShapeAndModeWithTheRooflineBound()
+    {
+        using var dir = new TempDir();
+        InfLlmV2.Onnx.Cli.Bench.BenchRow Row(string c, string op, double ms, double? ratio) => new(c, op, ms, ratio, 0, "");
+        var rows = new[]
+        {
+            Row("decode 8k", "GQA", 10, 1), Row("decode 8k", "ours sparse", 1, 10), Row("decode 32k", "GQA", 40, 1), Row("decode 32k", "ours sparse", 1, 40),
+            Row("prefill 4k", "ours sparse", 100, 1.5), Row("prefill 4k", "GQA", 150, 1), Row("prefill 16k", "GQA", double.NaN, null),
+        };
+        var roofline = new List<Dictionary<string, object?>>
+        {
+            new() { ["context"] = 8192, ["roofline_ms"] = 0.5, ["read_roofline_ms"] = 0.4 },
+            new() { ["context"] = 32768, ["roofline_ms"] = 0.8, ["read_roofline_ms"] = 1.0 },
+        };
+        InfLlmV2.Onnx.Cli.Pictures.BenchPlot.Write(dir["speedup.png"], rows, roofline, "crafted");
+        using var codec = SKCodec.Create(dir["speedup.png"]);
+        Assert.Equal((SpeedupChart.Width, SpeedupChart.Height), (codec.Info.Width, codec.Info.Height));
+        var e = Assert.Throws<UsageException>(() => PictureFile.Check(new FileInfo(dir["speedup.pdf"]), "--plot"));
+        Assert.Contains("unknown picture format '.pdf'", e.Message);
+    }
+}

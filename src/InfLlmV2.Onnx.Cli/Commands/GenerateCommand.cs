@@ -69,7 +69,14 @@ public static class GenerateCommand
             var sw = Stopwatch.StartNew();
             int count = 0;
             var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
-            foreach (var token in session.Generate(prompt, options, ct))
+            // A long prompt is prefilled here, chunk by chunk with a progress; Generate then starts from its logits.
+            int[] toAppend = prompt;
+            if (prompt.Length > 2 * DecoderSessionDefaults.ChunkSize)
+            {
+                ModelComparison.Prefill(session, prompt, DecoderSessionDefaults.ChunkSize, "the model");
+                toAppend = [];
+            }
+            foreach (var token in session.Generate(toAppend, options, ct))
             {
                 Console.Write(decoder is not null ? decoder.Add(token) : count == 0 ? $"{token}" : $",{token}");
                 count++;
@@ -88,6 +95,11 @@ public static class GenerateCommand
             return ExitCodes.Ok;
         })));
         return cmd;
+    }
+
+    private static class DecoderSessionDefaults
+    {
+        public static readonly int ChunkSize = new DecoderSessionOptions().ChunkSize;
     }
 
     internal static int[]? ParseIds(string? text, int vocab, string option = "--prompt-ids")

@@ -22,7 +22,7 @@ public static class ModelComparison
         using var a = new DecoderSession(original, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize });
         using var b = new DecoderSession(rewritten, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize, Routing = RoutingPolicy.Always(routing), OnSelection = onRewrittenSelection });
         var steps = new List<ComparisonStep>();
-        var (ta, tb) = (Time(() => Prefill(a, prompt, chunkSize, "original")), Time(() => Prefill(b, prompt, chunkSize, "rewritten")));
+        var (ta, tb) = (Time(() => Prefill(a, prompt, chunkSize, "the original model")), Time(() => Prefill(b, prompt, chunkSize, "the rewritten model")));
         steps.Add(Measure(0, "prefill", prompt.Length, a, b, ta, tb));
         for (int i = 1; i <= decodeSteps; i++)
         {
@@ -34,14 +34,14 @@ public static class ModelComparison
     }
 
     // A prompt longer than two chunks is appended chunk by chunk (what AppendTokens does inside) with a progress.
-    private static void Prefill(DecoderSession session, int[] prompt, int chunkSize, string which)
+    internal static void Prefill(DecoderSession session, int[] prompt, int chunkSize, string which)
     {
         if (prompt.Length <= 2 * chunkSize)
         {
             session.AppendTokens(prompt);
             return;
         }
-        using var progress = Progress.CliProgress.Start($"prefill of the {which} model ({prompt.Length} tokens, chunks of {chunkSize})", prompt.Length);
+        using var progress = Progress.CliProgress.Start($"prefill of {which} ({prompt.Length} tokens, chunks of {chunkSize})", prompt.Length);
         for (int at = 0; at < prompt.Length; at += chunkSize)
         {
             session.AppendTokens(prompt.AsSpan(at, Math.Min(chunkSize, prompt.Length - at)));
