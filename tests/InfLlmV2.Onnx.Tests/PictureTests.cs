@@ -121,6 +121,15 @@ public sealed class PictureTests
         e = Assert.Throws<UsageException>(() => PictureFile.Check(new FileInfo(dir["missing/x.png"]), "--plot"));
         Assert.Contains("does not exist", e.Message);
         Assert.Equal(PictureFormat.Svg, PictureFile.Check(new FileInfo(dir["new.SVG"]), "--plot"));
+        // Never written through a link or into a device.
+        File.CreateSymbolicLink(dir["link.png"], dir["in.png"]);
+        e = Assert.Throws<UsageException>(() => PictureFile.Check(new FileInfo(dir["link.png"]), "--plot"));
+        Assert.Contains("pictures are written only to regular files", e.Message);
+        e = Assert.Throws<UsageException>(() => PictureFile.Check(new FileInfo("/dev/null"), "--plot"));
+        Assert.Contains("unknown picture format", e.Message);
+        Directory.CreateDirectory(dir["folder.png"]);
+        e = Assert.Throws<UsageException>(() => PictureFile.Check(new FileInfo(dir["folder.png"]), "--plot"));
+        Assert.Contains("is a folder", e.Message);
     }
 }
 

@@ -161,7 +161,7 @@ public static class SelectionMap
                 cells[last - row.Position, b] = (int)use;
             }
         var plot = new Plot();
-        var map = plot.Add.Heatmap(cells);
+        var map = plot.Add.Heatmap(Enlarged(cells));
         map.Colormap = new CategoryColormap();
         map.ManualRange = new ScottPlot.Range(0, CategoryColormap.Count - 1);
         map.NaNCellColor = ScottPlot.Colors.White;
@@ -182,8 +182,23 @@ public static class SelectionMap
         plot.XLabel($"key block ({g.BlockSize} tokens each)");
         plot.YLabel("query position (token)");
         plot.Axes.SetLimits(0, blocks, first, last + 1);
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };  // blocks are whole
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };  // so are positions
         plot.Grid.IsVisible = false;
         return plot;
+    }
+
+    // Each cell repeated to about 400 pixels a side (at most): SVG viewers scale an embedded bitmap
+    // smoothly, which would blur a few large cells into gradients; PNG is drawn without smoothing anyway.
+    private static double[,] Enlarged(double[,] cells)
+    {
+        int rows = cells.GetLength(0), cols = cells.GetLength(1);
+        int fy = Math.Max(1, 400 / rows), fx = Math.Max(1, 400 / cols);
+        if (fx == 1 && fy == 1) return cells;
+        var big = new double[rows * fy, cols * fx];
+        for (int r = 0; r < rows * fy; r++)
+            for (int c = 0; c < cols * fx; c++) big[r, c] = cells[r / fy, c / fx];
+        return big;
     }
 
     private static Plot Header(string title, HashSet<BlockUse> used, string? markedLabel, bool decodeLine)
