@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One idempotent set-up for ./infllmv2 and ./test.sh on a fresh Debian 12 machine:
-#   1. system tools (cmake, g++, GoogleTest, clang-format 14) from Debian packages when missing (needs root);
+#   1. system tools (cmake, g++, GoogleTest, clang-format 14, the DejaVu fonts of the pictures) from Debian packages when missing (needs root);
 #   2. the NuGet packages (`dotnet restore`: ONNX Runtime 1.32 managed API, native library and the
 #      C/C++ headers the op library compiles against, cached in the NuGet folder);
 #   3. the CLI (and with it the native op library) when any source is newer than the last build.
@@ -17,6 +17,8 @@ command -v g++ >/dev/null || need+=(g++)
 [[ -f /usr/include/gtest/gtest.h ]] || need+=(libgtest-dev)
 command -v clang-format-14 >/dev/null || need+=(clang-format-14)  # ./test.sh checks the C++ format
 command -v unzip >/dev/null || need+=(unzip)  # eng/package-test.sh reads the packages
+# The pictures' font (SkiaSharp's NoDependencies native library reads /usr/share/fonts itself).
+[[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || need+=(fonts-dejavu-core)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     log "missing: ${need[*]}; install them with apt-get (needs root)"; exit 1

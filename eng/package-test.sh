@@ -115,7 +115,8 @@ $deps"
 grep -q '<license type="expression">' <<<"$nuspec" || problem "InfLlmV2.Onnx has no license expression"
 tool_files=$(list "$tool_pkg")
 for f in tools/net10.0/any/infllmv2.dll tools/net10.0/any/DotnetToolSettings.xml tools/net10.0/any/libinfllmv2_ops.so \
-         tools/net10.0/any/runtimes/linux-x64/native/libonnxruntime.so tools/net10.0/any/infllmv2_stage_bench; do
+         tools/net10.0/any/runtimes/linux-x64/native/libonnxruntime.so tools/net10.0/any/infllmv2_stage_bench \
+         tools/net10.0/any/runtimes/linux-x64/native/libSkiaSharp.so; do  # the pictures (SkiaSharp NoDependencies: libc only)
   grep -qx "$f" <<<"$tool_files" || problem "the tool package lacks $f"
 done
 other_rids=$(grep -E '^tools/net10.0/any/runtimes/' <<<"$tool_files" | grep -v '/runtimes/linux-x64/' || true)

@@ -19,6 +19,8 @@ public static class CliApp
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Options.Add(new Option<bool>("--verbose") { Description = "Add the stack trace to unexpected (internal) errors", Recursive = true });
+        var noProgress = new Option<bool>("--no-progress") { Description = "No progress bars (terminal) or progress lines (stderr otherwise)", Recursive = true };
+        root.Options.Add(noProgress);
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -29,6 +31,8 @@ public static class CliApp
             return ExitCodes.BadInput;
         }
         CommandRunner.Verbose = parsed.GetValue<bool>("--verbose");
+        Progress.CliProgress.Enabled = !parsed.GetValue(noProgress);
+        Progress.CopyProgress.Install();
         try
         {
             return ReportFile.WithJsonOnStdout(args, () => parsed.Invoke());

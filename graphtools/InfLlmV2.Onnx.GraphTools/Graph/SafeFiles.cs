@@ -420,14 +420,23 @@ public static class SafeFiles
         using var input = OpenRegular(source, "copy source", long.MaxValue);
         var buffer = new byte[1 << 20];
         long left = length;
+        var observer = CopyObserver;
+        observer?.Invoke(source, 0, length);
         while (left > 0)
         {
             int n = input.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
             if (n == 0) throw new InvalidDataException($"{source} ended after {length - left} of {length} bytes (changed while copying)");
             destination.Write(buffer, 0, n);
             left -= n;
+            observer?.Invoke(source, length - left, length);
         }
     }
+
+    /// <summary>
+    /// Told of every <see cref="CopyExactly"/> (external data copies): (source, bytes copied so far,
+    /// bytes in all), first with 0, then after each MiB, last with all; for progress displays. Null: nobody.
+    /// </summary>
+    public static Action<string, long, long>? CopyObserver { get; set; }
 
     /// <summary>Deletes a file, ignoring failures (cleanup paths).</summary>
     public static void TryDelete(string path)

@@ -56,7 +56,30 @@ public static class AttentionRewriter
         bool any = VisitGraph(model, model.Graph, [], null, isMain: true, options, rewrite, sites, progress);
         if (rewrite && any && !model.OpsetImport.Any(o => o.Domain == SwitchableAttentionOp.Domain))
             model.OpsetImport.Add(new OperatorSetIdProto { Domain = SwitchableAttentionOp.Domain, Version = SwitchableAttentionOp.DomainVersion });
+        if (rewrite && any && options.ExposeSelection) ExposeSelection(model.Graph);
         return sites;
+    }
+
+    /// <summary>
+    /// Makes output 4 (<c>selected_blocks</c>) of every main-graph SwitchableAttention node a graph
+    /// output named <see cref="RewriteOptions.SelectedBlocksOutputFormat"/> with the node's index in
+    /// graph order (the rewritten graph is topologically sorted: layer order).
+    /// </summary>
+    private static void ExposeSelection(GraphProto graph)
+    {
+        int layer = 0;
+        var taken = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
+        foreach (var node in graph.Node.Where(SwitchableAttentionOp.Is))
+        {
+            var name = string.Format(System.Globalization.CultureInfo.InvariantCulture, RewriteOptions.SelectedBlocksOutputFormat, layer++);
+            if (taken.Contains(name)) throw new InvalidDataException($"--expose-selection: the model already has an output named '{name}'");
+            while (node.Output.Count <= SwitchableAttentionOp.Outputs.SelectedBlocks) node.Output.Add("");
+            if (node.Output[SwitchableAttentionOp.Outputs.SelectedBlocks].Length > 0) continue;  // already an output of this node
+            node.Output[SwitchableAttentionOp.Outputs.SelectedBlocks] = name;
+            var settings = SparseAttentionSettings.Of(node);
+            long? kvHeads = node.Attribute.FirstOrDefault(a => a.Name == SwitchableAttentionOp.Attributes.KvNumHeads)?.I;
+            graph.Output.Add(GraphBuilder.Tensor(name, TensorProto.Types.DataType.Int32, null, kvHeads, null, settings.BlockBudget));
+        }
     }
 
     private static bool VisitGraph(ModelProto model, GraphProto graph, IReadOnlyCollection<string> outer, GraphIndex? parent, bool isMain,

@@ -29,13 +29,18 @@ public static class BenchCommand
         var quick = new Option<bool>("--quick") { Description = "Smaller case list (under 2 minutes)" };
         var json = new Option<FileInfo?>("--json") { Description = "Write every measurement as JSON" };
         var device = DeviceOption.Create();
-        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json, device };
-        cmd.SetAction(r => CommandRunner.Guard(() => Run(r.GetValue(quick), r.GetValue(json), DeviceOption.Check(r.GetValue(device)!))));
+        var plot = new Option<FileInfo?>("--plot") { Description = "Write a speed-up chart (.png or .svg): speed-up over GQA against context length, per shape and mode, with the roofline bound" };
+        var cmd = new Command("bench", "Benchmark SwitchableAttention against ORT GroupQueryAttention on this CPU") { quick, json, device, plot };
+        cmd.SetAction(r => CommandRunner.Guard(() =>
+        {
+            if (r.GetValue(plot) is { } chart) Pictures.PictureFile.Check(chart, "--plot");
+            return Run(r.GetValue(quick), r.GetValue(json), DeviceOption.Check(r.GetValue(device)!), r.GetValue(plot));
+        }));
         return cmd;
     }
 
 
-    private static int Run(bool quick, FileInfo? json, ExecutionDevice device)
+    private static int Run(bool quick, FileInfo? json, ExecutionDevice device, FileInfo? plotFile = null)
     {
         if (json is not null) ReportFile.Check(json, "--json");
         var total = Stopwatch.StartNew();
@@ -62,6 +67,9 @@ public static class BenchCommand
         using var oursPrefill = SingleNodeSession(options, AttentionOpKind.Switchable, withState: false);
         using var gqa = SingleNodeSession(options, AttentionOpKind.GroupQueryAttention, withState: false);
 
+        // Progress (stderr): one step per section of cases.
+        using var progress = Progress.CliProgress.Start("bench", quick ? 6 : 7);
+        progress.Describe("decode");
         int[] decodeContexts = quick ? [8192, 32768] : [8192, 32768, 65536, 131072];
         int reps = quick ? 10 : 30;
         Console.WriteLine();
@@ -105,6 +113,8 @@ public static class BenchCommand
         // Cold caches: before each timed step the bench reads 128 MiB, so the step's K/V rows and
         // compressed keys come from DRAM, as in a model whose other layers ran in between (the
         // steps above repeat on data that stays in the L3).
+        progress.Advance();
+        progress.Describe("decode, cold caches");
         var cold = new List<Dictionary<string, object?>>();
         foreach (int ctx in quick ? [32768] : new[] { 32768, 131072 })
         {
@@ -114,8 +124,11 @@ public static class BenchCommand
             cold.Add(new() { ["context"] = ctx, ["bytes_read"] = bytes, ["ms"] = sparseMs, ["effective_gb_per_s"] = gbps, ["of_read_bandwidth"] = gbps / readGbps });
         }
         extra["decode_cold"] = cold;
+        progress.Advance();
         if (!quick)
         {
+            progress.Describe("decode, Hkv=2");
+            progress.Advance();
             // Two KV heads (32 query heads), as MiniCPM4 has per layer: the same kernels over
             // twice the heads, every thread still busy.
             using var ours2 = SingleNodeSession(options, AttentionOpKind.Switchable, withState: true, hkv: 2);
@@ -123,6 +136,7 @@ public static class BenchCommand
             foreach (int ctx in new[] { 32768, 131072 })
                 DecodePair(gqa2, ours2, ctx, $"decode {ctx / 1024}k Hkv=2", hkv: 2);
         }
+        progress.Describe("decode, fp16");
         {
             // fp16 models (K/V cache and compressed keys in fp16; arithmetic in fp32 in both ops).
             using var ours16 = SingleNodeSession(options, AttentionOpKind.Switchable, withState: true, fp16: true);
@@ -142,6 +156,8 @@ public static class BenchCommand
 
         Console.WriteLine();
         Console.WriteLine("prefill (causal, no past)");
+        progress.Advance();
+        progress.Describe("prefill");
         int[] prefill = quick ? [4096, 16384] : [4096, 16384, 32768, 65536];
         foreach (int n in prefill)
         {
@@ -165,6 +181,8 @@ public static class BenchCommand
 
         Console.WriteLine();
         Console.WriteLine("dense mode where dense is what runs");
+        progress.Advance();
+        progress.Describe("dense mode");
         var denseRows = new List<BenchRow>();
         foreach (int n in new[] { 1024, 4096 })
         {
@@ -186,6 +204,8 @@ public static class BenchCommand
 
         Console.WriteLine();
         Console.WriteLine("stage split of sparse calls (native stage benchmark, same kernel, same shapes)");
+        progress.Advance();
+        progress.Describe("stage split");
         var stages = new List<JsonElement>();
         foreach (var (phase, n) in decodeContexts.Select(c => ("decode", c)).Concat(prefill.Where(p => p <= 16384).Select(p => ("prefill", p))))
         {
@@ -210,6 +230,11 @@ public static class BenchCommand
         }
         extra["stage_split"] = stages;
         extra["targets"] = PerformanceTargets.JudgeAndPrint(rows, roofline, stages, readGbps).Select(t => new { name = t.Name, wanted = t.Wanted, measured = t.Measured, met = t.Met, note = t.Note });
+        if (plotFile is not null)
+        {
+            Pictures.BenchPlot.Write(plotFile.FullName, rows, roofline, $"SwitchableAttention vs ORT GroupQueryAttention{(quick ? " (--quick)" : "")}: G={G}, D={D}, {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads");
+            Console.Error.WriteLine($"speed-up chart: {plotFile.FullName}");
+        }
         Console.WriteLine();
         Console.WriteLine($"bench finished in {total.Elapsed.TotalSeconds:F0} s");
         if (json is not null)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using InfLlmV2.Onnx.Cli.Pictures;
 using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.OpContract;
@@ -37,13 +38,17 @@ public static class CompareCommand
         {
             original, rewritten, promptLen, promptIds, steps, mode, seed, json, inputs, atol, promptFile, device, threads,
         };
+        var selectionMap = new SelectionMapOptions();
+        selectionMap.AddTo(cmd);
+        var plot = new Option<FileInfo?>("--plot") { Description = "Write a drift chart (.png or .svg): max |dlogits| and KL per step, log scale, dense/sparse steps marked" };
+        cmd.Options.Add(plot);
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
             var onDevice = DeviceOption.Check(r.GetValue(device)!);
             int threadCount = ThreadsOption.Value(r.GetValue(threads));
             if (r.GetValue(inputs) is { } dir)
             {
-                foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json", "--prompt-file" })
+                foreach (var decodeOnly in new[] { "--prompt-len", "--prompt-ids", "--decode-steps", "--mode", "--seed", "--json", "--prompt-file", "--selection-map", "--kv-head", "--plot" })
                     if (r.Tokens.Any(t => t.Value == decodeOnly)) throw new UsageException($"{decodeOnly} does not apply with --inputs");
                 return OnTestData(Existing(r.GetValue(original)!), Existing(r.GetValue(rewritten)!), dir, r.GetValue(atol), onDevice, threadCount);
             }
@@ -55,12 +60,17 @@ public static class CompareCommand
             if (r.GetResult(promptIds) is not null && string.IsNullOrWhiteSpace(r.GetValue(promptIds)))
                 throw new UsageException("--prompt-ids: no token ids given");
             if (r.GetValue(json) is { } report) ReportFile.Check(report, "--json", r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
+            var recorder = selectionMap.Check(r, r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
+            if (r.GetValue(plot) is { } chart) PictureFile.Check(chart, "--plot", r.GetValue(original)!.FullName, r.GetValue(rewritten)!.FullName);
+            if (r.GetValue(plot) is { } p1 && r.GetValue(selectionMap.Map) is { } p2 && Path.GetFullPath(p1.FullName) == Path.GetFullPath(p2.FullName))
+                throw new UsageException("--plot and --selection-map name the same file");
             var tokenizer = textFile is null ? null : ModelTokenizer.ForModel(Existing(r.GetValue(original)!));
             var text = tokenizer is null ? null : PromptOptions.ReadText(null, textFile);
             using var optionsA = DeviceOption.SessionOptions(r.GetValue(device)!);
             using var optionsB = DeviceOption.SessionOptions(r.GetValue(device)!);
             using var a = DecoderModel.Open(Existing(r.GetValue(original)!), optionsA, threads: threadCount);
             using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!), optionsB, threads: threadCount);
+            if (recorder is not null) SelectionMapOptions.RequireExposed(b, r.GetValue(rewritten)!.FullName, recorder);
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
             var prompt = tokenizer is not null ? PromptOptions.Encode(tokenizer, text!, vocab)
                 : GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
@@ -69,8 +79,19 @@ public static class CompareCommand
                 if (dm.MaxPositions is { } maxPos && prompt.Length + m > maxPos)
                     throw new UsageException($"a {prompt.Length}-token prompt and {m} decode steps need {prompt.Length + m} positions; the {which} model has {maxPos}");
             var routing = ParseRouting(r.GetValue(mode)!);
-            var result = ModelComparison.Run(a, b, prompt, m, routing);
+            var result = ModelComparison.Run(a, b, prompt, m, routing, onRewrittenSelection: recorder is null ? null : recorder.Add);
             ModelComparison.Print(result, Console.Out);
+            if (r.GetValue(plot) is { } plotFile)
+            {
+                DriftChart.Write(plotFile.FullName, DriftChart.Of(result), $"rewritten vs original: {prompt.Length}-token prompt, {m} decode steps, --mode {r.GetValue(mode)}");
+                Console.Error.WriteLine($"drift chart: {plotFile.FullName}");
+            }
+            if (recorder is not null)
+            {
+                var mapFile = r.GetValue(selectionMap.Map)!;
+                recorder.Write(mapFile.FullName, b, prompt.Length, $"{Path.GetFileName(r.GetValue(rewritten)!.FullName)}: blocks selected for kv head {recorder.KvHead} ({prompt.Length}-token prompt, then {m} decode steps)");
+                Console.Error.WriteLine($"selection map: {mapFile.FullName}");
+            }
             if (r.GetValue(json) is { } file)
                 ReportFile.Write(file, JsonSerializer.Serialize(new
                 {

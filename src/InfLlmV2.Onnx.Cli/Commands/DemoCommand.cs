@@ -53,8 +53,17 @@ public static class DemoCommand
             var dir = DemoFolder(asked);
             CheckTargets(dir, ownFolder: string.IsNullOrWhiteSpace(asked), r.GetValue(force));
             var sw = Stopwatch.StartNew();
-            var opRows = RunOpDemo(threadCount);
-            int code = RunModelDemo(n, dir, threadCount, opRows);
+            var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
+            int code;
+            using (var progress = Progress.CliProgress.Start("demo", 2))
+            {
+                progress.Describe("1. the op at 16k, 64k and 128k");
+                var opRows = RunOpDemo(threadCount, Path.Combine(dir, DemoNeedleMap.FileName));
+                progress.Advance();
+                progress.Describe("2. the default model: generate, rewrite, compare");
+                code = RunModelDemo(n, dir, threadCount, opRows, existed);
+                progress.Advance();
+            }
             Console.WriteLine($"demo finished in {sw.Elapsed.TotalSeconds:F1} s");
             return code;
         }));
@@ -62,7 +71,7 @@ public static class DemoCommand
     }
 
     // The files the demo writes into its folder, and the record of what it wrote last (name -> SHA-256).
-    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile, ModelFolder.TokenizerConfigFile];
+    private static readonly string[] DemoFiles = ["tiny-decoder.onnx", "tiny-decoder.onnx.data", "tiny-decoder.infllmv2.onnx", ModelTokenizer.JsonFile, ModelFolder.TokenizerConfigFile, DemoNeedleMap.FileName];
     private const string Manifest = ".infllmv2-demo.json";
 
     // The demo's model folder: the one asked for, else demo-models/ next to the program. Refused
@@ -138,9 +147,9 @@ public static class DemoCommand
     }
 
     // Writes the demo's models and tokenizer; on a failure (a full disk) every file this run created is removed again.
-    private static void WriteModels(string dir, TinyDecoderConfig config, string original, string rewritten, out List<AttentionSite> sites)
+    // existed: the demo's files present before this run (the needle map is written before the models).
+    private static void WriteModels(string dir, TinyDecoderConfig config, string original, string rewritten, HashSet<string> existed, out List<AttentionSite> sites)
     {
-        var existed = DemoFiles.Where(f => SafeFiles.Kind(Path.Combine(dir, f), followLinks: false) != FileKind.Missing).ToHashSet();
         try
         {
             TinyDecoderGenerator.Save(TinyDecoderGenerator.Generate(config), original, externalData: true);
@@ -159,7 +168,7 @@ public static class DemoCommand
         }
     }
 
-    private static int RunModelDemo(int longPrompt, string dir, int threads, List<OpRow> opRows)
+    private static int RunModelDemo(int longPrompt, string dir, int threads, List<OpRow> opRows, HashSet<string> existed)
     {
         Console.WriteLine();
         Console.WriteLine("== 2. default model: generate, rewrite, compare ==");
@@ -167,7 +176,7 @@ public static class DemoCommand
         var config = TinyDecoderConfig.Default with { MaxPositions = Math.Max(TinyDecoderConfig.Default.MaxPositions, (longPrompt + 64 + 1023) / 1024 * 1024) };
         var original = Path.Combine(dir, "tiny-decoder.onnx");
         var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
-        WriteModels(dir, config, original, rewritten, out var sites);
+        WriteModels(dir, config, original, rewritten, existed, out var sites);
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
         using var a = DecoderModel.Open(original, threads: threads);
         using var b = DecoderModel.Open(rewritten, threads: threads);
@@ -238,7 +247,7 @@ public static class DemoCommand
 
     private const int OpRepeats = 5;
 
-    private static List<OpRow> RunOpDemo(int threads)
+    private static List<OpRow> RunOpDemo(int threads, string mapPath)
     {
         Console.WriteLine("== 1. SwitchableAttention, one node ==");
         var model = AttentionNodeModels.Build(new AttentionNodeConfig
@@ -266,15 +275,23 @@ public static class DemoCommand
         long local = d.SparseWindowTokens / d.BlockSize + 1;  // the window's blocks and the query's own
         Console.WriteLine($"Sparse mode attends to the {d.InitBlocks} init block(s), the {local} local blocks and the {d.BlockBudget - d.InitBlocks - local} "
             + $"top-scored blocks ({d.BlockBudget} x {d.BlockSize} = {d.BlockBudget * d.BlockSize} tokens), whatever the context.");
+
+        // The first context's needle case as a selection map (a chunk of its last queries; no compressed-state input).
+        var mapModel = AttentionNodeModels.Build(new AttentionNodeConfig
+        {
+            NumHeads = Heads, KvNumHeads = KvHeads, WithAttentionMode = true, WithSelectedBlocks = true,
+        });
+        using var mapSession = new InferenceSession(OnnxModelFile.ToBytes(mapModel), options);
+        var (mapKey, mapValue, mapDirection, mapNeedle, _) = NeedleCase(Contexts[0]);
+        DemoNeedleMap.Write(mapSession, mapPath, mapKey, mapValue, mapDirection, Heads, HeadSize, Contexts[0], mapNeedle, OpDefaults);
+        Console.WriteLine($"selection map of the {Contexts[0] / 1024}k needle case (last {DemoNeedleMap.Rows} queries): {mapPath}");
         return rows;
     }
 
-    // As a session runs a decode step: past and present bound to one K and one V buffer of
-    // `context` rows, and the compressed-key state (the level-1 window means of the past keys) to
-    // one buffer, so that the step reads what it needs and copies nothing.
-    private static OpRow OpDecodeRow(InferenceSession session, int context)
+    // The needle case at `context`: K/V caches of `context` rows (the last one empty), noise except
+    // block `needle`, whose keys are aligned with `direction` (the queries' direction).
+    private static (float[] Key, float[] Value, float[] Direction, int Needle, Random Rng) NeedleCase(int context)
     {
-        // Keys: noise; block `needle` holds keys aligned with the query (the "needle").
         var rng = new Random(1234 + context);
         int past = context - 1, block = (int)OpDefaults.BlockSize, needle = context / block * 3 / 8;
         var cacheKey = new float[KvHeads * context * HeadSize];
@@ -288,6 +305,16 @@ public static class DemoCommand
         }
         for (int t = needle * block; t < (needle + 1) * block; t++)
             for (int i = 0; i < HeadSize; i++) cacheKey[t * HeadSize + i] = 2.5f * direction[i];
+        return (cacheKey, cacheValue, direction, needle, rng);
+    }
+
+    // As a session runs a decode step: past and present bound to one K and one V buffer of
+    // `context` rows, and the compressed-key state (the level-1 window means of the past keys) to
+    // one buffer, so that the step reads what it needs and copies nothing.
+    private static OpRow OpDecodeRow(InferenceSession session, int context)
+    {
+        var (cacheKey, cacheValue, direction, needle, rng) = NeedleCase(context);
+        int past = context - 1, block = (int)OpDefaults.BlockSize;
         var query = new float[Heads * HeadSize];
         for (int h = 0; h < Heads; h++)
             for (int i = 0; i < HeadSize; i++) query[h * HeadSize + i] = direction[i] + 0.1f * (float)(rng.NextDouble() * 2 - 1);

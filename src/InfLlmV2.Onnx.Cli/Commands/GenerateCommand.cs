@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using InfLlmV2.Onnx.Cli.Pictures;
 using InfLlmV2.Onnx.Cli.Text;
 using InfLlmV2.Onnx.Session;
 using InfLlmV2.Onnx.Text;
@@ -33,6 +34,8 @@ public static class GenerateCommand
         var capacity = new Option<int?>("--capacity") { Description = "KV cache capacity (default: prompt + max-new-tokens)" };
         var threads = ThreadsOption.Create();
         var cmd = new Command("generate", "Generate tokens from a decoder model, streaming them") { model, promptText, promptFile, ids, chat, system, max, mode, temperature, topK, topP, seed, stop, ignoreEos, capacity, device, threads };
+        var selectionMap = new SelectionMapOptions();
+        selectionMap.AddTo(cmd);
         cmd.SetAction((r, ct) => Task.FromResult(CommandRunner.Guard(() =>
         {
             // Every number is checked before the model is opened, each message naming its option.
@@ -52,6 +55,7 @@ public static class GenerateCommand
             if (idText is not null && string.IsNullOrWhiteSpace(idText)) throw new UsageException("--prompt-ids: no token ids given");
             var folder = ModelFolder.Open(r.GetValue(model)!.FullName);
             var path = folder.ModelPath;
+            var recorder = selectionMap.Check(r, path);
             var search = folder.Search;
             bool Given(Option o) => r.GetResult(o) is { Implicit: false };
             if (!Given(temperature)) temp = search.EffectiveTemperature;
@@ -81,6 +85,7 @@ public static class GenerateCommand
             }
             using var sessionOptions = DeviceOption.SessionOptions(r.GetValue(device)!);
             using var m = DecoderModel.Open(path, sessionOptions, threads: threadCount);
+            if (recorder is not null) SelectionMapOptions.RequireExposed(m, path, recorder);
             int vocab = (int)m.Session.OutputMetadata[m.Names.Logits].Dimensions[^1];
             PromptOptions.CheckVocabulary(prompt, vocab, tokenizer?.Path);
             var stopIds = ParseIds(r.GetValue(stop), vocab, "--stop-ids") ?? [];
@@ -100,11 +105,18 @@ public static class GenerateCommand
                     : $"--max-new-tokens {maxNew} after a {prompt.Length}-token prompt exceeds the model's {maxPos2} positions (at most {maxPos2 - prompt.Length + 1})");
             int cap = capacityGiven ?? prompt.Length + maxNew;
             if (cap < prompt.Length) throw new UsageException($"--capacity {cap} is smaller than the prompt ({prompt.Length} tokens)");
-            using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)) });
+            using var session = new DecoderSession(m, new DecoderSessionOptions { Capacity = cap, Routing = RoutingPolicy.Always(CompareCommand.ParseRouting(r.GetValue(mode)!)), OnSelection = recorder is null ? null : recorder.Add });
             var sw = Stopwatch.StartNew();
             int count = 0, last = -1;
             var decoder = tokenizer is null ? null : new StreamingDecoder(tokenizer);
-            foreach (var token in session.Generate(prompt, options, ct))
+            // A long prompt is prefilled here, chunk by chunk with a progress; Generate then starts from its logits.
+            int[] toAppend = prompt;
+            if (prompt.Length > 2 * DecoderSessionDefaults.ChunkSize)
+            {
+                ModelComparison.Prefill(session, prompt, DecoderSessionDefaults.ChunkSize, "the model");
+                toAppend = [];
+            }
+            foreach (var token in session.Generate(toAppend, options, ct))
             {
                 Console.Write(decoder is not null ? (options.StopTokens.Contains(token) ? "" : decoder.Add(token)) : count == 0 ? $"{token}" : $",{token}");
                 count++;
@@ -116,6 +128,12 @@ public static class GenerateCommand
             if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
             var why = options.StopTokens.Contains(last) ? (eos.Contains(last) ? "end of sequence" : "stop id") : "length";
             Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s (stopped: {why}); last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
+            if (recorder is not null)
+            {
+                var mapFile = r.GetValue(selectionMap.Map)!;
+                recorder.Write(mapFile.FullName, m, prompt.Length, $"{Path.GetFileName(path)}: blocks selected for kv head {recorder.KvHead} ({prompt.Length}-token prompt, then {recorder.Rows - prompt.Length} decode steps)");
+                Console.Error.WriteLine($"selection map: {mapFile.FullName}");
+            }
             return ExitCodes.Ok;
         })));
         return cmd;
@@ -123,6 +141,11 @@ public static class GenerateCommand
 
     /// <summary>The --max-new-tokens of a model whose configuration states no max_new_tokens nor max_length.</summary>
     internal const int DefaultMaxNewTokens = 32;
+
+    private static class DecoderSessionDefaults
+    {
+        public static readonly int ChunkSize = new DecoderSessionOptions().ChunkSize;
+    }
 
     internal static int[]? ParseIds(string? text, int vocab, string option = "--prompt-ids")
     {

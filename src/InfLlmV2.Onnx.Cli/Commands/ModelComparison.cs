@@ -16,13 +16,13 @@ public static class ModelComparison
     /// tokens, each time feeding both the original's greedy choice (teacher forcing).
     /// </summary>
     public static List<ComparisonStep> Run(DecoderModel original, DecoderModel rewritten, int[] prompt, int decodeSteps,
-        AttentionMode routing, int chunkSize = 2048)
+        AttentionMode routing, int chunkSize = 2048, Action<StepSelection>? onRewrittenSelection = null)
     {
         int capacity = prompt.Length + decodeSteps + 1;
         using var a = new DecoderSession(original, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize });
-        using var b = new DecoderSession(rewritten, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize, Routing = RoutingPolicy.Always(routing) });
+        using var b = new DecoderSession(rewritten, new DecoderSessionOptions { Capacity = capacity, ChunkSize = chunkSize, Routing = RoutingPolicy.Always(routing), OnSelection = onRewrittenSelection });
         var steps = new List<ComparisonStep>();
-        var (ta, tb) = (Time(() => a.AppendTokens(prompt)), Time(() => b.AppendTokens(prompt)));
+        var (ta, tb) = (Time(() => Prefill(a, prompt, chunkSize, "the original model")), Time(() => Prefill(b, prompt, chunkSize, "the rewritten model")));
         steps.Add(Measure(0, "prefill", prompt.Length, a, b, ta, tb));
         for (int i = 1; i <= decodeSteps; i++)
         {
@@ -31,6 +31,22 @@ public static class ModelComparison
             steps.Add(Measure(i, "decode", 1, a, b, ta, tb));
         }
         return steps;
+    }
+
+    // A prompt longer than two chunks is appended chunk by chunk (what AppendTokens does inside) with a progress.
+    internal static void Prefill(DecoderSession session, int[] prompt, int chunkSize, string which)
+    {
+        if (prompt.Length <= 2 * chunkSize)
+        {
+            session.AppendTokens(prompt);
+            return;
+        }
+        using var progress = Progress.CliProgress.Start($"prefill of {which} ({prompt.Length} tokens, chunks of {chunkSize})", prompt.Length);
+        for (int at = 0; at < prompt.Length; at += chunkSize)
+        {
+            session.AppendTokens(prompt.AsSpan(at, Math.Min(chunkSize, prompt.Length - at)));
+            progress.Set(Math.Min(prompt.Length, at + chunkSize));
+        }
     }
 
     private static double Time(Action action)

@@ -38,9 +38,10 @@ public static class RewriteCommand
         var preset = new Option<string?>("--preset") { Description = $"Named sparse attributes ({SparsePresets.Names}); explicit flags win over it" };
         var state = new Option<bool>("--compressed-state") { Description = "Add past/present compressed-key inputs/outputs per layer" };
         var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
+        var exposeSelection = new Option<bool>("--expose-selection") { Description = "Add each layer's selected_blocks as graph output 'selected_blocks.N' (for --selection-map)" };
         var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
         {
-            input, output, force, report, genaiFolder, preset, denseLen, topk, window, block, init, kernel, stride, exactLse, scorePrecision, state, mode,
+            input, output, force, report, genaiFolder, preset, denseLen, topk, window, block, init, kernel, stride, exactLse, scorePrecision, state, mode, exposeSelection,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
@@ -82,7 +83,7 @@ public static class RewriteCommand
                 },
             };
             var request = new RewriteRequest(
-                new RewriteOptions { Sparse = sparse, CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode) }, chosen, overrides);
+                new RewriteOptions { Sparse = sparse, CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode), ExposeSelection = r.GetValue(exposeSelection) }, chosen, overrides);
             if (request.Validate() is { } why) throw new UsageException(why);
             var (model, target, genai) = GenAiRewrite.Resolve(r.GetValue(input), r.GetValue(genaiFolder), r.GetValue(output)!);
             return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai);
@@ -93,7 +94,7 @@ public static class RewriteCommand
     /// <summary>Rewrites; on a terminal a Spectre.Console status line (on stderr) follows the sites.</summary>
     private static IReadOnlyList<AttentionSite> RewriteWithProgress(CheckedModelFile file, RewriteOptions options)
     {
-        if (Console.IsErrorRedirected) return ModelRewriter.Rewrite(file.Model, options).Sites;
+        if (Console.IsErrorRedirected || !Progress.CliProgress.Enabled) return ModelRewriter.Rewrite(file.Model, options).Sites;
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
         IReadOnlyList<AttentionSite> sites = [];
         console.Status().Start("rewriting attention...", ctx =>
@@ -145,7 +146,7 @@ public static class RewriteCommand
                 dense_len = options.Sparse.DenseLen, topk = options.Sparse.TopKBlocks, window_size = options.Sparse.SparseWindowTokens,
                 block_size = options.Sparse.BlockSize, init_blocks = options.Sparse.InitBlocks, compress_kernel = options.Sparse.CompressKernel,
                 compress_stride = options.Sparse.CompressStride, lse_approx = options.Sparse.LseApprox, compressed_state = options.CompressedState,
-                attention_mode_input = options.AttentionModeInput,
+                attention_mode_input = options.AttentionModeInput, expose_selection = options.ExposeSelection,
             },
         }, InspectCommand.JsonOptions);
         if (rewritten > 0)

@@ -39,6 +39,9 @@ public sealed record DecoderNames
     /// <summary>Present compressed keys of layer {0}.</summary>
     public string PresentCompressedKey { get; init; } = "present.{0}.compressed_key";
 
+    /// <summary>The <c>selected_blocks</c> output of layer {0} (models rewritten with --expose-selection).</summary>
+    public string SelectedBlocks { get; init; } = "selected_blocks.{0}";
+
     /// <summary>Shared attention_mode input (models rewritten with --attention-mode-input).</summary>
     public string AttentionMode { get; init; } = "attention_mode";
 }
@@ -80,6 +83,9 @@ public sealed class DecoderModel : IDisposable
         HasPositionIds = inputs.ContainsKey(names.PositionIds);
         HasAttentionModeInput = inputs.ContainsKey(names.AttentionMode);
         HasCompressedState = inputs.ContainsKey(string.Format(names.PastCompressedKey, 0));
+        int exposed = 0;
+        while (outputs.ContainsKey(string.Format(names.SelectedBlocks, exposed))) exposed++;
+        SelectionLayers = exposed;
         var known = new HashSet<string> { names.InputIds, names.AttentionMask, names.PositionIds, names.AttentionMode };
         for (int l = 0; l < layers; l++)
         {
@@ -221,6 +227,20 @@ public sealed class DecoderModel : IDisposable
 
     /// <summary>Whether the model carries compressed-key state per layer.</summary>
     public bool HasCompressedState { get; }
+
+    /// <summary>
+    /// How many layers expose their <c>selected_blocks</c> as graph outputs (<see cref="DecoderNames.SelectedBlocks"/>,
+    /// models rewritten with --expose-selection); 0 when none does. <see cref="DecoderSessionOptions.OnSelection"/> reads them.
+    /// </summary>
+    public int SelectionLayers { get; }
+
+    /// <summary>K, the last dimension of layer <paramref name="layer"/>'s exposed <c>selected_blocks</c> (from the output's shape, else the node's settings).</summary>
+    public int SelectionBudget(int layer)
+    {
+        var dims = Session.OutputMetadata[string.Format(Names.SelectedBlocks, layer)].Dimensions;
+        if (dims.Length == 4 && dims[3] > 0) return dims[3];
+        return layer < SwitchableNodes.Count ? (int)SwitchableNodes[layer].BlockBudget : throw new InvalidDataException($"The K dimension of '{string.Format(Names.SelectedBlocks, layer)}' is unknown");
+    }
 
     /// <summary>Whether the model's attention is SwitchableAttention.</summary>
     public bool IsRewritten => SwitchableNodes.Count > 0;

@@ -25,6 +25,32 @@ public sealed record DecoderSessionOptions
 
     /// <summary>Bind one KV buffer as both past and present (null: whenever the model supports it).</summary>
     public bool? SharedBuffers { get; init; }
+
+    /// <summary>
+    /// Called after every step with the blocks each layer's attention selected, when the model exposes
+    /// them (<see cref="DecoderModel.SelectionLayers"/> &gt; 0, a model rewritten with --expose-selection);
+    /// null: the selection is not fetched.
+    /// </summary>
+    public Action<StepSelection>? OnSelection { get; init; }
+}
+
+/// <summary>The blocks every exposed layer selected in one step (docs/op-spec.md, output <c>selected_blocks</c>).</summary>
+/// <param name="PastLengths">Tokens each request held before the step: query row s of request b is at position PastLengths[b] + s.</param>
+/// <param name="StepLengths">Tokens each request appended in the step (rows beyond are padding).</param>
+/// <param name="Seq">Query rows per request in the step (the longest request's tokens).</param>
+/// <param name="KvHeads">Key/value heads.</param>
+/// <param name="Modes">The mode each request ran in.</param>
+/// <param name="Layers">Per layer, its <c>selected_blocks</c> [batch, KvHeads, Seq, K] row-major (−1-padded; all −1 in dense mode).</param>
+/// <param name="Budgets">Per layer, K.</param>
+public sealed record StepSelection(IReadOnlyList<int> PastLengths, IReadOnlyList<int> StepLengths, int Seq, int KvHeads,
+    IReadOnlyList<AttentionMode> Modes, IReadOnlyList<int[]> Layers, IReadOnlyList<int> Budgets)
+{
+    /// <summary>The selection row of <paramref name="layer"/>, request <paramref name="request"/>, kv head <paramref name="kvHead"/>, query row <paramref name="row"/>.</summary>
+    public ReadOnlySpan<int> Row(int layer, int request, int kvHead, int row)
+    {
+        int k = Budgets[layer];
+        return Layers[layer].AsSpan((((request * KvHeads) + kvHead) * Seq + row) * k, k);
+    }
 }
 
 /// <summary>
@@ -63,7 +89,7 @@ public sealed class DecoderSession : IDisposable
         _lengths = new int[b];
         _modes = new AttentionMode?[b];
         _lastLogits = new float[b][];
-        _cache = KvCache.Create(model, b, _options.Capacity, _shared);
+        _cache = KvCache.Create(model, b, _options.Capacity, _shared, _options.OnSelection is not null && model.SelectionLayers > 0);
     }
 
     /// <summary>The model.</summary>
@@ -189,7 +215,8 @@ public sealed class DecoderSession : IDisposable
             if (m.HasPositionIds) Add(names.PositionIds, IntTensor(m.Session.InputMetadata[names.PositionIds].ElementDataType, positions, [batch, seq]));
             if (m.HasAttentionModeInput) Add(names.AttentionMode, OrtValue.CreateTensorValueFromMemory(new[] { (int)mode }, []));
 
-            var logits = _cache.Run(new StepInputs(inNames, inValues, batch, seq), out int vocab);
+            var pastLengths = _lengths.ToArray();
+            var logits = _cache.Run(new StepInputs(inNames, inValues, batch, seq), out int vocab, out var selected);
             for (int b = 0; b < batch; b++)
             {
                 int last = tokens[b].Length - 1;
@@ -197,6 +224,9 @@ public sealed class DecoderSession : IDisposable
                 _lengths[b] = newLengths[b];
                 _modes[b] = m.ModeFor(mode, newLengths[b]);
             }
+            if (selected is not null)
+                _options.OnSelection?.Invoke(new StepSelection(pastLengths, tokens.Select(t => t.Length).ToArray(), seq, m.KvNumHeads,
+                    _modes.Select(x => x ?? AttentionMode.Dense).ToArray(), selected, Enumerable.Range(0, m.SelectionLayers).Select(m.SelectionBudget).ToArray()));
         }
         finally
         {

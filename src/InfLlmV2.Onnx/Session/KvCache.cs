@@ -16,16 +16,23 @@ internal sealed record StepInputs(IReadOnlyList<string> Names, IReadOnlyList<Ort
 /// </summary>
 internal interface IKvCache : IDisposable
 {
-    /// <summary>Runs one step and returns its logits, [Batch, Seq, vocab] row-major, as floats.</summary>
-    float[] Run(StepInputs step, out int vocab);
+    /// <summary>
+    /// Runs one step and returns its logits, [Batch, Seq, vocab] row-major, as floats; with selection
+    /// capture, <paramref name="selected"/> holds each exposed layer's selected_blocks [Batch, Hkv, Seq, K].
+    /// </summary>
+    float[] Run(StepInputs step, out int vocab, out int[][]? selected);
 }
 
 /// <summary>The two cache strategies and the output names both bind.</summary>
 internal static class KvCache
 {
     /// <summary>A shared-buffer cache when <paramref name="shared"/>, else a growing one.</summary>
-    public static IKvCache Create(DecoderModel model, int batch, int capacity, bool shared) =>
-        shared ? new SharedKvCache(model, batch, capacity) : new GrowingKvCache(model, batch);
+    public static IKvCache Create(DecoderModel model, int batch, int capacity, bool shared, bool captureSelection = false) =>
+        shared ? new SharedKvCache(model, batch, capacity, captureSelection) : new GrowingKvCache(model, batch, captureSelection);
+
+    /// <summary>The exposed selected_blocks outputs, in layer order (after <see cref="OutputNames"/>' presents).</summary>
+    public static List<string> SelectionNames(DecoderModel m) =>
+        Enumerable.Range(0, m.SelectionLayers).Select(l => string.Format(m.Names.SelectedBlocks, l)).ToList();
 
     /// <summary>Logits, then per layer present key, present value and (with compressed state) present compressed key.</summary>
     public static List<string> OutputNames(DecoderModel m)
@@ -64,19 +71,39 @@ internal sealed class SharedKvCache : IKvCache
     private readonly List<string> _pastNames, _outputNames;
     // Past i and present i are the same buffer, in PastNames order.
     private readonly OrtValue[] _buffers;
+    private readonly List<string> _selectionNames;
 
-    public SharedKvCache(DecoderModel model, int batch, int capacity)
+    public SharedKvCache(DecoderModel model, int batch, int capacity, bool captureSelection)
     {
         _model = model;
         _pastNames = KvCache.PastNames(model);
-        _outputNames = KvCache.OutputNames(model);
+        _selectionNames = captureSelection ? KvCache.SelectionNames(model) : [];
+        _outputNames = [.. KvCache.OutputNames(model), .. _selectionNames];
         long[] kvShape = [batch, model.KvNumHeads, capacity, model.HeadSize];
         long[] compressedShape = [batch, model.KvNumHeads, model.CompressedKeys(capacity), model.HeadSize];
         int perLayer = model.HasCompressedState ? 3 : 2;
         _buffers = Enumerable.Range(0, _pastNames.Count).Select(i => Zeros(i % perLayer == 2 ? compressedShape : kvShape)).ToArray();
     }
 
-    public float[] Run(StepInputs step, out int vocab)
+    public float[] Run(StepInputs step, out int vocab, out int[][]? selected)
+    {
+        var names = _model.Names;
+        // selected_blocks outputs: one [B, Hkv, S, K] int32 buffer per exposed layer, bound for this step only.
+        selected = _selectionNames.Count == 0 ? null
+            : Enumerable.Range(0, _selectionNames.Count).Select(l => new int[step.Batch * _model.KvNumHeads * step.Seq * _model.SelectionBudget(l)]).ToArray();
+        var selectionValues = selected is null ? []
+            : selected.Select((buffer, l) => OrtValue.CreateTensorValueFromMemory(buffer, [step.Batch, _model.KvNumHeads, step.Seq, _model.SelectionBudget(l)])).ToList();
+        try
+        {
+            return RunBound(step, out vocab, selectionValues);
+        }
+        finally
+        {
+            foreach (var v in selectionValues) v.Dispose();
+        }
+    }
+
+    private float[] RunBound(StepInputs step, out int vocab, List<OrtValue> selectionValues)
     {
         var names = _model.Names;
         vocab = (int)_model.Session.OutputMetadata[names.Logits].Dimensions[^1];
@@ -90,12 +117,12 @@ internal sealed class SharedKvCache : IKvCache
         {
             var half = new Float16[count];
             using (var logits = OrtValue.CreateTensorValueFromMemory(half, shape))
-                _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers]);
+                _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers, .. selectionValues]);
             return half.Select(x => (float)x).ToArray();
         }
         var single = new float[count];
         using (var logits = OrtValue.CreateTensorValueFromMemory(single, shape))
-            _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers]);
+            _model.Session.Run(runOptions, inNames, inValues, _outputNames, [logits, .. _buffers, .. selectionValues]);
         return single;
     }
 
@@ -124,15 +151,19 @@ internal sealed class GrowingKvCache : IKvCache
     // The previous step's outputs: logits, then the presents in PastNames order.
     private IDisposableReadOnlyCollection<OrtValue>? _previous;
 
-    public GrowingKvCache(DecoderModel model, int batch)
+    private readonly int _selections;
+
+    public GrowingKvCache(DecoderModel model, int batch, bool captureSelection)
     {
         _model = model;
         _batch = batch;
         _pastNames = KvCache.PastNames(model);
-        _outputNames = KvCache.OutputNames(model);
+        var selectionNames = captureSelection ? KvCache.SelectionNames(model) : [];
+        _selections = selectionNames.Count;
+        _outputNames = [.. KvCache.OutputNames(model), .. selectionNames];
     }
 
-    public float[] Run(StepInputs step, out int vocab)
+    public float[] Run(StepInputs step, out int vocab, out int[][]? selected)
     {
         var empty = new List<OrtValue>();
         try
@@ -147,6 +178,9 @@ internal sealed class GrowingKvCache : IKvCache
         {
             foreach (var v in empty) v.Dispose();
         }
+        // The selections follow the presents; copied out (the results are kept as the next step's pasts).
+        selected = _selections == 0 ? null
+            : Enumerable.Range(0, _selections).Select(l => _previous[1 + _pastNames.Count + l].GetTensorDataAsSpan<int>().ToArray()).ToArray();
         var info = _previous[0].GetTensorTypeAndShape();
         vocab = (int)info.Shape[^1];
         return info.ElementDataType == TensorElementType.Float16
