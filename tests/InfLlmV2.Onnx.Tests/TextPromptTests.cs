@@ -275,11 +275,11 @@ public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
 public class DeviceCliTests(TextModels models) : IClassFixture<TextModels>
 {
     [Fact]
-    public void Version_PrintsOrt131_OpLibrary_AndProviders()
+    public void Version_PrintsOrt132_OpLibrary_AndProviders()
     {
         var (code, stdout, err) = CliProcess.Run("version");
         Assert.True(code == 0, err);
-        Assert.Matches(@"onnxruntime\s+1\.31\.\d+ \(/.*libonnxruntime\.so\)", stdout);
+        Assert.Matches(@"onnxruntime\s+1\.32\.\d+ \(/.*libonnxruntime\.so\)", stdout);
         Assert.Contains("libinfllmv2_ops.so", stdout);
         Assert.Contains("cpu         available", stdout);
         Assert.Matches(@"cuda\s+(available|not available: \S.*)", stdout);

@@ -15,11 +15,11 @@ public static class ModelValidator
     /// <summary>Oldest IR version accepted.</summary>
     public const long MinIrVersion = 3;
 
-    /// <summary>Newest IR version ONNX Runtime 1.29 loads.</summary>
-    public const long MaxIrVersion = 13;
+    /// <summary>Newest IR version ONNX Runtime 1.32 loads.</summary>
+    public const long MaxIrVersion = 14;
 
-    /// <summary>Newest default-domain (ai.onnx) opset ONNX Runtime 1.29 loads.</summary>
-    public const long MaxDefaultOpset = 26;
+    /// <summary>Newest default-domain (ai.onnx) opset ONNX Runtime 1.32 loads.</summary>
+    public const long MaxDefaultOpset = 28;
 
     // Opset ranges of the domains whose versions ORT knows (others only need a positive version).
     private static readonly Dictionary<string, long> MaxOpset = new(StringComparer.Ordinal)
