@@ -84,6 +84,29 @@ public class ChatTests(ChatFolders folders) : IClassFixture<ChatFolders>
         Assert.Contains(named, e.Message);
     }
 
+    public static TheoryData<string> HostileTemplates => new()
+    {
+        "{{ " + new string('(', 100_000) + "1" + new string(')', 100_000) + " }}",
+        "{{ " + string.Concat(Enumerable.Repeat("not ", 100_000)) + "1 }}",
+        "{{ " + new string('-', 100_000) + "1 }}",
+        string.Concat(Enumerable.Repeat("{% if true %}", 10_000)) + string.Concat(Enumerable.Repeat("{% endif %}", 10_000)),
+        // Doubling within one scope (a loop's set stays in its iteration, as in Jinja).
+        "{% set s = 'ab' %}" + string.Concat(Enumerable.Repeat("{% set s = s + s %}", 60)) + "{{ s | length }}",
+        "{% set s = 'ab' %}" + string.Concat(Enumerable.Repeat("{% set s = s ~ s %}", 60)) + "{{ s | length }}",
+        "{% set l = [1] %}" + string.Concat(Enumerable.Repeat("{% set l = l + l %}", 60)) + "{{ l | length }}",
+        // Many steps: 8^8 iterations.
+        string.Concat(Enumerable.Repeat("{% for a in messages %}", 8)) + "x" + string.Concat(Enumerable.Repeat("{% endfor %}", 8)),
+    };
+
+    [Theory]
+    [MemberData(nameof(HostileTemplates))]
+    public void Template_Hostile_IsRefusedNotCrashed(string template)
+    {
+        var messages = Enumerable.Range(0, 8).Select(i => new ChatTurn("user", $"m{i}")).ToList();
+        var e = Assert.ThrowsAny<Exception>(() => ChatTemplate.Parse(template).Render(messages));
+        Assert.True(e is InvalidDataException, e.ToString());
+    }
+
     [Fact]
     public void Streaming_NeverSplitsAMultiByteCharacter()
     {

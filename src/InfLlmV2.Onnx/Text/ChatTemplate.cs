@@ -27,8 +27,14 @@ public sealed class ChatTemplate
     /// <summary>Largest template accepted, in characters.</summary>
     public const int MaxLength = 256 * 1024;
 
-    /// <summary>Most output characters a rendering may produce.</summary>
+    /// <summary>Most output characters a rendering may produce, and the longest string or list a value may be.</summary>
     public const int MaxOutput = 16 << 20;
+
+    /// <summary>Most nodes a rendering may visit (real templates visit a few per message).</summary>
+    public const int MaxSteps = 2_000_000;
+
+    /// <summary>Deepest nesting of blocks or of expressions.</summary>
+    public const int MaxNesting = 64;
 
     private readonly List<Node> _nodes;
 
@@ -230,7 +236,7 @@ public sealed class ChatTemplate
 
     private sealed class Parser(List<Tok> toks, string origin)
     {
-        private int _i;
+        private int _i, _depth;
 
         public List<Node> Block(out string? endTag)
         {
@@ -249,8 +255,11 @@ public sealed class ChatTemplate
                             case "endfor" or "endif" or "else" or "elif":
                                 endTag = t.Body;
                                 return nodes;
-                            case "if": nodes.Add(If(t)); break;
-                            case "for": nodes.Add(For(t)); break;
+                            case "if" or "for":
+                                if (++_depth > MaxNesting) throw new InvalidDataException($"{origin}: line {t.Line}: blocks nest more than {MaxNesting} deep");
+                                nodes.Add(word == "if" ? If(t) : For(t));
+                                _depth--;
+                                break;
                             case "set": nodes.Add(Set(t)); break;
                             default: throw new NotSupportedException($"{origin}: line {t.Line}: {{% {word} %}} is not supported by this chat template renderer");
                         }
@@ -397,10 +406,26 @@ public sealed class ChatTemplate
 
         public Expr Expression()
         {
-            var e = Or();
-            if (Peek() == "if") throw Unsupported("the inline 'x if c else y'");
-            return e;
+            Enter();
+            try
+            {
+                var e = Or();
+                if (Peek() == "if") throw Unsupported("the inline 'x if c else y'");
+                return e;
+            }
+            finally
+            {
+                _depth--;
+            }
         }
+
+        // Nesting (parentheses, lists, not, unary minus) is bounded: a hostile template cannot exhaust the stack.
+        private void Enter()
+        {
+            if (++_depth > MaxNesting) throw Error($"expressions nest more than {MaxNesting} deep");
+        }
+
+        private int _depth;
 
         private Expr Or()
         {
@@ -418,8 +443,17 @@ public sealed class ChatTemplate
 
         private Expr Not()
         {
-            if (Peek() == "not") { Next(); return new Unary("not", Not()); }
-            return Compare();
+            if (Peek() != "not") return Compare();
+            Next();
+            Enter();
+            try
+            {
+                return new Unary("not", Not());
+            }
+            finally
+            {
+                _depth--;
+            }
         }
 
         private Expr Compare()
@@ -515,7 +549,16 @@ public sealed class ChatTemplate
                 case "true" or "True": return new Lit(true);
                 case "false" or "False": return new Lit(false);
                 case "none" or "None": return new Lit(null);
-                case "-": return new Unary("-", Postfix());
+                case "-":
+                    Enter();
+                    try
+                    {
+                        return new Unary("-", Postfix());
+                    }
+                    finally
+                    {
+                        _depth--;
+                    }
                 case "(":
                     var e = Expression();
                     if (Next() != ")") throw Unsupported("tuples");
@@ -552,7 +595,7 @@ public sealed class ChatTemplate
         {
             foreach (var node in nodes)
             {
-                if (++_steps > 10_000_000) throw new InvalidDataException($"{origin}: the rendering takes too many steps");
+                if (++_steps > MaxSteps) throw new InvalidDataException($"{origin}: the rendering takes too many steps");
                 switch (node)
                 {
                     case TextNode t: Append(t.Text); break;
@@ -714,11 +757,11 @@ public sealed class ChatTemplate
                     var y = Eval(b.Right, scopes, line);
                     return b.Op switch
                     {
-                        "~" => Str(x, line) + Str(y, line),
-                        "+" when x is string || y is string => x is string && y is string ? (string)x + (string)y
+                        "~" => Str(x, line) is var a && Str(y, line) is var c && Bounded(a.Length + (long)c.Length, line) ? a + c : null,
+                        "+" when x is string || y is string => x is string sx && y is string sy ? Bounded(sx.Length + (long)sy.Length, line) ? sx + sy : null
                             : throw new InvalidDataException($"{origin}: line {line}: cannot add {TypeName(x)} and {TypeName(y)}"),
                         "+" when x is long lx && y is long ly => lx + ly,
-                        "+" when x is List<object?> la && y is List<object?> lb => la.Concat(lb).ToList(),
+                        "+" when x is List<object?> la && y is List<object?> lb => Bounded(la.Count + (long)lb.Count, line) ? la.Concat(lb).ToList() : null,
                         "-" when x is long lx && y is long ly => lx - ly,
                         "==" => Same(x, y),
                         "!=" => !Same(x, y),
@@ -735,6 +778,9 @@ public sealed class ChatTemplate
             }
             throw new NotSupportedException($"{origin}: line {line}: this expression is not supported by this chat template renderer");
         }
+
+        private bool Bounded(long length, int line) =>
+            length <= MaxOutput ? true : throw new InvalidDataException($"{origin}: line {line}: a value longer than {MaxOutput} is refused");
 
         private bool CompareNumbers(string op, object? x, object? y, int line)
         {
