@@ -9,7 +9,7 @@ using Microsoft.ML.OnnxRuntime;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 35, clean errors: one line for parse errors and for a model ONNX Runtime refuses (its own
+/// Clean errors: one line for parse errors and for a model ONNX Runtime refuses (its own
 /// log silenced, its message inside ours), and `inspect` showing the SwitchableAttention attributes
 /// the op will really run with, or saying that the op will refuse them.
 /// </summary>

@@ -6,7 +6,7 @@ using Xunit.Abstractions;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 35, folders: hostile members of an onnxruntime-genai folder (links leading outside, to
+/// Folders: hostile members of an onnxruntime-genai folder (links leading outside, to
 /// devices, dangling, to folders; FIFOs, sockets, names that are not UTF-8; a hostile
 /// genai_config.json), outputs that alias their inputs through links, links inside output folders,
 /// the demo's --output-dir, and temporaries left by an interrupt. Each case: exit 2 with one line

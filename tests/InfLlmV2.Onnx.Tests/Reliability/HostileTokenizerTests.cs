@@ -8,7 +8,7 @@ using Xunit.Abstractions;
 namespace InfLlmV2.Onnx.Tests.Reliability;
 
 /// <summary>
-/// Issue 35, tokenizers and prompt files: hostile tokenizer.json (hangs, memory, malformed fields),
+/// Tokenizers and prompt files: hostile tokenizer.json (hangs, memory, malformed fields),
 /// tokenizer files and prompt files that are FIFOs, devices, huge or links outside. Each case:
 /// `generate --prompt ...` exits 2 with one line naming the file (and the field), in bounded time.
 /// </summary>
