@@ -123,9 +123,9 @@ public sealed class SelectionExposureTests : IDisposable
         var (code, stdout, err) = CliProcess.Run("demo", "--output-dir", _dir["demo"], "--long-prompt", "64");
         Assert.True(code == 0, stdout + err);
         var map = Path.Combine(_dir["demo"], "needle-selection.png");
-        Assert.Contains($"selection map of the needle case (last 1024 queries): {map}", stdout);
+        Assert.Contains($"selection map of the 16k needle case (last 1024 queries): {map}", stdout);
         AssertPng(map, SelectionMap.SizeFor(1));
-        // The needle's column (block 77) is attended by every drawn query: top-k orange under the red outline.
+        // The needle's column (block 96, 3/8 into the 16k context) is attended by every drawn query: top-k orange under the red outline.
         using var bitmap = SKBitmap.Decode(map);
         Assert.Contains(Enumerable.Range(0, bitmap.Width).Select(x => bitmap.GetPixel(x, bitmap.Height / 2)), c => c == SelectionMap.Colors[BlockUse.TopK]);
     }
