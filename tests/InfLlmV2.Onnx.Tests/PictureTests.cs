@@ -145,11 +145,14 @@ public sealed class BenchPlotTests
         {
             Row("decode 8k", "GQA", 10, 1), Row("decode 8k", "ours sparse", 1, 10), Row("decode 32k", "GQA", 40, 1), Row("decode 32k", "ours sparse", 1, 40),
             Row("prefill 4k", "ours sparse", 100, 1.5), Row("prefill 4k", "GQA", 150, 1), Row("prefill 16k", "GQA", double.NaN, null),
+            Row("shape Llama-3-8B decode 32k", "GQA", 40, 1), Row("shape Llama-3-8B decode 32k", "ours sparse", 4, 10),
         };
         var roofline = new List<Dictionary<string, object?>>
         {
             new() { ["context"] = 8192, ["roofline_ms"] = 0.5, ["read_roofline_ms"] = 0.4 },
             new() { ["context"] = 32768, ["roofline_ms"] = 0.8, ["read_roofline_ms"] = 1.0 },
+            // A model shape's entry, as the bench writes it: a read roofline only.
+            new() { ["shape"] = "Llama-3-8B 32/8/128", ["context"] = 32768, ["read_roofline_ms"] = 2.0 },
         };
         InfLlmV2.Onnx.Cli.Pictures.BenchPlot.Write(dir["speedup.png"], rows, roofline, "crafted");
         using var codec = SKCodec.Create(dir["speedup.png"]);

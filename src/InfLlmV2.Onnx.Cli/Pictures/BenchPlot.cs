@@ -17,6 +17,8 @@ internal static partial class BenchPlot
         foreach (var row in rows)
         {
             if (row.Op == "GQA" || row.RatioToGqa is not double ratio || !double.IsFinite(ratio)) continue;
+            // The chart is the main case's (its title's G and D); the model shapes stay in the bench's tables.
+            if (row.Case.StartsWith("shape ", StringComparison.Ordinal)) continue;
             var m = CaseWithContext().Match(row.Case);
             if (!m.Success) continue;
             int context = int.Parse(m.Groups["ctx"].Value, CultureInfo.InvariantCulture) * 1024;
@@ -28,12 +30,14 @@ internal static partial class BenchPlot
         var all = series.Select(kv => new SpeedupSeries(kv.Key, kv.Value.OrderBy(p => p.Item1).ToList())).ToList();
         // The bound: GQA's decode time over the sparse decode roofline (bytes read at the measured bandwidth, or FLOPs at the MatMul rate).
         var bound = new List<(int, double)>();
-        foreach (var r in roofline)
+        // The main case's entries only: the model shapes' entries (with a "shape") have their own GQA rows.
+        foreach (var r in roofline.Where(r => !r.ContainsKey("shape")))
         {
             int ctx = Convert.ToInt32(r["context"], CultureInfo.InvariantCulture);
-            // The tighter of the bench's two rooflines (copy and read bandwidth): the least time the step could take.
-            double rooflineMs = Math.Min(Convert.ToDouble(r["roofline_ms"], CultureInfo.InvariantCulture),
-                r.TryGetValue("read_roofline_ms", out var read) && read is not null ? Convert.ToDouble(read, CultureInfo.InvariantCulture) : double.MaxValue);
+            // The tighter of the bench's rooflines (copy and read bandwidth) that the entry has: the least time the step could take.
+            double Ms(string key) => r.TryGetValue(key, out var v) && v is not null ? Convert.ToDouble(v, CultureInfo.InvariantCulture) : double.MaxValue;
+            double rooflineMs = Math.Min(Ms("roofline_ms"), Ms("read_roofline_ms"));
+            if (rooflineMs == double.MaxValue) continue;
             var gqa = rows.FirstOrDefault(x => x.Case == $"decode {ctx / 1024}k" && x.Op == "GQA");
             if (gqa is not null && rooflineMs > 0) bound.Add((ctx, gqa.Ms / rooflineMs));
         }
