@@ -55,6 +55,16 @@ public sealed class ConfigFolders : IDisposable
     public int StopsAfter { get; }
     public string Scratch(string name) => _dir[name];
 
+    /// <summary>A new folder <paramref name="name"/> holding the HF folder's decoder and one configuration file.</summary>
+    public string DecoderWithConfig(string name, string configFile, string json)
+    {
+        var folder = Scratch(name);
+        Directory.CreateDirectory(folder);
+        File.Copy(Path.Combine(HfFolder, "model.onnx"), Path.Combine(folder, "model.onnx"), overwrite: true);
+        File.WriteAllText(Path.Combine(folder, configFile), json);
+        return folder;
+    }
+
     public void Dispose() => _dir.Dispose();
 }
 
@@ -164,10 +174,7 @@ public class ModelFolderCliTests(ConfigFolders folders) : IClassFixture<ConfigFo
     [Fact]
     public void BadConfigField_NamesFileAndField()
     {
-        var folder = folders.Scratch("badeos");
-        Directory.CreateDirectory(folder);
-        File.Copy(Path.Combine(folders.HfFolder, "model.onnx"), Path.Combine(folder, "model.onnx"), overwrite: true);
-        File.WriteAllText(Path.Combine(folder, ModelFolder.GenerationConfigFile), "{\"eos_token_id\": [2, \"x\"]}");
+        var folder = folders.DecoderWithConfig("badeos", ModelFolder.GenerationConfigFile, "{\"eos_token_id\": [2, \"x\"]}");
         var r = InProcessCli.Run("generate", folder, "--prompt-ids", "1");
         Assert.Equal(2, r.Code);
         Assert.True(r.OneErrorLine, r.ToString());
@@ -180,10 +187,7 @@ public class ModelFolderCliTests(ConfigFolders folders) : IClassFixture<ConfigFo
     [Fact]
     public void ConfigJsonMaxLength_IsNotASearchDefault()
     {
-        var folder = folders.Scratch("oldconfig");
-        Directory.CreateDirectory(folder);
-        File.Copy(Path.Combine(folders.HfFolder, "model.onnx"), Path.Combine(folder, "model.onnx"), overwrite: true);
-        File.WriteAllText(Path.Combine(folder, ModelFolder.ConfigFile), "{\"max_length\": 3, \"do_sample\": false, \"top_k\": 50}");
+        var folder = folders.DecoderWithConfig("oldconfig", ModelFolder.ConfigFile, "{\"max_length\": 3, \"do_sample\": false, \"top_k\": 50}");
         var r = InProcessCli.Run("generate", folder, "--prompt-ids", Ids(ConfigFolders.Prompt));
         Assert.True(r.Code == 0, r.ToString());
         Assert.Equal(32, r.Out.Trim().Split(',').Length);
