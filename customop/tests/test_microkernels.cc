@@ -171,6 +171,36 @@ TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
   }
 }
 
+TEST(Microkernels, FewRowsScoresMatchDotProductsAndZeroThePadding) {
+  for (const Microkernels* mk : Levels()) {
+    SCOPED_TRACE(mk->isa);
+    const int64_t gw = mk->width;
+    for (int rows = 1; 4 * rows <= mk->width; ++rows)
+      for (int64_t d : {gw, 6 * gw}) {
+        for (int n : {1, 3, 37, 64}) {  // partial key groups of every size
+          const auto q = Random(static_cast<size_t>(rows * d), 7);
+          const auto k = Random(static_cast<size_t>(n * d), 8);
+          std::vector<uint16_t> kh(k.size());
+          for (size_t i = 0; i < k.size(); ++i) kh[i] = FromFloat<Float16>(k[i]).bits;
+          std::vector<float> out(static_cast<size_t>(n * gw), 9.0f), out_h(out.size(), 9.0f);
+          mk->scores_few_rows(q.data(), rows, k.data(), n, d, 0.25f, out.data(), gw, k.data(), 5);
+          mk->scores_few_rows_half(q.data(), rows, kh.data(), n, d, 0.25f, out_h.data(), gw, nullptr, 0);
+          for (int j = 0; j < n; ++j)
+            for (int64_t g = 0; g < gw; ++g) {
+              double want = 0.0, want_h = 0.0;
+              if (g < rows)
+                for (int64_t i = 0; i < d; ++i) {
+                  want += static_cast<double>(q[g * d + i]) * k[j * d + i];
+                  want_h += static_cast<double>(q[g * d + i]) * ToFloat(Float16{kh[j * d + i]});
+                }
+              ASSERT_NEAR(out[j * gw + g], 0.25 * want, 1e-5) << "rows=" << rows << " d=" << d << " j=" << j;
+              ASSERT_NEAR(out_h[j * gw + g], 0.25 * want_h, 1e-5) << "rows=" << rows << " d=" << d << " j=" << j;
+            }
+        }
+      }
+  }
+}
+
 TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);

@@ -25,6 +25,15 @@ inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const
                       float scale, float* out, const void* pf, int64_t pf_lines) {
   mk.scores_key_major_half(qt, gw, reinterpret_cast<const uint16_t*>(k), n, d, scale, out, pf, pf_lines);
 }
+inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const float* k, int n, int64_t d,
+                             float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_few_rows(ql.rows_major.data(), static_cast<int>(ql.rows), k, n, d, scale, out, ql.gw, pf, pf_lines);
+}
+inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const Float16* k, int n, int64_t d,
+                             float scale, float* out, const void* pf, int64_t pf_lines) {
+  mk.scores_few_rows_half(ql.rows_major.data(), static_cast<int>(ql.rows), reinterpret_cast<const uint16_t*>(k), n, d,
+                          scale, out, ql.gw, pf, pf_lines);
+}
 inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
                            int64_t pk, const float* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
   mk.accumulate(acc, as, rows, p, pr, pk, v, n, d, pf, pf_lines);
@@ -80,7 +89,10 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
   std::vector<int64_t> cursor(static_cast<size_t>(tokens), 0);
   std::vector<int64_t> attending;  // tokens attending to the current block (reused across blocks)
   std::vector<char> vector_used(static_cast<size_t>(gw / W));
-  const bool lanes = LaneMajorAccumulators(mk, D);
+  // A decode step's few heads (QueryLanes::FewRows): scored by the few-rows kernel and accumulated
+  // as rows, both at a cost proportional to the heads rather than to the vector width.
+  const bool few = !ql.rows_major.empty();
+  const bool lanes = LaneMajorAccumulators(mk, D) && !few;
   if (lanes) {
     sc.acc_lanes.assign(static_cast<size_t>(gw * D), 0.0f);
     RowsToLanes(st.acc.data(), rows, D, W, sc.acc_lanes.data());
@@ -153,7 +165,9 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
         int64_t v_left = pf_lines;
         const char* v_at = next_v;
         next_lines = 0;
-        if (kf != nullptr)
+        if (few)
+          FewRowsScoreTile(mk, ql, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
+        else if (kf != nullptr)
           mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
         else
           ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);

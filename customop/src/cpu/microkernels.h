@@ -28,6 +28,14 @@ struct Microkernels {
   // of keys at a time as they are scored.
   void (*scores_key_major_half)(const float* qt, int64_t gw, const uint16_t* k, int n, int64_t d, float scale,
                                 float* out, const void* pf, int64_t pf_lines);
+  // The same key-major scores for few query rows (rows <= width / 4, d a multiple of width), the
+  // rows row-major at q + r * d: out[j * gw + r] = scale * dot(q + r * d, k + j * d) for r < rows,
+  // 0 for rows <= r < gw. A decode step's few heads cost a share of a vector each, not one each.
+  void (*scores_few_rows)(const float* q, int rows, const float* k, int n, int64_t d, float scale, float* out,
+                          int64_t gw, const void* pf, int64_t pf_lines);
+  // The same for fp16 key rows (IEEE half bits), converted as they are loaded.
+  void (*scores_few_rows_half)(const float* q, int rows, const uint16_t* k, int n, int64_t d, float scale, float* out,
+                               int64_t gw, const void* pf, int64_t pf_lines);
   // Online-softmax update of key-major scores x[j * gw + r] (j < 64, r < gw): lane r sees keys
   // [lo[r], hi[r]) (others become 0); raises its running max m[r] (rescaling l[r] and, for r < rows,
   // its accumulator), turns x into exp(x - m[r]) and adds its sum to l[r]. Accumulators: row r of

@@ -17,6 +17,14 @@ struct QueryLanes {
   // when blocked; padding rows 0.
   std::vector<float> qt;
   std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
+  // One token's few heads (G <= width / 4, D a multiple of width): the rows again, row-major, for
+  // the few-rows score kernel (which beats the lanes by about width / (4 G)); empty otherwise.
+  std::vector<float> rows_major;
+  int64_t rows = 0;
+
+  static bool FewRows(const Microkernels& mk, int64_t tokens, int64_t G, int64_t D) {
+    return tokens == 1 && 4 * G <= mk.width && D % mk.width == 0;
+  }
 
   static int64_t LanesFor(const Microkernels& mk, int64_t rows) { return (rows + mk.width - 1) / mk.width * mk.width; }
   // Heads g < G of `tokens` tokens, head g of token t at q + t * token_stride + g * D. Blocked: one
@@ -34,6 +42,9 @@ struct QueryLanes {
         for (int64_t i = 0; i < D; ++i) dst[i * stride] = q[t * token_stride + g * D + i];
       }
     lse.assign(static_cast<size_t>(gw), std::numeric_limits<float>::infinity());
+    rows = tokens * G;
+    rows_major.clear();
+    if (FewRows(mk, tokens, G, D)) rows_major.assign(q, q + G * D);
   }
 };
 
