@@ -58,7 +58,9 @@ template <typename T>
 std::vector<CompressedKeys> StageOneKeys(const Call<T>& c, const ParallelFor& pf) {
   const int64_t Hkv = c.p.kv_num_heads, BH = c.p.batch * Hkv;
   std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
-  pf(static_cast<size_t>(BH), [&](size_t bh) {
+  // A decode step's keys are used where they lie (no conversion): no work to hand to the pool.
+  const ParallelFor serial = SerialFor;
+  (c.plan.single_token ? serial : pf)(static_cast<size_t>(BH), [&](size_t bh) {
     const int64_t b = static_cast<int64_t>(bh) / Hkv;
     if (c.Entry(b).needs_stage1)
       BuildCompressedKeys(c, b, static_cast<int64_t>(bh) % Hkv, !c.plan.single_token, ck[bh]);
@@ -189,7 +191,10 @@ std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& p
   Call<T> c{{plan.rules, data}, attrs, params, plan, nullptr, profile};
 
   StageTimer timer(profile);
-  WriteKeyValueCache(c, pf);
+  // A decode step into shared buffers writes one row per (b, h) (and at most one compressed key):
+  // too little to hand to the pool; copies into separate present buffers are spread over it.
+  const ParallelFor serial = SerialFor;
+  WriteKeyValueCache(c, plan.single_token && plan.rules.kv_in_place ? serial : pf);
   timer.Mark(&KernelProfile::prepare_ms);
 
   std::vector<T> compressed_scratch;
@@ -200,7 +205,7 @@ std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& p
           static_cast<size_t>(params.batch * params.kv_num_heads * plan.rules.compressed_capacity * params.head_size));
       comp = compressed_scratch.data();
     }
-    WriteCompressedKeys(c, comp, pf);
+    WriteCompressedKeys(c, comp, plan.single_token && plan.rules.compressed_in_place ? serial : pf);
     c.comp = comp;
   }
   timer.Mark(&KernelProfile::compress_ms);
