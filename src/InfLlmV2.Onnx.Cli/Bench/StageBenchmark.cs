@@ -48,7 +48,7 @@ internal static class StageBenchmark
         var exe = Path.Combine(AppContext.BaseDirectory, "infllmv2_stage_bench");
         if (!File.Exists(exe)) { Console.WriteLine($"(stage benchmark not found at {exe})"); return null; }
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var arg in new[] { phase, n.ToString(System.Globalization.CultureInfo.InvariantCulture), "--repeat", phase == "decode" ? "10" : "1" })
+        foreach (var arg in new[] { phase, n.ToString(System.Globalization.CultureInfo.InvariantCulture), "--repeat", phase == "decode" ? "50" : "1" })
             psi.ArgumentList.Add(arg);
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEnd();
