@@ -14,6 +14,7 @@ namespace infllmv2::cuda {
 #if defined(__CUDACC__)
 using Stream = cudaStream_t;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define IL_NAME_LAUNCH(name) ((void)0)  // the emulation's per-launch counts only
 // The calling host thread's launch-error slot, read (and cleared) right after a launch.
 inline const char* TakeLaunchError() {
   const cudaError_t e = cudaGetLastError();
@@ -23,6 +24,7 @@ inline const char* TakeLaunchError() {
 using Stream = void*;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) \
   ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+#define IL_NAME_LAUNCH(name) ::infllmv2::emu::NameNextLaunch(name)
 inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError(); }
 #endif
 
@@ -30,6 +32,7 @@ inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError()
 // calling function (which returns std::string).
 #define IL_LAUNCH(name, kernel, grid, block, stream, ...)                               \
   do {                                                                                  \
+    IL_NAME_LAUNCH(name);                                                               \
     IL_LAUNCH_ONLY(kernel, grid, block, stream, __VA_ARGS__);                           \
     if (const char* il_error_ = ::infllmv2::cuda::TakeLaunchError())                    \
       return std::string("CUDA kernel: ") + (name) + " failed to launch: " + il_error_; \
