@@ -29,14 +29,15 @@ Tolerance CudaTolerance() {
 }
 
 template <typename T>
-void ExpectCudaMatchesReference(Case c, bool share = false, int kv_splits = 0) {
+void ExpectCudaMatchesReference(Case c, bool share = false, int kv_splits = 0, int stage1_splits = 0) {
   c.round = [](float x) { return ToFloat(FromFloat<T>(x)); };
   Tensors t = MakeTensors(c);
   Complete(c);
   SCOPED_TRACE(std::string(std::is_same_v<T, Float16> ? "fp16 " : "bf16 ") + Describe(c) + (share ? " shared" : "") +
                " kv_splits " + std::to_string(kv_splits));
   const auto ref = RunReference<T>(c, t);
-  const auto k = RunCudaEmu<T>(c, t, share, true, true, kv_splits);
+  const auto k = RunCudaEmu<T>(c, t, share, true, true, kv_splits, nullptr, nullptr, nullptr,
+                               [stage1_splits](cuda::RunOptions& o) { o.stage1_splits = stage1_splits; });
   ASSERT_EQ(k.error, "");
   const Tolerance tol = CudaTolerance<T>();
   EXPECT_EQ(k.selected_blocks, ref.selected_blocks);
@@ -57,9 +58,9 @@ void ExpectCudaMatchesReference(Case c, bool share = false, int kv_splits = 0) {
   }
 }
 
-void BothTypes(const Case& c, bool share = false, int kv_splits = 0) {
-  ExpectCudaMatchesReference<Float16>(c, share, kv_splits);
-  ExpectCudaMatchesReference<BFloat16>(c, share, kv_splits);
+void BothTypes(const Case& c, bool share = false, int kv_splits = 0, int stage1_splits = 0) {
+  ExpectCudaMatchesReference<Float16>(c, share, kv_splits, stage1_splits);
+  ExpectCudaMatchesReference<BFloat16>(c, share, kv_splits, stage1_splits);
 }
 
 TEST(CudaEmu, DenseFirstPrompt) {
@@ -191,6 +192,49 @@ TEST(CudaEmu, SparseStage1DecodeAndChunk) {
   d.attrs.lse_approx = 0;
   d.seed = 711;
   BothTypes(d);
+}
+
+// Stage 1's window chunks (selection.cuh): the normalizer partials of 1, 2 and 3 chunks of 64
+// windows merged, level-2 rows near a chunk's end reading the next chunk's windows, blocks pooled
+// across chunk edges. A decode token (G = 16, D = 128, 149 windows; the launch's chunk count
+// checked) and a 4-token chunk of G = 4 (four tokens in one 16-row tile), both normalizers; the
+// score_precision 1 rounding with 2 chunks.
+TEST(CudaEmu, Stage1WindowChunks) {
+  int i = 0;
+  for (auto [S, G, lse, splits] :
+       std::vector<std::tuple<int, int, int, int>>{{1, 16, 1, 2}, {1, 16, 0, 3}, {4, 4, 1, 3}, {4, 4, 0, 1}}) {
+    Case c;
+    c.seq_len = S;
+    c.past_capacity = 600;
+    c.totals = {600 + S};
+    c.num_heads = G;
+    c.kv_num_heads = 1;
+    c.head_size = G == 16 ? 128 : 64;
+    c.mode = 2;
+    c.attrs = TinyBlocks();
+    c.attrs.lse_approx = lse;
+    c.attrs.score_precision = i == 2 ? 1 : 0;
+    c.compressed_state_in = Case::State::kConsistent;
+    c.seed = 740 + i++;
+    SCOPED_TRACE("S " + std::to_string(S) + " G " + std::to_string(G) + " splits " + std::to_string(splits));
+    BothTypes(c, false, 0, splits);
+    // The chunk count the launches ran with.
+    c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
+    Tensors t = MakeTensors(c);
+    std::vector<emu::LaunchCounts> counts;
+    emu::RecordCounts(&counts);
+    const auto r = RunCudaEmu<Float16>(c, t, false, true, true, 0, nullptr, nullptr, nullptr,
+                                       [splits = splits](cuda::RunOptions& o) { o.stage1_splits = splits; });
+    emu::RecordCounts(nullptr);
+    ASSERT_EQ(r.error, "");
+    bool seen = false;
+    for (const auto& k : counts)
+      if (k.kernel == "Stage1LseKernel") {
+        EXPECT_EQ(k.grid.x, static_cast<unsigned>(splits));
+        seen = true;
+      }
+    EXPECT_TRUE(seen);
+  }
 }
 
 // More heads per group than one shared-memory chunk (G = 20), packed QKV with rotary, auto mode
