@@ -237,6 +237,125 @@ TEST(CudaEmu, Stage1WindowChunks) {
   }
 }
 
+// Stage 1's first two kernels on their own: the block scores they leave for the top-k equal the
+// spec's formula evaluated in double (scores, level-2 or level-1 log-sum-exp per head, group sum,
+// max-pool) within fp32 rounding, for every candidate block of every token. Where a selection
+// test only sees the order of the scores, this sees their values, so a normalizer term lost at a
+// chunk edge shows.
+template <typename T, int D>
+void ExpectStage1BlockScores(Case c, int splits) {
+  c.round = [](float x) { return ToFloat(FromFloat<T>(x)); };
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  const auto full = RunCudaEmu<T>(c, t);  // the compressed keys the kernels read
+  ASSERT_EQ(full.error, "");
+  const AttentionParams& p = full.params;
+  ASSERT_EQ(p.head_size, D);
+  BufferFacts f;
+  f.has_required_outputs = f.has_seqlens = f.has_present_compressed = f.has_selected_blocks = true;
+  cuda::KernelArgs<T> a;
+  a.rules = MakeCallRules(c.attrs, p, f);
+  a.d.seqlens_k = t.seqlens_k.data();
+  std::vector<T> q(t.query.size());
+  for (size_t i = 0; i < q.size(); ++i) q[i] = FromFloat<T>(t.query[i]);
+  a.q = q.data();
+  a.q_heads = static_cast<int>(p.num_heads);
+  a.comp = const_cast<T*>(full.present_compressed_key.data());
+  cuda::Stage1Shape sh = cuda::Stage1ShapeOf(c.attrs, p, splits);
+  ASSERT_EQ(sh.tokens, p.seq_len);
+  sh.s_count = static_cast<int>(p.seq_len);
+  sh.units = (sh.s_count + sh.tpt - 1) / sh.tpt;
+  const int64_t BH = p.batch * p.kv_num_heads;
+  std::vector<cuda::Stage1Partial> part(static_cast<size_t>(BH * sh.units * sh.ht * sh.splits * 16));
+  std::vector<float> scores(static_cast<size_t>(BH * sh.s_count * sh.nblk), std::nanf(""));
+  sh.part = part.data();
+  sh.scores = scores.data();
+  const emu::dim3 block(cuda::kS1Threads);
+  const auto Hkv = static_cast<unsigned>(p.kv_num_heads), B = static_cast<unsigned>(p.batch);
+  emu::Launch(emu::dim3(static_cast<unsigned>(sh.units * sh.ht * sh.splits), Hkv, B), block,
+              [&] { cuda::Stage1LseKernel<T, D>(a, sh); });
+  emu::Launch(emu::dim3(static_cast<unsigned>(sh.units * sh.splits), Hkv, B), block,
+              [&] { cuda::Stage1GroupKernel<T, D>(a, sh); });
+  const CallRules& r = a.rules;
+  const BlockWindows bw = BlockWindowsOf(r);
+  int checked = 0;
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const EntryPlan e = PlanEntry(r, t.seqlens_k.data(), b);
+    for (int64_t h = 0; h < p.kv_num_heads; ++h)
+      for (int64_t s = 0; s < p.seq_len; ++s) {
+        const int64_t pos = e.past + s;
+        if (!PlanToken(r, e, pos).needs_stage1) continue;
+        const Stage1Levels lv = LevelsOf(r, e, pos);
+        const SelectionSpan sp = SpanOf(r, pos);
+        const int64_t G = p.group, n1 = lv.nvis1, st = c.attrs.compress_kernel / c.attrs.compress_stride;
+        std::vector<double> x(static_cast<size_t>(G * n1)), lse(static_cast<size_t>(G));
+        for (int64_t g = 0; g < G; ++g)
+          for (int64_t j = 0; j < n1; ++j) {
+            double dot = 0;
+            for (int d = 0; d < D; ++d)
+              dot += ToFloat(q[static_cast<size_t>(((b * p.seq_len + s) * p.num_heads + h * G + g) * D + d)]) *
+                     ToFloat(full.present_compressed_key[static_cast<size_t>(
+                         ((b * p.kv_num_heads + h) * p.present_compressed_capacity + j) * D + d)]);
+            x[static_cast<size_t>(g * n1 + j)] = dot * p.scale;
+          }
+        for (int64_t g = 0; g < G; ++g) {
+          std::vector<double> rows;
+          const double* xg = &x[static_cast<size_t>(g * n1)];
+          if (lv.use_k2)
+            for (int64_t J = 0; J < lv.nvis2; ++J)
+              rows.push_back(0.25 * (xg[4 * J] + xg[4 * J + st] + xg[4 * J + 2 * st] + xg[4 * J + 3 * st]));
+          else
+            rows.assign(xg, xg + n1);
+          double mx = -INFINITY, sum = 0;
+          for (double v : rows) mx = std::max(mx, v);
+          for (double v : rows) sum += std::exp(v - mx);
+          lse[static_cast<size_t>(g)] = mx + std::log(sum);
+        }
+        for (int64_t blk = sp.init_hi; blk < sp.local_lo; ++blk) {
+          double best = -INFINITY;
+          for (int64_t j = std::max<int64_t>(0, blk * bw.per_block - bw.back);
+               j <= std::min(n1 - 1, blk * bw.per_block + bw.ahead); ++j) {
+            double grp = 0;
+            for (int64_t g = 0; g < G; ++g)
+              grp += std::exp(x[static_cast<size_t>(g * n1 + j)] - lse[static_cast<size_t>(g)]);
+            best = std::max(best, grp);
+          }
+          const float got = scores[static_cast<size_t>(((b * p.kv_num_heads + h) * sh.s_count + s) * sh.nblk + blk)];
+          ASSERT_NEAR(got, best, 2e-5 * best + 1e-9)
+              << "entry " << b << " head " << h << " token " << s << " block " << blk;
+          ++checked;
+        }
+      }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+TEST(CudaEmu, Stage1BlockScoresAreTheFormula) {
+  int i = 0;
+  for (auto [S, lse, splits] : std::vector<std::tuple<int, int, int>>{{1, 1, 3}, {1, 0, 2}, {4, 1, 2}}) {
+    Case c;
+    c.batch = 2;
+    c.seq_len = S;
+    c.past_capacity = 600;
+    c.totals = {600 + S, 420 + S};
+    c.num_heads = S == 1 ? 16 : 4;
+    c.kv_num_heads = 1;
+    c.head_size = S == 1 ? 128 : 64;
+    c.mode = 2;
+    c.attrs = TinyBlocks();
+    c.attrs.lse_approx = lse;
+    c.compressed_state_in = Case::State::kConsistent;
+    c.seed = 760 + i++;
+    SCOPED_TRACE("S " + std::to_string(S) + " lse_approx " + std::to_string(lse) + " splits " + std::to_string(splits));
+    if (S == 1) {
+      ExpectStage1BlockScores<Float16, 128>(c, splits);
+      ExpectStage1BlockScores<BFloat16, 128>(c, splits);
+    } else {
+      ExpectStage1BlockScores<Float16, 64>(c, splits);
+    }
+  }
+}
+
 // More heads per group than one shared-memory chunk (G = 20), packed QKV with rotary, auto mode
 // with one entry dense and one sparse (dense_len), two kv heads.
 TEST(CudaEmu, SparseStage1LargeGroupAutoMode) {
