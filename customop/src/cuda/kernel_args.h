@@ -55,7 +55,7 @@ struct KernelArgs : CallBuffers<T> {
 // cpu::ApplyRotary): x0' = x0 c - x1 s, x1' = x1 c + x0 s for the pair (x0, x1) of i.
 template <class T>
 IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleaved, const T* cos_row, const T* sin_row) {
-  const float xi = ToF32(x[i]);
+  const float xi = ToF32(LoadGlobal(x + i));
   if (i >= rotary_dim) return xi;
   const int half = rotary_dim / 2;
   int j, partner;
@@ -69,7 +69,8 @@ IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleave
     first = i < half;
     partner = first ? i + half : i - half;
   }
-  const float c = ToF32(cos_row[j]), s = ToF32(sin_row[j]), xp = ToF32(x[partner]);
+  const float c = ToF32(LoadGlobal(cos_row + j)), s = ToF32(LoadGlobal(sin_row + j)),
+              xp = ToF32(LoadGlobal(x + partner));
   // Explicit FMAs: nvcc would contract these multiply-adds in an order of its choosing; spelled out,
   // the host emulation rounds as the device does.
   return first ? Fma(xi, c, -(xp * s)) : Fma(xi, c, xp * s);

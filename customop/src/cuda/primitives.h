@@ -11,7 +11,7 @@
 //   LdMatrixX4(r, p) / LdMatrixX4Trans(r, p)        ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
 //   Mma16816<T>(d, a, b, c)                          mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
-//   LoadGlobal(p), StoreGlobal(p, v)                 a global load / store of one 4..16-byte value
+//   LoadGlobal(p), StoreGlobal(p, v)                 a global load / store of one 2..16-byte value
 // The host emulation counts, per launch, what these move and compute (emu::LaunchCounts: mma per
 // warp, cp.async copies and their source bytes, LoadGlobal / StoreGlobal bytes); the device build
 // compiles them to the plain instructions.
@@ -259,13 +259,13 @@ inline void CpAsync16(void* dst, const void* src, int bytes) {
 inline void CpAsyncCommit() {}
 template <class V>
 inline V LoadGlobal(const V* p) {
-  static_assert(sizeof(V) >= 4 && sizeof(V) <= 16, "one 4..16-byte access");
+  static_assert(sizeof(V) >= 2 && sizeof(V) <= 16, "one 2..16-byte access");
   if (emu::LiveCounts* n = emu::Ctx().counts) n->load_bytes.fetch_add(sizeof(V), std::memory_order_relaxed);
   return *p;
 }
 template <class V>
 inline void StoreGlobal(V* p, V v) {
-  static_assert(sizeof(V) >= 4 && sizeof(V) <= 16, "one 4..16-byte access");
+  static_assert(sizeof(V) >= 2 && sizeof(V) <= 16, "one 2..16-byte access");
   if (emu::LiveCounts* n = emu::Ctx().counts) n->store_bytes.fetch_add(sizeof(V), std::memory_order_relaxed);
   *p = v;
 }
