@@ -98,6 +98,8 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
                 D = params.head_size;
   const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
   Stage1Shape s1 = Stage1ShapeOf(attrs, params, options.stage1_splits);
+  if (options.stage1_tokens > 0 && options.stage1_tokens < s1.tokens)
+    s1.tokens = options.stage1_tokens / s1.tpt * s1.tpt > s1.tpt ? options.stage1_tokens / s1.tpt * s1.tpt : s1.tpt;
   // Every grid below within the device's limits, checked before anything is launched.
   for (const std::string& e :
        {GridError("KvCacheWriteKernel", CacheWriteTiles(p), B * Hkv, 1), GridError("QueryPrepKernel", B * S, 1, 1),

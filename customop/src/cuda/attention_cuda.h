@@ -28,6 +28,10 @@ struct RunOptions {
   // (selection.cuh: Stage1ShapeOf); n >= 1 = about n (chunks stay whole 64-window tiles, so fewer
   // when the windows are fewer than 64 n).
   int stage1_splits = 0;
+  // Query tokens per stage-1 launch: 0 = all of the call's, or fewer when their block scores
+  // would exceed the scratch bound (selection.cuh: kS1ScoreScratchBytes); n >= 1 = n, rounded down
+  // to whole 16-row units (at least one).
+  int stage1_tokens = 0;
   // Called on the host as each stage is about to be enqueued (kStageNames order, stages that do not
   // run skipped) and once after the last with "end": the GPU check records CUDA events there for
   // per-stage times. Null: nothing.

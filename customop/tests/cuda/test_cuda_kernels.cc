@@ -356,6 +356,39 @@ TEST(CudaEmu, Stage1BlockScoresAreTheFormula) {
   }
 }
 
+// Stage 1 in token chunks (the driver's loop for long prefills, whose block scores would exceed
+// the scratch bound): a 112-token prefill of G = 4 in launches of 8 tokens (14 x 3 stage-1
+// launches, their count checked), against the reference and the CPU kernel.
+TEST(CudaEmu, Stage1TokenChunks) {
+  Case c;
+  c.seq_len = 112;
+  c.num_heads = 4;
+  c.kv_num_heads = 1;
+  c.mode = 2;
+  c.attrs = TinyBlocks();
+  c.seed = 750;
+  auto tokens8 = [](cuda::RunOptions& o) { o.stage1_tokens = 8; };
+  for (const bool bf16 : {false, true}) {
+    if (bf16)
+      c.round = [](float x) { return ToFloat(FromFloat<BFloat16>(x)); };
+    else
+      c.round = [](float x) { return ToFloat(FromFloat<Float16>(x)); };
+    Tensors t = MakeTensors(c);
+    Complete(c);
+    const auto ref = bf16 ? RunReference<BFloat16>(c, t).selected_blocks : RunReference<Float16>(c, t).selected_blocks;
+    std::vector<emu::LaunchCounts> log;
+    emu::RecordCounts(&log);
+    const auto sel =
+        bf16 ? RunCudaEmu<BFloat16>(c, t, false, true, true, 0, nullptr, nullptr, nullptr, tokens8).selected_blocks
+             : RunCudaEmu<Float16>(c, t, false, true, true, 0, nullptr, nullptr, nullptr, tokens8).selected_blocks;
+    emu::RecordCounts(nullptr);
+    EXPECT_EQ(sel, ref) << (bf16 ? "bf16" : "fp16");
+    int topk = 0;
+    for (const auto& k : log) topk += k.kernel == "Stage1TopKKernel" ? 1 : 0;
+    EXPECT_EQ(topk, 14);
+  }
+}
+
 // More heads per group than one shared-memory chunk (G = 20), packed QKV with rotary, auto mode
 // with one entry dense and one sparse (dense_len), two kv heads.
 TEST(CudaEmu, SparseStage1LargeGroupAutoMode) {
