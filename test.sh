@@ -26,7 +26,7 @@ cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infl
 # own tests and small CUDA kernel cases incl. stage 1 and split-KV (TSan slows the emulated threads
 # ~5x; the 80 s stage-1 prefill case runs under ASan only).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
+  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|WorkCounts\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
 
 
 echo "== GPU check, dry runs (tests/gpu: plans from the op's C ABI, the selection rule, the C++ driver on the emulation; no GPU) =="

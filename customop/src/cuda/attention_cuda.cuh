@@ -86,6 +86,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxBlocks) + " blocks (" +
            std::to_string(static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size) + " positions)";
 
+  if (maybe_sparse && attrs.lse_approx != 0 && attrs.compress_kernel / attrs.compress_stride > kS1MaxStep)
+    return "CUDA kernel: sparse mode with lse_approx supports compress_kernel / compress_stride <= " +
+           std::to_string(kS1MaxStep);
   if (options.kv_splits < -1 || options.kv_splits > kMaxKvSplits)
     return "CUDA kernel: kv_splits " + std::to_string(options.kv_splits) +
            " out of range (-1 = no split, 0 = automatic, 1.." + std::to_string(kMaxKvSplits) + ")";
@@ -94,10 +97,14 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads,
                 D = params.head_size;
   const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
+  Stage1Shape s1 = Stage1ShapeOf(attrs, params, options.stage1_splits);
+  if (options.stage1_tokens > 0 && options.stage1_tokens < s1.tokens)
+    s1.tokens = options.stage1_tokens / s1.tpt * s1.tpt > s1.tpt ? options.stage1_tokens / s1.tpt * s1.tpt : s1.tpt;
   // Every grid below within the device's limits, checked before anything is launched.
   for (const std::string& e :
        {GridError("KvCacheWriteKernel", CacheWriteTiles(p), B * Hkv, 1), GridError("QueryPrepKernel", B * S, 1, 1),
         GridError("CompressKernel", CompressTiles(p), B * Hkv, 1), GridError("SelectionFillKernel", S, Hkv, B),
+        GridError("Stage1LseKernel", (s1.tokens + s1.tpt - 1) / s1.tpt * s1.ht * s1.splits, Hkv, B),
         GridError("AttentionKernel", row_tiles * a.kv_splits, Hkv, B),
         GridError("KvCombineKernel", (B * S * H + kCombineWarps - 1) / kCombineWarps, 1, 1)})
     if (!e.empty()) return e;
@@ -151,8 +158,33 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     auto* k = &SelectionFillKernel<T>;
     IL_LAUNCH("SelectionFillKernel", k, grid, dim3(kSelectThreads), stream, a);
     if (maybe_sparse) {
-      auto* k1 = &Stage1Kernel<T>;
-      IL_LAUNCH("Stage1Kernel", k1, grid, dim3(kStage1Threads), stream, a);
+      // Stage 1 in token chunks whose block scores fit the scratch (one chunk but at long prefill).
+      s1.part = static_cast<Stage1Partial*>(
+          scratch(sizeof(Stage1Partial) * B * Hkv * ((s1.tokens + s1.tpt - 1) / s1.tpt) * s1.ht * s1.splits * 16));
+      s1.scores = static_cast<float*>(scratch(sizeof(float) * B * Hkv * s1.tokens * s1.nblk));
+      if (s1.part == nullptr || s1.scores == nullptr) return "CUDA kernel: out of memory";
+      for (s1.s0 = 0; s1.s0 < S; s1.s0 += s1.tokens) {
+        s1.s_count = static_cast<int>(S - s1.s0 < s1.tokens ? S - s1.s0 : s1.tokens);
+        s1.units = (s1.s_count + s1.tpt - 1) / s1.tpt;
+        const dim3 grid_lse(static_cast<unsigned>(s1.units * s1.ht * s1.splits), static_cast<unsigned>(Hkv),
+                            static_cast<unsigned>(B));
+        const dim3 grid_group(static_cast<unsigned>(s1.units * s1.splits), static_cast<unsigned>(Hkv),
+                              static_cast<unsigned>(B));
+        const dim3 grid_topk(static_cast<unsigned>(s1.s_count), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
+        if (D == 64) {
+          auto* k1 = &Stage1LseKernel<T, 64>;
+          IL_LAUNCH("Stage1LseKernel", k1, grid_lse, dim3(kS1Threads), stream, a, s1);
+          auto* k2 = &Stage1GroupKernel<T, 64>;
+          IL_LAUNCH("Stage1GroupKernel", k2, grid_group, dim3(kS1Threads), stream, a, s1);
+        } else {
+          auto* k1 = &Stage1LseKernel<T, 128>;
+          IL_LAUNCH("Stage1LseKernel", k1, grid_lse, dim3(kS1Threads), stream, a, s1);
+          auto* k2 = &Stage1GroupKernel<T, 128>;
+          IL_LAUNCH("Stage1GroupKernel", k2, grid_group, dim3(kS1Threads), stream, a, s1);
+        }
+        auto* k3 = &Stage1TopKKernel<T>;
+        IL_LAUNCH("Stage1TopKKernel", k3, grid_topk, dim3(kS1Threads), stream, a, s1);
+      }
     }
   }
   // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).

@@ -24,6 +24,14 @@ struct RunOptions {
   // 1 there means the plain kernel); -1 = the plain kernel; n >= 1 = the split-KV path with
   // exactly n splits (at most kMaxKvSplits).
   int kv_splits = 0;
+  // Stage-1 window chunks per unit of query rows: 0 = chosen from the call's host facts
+  // (selection.cuh: Stage1ShapeOf); n >= 1 = about n (chunks stay whole 64-window tiles, so fewer
+  // when the windows are fewer than 64 n).
+  int stage1_splits = 0;
+  // Query tokens per stage-1 launch: 0 = all of the call's, or fewer when their block scores
+  // would exceed the scratch bound (selection.cuh: kS1ScoreScratchBytes); n >= 1 = n, rounded down
+  // to whole 16-row units (at least one).
+  int stage1_tokens = 0;
   // Called on the host as each stage is about to be enqueued (kStageNames order, stages that do not
   // run skipped) and once after the last with "end": the GPU check records CUDA events there for
   // per-stage times. Null: nothing.
@@ -32,7 +40,7 @@ struct RunOptions {
 };
 
 // The stages RunOptions::mark names: cache write (+ rotated queries), level-1 compression,
-// selection (lists within the budget, then stage 1 with its top-k in one kernel), attention
+// selection (lists within the budget, then stage 1: normalizers, group sums and pooling, top-k), attention
 // (plain or split-KV partials), the split-KV combine.
 constexpr const char* kStageNames[] = {"cache_write", "compress", "selection", "attention", "combine"};
 

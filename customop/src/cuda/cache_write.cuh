@@ -34,20 +34,23 @@ IL_GLOBAL void KvCacheWriteKernel(KernelArgs<T> a) {
     if (r >= r_end) break;
     const int s = r - static_cast<int>(e.past);
     if (s >= 0 && s < p.seq_len) {
-      pv[static_cast<int64_t>(r) * D + i] = a.ValueInput(b, s, h)[i];
+      StoreGlobal(pv + static_cast<int64_t>(r) * D + i, LoadGlobal(a.ValueInput(b, s, h) + i));
       const T* k = a.KeyInput(b, s, h);
       if (!p.do_rotary) {
-        pk[static_cast<int64_t>(r) * D + i] = k[i];
+        StoreGlobal(pk + static_cast<int64_t>(r) * D + i, LoadGlobal(k + i));
       } else {
         const int64_t pos = RotaryPosition(e, r);
-        pk[static_cast<int64_t>(r) * D + i] = FromF32<T>(
-            RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved, a.d.cos_cache + static_cast<int64_t>(pos) * half,
-                          a.d.sin_cache + static_cast<int64_t>(pos) * half));
+        StoreGlobal(pk + static_cast<int64_t>(r) * D + i,
+                    FromF32<T>(RotaryElement(k, i, p.rotary_dim, p.rotary_interleaved,
+                                             a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                                             a.d.sin_cache + static_cast<int64_t>(pos) * half)));
       }
     } else if (!p.kv_in_place) {
       const bool from_past = r < e.past;
-      pk[static_cast<int64_t>(r) * D + i] = from_past ? qk[static_cast<int64_t>(r) * D + i] : T{0};
-      pv[static_cast<int64_t>(r) * D + i] = from_past ? qv[static_cast<int64_t>(r) * D + i] : T{0};
+      StoreGlobal(pk + static_cast<int64_t>(r) * D + i,
+                  from_past ? LoadGlobal(qk + static_cast<int64_t>(r) * D + i) : T{0});
+      StoreGlobal(pv + static_cast<int64_t>(r) * D + i,
+                  from_past ? LoadGlobal(qv + static_cast<int64_t>(r) * D + i) : T{0});
     }
   }
 }
@@ -64,11 +67,11 @@ IL_GLOBAL void QueryPrepKernel(KernelArgs<T> a, T* out) {
   for (int idx = static_cast<int>(threadIdx.x); idx < p.num_heads * D; idx += kCacheThreads) {
     const int n = idx / D, i = idx % D;
     const T* x = a.QueryInput(b, s, n);
-    out[static_cast<int64_t>(bs) * p.num_heads * D + idx] =
-        p.do_rotary ? FromF32<T>(RotaryElement(x, i, p.rotary_dim, p.rotary_interleaved,
-                                               a.d.cos_cache + static_cast<int64_t>(pos) * half,
-                                               a.d.sin_cache + static_cast<int64_t>(pos) * half))
-                    : x[i];
+    StoreGlobal(out + static_cast<int64_t>(bs) * p.num_heads * D + idx,
+                p.do_rotary ? FromF32<T>(RotaryElement(x, i, p.rotary_dim, p.rotary_interleaved,
+                                                       a.d.cos_cache + static_cast<int64_t>(pos) * half,
+                                                       a.d.sin_cache + static_cast<int64_t>(pos) * half))
+                            : LoadGlobal(x + i));
   }
 }
 
@@ -106,15 +109,17 @@ IL_GLOBAL void CompressKernel(KernelArgs<T> a) {
     if (j >= p.compressed_capacity || (p.compressed_in_place && j >= e.windows)) break;
     if (j < e.past_windows) {
       if (!p.compressed_in_place)
-        dst[static_cast<int64_t>(j) * D + i] =
-            a.d.past_compressed_key[a.CacheOffset(b, h, p.past_compressed_capacity) + static_cast<int64_t>(j) * D + i];
+        StoreGlobal(dst + static_cast<int64_t>(j) * D + i,
+                    LoadGlobal(a.d.past_compressed_key + a.CacheOffset(b, h, p.past_compressed_capacity) +
+                               static_cast<int64_t>(j) * D + i));
     } else if (j < e.windows) {
       float sum = 0.0f;
       const int t0 = j * p.compress_stride;
-      for (int t = t0; t < t0 + p.compress_kernel; ++t) sum += ToF32(keys[static_cast<int64_t>(t) * D + i]);
-      dst[static_cast<int64_t>(j) * D + i] = FromF32<T>(sum * inv);
+      for (int t = t0; t < t0 + p.compress_kernel; ++t)
+        sum += ToF32(LoadGlobal(keys + static_cast<int64_t>(t) * D + i));
+      StoreGlobal(dst + static_cast<int64_t>(j) * D + i, FromF32<T>(sum * inv));
     } else if (!p.compressed_in_place) {
-      dst[static_cast<int64_t>(j) * D + i] = T{0};
+      StoreGlobal(dst + static_cast<int64_t>(j) * D + i, T{0});
     }
   }
 }

@@ -14,6 +14,7 @@ namespace infllmv2::cuda {
 #if defined(__CUDACC__)
 using Stream = cudaStream_t;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
+#define IL_NAME_LAUNCH(name) ((void)0)  // the emulation's per-launch counts only
 // The calling host thread's launch-error slot, read (and cleared) right after a launch.
 inline const char* TakeLaunchError() {
   const cudaError_t e = cudaGetLastError();
@@ -23,6 +24,7 @@ inline const char* TakeLaunchError() {
 using Stream = void*;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) \
   ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
+#define IL_NAME_LAUNCH(name) ::infllmv2::emu::NameNextLaunch(name)
 inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError(); }
 #endif
 
@@ -30,6 +32,7 @@ inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError()
 // calling function (which returns std::string).
 #define IL_LAUNCH(name, kernel, grid, block, stream, ...)                               \
   do {                                                                                  \
+    IL_NAME_LAUNCH(name);                                                               \
     IL_LAUNCH_ONLY(kernel, grid, block, stream, __VA_ARGS__);                           \
     if (const char* il_error_ = ::infllmv2::cuda::TakeLaunchError())                    \
       return std::string("CUDA kernel: ") + (name) + " failed to launch: " + il_error_; \
@@ -52,7 +55,7 @@ struct KernelArgs : CallBuffers<T> {
 // cpu::ApplyRotary): x0' = x0 c - x1 s, x1' = x1 c + x0 s for the pair (x0, x1) of i.
 template <class T>
 IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleaved, const T* cos_row, const T* sin_row) {
-  const float xi = ToF32(x[i]);
+  const float xi = ToF32(LoadGlobal(x + i));
   if (i >= rotary_dim) return xi;
   const int half = rotary_dim / 2;
   int j, partner;
@@ -66,7 +69,8 @@ IL_DEVICE float RotaryElement(const T* x, int i, int rotary_dim, bool interleave
     first = i < half;
     partner = first ? i + half : i - half;
   }
-  const float c = ToF32(cos_row[j]), s = ToF32(sin_row[j]), xp = ToF32(x[partner]);
+  const float c = ToF32(LoadGlobal(cos_row + j)), s = ToF32(LoadGlobal(sin_row + j)),
+              xp = ToF32(LoadGlobal(x + partner));
   // Explicit FMAs: nvcc would contract these multiply-adds in an order of its choosing; spelled out,
   // the host emulation rounds as the device does.
   return first ? Fma(xi, c, -(xp * s)) : Fma(xi, c, xp * s);

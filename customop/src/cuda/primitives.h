@@ -11,6 +11,10 @@
 //   LdMatrixX4(r, p) / LdMatrixX4Trans(r, p)        ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16
 //   Mma16816<T>(d, a, b, c)                          mma.sync.aligned.m16n8k16.row.col.f32.T.T.f32
 //   CpAsync16(dst, src, bytes), CpAsyncCommit(), CpAsyncWait<N>()
+//   LoadGlobal(p), StoreGlobal(p, v)                 a global load / store of one 2..16-byte value
+// The host emulation counts, per launch, what these move and compute (emu::LaunchCounts: mma per
+// warp, cp.async copies and their source bytes, LoadGlobal / StoreGlobal bytes); the device build
+// compiles them to the plain instructions.
 //   ToF32(x), FromF32<T>(f), Pack2<T>(lo, hi)       Float16 / BFloat16 (common/float16.h) <-> float
 //   Exp2, Exp, Log, Tanh, kInf                      math
 //   Fma(a, b, c)                                    a * b + c, one rounding (device and host alike)
@@ -100,6 +104,14 @@ IL_DEVICE void CpAsync16(void* dst, const void* src, int bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)), "l"(src), "r"(bytes));
 }
 IL_DEVICE void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <class V>
+IL_DEVICE V LoadGlobal(const V* p) {
+  return *p;
+}
+template <class V>
+IL_DEVICE void StoreGlobal(V* p, V v) {
+  *p = v;
+}
 template <int N>
 IL_DEVICE void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
@@ -224,6 +236,7 @@ inline void Mma16816(float d[4], const uint32_t a[4], const uint32_t b[2], const
     return detail::Half(slots[4 * n + t][4 + reg], k % 2, T{});
   };
   const int l = emu::Ctx().lane, g = l / 4, t = l % 4;
+  if (l == 0 && emu::Ctx().counts != nullptr) emu::Ctx().counts->mma.fetch_add(1, std::memory_order_relaxed);
   for (int i = 0; i < 4; ++i) {
     const int row = g + 8 * (i / 2), col = 2 * t + i % 2;
     float acc = c[i];
@@ -236,10 +249,26 @@ inline void CpAsync16(void* dst, const void* src, int bytes) {
   detail::RequireAligned16(dst, "cp.async shared destination");
   detail::RequireAligned16(src, "cp.async global source");
   bytes = bytes < 0 ? 0 : bytes > 16 ? 16 : bytes;
+  if (emu::LiveCounts* n = emu::Ctx().counts) {
+    n->cp_async.fetch_add(1, std::memory_order_relaxed);
+    n->cp_async_bytes.fetch_add(static_cast<uint64_t>(bytes), std::memory_order_relaxed);
+  }
   if (bytes > 0) std::memcpy(dst, src, static_cast<size_t>(bytes));
   if (bytes < 16) std::memset(static_cast<char*>(dst) + bytes, 0, static_cast<size_t>(16 - bytes));
 }
 inline void CpAsyncCommit() {}
+template <class V>
+inline V LoadGlobal(const V* p) {
+  static_assert(sizeof(V) >= 2 && sizeof(V) <= 16, "one 2..16-byte access");
+  if (emu::LiveCounts* n = emu::Ctx().counts) n->load_bytes.fetch_add(sizeof(V), std::memory_order_relaxed);
+  return *p;
+}
+template <class V>
+inline void StoreGlobal(V* p, V v) {
+  static_assert(sizeof(V) >= 2 && sizeof(V) <= 16, "one 2..16-byte access");
+  if (emu::LiveCounts* n = emu::Ctx().counts) n->store_bytes.fetch_add(sizeof(V), std::memory_order_relaxed);
+  *p = v;
+}
 template <int N>
 inline void CpAsyncWait() {}
 

@@ -212,6 +212,45 @@ TEST(Emulator, Bf16RoundsToNearestEven) {
   EXPECT_EQ(ToFloat(BFloat16{0xc000}), -2.0f);
 }
 
+// The per-launch work counts (emu::LaunchCounts): a kernel of 3 CTAs x 2 warps, each warp one mma
+// per CTA and each thread one cp.async of 16 bytes (lanes >= 16 zero-filling: 0 bytes), one 8-byte
+// LoadGlobal and one 4-byte StoreGlobal; a second, named launch logged apart; nothing is logged
+// after RecordCounts(nullptr).
+TEST(Emulator, WorkCountsPerLaunch) {
+  alignas(16) static uint16_t global[64 * 8];
+  static uint64_t words[64];
+  static float out[3 * 64];
+  std::vector<emu::LaunchCounts> log;
+  emu::RecordCounts(&log);
+  emu::Launch(dim3(3), dim3(64), [&] {
+    alignas(16) IL_SHARED uint16_t shared[64 * 8];
+    const int t = static_cast<int>(threadIdx.x);
+    CpAsync16(&shared[8 * t], &global[8 * t], t % 32 < 16 ? 16 : 0);
+    const uint32_t a[4] = {}, b[2] = {};
+    const float c[4] = {};
+    float d[4];
+    Mma16816<Float16>(d, a, b, c);
+    const uint64_t w = LoadGlobal(&words[t]);
+    StoreGlobal(&out[blockIdx.x * 64 + t], d[0] + static_cast<float>(w));
+  });
+  emu::NameNextLaunch("Second");
+  emu::Launch(dim3(1), dim3(32), [&] { StoreGlobal(&out[threadIdx.x], 1.0f); });
+  emu::RecordCounts(nullptr);
+  emu::Launch(dim3(1), dim3(32), [&] {});
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].kernel, "");
+  EXPECT_EQ(log[0].ctas, 3u);
+  EXPECT_EQ(log[0].mma, 3u * 2);
+  EXPECT_EQ(log[0].cp_async, 3u * 64);
+  EXPECT_EQ(log[0].cp_async_bytes, 3u * 32 * 16);
+  EXPECT_EQ(log[0].load_bytes, 3u * 64 * 8);
+  EXPECT_EQ(log[0].store_bytes, 3u * 64 * 4);
+  EXPECT_EQ(log[1].kernel, "Second");
+  EXPECT_EQ(log[1].ctas, 1u);
+  EXPECT_EQ(log[1].mma, 0u);
+  EXPECT_EQ(log[1].store_bytes, 32u * 4);
+}
+
 // cp.async and ldmatrix fault on the hardware when an address is not 16-byte aligned: the
 // emulation aborts, naming the instruction.
 TEST(EmulatorDeathTest, MisalignedCpAsyncAndLdMatrixAbort) {

@@ -15,6 +15,8 @@ std::mutex g_launch_mutex;  // __shared__ is static storage: one launch at a tim
 thread_local const char* t_launch_error = nullptr;
 thread_local int t_fail_after = -1;
 thread_local std::vector<dim3>* t_launch_log = nullptr;
+thread_local std::vector<LaunchCounts>* t_count_log = nullptr;
+thread_local const char* t_next_name = nullptr;
 
 [[noreturn]] void Hang(const char* what) {
   const ThreadContext& c = t_ctx;
@@ -79,7 +81,13 @@ void FailLaunchAfter(int skip) { t_fail_after = skip; }
 
 void RecordLaunches(std::vector<dim3>* log) { t_launch_log = log; }
 
+void RecordCounts(std::vector<LaunchCounts>* log) { t_count_log = log; }
+
+void NameNextLaunch(const char* kernel) { t_next_name = kernel; }
+
 void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {
+  const char* name = t_next_name;
+  t_next_name = nullptr;
   if (t_fail_after >= 0 && t_fail_after-- == 0) {
     t_launch_error = "emulated launch failure";
     return;
@@ -91,6 +99,31 @@ void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {
     std::abort();
   }
   const uint64_t blocks = uint64_t{grid.x} * grid.y * grid.z;
+  LiveCounts live;
+  if (t_count_log != nullptr) {
+    LaunchCounts c;
+    c.kernel = name != nullptr ? name : "";
+    c.grid = grid;
+    c.block = block;
+    c.ctas = blocks;
+    t_count_log->push_back(c);
+  }
+  // Written into the log entry when the launch is over (the entry is found again by index: the
+  // kernel body may not launch, but the vector is the caller's).
+  struct Flush {
+    std::vector<LaunchCounts>* log;
+    size_t at;
+    LiveCounts& live;
+    ~Flush() {
+      if (log == nullptr) return;
+      LaunchCounts& c = (*log)[at];
+      c.mma = live.mma.load();
+      c.cp_async = live.cp_async.load();
+      c.cp_async_bytes = live.cp_async_bytes.load();
+      c.load_bytes = live.load_bytes.load();
+      c.store_bytes = live.store_bytes.load();
+    }
+  } flush{t_count_log, t_count_log != nullptr ? t_count_log->size() - 1 : 0, live};
   if (blocks == 0) return;
   std::lock_guard<std::mutex> launch_lock(g_launch_mutex);
   const int warps = threads / kWarpSize;
@@ -111,6 +144,7 @@ void Launch(dim3 grid, dim3 block, const std::function<void()>& body) {
     c.block_barrier = &block_barrier;
     c.block_dim = block;
     c.grid_dim = grid;
+    c.counts = &live;
     c.thread_idx = dim3(static_cast<unsigned>(linear) % block.x, static_cast<unsigned>(linear) / block.x % block.y,
                         static_cast<unsigned>(linear) / (block.x * block.y));
     for (uint64_t i = 0; i < blocks; ++i) {

@@ -16,10 +16,12 @@
 // occupancy, speed. Cost: about 50 us per 32-thread barrier round, so tests use small shapes.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace infllmv2::emu {
@@ -57,6 +59,24 @@ struct Warp {
   uint32_t slots[2][kWarpSize][kSlotWords];  // exchange buffer, two alternating phases
 };
 
+// The work of one launch, counted by the primitives (primitives.h, host branch) while it runs:
+// the performance model's counts (docs/gpu-performance.md), checked by tests against its formulas.
+struct LaunchCounts {
+  std::string kernel;  // the name IL_LAUNCH gave (kernel_args.h); "" for a bare emu::Launch
+  dim3 grid, block;
+  uint64_t ctas = 0;            // blocks run
+  uint64_t mma = 0;             // mma.sync m16n8k16, per warp (one per warp-wide instruction)
+  uint64_t cp_async = 0;        // cp.async 16-byte copies issued (zero-filled ones included)
+  uint64_t cp_async_bytes = 0;  // bytes they read from global memory (the src-size operand)
+  uint64_t load_bytes = 0;      // LoadGlobal: bytes read from global memory outside cp.async
+  uint64_t store_bytes = 0;     // StoreGlobal: bytes written to global memory
+};
+
+// The counters of the launch in progress (relaxed atomics: the emulated threads add concurrently).
+struct LiveCounts {
+  std::atomic<uint64_t> mma{0}, cp_async{0}, cp_async_bytes{0}, load_bytes{0}, store_bytes{0};
+};
+
 // The current thread's place in the launch (thread_local; valid inside a kernel body only).
 struct ThreadContext {
   dim3 thread_idx, block_idx, block_dim, grid_dim;
@@ -64,6 +84,7 @@ struct ThreadContext {
   Warp* warp = nullptr;
   Barrier* block_barrier = nullptr;
   int phase = 0;  // alternates per warp collective
+  LiveCounts* counts = nullptr;
 };
 ThreadContext& Ctx();
 
@@ -78,6 +99,11 @@ const char* TakeLaunchError();
 void FailLaunchAfter(int skip);
 // Tests: the grids of this thread's launches from now on are appended to `log` (nullptr: stop).
 void RecordLaunches(std::vector<dim3>* log);
+
+// Tests: this thread's launches from now on append their counts to `log` (nullptr: stop).
+void RecordCounts(std::vector<LaunchCounts>* log);
+// The name the next launch of this thread is recorded under (IL_LAUNCH sets it).
+void NameNextLaunch(const char* kernel);
 
 // Warp collective plumbing: posts `words` of this lane, waits for the warp, and returns the
 // exchange buffer of this phase (lanes' posted words) for reading until the next collective.
