@@ -226,12 +226,11 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
     float s[kTile / 8][4];
     for (auto& x : s) x[0] = x[1] = x[2] = x[3] = 0.0f;
     for (int kk = 0; kk < D / 16; ++kk) {
-      uint32_t qf[4];
-      const uint32_t* q = qf;
+      uint32_t q[4];
       if constexpr (Tr::kQInRegisters) {
-        q = qa[kk];
+        for (int i = 0; i < 4; ++i) q[i] = qa[kk][i];
       } else {
-        LdMatrixX4(qf, &sQ[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
+        LdMatrixX4(q, &sQ[(warp * 16 + lane % 16) * kStride + kk * 16 + 8 * (lane / 16)]);
       }
       for (int np = 0; np < kTile / 16; ++np) {
         uint32_t kb[4];
@@ -243,13 +242,21 @@ IL_DEVICE void AttentionRows(const KernelArgs<T>& a, int row_tile, int split, fl
     // Softcap (natural domain, then log2), the mask on boundary tiles only, row maxima over the 4
     // lanes of a row.
     const uint64_t mask[2] = {slot[0] >= 0 ? sMask[slot[0]] : 0, slot[1] >= 0 ? sMask[slot[1]] : 0};
-    if (softcap)
-      for (auto& x : s)
-        for (float& v : x) v = p.softcap * Tanh(v * p.scale / p.softcap);
-    if (mask[0] != kFullTile || mask[1] != kFullTile)
-      for (int j = 0; j < kTile / 8; ++j)
+    if (softcap) {
+      IL_UNROLL
+      for (int j = 0; j < kTile / 8; ++j) {
+        IL_UNROLL
+        for (int i = 0; i < 4; ++i) s[j][i] = p.softcap * Tanh(s[j][i] * p.scale / p.softcap);
+      }
+    }
+    if (mask[0] != kFullTile || mask[1] != kFullTile) {
+      IL_UNROLL
+      for (int j = 0; j < kTile / 8; ++j) {
+        IL_UNROLL
         for (int i = 0; i < 4; ++i)
           if (!((mask[i / 2] >> (8 * j + 2 * t + i % 2)) & 1)) s[j][i] = -kInf;
+      }
+    }
     float mx[2] = {-kInf, -kInf};
     for (int j = 0; j < kTile / 8; ++j)
       for (int i = 0; i < 4; ++i) mx[i / 2] = s[j][i] > mx[i / 2] ? s[j][i] : mx[i / 2];

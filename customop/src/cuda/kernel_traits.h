@@ -39,7 +39,7 @@ struct AttnTraits {
   static constexpr int kSmemBytes = kQInRegisters ? (kQBytes > kKvBytes ? kQBytes : kKvBytes) : kQBytes + kKvBytes;
   // CTAs per SM the register budget is sized for (__launch_bounds__; the SASS check verifies that
   // registers x threads x this fits the 64 K registers of an SM and that nothing spills).
-  static constexpr int kMinCtasPerSm = kDecode ? 2 : D <= 64 ? 2 : 1;
+  static constexpr int kMinCtasPerSm = kDecode ? 2 : 1;
   static_assert(kKeyTile <= 64 && kSmemBytes <= kMaxDynamicSmem, "tile does not fit");
 };
 
