@@ -18,6 +18,9 @@ cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
 cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
 ctest --test-dir artifacts/native-tests --output-on-failure -j 2
 
+echo "== SASS checks of the CUDA kernels (sm_80: tensor cores, cp.async, no local memory, occupancy; skipped without nvcc) =="
+tests/gpu/sass-check.sh --objects artifacts/native-tests
+
 echo "== concurrency and the CUDA kernels on the host emulation (ThreadSanitizer) =="
 cmake -S customop -B artifacts/cuda-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_TSAN=ON -DINFLLMV2_CUDA=OFF >/dev/null
 cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infllmv2_cuda_kernel_tests infllmv2_native_tests \
