@@ -10,7 +10,7 @@
 // and off one bank) and kStages K/V tile pairs (kKeyTile x (D + 8) each). With Q in registers the
 // staging area is dead once the fragments are loaded, so it overlays the K/V stages. D = 256 keeps Q
 // in shared memory instead (the fragments and O do not fit 255 registers together) and uses 32-key
-// tiles, so two stages fit sm_80's 163 KiB per CTA: 64 x 264 x 2 + 4 x 32 x 264 x 2 = 101 KiB.
+// tiles, so two stages fit sm_80's 163 KiB per CTA: 64 x 264 x 2 + 4 x 32 x 264 x 2 B = 99 KiB.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +18,6 @@
 namespace infllmv2::cuda {
 
 constexpr int kMaxDynamicSmem = 163 * 1024;  // sm_80's opt-in limit per CTA (sm_90: 227 KiB)
-constexpr int kDefaultSmem = 48 * 1024;      // above this a kernel must opt in (cudaFuncSetAttribute)
 
 template <int ElemBytes, int D, bool kDecode>
 struct AttnTraits {
@@ -46,13 +45,20 @@ struct AttnTraits {
 // The variant a call runs: decode when every row of the call fits one 16-row tile.
 inline bool UseDecodeTile(int64_t seq_len, int64_t group) { return seq_len * group <= 16; }
 
-// Query rows per CTA of the variant a call runs (the driver's grid and ChooseKvSplits).
+// Query rows per CTA of the variant a call runs (the driver's grid and ChooseKvSplits); the same for
+// both 16-bit types.
 inline int AttentionRowsPerCta(int64_t seq_len, int64_t group, int64_t head_size) {
-  if (UseDecodeTile(seq_len, group)) return 16;
-  return head_size <= 128 ? AttnTraits<2, 128, false>::kRows : AttnTraits<2, 256, false>::kRows;
+  if (UseDecodeTile(seq_len, group)) return AttnTraits<2, 64, true>::kRows;
+  switch (head_size) {
+    case 64:
+      return AttnTraits<2, 64, false>::kRows;
+    case 96:
+      return AttnTraits<2, 96, false>::kRows;
+    case 128:
+      return AttnTraits<2, 128, false>::kRows;
+    default:
+      return AttnTraits<2, 256, false>::kRows;
+  }
 }
-
-// Keys per tile of a head size (both variants).
-inline int KeyTileOf(int64_t head_size) { return head_size <= 128 ? 64 : 32; }
 
 }  // namespace infllmv2::cuda
