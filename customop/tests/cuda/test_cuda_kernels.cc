@@ -151,8 +151,8 @@ AttentionAttributes TinyBlocks() {
 // a dense prompt over several key tiles with a ragged chunk after a past (boundary and full tiles,
 // the two-stage pipeline over many tiles), the plain and the split-KV kernel, and dense decode on
 // the 16-row decode tile; D = 96 also sparse through stage 1 (a chunk past the budget) with the
-// 128-row prefill tile and G = 2 (several tokens per 16-row slice). D = 256 with an entry that may run sparse is refused naming
-// stage 1's limit.
+// 128-row prefill tile and G = 2 (several tokens per 16-row slice). D = 256 with an entry that
+// may run sparse is refused naming stage 1's limit.
 TEST(CudaEmu, HeadSizes96And256) {
   int i = 0;
   for (const int D : {96, 256}) {
