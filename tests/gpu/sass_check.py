@@ -9,7 +9,8 @@ and dynamic shared memory, HMMA and LDGSTS instruction counts, stack and local m
     cp.async (LDGSTS);
   - an attention kernel's registers x threads x the CTAs per SM its traits assume fit an SM's
     64 K registers, and its shared memory x those CTAs fits an SM's 164 KiB (sm_80);
-  - stage 1 on tensor cores (HMMA in Stage1Kernel), when STAGE1_HMMA is enabled below.
+  - stage 1 on tensor cores (HMMA in Stage1Kernel), when STAGE1_HMMA is enabled below;
+  - the sm_90 code the build also holds (CMake's "80;90") has no stack or local memory either.
 Prints a Markdown table; exits 1 naming every failed check.
 """
 import argparse
@@ -73,6 +74,26 @@ def parse_objects(paths):
     return kernels
 
 
+def sm90_stack_failures(paths):
+    """Kernels whose sm_90 code (when the objects hold any) has a stack frame or local memory."""
+    failures, seen = [], 0
+    for path in paths:
+        current = None
+        for line in run(["cuobjdump", "-res-usage", "-arch", "sm_90", path]).splitlines():
+            m = re.match(r"\s*Function (\S+):", line)
+            if m:
+                current = m.group(1)
+                continue
+            if current and "REG:" in line:
+                seen += 1
+                usage = dict((k, int(v)) for k, v in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", line))
+                if usage.get("STACK", 0) or usage.get("LOCAL", 0):
+                    failures.append("%s (sm_90): stack %d bytes, local %d bytes" %
+                                    (short(demangle([current])[0]), usage.get("STACK", 0), usage.get("LOCAL", 0)))
+                current = None
+    return failures, seen
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--traits", required=True, help="the traits probe's output")
@@ -121,6 +142,8 @@ def main():
                      info.get("STACK", 0), info.get("LOCAL", 0)))
     if attention_seen == 0:
         failures.append("no attention kernel found")
+    sm90_failures, sm90_seen = sm90_stack_failures(args.objects)
+    failures += sm90_failures
     table = "\n".join(["| kernel (sm_80) | registers | static smem | dynamic smem | HMMA | LDGSTS | stack / local |",
                        "|---|---|---|---|---|---|---|"] + rows)
     print(table)
@@ -129,8 +152,8 @@ def main():
             f.write(table + "\n")
     for f in failures:
         print("sass-check FAIL: " + f)
-    print("sass-check: %d kernels, %d attention kernels, %s" %
-          (len(mangled), attention_seen, "ok" if not failures else "%d failures" % len(failures)))
+    print("sass-check: %d kernels (sm_80), %d attention kernels, %d kernels checked at sm_90, %s" %
+          (len(mangled), attention_seen, sm90_seen, "ok" if not failures else "%d failures" % len(failures)))
     return 1 if failures else 0
 
 
