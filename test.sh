@@ -18,15 +18,19 @@ cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -D
 cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
 ctest --test-dir artifacts/native-tests --output-on-failure -j 2
 
+echo "== SASS checks of the CUDA kernels (sm_80: tensor cores, cp.async, no local memory, occupancy; skipped without nvcc) =="
+tests/gpu/sass-check.sh --objects artifacts/native-tests
+
 echo "== concurrency and the CUDA kernels on the host emulation (ThreadSanitizer) =="
 cmake -S customop -B artifacts/cuda-emu-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_TSAN=ON -DINFLLMV2_CUDA=OFF >/dev/null
 cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infllmv2_cuda_kernel_tests infllmv2_native_tests \
   >artifacts/cuda-emu-tsan-build.log 2>&1 || { cat artifacts/cuda-emu-tsan-build.log; exit 1; }
 # The CPU kernel's concurrency tests (concurrent calls, the guarded parallel loop), the emulator's
-# own tests and small CUDA kernel cases incl. stage 1 and split-KV (TSan slows the emulated threads
+# own tests and small CUDA kernel cases incl. stage 1, split-KV and the 128-row prefill tile over
+# several key tiles (DenseFirstPrompt: the two-stage K/V pipeline's barriers) (TSan slows the emulated threads
 # ~5x; the 80 s stage-1 prefill case runs under ASan only).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|WorkCounts\.|CudaEmu\.(SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
+  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|WorkCounts\.|CudaEmu\.(DenseFirstPrompt|SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
 
 
 echo "== GPU check, dry runs (tests/gpu: plans from the op's C ABI, the selection rule, the C++ driver on the emulation; no GPU) =="

@@ -315,8 +315,10 @@ int main(int argc, char** argv) {
       {"sparse prefill bf16 G4 D128 bf16 scores", 1, {}, {1, 112, 4, 1, 128, 0, 112, 2, 0, 0}, false, bf16_scores},
       {"sparse decode split3 fp16 G16 rot", 0, {}, {2, 1, 16, 1, 128, 201, 201, 2, 3, 0}, true, rotary},
       {"dense chunk bf16 G1 D64", 1, {}, {2, 16, 2, 2, 64, 100, 116, 1, -1, 0}, false, {}},
+      {"dense prefill bf16 G2 D96", 1, {}, {1, 100, 4, 2, 96, 0, 100, 1, 0, 0}, false, {}},
+      {"dense decode split4 fp16 G4 D256", 0, {}, {2, 1, 8, 2, 256, 300, 300, 1, 4, 0}, true, {}},
   };
-  const bool tiny[] = {false, true, true, false};
+  const bool tiny[] = {false, true, true, false, false, false};
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
     Case c = cases[i];
     std::memcpy(c.attr, tiny[i] ? kTiny : kDefault, sizeof(c.attr));

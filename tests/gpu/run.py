@@ -164,6 +164,11 @@ def check_cases(small):
         cs.append(case(f"dense-chunk-rotary-{dt}", 2, 16, 8, 2, 128, 100, 1, DEFAULT_ATTR, dt, rotary_dim=128))
         cs.append(case(f"sparse-decode-rotary-il-{dt}", 3, 1, 32, 2, 128, 300, 2, TINY_ATTR, dt, rotary_dim=64,
                        interleaved=1))
+        # head sizes 96 and 256 (their own tiles; 256 runs dense only: stage 1 takes D <= 128)
+        cs.append(case(f"dense-prefill-d96-{dt}", 2, 150, 8, 2, 96, 0, 1, DEFAULT_ATTR, dt))
+        cs.append(case(f"sparse-prefill-tiny-d96-{dt}", 2, 160, 8, 2, 96, 0, 2, TINY_ATTR, dt))
+        cs.append(case(f"dense-prefill-d256-{dt}", 1, 130, 4, 2, 256, 0, 1, DEFAULT_ATTR, dt))
+        cs.append(case(f"dense-decode-d256-split5-{dt}", 3, 1, 16, 2, 256, 700, 1, DEFAULT_ATTR, dt, splits=5))
         if not small:
             cs.append(case(f"sparse-decode-8k-{dt}", 2, 1, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
             cs.append(case(f"sparse-chunk-8k-{dt}", 1, 64, 32, 2, 128, 8192, 2, DEFAULT_ATTR, dt))
@@ -174,7 +179,8 @@ def check_cases(small):
 
 def bench_cases():
     """Decode first (G = 16, D = 128, caches shared in place; dense and sparse, the automatic split
-    choice, timed again with the split off), then prefill (sparse, then dense)."""
+    choice, timed again with the split off), then prefill (sparse, then dense), then head sizes 64,
+    96 and 256 at 32k."""
     cs = []
     for T in (8192, 32768, 131072):
         for B in (1, 16):
@@ -186,6 +192,12 @@ def bench_cases():
                 cs.append(case(f"prefill-{T // 1024}k-b{B}", B, T, 32, 2, 128, 0, 2, DEFAULT_ATTR))
     for T in (8192, 32768):  # dense prefill: the same kernels without selection work
         cs.append(case(f"dense-prefill-{T // 1024}k-b1", 1, T, 32, 2, 128, 0, 1, DEFAULT_ATTR))
+    # The other head sizes' tiles (instantiations/): decode and prefill at 32k; D = 256 dense only.
+    for D in (64, 96, 256):
+        cs.append(case(f"dense-decode-32k-b1-d{D}", 1, 1, 32, 2, D, 32767, 1, DEFAULT_ATTR, share=True))
+        if D <= 128:
+            cs.append(case(f"prefill-32k-b1-d{D}", 1, 32768, 32, 2, D, 0, 2, DEFAULT_ATTR))
+        cs.append(case(f"dense-prefill-32k-b1-d{D}", 1, 32768, 32, 2, D, 0, 1, DEFAULT_ATTR))
     return cs
 
 

@@ -1,6 +1,7 @@
 // The driver of the CUDA kernel (mirrors cpu/attention_cpu.cc): the call's stages in order on one
 // stream: 1. KV cache write (+ rotated queries), 2. level-1 compressed keys, 3. selection lists,
-// 4. attention. Included by the per-dtype .cu files (nvcc) and by emu/kernels_emu.cc (host).
+// 4. attention. Included by the per-dtype .cu files (nvcc) and by emu/kernels_emu.cc (host). The
+// attention kernels are compiled per (type, head size) in instantiations/ (attention_launch.h).
 #pragma once
 
 #include <cstdint>
@@ -9,14 +10,16 @@
 
 #include "common/call_plan.h"
 #include "cuda/attention_cuda.h"
-#include "cuda/block_attention.cuh"
+#include "cuda/attention_launch.h"
 #include "cuda/cache_write.cuh"
+#include "cuda/launch_shape.h"
 #include "cuda/selection.cuh"
-#include "cuda/split_kv.cuh"
 
 namespace infllmv2::cuda {
 
-inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 128; }
+// The head sizes with attention instantiations (instantiations/); stage 1 has its own limit
+// (kStage1MaxHead), checked per call when an entry may run sparse.
+inline bool SupportsHeadSizeImpl(int64_t d) { return d == 64 || d == 96 || d == 128 || d == 256; }
 
 // "" or why a grid of (x, y, z) blocks cannot be launched (the device limits: x < 2^31, y and z at
 // most 65535), naming the kernel.
@@ -63,7 +66,6 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
                              const AttentionData<T>& data, const ScratchAllocator& scratch, void* stream_ptr,
                              const RunOptions& options) {
   const Stream stream = static_cast<Stream>(stream_ptr);
-  (void)stream;  // unused by the host emulation
   const BufferFacts f = FactsOf(data, params);
   const std::string buffers = CheckBuffers(params, f);
   if (!buffers.empty()) return buffers;
@@ -77,9 +79,12 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   const bool maybe_sparse = UseSparse(p, params.total_sequence_length);
   if (attrs.local_window_size > 0 && maybe_sparse) return LocalWindowError(-1);
   if (!SupportsHeadSizeImpl(params.head_size))
-    return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 128)";
+    return "CUDA kernel: head size " + std::to_string(params.head_size) + " not supported (64, 96, 128, 256)";
   const std::string alignment = AlignmentError(data, params.head_size);
   if (!alignment.empty()) return alignment;
+  if (maybe_sparse && params.head_size > kStage1MaxHead)
+    return "CUDA kernel: sparse mode supports head sizes up to " + std::to_string(kStage1MaxHead) +
+           " (stage 1); head size " + std::to_string(params.head_size) + " runs dense only";
   if (maybe_sparse && params.group > kStage1MaxGroup)
     return "CUDA kernel: sparse mode supports at most " + std::to_string(kStage1MaxGroup) + " query heads per kv head";
   if (maybe_sparse && params.present_capacity > static_cast<int64_t>(kStage1MaxBlocks) * attrs.block_size)
@@ -96,7 +101,9 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
   const bool split_kv = options.kv_splits > 0 || a.kv_splits > 1;
   const int64_t B = params.batch, S = params.seq_len, H = params.num_heads, Hkv = params.kv_num_heads,
                 D = params.head_size;
-  const int64_t row_tiles = (S * params.group + kAttnRows - 1) / kAttnRows;
+  const bool decode_tile = UseDecodeTile(S, params.group);
+  const int64_t rows_per_cta = AttentionRowsPerCta(S, params.group, D);
+  const int64_t row_tiles = (S * params.group + rows_per_cta - 1) / rows_per_cta;
   Stage1Shape s1 = Stage1ShapeOf(attrs, params, options.stage1_splits);
   if (options.stage1_tokens > 0 && options.stage1_tokens < s1.tokens)
     s1.tokens = options.stage1_tokens / s1.tpt * s1.tpt > s1.tpt ? options.stage1_tokens / s1.tpt * s1.tpt : s1.tpt;
@@ -176,6 +183,11 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
           IL_LAUNCH("Stage1LseKernel", k1, grid_lse, dim3(kS1Threads), stream, a, s1);
           auto* k2 = &Stage1GroupKernel<T, 64>;
           IL_LAUNCH("Stage1GroupKernel", k2, grid_group, dim3(kS1Threads), stream, a, s1);
+        } else if (D == 96) {
+          auto* k1 = &Stage1LseKernel<T, 96>;
+          IL_LAUNCH("Stage1LseKernel", k1, grid_lse, dim3(kS1Threads), stream, a, s1);
+          auto* k2 = &Stage1GroupKernel<T, 96>;
+          IL_LAUNCH("Stage1GroupKernel", k2, grid_group, dim3(kS1Threads), stream, a, s1);
         } else {
           auto* k1 = &Stage1LseKernel<T, 128>;
           IL_LAUNCH("Stage1LseKernel", k1, grid_lse, dim3(kS1Threads), stream, a, s1);
@@ -188,38 +200,30 @@ std::string RunAttentionImpl(const AttentionAttributes& attrs, const AttentionPa
     }
   }
   // 4. Attention (split-KV: partials into fp32 scratch, then the combine kernel).
-  if (split_kv) {
-    const int n = a.kv_splits;
-    float* part = static_cast<float*>(scratch(sizeof(float) * B * S * H * n * (D + 2)));
-    if (part == nullptr) return "CUDA kernel: out of memory";
-    mark("attention");
-    const dim3 grid(static_cast<unsigned>(row_tiles * n), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
-    const dim3 grid_c(static_cast<unsigned>((B * S * H + kCombineWarps - 1) / kCombineWarps));
-    if (D == 64) {
-      auto* k = &SplitKvAttentionKernel<T, 64>;
-      IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
-      auto* c = &KvCombineKernel<T, 64>;
-      mark("combine");
-      IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
-    } else {
-      auto* k = &SplitKvAttentionKernel<T, 128>;
-      IL_LAUNCH("SplitKvAttentionKernel", k, grid, dim3(kAttnThreads), stream, a, part);
-      auto* c = &KvCombineKernel<T, 128>;
-      mark("combine");
-      IL_LAUNCH("KvCombineKernel", c, grid_c, dim3(32 * kCombineWarps), stream, a, part);
-    }
-    mark("end");
-    return "";
-  }
+  AttentionGrid grid;
+  grid.decode = decode_tile;
+  grid.row_tiles = row_tiles;
+  grid.out_rows = B * S * H;
+  if (split_kv &&
+      (grid.part = static_cast<float*>(scratch(sizeof(float) * B * S * H * a.kv_splits * (D + 2)))) == nullptr)
+    return "CUDA kernel: out of memory";
   mark("attention");
-  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(Hkv), static_cast<unsigned>(B));
-  if (D == 64) {
-    auto* k = &BlockAttentionKernel<T, 64>;
-    IL_LAUNCH("BlockAttentionKernel", k, grid, dim3(kAttnThreads), stream, a);
-  } else {
-    auto* k = &BlockAttentionKernel<T, 128>;
-    IL_LAUNCH("BlockAttentionKernel", k, grid, dim3(kAttnThreads), stream, a);
+  std::string error;
+  switch (D) {
+    case 64:
+      error = LaunchAttention<T, 64>(a, grid, stream, options);
+      break;
+    case 96:
+      error = LaunchAttention<T, 96>(a, grid, stream, options);
+      break;
+    case 128:
+      error = LaunchAttention<T, 128>(a, grid, stream, options);
+      break;
+    default:
+      error = LaunchAttention<T, 256>(a, grid, stream, options);
+      break;
   }
+  if (!error.empty()) return error;
   mark("end");
   return "";
 }

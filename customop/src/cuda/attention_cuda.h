@@ -45,7 +45,7 @@ struct RunOptions {
 constexpr const char* kStageNames[] = {"cache_write", "compress", "selection", "attention", "combine"};
 
 // `data`: device pointers (seqlens_k too); `stream`: a cudaStream_t (nullptr under emulation).
-// Returns "" or why the call cannot run (never throws). Head sizes: 64 and 128.
+// Returns "" or why the call cannot run (never throws). Head sizes: 64, 96, 128, 256 (256 dense only).
 template <typename T>
 std::string RunAttention(const AttentionAttributes& attrs, const AttentionParams& params, const AttentionData<T>& data,
                          const ScratchAllocator& scratch, void* stream, const RunOptions& options = {});

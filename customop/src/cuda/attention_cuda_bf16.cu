@@ -1,4 +1,5 @@
-// bf16 instantiation of the CUDA kernel (all stages, head sizes 64 and 128).
+// bf16 instantiation of the CUDA kernel (the driver and stages 1-3; the attention kernels
+// are in instantiations/attention_bf16_hd*.cu).
 #include "cuda/attention_cuda.cuh"
 
 namespace infllmv2 {

@@ -15,6 +15,16 @@ namespace infllmv2::cuda {
 using Stream = cudaStream_t;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) kernel<<<(grid), (block), 0, (stream)>>>(__VA_ARGS__)
 #define IL_NAME_LAUNCH(name) ((void)0)  // the emulation's per-launch counts only
+#define IL_LAUNCH_ONLY_SMEM(kernel, grid, block, smem, stream, ...) \
+  kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+// Lets `kernel` use `bytes` of dynamic shared memory (above 48 KiB a kernel must opt in, per device
+// context: done before every launch, which costs a host call and no stream work). Null or the error.
+template <class K>
+const char* AllowDynamicSmem(K* kernel, int bytes) {
+  if (bytes <= 48 * 1024) return nullptr;
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
+}
 // The calling host thread's launch-error slot, read (and cleared) right after a launch.
 inline const char* TakeLaunchError() {
   const cudaError_t e = cudaGetLastError();
@@ -25,6 +35,12 @@ using Stream = void*;
 #define IL_LAUNCH_ONLY(kernel, grid, block, stream, ...) \
   ::infllmv2::emu::Launch((grid), (block), [&] { kernel(__VA_ARGS__); })
 #define IL_NAME_LAUNCH(name) ::infllmv2::emu::NameNextLaunch(name)
+#define IL_LAUNCH_ONLY_SMEM(kernel, grid, block, smem, stream, ...) \
+  IL_LAUNCH_ONLY(kernel, grid, block, stream, __VA_ARGS__)
+template <class K>
+const char* AllowDynamicSmem(K*, int) {
+  return nullptr;
+}
 inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError(); }
 #endif
 
@@ -37,6 +53,16 @@ inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError()
     if (const char* il_error_ = ::infllmv2::cuda::TakeLaunchError())                    \
       return std::string("CUDA kernel: ") + (name) + " failed to launch: " + il_error_; \
   } while (0)
+// The same with `smem` bytes of dynamic shared memory.
+#define IL_LAUNCH_SMEM(name, kernel, grid, block, smem, stream, ...)                                            \
+  do {                                                                                                          \
+    const char* il_error_ = ::infllmv2::cuda::AllowDynamicSmem(kernel, smem);                                   \
+    if (il_error_ == nullptr) {                                                                                 \
+      IL_LAUNCH_ONLY_SMEM(kernel, grid, block, smem, stream, __VA_ARGS__);                                      \
+      il_error_ = ::infllmv2::cuda::TakeLaunchError();                                                          \
+    }                                                                                                           \
+    if (il_error_ != nullptr) return std::string("CUDA kernel: ") + (name) + " failed to launch: " + il_error_; \
+  } while (0)
 
 // The call's rules and buffers (common/call_rules.h: CallBuffers, with its addressing) and what
 // the driver adds: the query rows the kernels read, the scratch it chose, the key splits.
@@ -46,7 +72,7 @@ struct KernelArgs : CallBuffers<T> {
   int q_heads = 0;         // heads per token in `q` (H + 2 Hkv when it is the packed input)
   T* comp = nullptr;       // level-1 compressed keys [B, Hkv, rules.compressed_capacity, D]
   int32_t* sel = nullptr;  // selection lists [B, Hkv, S, K] (the output, or scratch)
-  // 1 = one CTA per (64 query rows, kv head, entry) over all of its keys; > 1 = the split-KV path
+  // 1 = one CTA per (row tile, kv head, entry) over all of its keys; > 1 = the split-KV path
   // (split_kv.cuh) with this many key splits per such CTA. Chosen on the host.
   int kv_splits = 1;
 };

@@ -5,6 +5,10 @@
 //
 // Kernel code uses only what is here (plus plain C++ arithmetic):
 //   IL_GLOBAL / IL_DEVICE / IL_SHARED               kernel, device function, __shared__
+//   IL_LAUNCH_BOUNDS(threads, min_ctas)             __launch_bounds__ (nothing on the host)
+//   IL_UNROLL                                       #pragma unroll (nothing on the host)
+//   IL_DYNAMIC_SHARED(name, bytes)                  extern __shared__ unsigned char name[] (16-byte
+//                                                   aligned; on the host a static array of `bytes`)
 //   IL_HD (common/host_device.h)                   host and device
 //   threadIdx, blockIdx, blockDim, gridDim          as in CUDA
 //   SyncThreads(), SyncWarp(), ShflXor(), Shfl()    full-warp collectives (mask 0xffffffff)
@@ -40,6 +44,9 @@
 #define IL_GLOBAL __global__
 #define IL_DEVICE __device__ __forceinline__
 #define IL_SHARED __shared__
+#define IL_LAUNCH_BOUNDS(threads, min_ctas) __launch_bounds__(threads, min_ctas)
+#define IL_UNROLL _Pragma("unroll")
+#define IL_DYNAMIC_SHARED(name, bytes) extern __shared__ __align__(16) unsigned char name[]
 
 namespace infllmv2::cuda {
 
@@ -139,6 +146,9 @@ constexpr float kInf = __builtin_huge_valf();
 #define IL_GLOBAL
 #define IL_DEVICE inline
 #define IL_SHARED static
+#define IL_LAUNCH_BOUNDS(threads, min_ctas)
+#define IL_UNROLL
+#define IL_DYNAMIC_SHARED(name, bytes) alignas(16) static unsigned char name[bytes]
 #define threadIdx (::infllmv2::emu::Ctx().thread_idx)
 #define blockIdx (::infllmv2::emu::Ctx().block_idx)
 #define blockDim (::infllmv2::emu::Ctx().block_dim)

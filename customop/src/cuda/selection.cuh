@@ -50,6 +50,7 @@ constexpr int kS1Tile = 16 * kS1Warps;   // windows per key tile
 constexpr int kS1XStride = kS1Tile + 4;  // padded fp32 rows of the score tiles
 constexpr int kS1PoolFloats = 4096;      // block maxima of a group CTA: tokens x blocks of its chunk
 constexpr int kS1MaxStep = 21;           // kernel / stride with lse_approx: 3 st - 3 < one tile
+constexpr int kStage1MaxHead = 128;      // head size: the group kernel's static shared memory (48 KB)
 constexpr int kStage1MaxGroup = 256;     // G: normalizers of one unit in shared memory
 constexpr int kStage1MaxBlocks = 8192;   // top-k keys: the block index in 13 bits
 constexpr int64_t kS1ScoreScratchBytes = int64_t{64} << 20;  // block scores per token chunk

@@ -1,8 +1,8 @@
 // Split-KV (flash-decoding) attention on CUDA, for calls with few query rows (decode, short
-// chunks): the plain attention grid has ceil(S * G / 64) x Hkv x B CTAs, so one decode token at 128k
-// with Hkv = 2 and B = 1 is 2 CTAs that each walk the whole cache. Here every such CTA's keys are
+// chunks): the plain attention grid has ceil(S * G / rows per CTA) x Hkv x B CTAs, so one decode
+// token at 128k with Hkv = 2 and B = 1 is 2 CTAs that each walk the whole cache. Here every such CTA's keys are
 // cut into a.kv_splits parts processed by separate CTAs (block_attention.cuh's AttentionRows with
-// kSplit): range mode (dense, sparse within the budget) in equal runs of 64-key tiles from the
+// kSplit): range mode (dense, sparse within the budget) in equal runs of key tiles from the
 // entry's first visible tile to its total, list mode (sparse past the budget) in equal runs of
 // selection-list entries. Each writes an unnormalized partial (O, running max, sum) in fp32; the
 // combine kernel merges the partials of a row with the log-sum-exp rule and writes the output in T.
@@ -19,18 +19,19 @@
 
 namespace infllmv2::cuda {
 
-// grid (ceil(S * G / 64) * kv_splits, Hkv, B), block 128; blockIdx.x = row tile * kv_splits + split.
-template <class T, int D>
-IL_GLOBAL void SplitKvAttentionKernel(KernelArgs<T> a, float* part) {
+// grid (ceil(S * G / Tr::kRows) * kv_splits, Hkv, B), block Tr::kThreads, Tr::kSmemBytes dynamic
+// shared memory; blockIdx.x = row tile * kv_splits + split.
+template <class T, class Tr>
+IL_GLOBAL void IL_LAUNCH_BOUNDS(Tr::kThreads, Tr::kMinCtasPerSm) SplitKvAttentionKernel(KernelArgs<T> a, float* part) {
   const int x = static_cast<int>(blockIdx.x);
-  AttentionRows<T, D, true>(a, x / a.kv_splits, x % a.kv_splits, part);
+  AttentionRows<T, Tr, true>(a, x / a.kv_splits, x % a.kv_splits, part);
 }
 
 // grid ceil(B * S * H / 4), block 128: warp w merges row blockIdx.x * 4 + w (row (b * S + s) * H + n):
 // M = max m_i, L = sum l_i 2^(m_i - M), O = sum O_i 2^(m_i - M) / L (0 when no split saw a key).
 // Splits are merged in index order (deterministic).
 template <class T, int D>
-IL_GLOBAL void KvCombineKernel(KernelArgs<T> a, const float* part) {
+IL_GLOBAL void IL_LAUNCH_BOUNDS(32 * kCombineWarps, 1) KvCombineKernel(KernelArgs<T> a, const float* part) {
   const CallRules& p = a.rules;
   const int n = a.kv_splits, lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * kCombineWarps + static_cast<int>(threadIdx.x) / 32;

@@ -24,7 +24,8 @@ bool CudaEmuAccepts(const Case& c) {
   if (std::getenv("INFLLMV2_ISA") != nullptr) return false;
   if (!cuda::SupportsHeadSize(c.head_size)) return false;
   const bool maybe_sparse = c.mode != 1;
-  if (maybe_sparse && (c.attrs.local_window_size > 0 || c.num_heads / c.kv_num_heads > cuda::kStage1MaxGroup))
+  if (maybe_sparse && (c.attrs.local_window_size > 0 || c.num_heads / c.kv_num_heads > cuda::kStage1MaxGroup ||
+                       c.head_size > cuda::kStage1MaxHead))
     return false;
   const int64_t capacity = std::max(c.past_capacity, c.total_sequence_length);
   if (maybe_sparse && c.batch * c.kv_num_heads * c.seq_len * capacity > kCudaEmuMaxStage1Work) return false;

@@ -148,6 +148,58 @@ AttentionAttributes TinyBlocks() {
   return a;
 }
 
+// Head sizes 96 and 256 (their own tiles: D = 256 keeps Q in shared memory and uses 32-key tiles):
+// a dense prompt over several key tiles with a ragged chunk after a past (boundary and full tiles,
+// the two-stage pipeline over many tiles), the plain and the split-KV kernel, and dense decode on
+// the 16-row decode tile; D = 96 also sparse through stage 1 (a chunk past the budget) with the
+// 128-row prefill tile and G = 2 (several tokens per 16-row slice). D = 256 with an entry that
+// may run sparse is refused naming stage 1's limit.
+TEST(CudaEmu, HeadSizes96And256) {
+  int i = 0;
+  for (const int D : {96, 256}) {
+    for (const int splits : {-1, 3}) {
+      Case c;
+      c.batch = 2;
+      c.seq_len = 40;
+      c.past_capacity = 110;
+      c.totals = {150, 41};
+      c.num_heads = 2;
+      c.kv_num_heads = 1;
+      c.head_size = D;
+      c.mode = 1;
+      c.attrs.softcap = D == 96 ? 3.0f : 0.0f;
+      c.seed = 900 + i++;
+      BothTypes(c, false, splits);
+    }
+    Case d;
+    d.batch = 2;
+    d.seq_len = 1;
+    d.past_capacity = 140;
+    d.totals = {141, 37};
+    d.num_heads = 8;
+    d.kv_num_heads = 2;
+    d.head_size = D;
+    d.mode = 1;
+    d.seed = 900 + i++;
+    BothTypes(d);
+  }
+  Case c;
+  c.seq_len = 12;
+  c.past_capacity = 100;
+  c.totals = {112};
+  c.num_heads = 2;
+  c.kv_num_heads = 1;
+  c.head_size = 96;
+  c.mode = 2;
+  c.attrs = TinyBlocks();
+  c.seed = 910;
+  BothTypes(c);
+  c.head_size = 256;
+  Tensors t = MakeTensors(c);
+  Complete(c);
+  EXPECT_NE(RunCudaEmu<Float16>(c, t).error.find("sparse mode supports head sizes up to 128"), std::string::npos);
+}
+
 // Stage 1 on the device (tokens past the budget of K = 6 blocks): selections identical to the
 // reference and the CPU kernel (fp16), outputs within tolerance. Prefill, both normalizers.
 TEST(CudaEmu, SparseStage1Prefill) {

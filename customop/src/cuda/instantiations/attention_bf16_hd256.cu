@@ -1,0 +1,5 @@
+// The attention kernels for BFloat16, head size 256: prefill and decode tiles, plain and split-KV, and
+// the split-KV combine (kernel_traits.h: AttnTraits<2, 256, *>).
+#include "cuda/attention_launch.cuh"
+
+INFLLMV2_ATTENTION_INSTANTIATE(infllmv2::BFloat16, 256)
