@@ -58,6 +58,7 @@ inline const char* TakeLaunchError() { return ::infllmv2::emu::TakeLaunchError()
   do {                                                                                                          \
     const char* il_error_ = ::infllmv2::cuda::AllowDynamicSmem(kernel, smem);                                   \
     if (il_error_ == nullptr) {                                                                                 \
+      IL_NAME_LAUNCH(name);                                                                                     \
       IL_LAUNCH_ONLY_SMEM(kernel, grid, block, smem, stream, __VA_ARGS__);                                      \
       il_error_ = ::infllmv2::cuda::TakeLaunchError();                                                          \
     }                                                                                                           \

@@ -13,6 +13,7 @@
 #include "common/call_plan.h"
 #include "cuda/block_attention.cuh"
 #include "cuda/cache_write.cuh"
+#include "cuda/kernel_traits.h"
 #include "cuda/selection.cuh"
 #include "cuda_emu_backend.h"
 
@@ -71,9 +72,8 @@ uint64_t CeilDiv(int64_t a, int64_t b) { return static_cast<uint64_t>((a + b - 1
 //                       loaded once (64 x D / 8 copies each, the bytes of the keys < total), Q once
 //                       (R x D / 8 copies, the bytes of the real rows); mma per tile = R x 64 x D /
 //                       1024 (Q K^T and P V, every warp of the CTA).
-// The attention formula takes the launch's R (kAttnRows): today one 64-row CTA per (token tile,
-// kv head, entry), so a decode token of G = 16 fills 16 of 64 rows and 3/4 of the mma are on
-// empty rows; a decode CTA of one 16-row GQA tile (R = 16) runs a quarter of them.
+// The attention formula takes the launch's R (AttentionRowsPerCta): a decode token's G = 16 query
+// heads are one 16-row tile (R = 16, one warp), so no mma runs on empty rows.
 TEST(WorkCounts, SparseDecodeMatchesTheModel) {
   using T = Float16;
   constexpr int64_t e = sizeof(T);
@@ -124,7 +124,10 @@ TEST(WorkCounts, SparseDecodeMatchesTheModel) {
     lse_w.ctas = static_cast<uint64_t>(sh.splits * B * Hkv);
     group.ctas = lse_w.ctas;
     topk.ctas = static_cast<uint64_t>(S * B * Hkv);
-    const int64_t row_tiles = (S * G + cuda::kAttnRows - 1) / cuda::kAttnRows;
+    const int64_t R = cuda::AttentionRowsPerCta(S, G, D);
+    constexpr int64_t kKeys = cuda::AttnTraits<2, 128, true>::kKeyTile;
+    ASSERT_EQ(R, 16);
+    const int64_t row_tiles = (S * G + R - 1) / R;
     attn.ctas = static_cast<uint64_t>(row_tiles * Hkv * B);
     for (int64_t b = 0; b < B; ++b) {
       const EntryPlan en = PlanEntry(rules, t.seqlens_k.data(), b);
@@ -170,18 +173,18 @@ TEST(WorkCounts, SparseDecodeMatchesTheModel) {
           const int32_t* row = r.selected_blocks.data() + (b * Hkv + h) * S * p.budget;
           for (int64_t i = 0; i < p.budget && row[i] >= 0; ++i)
             for (int64_t k = row[i] * c.attrs.block_size; k < (row[i] + 1) * c.attrs.block_size; ++k)
-              tiles.insert(k / cuda::kKeyTile);
+              tiles.insert(k / kKeys);
         } else {
-          for (int64_t k = 0; k <= pos; ++k) tiles.insert(k / cuda::kKeyTile);
+          for (int64_t k = 0; k <= pos; ++k) tiles.insert(k / kKeys);
         }
         // Attention: one CTA (row_tiles = 1 here) per (b, h).
-        attn.cp_async += static_cast<uint64_t>(cuda::kAttnRows * D / 8);
+        attn.cp_async += static_cast<uint64_t>(R * D / 8);
         attn.cp_async_bytes += static_cast<uint64_t>(S * G * D * e);
         for (int64_t tile : tiles) {
-          const int64_t keys = std::min<int64_t>(cuda::kKeyTile, en.total - tile * cuda::kKeyTile);
-          attn.cp_async += static_cast<uint64_t>(2 * cuda::kKeyTile * D / 8);
+          const int64_t keys = std::min<int64_t>(kKeys, en.total - tile * kKeys);
+          attn.cp_async += static_cast<uint64_t>(2 * kKeys * D / 8);
           attn.cp_async_bytes += static_cast<uint64_t>(2 * keys * D * e);
-          attn.mma += static_cast<uint64_t>(cuda::kAttnRows * cuda::kKeyTile * D / 1024);
+          attn.mma += static_cast<uint64_t>(R * kKeys * D / 1024);
         }
       }
     }
