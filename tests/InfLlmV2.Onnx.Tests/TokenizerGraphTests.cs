@@ -184,6 +184,39 @@ public class TokenizerGraphTests
         Assert.Contains("FAIL", failOut);
     }
 
+    [Fact]
+    public void RewriteGenAiFolder_WithTokenizerGraphs_WritesThemNextToTheModel()
+    {
+        using var dir = new TempDir();
+        var folder = GenAiFolderWriter.Write(new TinyDecoderConfig { Seed = 3, Vocab = 515, MaxPositions = 512 }, dir["genai"]);
+        TokenizerFolders.ByteLevel(folder);
+        var (code, stdout, stderr) = CliProcess.Run("rewrite", "--genai-folder", folder, "-o", dir["out"], "--tokenizer-graphs");
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Contains("tokenizer graphs", stdout);
+        using var options = new SessionOptions();
+        options.RegisterAllOps();
+        using var encoder = new InferenceSession(Path.Combine(dir["out"], TokenizerGraphs.EncoderFile), options);
+        using var decoder = new InferenceSession(Path.Combine(dir["out"], TokenizerGraphs.DecoderFile), options);
+        const string text = "<|im_start|>user\nhéllo<|im_end|>";
+        using var results = encoder.Run([NamedOnnxValue.CreateFromTensor("text", new DenseTensor<string>(new[] { text }, [1]))]);
+        var ids = results.First().AsTensor<long>().ToArray();
+        Assert.Equal(ModelTokenizer.ForModel(folder).Encode(text), ids.Select(i => (int)i));
+        using var back = decoder.Run([NamedOnnxValue.CreateFromTensor("ids", new DenseTensor<long>(ids, [ids.Length]))]);
+        Assert.Equal(text, back.First().AsTensor<string>().Single());
+    }
+
+    [Fact]
+    public void Rewrite_WithTokenizerGraphs_WithoutATokenizerJson_IsAUsageError_AndWritesNothing()
+    {
+        using var dir = new TempDir();
+        var folder = GenAiFolderWriter.Write(new TinyDecoderConfig { Seed = 3, Vocab = 515, MaxPositions = 512 }, dir["genai"]);
+        var (code, _, stderr) = CliProcess.Run("rewrite", "--genai-folder", folder, "-o", dir["out"], "--tokenizer-graphs");
+        Assert.Equal(2, code);
+        Assert.Contains("--tokenizer-graphs", stderr);
+        Assert.Contains("tokenizer.json not found", stderr);
+        Assert.False(Directory.Exists(dir["out"]) && Directory.EnumerateFileSystemEntries(dir["out"]).Any());
+    }
+
     private static TensorProto Strings(string name, params string[] values)
     {
         var t = new TensorProto { Name = name, DataType = (int)TensorProto.Types.DataType.String };
