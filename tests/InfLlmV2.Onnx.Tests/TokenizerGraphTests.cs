@@ -55,6 +55,8 @@ public class TokenizerGraphTests
         // Added tokens are one id each, special or not.
         Assert.Equal([512], tokenizer.Encode("<|im_start|>"));
         Assert.Equal([514], tokenizer.Encode("<tool>"));
+        // An id past the tokenizer (a larger embedding) decodes to nothing.
+        Assert.Equal("ab", tokenizer.Decode([.. tokenizer.Encode("a"), 9999, .. tokenizer.Encode("b")]));
     }
 
     /// <summary>

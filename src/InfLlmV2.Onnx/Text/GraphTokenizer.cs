@@ -57,19 +57,18 @@ internal sealed class GraphTokenizer : IDisposable
         return output;
     }
 
-    /// <summary>The text of <paramref name="ids"/> (an incomplete UTF-8 character at the end reads as U+FFFD).</summary>
-    /// <exception cref="ArgumentOutOfRangeException">An id is outside the decoder's table.</exception>
+    /// <summary>
+    /// The text of <paramref name="ids"/> (an incomplete UTF-8 character at the end reads as U+FFFD).
+    /// Ids outside the decoder's table decode to nothing (a model's embedding often has more rows
+    /// than its tokenizer has tokens, and a sampled id may fall there).
+    /// </summary>
     public string Decode(IReadOnlyList<int> ids)
     {
-        if (ids.Count == 0) return "";  // the decoder op divides by the sequence length
-        var data = new long[ids.Count];
-        for (int i = 0; i < data.Length; i++)
-        {
-            if (ids[i] < 0 || ids[i] >= Graphs.VocabularySize)
-                throw new ArgumentOutOfRangeException(nameof(ids), ids[i], $"token id {ids[i]} is outside the tokenizer's vocabulary [0, {Graphs.VocabularySize})");
-            data[i] = ids[i];
-        }
-        using var input = OrtValue.CreateTensorValueFromMemory(data, [data.Length]);
+        var data = new List<long>(ids.Count);
+        foreach (var id in ids)
+            if (id >= 0 && id < Graphs.VocabularySize) data.Add(id);
+        if (data.Count == 0) return "";  // the decoder op divides by the sequence length
+        using var input = OrtValue.CreateTensorValueFromMemory(data.ToArray(), [data.Count]);
         using var runOptions = new RunOptions();
         using var results = _decoder.Run(runOptions, [TokenizerGraphs.IdsInputName], [input], [TokenizerGraphs.TextName]);
         return results[0].GetStringElement(0);
