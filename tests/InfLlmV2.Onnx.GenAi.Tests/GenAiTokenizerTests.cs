@@ -12,8 +12,9 @@ namespace InfLlmV2.Onnx.GenAi.Tests;
 /// Llama-3, Qwen style) with special and plain added tokens, whitespace and Unicode: the same ids,
 /// and the same text back (genai's Decode drops special tokens, ours keeps them: compared where the
 /// text has none). SentencePiece-style BPE: the same text back (but for genai's leading space), not
-/// the same ids (docs/architecture.md, "Tokenizers": genai's newer Extensions code neither adds the
-/// post-processor's &lt;s&gt; nor merges across the leading word mark here).
+/// the same ids (docs/architecture.md, "Tokenizers": genai's newer Extensions code adds no &lt;s&gt;
+/// from the post-processor and splits some words differently from the file's merges; ours follow
+/// them, TokenizerGraphTests checks that against a reference BPE).
 /// </summary>
 public class GenAiTokenizerTests
 {

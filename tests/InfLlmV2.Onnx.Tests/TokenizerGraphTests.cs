@@ -93,6 +93,40 @@ public class TokenizerGraphTests
         Assert.Equal("日", tokenizer.Decode(japanese));
     }
 
+    /// <summary>
+    /// The SentencePiece-style ids equal those of Hugging Face's BPE algorithm written out here: the
+    /// normalizer (prepend "▁", spaces to "▁"), the lowest-ranked merge first over Unicode scalars,
+    /// byte fallback for pieces outside the vocabulary, &lt;s&gt; first.
+    /// </summary>
+    [Fact]
+    public void SentencePieceStyleFolder_IdsEqualAReferenceBpe()
+    {
+        using var dir = new TempDir();
+        var folder = SentencePieceFolder(dir);
+        var tokenizer = ModelTokenizer.ForModel(folder);
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "tokenizer.json")))!;
+        var vocab = json["model"]!["vocab"]!.AsObject().ToDictionary(p => p.Key, p => (int)p.Value!);
+        var rank = json["model"]!["merges"]!.AsArray().Select((m, i) => (Pair: (string)m!, Rank: i)).ToDictionary(m => m.Pair, m => m.Rank);
+        foreach (var text in Texts.Where(t => !t.Contains('<')).Append("Hello, world!").Append("  two  x"))
+        {
+            var symbols = (text.Length == 0 ? "" : "\u2581" + text.Replace(" ", "\u2581", StringComparison.Ordinal)).EnumerateRunes().Select(r => r.ToString()).ToList();
+            while (true)
+            {
+                int best = -1, bestRank = int.MaxValue;
+                for (int i = 0; i + 1 < symbols.Count; i++)
+                    if (rank.TryGetValue(symbols[i] + " " + symbols[i + 1], out var r) && r < bestRank) (best, bestRank) = (i, r);
+                if (best < 0) break;
+                symbols[best] += symbols[best + 1];
+                symbols.RemoveAt(best + 1);
+            }
+            var expected = new List<int> { 1 };
+            foreach (var piece in symbols)
+                if (vocab.TryGetValue(piece, out var id)) expected.Add(id);
+                else expected.AddRange(Encoding.UTF8.GetBytes(piece).Select(b => vocab[$"<0x{b:X2}>"]));
+            Assert.Equal(expected, tokenizer.Encode(text));
+        }
+    }
+
     [Theory]
     [InlineData("bytelevel")]
     [InlineData("spm")]
