@@ -38,7 +38,7 @@ public sealed class TextModels : IDisposable
     public void Dispose() => _dir.Dispose();
 }
 
-/// <summary>Text prompts: the model folder's tokenizer (Microsoft.ML.Tokenizers), generate --prompt/--prompt-file, compare --prompt-file.</summary>
+/// <summary>Text prompts: the model folder's tokenizer (the tokenizer graphs, or Microsoft.ML.Tokenizers), generate --prompt/--prompt-file, compare --prompt-file.</summary>
 public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
 {
     [Theory]
@@ -144,6 +144,7 @@ public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
         var text = CliProcess.Run("generate", models.OriginalPath, "--prompt", prompt, "--max-new-tokens", "12");
         Assert.True(text.ExitCode == 0, text.StdErr);
         Assert.Contains($"prompt: {ids.Length} tokens", text.StdErr);
+        Assert.Contains("(byte-level BPE via onnxruntime-extensions, ", text.StdErr);  // the tokenizer graphs by default
         var byIds = CliProcess.Run("generate", models.OriginalPath, "--prompt-ids", string.Join(',', ids), "--max-new-tokens", "12");
         Assert.Equal(0, byIds.ExitCode);
         var generated = byIds.StdOut.Trim().Split(',').Select(int.Parse).ToArray();
