@@ -13,7 +13,8 @@
 #      the NuGet feed, rewrites the model with InfLlmV2.Onnx.GraphTools (byte-identical to the
 #      tool's rewrite), runs it with RegisterInfLlmV2Ops() (its op library must come from the app's
 #      own folder), once with `dotnet run` and once from `dotnet publish -r linux-x64`, and the
-#      tool's `infllmv2 run` reproduces its logits (--atol 1e-6).
+#      tool's `infllmv2 run` reproduces its logits (--atol 1e-6); the app tokenizes through ONNX Runtime
+#      Extensions (the library's dependency: its native library must come from the app's own folder).
 #
 # Stale copies: every run packs a unique prerelease version (PackageVersion=<Version>-pkgtest.<time>.<pid>;
 # the assemblies keep <Version>), so no NuGet cache can hold it and restore must take our packages from
@@ -109,13 +110,15 @@ deps=$(grep -o '<dependency id="[^"]*" version="[^"]*"' <<<"$nuspec" | sed 's|<d
 pkg_version() { sed -n "s|.*<PackageVersion Include=\"$1\" Version=\"\([^\"]*\)\".*|\1|p" Directory.Packages.props | head -n 1; }
 [[ "$deps" == "InfLlmV2.Onnx.GraphTools $version
 Microsoft.Extensions.AI.Abstractions $(pkg_version Microsoft.Extensions.AI.Abstractions)
+Microsoft.ML.OnnxRuntime.Extensions $(pkg_version Microsoft.ML.OnnxRuntime.Extensions)
 Microsoft.ML.OnnxRuntime.Managed $ort_version
-Microsoft.ML.Tokenizers $(pkg_version Microsoft.ML.Tokenizers)" ]] || problem "InfLlmV2.Onnx dependencies are not GraphTools, ORT Managed, Tokenizers and Extensions.AI.Abstractions only:
+Microsoft.ML.Tokenizers $(pkg_version Microsoft.ML.Tokenizers)" ]] || problem "InfLlmV2.Onnx dependencies are not GraphTools, ORT Managed, ORT Extensions, Tokenizers and Extensions.AI.Abstractions only:
 $deps"
 grep -q '<license type="expression">' <<<"$nuspec" || problem "InfLlmV2.Onnx has no license expression"
 tool_files=$(list "$tool_pkg")
 for f in tools/net10.0/any/infllmv2.dll tools/net10.0/any/DotnetToolSettings.xml tools/net10.0/any/libinfllmv2_ops.so \
          tools/net10.0/any/runtimes/linux-x64/native/libonnxruntime.so tools/net10.0/any/infllmv2_stage_bench \
+         tools/net10.0/any/runtimes/linux-x64/native/libortextensions.so \
          tools/net10.0/any/runtimes/linux-x64/native/libSkiaSharp.so; do  # the pictures (SkiaSharp NoDependencies: libc only)
   grep -qx "$f" <<<"$tool_files" || problem "the tool package lacks $f"
 done
@@ -211,6 +214,10 @@ run_app() {  # $1: label, $2: the app's folder, $3...: command
   grep -q '^chat: .* streamed updates' "$tmp/app-$label.txt" || fail "the app ($label) got no streamed answer through IChatClient"
   lib=$(sed -n 's|^op library: ||p' "$tmp/app-$label.txt")
   [[ $lib == "$dir"/* ]] || fail "the app ($label) loaded the op library from $lib, not from its own folder $dir"
+  lib=$(sed -n 's|^extensions library: ||p' "$tmp/app-$label.txt")
+  [[ $lib == "$dir"/* ]] || fail "the app ($label) found the ONNX Runtime Extensions library at $lib, not in its own folder $dir"
+  grep -q '^tokenizer: onnxruntime-extensions (byte-level BPE), .* agree and decode the text back' "$tmp/app-$label.txt" \
+    || fail "the app ($label) did not tokenize through ONNX Runtime Extensions"
 }
 log "dotnet run"
 (cd "$app" && dotnet build -c Release -nologo -v q >"$tmp/app-build.log" 2>&1) || { cat "$tmp/app-build.log"; fail "dotnet build of the app"; }

@@ -7,8 +7,12 @@
 //   3. writes WORKDIR/testdata/input_N.pb and output_N.pb (the rewritten model's outputs), which the
 //      script hands to `infllmv2 run` so that the CLI's logits are compared with these.
 //   4. chats with the rewritten model through Microsoft.Extensions.AI's IChatClient (InfLlmV2ChatClient:
-//      the tokenizer and chat template copied from ORIGINAL's folder), streaming the answer.
-// Prints "op library: PATH" (the script checks that it lies in the app's own folder). Exit 0 on success.
+//      the tokenizer and chat template copied from ORIGINAL's folder), streaming the answer;
+//   5. tokenizes through ONNX Runtime Extensions: the folder's tokenizer runs as the tokenizer graphs
+//      (the chat above too), and the graphs written to WORKDIR/rewritten/ run in a plain session with
+//      both libraries registered in one call (RegisterAllOps), giving the same ids and the text back.
+// Prints "op library: PATH" and "extensions library: PATH" (the script checks that both lie in the
+// app's own folder) and "tokenizer: ..." (checked too). Exit 0 on success.
 using InfLlmV2.Onnx;
 using System.Text;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
@@ -78,6 +82,30 @@ using (IChatClient chat = InfLlmV2ChatClient.Open(rewrittenFolder))
     Console.WriteLine($"chat: {updates} streamed updates, {usage?.InputTokenCount} input and {usage?.OutputTokenCount} output tokens, finish {finish}: {answer}");
     if (updates < 2 || usage?.OutputTokenCount is not > 0 || finish is null) { Console.Error.WriteLine("error: no streamed chat answer"); return 1; }
 }
+
+// 5. Tokenization through ONNX Runtime Extensions.
+Console.WriteLine($"extensions library: {ExtensionsOpLibrary.Locate()}");
+var tokenizer = ModelTokenizer.ForModel(rewrittenFolder);
+const string prompt = "Hello, world! héllo 🙂";
+var ids = tokenizer.Encode(prompt);
+var graphs = tokenizer.Graphs;
+if (graphs is null) { Console.Error.WriteLine($"error: the tokenizer runs on {tokenizer.Engine}: {tokenizer.GraphsRefusal}"); return 1; }
+graphs.Write(rewrittenFolder, force: true);
+using (var options = new SessionOptions().RegisterAllOps())
+using (var encoder = new InferenceSession(Path.Combine(rewrittenFolder, TokenizerGraphs.EncoderFile), options))
+using (var decoder = new InferenceSession(Path.Combine(rewrittenFolder, TokenizerGraphs.DecoderFile), options))
+{
+    using var encoded = encoder.Run([NamedOnnxValue.CreateFromTensor("text", new DenseTensor<string>(new[] { prompt }, [1]))]);
+    var graphIds = encoded.First().AsTensor<long>().ToArray();
+    using var decoded = decoder.Run([NamedOnnxValue.CreateFromTensor("ids", new DenseTensor<long>(graphIds, [graphIds.Length]))]);
+    var text = decoded.First().AsTensor<string>().Single();
+    if (!graphIds.Select(i => (int)i).SequenceEqual(ids) || text != prompt || tokenizer.Decode(ids) != prompt)
+    {
+        Console.Error.WriteLine($"error: the tokenizer graphs disagree: [{string.Join(" ", ids)}] vs [{string.Join(" ", graphIds)}], \"{text}\"");
+        return 1;
+    }
+}
+Console.WriteLine($"tokenizer: {tokenizer.Engine} ({tokenizer.Kind}), {ids.Length} ids, graphs {TokenizerGraphs.EncoderFile}/{TokenizerGraphs.DecoderFile} agree and decode the text back");
 return 0;
 
 // A 32-token prompt with an empty cache: input_ids/position_ids/attention_mask by name, caches with

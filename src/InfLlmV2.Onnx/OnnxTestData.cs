@@ -52,6 +52,16 @@ public static class OnnxTestData
     public static OrtValue ToOrtValue(TensorProto tensor, string? baseDirectory = null)
     {
         var type = (TensorElementType)tensor.DataType;
+        if (type == TensorElementType.String)
+        {
+            // Strings (the ai.onnx.contrib text ops): UTF-8 in string_data, one per element.
+            var dims = tensor.Dims.Select(d => checked((int)d)).ToArray();
+            var count = dims.Aggregate(1L, (a, d) => a * d);
+            if (count != tensor.StringData.Count)
+                throw new InvalidDataException($"string tensor '{tensor.Name}' has {tensor.StringData.Count} strings for shape [{string.Join(",", dims)}]");
+            var strings = tensor.StringData.Select(b => b.ToStringUtf8()).ToArray();
+            return OrtValue.CreateFromStringTensor(new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<string>(strings, dims));
+        }
         var bytes = TensorProtos.GetBytes(tensor, baseDirectory);
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, type, tensor.Dims.ToArray());
         bytes.CopyTo(value.GetTensorMutableRawData());
@@ -64,6 +74,11 @@ public static class OnnxTestData
         var info = value.GetTensorTypeAndShape();
         var t = new TensorProto { Name = name, DataType = (int)info.ElementDataType };
         t.Dims.AddRange(info.Shape);
+        if (info.ElementDataType == TensorElementType.String)
+        {
+            for (int i = 0; i < info.ElementCount; i++) t.StringData.Add(Google.Protobuf.ByteString.CopyFromUtf8(value.GetStringElement(i)));
+            return t;
+        }
         t.RawData = Google.Protobuf.ByteString.CopyFrom(value.GetTensorMutableRawData());
         return t;
     }

@@ -11,8 +11,8 @@ public static class GenAiTestPaths
 
     /// <summary>
     /// The op library built by the bootstrap (./infllmv2, ./test.sh) or by any build of
-    /// src/InfLlmV2.Onnx: artifacts/native/libinfllmv2_ops.so. This project does not reference
-    /// src/InfLlmV2.Onnx (that would bring a second ONNX Runtime into the output folder).
+    /// src/InfLlmV2.Onnx: artifacts/native/libinfllmv2_ops.so (this project references the library
+    /// for its tokenizer, whose managed ONNX Runtime API runs on genai's native ORT 1.32).
     /// </summary>
     public static string OpLibrary
     {

@@ -38,7 +38,7 @@ public sealed class TextModels : IDisposable
     public void Dispose() => _dir.Dispose();
 }
 
-/// <summary>Text prompts: the model folder's tokenizer (Microsoft.ML.Tokenizers), generate --prompt/--prompt-file, compare --prompt-file.</summary>
+/// <summary>Text prompts: the model folder's tokenizer (the tokenizer graphs, or Microsoft.ML.Tokenizers), generate --prompt/--prompt-file, compare --prompt-file.</summary>
 public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
 {
     [Theory]
@@ -110,14 +110,28 @@ public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
     }
 
     [Fact]
-    public void SentencePieceStyleJsonWithoutModelFile_IsRefusedWithAReason()
+    public void SentencePieceStyleJsonWithoutModelFile_RunsOnTheTokenizerGraphs()
     {
         var dir = models.Scratch("spjson");
         Directory.CreateDirectory(dir);
         File.WriteAllText(Path.Combine(dir, "tokenizer.json"),
-            """{"model":{"type":"BPE","vocab":{"a":0},"merges":[],"byte_fallback":true},"pre_tokenizer":{"type":"Metaspace"},"decoder":{"type":"Metaspace"}}""");
+            """{"model":{"type":"BPE","vocab":{"<unk>":0,"\u2581a":1,"a":2},"merges":[],"byte_fallback":true,"unk_token":"<unk>"},"pre_tokenizer":{"type":"Metaspace"},"decoder":{"type":"Metaspace"}}""");
+        var tokenizer = ModelTokenizer.ForModel(dir);
+        Assert.Equal(ModelTokenizer.ExtensionsEngine, tokenizer.Engine);
+        Assert.Equal("SentencePiece-style BPE", tokenizer.Kind);
+        Assert.Equal("a a", tokenizer.Decode([1, 1]));  // Metaspace: the first word's space is dropped
+    }
+
+    [Fact]
+    public void UnsupportedJsonWithoutModelFile_IsRefusedWithBothReasons()
+    {
+        var dir = models.Scratch("wpjson");
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"),
+            """{"model":{"type":"WordPiece","vocab":{"a":0}},"pre_tokenizer":{"type":"BertPreTokenizer"},"decoder":{"type":"WordPiece"}}""");
         var e = Assert.Throws<NotSupportedException>(() => ModelTokenizer.ForModel(dir));
-        Assert.Contains("not a byte-level BPE", e.Message);
+        Assert.Contains("tokenizer graphs do not support it", e.Message);
+        Assert.Contains("not BPE", e.Message);
         Assert.Contains("tokenizer.model", e.Message);
     }
 
@@ -130,6 +144,7 @@ public class TextPromptTests(TextModels models) : IClassFixture<TextModels>
         var text = CliProcess.Run("generate", models.OriginalPath, "--prompt", prompt, "--max-new-tokens", "12");
         Assert.True(text.ExitCode == 0, text.StdErr);
         Assert.Contains($"prompt: {ids.Length} tokens", text.StdErr);
+        Assert.Contains("(byte-level BPE via onnxruntime-extensions, ", text.StdErr);  // the tokenizer graphs by default
         var byIds = CliProcess.Run("generate", models.OriginalPath, "--prompt-ids", string.Join(',', ids), "--max-new-tokens", "12");
         Assert.Equal(0, byIds.ExitCode);
         var generated = byIds.StdOut.Trim().Split(',').Select(int.Parse).ToArray();

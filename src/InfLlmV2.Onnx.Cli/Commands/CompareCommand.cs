@@ -74,7 +74,7 @@ public static class CompareCommand
             int vocab = (int)a.Session.OutputMetadata[a.Names.Logits].Dimensions[^1];
             var prompt = tokenizer is not null ? PromptOptions.Encode(tokenizer, text!, vocab)
                 : GenerateCommand.ParseIds(r.GetValue(promptIds), vocab) ?? RandomPrompt(n, vocab, r.GetValue(seed));
-            if (tokenizer is not null) Console.WriteLine($"prompt: {textFile!.FullName}, {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
+            if (tokenizer is not null) Console.WriteLine($"prompt: {textFile!.FullName}, {prompt.Length} tokens ({tokenizer.Kind} via {tokenizer.Engine}, {tokenizer.Path})");
             foreach (var (dm, which) in new[] { (a, "original"), (b, "rewritten") })
                 if (dm.MaxPositions is { } maxPos && prompt.Length + m > maxPos)
                     throw new UsageException($"a {prompt.Length}-token prompt and {m} decode steps need {prompt.Length + m} positions; the {which} model has {maxPos}");

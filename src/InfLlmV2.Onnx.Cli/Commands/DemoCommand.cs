@@ -230,7 +230,7 @@ public static class DemoCommand
         const string prompt = "The sparse mode keeps the first block";
         var tokenizer = ModelTokenizer.ForModel(path);
         var ids = tokenizer.Encode(prompt);
-        Console.WriteLine($"text prompt \"{prompt}\" -> {ids.Length} tokens ({tokenizer.Kind}, {tokenizer.Path}); 16 greedy tokens:");
+        Console.WriteLine($"text prompt \"{prompt}\" -> {ids.Length} tokens ({tokenizer.Kind} via {tokenizer.Engine}, {tokenizer.Path}); 16 greedy tokens:");
         using var session = new DecoderSession(model, new DecoderSessionOptions { Capacity = ids.Length + 16 });
         var decoder = new StreamingDecoder(tokenizer);
         Console.Write("  ");

@@ -125,7 +125,7 @@ public static class GenerateCommand
             }
             if (decoder is not null) Console.Write(decoder.Flush());
             Console.WriteLine();
-            if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind}, {tokenizer.Path})");
+            if (tokenizer is not null) Console.Error.WriteLine($"prompt: {prompt.Length} tokens ({tokenizer.Kind} via {tokenizer.Engine}, {tokenizer.Path})");
             var why = options.StopTokens.Contains(last) ? (eos.Contains(last) ? "end of sequence" : "stop id") : "length";
             Console.Error.WriteLine($"{count} tokens in {sw.Elapsed.TotalSeconds:F2} s (stopped: {why}); last step mode: {session.LastModes[0]?.ToString().ToLowerInvariant() ?? "none"}");
             if (recorder is not null)

@@ -4,6 +4,7 @@ using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.GenAi;
 using InfLlmV2.Onnx.GraphTools.Rewriting;
 using InfLlmV2.Onnx.OpContract;
+using InfLlmV2.Onnx.Text;
 using Spectre.Console;
 
 namespace InfLlmV2.Onnx.Cli.Commands;
@@ -39,9 +40,11 @@ public static class RewriteCommand
         var state = new Option<bool>("--compressed-state") { Description = "Add past/present compressed-key inputs/outputs per layer" };
         var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
         var exposeSelection = new Option<bool>("--expose-selection") { Description = "Add each layer's selected_blocks as graph output 'selected_blocks.N' (for --selection-map)" };
+        var tokenizerGraphs = new Option<bool>("--tokenizer-graphs") { Description = $"Also write {TokenizerGraphs.EncoderFile} and {TokenizerGraphs.DecoderFile} (ONNX Runtime Extensions ops, built from the folder's tokenizer.json) next to the rewritten model" };
         var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
         {
             input, output, force, report, genaiFolder, preset, denseLen, topk, window, block, init, kernel, stride, exactLse, scorePrecision, state, mode, exposeSelection,
+            tokenizerGraphs,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
@@ -86,7 +89,7 @@ public static class RewriteCommand
                 new RewriteOptions { Sparse = sparse, CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode), ExposeSelection = r.GetValue(exposeSelection) }, chosen, overrides);
             if (request.Validate() is { } why) throw new UsageException(why);
             var (model, target, genai) = GenAiRewrite.Resolve(r.GetValue(input), r.GetValue(genaiFolder), r.GetValue(output)!);
-            return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai);
+            return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai, r.GetValue(tokenizerGraphs));
         }));
         return cmd;
     }
@@ -119,7 +122,7 @@ public static class RewriteCommand
         Console.WriteLine($"sparse attributes: {SparsePresets.Describe(sparse)} ({(match is null ? "custom" : $"= preset {match.Name}")})");
     }
 
-    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteRequest request, GenAiFolder? genai)
+    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteRequest request, GenAiFolder? genai, bool tokenizerGraphs = false)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
@@ -129,6 +132,13 @@ public static class RewriteCommand
         if (report is not null) ReportFile.Check(report, "--report", input.FullName, output.FullName);
 
         var options = request.Options;
+        // The tokenizer graphs are built (and opened in ONNX Runtime) before anything is written.
+        var graphs = tokenizerGraphs ? TokenizerGraphsOf(input) : null;
+        var graphsFolder = Path.GetDirectoryName(output.FullName)!;
+        if (graphs is not null && genai is null && !force)
+            foreach (var name in new[] { TokenizerGraphs.EncoderFile, TokenizerGraphs.DecoderFile })
+                if (SafeFiles.Kind(Path.Combine(graphsFolder, name), followLinks: false) != FileKind.Missing)
+                    throw new UsageException($"--tokenizer-graphs: {Path.Combine(graphsFolder, name)} exists; pass --force to overwrite it");
         var file = ModelRewriter.Load(input.FullName);
         var genaiWrite = genai?.Prepare(file.Model, output.FullName, NativeOpLibrary.Locate(), force);
         var sites = RewriteWithProgress(file, options);
@@ -158,6 +168,16 @@ public static class RewriteCommand
             try
             {
                 created = genaiWrite is not null ? genaiWrite.Write(file.Model) : file.Save(output.FullName, force);
+                try
+                {
+                    // In a genai folder just written they replace any copies of the source's own.
+                    if (graphs is not null) created = [.. created, .. graphs.Write(graphsFolder, force: force || genaiWrite is not null)];
+                }
+                catch
+                {
+                    ModelWriter.Undo(created);
+                    throw;
+                }
             }
             catch
             {
@@ -190,6 +210,27 @@ public static class RewriteCommand
         }
         Console.WriteLine($"wrote {output.FullName} ({rewritten} of {sites.Count} attention sites rewritten)");
         if (genaiWrite is not null) GenAiRewrite.Print(genaiWrite.Planned);
+        if (graphs is not null)
+            Console.WriteLine($"tokenizer graphs {Path.Combine(graphsFolder, TokenizerGraphs.EncoderFile)}, {TokenizerGraphs.DecoderFile} " +
+                              $"({graphs.Kind}, {ExtensionsOpLibrary.Domain} ops: register the ONNX Runtime Extensions library to run them)");
         return ExitCodes.Ok;
+    }
+
+    /// <summary>The tokenizer graphs of the model's folder (its tokenizer.json), checked by opening them in ONNX Runtime.</summary>
+    private static TokenizerGraphs TokenizerGraphsOf(FileInfo model)
+    {
+        var folder = model.DirectoryName!;
+        if (SafeFiles.Kind(Path.Combine(folder, ModelTokenizer.JsonFile), followLinks: false) == FileKind.Missing)
+            throw new UsageException($"--tokenizer-graphs: {Path.Combine(folder, ModelTokenizer.JsonFile)} not found (the graphs are built from the model folder's tokenizer.json)");
+        ModelTokenizer tokenizer;
+        try
+        {
+            tokenizer = ModelTokenizer.ForModel(model.FullName);
+        }
+        catch (NotSupportedException e)
+        {
+            throw new UsageException($"--tokenizer-graphs: {e.Message}");
+        }
+        return tokenizer.Graphs ?? throw new UsageException($"--tokenizer-graphs: {tokenizer.Path}: {tokenizer.GraphsRefusal}");
     }
 }

@@ -70,11 +70,13 @@ public static class RunCommand
     internal static (List<TensorProto> Outputs, List<double> Times) Execute(string model, string inputDir, string? opsLibrary, int repeat,
         ExecutionDevice device = ExecutionDevice.Cpu, int? threads = null)
     {
-        ModelWriter.CheckExternalData(OnnxModelFile.Load(model), model);  // ORT reads these itself: checked first (compare --inputs comes here directly)
+        var graph = OnnxModelFile.Load(model);
+        ModelWriter.CheckExternalData(graph, model);  // ORT reads these itself: checked first (compare --inputs comes here directly)
         var inputTensors = OnnxTestData.ReadAll(inputDir, "input");
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = threads ?? DecoderModel.DefaultThreads };
         options.UseDevice(device);
         options.RegisterInfLlmV2Ops(opsLibrary);
+        options.RegisterExtensionsOpsIfImported(graph);  // a model with ai.onnx.contrib ops (tokenizer, string ops)
         using var session = new InferenceSession(model, options);
         var inputNames = session.InputNames;
         var names = new List<string>();
@@ -202,6 +204,12 @@ public static class RunCommand
             else if (!got.Dims.SequenceEqual(want.Dims))
             {
                 status = $"SHAPE [{string.Join(",", got.Dims)}] != expected [{string.Join(",", want.Dims)}]";
+            }
+            else if (want.DataType == (int)TensorProto.Types.DataType.String || got.DataType == (int)TensorProto.Types.DataType.String)
+            {
+                // Text is compared exactly.
+                diff = got.DataType == want.DataType && got.StringData.SequenceEqual(want.StringData) ? 0 : double.PositiveInfinity;
+                status = diff == 0 ? "ok" : "FAIL";
             }
             else
             {

@@ -175,6 +175,7 @@ public sealed class DecoderModel : IDisposable
         {
             if (threads is int n) options.IntraOpNumThreads = n;
             options.RegisterInfLlmV2Ops();
+            options.RegisterExtensionsOpsIfImported(graph);
             var session = new InferenceSession(path, options);
             try
             {

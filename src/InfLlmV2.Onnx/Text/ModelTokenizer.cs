@@ -8,10 +8,13 @@ using Microsoft.ML.Tokenizers;
 namespace InfLlmV2.Onnx.Text;
 
 /// <summary>
-/// The tokenizer of a model folder, through <c>Microsoft.ML.Tokenizers</c>: a byte-level BPE
-/// <c>tokenizer.json</c> (Hugging Face format, as in GPT-2, Llama-3, Qwen) or a SentencePiece
-/// <c>tokenizer.model</c> (Llama-2, MiniCPM). We only read the files' settings; the encoding and
-/// decoding are the library's.
+/// The tokenizer of a model folder. A <c>tokenizer.json</c> (Hugging Face format) that
+/// <see cref="TokenizerGraphs"/> supports (a byte-level BPE as in GPT-2, Llama-3, Qwen, or a
+/// SentencePiece-style BPE as in Llama-2, Mistral) runs as two ONNX graphs through ONNX Runtime
+/// Extensions (<see cref="Engine"/> <see cref="ExtensionsEngine"/>): the Hugging Face
+/// tokenizer's own rules, normalizers and added tokens included. Otherwise
+/// <c>Microsoft.ML.Tokenizers</c> does the work (<see cref="MLTokenizersEngine"/>): a byte-level
+/// BPE tokenizer.json the graphs refuse, or a SentencePiece <c>tokenizer.model</c> (MiniCPM).
 /// </summary>
 /// <remarks>
 /// Hostile files: a tokenizer file must be a regular file inside the model's folder (real path) of
@@ -50,22 +53,40 @@ public sealed class ModelTokenizer
     // GPT-2's pre-tokenizer pattern (ByteLevel with use_regex=true).
     private const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-    private readonly Tokenizer _tokenizer;
+    /// <summary><see cref="Engine"/> of the tokenizer graphs run by ONNX Runtime Extensions.</summary>
+    public const string ExtensionsEngine = "onnxruntime-extensions";
+
+    /// <summary><see cref="Engine"/> of Microsoft.ML.Tokenizers.</summary>
+    public const string MLTokenizersEngine = "Microsoft.ML.Tokenizers";
+
+    private readonly Tokenizer? _tokenizer;
+
+    private readonly GraphTokenizer? _graphs;
 
     private readonly (string? Bos, string? Eos) _framing;
 
-    private ModelTokenizer(Tokenizer tokenizer, string path, string kind, (string? Bos, string? Eos) framing = default)
+    private ModelTokenizer(Tokenizer? tokenizer, GraphTokenizer? graphs, string path, string kind, (string? Bos, string? Eos) framing = default)
     {
         _framing = framing;
         _tokenizer = tokenizer;
+        _graphs = graphs;
         Path = path;
         Kind = kind;
     }
 
+    /// <summary>What encodes and decodes: <see cref="ExtensionsEngine"/> or <see cref="MLTokenizersEngine"/>.</summary>
+    public string Engine => _graphs is null ? MLTokenizersEngine : ExtensionsEngine;
+
+    /// <summary>The tokenizer graphs when <see cref="Engine"/> is <see cref="ExtensionsEngine"/>, else null.</summary>
+    public TokenizerGraphs? Graphs => _graphs?.Graphs;
+
+    /// <summary>When the graphs were not used for a tokenizer.json: why (else null).</summary>
+    public string? GraphsRefusal { get; private init; }
+
     /// <summary>The file the tokenizer was read from.</summary>
     public string Path { get; }
 
-    /// <summary>"byte-level BPE" or "SentencePiece".</summary>
+    /// <summary>"byte-level BPE", "SentencePiece-style BPE" (a tokenizer.json) or "SentencePiece" (a tokenizer.model).</summary>
     public string Kind { get; }
 
     /// <summary>
@@ -76,10 +97,11 @@ public sealed class ModelTokenizer
 
     /// <summary>
     /// Loads the tokenizer of the folder holding <paramref name="modelPath"/> (a model file or its
-    /// folder): <c>tokenizer.json</c> when it is a byte-level BPE, else <c>tokenizer.model</c>.
+    /// folder): <c>tokenizer.json</c> through the tokenizer graphs when they support it, else through
+    /// Microsoft.ML.Tokenizers when it is a byte-level BPE, else <c>tokenizer.model</c>.
     /// </summary>
     /// <exception cref="FileNotFoundException">Neither file exists; the message names both paths looked for.</exception>
-    /// <exception cref="NotSupportedException">tokenizer.json is not a byte-level BPE and there is no tokenizer.model.</exception>
+    /// <exception cref="NotSupportedException">Neither engine supports tokenizer.json and there is no tokenizer.model.</exception>
     /// <exception cref="InvalidDataException">A tokenizer file could not be read; the message names the file and the field.</exception>
     public static ModelTokenizer ForModel(string modelPath)
     {
@@ -90,19 +112,27 @@ public sealed class ModelTokenizer
         if (SafeFiles.Kind(json, followLinks: false) != FileKind.Missing)
         {
             var (real, _) = SafeFiles.RegularFileInside(folder, JsonFile, $"tokenizer {json}");
-            using var doc = ReadJson(real, json);
-            jsonProblem = ByteLevelProblem(doc.RootElement);
-            if (jsonProblem is null)
+            var bytes = SafeFiles.ReadBounded(real, "tokenizer", MaxJsonBytes);
+            using var doc = ParseJson(bytes, json);
+            var root = doc.RootElement;
+            jsonProblem = ByteLevelProblem(root);
+            // A byte-level BPE is built by Microsoft.ML.Tokenizers first, whatever runs it: every field
+            // it reads is checked there (a hostile file is refused naming the field).
+            var ml = jsonProblem is null ? Bounded(json, "building the tokenizer", WorkBudget(0), () => FromJson(root, json)) : null;
+            if (root.ValueKind == JsonValueKind.Object)
             {
-                var root = doc.RootElement;
-                return new ModelTokenizer(Bounded(json, "building the tokenizer", WorkBudget(0), () => FromJson(root, json)), json, "byte-level BPE", TemplateTokens(root, json));
+                var framing = TemplateTokens(root, json);
+                var graphs = OpenGraphs(folder, root, bytes, json, out var refusal);
+                if (graphs is not null) return new ModelTokenizer(ml, graphs, json, graphs.Graphs.Kind, framing);
+                if (ml is not null) return new ModelTokenizer(ml, null, json, "byte-level BPE", framing) { GraphsRefusal = refusal };
+                jsonProblem = $"{refusal}; {jsonProblem}";
             }
         }
         if (SafeFiles.Kind(sp, followLinks: false) != FileKind.Missing)
         {
             var (real, _) = SafeFiles.RegularFileInside(folder, SentencePieceFile, $"tokenizer {sp}");
             var bytes = SafeFiles.ReadBounded(real, "tokenizer", MaxSentencePieceBytes);
-            return new ModelTokenizer(Bounded(sp, "building the tokenizer", WorkBudget(0), () => FromSentencePiece(bytes, sp)), sp, "SentencePiece");
+            return new ModelTokenizer(Bounded(sp, "building the tokenizer", WorkBudget(0), () => FromSentencePiece(bytes, sp)), null, sp, "SentencePiece");
         }
         if (jsonProblem is not null)
             throw new NotSupportedException($"{json}: {jsonProblem}, and there is no {SentencePieceFile} next to it");
@@ -111,7 +141,16 @@ public sealed class ModelTokenizer
 
     /// <summary>Encodes <paramref name="text"/> as the model's prompt (with the beginning-of-sequence token when the tokenizer adds one), within <see cref="WorkBudget"/>.</summary>
     /// <exception cref="InvalidDataException">The tokenizer failed or took too long on this text; the message names the file.</exception>
-    public int[] Encode(string text) => Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => _tokenizer.EncodeToIds(text).ToArray());
+    public int[] Encode(string text) => Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length),
+        () => _graphs is not null ? GraphEncode(text) : _tokenizer!.EncodeToIds(text).ToArray());
+
+    // The pre-tokenizer regex runs here first, guarded (per-match timeout, a budget): a catastrophic
+    // pattern is refused naming its field before the native op, which has no timeout, sees the text.
+    private int[] GraphEncode(string text)
+    {
+        _tokenizer?.PreTokenizer?.PreTokenize(text);
+        return _graphs!.Encode(text);
+    }
 
     /// <summary>
     /// Encodes <paramref name="text"/>; without <paramref name="addSpecialTokens"/> no beginning- or
@@ -119,11 +158,11 @@ public sealed class ModelTokenizer
     /// </summary>
     /// <exception cref="InvalidDataException">The tokenizer failed or took too long on this text; the message names the file.</exception>
     public int[] Encode(string text, bool addSpecialTokens) => addSpecialTokens ? Encode(text)
-        : Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => (_tokenizer switch
+        : Bounded(Path, $"encoding a {text.Length}-character prompt", WorkBudget(text.Length), () => (_graphs is not null ? WithoutFraming(text, GraphEncode(text)) : _tokenizer switch
         {
             BpeTokenizer bpe => WithoutFraming(text, bpe.EncodeToIds(text)),
             SentencePieceTokenizer sp => sp.EncodeToIds(text, addBeginningOfSentence: false, addEndOfSentence: false),
-            var other => other.EncodeToIds(text),
+            var other => other!.EncodeToIds(text),
         }).ToArray());
 
     // A BPE with a post-processor template adds its BOS/EOS on every encoding: drop the ones the text does not spell.
@@ -131,9 +170,9 @@ public sealed class ModelTokenizer
     {
         var list = ids.ToList();
         var (bos, eos) = _framing;
-        if (bos is not null && list.Count > 0 && !text.StartsWith(bos, StringComparison.Ordinal) && _tokenizer.Decode([list[0]]) == bos)
+        if (bos is not null && list.Count > 0 && !text.StartsWith(bos, StringComparison.Ordinal) && Decode([list[0]]) == bos)
             list.RemoveAt(0);
-        if (eos is not null && list.Count > 0 && !text.EndsWith(eos, StringComparison.Ordinal) && _tokenizer.Decode([list[^1]]) == eos)
+        if (eos is not null && list.Count > 0 && !text.EndsWith(eos, StringComparison.Ordinal) && Decode([list[^1]]) == eos)
             list.RemoveAt(list.Count - 1);
         return list;
     }
@@ -144,7 +183,7 @@ public sealed class ModelTokenizer
     {
         try
         {
-            return _tokenizer.Decode(ids);
+            return _graphs is not null ? _graphs.Decode(ids as IReadOnlyList<int> ?? ids.ToList()) : _tokenizer!.Decode(ids);
         }
         catch (Exception e) when (e is not (OutOfMemoryException or InvalidDataException))
         {
@@ -187,9 +226,53 @@ public sealed class ModelTokenizer
         };
     }
 
-    private static JsonDocument ReadJson(string realPath, string shownPath)
+    /// <summary>
+    /// The folder's tokenizer graphs opened in ONNX Runtime, or null with <paramref name="refusal"/>
+    /// saying why (the tokenizer is not a supported kind, or the Extensions op refused it).
+    /// </summary>
+    private static GraphTokenizer? OpenGraphs(string folder, JsonElement root, byte[] jsonBytes, string path, out string refusal)
     {
-        var bytes = SafeFiles.ReadBounded(realPath, "tokenizer", MaxJsonBytes);
+        string? config = null;
+        if (SafeFiles.Kind(System.IO.Path.Combine(folder, ModelFolder.TokenizerConfigFile), followLinks: false) != FileKind.Missing)
+        {
+            var (realConfig, _) = SafeFiles.RegularFileInside(folder, ModelFolder.TokenizerConfigFile, System.IO.Path.Combine(folder, ModelFolder.TokenizerConfigFile));
+            config = Encoding.UTF8.GetString(SafeFiles.ReadBounded(realConfig, ModelFolder.TokenizerConfigFile, ModelFolder.MaxConfigBytes));
+        }
+        var text = Encoding.UTF8.GetString(jsonBytes);
+        var graphs = TokenizerGraphs.Build(root, text, config, null, out var why);
+        if (graphs is null)
+        {
+            refusal = $"the tokenizer graphs do not support it ({why})";
+            return null;
+        }
+        try
+        {
+            refusal = "";
+            return Bounded(path, "opening the tokenizer graphs", WorkBudget(0), () => OpenOrRetry(graphs, root, text, config));
+        }
+        catch (InvalidDataException e)
+        {
+            refusal = $"ONNX Runtime Extensions refused it ({e.Message})";
+            return null;
+        }
+    }
+
+    // tokenizer_config.json may name a class the Extensions do not know: run as the one the model type implies.
+    private static GraphTokenizer OpenOrRetry(TokenizerGraphs graphs, JsonElement root, string text, string? config)
+    {
+        try
+        {
+            return GraphTokenizer.Open(graphs);
+        }
+        catch (Microsoft.ML.OnnxRuntime.OnnxRuntimeException e) when (e.Message.Contains("Unknown tokenizer type", StringComparison.Ordinal)
+            && graphs.TokenizerClass != TokenizerGraphs.DefaultClass(graphs.Kind))
+        {
+            return GraphTokenizer.Open(TokenizerGraphs.Build(root, text, config, TokenizerGraphs.DefaultClass(graphs.Kind), out _)!);
+        }
+    }
+
+    private static JsonDocument ParseJson(byte[] bytes, string shownPath)
+    {
         try
         {
             return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64, AllowDuplicateProperties = false });
@@ -461,41 +544,51 @@ public sealed class ModelTokenizer
     }
 }
 
-/// <summary>Turns a stream of generated token ids into text as it goes, printing only complete characters.</summary>
+/// <summary>
+/// Turns a stream of generated token ids into text as it goes, printing only complete characters.
+/// Incremental: each token decodes a short window (the tokens printed last, as context, and those
+/// not printed yet), not the whole answer, so a long answer costs the same per token as a short one.
+/// </summary>
 public sealed class StreamingDecoder(ModelTokenizer tokenizer)
 {
     private readonly List<int> _ids = [];
-    private string _printed = "";
+    private readonly StringBuilder _printed = new();
+    private int _prefix, _read;
 
     /// <summary>Adds one token; returns the text it completes (possibly empty, e.g. half of a multi-byte character).</summary>
     public string Add(int id)
     {
         _ids.Add(id);
-        var text = tokenizer.Decode(_ids);
+        var (delta, complete) = Pending();
         // A trailing replacement character is usually an incomplete UTF-8 sequence: wait for more tokens.
-        if (text.EndsWith('\uFFFD')) return "";
-        if (!text.StartsWith(_printed, StringComparison.Ordinal))
-        {
-            // The decoder changed earlier text (rare): print what follows the common prefix.
-            int common = 0;
-            while (common < _printed.Length && common < text.Length && _printed[common] == text[common]) common++;
-            _printed = text;
-            return text[common..];
-        }
-        var delta = text[_printed.Length..];
-        _printed = text;
-        return delta;
+        if (!complete) return "";
+        return Print(delta);
     }
 
     /// <summary>At the end of generation: the text still held back (an incomplete character decodes as U+FFFD).</summary>
-    public string Flush()
+    public string Flush() => _read < _ids.Count ? Print(Pending().Delta) : "";
+
+    /// <summary>All text printed so far.</summary>
+    public string Text => _printed.ToString();
+
+    // The window: ids [_prefix, _read) were printed by the last step (context: a SentencePiece decoder
+    // strips the leading space of a text, a byte-level one joins bytes across tokens), [_read, end) are new.
+    private (string Delta, bool Complete) Pending()
     {
-        var text = tokenizer.Decode(_ids);
-        var rest = text.StartsWith(_printed, StringComparison.Ordinal) ? text[_printed.Length..] : "";
-        _printed = text;
-        return rest;
+        var context = _read > _prefix ? tokenizer.Decode(_ids.GetRange(_prefix, _read - _prefix)) : "";
+        var text = tokenizer.Decode(_ids.GetRange(_prefix, _ids.Count - _prefix));
+        if (text.StartsWith(context, StringComparison.Ordinal)) return (text[context.Length..], !text.EndsWith('\uFFFD'));
+        // The decoder changed the context's text (rare): print what follows the common prefix.
+        int common = 0;
+        while (common < context.Length && common < text.Length && context[common] == text[common]) common++;
+        return (text[common..], !text.EndsWith('\uFFFD'));
     }
 
-    /// <summary>All text decoded so far.</summary>
-    public string Text => _printed;
+    private string Print(string delta)
+    {
+        _prefix = _read;
+        _read = _ids.Count;
+        _printed.Append(delta);
+        return delta;
+    }
 }
