@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "common/call_plan.h"
 #include "cuda/block_attention.cuh"
@@ -68,7 +69,8 @@ uint64_t CeilDiv(int64_t a, int64_t b) { return static_cast<uint64_t>((a + b - 1
 //                       unit's 16 x splits partials read twice (8 bytes; max, then sum), the
 //                       blocks' scores stored (4 bytes).
 //   Stage1TopKKernel    the candidates' scores read (4 bytes each), the budget's row written.
-//   attention           per CTA of R query rows and each 64-key tile some row sees: K and V
+//   attention           per CTA of R query rows and each tile of 64 keys from the first visible key
+//                       not yet covered (tiles start at visible keys, not on multiples of 64): K and V
 //                       loaded once (64 x D / 8 copies each, the bytes of the keys < total), Q once
 //                       (R x D / 8 copies, the bytes of the real rows); mma per tile = R x 64 x D /
 //                       1024 (Q K^T and P V, every warp of the CTA).
@@ -144,7 +146,7 @@ TEST(WorkCounts, SparseDecodeMatchesTheModel) {
         }
         lse_w.store_bytes += static_cast<uint64_t>(sh.splits * 16 * 8);
         const TokenPlan tp = PlanToken(rules, en, pos);
-        std::set<int64_t> tiles;  // the 64-key tiles the token sees
+        std::set<int64_t> visible;  // the keys the token sees
         if (tp.needs_stage1) {
           const Stage1Levels lv = LevelsOf(rules, en, pos);
           const SelectionSpan sp = SpanOf(rules, pos);
@@ -172,16 +174,20 @@ TEST(WorkCounts, SparseDecodeMatchesTheModel) {
           topk.store_bytes += static_cast<uint64_t>(p.budget * 4);
           const int32_t* row = r.selected_blocks.data() + (b * Hkv + h) * S * p.budget;
           for (int64_t i = 0; i < p.budget && row[i] >= 0; ++i)
-            for (int64_t k = row[i] * c.attrs.block_size; k < (row[i] + 1) * c.attrs.block_size; ++k)
-              tiles.insert(k / kKeys);
+            for (int64_t k = row[i] * c.attrs.block_size; k < (row[i] + 1) * c.attrs.block_size && k <= pos; ++k)
+              visible.insert(k);
         } else {
-          for (int64_t k = 0; k <= pos; ++k) tiles.insert(k / kKeys);
+          for (int64_t k = 0; k <= pos; ++k) visible.insert(k);
         }
         // Attention: one CTA (row_tiles = 1 here) per (b, h).
         attn.cp_async += static_cast<uint64_t>(R * D / 8);
         attn.cp_async_bytes += static_cast<uint64_t>(S * G * D * e);
-        for (int64_t tile : tiles) {
-          const int64_t keys = std::min<int64_t>(kKeys, en.total - tile * kKeys);
+        // Tiles start at the first visible key not yet covered (not on multiples of kKeys).
+        std::vector<int64_t> tiles;
+        for (auto it = visible.begin(); it != visible.end(); it = visible.lower_bound(tiles.back() + kKeys))
+          tiles.push_back(*it);
+        for (int64_t k0 : tiles) {
+          const int64_t keys = std::min<int64_t>(kKeys, en.total - k0);
           attn.cp_async += static_cast<uint64_t>(2 * kKeys * D / 8);
           attn.cp_async_bytes += static_cast<uint64_t>(2 * keys * D * e);
           attn.mma += static_cast<uint64_t>(R * kKeys * D / 1024);
