@@ -10,7 +10,6 @@
 #include "cpu/attention_cpu.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -82,9 +81,9 @@ void RunPrefill(const Call<T>& c, const ParallelFor& pf) {
   const std::vector<CompressedKeys> ck = StageOneKeys(c, pf);
   timer.Mark(&KernelProfile::compress_ms);
   const int64_t tiles = (S + kQueryTile - 1) / kQueryTile;
-  std::vector<double> part_ms(c.profile != nullptr ? static_cast<size_t>(2 * BH * tiles) : 0, 0.0);
+  PartTimes parts(c.profile, static_cast<size_t>(BH * tiles));
   pf(static_cast<size_t>(BH * tiles), [&](size_t item) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = parts.Now();
     const int64_t bh = static_cast<int64_t>(item) / tiles, tile = static_cast<int64_t>(item) % tiles;
     const int64_t b = bh / Hkv, t0 = tile * kQueryTile, t1 = std::min(S, t0 + kQueryTile), n = t1 - t0;
     std::vector<int32_t> lists(static_cast<size_t>(n * K));
@@ -103,7 +102,7 @@ void RunPrefill(const Call<T>& c, const ParallelFor& pf) {
       tb.dense_lo[s - t0] = tp.dense_lo;
       WriteSelection(c, bh, s, tb.len[s - t0], list);
     }
-    const auto selected = std::chrono::steady_clock::now();
+    const auto selected = parts.Now();
     std::vector<char> used;
     for (int64_t s = t0; s < t1; ++s) {
       const int32_t* list = lists.data() + (s - t0) * K;
@@ -130,18 +129,9 @@ void RunPrefill(const Call<T>& c, const ParallelFor& pf) {
     w.tokens = &tb;
     AttendBlocks(c, mk, w, st, sc);
     for (int64_t s = t0; s < t1; ++s) WriteRows(c, bh, s, st.l.data() + (s - t0) * G, st.acc.data() + (s - t0) * G * D);
-    if (!part_ms.empty()) {
-      part_ms[2 * item] = std::chrono::duration<double, std::milli>(selected - start).count();
-      part_ms[2 * item + 1] =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - selected).count();
-    }
+    parts.Record(item, start, selected);
   });
-  double sel = 0, att = 0;
-  for (size_t i = 0; i < part_ms.size(); i += 2) {
-    sel += part_ms[i];
-    att += part_ms[i + 1];
-  }
-  timer.MarkSplit(&KernelProfile::select_ms, &KernelProfile::attend_ms, sel + att > 0 ? sel / (sel + att) : 0.0);
+  timer.MarkSplit(&KernelProfile::select_ms, &KernelProfile::attend_ms, parts.FirstShare());
 }
 
 // Stages 3 and 4 of a one-token step (decode): selection, then attention, each split into slices

@@ -1,6 +1,5 @@
 #include "cpu/selection.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -118,30 +117,21 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   StageTimer phases(c.profile);
   // Profiling: each item's scoring and normalizer time, so that the phase's wall time is split
   // between the two parts (the scoring alone is what the stage-1 roofline bounds).
-  std::vector<double> part_ms(c.profile != nullptr ? static_cast<size_t>(2 * BH * kDecodeSlices) : 0, 0.0);
+  PartTimes parts(c.profile, static_cast<size_t>(BH * kDecodeSlices));
   pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
     if (!needs_stage1[bh]) return;
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = parts.Now();
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
     Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh].get());
-    const auto scored = std::chrono::steady_clock::now();
+    const auto scored = parts.Now();
     const LseRows rows = LseRowsOf(a, levels[bh]);
     const LseSlice ls = LseSliceOf(rows, j0, j1);
     mk.stage1_lse_partial(scores[bh].get(), gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
                           lse_l.data() + lse_at(bh, 2 * slice));
-    if (!part_ms.empty()) {
-      part_ms[2 * item] = std::chrono::duration<double, std::milli>(scored - start).count();
-      part_ms[2 * item + 1] =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - scored).count();
-    }
+    parts.Record(item, start, scored);
   });
-  double score = 0, lse = 0;
-  for (size_t i = 0; i < part_ms.size(); i += 2) {
-    score += part_ms[i];
-    lse += part_ms[i + 1];
-  }
-  phases.MarkSplit(&KernelProfile::score_ms, &KernelProfile::lse_ms, score + lse > 0 ? score / (score + lse) : 0.0);
+  phases.MarkSplit(&KernelProfile::score_ms, &KernelProfile::lse_ms, parts.FirstShare());
   for (int64_t bh = 0; bh < BH; ++bh) {
     if (!needs_stage1[bh]) continue;
     const LseRows rows = LseRowsOf(a, levels[bh]);
