@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using InfLlmV2.Onnx.GraphTools.Proto;
 
 namespace InfLlmV2.Onnx;
@@ -24,49 +23,15 @@ public static class ExtensionsOpLibrary
     /// native search folders the .NET host resolved from the app's deps.json.
     /// </summary>
     /// <exception cref="FileNotFoundException">No candidate exists; the message lists every path tried.</exception>
-    public static string Locate(string? explicitPath = null)
-    {
-        var tried = new List<string>();
-        foreach (var candidate in Candidates(explicitPath))
-        {
-            var full = Path.GetFullPath(candidate);
-            if (tried.Contains(full)) continue;
-            tried.Add(full);
-            if (File.Exists(full)) return full;
-        }
-        throw new FileNotFoundException(
-            $"ONNX Runtime Extensions library ({FileName}) not found. Tried: {string.Join(", ", tried)}. " +
-            "The Microsoft.ML.OnnxRuntime.Extensions package (a dependency of InfLlmV2.Onnx) carries it under runtimes/RID/native/; or pass its path.",
-            FileName);
-    }
+    public static string Locate(string? explicitPath = null) =>
+        NativeLibraryFiles.FirstExisting(NativeLibraryFiles.Candidates(explicitPath, FileName, typeof(ExtensionsOpLibrary)), FileName, tried =>
+            $"ONNX Runtime Extensions library ({FileName}) not found. Tried: {tried}. " +
+            "The Microsoft.ML.OnnxRuntime.Extensions package (a dependency of InfLlmV2.Onnx) carries it under runtimes/RID/native/; or pass its path.");
 
     /// <summary>Whether <paramref name="model"/> imports the <see cref="Domain"/> operator set (so its session needs the Extensions library).</summary>
     public static bool IsImportedBy(ModelProto model)
     {
         ArgumentNullException.ThrowIfNull(model);
         return model.OpsetImport.Any(o => o.Domain == Domain);
-    }
-
-    private static IEnumerable<string> Candidates(string? explicitPath)
-    {
-        if (!string.IsNullOrEmpty(explicitPath))
-        {
-            yield return Directory.Exists(explicitPath) ? Path.Combine(explicitPath, FileName) : explicitPath;
-            yield break;
-        }
-        var folders = new List<string>();
-        var assemblyDir = Path.GetDirectoryName(typeof(ExtensionsOpLibrary).Assembly.Location);
-        if (!string.IsNullOrEmpty(assemblyDir)) folders.Add(assemblyDir);
-        folders.Add(AppContext.BaseDirectory);
-        foreach (var f in folders) yield return Path.Combine(f, FileName);
-        var rids = new List<string> { RuntimeInformation.RuntimeIdentifier };
-        var arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-        rids.Add(OperatingSystem.IsWindows() ? $"win-{arch}" : OperatingSystem.IsMacOS() ? $"osx-{arch}" : $"linux-{arch}");
-        foreach (var f in folders)
-            foreach (var rid in rids.Distinct())
-                yield return Path.Combine(f, "runtimes", rid, "native", FileName);
-        if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string searchDirs)
-            foreach (var f in searchDirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-                yield return Path.Combine(f, FileName);
     }
 }

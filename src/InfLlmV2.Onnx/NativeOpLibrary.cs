@@ -17,40 +17,11 @@ public static class NativeOpLibrary
     /// folder itself when an app runs from the NuGet cache).
     /// </summary>
     /// <exception cref="FileNotFoundException">No candidate exists; the message lists every path tried.</exception>
-    public static string Locate(string? explicitPath = null)
-    {
-        var tried = new List<string>();
-        foreach (var candidate in Candidates(explicitPath))
-        {
-            var full = Path.GetFullPath(candidate);
-            if (tried.Contains(full)) continue;
-            tried.Add(full);
-            if (File.Exists(full)) return full;
-        }
-        throw new FileNotFoundException(
-            $"SwitchableAttention op library not found. Tried: {string.Join(", ", tried)}. " +
+    public static string Locate(string? explicitPath = null) =>
+        NativeLibraryFiles.FirstExisting(NativeLibraryFiles.Candidates(explicitPath, FileName, typeof(NativeOpLibrary)), FileName, tried =>
+            $"SwitchableAttention op library not found. Tried: {tried}. " +
             "The InfLlmV2.Onnx package carries it for linux-x64 (runtimes/linux-x64/native/); in a repository checkout " +
-            "build it with `cmake -S customop -B artifacts/native && cmake --build artifacts/native`; or pass its path.",
-            FileName);
-    }
-
-    private static IEnumerable<string> Candidates(string? explicitPath)
-    {
-        if (!string.IsNullOrEmpty(explicitPath))
-        {
-            yield return Directory.Exists(explicitPath) ? Path.Combine(explicitPath, FileName) : explicitPath;
-            yield break;
-        }
-        var folders = new List<string>();
-        var assemblyDir = Path.GetDirectoryName(typeof(NativeOpLibrary).Assembly.Location);
-        if (!string.IsNullOrEmpty(assemblyDir)) folders.Add(assemblyDir);
-        folders.Add(AppContext.BaseDirectory);
-        foreach (var f in folders) yield return Path.Combine(f, FileName);
-        foreach (var f in folders) yield return Path.Combine(f, "runtimes", "linux-x64", "native", FileName);
-        if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string searchDirs)
-            foreach (var f in searchDirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
-                yield return Path.Combine(f, FileName);
-    }
+            "build it with `cmake -S customop -B artifacts/native && cmake --build artifacts/native`; or pass its path.");
 
     /// <summary>Informational version of this managed library.</summary>
     public static string ManagedVersion =>
