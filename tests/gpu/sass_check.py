@@ -42,21 +42,24 @@ def short(name):
                   lambda m: "D%s %s>" % (m.group(1), "decode" if m.group(2) == "true" else "prefill"), name)
 
 
+def resource_usage(path, arch):
+    """(mangled kernel, {"REG": .., "STACK": .., "SHARED": .., "LOCAL": .., ...}) for each kernel of `arch`."""
+    current = None
+    for line in run(["cuobjdump", "-res-usage", "-arch", arch, path]).splitlines():
+        m = re.match(r"\s*Function (\S+):", line)
+        if m:
+            current = m.group(1)
+            continue
+        if current and "REG:" in line:
+            yield current, dict((k, int(v)) for k, v in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", line))
+            current = None
+
+
 def parse_objects(paths):
     kernels = {}  # mangled -> dict
     for path in paths:
-        usage = run(["cuobjdump", "-res-usage", "-arch", "sm_80", path])
-        current = None
-        for line in usage.splitlines():
-            m = re.match(r"\s*Function (\S+):", line)
-            if m:
-                current = m.group(1)
-                kernels.setdefault(current, {"file": path, "hmma": 0, "ldgsts": 0})
-                continue
-            if current and "REG:" in line:
-                for key, value in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", line):
-                    kernels[current][key] = int(value)
-                current = None
+        for name, usage in resource_usage(path, "sm_80"):
+            kernels.setdefault(name, {"file": path, "hmma": 0, "ldgsts": 0}).update(usage)
         sass = run(["cuobjdump", "-sass", "-arch", "sm_80", path])
         current = None
         for line in sass.splitlines():
@@ -78,19 +81,11 @@ def sm90_stack_failures(paths):
     """Kernels whose sm_90 code (when the objects hold any) has a stack frame or local memory."""
     failures, seen = [], 0
     for path in paths:
-        current = None
-        for line in run(["cuobjdump", "-res-usage", "-arch", "sm_90", path]).splitlines():
-            m = re.match(r"\s*Function (\S+):", line)
-            if m:
-                current = m.group(1)
-                continue
-            if current and "REG:" in line:
-                seen += 1
-                usage = dict((k, int(v)) for k, v in re.findall(r"(\w+)(?:\[\d+\])?:(\d+)", line))
-                if usage.get("STACK", 0) or usage.get("LOCAL", 0):
-                    failures.append("%s (sm_90): stack %d bytes, local %d bytes" %
-                                    (short(demangle([current])[0]), usage.get("STACK", 0), usage.get("LOCAL", 0)))
-                current = None
+        for name, usage in resource_usage(path, "sm_90"):
+            seen += 1
+            if usage.get("STACK", 0) or usage.get("LOCAL", 0):
+                failures.append("%s (sm_90): stack %d bytes, local %d bytes" %
+                                (short(demangle([name])[0]), usage.get("STACK", 0), usage.get("LOCAL", 0)))
     return failures, seen
 
 
