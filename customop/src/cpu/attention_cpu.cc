@@ -51,6 +51,12 @@ void WriteSelection(const Call<T>& c, int64_t bh, int64_t s, int64_t len, const 
   std::fill(out + n, out + K, -1);
 }
 
+// SerialFor as a ParallelFor, made once (the calling thread runs every item).
+const ParallelFor& SerialParallelFor() {
+  static const ParallelFor serial = SerialFor;
+  return serial;
+}
+
 // Level-1 compressed keys of every (b, h) whose entry has a token that outgrows the budget (fp32
 // for prefill, which scores them once per token).
 template <typename T>
@@ -58,8 +64,7 @@ std::vector<CompressedKeys> StageOneKeys(const Call<T>& c, const ParallelFor& pf
   const int64_t Hkv = c.p.kv_num_heads, BH = c.p.batch * Hkv;
   std::vector<CompressedKeys> ck(static_cast<size_t>(BH));
   // A decode step's keys are used where they lie (no conversion): no work to hand to the pool.
-  const ParallelFor serial = SerialFor;
-  (c.plan.single_token ? serial : pf)(static_cast<size_t>(BH), [&](size_t bh) {
+  (c.plan.single_token ? SerialParallelFor() : pf)(static_cast<size_t>(BH), [&](size_t bh) {
     const int64_t b = static_cast<int64_t>(bh) / Hkv;
     if (c.Entry(b).needs_stage1)
       BuildCompressedKeys(c, b, static_cast<int64_t>(bh) % Hkv, !c.plan.single_token, ck[bh]);
@@ -183,7 +188,7 @@ std::string RunStages(const AttentionAttributes& attrs, const AttentionParams& p
   StageTimer timer(profile);
   // A decode step into shared buffers writes one row per (b, h) (and at most one compressed key):
   // too little to hand to the pool; copies into separate present buffers are spread over it.
-  const ParallelFor serial = SerialFor;
+  const ParallelFor& serial = SerialParallelFor();
   WriteKeyValueCache(c, plan.single_token && plan.rules.kv_in_place ? serial : pf);
   timer.Mark(&KernelProfile::prepare_ms);
 
