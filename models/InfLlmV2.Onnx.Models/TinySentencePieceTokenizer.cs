@@ -62,17 +62,7 @@ public static class TinySentencePieceTokenizer
             j.WriteString("version", "1.0");
             j.WriteStartArray("added_tokens");
             for (int id = 0; id < 3; id++)
-            {
-                j.WriteStartObject();
-                j.WriteNumber("id", id);
-                j.WriteString("content", tokens[id]);
-                j.WriteBoolean("single_word", false);
-                j.WriteBoolean("lstrip", false);
-                j.WriteBoolean("rstrip", false);
-                j.WriteBoolean("normalized", false);
-                j.WriteBoolean("special", true);
-                j.WriteEndObject();
-            }
+                TinyTokenizer.WriteSpecialToken(j, id, tokens[id]);
             j.WriteEndArray();
             j.WriteStartObject("normalizer");
             j.WriteString("type", "Sequence");

@@ -68,15 +68,7 @@ public static class TinyTokenizer
             j.WriteStartObject();
             j.WriteString("version", "1.0");
             j.WriteStartArray("added_tokens");
-            j.WriteStartObject();
-            j.WriteNumber("id", eot);
-            j.WriteString("content", EndOfText);
-            j.WriteBoolean("single_word", false);
-            j.WriteBoolean("lstrip", false);
-            j.WriteBoolean("rstrip", false);
-            j.WriteBoolean("normalized", false);
-            j.WriteBoolean("special", true);
-            j.WriteEndObject();
+            WriteSpecialToken(j, eot, EndOfText);
             j.WriteEndArray();
             j.WriteNull("normalizer");
             j.WriteStartObject("pre_tokenizer");
@@ -122,6 +114,20 @@ public static class TinyTokenizer
             ids[token] = tokens.Count;
             tokens.Add(token);
         }
+    }
+
+    /// <summary>One entry of a tokenizer.json's added_tokens: a special token matched as it is (no strip, not normalized).</summary>
+    internal static void WriteSpecialToken(Utf8JsonWriter j, int id, string content)
+    {
+        j.WriteStartObject();
+        j.WriteNumber("id", id);
+        j.WriteString("content", content);
+        j.WriteBoolean("single_word", false);
+        j.WriteBoolean("lstrip", false);
+        j.WriteBoolean("rstrip", false);
+        j.WriteBoolean("normalized", false);
+        j.WriteBoolean("special", true);
+        j.WriteEndObject();
     }
 
     /// <summary>Writes <c>tokenizer.json</c> for <paramref name="vocab"/> ids into <paramref name="folder"/>; returns its path.</summary>
