@@ -47,10 +47,10 @@ public static class BenchCommand
         var rows = new List<BenchRow>();
         var extra = new Dictionary<string, object?> { ["schema_version"] = ReportFile.SchemaVersion };
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
-        options.UseDevice(device);
+        options.TakingTurns().UseDevice(device);
         options.RegisterInfLlmV2Ops();
         using var oneThread = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = 1 };
-        oneThread.UseDevice(device);
+        oneThread.TakingTurns().UseDevice(device);
         oneThread.RegisterInfLlmV2Ops();
         Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, device {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads (ORT intra-op = ours), onnxruntime {OrtEnv.Instance().GetVersionString()}");
 

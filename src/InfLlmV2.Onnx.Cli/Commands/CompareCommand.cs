@@ -66,8 +66,8 @@ public static class CompareCommand
                 throw new UsageException("--plot and --selection-map name the same file");
             var tokenizer = textFile is null ? null : ModelTokenizer.ForModel(Existing(r.GetValue(original)!));
             var text = tokenizer is null ? null : PromptOptions.ReadText(null, textFile);
-            using var optionsA = DeviceOption.SessionOptions(r.GetValue(device)!);
-            using var optionsB = DeviceOption.SessionOptions(r.GetValue(device)!);
+            using var optionsA = DeviceOption.SessionOptions(r.GetValue(device)!).TakingTurns();
+            using var optionsB = DeviceOption.SessionOptions(r.GetValue(device)!).TakingTurns();
             using var a = DecoderModel.Open(Existing(r.GetValue(original)!), optionsA, threads: threadCount);
             using var b = DecoderModel.Open(Existing(r.GetValue(rewritten)!), optionsB, threads: threadCount);
             if (recorder is not null) SelectionMapOptions.RequireExposed(b, r.GetValue(rewritten)!.FullName, recorder);

@@ -178,8 +178,11 @@ public static class DemoCommand
         var rewritten = Path.Combine(dir, "tiny-decoder.infllmv2.onnx");
         WriteModels(dir, config, original, rewritten, existed, out var sites);
         Console.WriteLine($"model: {config.Layers} layers, H={config.NumHeads} Hkv={config.KvNumHeads} D={config.HeadSize}, vocab {config.Vocab} -> {original}");
-        using var a = DecoderModel.Open(original, threads: threads);
-        using var b = DecoderModel.Open(rewritten, threads: threads);
+        // The two models take turns step by step: each pool stops spinning when its Run returns.
+        using var optionsA = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL }.TakingTurns();
+        using var optionsB = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL }.TakingTurns();
+        using var a = DecoderModel.Open(original, optionsA, threads: threads);
+        using var b = DecoderModel.Open(rewritten, optionsB, threads: threads);
         Console.WriteLine($"sessions: {threads} intra-op thread(s) each (--threads)");
         var settings = b.SwitchableNodes.Distinct().ToList();
         Console.WriteLine($"rewritten: {sites.Count(s => s.Rewritten)}/{sites.Count} attention sites -> {rewritten} ("
