@@ -249,16 +249,16 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
   std::vector<std::vector<int32_t>> union_blocks(static_cast<size_t>(BH));
   std::vector<int64_t> slices(static_cast<size_t>(BH));
+  const int64_t S = DecodeSlices(BH);
   for (int64_t bh = 0; bh < BH; ++bh) {
     union_blocks[bh] = BlocksOf(lens[bh], dense_lo[bh], c.Past(bh / Hkv), c.a.block_size, lists + bh * K);
-    slices[bh] =
-        std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, kDecodeSlices);
+    slices[bh] = std::clamp<int64_t>(static_cast<int64_t>(union_blocks[bh].size()) / kMinBlocksPerSlice, 1, S);
   }
-  std::vector<float> part_m(static_cast<size_t>(BH * kDecodeSlices * G), kNegInf);
-  std::vector<float> part_l(static_cast<size_t>(BH * kDecodeSlices * G), 0.0f);
-  std::vector<float> part_acc(static_cast<size_t>(BH * kDecodeSlices * G * D), 0.0f);
-  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+  std::vector<float> part_m(static_cast<size_t>(BH * S * G), kNegInf);
+  std::vector<float> part_l(static_cast<size_t>(BH * S * G), 0.0f);
+  std::vector<float> part_acc(static_cast<size_t>(BH * S * G * D), 0.0f);
+  pf(static_cast<size_t>(BH * S), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (slice >= slices[bh] || lens[bh] == 0) return;
     const auto& u = union_blocks[bh];
     const int64_t n = static_cast<int64_t>(u.size());
@@ -287,7 +287,7 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
     if (lens[bh] != 0) {
-      const size_t at = bh * kDecodeSlices * G;
+      const size_t at = bh * S * G;
       MergePartials(part_m.data() + at, part_l.data() + at, part_acc.data() + at * D, slices[bh], G, D, l.data(),
                     acc.data());
     }

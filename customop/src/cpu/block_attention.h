@@ -77,7 +77,7 @@ void MergePartials(const float* m, const float* l, const float* acc, int64_t par
 
 // Attention of a decode step: the one token of each (b, h) = bh over its blocks (lens[bh] -1:
 // dense from dense_lo[bh]; 0: padding, zero rows; else the list at lists + bh * budget), the
-// blocks split into up to kDecodeSlices slices of at least kMinBlocksPerSlice run in parallel,
+// blocks split into up to DecodeSlices(BH) slices of at least kMinBlocksPerSlice run in parallel,
 // then merged. Writes the output rows.
 template <typename T>
 void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,

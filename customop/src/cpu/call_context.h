@@ -2,8 +2,11 @@
 // plan, the buffers and a few conversions. Read-only during the parallel phases.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -17,9 +20,21 @@
 namespace infllmv2::cpu {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// A decode step splits the stage-1 windows and the attended blocks of each (b, h) into this many
-// slices run in parallel (docs/benchmarks.md).
-constexpr int64_t kDecodeSlices = 8;
+// A decode step splits the stage-1 windows and the attended blocks of each (b, h) into slices run
+// in parallel: about two work items per core over all (b, h), at most kMaxDecodeSlices per (b, h).
+// Fewer slices mean fewer partial states to merge and fewer idle items (docs/benchmarks.md, "Decode
+// slices"). From the machine's core count, not the pool's size (which the op does not see), so a
+// result does not depend on the session's thread count. INFLLMV2_DECODE_SLICES=N (1-8) sets it (tests, A/B).
+constexpr int64_t kMaxDecodeSlices = 8;
+inline int64_t DecodeSlices(int64_t bh_count) {
+  if (const char* forced = std::getenv("INFLLMV2_DECODE_SLICES")) {
+    const long n = std::strtol(forced, nullptr, 10);
+    if (n >= 1 && n <= kMaxDecodeSlices) return n;
+  }
+  static const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  const int64_t bh = std::max<int64_t>(bh_count, 1);
+  return std::clamp<int64_t>((2 * cores + bh - 1) / bh, 1, kMaxDecodeSlices);
+}
 
 template <typename T>
 inline void ToFloatRow(const T* src, float* dst, int64_t n) {

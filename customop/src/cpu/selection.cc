@@ -104,22 +104,23 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     scores[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
     group_scores[bh].resize(static_cast<size_t>(ck[bh].n1));
   }
-  auto slice_range = [](int64_t count, int64_t slice) {
-    const int64_t per = ((count + kDecodeSlices - 1) / kDecodeSlices + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
+  const int64_t S = DecodeSlices(BH);
+  auto slice_range = [S](int64_t count, int64_t slice) {
+    const int64_t per = ((count + S - 1) / S + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
     return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
   };
   // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
-  // that straddle into the next slice (afterwards); 2 * kDecodeSlices partials per (b, h).
+  // that straddle into the next slice (afterwards); 2 * S partials per (b, h).
   const int64_t gw = QueryLanes::LanesFor(mk, G);  // the lanes of one token's heads
-  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * kDecodeSlices * gw));
+  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * S * gw));
   std::vector<float> lse_l(lse_m.size());
-  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * kDecodeSlices + i) * gw); };
+  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * S + i) * gw); };
   StageTimer phases(c.profile);
   // Profiling: each item's scoring and normalizer time, so that the phase's wall time is split
   // between the two parts (the scoring alone is what the stage-1 roofline bounds).
-  PartTimes parts(c.profile, static_cast<size_t>(BH * kDecodeSlices));
-  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+  PartTimes parts(c.profile, static_cast<size_t>(BH * S));
+  pf(static_cast<size_t>(BH * S), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (!needs_stage1[bh]) return;
     const auto start = parts.Now();
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
@@ -135,17 +136,17 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   for (int64_t bh = 0; bh < BH; ++bh) {
     if (!needs_stage1[bh]) continue;
     const LseRows rows = LseRowsOf(a, levels[bh]);
-    for (int64_t slice = 0; slice < kDecodeSlices; ++slice) {
+    for (int64_t slice = 0; slice < S; ++slice) {
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       const LseSlice ls = LseSliceOf(rows, j0, j1);
       mk.stage1_lse_partial(scores[bh].get(), gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
                             lse_l.data() + lse_at(bh, 2 * slice + 1));
     }
-    MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * kDecodeSlices, G, sq[bh]);
+    MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * S, G, sq[bh]);
   }
   phases.Mark(&KernelProfile::lse_ms);
-  pf(static_cast<size_t>(BH * kDecodeSlices), [&](size_t item) {
-    const int64_t bh = static_cast<int64_t>(item) / kDecodeSlices, slice = static_cast<int64_t>(item) % kDecodeSlices;
+  pf(static_cast<size_t>(BH * S), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (!needs_stage1[bh]) return;
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
     Stage1GroupSum(mk, sq[bh], scores[bh].get(), j0, j1, group_scores[bh].data());

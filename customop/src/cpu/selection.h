@@ -112,7 +112,7 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
                     int64_t pos, TokenStage1Scratch& x, int32_t* list);
 
 // The same steps for the one token of each (b, h) of a decode step with needs_stage1[bh] set, each
-// step split into kDecodeSlices slices of the windows that run in parallel (the normalizers'
+// step split into DecodeSlices(BH) slices of the windows that run in parallel (the normalizers'
 // partials merged in between), so that every thread works. Writes lens[bh] and the list at
 // lists + bh * budget.
 template <typename T>

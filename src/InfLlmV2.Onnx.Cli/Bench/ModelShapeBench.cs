@@ -58,9 +58,12 @@ internal static class ModelShapeBench
                 double bytes = DecodeBytesRead(ctx, s.D, s.Hkv);
                 double flops = 2.0 * s.G * bytes / 4;  // one multiply-add per query head and element read
                 double readRooflineMs = Math.Max(bytes / (readGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
+                double gqaMs = shapeRows[^2].Ms;  // DecodePair's GQA row
                 roofline.Add(new()
                 {
                     ["shape"] = s.ToString(), ["context"] = ctx, ["bytes_read"] = bytes, ["flops"] = flops, ["ms"] = ms,
+                    // The largest speed-up over this GQA time that a step at the full read roofline would give.
+                    ["gqa_ms"] = gqaMs, ["speedup_bound"] = gqaMs / readRooflineMs,
                     ["effective_gb_per_s"] = bytes / (ms * 1e-3) / 1e9, ["read_roofline_ms"] = readRooflineMs, ["of_read_roofline"] = readRooflineMs / ms,
                 });
             }

@@ -58,7 +58,11 @@ internal static class PerformanceTargets
         foreach (var s in ModelShape.All)
         {
             AtMost($"{s}: dense prefill 4k, time / GQA's", 1 / Ratio(ModelShapeBench.CaseName(s, "dense prefill 4k"), "ours dense"), 1.0, "");
-            AtLeast($"{s}: sparse decode 32k, speed-up over GQA", Ratio(ModelShapeBench.CaseName(s, "decode 32k"), "ours sparse"), 10, "x");
+            // The note: the speed-up a step at 100 % of its read roofline would give over this GQA time
+            // (the selected blocks are a fixed budget, so at 32k a step reads only ~4-5x fewer bytes).
+            var bound = roofline.FirstOrDefault(x => (string?)x.GetValueOrDefault("shape") == s.ToString() && (int)x["context"]! == 32768);
+            AtLeast($"{s}: sparse decode 32k, speed-up over GQA", Ratio(ModelShapeBench.CaseName(s, "decode 32k"), "ours sparse"), 10, "x",
+                bound is null ? "" : $"at most {(double)bound["speedup_bound"]!:F1}x at the read roofline");
             foreach (var x in roofline.Where(x => (string?)x.GetValueOrDefault("shape") == s.ToString()))
                 AtLeast($"{s}: sparse decode {(int)x["context"]! / 1024}k, share of read roofline", (double)x["of_read_roofline"]!, 0.6, "");
         }
