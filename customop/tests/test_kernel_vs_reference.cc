@@ -3,6 +3,9 @@
 // G in {1, 2, 3, 8, 16}, D in {64, 96, 128}; D in {8, 16, 32}, the lane-major p.V path, in SmallHeadSizes).
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "test_support.h"
 
 namespace infllmv2::testing {
@@ -129,6 +132,27 @@ TEST(SparseVsReference, DecodeDefaultsBeyondTheBudget) {
     c.seed = 400 + i++;
     ExpectMatchesReference(c);
   }
+}
+
+// A decode step splits each (b, h)'s stage-1 windows and attended blocks into slices by the core
+// count (DecodeSlices; INFLLMV2_DECODE_SLICES forces it): every slice count merges to the reference,
+// dense and sparse.
+TEST(KernelVsReference, DecodeAtEverySliceCount) {
+  for (const char* slices : {"1", "2", "3", "8"}) {
+    SCOPED_TRACE(std::string("INFLLMV2_DECODE_SLICES=") + slices);
+    setenv("INFLLMV2_DECODE_SLICES", slices, 1);
+    for (int mode : {1, 2}) {
+      Case c;
+      c.past_capacity = 9000;
+      c.kv_num_heads = 2;
+      c.num_heads = 8;
+      c.head_size = 64;
+      c.mode = mode;
+      c.seed = 450 + mode;
+      ExpectMatchesReference(c);
+    }
+  }
+  unsetenv("INFLLMV2_DECODE_SLICES");
 }
 
 TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {
