@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -417,7 +418,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   Ort::InitApi(api);
-  std::printf("ONNX Runtime %s, op library %s\n", get_api_base()->GetVersionString(), argv[2]);
+  const char* isa = std::getenv("INFLLMV2_ISA");
+  std::printf("ONNX Runtime %s, op library %s, INFLLMV2_ISA=%s\n", get_api_base()->GetVersionString(), argv[2],
+              isa != nullptr ? isa : "(unset: the best level)");
   int failures = 0, runs = 0;
   try {
     Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "platform_host");  // errors come back as statuses
