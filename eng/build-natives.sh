@@ -80,7 +80,8 @@ for rid in "${rids[@]}"; do
   log="artifacts/natives-build/$rid.log"
   mkdir -p "$build" "artifacts/natives/$rid"
   args=(-S customop -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFLLMV2_SANITIZE=OFF -DINFLLMV2_TSAN=OFF
-        -DINFLLMV2_TESTS=OFF "-DINFLLMV2_PLATFORM_HOST=$with_host")
+        -DINFLLMV2_TESTS=OFF)
+  [[ "$with_host" == OFF ]] || args+=(-DINFLLMV2_PLATFORM_HOST=ON)
   toolchain="$(toolchain_of "$rid")"
   [[ -z "$toolchain" ]] || args+=("-DCMAKE_TOOLCHAIN_FILE=$toolchain")
   targets=(infllmv2_ops)
@@ -88,9 +89,10 @@ for rid in "${rids[@]}"; do
   # Cross builds with the host: the microkernel tests too (tests/platforms/CMakeLists.txt).
   [[ "$with_host" == OFF || -z "$toolchain" || ! -f /usr/src/googletest/CMakeLists.txt ]] ||
     targets+=(infllmv2_microkernel_tests)
-  # Configure once (or when the host-test switch changes); later builds re-run CMake only when its
-  # inputs changed.
-  if [[ ! -f "$build/CMakeCache.txt" ]] || ! grep -q "^INFLLMV2_PLATFORM_HOST:BOOL=$with_host\$" "$build/CMakeCache.txt"; then
+  # Configure once (and once more when the test host is first asked for: it stays configured);
+  # later builds re-run CMake only when its inputs changed.
+  if [[ ! -f "$build/CMakeCache.txt" ]] ||
+    { [[ "$with_host" == ON ]] && ! grep -q "^INFLLMV2_PLATFORM_HOST:BOOL=ON\$" "$build/CMakeCache.txt"; }; then
     if ! cmake "${args[@]}" >"$log" 2>&1; then
       cat "$log" >&2
       echo "build-natives: configuring $rid failed (log: $log)" >&2
