@@ -9,7 +9,7 @@ mkdir -p artifacts
 eng/bootstrap.sh
 
 echo "== C++ format (clang-format 14, .clang-format) =="
-find customop bench/native tests/gpu -path tests/gpu/build -prune -o -type f \
+find customop bench/native tests/gpu tests/platforms -path tests/gpu/build -prune -o -type f \
   \( -name '*.h' -o -name '*.cc' -o -name '*.cuh' -o -name '*.cu' -o -name '*.inc' \) -print0 |
   xargs -0 clang-format-14 --dry-run --Werror
 
@@ -17,6 +17,9 @@ echo "== native tests (customop, ASan+UBSan) =="
 cmake -S customop -B artifacts/native-tests -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINFLLMV2_SANITIZE=ON >/dev/null
 cmake --build artifacts/native-tests -j 2 >artifacts/native-tests-build.log 2>&1 || { cat artifacts/native-tests-build.log; exit 1; }
 ctest --test-dir artifacts/native-tests --output-on-failure -j 2
+
+echo "== other platforms (win-x64 under wine, linux-arm64 under qemu; a loud SKIPPED line where one cannot run) =="
+tests/platforms/run.sh
 
 echo "== SASS checks of the CUDA kernels (sm_80: tensor cores, cp.async, no local memory, occupancy; skipped without nvcc) =="
 tests/gpu/sass-check.sh --objects artifacts/native-tests

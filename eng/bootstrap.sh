@@ -29,6 +29,26 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     -o Dir::Cache::Archives=/var/tmp/aptcache -o DPkg::Lock::Timeout=900 "${need[@]}" >/dev/null
 fi
+# Other platforms (tests/platforms/run.sh): the mingw-w64 (posix threads) and aarch64 cross compilers,
+# wine for win-x64 and qemu-user for linux-arm64. Optional: when apt cannot install them (no root, no
+# package), set-up goes on and the platform test prints a loud SKIPPED line.
+cross=()
+command -v x86_64-w64-mingw32-g++-posix >/dev/null || cross+=(g++-mingw-w64-x86-64-posix)
+command -v aarch64-linux-gnu-g++ >/dev/null || cross+=(g++-aarch64-linux-gnu)
+command -v qemu-aarch64 >/dev/null || cross+=(qemu-user)
+command -v wine >/dev/null || cross+=(wine wine64)
+if ((${#cross[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    log "optional, for tests/platforms: ${cross[*]} missing (needs root to install); those platforms are skipped"
+  else
+    log "installing ${cross[*]} from Debian packages (win-x64 and linux-arm64 builds and tests)..."
+    mkdir -p /var/tmp/aptcache/partial
+    { apt-get update -qq >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o Dir::Cache::Archives=/var/tmp/aptcache -o DPkg::Lock::Timeout=900 "${cross[@]}" >/dev/null; } ||
+      log "WARNING: could not install ${cross[*]}; tests/platforms will skip what they need"
+  fi
+fi
 command -v dotnet >/dev/null || { log "the .NET 10 SDK is required (dotnet not on PATH)"; exit 1; }
 
 stamp="$root/artifacts/cli/.built"

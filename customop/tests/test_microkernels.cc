@@ -22,7 +22,20 @@
 namespace infllmv2::cpu {
 namespace {
 
+// The levels of this architecture's build (src/cpu/microkernels.cc).
+#if defined(__x86_64__) || defined(__i386__)
 const char* const kAllLevels[] = {"baseline", "avx2", "avx512"};
+#elif defined(__aarch64__)
+const char* const kAllLevels[] = {"portable", "neon"};
+#else
+const char* const kAllLevels[] = {"portable"};
+#endif
+
+std::string LevelNames() {
+  std::string s;
+  for (const char* isa : kAllLevels) s += std::string(s.empty() ? "" : ", ") + isa;
+  return s;
+}
 
 // ISA levels of the build that this CPU lacks (their microkernels cannot run here).
 std::vector<std::string> MissingLevels() {
@@ -45,8 +58,10 @@ std::vector<const Microkernels*> Levels() {
 TEST(IsaLevels, EveryLevelOfTheBuildRunsHere) {
   std::string missing;
   for (const auto& isa : MissingLevels()) missing += (missing.empty() ? "" : ", ") + isa;
-  std::printf("[isa] levels tested here: %s%s%s\n", MicrokernelsFor("baseline") ? "baseline" : "",
-              MicrokernelsFor("avx2") ? " avx2" : "", MicrokernelsFor("avx512") ? " avx512" : "");
+  std::string tested;
+  for (const char* isa : kAllLevels)
+    if (MicrokernelsFor(isa) != nullptr) tested += std::string(" ") + isa;
+  std::printf("[isa] levels tested here:%s\n", tested.c_str());
   if (!missing.empty()) GTEST_SKIP() << "this CPU lacks ISA level(s) " << missing << ": not tested on this machine";
 }
 
@@ -60,7 +75,7 @@ TEST(IsaLevels, RequestedLevelIsActive) {
   if (requested == nullptr) return;
   bool known = false;
   for (const char* isa : kAllLevels) known = known || std::strcmp(isa, requested) == 0;
-  ASSERT_TRUE(known) << "INFLLMV2_ISA=" << requested << " is not a level of the kernel (baseline, avx2, avx512)";
+  ASSERT_TRUE(known) << "INFLLMV2_ISA=" << requested << " is not a level of the kernel (" << LevelNames() << ")";
   if (MicrokernelsFor(requested) == nullptr)
     GTEST_SKIP() << "INFLLMV2_ISA=" << requested << " but this CPU lacks it: this run's attention tests ran " << active;
   EXPECT_STREQ(active, requested);

@@ -1,7 +1,8 @@
 // SIMD microkernels of the CPU attention kernel: plain functions on raw fp32 pointers, compiled
-// once per x86 ISA level (SSE2 baseline, AVX2+FMA, AVX-512) from microkernels_impl.inc and chosen
-// at run time. No STL and no shared inline code inside the ISA-specific translation units, so no
-// AVX instruction can leak into code that runs on an older CPU.
+// once per ISA level from microkernels_impl.inc and chosen at run time: on x86 SSE2 baseline,
+// AVX2+FMA, AVX-512; on AArch64 neon and portable; elsewhere portable (plain C++). No STL and no
+// shared inline code inside the ISA-specific translation units, so no AVX instruction can leak into
+// code that runs on an older CPU.
 #pragma once
 
 #include <cstdint>
@@ -75,8 +76,9 @@ struct Microkernels {
 // The best microkernels this CPU supports (decided once; INFLLMV2_ISA caps the choice).
 const Microkernels& SelectMicrokernels();
 
-// The build for one ISA level ("baseline", "avx2", "avx512"), or null when this CPU lacks it
-// (tests run every level the machine has).
+// The build for one ISA level (x86: "baseline", "avx2", "avx512"; AArch64: "neon", "portable";
+// other CPUs: "portable"; "baseline" is the lowest level everywhere), or null when this CPU or
+// architecture lacks it (tests run every level the machine has).
 const Microkernels* MicrokernelsFor(const char* isa);
 
 }  // namespace infllmv2::cpu

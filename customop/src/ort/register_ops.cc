@@ -23,8 +23,16 @@ std::vector<Ort::CustomOpDomain>& Domains() {  // kept alive until unload: sessi
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
-RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
+// The export: the version script keeps only this symbol of the ELF library; on Windows the one
+// __declspec(dllexport) makes it the DLL's only export.
+#if defined(_WIN32)
+#define INFLLMV2_EXPORT __declspec(dllexport)
+#else
+#define INFLLMV2_EXPORT __attribute__((visibility("default")))
+#endif
+
+extern "C" INFLLMV2_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                     const OrtApiBase* api_base) {
   try {
     // The API table of the oldest runtime we support, not of the headers we compile against (1.31):
     // a runtime returns null for a version newer than itself, and the op calls nothing newer.
