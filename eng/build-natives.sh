@@ -8,8 +8,10 @@
 #   --with-host   also build tests/platforms' test host for each RID, and for the cross RIDs the
 #                 microkernel tests (GoogleTest from /usr/src/googletest) (tests/platforms/run.sh)
 # Build folders: artifacts/natives-build/<rid> (CMake's incremental build: a no-op when up to date;
-# a library is copied to artifacts/natives/<rid>/ only when it changed). The linux-x64 library is a
-# build of its own with the .NET build's configuration (artifacts/native), not a copy of it.
+# a library is copied to artifacts/natives/<rid>/ only when it changed). linux-x64 (without
+# --with-host) builds in the .NET build's own folder, artifacts/native, configured as
+# src/InfLlmV2.Onnx/InfLlmV2.Onnx.csproj does: one build of the host library and its CUDA kernels
+# (nvcc takes minutes), not two.
 # Exits non-zero, naming what is missing, when a requested RID cannot be built (the others are
 # still built).
 set -euo pipefail
@@ -78,9 +80,16 @@ for rid in "${rids[@]}"; do
   fi
   build="artifacts/natives-build/$rid"
   log="artifacts/natives-build/$rid.log"
-  mkdir -p "$build" "artifacts/natives/$rid"
-  args=(-S customop -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFLLMV2_SANITIZE=OFF -DINFLLMV2_TSAN=OFF
-        -DINFLLMV2_TESTS=OFF)
+  mkdir -p "artifacts/natives-build" "artifacts/natives/$rid"
+  if [[ "$rid" == linux-x64 && "$with_host" == OFF ]]; then
+    # The .NET build's folder and arguments (InfLlmV2.Onnx.csproj, target BuildNativeOps).
+    build="artifacts/native"
+    args=(-S customop -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFLLMV2_SANITIZE=OFF -DINFLLMV2_TSAN=OFF)
+  else
+    args=(-S customop -B "$build" -DCMAKE_BUILD_TYPE=Release -DINFLLMV2_SANITIZE=OFF -DINFLLMV2_TSAN=OFF
+          -DINFLLMV2_TESTS=OFF)
+  fi
+  mkdir -p "$build"
   [[ "$with_host" == OFF ]] || args+=(-DINFLLMV2_PLATFORM_HOST=ON)
   toolchain="$(toolchain_of "$rid")"
   [[ -z "$toolchain" ]] || args+=("-DCMAKE_TOOLCHAIN_FILE=$toolchain")
