@@ -125,7 +125,7 @@ $lib_files"
 done
 natives_in_lib=$(grep '^runtimes/' <<<"$lib_files" || true)
 [[ $natives_in_lib == "$(printf 'runtimes/%s/native/%s\n' linux-arm64 libinfllmv2_ops.so linux-x64 libinfllmv2_ops.so win-x64 infllmv2_ops.dll)" ]] \
-  || problem "InfLlmV2.Onnx carries other native files than the three RIDs' op libraries:
+  || problem "InfLlmV2.Onnx's native files are not exactly the three RIDs' op libraries; it has:
 $natives_in_lib"
 
 # The file formats: a PE32+ x86-64 DLL ('MZ', at e_lfanew 'PE\0\0', machine 0x8664, optional header
