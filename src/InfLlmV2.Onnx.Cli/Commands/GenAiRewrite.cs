@@ -23,7 +23,7 @@ public static class GenAiRewrite
         if (genaiFolder is not null)
         {
             var genai = GenAiFolder.Open(genaiFolder.FullName);
-            var outDir = Path.GetFullPath(output.FullName).TrimEnd('/');
+            var outDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output.FullName));
             if (SafeFiles.SameFile(outDir, genai.Folder))
                 throw new UsageException($"The output folder {outDir} is the genai folder {genai.Folder} (real path {SafeFiles.ResolvedPath(outDir)}); the input is never overwritten");
             var outKind = SafeFiles.Kind(outDir, followLinks: true);
