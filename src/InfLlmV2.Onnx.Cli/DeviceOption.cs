@@ -9,7 +9,7 @@ public static class DeviceOption
     /// <summary>Creates the option (default cpu).</summary>
     public static Option<string> Create()
     {
-        var device = new Option<string>("--device") { Description = "Execution provider: cpu, or cuda (CUDA EP first, CPU for the rest)", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "Execution provider: cpu, or cuda (CUDA EP first, CPU for the rest; linux-x64 only)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong("cpu", "cuda");
         return device;
     }

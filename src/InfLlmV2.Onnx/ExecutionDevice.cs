@@ -22,8 +22,8 @@ public static class ExecutionProviders
     private static readonly Lazy<string?> CudaReason = new(ProbeCuda);
 
     /// <summary>
-    /// Why the CUDA execution provider cannot run here, in one line, or null when it can: the loaded
-    /// ONNX Runtime lacks it (a CPU-only native package), <see cref="CudaRuntimeLibrary"/> is missing,
+    /// Why the CUDA execution provider cannot run here, in one line, or null when it can: this is not
+    /// linux-x64 (<see cref="CudaPlatformRefusal"/>), the loaded ONNX Runtime lacks it (a CPU-only native package), <see cref="CudaRuntimeLibrary"/> is missing,
     /// no CUDA device is visible, or ONNX Runtime failed to load its CUDA provider library (for
     /// instance a missing cuBLAS). Probed once per process.
     /// </summary>
@@ -62,8 +62,25 @@ public static class ExecutionProviders
     [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
     private delegate int CudaGetDeviceCount(out int count);
 
+    /// <summary>The one platform whose op library has CUDA kernels.</summary>
+    public const string CudaRuntimeIdentifier = "linux-x64";
+
+    /// <summary>
+    /// Why the CUDA execution provider cannot run on <paramref name="os"/> / <paramref name="architecture"/>
+    /// whatever is installed, or null on <see cref="CudaRuntimeIdentifier"/>: the op library's CUDA
+    /// kernels are built for linux-x64 only (the win-x64 and linux-arm64 builds have CPU kernels only).
+    /// </summary>
+    public static string? CudaPlatformRefusal(OSPlatform os, Architecture architecture)
+    {
+        if (os == OSPlatform.Linux && architecture == Architecture.X64) return null;
+        var osName = os == OSPlatform.Windows ? "win" : os == OSPlatform.OSX ? "osx" : os == OSPlatform.Linux ? "linux" : os.ToString().ToLowerInvariant();
+        return $"CUDA kernels are built for {CudaRuntimeIdentifier} only; this is {osName}-{architecture.ToString().ToLowerInvariant()}, " +
+               "where the op library has CPU kernels only: use the CPU execution provider (--device cpu)";
+    }
+
     private static string? ProbeCuda()
     {
+        if (CudaPlatformRefusal(NativeOpLibrary.CurrentOS, RuntimeInformation.ProcessArchitecture) is { } platform) return platform;
         if (!Compiled.Contains("CUDAExecutionProvider"))
             return $"this ONNX Runtime ({OrtEnv.Instance().GetVersionString()}) was built without the CUDA execution provider";
         if (!NativeLibrary.TryLoad(CudaRuntimeLibrary, out var cudart))

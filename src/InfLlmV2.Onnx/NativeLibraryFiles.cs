@@ -25,6 +25,26 @@ internal static class NativeLibraryFiles
         throw new FileNotFoundException(notFound(string.Join(", ", tried)), fileName);
     }
 
+    /// <summary>This process's portable runtime identifier: win-, osx- or linux- and the process architecture (x64, arm64, ...).</summary>
+    internal static string PortableRid
+    {
+        get
+        {
+            var arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
+            return OperatingSystem.IsWindows() ? $"win-{arch}" : OperatingSystem.IsMacOS() ? $"osx-{arch}" : $"linux-{arch}";
+        }
+    }
+
+    /// <summary>The folder of <paramref name="anchor"/>'s assembly (when it has one) and the app's base folder.</summary>
+    internal static IReadOnlyList<string> AppFolders(Type anchor)
+    {
+        var folders = new List<string>();
+        var assemblyDir = Path.GetDirectoryName(anchor.Assembly.Location);
+        if (!string.IsNullOrEmpty(assemblyDir)) folders.Add(assemblyDir);
+        folders.Add(AppContext.BaseDirectory);
+        return folders;
+    }
+
     /// <summary>
     /// <paramref name="explicitPath"/> alone when given (a file, or a folder holding
     /// <paramref name="fileName"/>); otherwise the folder of <paramref name="anchor"/>'s assembly, the
@@ -40,15 +60,10 @@ internal static class NativeLibraryFiles
             yield return Directory.Exists(explicitPath) ? Path.Combine(explicitPath, fileName) : explicitPath;
             yield break;
         }
-        var folders = new List<string>();
-        var assemblyDir = Path.GetDirectoryName(anchor.Assembly.Location);
-        if (!string.IsNullOrEmpty(assemblyDir)) folders.Add(assemblyDir);
-        folders.Add(AppContext.BaseDirectory);
+        var folders = AppFolders(anchor);
         foreach (var f in folders) yield return Path.Combine(f, fileName);
-        var arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-        var portable = OperatingSystem.IsWindows() ? $"win-{arch}" : OperatingSystem.IsMacOS() ? $"osx-{arch}" : $"linux-{arch}";
         foreach (var f in folders)
-            foreach (var rid in new[] { RuntimeInformation.RuntimeIdentifier, portable }.Distinct())
+            foreach (var rid in new[] { RuntimeInformation.RuntimeIdentifier, PortableRid }.Distinct())
                 yield return Path.Combine(f, "runtimes", rid, "native", fileName);
         if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string searchDirs)
             foreach (var f in searchDirs.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))

@@ -109,8 +109,8 @@ public class GenAiFolderGenerationTests
         var configPath = Path.Combine(output, GenAiFolder.ConfigFileName);
         var config = JsonNode.Parse(File.ReadAllText(configPath))!;
         var options = config["model"]!["decoder"]!["session_options"]!.AsObject();
-        Assert.Equal("libinfllmv2_ops.so", (string?)options[GenAiFolder.CustomOpsLibraryKey]);
-        Assert.True(File.Exists(Path.Combine(output, "libinfllmv2_ops.so")));
+        Assert.Equal(NativeOpLibrary.FileName, (string?)options[GenAiFolder.CustomOpsLibraryKey]);
+        Assert.True(File.Exists(Path.Combine(output, NativeOpLibrary.FileName)));
 
         options.Remove(GenAiFolder.CustomOpsLibraryKey);
         File.WriteAllText(configPath, config.ToJsonString());

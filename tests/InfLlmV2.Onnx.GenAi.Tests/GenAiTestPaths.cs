@@ -11,14 +11,14 @@ public static class GenAiTestPaths
 
     /// <summary>
     /// The op library built by the bootstrap (./infllmv2, ./test.sh) or by any build of
-    /// src/InfLlmV2.Onnx: artifacts/native/libinfllmv2_ops.so (this project references the library
+    /// src/InfLlmV2.Onnx: artifacts/native/libinfllmv2_ops.so (<see cref="NativeOpLibrary.LinuxFileName"/>; this project references the library
     /// for its tokenizer, whose managed ONNX Runtime API runs on genai's native ORT 1.32).
     /// </summary>
     public static string OpLibrary
     {
         get
         {
-            var path = Path.Combine(RepoRoot, "artifacts", "native", "libinfllmv2_ops.so");
+            var path = Path.Combine(RepoRoot, "artifacts", "native", NativeOpLibrary.LinuxFileName);
             Assert.True(File.Exists(path), $"op library not built: {path} (run ./infllmv2 version or ./test.sh first)");
             return path;
         }

@@ -15,18 +15,21 @@ public class GenAiRewriteCliTests
     private static readonly string Gqa = Fixture("genai_tiny_random_llama_fp32_gqa_modelbuilder");
 
     /// <summary>Asserts <paramref name="output"/> is <paramref name="input"/> rewritten, decoder stored as <paramref name="modelName"/>.</summary>
-    private static void AssertGenAiFolder(string input, string output, string modelName)
+    private static void AssertGenAiFolder(string input, string output, string modelName) => AssertGenAiFolder(input, output, modelName, NativeOpLibrary.FileName);
+
+    /// <summary>As above, with the op library <paramref name="library"/> (the target platform's file name) named and copied.</summary>
+    private static void AssertGenAiFolder(string input, string output, string modelName, string library)
     {
         var original = JsonNode.Parse(File.ReadAllText(Path.Combine(input, "genai_config.json")))!;
         var written = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "genai_config.json")))!;
         var options = written["model"]!["decoder"]!["session_options"]!.AsObject();
-        Assert.Equal("libinfllmv2_ops.so", (string?)options["custom_ops_library"]);
+        Assert.Equal(library, (string?)options["custom_ops_library"]);
         Assert.Equal(modelName, (string?)written["model"]!["decoder"]!["filename"]);
         options.Remove("custom_ops_library");
         written["model"]!["decoder"]!["filename"] = (string?)original["model"]!["decoder"]!["filename"];
         Assert.True(JsonNode.DeepEquals(original, written), $"genai_config.json differs beyond custom_ops_library:\n{written}");
 
-        Assert.True(File.Exists(Path.Combine(output, "libinfllmv2_ops.so")));
+        Assert.True(File.Exists(Path.Combine(output, library)));
         Assert.True(File.Exists(Path.Combine(output, modelName)));
         var decoder = (string)original["model"]!["decoder"]!["filename"]!;
         foreach (var file in Directory.EnumerateFiles(input, "*", SearchOption.AllDirectories))
@@ -54,6 +57,99 @@ public class GenAiRewriteCliTests
         Assert.Equal("model.onnx.data", (string?)report["data_files"]![0]);
     }
 
+    /// <summary>
+    /// --target-os windows: the folder gets infllmv2_ops.dll (win-x64) and its config names it. The
+    /// library comes from artifacts/natives/win-x64/ (eng/build-natives.sh) in this checkout; where it
+    /// was not built, exit 2 with one line naming the path tried, and nothing written.
+    /// </summary>
+    [Fact]
+    public void Target_os_windows_copies_and_names_the_windows_library_or_names_the_missing_file()
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], "--target-os", "windows", "--target-arch", "x64");
+        var built = Path.Combine(ModelRunner.RepoRoot, "artifacts", "natives", "win-x64", NativeOpLibrary.WindowsFileName);
+        if (File.Exists(built))
+        {
+            Assert.True(code == 0, stdout + err);
+            AssertGenAiFolder(Gqa, dir["out"], "model.onnx", NativeOpLibrary.WindowsFileName);
+            Assert.False(File.Exists(dir["out/" + NativeOpLibrary.LinuxFileName]));
+            Assert.True(File.ReadAllBytes(built).AsSpan().SequenceEqual(File.ReadAllBytes(dir["out/" + NativeOpLibrary.WindowsFileName])));
+            Assert.Contains($"op library       {NativeOpLibrary.WindowsFileName} (copied from {built})", stdout);
+        }
+        else
+        {
+            Assert.True(code == 2, stdout + err);
+            Assert.Contains($"op library for win-x64 ({NativeOpLibrary.WindowsFileName}) not found", err);
+            Assert.Contains(built, err);
+            Assert.Contains("eng/build-natives.sh --rid win-x64", err);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.False(Directory.Exists(dir["out"]));
+        }
+    }
+
+    [Fact]
+    public void Target_os_linux_is_this_platforms_library()
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], "--target-os", "Linux");
+        Assert.True(code == 0, stdout + err);
+        AssertGenAiFolder(Gqa, dir["out"], "model.onnx", NativeOpLibrary.LinuxFileName);
+    }
+
+    [Theory]
+    [InlineData("--target-os", "macos", "--target-os must be linux or windows, got 'macos'")]
+    [InlineData("--target-os", "", "--target-os must be linux or windows, got ''")]
+    [InlineData("--target-arch", "riscv64", "--target-arch must be x64 or arm64, got 'riscv64'")]
+    public void Invalid_target_exits_two_naming_the_option_and_writes_nothing(string option, string value, string message)
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], option, value);
+        Assert.True(code == 2, stdout + err);
+        Assert.Equal($"error: {message}", err.Trim());
+        Assert.False(Directory.Exists(dir["out"]));
+    }
+
+    [Fact]
+    public void Target_without_an_op_library_build_exits_two_naming_the_platforms()
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliProcess.Run("rewrite", "--genai-folder", Gqa, "-o", dir["out"], "--target-os", "windows", "--target-arch", "arm64");
+        Assert.True(code == 2, stdout + err);
+        Assert.Contains("no op library is built for win-arm64", err);
+        Assert.Contains("linux-x64, linux-arm64, win-x64", err);
+        Assert.False(Directory.Exists(dir["out"]));
+    }
+
+    [Fact]
+    public void Target_os_without_a_genai_folder_is_noted_and_the_model_written()
+    {
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir["in"]);
+        foreach (var f in Directory.EnumerateFiles(Gqa).Where(f => Path.GetFileName(f) != "genai_config.json"))
+            File.Copy(f, Path.Combine(dir["in"], Path.GetFileName(f)));
+        var (code, stdout, err) = CliProcess.Run("rewrite", dir["in/model.onnx"], "-o", dir["m.onnx"], "--target-os", "windows");
+        Assert.True(code == 0, stdout + err);
+        Assert.Contains("note: --target-os/--target-arch choose the op library copied into a genai folder", stdout);
+        Assert.True(File.Exists(dir["m.onnx"]));
+        Assert.False(File.Exists(dir[NativeOpLibrary.WindowsFileName]));
+    }
+
+    [Theory]
+    [InlineData("linux", "x64", "linux-x64")]
+    [InlineData("windows", "x64", "win-x64")]
+    [InlineData("WIN", "amd64", "win-x64")]
+    [InlineData("linux", "aarch64", "linux-arm64")]
+    [InlineData("windows", "arm64", "win-arm64")]  // refused later, by OpLibraryFor
+    public void Target_runtime_identifier_of_os_and_arch(string os, string arch, string rid) =>
+        Assert.Equal(rid, Cli.Commands.GenAiRewrite.TargetRuntimeIdentifier(os, arch));
+
+    [Fact]
+    public void Target_runtime_identifier_defaults_to_this_process()
+    {
+        Assert.Equal(NativeOpLibrary.CurrentRuntimeIdentifier, Cli.Commands.GenAiRewrite.TargetRuntimeIdentifier(null, null));
+        Assert.EndsWith("-arm64", Cli.Commands.GenAiRewrite.TargetRuntimeIdentifier(null, "arm64"));
+    }
+
     [Fact]
     public void Model_in_a_genai_folder_written_elsewhere_becomes_a_genai_folder_renamed_decoder_noted()
     {
@@ -75,7 +171,7 @@ public class GenAiRewriteCliTests
         Assert.True(code == 0, stdout + err);
         Assert.Contains("only the model is written", stdout);
         Assert.Equal(config, File.ReadAllText(dir["genai_config.json"]));
-        Assert.False(File.Exists(dir["libinfllmv2_ops.so"]));
+        Assert.False(File.Exists(dir[NativeOpLibrary.FileName]));
     }
 
     [Fact]

@@ -295,7 +295,7 @@ public class DeviceCliTests(TextModels models) : IClassFixture<TextModels>
         var (code, stdout, err) = CliProcess.Run("version");
         Assert.True(code == 0, err);
         Assert.Matches(@"onnxruntime\s+1\.32\.\d+ \(/.*libonnxruntime\.so\)", stdout);
-        Assert.Contains("libinfllmv2_ops.so", stdout);
+        Assert.Contains(NativeOpLibrary.FileName, stdout);
         Assert.Contains("cpu         available", stdout);
         Assert.Matches(@"cuda\s+(available|not available: \S.*)", stdout);
         Assert.Equal(ExecutionProviders.CudaUnavailableReason is null, stdout.Contains("cuda        available"));
@@ -342,6 +342,24 @@ public class DeviceCliTests(TextModels models) : IClassFixture<TextModels>
         Assert.Equal(2, bad.ExitCode);
         Assert.Contains("tpu", bad.StdErr);
     }
+
+    [Theory]
+    [InlineData("windows", System.Runtime.InteropServices.Architecture.X64, "win-x64")]
+    [InlineData("linux", System.Runtime.InteropServices.Architecture.Arm64, "linux-arm64")]
+    [InlineData("osx", System.Runtime.InteropServices.Architecture.Arm64, "osx-arm64")]
+    public void Cuda_IsRefused_OffLinuxX64_NamingThePlatform(string os, System.Runtime.InteropServices.Architecture arch, string rid)
+    {
+        var why = ExecutionProviders.CudaPlatformRefusal(NativeOpLibrary.ParseOS(os), arch);
+        Assert.NotNull(why);
+        Assert.StartsWith("CUDA kernels are built for linux-x64 only; ", why);
+        Assert.Contains($"this is {rid}", why);
+        Assert.Contains("--device cpu", why);
+        Assert.DoesNotContain('\n', why);
+    }
+
+    [Fact]
+    public void Cuda_IsNotRefused_OnLinuxX64_ByThePlatform() =>
+        Assert.Null(ExecutionProviders.CudaPlatformRefusal(System.Runtime.InteropServices.OSPlatform.Linux, System.Runtime.InteropServices.Architecture.X64));
 
     [Fact]
     public void ParseDevice_AcceptsCpuAndCudaOnly()

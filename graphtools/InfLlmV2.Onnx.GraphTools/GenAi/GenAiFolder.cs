@@ -54,7 +54,7 @@ public sealed class GenAiFolder
     public string? OutputFolder { get; }
 
     /// <summary>This folder, written into <paramref name="outputFolder"/> (see <see cref="OutputFolder"/>).</summary>
-    public GenAiFolder WritingTo(string outputFolder) => new(Folder, Config, DecoderFileName, Path.GetFullPath(outputFolder).TrimEnd('/'));
+    public GenAiFolder WritingTo(string outputFolder) => new(Folder, Config, DecoderFileName, Path.TrimEndingDirectorySeparator(Path.GetFullPath(outputFolder)));
 
     /// <summary>Full path of the folder.</summary>
     public string Folder { get; }
@@ -82,7 +82,7 @@ public sealed class GenAiFolder
     public static GenAiFolder Open(string folder)
     {
         if (folder.Contains('\0')) throw new InvalidDataException("genai folder path contains a NUL character");
-        var full = Path.GetFullPath(folder).TrimEnd('/');
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder));
         if (SafeFiles.Kind(full, followLinks: true) != FileKind.Directory) throw new DirectoryNotFoundException($"genai folder not found: {full}");
         var configPath = Path.Combine(full, ConfigFileName);
         if (SafeFiles.Kind(configPath, followLinks: false) == FileKind.Missing)
@@ -108,7 +108,7 @@ public sealed class GenAiFolder
         if (fileName.Contains('\0') || fileName.Contains('\\') || Path.IsPathRooted(fileName))
             throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative POSIX path");
         var decoderPath = Path.GetFullPath(Path.Combine(full, fileName));
-        if (!decoderPath.StartsWith(full + "/", StringComparison.Ordinal))
+        if (!decoderPath.StartsWith(SafeFiles.WithTrailingSeparator(full), StringComparison.Ordinal))
             throw new InvalidDataException($"{configPath}: model.decoder.filename '{Printable(fileName)}' is not a relative path inside the folder");
         if (SafeFiles.Kind(decoderPath, followLinks: false) == FileKind.Missing)
             throw new FileNotFoundException($"{configPath}: the decoder '{Printable(fileName)}' (model.decoder.filename) does not exist", decoderPath);

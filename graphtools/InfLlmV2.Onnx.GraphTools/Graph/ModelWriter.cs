@@ -98,7 +98,7 @@ public static class ModelWriter
                     }
                     CreateFolder(Path.GetDirectoryName(dst)!, createdDirs);
                     var dstDir = SafeFiles.RealPath(Path.GetDirectoryName(dst)!);
-                    if (!(dstDir + "/").StartsWith(outRoot.EndsWith('/') ? outRoot : outRoot + "/", StringComparison.Ordinal))
+                    if (!SafeFiles.WithTrailingSeparator(dstDir).StartsWith(SafeFiles.WithTrailingSeparator(outRoot), StringComparison.Ordinal))
                         throw new IOException($"External data output {dst} resolves outside the output folder {outRoot}");
                     SafeFiles.WriteAtomically(dst, s => SafeFiles.CopyExactly(f.RealPath, f.FileLength, s), "External data output");
                     if (!existed) created.Add(dst);  // an overwritten (--force) file cannot be restored

@@ -125,6 +125,13 @@ public static class SafeFiles
     }
 
     /// <summary>
+    /// <paramref name="path"/> ending in one directory separator (<c>/</c>; <c>\</c> on Windows): the
+    /// prefix that a path inside it starts with.
+    /// </summary>
+    internal static string WithTrailingSeparator(string path) =>
+        Path.EndsInDirectorySeparator(path) ? path : path + Path.DirectorySeparatorChar;
+
+    /// <summary>
     /// Resolves <paramref name="relative"/> (a relative POSIX path) against <paramref name="folder"/>
     /// and returns its real path and length. Refused (<see cref="InvalidDataException"/>, or
     /// <see cref="FileNotFoundException"/> when missing) unless it is a regular file whose real path
@@ -135,7 +142,7 @@ public static class SafeFiles
         if (relative.Length == 0 || relative.Contains('\0') || relative.Contains('\\') || Path.IsPathRooted(relative))
             throw new InvalidDataException($"{what}: location '{relative}' must be a relative POSIX path");
         var root = RealPath(folder);
-        var rootWithSep = root.EndsWith('/') ? root : root + "/";
+        var rootWithSep = WithTrailingSeparator(root);
         var candidate = Path.GetFullPath(Path.Combine(root, relative));
         if (!candidate.StartsWith(rootWithSep, StringComparison.Ordinal))
             throw new InvalidDataException($"{what}: location '{relative}' escapes the model folder");
@@ -239,7 +246,7 @@ public static class SafeFiles
     public static string ResolvedPath(string path)
     {
         var full = Path.GetFullPath(path);
-        if (full.Length > 1) full = full.TrimEnd('/');
+        full = Path.TrimEndingDirectorySeparator(full);
         var missing = new Stack<string>();
         var current = full;
         while (Kind(current, followLinks: true) == FileKind.Missing)
@@ -263,7 +270,7 @@ public static class SafeFiles
     {
         var ri = ResolvedPath(inner);
         var ro = ResolvedPath(outer);
-        if (ri == ro || ri.StartsWith(ro.EndsWith('/') ? ro : ro + "/", StringComparison.Ordinal)) return true;
+        if (ri == ro || ri.StartsWith(WithTrailingSeparator(ro), StringComparison.Ordinal)) return true;
         if (Id(ro) is not { } outerId) return false;
         for (var d = ri; !string.IsNullOrEmpty(d); d = Path.GetDirectoryName(d))
             if (Id(d) == outerId) return true;
@@ -296,15 +303,15 @@ public static class SafeFiles
     /// </summary>
     public static void CheckNoLinkBelow(string root, string path, string what)
     {
-        var top = Path.GetFullPath(root).TrimEnd('/');
+        var top = Path.TrimEndingDirectorySeparator(Path.GetFullPath(root));
         var full = Path.GetFullPath(path);
-        if (!full.StartsWith(top + "/", StringComparison.Ordinal))
+        if (!full.StartsWith(WithTrailingSeparator(top), StringComparison.Ordinal))
             throw new IOException($"{what} {full} is not inside the output folder {top}");
-        var parts = full[(top.Length + 1)..].Split('/');
+        var parts = full[WithTrailingSeparator(top).Length..].Split(Path.DirectorySeparatorChar);
         var current = top;
         for (int i = 0; i < parts.Length; i++)
         {
-            current = current + "/" + parts[i];
+            current = Path.Combine(current, parts[i]);
             var kind = Kind(current, followLinks: false);
             if (kind == FileKind.Missing) return;
             bool last = i == parts.Length - 1;

@@ -23,7 +23,7 @@ public static class GenAiRewrite
         if (genaiFolder is not null)
         {
             var genai = GenAiFolder.Open(genaiFolder.FullName);
-            var outDir = Path.GetFullPath(output.FullName).TrimEnd('/');
+            var outDir = Path.TrimEndingDirectorySeparator(Path.GetFullPath(output.FullName));
             if (SafeFiles.SameFile(outDir, genai.Folder))
                 throw new UsageException($"The output folder {outDir} is the genai folder {genai.Folder} (real path {SafeFiles.ResolvedPath(outDir)}); the input is never overwritten");
             var outKind = SafeFiles.Kind(outDir, followLinks: true);
@@ -43,6 +43,48 @@ public static class GenAiRewrite
             found = null;
         }
         return (input, output, found);
+    }
+
+    /// <summary>
+    /// The runtime identifier a genai folder is written for: <paramref name="targetOs"/> (linux or
+    /// windows, case-insensitive; default this process's) and <paramref name="targetArch"/> (x64 or
+    /// arm64; default this process's). <see cref="OpLibraryFor"/> then checks that the op library is
+    /// built for it (<see cref="NativeOpLibrary.RuntimeIdentifiers"/>).
+    /// </summary>
+    /// <exception cref="UsageException">An unknown operating system or architecture.</exception>
+    public static string TargetRuntimeIdentifier(string? targetOs, string? targetArch)
+    {
+        var current = NativeOpLibrary.CurrentRuntimeIdentifier;
+        int dash = current.IndexOf('-', StringComparison.Ordinal);
+        var os = (targetOs?.Trim().ToLowerInvariant()) switch
+        {
+            null => current[..dash],
+            "linux" => "linux",
+            "windows" or "win" => "win",
+            _ => throw new UsageException($"--target-os must be linux or windows, got '{targetOs}'"),
+        };
+        var arch = (targetArch?.Trim().ToLowerInvariant()) switch
+        {
+            null => current[(dash + 1)..],
+            "x64" or "amd64" or "x86_64" => "x64",
+            "arm64" or "aarch64" => "arm64",
+            _ => throw new UsageException($"--target-arch must be x64 or arm64, got '{targetArch}'"),
+        };
+        return $"{os}-{arch}";
+    }
+
+    /// <summary>
+    /// The op library to copy into a genai folder for <paramref name="rid"/> (<see cref="NativeOpLibrary.LocateFor"/>:
+    /// the package's or tool's runtimes/RID/native, or artifacts/natives/RID in a checkout).
+    /// </summary>
+    /// <exception cref="UsageException">No op library is built for <paramref name="rid"/> (win-arm64, or this machine's platform when it is none of <see cref="NativeOpLibrary.RuntimeIdentifiers"/>).</exception>
+    /// <exception cref="FileNotFoundException">That platform's library is not here; the message names every path tried.</exception>
+    public static string OpLibraryFor(string rid)
+    {
+        if (!NativeOpLibrary.RuntimeIdentifiers.Contains(rid))
+            throw new UsageException($"no op library is built for {rid} (--target-os/--target-arch, defaulting to this machine's): " +
+                                     $"the platforms are {string.Join(", ", NativeOpLibrary.RuntimeIdentifiers)}");
+        return NativeOpLibrary.LocateFor(rid);
     }
 
     /// <summary>Prints what the genai folder became.</summary>

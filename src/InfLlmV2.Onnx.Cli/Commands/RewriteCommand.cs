@@ -14,7 +14,9 @@ namespace InfLlmV2.Onnx.Cli.Commands;
 /// attention was rewritten, 3 when the model is valid but nothing could be, 2 on bad input or
 /// usage. On failure no output file exists afterwards; the input is never overwritten, nor an
 /// existing output without --force. A model whose folder has a genai_config.json naming it (or
-/// <c>--genai-folder IN -o OUTDIR</c>) is written as a whole genai folder (<see cref="GenAiRewrite"/>).
+/// <c>--genai-folder IN -o OUTDIR</c>) is written as a whole genai folder (<see cref="GenAiRewrite"/>),
+/// with the op library of <c>--target-os linux|windows</c> and <c>--target-arch x64|arm64</c>
+/// (default: this process's platform).
 /// </summary>
 public static class RewriteCommand
 {
@@ -41,10 +43,19 @@ public static class RewriteCommand
         var mode = new Option<bool>("--attention-mode-input") { Description = "Add one shared int32 'attention_mode' graph input" };
         var exposeSelection = new Option<bool>("--expose-selection") { Description = "Add each layer's selected_blocks as graph output 'selected_blocks.N' (for --selection-map)" };
         var tokenizerGraphs = new Option<bool>("--tokenizer-graphs") { Description = $"Also write {TokenizerGraphs.EncoderFile} and {TokenizerGraphs.DecoderFile} (ONNX Runtime Extensions ops, built from the folder's tokenizer.json) next to the rewritten model" };
+        var targetOs = new Option<string?>("--target-os")
+        {
+            Description = "With a genai folder: the operating system it is for, linux or windows (default: this one); the folder gets that platform's op library " +
+                          $"({NativeOpLibrary.LinuxFileName} or {NativeOpLibrary.WindowsFileName}) and its {GenAiFolder.ConfigFileName} names it",
+        };
+        var targetArch = new Option<string?>("--target-arch")
+        {
+            Description = $"With a genai folder: the architecture it is for, x64 or arm64 (default: this one); op libraries exist for {string.Join(", ", NativeOpLibrary.RuntimeIdentifiers)}",
+        };
         var cmd = new Command("rewrite", "Rewrite the attention of an ONNX LLM to SwitchableAttention")
         {
             input, output, force, report, genaiFolder, preset, denseLen, topk, window, block, init, kernel, stride, exactLse, scorePrecision, state, mode, exposeSelection,
-            tokenizerGraphs,
+            tokenizerGraphs, targetOs, targetArch,
         };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
@@ -88,8 +99,12 @@ public static class RewriteCommand
             var request = new RewriteRequest(
                 new RewriteOptions { Sparse = sparse, CompressedState = r.GetValue(state), AttentionModeInput = r.GetValue(mode), ExposeSelection = r.GetValue(exposeSelection) }, chosen, overrides);
             if (request.Validate() is { } why) throw new UsageException(why);
+            var rid = GenAiRewrite.TargetRuntimeIdentifier(r.GetValue(targetOs), r.GetValue(targetArch));
             var (model, target, genai) = GenAiRewrite.Resolve(r.GetValue(input), r.GetValue(genaiFolder), r.GetValue(output)!);
-            return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai, r.GetValue(tokenizerGraphs));
+            if (genai is null && (Given(targetOs) || Given(targetArch)))
+                Console.WriteLine("note: --target-os/--target-arch choose the op library copied into a genai folder; no genai folder is written here " +
+                                  "(the rewritten model itself is the same on every platform)");
+            return Run(model, target, r.GetValue(force), r.GetValue(report), request, genai, r.GetValue(tokenizerGraphs), rid);
         }));
         return cmd;
     }
@@ -122,7 +137,7 @@ public static class RewriteCommand
         Console.WriteLine($"sparse attributes: {SparsePresets.Describe(sparse)} ({(match is null ? "custom" : $"= preset {match.Name}")})");
     }
 
-    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteRequest request, GenAiFolder? genai, bool tokenizerGraphs = false)
+    private static int Run(FileInfo input, FileInfo output, bool force, FileInfo? report, RewriteRequest request, GenAiFolder? genai, bool tokenizerGraphs, string targetRid)
     {
         if (!input.Exists) throw new FileNotFoundException($"Model not found: {input.FullName}");
         if (Path.GetFullPath(input.FullName) == Path.GetFullPath(output.FullName))
@@ -140,7 +155,7 @@ public static class RewriteCommand
                 if (SafeFiles.Kind(Path.Combine(graphsFolder, name), followLinks: false) != FileKind.Missing)
                     throw new UsageException($"--tokenizer-graphs: {Path.Combine(graphsFolder, name)} exists; pass --force to overwrite it");
         var file = ModelRewriter.Load(input.FullName);
-        var genaiWrite = genai?.Prepare(file.Model, output.FullName, NativeOpLibrary.Locate(), force);
+        var genaiWrite = genai?.Prepare(file.Model, output.FullName, GenAiRewrite.OpLibraryFor(targetRid), force);
         var sites = RewriteWithProgress(file, options);
         int rewritten = sites.Count(s => s.Rewritten);
         string? reportText = report is null ? null : JsonSerializer.Serialize(new

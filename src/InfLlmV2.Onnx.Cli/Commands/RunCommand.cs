@@ -24,7 +24,7 @@ public static class RunCommand
         var atol = new Option<double>("--atol") { Description = "Max abs difference allowed per output", DefaultValueFactory = _ => 1e-4 };
         var repeat = new Option<int>("--repeat") { Description = "Runs in one session; the median latency is printed", DefaultValueFactory = _ => 1 };
         var json = new Option<FileInfo?>("--json") { Description = "Write the results as JSON to this file (- for stdout)" };
-        var ops = new Option<string?>("--ops-library") { Description = "Path of libinfllmv2_ops.so (default: next to the app)" };
+        var ops = new Option<string?>("--ops-library") { Description = $"Path of the op library ({NativeOpLibrary.FileName} here; {NativeOpLibrary.LinuxFileName} on Linux, {NativeOpLibrary.WindowsFileName} on Windows; default: next to the app)" };
         var device = DeviceOption.Create();
         var threads = ThreadsOption.Create();
         var cmd = new Command("run", "Run a model with the SwitchableAttention op registered on an ONNX test-data folder")
