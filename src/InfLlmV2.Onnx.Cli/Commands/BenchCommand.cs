@@ -47,7 +47,8 @@ public static class BenchCommand
         var rows = new List<BenchRow>();
         var extra = new Dictionary<string, object?> { ["schema_version"] = ReportFile.SchemaVersion };
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
-        options.TakingTurns().UseDevice(device);
+        options.TakingTurns();
+        options.UseDevice(device);
         options.RegisterInfLlmV2Ops();
         using var oneThread = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = 1 };
         oneThread.TakingTurns().UseDevice(device);
