@@ -44,7 +44,7 @@ using infllmv2::ort_tests::GraphValue;
 using infllmv2::ort_tests::kFloat;
 using infllmv2::ort_tests::kFloat16;
 using infllmv2::ort_tests::kInt32;
-using infllmv2::ort_tests::Proto;
+using infllmv2::ort_tests::OneNodeModel;
 
 using GetApiBaseFn = const OrtApiBase*(ORT_API_CALL*)();
 
@@ -138,35 +138,6 @@ Inputs MakeInputs(const Case& c) {
   return in;
 }
 
-// A one-node model of `op_type` in `domain` (opset 1), every dim symbolic.
-std::string Model(const char* op_type, const char* domain, const std::vector<GraphValue>& inputs,
-                  const std::vector<GraphValue>& outputs, const std::vector<std::pair<std::string, int64_t>>& attrs) {
-  auto value_info = [](const GraphValue& v) {
-    Proto shape;
-    for (int d = 0; d < v.rank; ++d) shape.Message(1, Proto().Bytes(2, v.name + "_d" + std::to_string(d)));
-    Proto tensor;
-    tensor.Varint(1, static_cast<uint64_t>(v.elem_type)).Message(2, shape);
-    return Proto().Bytes(1, v.name).Message(2, Proto().Message(1, tensor));
-  };
-  Proto node;
-  for (const auto& v : inputs) node.Bytes(1, v.name);
-  for (const auto& v : outputs) node.Bytes(2, v.name);
-  node.Bytes(4, op_type).Bytes(7, domain);
-  for (const auto& [name, value] : attrs)
-    node.Message(5, Proto().Bytes(1, name).Varint(3, static_cast<uint64_t>(value)).Varint(20, 2));
-  Proto graph;
-  graph.Message(1, node).Bytes(2, "g");
-  for (const auto& v : inputs)
-    if (!v.name.empty()) graph.Message(11, value_info(v));
-  for (const auto& v : outputs)
-    if (!v.name.empty()) graph.Message(12, value_info(v));
-  Proto model;
-  model.Varint(1, 8).Message(7, graph);
-  model.Message(8, Proto().Bytes(1, "").Varint(2, 17));
-  model.Message(8, Proto().Bytes(1, domain).Varint(2, 1));
-  return model.str();
-}
-
 // An input tensor's bytes and shape (fp32 values stored as T of the case).
 struct Feed {
   std::string name;
@@ -252,21 +223,24 @@ class Host {
     return Ort::Session(env_, bytes.data(), bytes.size(), o);
   }
 
+  // GroupQueryAttention's inputs 0-6 (our op's first seven): no past for a first prompt.
+  static std::vector<GraphValue> GqaInputs(const Case& c) {
+    const int t = c.fp16 ? kFloat16 : kFloat;
+    const bool past = c.P > 0;
+    return {{"query", t, 3},
+            {"key", t, 3},
+            {"value", t, 3},
+            {past ? "past_key" : "", t, 4},
+            {past ? "past_value" : "", t, 4},
+            {"seqlens_k", kInt32, 1},
+            {"total_sequence_length", kInt32, 0}};
+  }
+
   // Our op's graph: GQA's inputs 0-6 plus attention_mode (input 10); selected_blocks out.
   std::string OpModel(const Case& c, std::vector<std::pair<std::string, int64_t>> extra = {}) {
     const int t = c.fp16 ? kFloat16 : kFloat;
-    const bool past = c.P > 0;
-    std::vector<GraphValue> in = {{"query", t, 3},
-                                  {"key", t, 3},
-                                  {"value", t, 3},
-                                  {past ? "past_key" : "", t, 4},
-                                  {past ? "past_value" : "", t, 4},
-                                  {"seqlens_k", kInt32, 1},
-                                  {"total_sequence_length", kInt32, 0},
-                                  {"", t, 2},
-                                  {"", t, 2},
-                                  {"", t, 4},
-                                  {"attention_mode", kInt32, 0}};
+    std::vector<GraphValue> in = GqaInputs(c);
+    in.insert(in.end(), {{"", t, 2}, {"", t, 2}, {"", t, 4}, {"attention_mode", kInt32, 0}});
     std::vector<GraphValue> out = {
         {"output", t, 3}, {"present_key", t, 4}, {"present_value", t, 4}, {"", t, 4}, {"selected_blocks", kInt32, 4}};
     std::vector<std::pair<std::string, int64_t>> attrs = {
@@ -277,21 +251,14 @@ class Host {
         if (b.first == a.first) b.second = a.second, replaced = true;
       if (!replaced) attrs.push_back(a);
     }
-    return Model("SwitchableAttention", "com.infllmv2", in, out, attrs);
+    return OneNodeModel("SwitchableAttention", "com.infllmv2", in, out, attrs);
   }
 
   std::string GqaModel(const Case& c) {
     const int t = c.fp16 ? kFloat16 : kFloat;
-    const bool past = c.P > 0;
-    std::vector<GraphValue> in = {{"query", t, 3},
-                                  {"key", t, 3},
-                                  {"value", t, 3},
-                                  {past ? "past_key" : "", t, 4},
-                                  {past ? "past_value" : "", t, 4},
-                                  {"seqlens_k", kInt32, 1},
-                                  {"total_sequence_length", kInt32, 0}};
     std::vector<GraphValue> out = {{"output", t, 3}, {"present_key", t, 4}, {"present_value", t, 4}};
-    return Model("GroupQueryAttention", "com.microsoft", in, out, {{"num_heads", c.H}, {"kv_num_heads", c.Hkv}});
+    return OneNodeModel("GroupQueryAttention", "com.microsoft", GqaInputs(c), out,
+                        {{"num_heads", c.H}, {"kv_num_heads", c.Hkv}});
   }
 
   static std::vector<Feed> Feeds(const Case& c, const Inputs& in, bool with_mode) {

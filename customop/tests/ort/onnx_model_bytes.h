@@ -59,11 +59,12 @@ struct GraphValue {
   int rank = 0;  // every dim symbolic
 };
 
-// One SwitchableAttention node over `inputs` -> `outputs`, with int and float attributes.
-inline std::string SwitchableAttentionModel(const std::vector<GraphValue>& inputs,
-                                            const std::vector<GraphValue>& outputs,
-                                            const std::vector<std::pair<std::string, int64_t>>& int_attrs,
-                                            const std::vector<std::pair<std::string, float>>& float_attrs = {}) {
+// A one-node model: `op_type` of `domain` (opset 1; ONNX opset 17) over `inputs` -> `outputs`, with
+// int and float attributes, every dim symbolic; an empty name is an omitted optional input or output.
+inline std::string OneNodeModel(const char* op_type, const char* domain, const std::vector<GraphValue>& inputs,
+                                const std::vector<GraphValue>& outputs,
+                                const std::vector<std::pair<std::string, int64_t>>& int_attrs,
+                                const std::vector<std::pair<std::string, float>>& float_attrs = {}) {
   auto value_info = [](const GraphValue& v) {
     Proto shape;
     for (int d = 0; d < v.rank; ++d) shape.Message(1, Proto().Bytes(2, v.name + "_d" + std::to_string(d)));
@@ -74,12 +75,12 @@ inline std::string SwitchableAttentionModel(const std::vector<GraphValue>& input
   Proto node;
   for (const auto& v : inputs) node.Bytes(1, v.name);
   for (const auto& v : outputs) node.Bytes(2, v.name);
-  node.Bytes(4, "SwitchableAttention").Bytes(7, "com.infllmv2");
+  node.Bytes(4, op_type).Bytes(7, domain);
   for (const auto& [name, value] : int_attrs)
     node.Message(5, Proto().Bytes(1, name).Varint(3, static_cast<uint64_t>(value)).Varint(20, 2));
   for (const auto& [name, value] : float_attrs) node.Message(5, Proto().Bytes(1, name).Float(2, value).Varint(20, 1));
   Proto graph;
-  graph.Message(1, node).Bytes(2, "switchable_attention");
+  graph.Message(1, node).Bytes(2, "one_node");
   for (const auto& v : inputs)
     if (!v.name.empty()) graph.Message(11, value_info(v));
   for (const auto& v : outputs)
@@ -87,8 +88,16 @@ inline std::string SwitchableAttentionModel(const std::vector<GraphValue>& input
   Proto model;
   model.Varint(1, 8).Message(7, graph);
   model.Message(8, Proto().Bytes(1, "").Varint(2, 17));
-  model.Message(8, Proto().Bytes(1, "com.infllmv2").Varint(2, 1));
+  model.Message(8, Proto().Bytes(1, domain).Varint(2, 1));
   return model.str();
+}
+
+// One SwitchableAttention node over `inputs` -> `outputs`, with int and float attributes.
+inline std::string SwitchableAttentionModel(const std::vector<GraphValue>& inputs,
+                                            const std::vector<GraphValue>& outputs,
+                                            const std::vector<std::pair<std::string, int64_t>>& int_attrs,
+                                            const std::vector<std::pair<std::string, float>>& float_attrs = {}) {
+  return OneNodeModel("SwitchableAttention", "com.infllmv2", inputs, outputs, int_attrs, float_attrs);
 }
 
 }  // namespace infllmv2::ort_tests
