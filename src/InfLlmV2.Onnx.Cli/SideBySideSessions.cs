@@ -16,6 +16,33 @@ internal static class SideBySideSessions
     /// <summary>ORT's session config key: stop the intra-op pool's spinning when the last concurrent Run returns.</summary>
     internal const string ForceSpinningStop = "session.force_spinning_stop";
 
+    /// <summary>
+    /// Creates this process's ORT environment with one global intra-op pool of
+    /// <paramref name="threads"/> threads (spinning allowed), which sessions whose options call
+    /// <c>DisablePerSessionThreads()</c> share: ops taking turns then run on one pool, as the layers
+    /// of one model do, with no second pool spinning on their cores and no worker to wake per Run.
+    /// False (nothing changed) when the environment already exists, e.g. when another command ran
+    /// in this process first; the caller then falls back to <see cref="TakingTurns"/>.
+    /// </summary>
+    internal static bool TryShareOnePool(int threads)
+    {
+        var env = new EnvironmentCreationOptions
+        {
+            logId = "infllmv2",
+            logLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL,
+            threadOptions = new OrtThreadingOptions { GlobalIntraOpNumThreads = threads, GlobalInterOpNumThreads = 1, GlobalSpinControl = true },
+        };
+        try
+        {
+            OrtEnv.CreateInstanceWithOptions(ref env);
+            return true;
+        }
+        catch (OnnxRuntimeException)
+        {
+            return false;  // "OrtEnv singleton instance already exists"
+        }
+    }
+
     /// <summary>Sets <see cref="ForceSpinningStop"/> on <paramref name="options"/>; returns them.</summary>
     internal static SessionOptions TakingTurns(this SessionOptions options)
     {

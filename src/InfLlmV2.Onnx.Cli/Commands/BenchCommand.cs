@@ -46,14 +46,19 @@ public static class BenchCommand
         var total = Stopwatch.StartNew();
         var rows = new List<BenchRow>();
         var extra = new Dictionary<string, object?> { ["schema_version"] = ReportFile.SchemaVersion };
+        // Ours and GQA on one shared pool of every core, as the layers of one model run (before any
+        // other ORT call: the pool belongs to the process's ORT environment); per-session pools that
+        // stop spinning after each Run where the environment already exists.
+        bool sharedPool = SideBySideSessions.TryShareOnePool(Environment.ProcessorCount);
         using var options = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = Environment.ProcessorCount };
-        options.TakingTurns();
+        if (sharedPool) options.DisablePerSessionThreads();
+        else options.TakingTurns();
         options.UseDevice(device);
         options.RegisterInfLlmV2Ops();
         using var oneThread = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL, IntraOpNumThreads = 1 };
         oneThread.TakingTurns().UseDevice(device);
         oneThread.RegisterInfLlmV2Ops();
-        Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, device {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads (ORT intra-op = ours), onnxruntime {OrtEnv.Instance().GetVersionString()}");
+        Console.WriteLine($"infllmv2 bench: G={G}, D={D}, Hkv={Hkv}, B=1, fp32, device {device.ToString().ToLowerInvariant()}, {Environment.ProcessorCount} threads (ORT intra-op = ours; {(sharedPool ? "one pool shared by every session, as in one model" : "a pool per session, its spinning stopped after each Run")}), onnxruntime {OrtEnv.Instance().GetVersionString()}");
 
         double copyGbps = CopyBandwidth();
         double readGbps = ReadBandwidth();
