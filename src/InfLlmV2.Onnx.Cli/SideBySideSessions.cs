@@ -3,9 +3,10 @@ using Microsoft.ML.OnnxRuntime;
 namespace InfLlmV2.Onnx.Cli;
 
 /// <summary>
-/// Session options for sessions that take turns in one process (bench's ours/GQA pairs, compare's and
-/// demo's original/rewritten models): each session's intra-op pool stops spinning when its Run
-/// returns (ORT's <c>session.force_spinning_stop</c>). Otherwise the pool of the session that just ran
+/// Session options for sessions that take turns in one process (compare's and demo's
+/// original/rewritten models; bench's ours/GQA pairs where one shared pool cannot be made,
+/// <see cref="TryShareOnePool"/>): each session's intra-op pool stops spinning when its Run returns
+/// (ORT's <c>session.force_spinning_stop</c>). Otherwise the pool of the session that just ran
 /// keeps its worker threads spinning for tens of milliseconds on the cores the next session's Run
 /// needs: on a 2-core machine that made a step right after another session's step up to 3.5x slower
 /// (docs/benchmarks.md, "Sessions taking turns"). A model runs every layer in one session, so
