@@ -73,14 +73,13 @@ public static class ExecutionProviders
     public static string? CudaPlatformRefusal(OSPlatform os, Architecture architecture)
     {
         if (os == OSPlatform.Linux && architecture == Architecture.X64) return null;
-        var osName = os == OSPlatform.Windows ? "win" : os == OSPlatform.OSX ? "osx" : os == OSPlatform.Linux ? "linux" : os.ToString().ToLowerInvariant();
-        return $"CUDA kernels are built for {CudaRuntimeIdentifier} only; this is {osName}-{architecture.ToString().ToLowerInvariant()}, " +
+        return $"CUDA kernels are built for {CudaRuntimeIdentifier} only; this is {NativeLibraryFiles.RidFor(os, architecture)}, " +
                "where the op library has CPU kernels only: use the CPU execution provider (--device cpu)";
     }
 
     private static string? ProbeCuda()
     {
-        if (CudaPlatformRefusal(NativeOpLibrary.CurrentOS, RuntimeInformation.ProcessArchitecture) is { } platform) return platform;
+        if (CudaPlatformRefusal(NativeLibraryFiles.CurrentOS, RuntimeInformation.ProcessArchitecture) is { } platform) return platform;
         if (!Compiled.Contains("CUDAExecutionProvider"))
             return $"this ONNX Runtime ({OrtEnv.Instance().GetVersionString()}) was built without the CUDA execution provider";
         if (!NativeLibrary.TryLoad(CudaRuntimeLibrary, out var cudart))

@@ -25,15 +25,22 @@ internal static class NativeLibraryFiles
         throw new FileNotFoundException(notFound(string.Join(", ", tried)), fileName);
     }
 
-    /// <summary>This process's portable runtime identifier: win-, osx- or linux- and the process architecture (x64, arm64, ...).</summary>
-    internal static string PortableRid
+    /// <summary>This process's operating system: Windows, macOS (OSX) or Linux (anything else).</summary>
+    internal static OSPlatform CurrentOS =>
+        OperatingSystem.IsWindows() ? OSPlatform.Windows : OperatingSystem.IsMacOS() ? OSPlatform.OSX : OSPlatform.Linux;
+
+    /// <summary>
+    /// The portable runtime identifier of <paramref name="os"/> and <paramref name="architecture"/>:
+    /// win-, osx- or linux- (another platform: its lower-case name) and the architecture (x64, arm64, ...).
+    /// </summary>
+    internal static string RidFor(OSPlatform os, Architecture architecture)
     {
-        get
-        {
-            var arch = RuntimeInformation.ProcessArchitecture.ToString().ToLowerInvariant();
-            return OperatingSystem.IsWindows() ? $"win-{arch}" : OperatingSystem.IsMacOS() ? $"osx-{arch}" : $"linux-{arch}";
-        }
+        var prefix = os == OSPlatform.Windows ? "win" : os == OSPlatform.OSX ? "osx" : os == OSPlatform.Linux ? "linux" : os.ToString().ToLowerInvariant();
+        return $"{prefix}-{architecture.ToString().ToLowerInvariant()}";
     }
+
+    /// <summary>This process's portable runtime identifier (<see cref="RidFor"/> of <see cref="CurrentOS"/> and the process architecture).</summary>
+    internal static string PortableRid => RidFor(CurrentOS, RuntimeInformation.ProcessArchitecture);
 
     /// <summary>The folder of <paramref name="anchor"/>'s assembly (when it has one) and the app's base folder.</summary>
     internal static IReadOnlyList<string> AppFolders(Type anchor)

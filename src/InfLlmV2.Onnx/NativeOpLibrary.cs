@@ -24,11 +24,7 @@ public static class NativeOpLibrary
     public static IReadOnlyList<string> RuntimeIdentifiers { get; } = ["linux-x64", "linux-arm64", "win-x64"];
 
     /// <summary>The op library's file name on this operating system (<see cref="FileNameFor(OSPlatform)"/>).</summary>
-    public static string FileName => FileNameFor(CurrentOS);
-
-    /// <summary>This process's operating system: Windows, macOS (OSX) or Linux (anything else).</summary>
-    internal static OSPlatform CurrentOS =>
-        OperatingSystem.IsWindows() ? OSPlatform.Windows : OperatingSystem.IsMacOS() ? OSPlatform.OSX : OSPlatform.Linux;
+    public static string FileName => FileNameFor(NativeLibraryFiles.CurrentOS);
 
     /// <summary>
     /// The op library's file name on <paramref name="os"/>: <see cref="WindowsFileName"/>,
