@@ -54,11 +54,10 @@ internal static class ModelShapeBench
             bool long128 = !quick || s.Hkv * s.D <= 64 * 2;
             foreach (int ctx in long128 ? new[] { 32768, 131072 } : [32768])
             {
-                double ms = DecodePair(shapeRows, CaseName(s, $"decode {ctx / 1024}k"), ours, gqa, ctx, s, 1, quick ? 7 : 15);
+                var (ms, gqaMs) = DecodePair(shapeRows, CaseName(s, $"decode {ctx / 1024}k"), ours, gqa, ctx, s, 1, quick ? 7 : 15);
                 double bytes = DecodeBytesRead(ctx, s.D, s.Hkv);
                 double flops = 2.0 * s.G * bytes / 4;  // one multiply-add per query head and element read
                 double readRooflineMs = Math.Max(bytes / (readGbps * 1e9), flops / (gflops * 1e9)) * 1e3;
-                double gqaMs = shapeRows[^2].Ms;  // DecodePair's GQA row
                 roofline.Add(new()
                 {
                     ["shape"] = s.ToString(), ["context"] = ctx, ["bytes_read"] = bytes, ["flops"] = flops, ["ms"] = ms,
@@ -116,14 +115,14 @@ internal static class ModelShapeBench
         rows.Add(new BenchRow(name, "ours dense", t[0].Ms, gqaRan ? t[1].Ms / t[0].Ms : null, t[0].PeakMb, ""));
     }
 
-    // One decode step of ours (sparse) and GQA alternately on the same inputs; two rows; our ms.
-    private static double DecodePair(List<BenchRow> rows, string name, InferenceSession ours, InferenceSession gqa, int ctx, ModelShape s, int batch, int reps, string note = "")
+    // One decode step of ours (sparse) and GQA alternately on the same inputs; two rows; both ms.
+    private static (double Ours, double Gqa) DecodePair(List<BenchRow> rows, string name, InferenceSession ours, InferenceSession gqa, int ctx, ModelShape s, int batch, int reps, string note = "")
     {
         using var o = new DecodeRun(ours, ctx, 2, s.Hkv, s.G, s.D, batch);
         using var g = new DecodeRun(gqa, ctx, null, s.Hkv, s.G, s.D, batch, caches: o);
         var t = Timing.TimeInterleaved(reps, true, [o.Run, g.Run]);
         rows.Add(new BenchRow(name, "GQA", t[1].Ms, 1, t[1].PeakMb, note));
         rows.Add(new BenchRow(name, "ours sparse", t[0].Ms, t[1].Ms / t[0].Ms, t[0].PeakMb, note));
-        return t[0].Ms;
+        return (t[0].Ms, t[1].Ms);
     }
 }
