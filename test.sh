@@ -33,7 +33,7 @@ cmake --build artifacts/cuda-emu-tsan -j 2 --target infllmv2_cuda_emu_tests infl
 # several key tiles (DenseFirstPrompt: the two-stage K/V pipeline's barriers) (TSan slows the emulated threads
 # ~5x; the 80 s stage-1 prefill case runs under ASan only).
 ctest --test-dir artifacts/cuda-emu-tsan --output-on-failure -j 2 \
-  -R '^(KernelProperties\.ConcurrentCallsAreIndependent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|WorkCounts\.|CudaEmu\.(DenseFirstPrompt|SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
+  -R '^(KernelProperties\.Concurrent|GuardedParallelFor\.|Robustness\.|cuda-emu/(Emulator\.|WorkCounts\.|CudaEmu\.(DenseFirstPrompt|SparseWithinBudget|SharedBuffersAndCompressedState|SparseStage1DecodeAndChunk|SparseStage1LargeGroupAutoMode|SplitKvDenseChunkWindow|LaunchErrorsNameTheKernel|InPlaceCacheUpdatesLaunchOverTheNewRowsOnly)))'
 
 
 echo "== GPU check, dry runs (tests/gpu: plans from the op's C ABI, the selection rule, the C++ driver on the emulation; no GPU) =="

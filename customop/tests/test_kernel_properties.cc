@@ -3,8 +3,11 @@
 // re-entrancy.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <cstring>
 
+#include "cpu/reused_scratch.h"
 #include "test_support.h"
 
 namespace infllmv2::testing {
@@ -184,6 +187,96 @@ TEST(KernelProperties, ConcurrentCallsAreIndependent) {
     EXPECT_EQ(g.output, expected.output);
     EXPECT_EQ(g.selected_blocks, expected.selected_blocks);
   }
+}
+
+// Decode steps on several threads at once, each with its own stage-1 scratch (ReusedScratch is
+// per thread): every result equals the serial one (TSan runs this too).
+TEST(KernelProperties, ConcurrentDecodeStepsAreIndependent) {
+  Case c;
+  c.past_capacity = 3000;
+  c.num_heads = 8;
+  c.attrs = SmallBudget();
+  c.mode = 2;
+  Tensors t = MakeTensors(c);
+  auto expected = RunKernel<float>(c, t, false);
+  std::vector<KernelOutputs<float>> got(4);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      for (int step = 0; step < 3; ++step) got[i] = RunKernel<float>(c, t, i % 2 == 0);
+    });
+  for (auto& th : threads) th.join();
+  for (auto& g : got) {
+    EXPECT_EQ(g.output, expected.output);
+    EXPECT_EQ(g.selected_blocks, expected.selected_blocks);
+  }
+}
+
+TEST(ReusedScratch, OneBufferPerThreadAndSlotKeptBetweenBorrows) {
+  using cpu::ReusedScratch;
+  using cpu::ScratchSlot;
+  constexpr auto kSlot = ScratchSlot::kStage1Scores;
+  float* first = nullptr;
+  {
+    const ReusedScratch<float> a(kSlot, 1000);
+    first = a.data();
+    std::fill(a.data(), a.data() + 1000, 1.0f);  // the whole buffer is writable (ASan checks the bounds)
+  }
+  {
+    const ReusedScratch<float> again(kSlot, 600);  // smaller: the same buffer
+    EXPECT_EQ(again.data(), first);
+    const ReusedScratch<float> nested(kSlot, 600);  // borrowed already: a buffer of its own
+    EXPECT_NE(nested.data(), first);
+  }
+  {
+    const ReusedScratch<float> huge(kSlot, ReusedScratch<float>::kKeepLimit / sizeof(float) + 1);  // not kept
+    EXPECT_NE(huge.data(), first);
+  }
+  {
+    const ReusedScratch<float> small(kSlot, 1000);  // the kept one survived the unkept borrow
+    EXPECT_EQ(small.data(), first);
+  }
+  {
+    const ReusedScratch<float> larger(kSlot, 5000);  // grown
+    std::fill(larger.data(), larger.data() + 5000, 2.0f);
+    first = larger.data();
+  }
+  float* other = nullptr;
+  std::thread([&] {
+    const ReusedScratch<float> theirs(kSlot, 1000);
+    other = theirs.data();
+  }).join();
+  EXPECT_NE(other, first);  // another thread's own buffer (freed when it exited)
+}
+
+// A decode step at long context takes no fresh pages once the calling thread has run one: its
+// stage-1 scores (lanes x windows per (b, h), about 1 MB here) reuse the thread's scratch. A fresh
+// allocation per step costs a page fault per 4 KiB (about 240 here), more time than the scoring.
+TEST(KernelProperties, DecodeAtLongContextTakesNoFreshPagesPerStep) {
+  Case c;
+  c.past_capacity = 131072;  // shared buffers, as a KV-cache owner decodes: 128k tokens with the new one
+  c.totals = {131072};
+  c.total_sequence_length = 131072;
+  c.num_heads = 8;
+  c.kv_num_heads = 2;
+  c.head_size = 32;  // the demo model's heads
+  c.compressed_state_in = Case::State::kConsistent;
+  c.mode = 2;
+  Tensors t = MakeTensors(c);
+  KernelOutputs<float> r;
+  PreparedCall<float> call;
+  ASSERT_TRUE(PrepareCall<float>(c, t, true, 0.0f, 0, r, call)) << r.error;
+  auto faults = [] {
+    rusage u{};
+    getrusage(RUSAGE_THREAD, &u);
+    return u.ru_minflt;
+  };
+  const cpu::ParallelFor serial(cpu::SerialFor);  // every page touched on this thread
+  for (int warm = 0; warm < 2; ++warm) ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
+  const long before = faults();
+  ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
+  const long taken = faults() - before;
+  EXPECT_LT(taken, 64) << "minor page faults in one decode step at 128k";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <memory>
 #include <utility>
 
+#include "cpu/reused_scratch.h"
 #include "cpu/stage_timer.h"
 
 namespace infllmv2::cpu {
@@ -93,17 +94,28 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
   // Raw scores and group sums in slices of the windows; the normalizers' partials with the scores,
   // merged in between. The scores are written in full before they are read (no zero fill).
-  std::vector<std::unique_ptr<float[]>> scores(static_cast<size_t>(BH));
-  std::vector<std::vector<float>> group_scores(static_cast<size_t>(BH));
+  // The scores and group sums of every (b, h) in one buffer that the calling thread keeps between
+  // steps (ReusedScratch): no fresh pages per step.
+  std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
+  std::vector<size_t> scores_at(static_cast<size_t>(BH), 0), group_at(static_cast<size_t>(BH), 0);
   std::vector<QueryLanes> sq(static_cast<size_t>(BH));
   std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
+  size_t scores_total = 0;
   for (int64_t bh = 0; bh < BH; ++bh) {
     if (!needs_stage1[bh]) continue;
     levels[bh] = LevelsOf(c.rules, c.Entry(bh / Hkv), c.Past(bh / Hkv));
     sq[bh].Set(mk, q_rows[bh].q, G, D);
-    scores[bh].reset(new float[static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1))]);
-    group_scores[bh].resize(static_cast<size_t>(ck[bh].n1));
+    scores_at[bh] = scores_total;
+    scores_total += static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1));
+    group_at[bh] = scores_total;
+    scores_total += static_cast<size_t>(std::max<int64_t>(ck[bh].n1, 1));
   }
+  const ReusedScratch<float> scores_buffer(ScratchSlot::kStage1Scores, scores_total);
+  for (int64_t bh = 0; bh < BH; ++bh)
+    if (needs_stage1[bh]) {
+      scores[bh] = scores_buffer.data() + scores_at[bh];
+      group_scores[bh] = scores_buffer.data() + group_at[bh];
+    }
   const int64_t S = DecodeSlices(BH);
   auto slice_range = [S](int64_t count, int64_t slice) {
     const int64_t per = ((count + S - 1) / S + kBlockKeys - 1) / kBlockKeys * kBlockKeys;
@@ -124,11 +136,11 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     if (!needs_stage1[bh]) return;
     const auto start = parts.Now();
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh].get());
+    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh]);
     const auto scored = parts.Now();
     const LseRows rows = LseRowsOf(a, levels[bh]);
     const LseSlice ls = LseSliceOf(rows, j0, j1);
-    mk.stage1_lse_partial(scores[bh].get(), gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
+    mk.stage1_lse_partial(scores[bh], gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
                           lse_l.data() + lse_at(bh, 2 * slice));
     parts.Record(item, start, scored);
   });
@@ -139,7 +151,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     for (int64_t slice = 0; slice < S; ++slice) {
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       const LseSlice ls = LseSliceOf(rows, j0, j1);
-      mk.stage1_lse_partial(scores[bh].get(), gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
+      mk.stage1_lse_partial(scores[bh], gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
                             lse_l.data() + lse_at(bh, 2 * slice + 1));
     }
     MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * S, G, sq[bh]);
@@ -149,14 +161,14 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (!needs_stage1[bh]) return;
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-    Stage1GroupSum(mk, sq[bh], scores[bh].get(), j0, j1, group_scores[bh].data());
+    Stage1GroupSum(mk, sq[bh], scores[bh], j0, j1, group_scores[bh]);
   });
   phases.Mark(&KernelProfile::group_sum_ms);
   pf(static_cast<size_t>(BH), [&](size_t bh) {
     if (!needs_stage1[bh]) return;
     std::vector<uint64_t> candidates;
     const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
-    lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh].data(), levels[bh].nvis1, candidates, lists + bh * K);
+    lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
   });
   phases.Mark(&KernelProfile::topk_ms);
 }
