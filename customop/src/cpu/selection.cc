@@ -1,5 +1,6 @@
 #include "cpu/selection.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -92,9 +93,11 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   const auto& a = c.a;
   const auto& p = c.p;
   const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
+  // Contexts within the budget take every block without scoring: no parallel phases to hand out.
+  if (std::find(needs_stage1.begin(), needs_stage1.end(), char{1}) == needs_stage1.end()) return;
   // Raw scores and group sums in slices of the windows; the normalizers' partials with the scores,
-  // merged in between. The scores are written in full before they are read (no zero fill).
-  // The scores and group sums of every (b, h) in one buffer that the calling thread keeps between
+  // merged in between. The scores are written in full before they are read (no zero fill). The
+  // scores and group sums of every (b, h) share one buffer that the calling thread keeps between
   // steps (ReusedScratch): no fresh pages per step.
   std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
   std::vector<size_t> scores_at(static_cast<size_t>(BH), 0), group_at(static_cast<size_t>(BH), 0);
