@@ -130,4 +130,52 @@ public class RewriteCliTests
         Assert.Contains("\"form\": \"GroupQueryAttention\"", stdout);
         Assert.Contains("\"head_size\": 32", stdout);
     }
+
+    // Weights whose external data file is not there (real exporters' graphs shipped without them):
+    // inspect lists the sites from the graph and names the missing file; rewrite still refuses.
+    [Fact]
+    public void Inspect_ExternalDataMissing_ListsSitesAndNamesTheFile_RewriteRefuses()
+    {
+        using var dir = new TempDir();
+        var input = Generate(dir, "m.onnx", external: true);
+        var data = Directory.GetFiles(dir.Path).Single(f => f != input);
+        File.Delete(data);
+        string name = Path.GetFileName(data);
+
+        var (code, stdout, err) = CliProcess.Run("inspect", input);
+        Assert.True(code == 0, stdout + err);
+        Assert.Contains("2 attention site(s), 2 rewritable", stdout);
+        Assert.Contains($"external data not here ('{name}')", stdout);
+
+        var (jcode, jout, _) = CliProcess.Run("inspect", input, "--json");
+        Assert.Equal(0, jcode);
+        using var doc = System.Text.Json.JsonDocument.Parse(jout);
+        Assert.Equal([name], doc.RootElement.GetProperty("missing_external_data").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal(2, doc.RootElement.GetProperty("sites").GetArrayLength());
+
+        var (rcode, _, rerr) = CliProcess.Run("rewrite", input, "-o", dir["out.onnx"]);
+        Assert.Equal(2, rcode);
+        Assert.Contains(name, rerr);
+        Assert.False(File.Exists(dir["out.onnx"]));
+    }
+
+    // `inspect --json MODEL`: the option takes the model path as its value; an existing model is
+    // read as MODEL (JSON on stdout) and left as it was. Without any model: exit 2 saying so.
+    [Fact]
+    public void Inspect_JsonOptionBeforeTheModel_ReadsTheModel_LeavesItUntouched()
+    {
+        using var dir = new TempDir();
+        var input = Generate(dir, "m.onnx", external: false);
+        var before = File.ReadAllBytes(input);
+        var (code, stdout, err) = CliProcess.Run("inspect", "--json", input);
+        Assert.True(code == 0, stdout + err);
+        using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+        Assert.Equal(2, doc.RootElement.GetProperty("sites").GetArrayLength());
+        Assert.Equal(before, File.ReadAllBytes(input));
+
+        var (mcode, _, merr) = CliProcess.Run("inspect", "--json", dir["report.json"]);
+        Assert.Equal(2, mcode);
+        Assert.Contains("MODEL is missing", merr);
+        Assert.False(File.Exists(dir["report.json"]));
+    }
 }

@@ -31,9 +31,12 @@ public static class ModelValidator
     /// <summary>
     /// Throws an <see cref="InvalidDataException"/> naming the first problem found.
     /// <paramref name="modelDirectory"/> is the model's folder (external data is checked against it);
-    /// null when the model has none (external tensors are then refused).
+    /// null when the model has none (external tensors are then refused). With
+    /// <paramref name="missingExternalData"/>, an external data file that is not there is added to it
+    /// (its location, relative to the model's folder) instead of refused: for reading the graph
+    /// alone, as <c>inspect</c> does. Every other problem of the reference still throws.
     /// </summary>
-    public static void Check(ModelProto model, string? modelDirectory)
+    public static void Check(ModelProto model, string? modelDirectory, ISet<string>? missingExternalData = null)
     {
         if (model.IrVersion < MinIrVersion || model.IrVersion > MaxIrVersion)
             throw new InvalidDataException($"IR version {model.IrVersion} is outside the range ONNX Runtime loads [{MinIrVersion}, {MaxIrVersion}]");
@@ -48,11 +51,13 @@ public static class ModelValidator
         }
         if (!seen.Contains("")) throw new InvalidDataException("the model imports no default (ai.onnx) opset");
         if (model.Graph is null) throw new InvalidDataException("the model has no graph");
-        CheckGraph(model.Graph, new HashSet<string>(StringComparer.Ordinal), modelDirectory);
+        CheckGraph(model.Graph, new HashSet<string>(StringComparer.Ordinal), modelDirectory, missingExternalData);
     }
 
     /// <summary>Checks one tensor: type, dims, and that its data (inline or external) has the size they give.</summary>
-    public static void CheckTensor(TensorProto t, string? modelDirectory)
+    public static void CheckTensor(TensorProto t, string? modelDirectory) => CheckTensor(t, modelDirectory, null);
+
+    private static void CheckTensor(TensorProto t, string? modelDirectory, ISet<string>? missing)
     {
         if (t.DataType == 0 || !Enum.IsDefined((TensorProto.Types.DataType)t.DataType))
             throw new InvalidDataException($"Tensor '{t.Name}': data type {t.DataType} is not a valid ONNX type");
@@ -60,7 +65,15 @@ public static class ModelValidator
         var type = (TensorProto.Types.DataType)t.DataType;
         if (t.DataLocation == TensorProto.Types.DataLocation.External)
         {
-            ExternalData.Check(t, modelDirectory ?? throw new InvalidDataException($"Tensor '{t.Name}' has external data but no model folder is known"));
+            var dir = modelDirectory ?? throw new InvalidDataException($"Tensor '{t.Name}' has external data but no model folder is known");
+            try
+            {
+                ExternalData.Check(t, dir);
+            }
+            catch (FileNotFoundException) when (missing is not null)
+            {
+                missing.Add(ExternalData.Entry(t, "location") ?? "");
+            }
             return;
         }
         int size = TensorProtos.ElementSize(type);
@@ -82,20 +95,20 @@ public static class ModelValidator
         }
     }
 
-    private static void CheckGraph(GraphProto graph, IReadOnlySet<string> outer, string? dir)
+    private static void CheckGraph(GraphProto graph, IReadOnlySet<string> outer, string? dir, ISet<string>? missing)
     {
         string where = $"Graph '{graph.Name}'";
         var initializers = new HashSet<string>(StringComparer.Ordinal);
         foreach (var t in graph.Initializer)
         {
             if (!initializers.Add(t.Name)) throw new InvalidDataException($"{where}: initializer '{t.Name}' is defined twice");
-            CheckTensor(t, dir);
+            CheckTensor(t, dir, missing);
         }
         foreach (var s in graph.SparseInitializer)
         {
             if (s.Values is null) throw new InvalidDataException($"{where}: a sparse initializer has no values");
-            CheckTensor(s.Values, dir);
-            if (s.Indices is not null) CheckTensor(s.Indices, dir);
+            CheckTensor(s.Values, dir, missing);
+            if (s.Indices is not null) CheckTensor(s.Indices, dir, missing);
         }
         var inputs = new HashSet<string>(StringComparer.Ordinal);
         foreach (var i in graph.Input)
@@ -123,8 +136,8 @@ public static class ModelValidator
             if (rest.Count == pending.Count)
             {
                 var n = rest[0];
-                var missing = n.Input.Where(i => !available.Contains(i)).ToList();
-                throw new InvalidDataException($"{where}: node '{n.Name}' ({n.OpType}) reads undefined or cyclic value(s) {string.Join(", ", missing)}");
+                var undefined = n.Input.Where(i => !available.Contains(i)).ToList();
+                throw new InvalidDataException($"{where}: node '{n.Name}' ({n.OpType}) reads undefined or cyclic value(s) {string.Join(", ", undefined)}");
             }
             pending = rest;
         }
@@ -134,10 +147,10 @@ public static class ModelValidator
         foreach (var n in graph.Node)
             foreach (var a in n.Attribute)
             {
-                if (a.T is not null) CheckTensor(a.T, dir);
-                foreach (var t in a.Tensors) CheckTensor(t, dir);
+                if (a.T is not null) CheckTensor(a.T, dir, missing);
+                foreach (var t in a.Tensors) CheckTensor(t, dir, missing);
                 foreach (var sub in a.G is null ? a.Graphs : a.Graphs.Prepend(a.G))
-                    CheckGraph(sub, available, dir);
+                    CheckGraph(sub, available, dir, missing);
             }
     }
 }

@@ -17,17 +17,32 @@ public static class InspectCommand
     /// <summary>Creates the command.</summary>
     public static Command Create()
     {
-        var model = new Argument<FileInfo>("MODEL") { Description = "ONNX model file, or a model folder (genai folder, or a folder with one .onnx model)" };
+        // Zero or one, so that `inspect --json MODEL` (the model taken as the option's value) can be
+        // read as the user meant it instead of failing to parse.
+        var model = new Argument<FileInfo?>("MODEL") { Description = "ONNX model file, or a model folder (genai folder, or a folder with one .onnx model)", Arity = ArgumentArity.ZeroOrOne };
         // --json alone prints to stdout (as before), --json - too, --json FILE writes the file.
         var json = new Option<FileInfo?>("--json") { Description = "Write the sites as JSON to this file (- or no value: stdout)", Arity = ArgumentArity.ZeroOrOne };
         var cmd = new Command("inspect", "List every attention site of a model and whether it can be rewritten") { model, json };
         cmd.SetAction(r => CommandRunner.Guard(() =>
         {
             var jsonTarget = r.GetResult(json) is null ? null : r.GetValue(json) ?? new FileInfo(ReportFile.StdoutName);
-            var path = new FileInfo(CompareCommand.Existing(r.GetValue(model)!));
+            var modelArg = r.GetValue(model);
+            if (modelArg is null)
+            {
+                // `inspect --json MODEL`: the option took the model as its file; an existing model
+                // (a .onnx file or a folder) is meant as MODEL, with the JSON on stdout.
+                if (jsonTarget is not null && LooksLikeModel(jsonTarget))
+                    (modelArg, jsonTarget) = (jsonTarget, new FileInfo(ReportFile.StdoutName));
+                else
+                    throw new UsageException("MODEL is missing: infllmv2 inspect MODEL [--json [FILE]] (try 'infllmv2 --help')");
+            }
+            var path = new FileInfo(CompareCommand.Existing(modelArg));
             if (jsonTarget is not null) ReportFile.Check(jsonTarget, "--json", path.FullName);
             var m = OnnxModelFile.Load(path.FullName);
-            ModelValidator.Check(m, path.DirectoryName);
+            // The sites come from the graph alone: weights whose external data file is not here are
+            // named in a note instead of refused (rewrite and run still need them).
+            var missing = new SortedSet<string>(StringComparer.Ordinal);
+            ModelValidator.Check(m, path.DirectoryName, missing);
             var sites = AttentionRewriter.Inspect(m);
             var groups = SwitchableGroups(m.Graph);
             if (jsonTarget is not null)
@@ -35,7 +50,7 @@ public static class InspectCommand
                 ReportFile.Write(jsonTarget, JsonSerializer.Serialize(new
                 {
                     schema_version = ReportFile.SchemaVersion,
-                    model = path.FullName, sites = sites.Select(SiteJson),
+                    model = path.FullName, missing_external_data = missing, sites = sites.Select(SiteJson),
                     switchable_attention = groups.Select(g => new
                     {
                         nodes = g.Nodes, preset = g.Preset, attributes = g.Settings.Attributes().ToDictionary(a => a.Name, a => a.Value),
@@ -45,6 +60,8 @@ public static class InspectCommand
                 return ExitCodes.Ok;
             }
             PrintSites(path.FullName, sites);
+            if (missing.Count > 0)
+                Console.WriteLine($"  note: external data not here ({string.Join(", ", missing.Select(x => $"'{x}'"))}): the sites above come from the graph alone; rewrite and run need the file(s)");
             foreach (var g in groups)
             {
                 Console.WriteLine($"  SwitchableAttention  {g.Nodes.Count} node(s): {SparsePresets.Describe(g.Settings)} -> "
@@ -83,6 +100,9 @@ public static class InspectCommand
                 return (g.Key, g.Select(n => n.Name).ToList(), preset, g.SelectMany(SparseAttentionSettings.IgnoredAttributes).Distinct().ToList());
             }).ToList();
     }
+
+    private static bool LooksLikeModel(FileInfo f) =>
+        Directory.Exists(f.FullName) || (f.Exists && f.Extension.Equals(".onnx", StringComparison.OrdinalIgnoreCase));
 
     private static string CustomLabel(SparseAttentionSettings s)
     {

@@ -83,8 +83,12 @@ public static class HostileModels
         yield return ("data: a socket", d => External(d, data =>
         {
             File.Delete(data);
-            using var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            // Kept open for the test run: disposing the socket unlinks its file, which would make
+            // this case the same as "data: missing".
+            var s = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             s.Bind(new UnixDomainSocketEndPoint(data));
+            lock (OpenSockets) OpenSockets.Add(s);
+            Assert.Equal(FileKind.Socket, SafeFiles.Kind(data, followLinks: false));
         }));
         yield return ("data: a folder", d => External(d, data => { File.Delete(data); Directory.CreateDirectory(data); }));
         yield return ("data: missing", d => External(d, File.Delete));
@@ -123,6 +127,9 @@ public static class HostileModels
 
     // The largest initializer (an fp32 weight matrix) of the tiny decoder.
     private static TensorProto BigInit(ModelProto m) => m.Graph.Initializer.OrderByDescending(t => t.RawData.Length).First();
+
+    /// <summary>The cases whose external data file is not there at all (inspect lists their sites from the graph alone).</summary>
+    internal static bool DataNotThere(string name) => name is "data: missing" or "data: dangling symlink";
 
     // If nodes nested depth deep (each then/else branch holds the next If); optionally a dangling read at the bottom.
     private static ModelProto Nested(int depth, bool dangling)
@@ -171,6 +178,8 @@ public static class HostileModels
         File.WriteAllBytes(path, m.ToByteArray());
         breakData(path + ".data");
     }
+
+    private static readonly List<Socket> OpenSockets = [];
 
     public static void Mkfifo(string path)
     {
