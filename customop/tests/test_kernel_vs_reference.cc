@@ -134,6 +134,25 @@ TEST(SparseVsReference, DecodeDefaultsBeyondTheBudget) {
   }
 }
 
+// 5 to 8 query heads per KV head (Qwen2.5's 7): a decode step scores them with the few-rows
+// kernels at 16 lanes (8 rows of two keys per vector, padding rows discarded), below it with the
+// key-major ones; both modes, both head sizes, with and without the compressed state.
+TEST(KernelVsReference, DecodeWithFiveToEightHeadsPerKvHead) {
+  int i = 0;
+  for (int64_t G : {5, 7, 8})
+    for (int64_t D : {64, 128}) {
+      Case c;
+      c.past_capacity = 5000 + 37 * i;
+      c.kv_num_heads = 2;
+      c.num_heads = 2 * G;
+      c.head_size = D;
+      c.mode = i % 3 == 0 ? 1 : 2;
+      c.compressed_state_in = i % 2 ? Case::State::kConsistent : Case::State::kNone;
+      c.seed = 470 + i++;
+      ExpectMatchesReference(c);
+    }
+}
+
 // A decode step splits each (b, h)'s stage-1 windows and attended blocks into slices by the core
 // count (DecodeSlices; INFLLMV2_DECODE_SLICES forces it): every slice count merges to the reference,
 // dense and sparse.

@@ -190,7 +190,8 @@ TEST(Microkernels, FewRowsScoresMatchDotProductsAndZeroThePadding) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
     const int64_t gw = mk->width;
-    for (int rows = 1; 4 * rows <= mk->width; ++rows)
+    ASSERT_TRUE(mk->few_rows_max >= 1 && 2 * mk->few_rows_max <= mk->width);
+    for (int rows = 1; rows <= mk->few_rows_max; ++rows)
       for (int64_t d : {gw, 6 * gw}) {
         for (int n : {1, 3, 37, 64}) {  // partial key groups of every size
           const auto q = Random(static_cast<size_t>(rows * d), 7);

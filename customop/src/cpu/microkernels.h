@@ -19,6 +19,10 @@ constexpr int kMaxRows = 4;     // rows per accumulate call
 struct Microkernels {
   const char* isa;
   int width;  // floats per vector
+  // The most query rows the few-rows score kernels take (width / 4; width / 2 at 16 lanes, where a
+  // key element serves 8 rows of two keys at once): a decode step with at most this many heads per
+  // KV head scores with them.
+  int few_rows_max;
   // Both attention kernels take a prefetch stream: `pf_lines` 64-byte lines from `pf` (what the
   // caller reads next: the next block's key or value rows), prefetched into L2 one per inner step
   // of the kernel's work, so that the loads are in flight while the FMAs run (null/0: none).
@@ -29,7 +33,7 @@ struct Microkernels {
   // of keys at a time as they are scored.
   void (*scores_key_major_half)(const float* qt, int64_t gw, const uint16_t* k, int n, int64_t d, float scale,
                                 float* out, const void* pf, int64_t pf_lines);
-  // The same key-major scores for few query rows (rows <= width / 4, d a multiple of width), the
+  // The same key-major scores for few query rows (rows <= few_rows_max, d a multiple of width), the
   // rows row-major at q + r * d: out[j * gw + r] = scale * dot(q + r * d, k + j * d) for r < rows,
   // 0 for rows <= r < gw. A decode step's few heads cost a share of a vector each, not one each.
   void (*scores_few_rows)(const float* q, int rows, const float* k, int n, int64_t d, float scale, float* out,

@@ -17,13 +17,14 @@ struct QueryLanes {
   // when blocked; padding rows 0.
   std::vector<float> qt;
   std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
-  // One token's few heads (G <= width / 4, D a multiple of width): the rows again, row-major, for
-  // the few-rows score kernel (which beats the lanes by about width / (4 G)); empty otherwise.
+  // One token's few heads (G <= few_rows_max, D a multiple of width): the rows again, row-major,
+  // for the few-rows score kernel (which spends the lanes on rows of several keys instead of on
+  // padding rows); empty otherwise.
   std::vector<float> rows_major;
   int64_t rows = 0;
 
   static bool FewRows(const Microkernels& mk, int64_t tokens, int64_t G, int64_t D) {
-    return tokens == 1 && 4 * G <= mk.width && D % mk.width == 0;
+    return tokens == 1 && G <= mk.few_rows_max && D % mk.width == 0;
   }
 
   static int64_t LanesFor(const Microkernels& mk, int64_t rows) { return (rows + mk.width - 1) / mk.width * mk.width; }
