@@ -6,7 +6,9 @@
 #include <sys/resource.h>
 
 #include <cstring>
+#include <limits>
 
+#include "cpu/query_lanes.h"
 #include "cpu/reused_scratch.h"
 #include "test_support.h"
 
@@ -247,16 +249,17 @@ TEST(ReusedScratch, OneBufferPerThreadAndSlotKeptBetweenBorrows) {
 }
 
 // A decode step at long context takes no fresh pages once the calling thread has run one: its
-// stage-1 scores (lanes x windows per (b, h), about 1 MB here) reuse the thread's scratch. A fresh
-// allocation per step costs a page fault per 4 KiB (about 240 here), more time than the scoring.
+// stage-1 scores and group sums (17 x windows floats per (b, h) with 16 heads: 4.5 MB here) reuse
+// the thread's scratch. A fresh allocation per step costs a page fault per 4 KiB, as
+// much time as the scoring itself.
 TEST(KernelProperties, DecodeAtLongContextTakesNoFreshPagesPerStep) {
   Case c;
   c.past_capacity = 131072;  // shared buffers, as a KV-cache owner decodes: 128k tokens with the new one
   c.totals = {131072};
   c.total_sequence_length = 131072;
-  c.num_heads = 8;
-  c.kv_num_heads = 2;
-  c.head_size = 32;  // the demo model's heads
+  c.kv_num_heads = 8;
+  c.num_heads = 128;  // 16 heads per KV head: 16 lanes of scores at every vector width
+  c.head_size = 16;
   c.compressed_state_in = Case::State::kConsistent;
   c.mode = 2;
   Tensors t = MakeTensors(c);
@@ -269,11 +272,20 @@ TEST(KernelProperties, DecodeAtLongContextTakesNoFreshPagesPerStep) {
     return u.ru_minflt;
   };
   const cpu::ParallelFor serial(cpu::SerialFor);  // every page touched on this thread
-  for (int warm = 0; warm < 2; ++warm) ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
-  const long before = faults();
-  ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
-  const long taken = faults() - before;
-  EXPECT_LT(taken, 64) << "minor page faults in one decode step at 128k";
+  for (int warm = 0; warm < 3; ++warm) ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
+  // The fewest faults of 4 steps. A Release build takes 0; an ASan build 120-150, its allocator
+  // handing out fresh memory and shadow for the step's small vectors. Allocated per step, the
+  // scores alone take a fault per page of them (1088 pages).
+  long fewest = std::numeric_limits<long>::max();
+  for (int step = 0; step < 4; ++step) {
+    const long before = faults();
+    ASSERT_EQ(cpu::RunAttention<float>(c.attrs, r.params, call.data, serial), "");
+    fewest = std::min(fewest, faults() - before);
+  }
+  const int64_t lanes = cpu::QueryLanes::LanesFor(cpu::SelectMicrokernels(), 16), windows = 131072 / 16 - 1;
+  const long scores_pages = static_cast<long>((lanes + 1) * windows * 8 * sizeof(float) / 4096);
+  EXPECT_LT(fewest, scores_pages / 3) << "minor page faults in a decode step at 128k (fewest of 4), scores "
+                                      << scores_pages << " pages";
 }
 
 }  // namespace
