@@ -211,38 +211,36 @@ TEST(KernelProperties, ConcurrentDecodeStepsAreIndependent) {
   ExpectConcurrentCallsMatchSerial(c, 3);
 }
 
-TEST(ReusedScratch, OneBufferPerThreadAndSlotKeptBetweenBorrows) {
+TEST(ReusedScratch, OneBufferPerThreadKeptBetweenBorrows) {
   using cpu::ReusedScratch;
-  using cpu::ScratchSlot;
-  constexpr auto kSlot = ScratchSlot::kStage1Scores;
   float* first = nullptr;
   {
-    const ReusedScratch<float> a(kSlot, 1000);
+    const ReusedScratch<float> a(1000);
     first = a.data();
     std::fill(a.data(), a.data() + 1000, 1.0f);  // the whole buffer is writable (ASan checks the bounds)
   }
   {
-    const ReusedScratch<float> again(kSlot, 600);  // smaller: the same buffer
+    const ReusedScratch<float> again(600);  // smaller: the same buffer
     EXPECT_EQ(again.data(), first);
-    const ReusedScratch<float> nested(kSlot, 600);  // borrowed already: a buffer of its own
+    const ReusedScratch<float> nested(600);  // borrowed already: a buffer of its own
     EXPECT_NE(nested.data(), first);
   }
   {
-    const ReusedScratch<float> huge(kSlot, ReusedScratch<float>::kKeepLimit / sizeof(float) + 1);  // not kept
+    const ReusedScratch<float> huge(ReusedScratch<float>::kKeepLimit / sizeof(float) + 1);  // not kept
     EXPECT_NE(huge.data(), first);
   }
   {
-    const ReusedScratch<float> small(kSlot, 1000);  // the kept one survived the unkept borrow
+    const ReusedScratch<float> small(1000);  // the kept one survived the unkept borrow
     EXPECT_EQ(small.data(), first);
   }
   {
-    const ReusedScratch<float> larger(kSlot, 5000);  // grown
+    const ReusedScratch<float> larger(5000);  // grown
     std::fill(larger.data(), larger.data() + 5000, 2.0f);
     first = larger.data();
   }
   float* other = nullptr;
   std::thread([&] {
-    const ReusedScratch<float> theirs(kSlot, 1000);
+    const ReusedScratch<float> theirs(1000);
     other = theirs.data();
   }).join();
   EXPECT_NE(other, first);  // another thread's own buffer (freed when it exited)

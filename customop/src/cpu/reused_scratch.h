@@ -6,39 +6,35 @@
 // write. At 128k tokens that was about 240 faults and a third of a millisecond per step, more than
 // the scoring itself (docs/benchmarks.md, "Scratch kept between calls").
 //
-// ReusedScratch borrows a buffer the calling thread keeps in one of a few named slots and grows as
+// ReusedScratch borrows the buffer the calling thread keeps (one per element type) and grows it as
 // needed, so that the pages stay mapped from one step to the next. Above kKeepLimit bytes, or when
-// the slot is already borrowed on this thread, it owns a fresh buffer instead, freed with it. The
+// the buffer is already borrowed on this thread, it owns a fresh buffer instead, freed with it. The
 // memory is never shared between threads: each thread that calls the kernel holds its own, until
 // it exits. Contents are not initialised: callers write before they read.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <memory>
 
 namespace infllmv2::cpu {
 
-enum class ScratchSlot : int { kStage1Scores = 0, kCount };
-
 template <typename T>
 class ReusedScratch {
  public:
-  // At most this much is kept per slot and thread between calls; larger buffers are per call.
+  // At most this much is kept per thread between calls; larger buffers are per call.
   static constexpr size_t kKeepLimit = size_t{64} << 20;
 
-  ReusedScratch(ScratchSlot slot, size_t count) {
-    const size_t bytes = count * sizeof(T);
-    Held& held = Slots()[static_cast<size_t>(slot)];
-    if (held.borrowed || bytes > kKeepLimit) {
-      owned_.reset(new T[count > 0 ? count : 1]);
+  explicit ReusedScratch(size_t count) {
+    Held& held = Kept();
+    if (held.borrowed || count * sizeof(T) > kKeepLimit) {
+      owned_ = Allocate(count);
       data_ = owned_.get();
       return;
     }
-    if (held.count < count || !held.data) {
+    if (!held.data || held.count < count) {
       held.data.reset();  // release the smaller one first: never both at once
       held.count = 0;
-      held.data.reset(new T[count > 0 ? count : 1]);
+      held.data = Allocate(count);
       held.count = count;
     }
     held.borrowed = true;
@@ -59,10 +55,11 @@ class ReusedScratch {
     size_t count = 0;
     bool borrowed = false;
   };
-  static std::array<Held, static_cast<size_t>(ScratchSlot::kCount)>& Slots() {
-    thread_local std::array<Held, static_cast<size_t>(ScratchSlot::kCount)> slots;
-    return slots;
+  static Held& Kept() {
+    thread_local Held held;
+    return held;
   }
+  static std::unique_ptr<T[]> Allocate(size_t count) { return std::unique_ptr<T[]>(new T[count > 0 ? count : 1]); }
 
   Held* held_ = nullptr;
   std::unique_ptr<T[]> owned_;

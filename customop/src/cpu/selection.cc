@@ -99,25 +99,24 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   // merged in between. The scores are written in full before they are read (no zero fill). The
   // scores and group sums of every (b, h) share one buffer that the calling thread keeps between
   // steps (ReusedScratch): no fresh pages per step.
+  // Per (b, h): gw x n1 scores, then n1 group sums.
   std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
-  std::vector<size_t> scores_at(static_cast<size_t>(BH), 0), group_at(static_cast<size_t>(BH), 0);
+  std::vector<size_t> at(static_cast<size_t>(BH), 0);
   std::vector<QueryLanes> sq(static_cast<size_t>(BH));
   std::vector<Stage1Levels> levels(static_cast<size_t>(BH), Stage1Levels{false, 0, 0});
-  size_t scores_total = 0;
+  size_t total = 0;
   for (int64_t bh = 0; bh < BH; ++bh) {
     if (!needs_stage1[bh]) continue;
     levels[bh] = LevelsOf(c.rules, c.Entry(bh / Hkv), c.Past(bh / Hkv));
     sq[bh].Set(mk, q_rows[bh].q, G, D);
-    scores_at[bh] = scores_total;
-    scores_total += static_cast<size_t>(sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1));
-    group_at[bh] = scores_total;
-    scores_total += static_cast<size_t>(std::max<int64_t>(ck[bh].n1, 1));
+    at[bh] = total;
+    total += static_cast<size_t>((sq[bh].gw + 1) * std::max<int64_t>(ck[bh].n1, 1));
   }
-  const ReusedScratch<float> scores_buffer(ScratchSlot::kStage1Scores, scores_total);
+  const ReusedScratch<float> buffer(total);
   for (int64_t bh = 0; bh < BH; ++bh)
     if (needs_stage1[bh]) {
-      scores[bh] = scores_buffer.data() + scores_at[bh];
-      group_scores[bh] = scores_buffer.data() + group_at[bh];
+      scores[bh] = buffer.data() + at[bh];
+      group_scores[bh] = scores[bh] + sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1);
     }
   const int64_t S = DecodeSlices(BH);
   auto slice_range = [S](int64_t count, int64_t slice) {
