@@ -186,88 +186,123 @@ TEST(Microkernels, KeyMajorScoresMatchDotProductsForEveryHeadCount) {
   }
 }
 
+// The out strides a few-rows call may be given: the vector width, and the compact stride (the rows
+// rounded up to a power of two) where it is below the width.
+std::vector<int64_t> FewRowsStrides(const Microkernels& mk, int rows) {
+  int64_t compact = 1;
+  while (compact < rows) compact *= 2;
+  std::vector<int64_t> out{mk.width};
+  if (compact < mk.width) out.push_back(compact);
+  return out;
+}
+
+// The compact strides of stage 1 (powers of two below the width) and one of several vectors.
+std::vector<int64_t> Stage1Strides(const Microkernels& mk) {
+  std::vector<int64_t> out{2 * mk.width};
+  for (int64_t ws = 1; ws < mk.width; ws *= 2) out.push_back(ws);
+  return out;
+}
+
 TEST(Microkernels, FewRowsScoresMatchDotProductsAndZeroThePadding) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
-    const int64_t gw = mk->width;
     ASSERT_TRUE(mk->few_rows_max >= 1 && 2 * mk->few_rows_max <= mk->width);
     for (int rows = 1; rows <= mk->few_rows_max; ++rows)
-      for (int64_t d : {gw, 6 * gw}) {
-        for (int n : {1, 3, 37, 64}) {  // partial key groups of every size
-          const auto q = Random(static_cast<size_t>(rows * d), 7);
-          const auto k = Random(static_cast<size_t>(n * d), 8);
-          std::vector<uint16_t> kh(k.size());
-          for (size_t i = 0; i < k.size(); ++i) kh[i] = FromFloat<Float16>(k[i]).bits;
-          std::vector<float> out(static_cast<size_t>(n * gw), 9.0f), out_h(out.size(), 9.0f);
-          mk->scores_few_rows(q.data(), rows, k.data(), n, d, 0.25f, out.data(), gw, k.data(), 5);
-          mk->scores_few_rows_half(q.data(), rows, kh.data(), n, d, 0.25f, out_h.data(), gw, nullptr, 0);
-          for (int j = 0; j < n; ++j)
+      for (int64_t gw : FewRowsStrides(*mk, rows))
+        for (int64_t d : {int64_t{mk->width}, int64_t{6 * mk->width}}) {
+          for (int n : {1, 3, 37, 64}) {  // partial key groups of every size
+            const auto q = Random(static_cast<size_t>(rows * d), 7);
+            const auto k = Random(static_cast<size_t>(n * d), 8);
+            std::vector<uint16_t> kh(k.size());
+            for (size_t i = 0; i < k.size(); ++i) kh[i] = FromFloat<Float16>(k[i]).bits;
+            // One sentinel row after the n rows: nothing is written past them.
+            std::vector<float> out(static_cast<size_t>((n + 1) * gw), 9.0f), out_h(out.size(), 9.0f);
+            mk->scores_few_rows(q.data(), rows, k.data(), n, d, 0.25f, out.data(), gw, k.data(), 5);
+            mk->scores_few_rows_half(q.data(), rows, kh.data(), n, d, 0.25f, out_h.data(), gw, nullptr, 0);
+            for (int j = 0; j < n; ++j)
+              for (int64_t g = 0; g < gw; ++g) {
+                double want = 0.0, want_h = 0.0;
+                if (g < rows)
+                  for (int64_t i = 0; i < d; ++i) {
+                    want += static_cast<double>(q[g * d + i]) * k[j * d + i];
+                    want_h += static_cast<double>(q[g * d + i]) * ToFloat(Float16{kh[j * d + i]});
+                  }
+                ASSERT_NEAR(out[j * gw + g], 0.25 * want, 1e-5) << "rows=" << rows << " gw=" << gw << " j=" << j;
+                ASSERT_NEAR(out_h[j * gw + g], 0.25 * want_h, 1e-5) << "rows=" << rows << " gw=" << gw << " j=" << j;
+              }
             for (int64_t g = 0; g < gw; ++g) {
-              double want = 0.0, want_h = 0.0;
-              if (g < rows)
-                for (int64_t i = 0; i < d; ++i) {
-                  want += static_cast<double>(q[g * d + i]) * k[j * d + i];
-                  want_h += static_cast<double>(q[g * d + i]) * ToFloat(Float16{kh[j * d + i]});
-                }
-              ASSERT_NEAR(out[j * gw + g], 0.25 * want, 1e-5) << "rows=" << rows << " d=" << d << " j=" << j;
-              ASSERT_NEAR(out_h[j * gw + g], 0.25 * want_h, 1e-5) << "rows=" << rows << " d=" << d << " j=" << j;
+              ASSERT_EQ(out[n * gw + g], 9.0f) << "written past the rows: rows=" << rows << " gw=" << gw;
+              ASSERT_EQ(out_h[n * gw + g], 9.0f) << "written past the rows: rows=" << rows << " gw=" << gw;
             }
+          }
         }
-      }
   }
 }
 
+// Every row stride: several vectors per window, and the compact ones (several windows per vector).
+// Each partial reads a copy holding exactly the rows its range needs, so a read past them is an
+// ASan error (the native tests run under ASan).
 TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
-    const int64_t gw = 2 * mk->width;
-    for (int step : {0, 2}) {
-      const int64_t rows = 203, count = step == 0 ? rows : (rows - 3 * step) / 4;
-      const auto s1 = Random(static_cast<size_t>(rows * gw), 5, -8.0f, 8.0f);
-      auto x = [&](int64_t j, int64_t g) {
-        if (step == 0) return static_cast<double>(s1[j * gw + g]);
-        return 0.25 * (static_cast<double>(s1[4 * j * gw + g]) + s1[(4 * j + step) * gw + g] +
-                       s1[(4 * j + 2 * step) * gw + g] + s1[(4 * j + 3 * step) * gw + g]);
-      };
-      // Partials of three ranges (one empty) merged like the kernel merges its slices.
-      const int64_t cut = count / 3;
-      const int64_t ranges[4] = {0, cut, cut, count};
-      std::vector<double> mx(static_cast<size_t>(gw), -INFINITY), sum(static_cast<size_t>(gw), 0.0);
-      std::vector<float> m(static_cast<size_t>(gw)), l(static_cast<size_t>(gw));
-      for (int part = 0; part < 3; ++part) {
-        mk->stage1_lse_partial(s1.data(), gw, ranges[part], ranges[part + 1], step, m.data(), l.data());
-        for (int64_t g = 0; g < gw; ++g) {
-          double want_m = -INFINITY, want_l = 0.0;
-          for (int64_t j = ranges[part]; j < ranges[part + 1]; ++j) want_m = std::max(want_m, x(j, g));
-          for (int64_t j = ranges[part]; j < ranges[part + 1]; ++j) want_l += std::exp(x(j, g) - want_m);
-          if (ranges[part] == ranges[part + 1]) {
-            ASSERT_EQ(m[g], -std::numeric_limits<float>::infinity());
-            ASSERT_EQ(l[g], 0.0f);
-            continue;
+    for (int64_t gw : Stage1Strides(*mk)) {
+      SCOPED_TRACE("gw " + std::to_string(gw));
+      for (int step : {0, 2}) {
+        const int64_t rows = 203, count = step == 0 ? rows : (rows - 3 * step) / 4;
+        const auto s1 = Random(static_cast<size_t>(rows * gw), 5, -8.0f, 8.0f);
+        auto x = [&](int64_t j, int64_t g) {
+          if (step == 0) return static_cast<double>(s1[j * gw + g]);
+          return 0.25 * (static_cast<double>(s1[4 * j * gw + g]) + s1[(4 * j + step) * gw + g] +
+                         s1[(4 * j + 2 * step) * gw + g] + s1[(4 * j + 3 * step) * gw + g]);
+        };
+        // Partials of four ranges (one empty, one a single row) merged like the kernel merges its slices.
+        const int64_t cut = count / 3;
+        const int64_t ranges[5] = {0, cut, cut, cut + 1, count};
+        std::vector<double> mx(static_cast<size_t>(gw), -INFINITY), sum(static_cast<size_t>(gw), 0.0);
+        std::vector<float> m(static_cast<size_t>(gw)), l(static_cast<size_t>(gw));
+        for (int part = 0; part < 4; ++part) {
+          const int64_t lo = ranges[part], hi = ranges[part + 1];
+          const int64_t needed = lo == hi ? 0 : (step == 0 ? hi : 4 * (hi - 1) + 3 * step + 1);
+          const std::vector<float> exact(s1.begin(), s1.begin() + needed * gw);
+          mk->stage1_lse_partial(exact.data(), gw, lo, hi, step, m.data(), l.data());
+          for (int64_t g = 0; g < gw; ++g) {
+            double want_m = -INFINITY, want_l = 0.0;
+            for (int64_t j = lo; j < hi; ++j) want_m = std::max(want_m, x(j, g));
+            for (int64_t j = lo; j < hi; ++j) want_l += std::exp(x(j, g) - want_m);
+            if (lo == hi) {
+              ASSERT_EQ(m[g], -std::numeric_limits<float>::infinity());
+              ASSERT_EQ(l[g], 0.0f);
+              continue;
+            }
+            ASSERT_NEAR(m[g], want_m, 1e-5) << "step=" << step << " part=" << part << " g=" << g;
+            ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "step=" << step << " part=" << part << " g=" << g;
+            const double new_m = std::max(mx[g], static_cast<double>(m[g]));
+            sum[g] = sum[g] * std::exp(mx[g] - new_m) + l[g] * std::exp(m[g] - new_m);
+            mx[g] = new_m;
           }
-          ASSERT_NEAR(m[g], want_m, 1e-5) << "step=" << step << " part=" << part << " g=" << g;
-          ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "step=" << step << " part=" << part << " g=" << g;
-          const double new_m = std::max(mx[g], static_cast<double>(m[g]));
-          sum[g] = sum[g] * std::exp(mx[g] - new_m) + l[g] * std::exp(m[g] - new_m);
-          mx[g] = new_m;
+        }
+        for (int64_t g = 0; g < gw; ++g) {
+          double all = 0.0;
+          for (int64_t j = 0; j < count; ++j) all += std::exp(x(j, g));
+          ASSERT_NEAR(mx[g] + std::log(sum[g]), std::log(all), 1e-5) << "step=" << step << " g=" << g;
         }
       }
-      for (int64_t g = 0; g < gw; ++g) {
-        double all = 0.0;
-        for (int64_t j = 0; j < count; ++j) all += std::exp(x(j, g));
-        ASSERT_NEAR(mx[g] + std::log(sum[g]), std::log(all), 1e-5) << "step=" << step << " g=" << g;
+      // Group sum over every count of windows up to a few vectors' worth, the upper half of the
+      // lanes switched off by lse = +inf (none when there is one).
+      for (int64_t n = 1; n <= 3 * mk->width + 5; n += (n < 2 * mk->width ? 1 : 5)) {
+        const auto s1 = Random(static_cast<size_t>(n * gw), 6, -4.0f, 4.0f);
+        std::vector<float> lse = Random(static_cast<size_t>(gw), 7, 2.0f, 5.0f),
+                           shared(static_cast<size_t>(n) + 1, 9.0f);
+        const int64_t on = gw > 1 ? gw / 2 : 1;
+        for (int64_t g = on; g < gw; ++g) lse[g] = std::numeric_limits<float>::infinity();
+        mk->stage1_group_sum(s1.data(), gw, n, lse.data(), shared.data());
+        for (int64_t j = 0; j < n; ++j) {
+          double want = 0.0;
+          for (int64_t g = 0; g < on; ++g) want += std::exp(static_cast<double>(s1[j * gw + g]) - lse[g]);
+          ASSERT_NEAR(shared[j], want, 1e-6 * want + 1e-12) << "n=" << n << " j=" << j;
+        }
+        ASSERT_EQ(shared[n], 9.0f) << "written past the windows: n=" << n;
       }
-    }
-    // Group sum, with the second half of the lanes switched off by lse = +inf.
-    const int64_t n = 3 * mk->width + 5;
-    const auto s1 = Random(static_cast<size_t>(n * gw), 6, -4.0f, 4.0f);
-    std::vector<float> lse = Random(static_cast<size_t>(gw), 7, 2.0f, 5.0f), shared(static_cast<size_t>(n));
-    for (int64_t g = mk->width; g < gw; ++g) lse[g] = std::numeric_limits<float>::infinity();
-    mk->stage1_group_sum(s1.data(), gw, n, lse.data(), shared.data());
-    for (int64_t j = 0; j < n; ++j) {
-      double want = 0.0;
-      for (int64_t g = 0; g < mk->width; ++g) want += std::exp(static_cast<double>(s1[j * gw + g]) - lse[g]);
-      ASSERT_NEAR(shared[j], want, 1e-6 * want + 1e-12) << "j=" << j;
     }
   }
 }

@@ -36,6 +36,7 @@ struct Microkernels {
   // The same key-major scores for few query rows (rows <= few_rows_max, d a multiple of width), the
   // rows row-major at q + r * d: out[j * gw + r] = scale * dot(q + r * d, k + j * d) for r < rows,
   // 0 for rows <= r < gw. A decode step's few heads cost a share of a vector each, not one each.
+  // gw: a multiple of width, or compact: the rows rounded up to a power of two (below width).
   void (*scores_few_rows)(const float* q, int rows, const float* k, int n, int64_t d, float scale, float* out,
                           int64_t gw, const void* pf, int64_t pf_lines);
   // The same for fp16 key rows (IEEE half bits), converted as they are loaded.
@@ -68,8 +69,11 @@ struct Microkernels {
   // m[g] = max x_j[g], l[g] = sum exp(x_j[g] - m[g]), where x_j = scores row j (step 0) or the mean of
   // rows 4j, 4j + step, 4j + 2 step, 4j + 3 step (level-2 scores from level-1 ones); m = -inf,
   // l = 0 for an empty range. Decode computes them per slice inside the parallel scoring phase.
+  // gw < width is the compact layout (a power of two, several windows a vector): m and l then hold
+  // gw floats, and no float past the range's last row is read.
   void (*stage1_lse_partial)(const float* scores, int64_t gw, int64_t begin, int64_t end, int step, float* m, float* l);
-  // group_scores[j] = sum_g exp(scores[j * gw + g] - lse[g]) for j < n (the group sum of stage 1).
+  // group_scores[j] = sum_g exp(scores[j * gw + g] - lse[g]) for j < n (the group sum of stage 1);
+  // gw < width: compact, as above (reads exactly the n rows).
   void (*stage1_group_sum)(const float* scores, int64_t gw, int64_t n, const float* lse, float* group_scores);
   // dst[i] = float(src[i]) for IEEE half bits src, i < n (F16C/AVX-512 conversions where available).
   void (*half_to_float)(const uint16_t* src, float* dst, int64_t n);

@@ -13,10 +13,13 @@ namespace infllmv2::cpu {
 
 struct QueryLanes {
   int64_t gw = 0;  // rows rounded up to the vector width
+  // Stage 1's floats per window of scores: gw, or for few rows (FewRows) the rows rounded up to a
+  // power of two, the compact layout of the few-rows kernels (4 floats a window for 4 heads, not 16).
+  int64_t ws = 0;
   // Row r, dim i at ((r / stride) * D + i) * stride + r % stride, stride = gw, or the vector width
   // when blocked; padding rows 0.
   std::vector<float> qt;
-  std::vector<float> lse;  // stage 1: [gw] normalizers, +inf on padding heads (they add nothing)
+  std::vector<float> lse;  // stage 1: [ws] normalizers, +inf on padding heads (they add nothing)
   // One token's few heads (G <= few_rows_max, D a multiple of width): the rows again, row-major,
   // for the few-rows score kernel (which spends the lanes on rows of several keys instead of on
   // padding rows); empty otherwise.
@@ -28,6 +31,13 @@ struct QueryLanes {
   }
 
   static int64_t LanesFor(const Microkernels& mk, int64_t rows) { return (rows + mk.width - 1) / mk.width * mk.width; }
+  // ws of one token's G heads of size D.
+  static int64_t ScoreStride(const Microkernels& mk, int64_t G, int64_t D) {
+    if (!FewRows(mk, 1, G, D)) return LanesFor(mk, G);
+    int64_t ws = 1;
+    while (ws < G) ws *= 2;
+    return ws;
+  }
   // Heads g < G of `tokens` tokens, head g of token t at q + t * token_stride + g * D. Blocked: one
   // [D][width] block per lane vector, so that a vector's query and score rows are contiguous
   // (long [D][gw] rows fall into few L1 sets).
@@ -42,7 +52,8 @@ struct QueryLanes {
         float* dst = qt.data() + (r / stride) * D * stride + r % stride;
         for (int64_t i = 0; i < D; ++i) dst[i * stride] = q[t * token_stride + g * D + i];
       }
-    lse.assign(static_cast<size_t>(gw), std::numeric_limits<float>::infinity());
+    ws = tokens == 1 ? ScoreStride(mk, G, D) : gw;
+    lse.assign(static_cast<size_t>(ws), std::numeric_limits<float>::infinity());
     rows = tokens * G;
     rows_major.clear();
     if (FewRows(mk, tokens, G, D)) rows_major.assign(q, q + G * D);

@@ -28,13 +28,13 @@ void BuildCompressedKeys(const Call<T>& c, int64_t b, int64_t h, bool convert_al
 }
 
 void MergeLse(const float* m, const float* l, int64_t parts, int64_t G, QueryLanes& sq) {
-  const int64_t gw = sq.gw;
-  for (int64_t g = 0; g < gw; ++g) {
+  const int64_t ws = sq.ws;
+  for (int64_t g = 0; g < ws; ++g) {
     float mx = kNegInf;
-    for (int64_t i = 0; i < parts; ++i) mx = std::max(mx, m[i * gw + g]);
+    for (int64_t i = 0; i < parts; ++i) mx = std::max(mx, m[i * ws + g]);
     float sum = 0.0f;
     for (int64_t i = 0; i < parts; ++i)
-      if (l[i * gw + g] > 0.0f) sum += l[i * gw + g] * std::exp(m[i * gw + g] - mx);
+      if (l[i * ws + g] > 0.0f) sum += l[i * ws + g] * std::exp(m[i * ws + g] - mx);
     sq.lse[g] = g < G && sum > 0.0f ? mx + std::log(sum) : std::numeric_limits<float>::infinity();
   }
 }
@@ -74,12 +74,12 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
   const int64_t G = c.p.group, D = c.p.head_size;
   const Stage1Levels lv = LevelsOf(c.rules, c.Entry(b), pos);
   x.sq.Set(mk, q, G, D);
-  x.scores.resize(static_cast<size_t>(x.sq.gw * lv.nvis1));
+  x.scores.resize(static_cast<size_t>(x.sq.ws * lv.nvis1));
   Stage1Scores(mk, x.sq, ck, 0, lv.nvis1, D, c.p.scale, x.scores.data());
   const LseRows rows = LseRowsOf(a, lv);
-  x.m.resize(static_cast<size_t>(x.sq.gw));
-  x.l.resize(static_cast<size_t>(x.sq.gw));
-  mk.stage1_lse_partial(x.scores.data(), x.sq.gw, 0, rows.count, rows.step, x.m.data(), x.l.data());
+  x.m.resize(static_cast<size_t>(x.sq.ws));
+  x.l.resize(static_cast<size_t>(x.sq.ws));
+  mk.stage1_lse_partial(x.scores.data(), x.sq.ws, 0, rows.count, rows.step, x.m.data(), x.l.data());
   MergeLse(x.m.data(), x.l.data(), 1, G, x.sq);
   x.group_scores.resize(static_cast<size_t>(lv.nvis1));
   Stage1GroupSum(mk, x.sq, x.scores.data(), 0, lv.nvis1, x.group_scores.data());
@@ -99,7 +99,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   // merged in between. The scores are written in full before they are read (no zero fill). The
   // scores and group sums of every (b, h) share one buffer that the calling thread keeps between
   // steps (ReusedScratch): no fresh pages per step.
-  // Per (b, h): gw x n1 scores, then n1 group sums.
+  // Per (b, h): ws x n1 scores, then n1 group sums.
   std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
   std::vector<size_t> at(static_cast<size_t>(BH), 0);
   std::vector<QueryLanes> sq(static_cast<size_t>(BH));
@@ -110,13 +110,13 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     levels[bh] = LevelsOf(c.rules, c.Entry(bh / Hkv), c.Past(bh / Hkv));
     sq[bh].Set(mk, q_rows[bh].q, G, D);
     at[bh] = total;
-    total += static_cast<size_t>((sq[bh].gw + 1) * std::max<int64_t>(ck[bh].n1, 1));
+    total += static_cast<size_t>((sq[bh].ws + 1) * std::max<int64_t>(ck[bh].n1, 1));
   }
   const ReusedScratch<float> buffer(total);
   for (int64_t bh = 0; bh < BH; ++bh)
     if (needs_stage1[bh]) {
       scores[bh] = buffer.data() + at[bh];
-      group_scores[bh] = scores[bh] + sq[bh].gw * std::max<int64_t>(ck[bh].n1, 1);
+      group_scores[bh] = scores[bh] + sq[bh].ws * std::max<int64_t>(ck[bh].n1, 1);
     }
   const int64_t S = DecodeSlices(BH);
   auto slice_range = [S](int64_t count, int64_t slice) {
@@ -125,10 +125,10 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   };
   // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
   // that straddle into the next slice (afterwards); 2 * S partials per (b, h).
-  const int64_t gw = QueryLanes::LanesFor(mk, G);  // the lanes of one token's heads
-  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * S * gw));
+  const int64_t ws = QueryLanes::ScoreStride(mk, G, D);  // the floats of one window's scores
+  std::vector<float> lse_m(static_cast<size_t>(BH * 2 * S * ws));
   std::vector<float> lse_l(lse_m.size());
-  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * S + i) * gw); };
+  auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * S + i) * ws); };
   StageTimer phases(c.profile);
   // Profiling: each item's scoring and normalizer time, so that the phase's wall time is split
   // between the two parts (the scoring alone is what the stage-1 roofline bounds).
@@ -142,7 +142,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     const auto scored = parts.Now();
     const LseRows rows = LseRowsOf(a, levels[bh]);
     const LseSlice ls = LseSliceOf(rows, j0, j1);
-    mk.stage1_lse_partial(scores[bh], gw, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
+    mk.stage1_lse_partial(scores[bh], ws, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
                           lse_l.data() + lse_at(bh, 2 * slice));
     parts.Record(item, start, scored);
   });
@@ -153,7 +153,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     for (int64_t slice = 0; slice < S; ++slice) {
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
       const LseSlice ls = LseSliceOf(rows, j0, j1);
-      mk.stage1_lse_partial(scores[bh], gw, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
+      mk.stage1_lse_partial(scores[bh], ws, ls.ready, ls.end, rows.step, lse_m.data() + lse_at(bh, 2 * slice + 1),
                             lse_l.data() + lse_at(bh, 2 * slice + 1));
     }
     MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * S, G, sq[bh]);

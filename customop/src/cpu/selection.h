@@ -39,10 +39,10 @@ inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const Com
   if (!sq.rows_major.empty()) {
     const int rows = static_cast<int>(sq.rows), n = static_cast<int>(j1 - j0);
     if (ck.k1 != nullptr)
-      mk.scores_few_rows(sq.rows_major.data(), rows, ck.k1 + j0 * D, n, D, scale, scores + j0 * sq.gw, sq.gw,
+      mk.scores_few_rows(sq.rows_major.data(), rows, ck.k1 + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
                          pf_rows > 0 ? ck.k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
     else
-      mk.scores_few_rows_half(sq.rows_major.data(), rows, ck.k1_half + j0 * D, n, D, scale, scores + j0 * sq.gw, sq.gw,
+      mk.scores_few_rows_half(sq.rows_major.data(), rows, ck.k1_half + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
                               pf_rows > 0 ? ck.k1_half + (j0 + kAhead) * D : nullptr, pf_rows * D * 2 / 64);
     return;
   }
@@ -85,13 +85,13 @@ inline LseSlice LseSliceOf(const LseRows& r, int64_t j0, int64_t j1) {
   return {b, std::clamp<int64_t>(last >= 0 ? last / 4 + 1 : 0, b, e), e};
 }
 
-// Merges `parts` partials (m, l; gw floats each, in order) into sq.lse; padding heads get +inf.
+// Merges `parts` partials (m, l; ws floats each, in order) into sq.lse; padding heads get +inf.
 void MergeLse(const float* m, const float* l, int64_t parts, int64_t G, QueryLanes& sq);
 
 // Step 3: group_scores[j] = sum_g exp(scores[j][g] - lse[g]) for windows [j0, j1).
 inline void Stage1GroupSum(const Microkernels& mk, const QueryLanes& sq, const float* scores, int64_t j0, int64_t j1,
                            float* group_scores) {
-  if (j1 > j0) mk.stage1_group_sum(scores + j0 * sq.gw, sq.gw, j1 - j0, sq.lse.data(), group_scores + j0);
+  if (j1 > j0) mk.stage1_group_sum(scores + j0 * sq.ws, sq.ws, j1 - j0, sq.lse.data(), group_scores + j0);
 }
 
 // Steps 4-5: block scores (max over the visible windows intersecting each block; rounded to bf16
