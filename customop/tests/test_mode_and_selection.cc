@@ -3,7 +3,11 @@
 // every case is checked against the kernel (all backends) and against the reference.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <random>
+
 #include "common/call_plan.h"
+#include "cpu/selection.h"
 #include "test_support.h"
 
 namespace infllmv2::testing {
@@ -302,6 +306,57 @@ TEST(CallRules, RankKeyOrder) {
   EXPECT_EQ(RankKey(-0.0f, 4), RankKey(0.0f, 4));
   EXPECT_GT(RankKey(0.0f, 4), RankKey(-1e-45f, 0));
   EXPECT_EQ(BlockOfKey(RankKey(0.25f, 4095)), 4095);
+}
+
+// ---- The CPU kernel's top-k (cpu::SelectFromScores) against a plain sort of the spec's order. ----
+
+// Group sums drawn from a few values (ties everywhere, -0 and +0 among them) or spread out, every
+// candidate count from 1 to past the budget and a few long ones, both score precisions: the
+// selected blocks are init, then the `take` candidates of largest block score (ties: lower block),
+// in block order, then the local blocks.
+TEST(Selection, TopKEqualsASortOfScoreThenLowerBlock) {
+  CallRules r{};
+  r.block_size = 64;
+  r.compress_kernel = 32;
+  r.compress_stride = 16;
+  r.init_blocks = 1;
+  r.local_blocks = 2;
+  r.budget = 12;
+  std::mt19937 rng(5);
+  std::vector<uint64_t> scratch;
+  for (int precision = 0; precision < 2; ++precision)
+    for (int ties = 0; ties < 2; ++ties)
+      for (int64_t pos : {int64_t{200}, int64_t{700}, int64_t{900}, int64_t{1000}, int64_t{5000}, int64_t{70000}}) {
+        r.score_precision = precision;
+        const int64_t nvis1 = (pos + 1 - 32) / 16 + 1;
+        std::vector<float> g(static_cast<size_t>(nvis1));
+        const float few[] = {0.5f, -0.0f, 0.0f, 1.25f, 0.5f + 1e-7f, 3.0f};
+        std::uniform_real_distribution<float> u(0.0f, 2.0f);
+        for (auto& v : g) v = ties ? few[rng() % 6] : u(rng);
+        // Expected, from the spec: block scores (max over windows 4b - 1 .. 4b + 3, bf16-rounded
+        // for precision 1), candidates 1 .. qb - 3 sorted by score, then block.
+        const int64_t qb = pos / 64, local_lo = qb - 2;
+        std::vector<std::pair<float, int64_t>> cand;
+        for (int64_t b = 1; b < local_lo; ++b) {
+          float best = -INFINITY;
+          for (int64_t j = std::max<int64_t>(0, 4 * b - 1); j <= std::min(nvis1 - 1, 4 * b + 3); ++j)
+            best = std::max(best, g[j]);
+          if (precision) best = ToFloat(FromFloat<BFloat16>(best));
+          cand.push_back({best == 0.0f ? 0.0f : best, b});
+        }
+        std::stable_sort(cand.begin(), cand.end(), [](const auto& x, const auto& y) { return x.first > y.first; });
+        const int64_t take = std::min<int64_t>(static_cast<int64_t>(cand.size()), 12 - 1 - 3);
+        std::vector<int32_t> want{0};
+        std::vector<int32_t> taken;
+        for (int64_t i = 0; i < take; ++i) taken.push_back(static_cast<int32_t>(cand[i].second));
+        std::sort(taken.begin(), taken.end());
+        want.insert(want.end(), taken.begin(), taken.end());
+        for (int64_t b = local_lo; b <= qb; ++b) want.push_back(static_cast<int32_t>(b));
+        std::vector<int32_t> got(12, -7);
+        const int64_t n = cpu::SelectFromScores(r, pos, g.data(), nvis1, scratch, got.data());
+        got.resize(static_cast<size_t>(n));
+        EXPECT_EQ(got, want) << "pos " << pos << " ties " << ties << " precision " << precision;
+      }
 }
 
 }  // namespace
