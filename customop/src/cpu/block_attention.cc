@@ -1,6 +1,7 @@
 #include "cpu/block_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <type_traits>
 
@@ -257,41 +258,47 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   std::vector<float> part_m(static_cast<size_t>(BH * S * G), kNegInf);
   std::vector<float> part_l(static_cast<size_t>(BH * S * G), 0.0f);
   std::vector<float> part_acc(static_cast<size_t>(BH * S * G * D), 0.0f);
+  // The last slice of a (b, h) to finish merges the partials and writes its output rows, in the
+  // same phase (one hand-off to the pool fewer); its acquire of the countdown sees every slice's
+  // partials. A (b, h) without blocks writes zeros from its one slice.
+  std::vector<std::atomic<int64_t>> slices_left(static_cast<size_t>(BH));
+  for (int64_t bh = 0; bh < BH; ++bh) slices_left[bh].store(slices[bh], std::memory_order_relaxed);
   pf(static_cast<size_t>(BH * S), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
-    if (slice >= slices[bh] || lens[bh] == 0) return;
-    const auto& u = union_blocks[bh];
-    const int64_t n = static_cast<int64_t>(u.size());
-    const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
-    RowStates st;
-    st.Reset(G, D);
-    Scratch sc;
-    TokenBlocks tb;
-    tb.list = {u.data()};
-    tb.len = {lens[bh] < 0 ? -1 : n};
-    tb.dense_lo = {dense_lo[bh]};
-    AttendWork w;
-    w.b = bh / Hkv;
-    w.h = bh % Hkv;
-    w.t0 = 0;
-    w.t1 = 1;
-    w.q = q_rows[bh];
-    w.blocks = u.data() + lo;
-    w.n_blocks = hi - lo;
-    w.tokens = &tb;
-    AttendBlocks(c, mk, w, st, sc);
-    std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
-    std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
-    std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
-  });
-  pf(static_cast<size_t>(BH), [&](size_t bh) {
+    if (slice >= slices[bh]) return;
+    if (lens[bh] != 0) {
+      const auto& u = union_blocks[bh];
+      const int64_t n = static_cast<int64_t>(u.size());
+      const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
+      RowStates st;
+      st.Reset(G, D);
+      Scratch sc;
+      TokenBlocks tb;
+      tb.list = {u.data()};
+      tb.len = {lens[bh] < 0 ? -1 : n};
+      tb.dense_lo = {dense_lo[bh]};
+      AttendWork w;
+      w.b = bh / Hkv;
+      w.h = bh % Hkv;
+      w.t0 = 0;
+      w.t1 = 1;
+      w.q = q_rows[bh];
+      w.blocks = u.data() + lo;
+      w.n_blocks = hi - lo;
+      w.tokens = &tb;
+      AttendBlocks(c, mk, w, st, sc);
+      std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
+      std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
+      std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
+    }
+    if (slices_left[bh].fetch_sub(1, std::memory_order_acq_rel) != 1) return;
     std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
     if (lens[bh] != 0) {
       const size_t at = bh * S * G;
       MergePartials(part_m.data() + at, part_l.data() + at, part_acc.data() + at * D, slices[bh], G, D, l.data(),
                     acc.data());
     }
-    WriteRows(c, static_cast<int64_t>(bh), 0, l.data(), acc.data());
+    WriteRows(c, bh, 0, l.data(), acc.data());
   });
 }
 

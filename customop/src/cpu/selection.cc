@@ -1,6 +1,7 @@
 #include "cpu/selection.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -159,20 +160,27 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * S, G, sq[bh]);
   }
   phases.Mark(&KernelProfile::lse_ms);
+  // Group sums in slices; the last slice of a (b, h) to finish pools and ranks its blocks, in the
+  // same phase (one hand-off to the pool fewer): its acquire of the countdown sees every slice's
+  // sums.
+  std::vector<std::atomic<int64_t>> slices_left(static_cast<size_t>(BH));
+  for (auto& left : slices_left) left.store(S, std::memory_order_relaxed);
+  PartTimes sum_parts(c.profile, static_cast<size_t>(BH * S));
   pf(static_cast<size_t>(BH * S), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (!needs_stage1[bh]) return;
+    const auto start = sum_parts.Now();
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
     Stage1GroupSum(mk, sq[bh], scores[bh], j0, j1, group_scores[bh]);
+    const auto summed = sum_parts.Now();
+    if (slices_left[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::vector<uint64_t> candidates;
+      const int64_t pos = c.Past(bh / Hkv);
+      lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
+    }
+    sum_parts.Record(item, start, summed);
   });
-  phases.Mark(&KernelProfile::group_sum_ms);
-  pf(static_cast<size_t>(BH), [&](size_t bh) {
-    if (!needs_stage1[bh]) return;
-    std::vector<uint64_t> candidates;
-    const int64_t pos = c.Past(static_cast<int64_t>(bh) / Hkv);
-    lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
-  });
-  phases.Mark(&KernelProfile::topk_ms);
+  phases.MarkSplit(&KernelProfile::group_sum_ms, &KernelProfile::topk_ms, sum_parts.FirstShare());
 }
 
 #define INFLLMV2_SELECTION(T)                                                                                        \
