@@ -26,14 +26,18 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // slices"). From the machine's core count, not the pool's size (which the op does not see), so a
 // result does not depend on the session's thread count. INFLLMV2_DECODE_SLICES=N (1-8) sets it (tests, A/B).
 constexpr int64_t kMaxDecodeSlices = 8;
+// The machine's cores (hardware threads), at least 1.
+inline int64_t Cores() {
+  static const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  return cores;
+}
 inline int64_t DecodeSlices(int64_t bh_count) {
   if (const char* forced = std::getenv("INFLLMV2_DECODE_SLICES")) {
     const long n = std::strtol(forced, nullptr, 10);
     if (n >= 1 && n <= kMaxDecodeSlices) return n;
   }
-  static const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   const int64_t bh = std::max<int64_t>(bh_count, 1);
-  return std::clamp<int64_t>((2 * cores + bh - 1) / bh, 1, kMaxDecodeSlices);
+  return std::clamp<int64_t>((2 * Cores() + bh - 1) / bh, 1, kMaxDecodeSlices);
 }
 
 template <typename T>

@@ -97,7 +97,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   // Contexts within the budget take every block without scoring: no parallel phases to hand out.
   if (std::find(needs_stage1.begin(), needs_stage1.end(), char{1}) == needs_stage1.end()) return;
   // Raw scores and group sums in slices of the windows; the normalizers' partials with the scores,
-  // merged in between. The scores are written in full before they are read (no zero fill). The
+  // merged by the last slice of each (b, h) to be scored. The scores are written in full before they are read (no zero fill). The
   // scores and group sums of every (b, h) share one buffer that the calling thread keeps between
   // steps (ReusedScratch): no fresh pages per step.
   // Per (b, h): ws x n1 scores, then n1 group sums.
@@ -125,31 +125,15 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     return std::pair<int64_t, int64_t>{std::min(count, slice * per), std::min(count, (slice + 1) * per)};
   };
   // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
-  // that straddle into the next slice (afterwards); 2 * S partials per (b, h).
+  // that straddle into the next slice (once all are scored); 2 * S partials per (b, h).
   const int64_t ws = QueryLanes::ScoreStride(mk, G, D);  // the floats of one window's scores
   std::vector<float> lse_m(static_cast<size_t>(BH * 2 * S * ws));
   std::vector<float> lse_l(lse_m.size());
   auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * S + i) * ws); };
   StageTimer phases(c.profile);
-  // Profiling: each item's scoring and normalizer time, so that the phase's wall time is split
-  // between the two parts (the scoring alone is what the stage-1 roofline bounds).
-  PartTimes parts(c.profile, static_cast<size_t>(BH * S));
-  pf(static_cast<size_t>(BH * S), [&](size_t item) {
-    const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
-    if (!needs_stage1[bh]) return;
-    const auto start = parts.Now();
-    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
-    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh]);
-    const auto scored = parts.Now();
-    const LseRows rows = LseRowsOf(a, levels[bh]);
-    const LseSlice ls = LseSliceOf(rows, j0, j1);
-    mk.stage1_lse_partial(scores[bh], ws, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
-                          lse_l.data() + lse_at(bh, 2 * slice));
-    parts.Record(item, start, scored);
-  });
-  phases.MarkSplit(&KernelProfile::score_ms, &KernelProfile::lse_ms, parts.FirstShare());
-  for (int64_t bh = 0; bh < BH; ++bh) {
-    if (!needs_stage1[bh]) continue;
+  // The normalizers of (b, h) once every slice is scored: the partials of the rows that straddle
+  // into the next slice, then all 2 S merged.
+  auto finish_normalizers = [&](int64_t bh) {
     const LseRows rows = LseRowsOf(a, levels[bh]);
     for (int64_t slice = 0; slice < S; ++slice) {
       const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
@@ -158,13 +142,53 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
                             lse_l.data() + lse_at(bh, 2 * slice + 1));
     }
     MergeLse(lse_m.data() + lse_at(bh, 0), lse_l.data() + lse_at(bh, 0), 2 * S, G, sq[bh]);
-  }
-  phases.Mark(&KernelProfile::lse_ms);
-  // Group sums in slices; the last slice of a (b, h) to finish pools and ranks its blocks, in the
-  // same phase (one hand-off to the pool fewer): its acquire of the countdown sees every slice's
-  // sums.
-  std::vector<std::atomic<int64_t>> slices_left(static_cast<size_t>(BH));
-  for (auto& left : slices_left) left.store(S, std::memory_order_relaxed);
+  };
+  auto rank = [&](int64_t bh) {
+    std::vector<uint64_t> candidates;
+    lens[bh] =
+        SelectFromScores(c.rules, c.Past(bh / Hkv), group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
+  };
+  // One phase where there are at least as many (b, h) as cores: the last slice of a (b, h) to be
+  // scored (its acquire of the countdown sees every slice's scores) finishes its normalizers, sums
+  // all its windows and ranks its blocks. Fewer (b, h): that slice finishes the normalizers, then a
+  // second phase sums the windows in slices, and the last slice of a (b, h) to finish ranks its
+  // blocks. Either way no stage waits on a hand-off of its own.
+  const bool rank_while_scoring = BH >= Cores();
+  enum Part : size_t { kScore, kNormalizers, kGroupSum, kTopK };
+  std::vector<std::atomic<int64_t>> scoring_left(static_cast<size_t>(BH));
+  for (auto& left : scoring_left) left.store(S, std::memory_order_relaxed);
+  PartTimes parts(c.profile, static_cast<size_t>(BH * S), 4);
+  pf(static_cast<size_t>(BH * S), [&](size_t item) {
+    const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
+    if (!needs_stage1[bh]) return;
+    auto t = parts.Now();
+    auto part_done = [&](Part part) {
+      const auto now = parts.Now();
+      parts.Add(item, part, t, now);
+      t = now;
+    };
+    const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
+    Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh]);
+    part_done(kScore);
+    const LseRows rows = LseRowsOf(a, levels[bh]);
+    const LseSlice ls = LseSliceOf(rows, j0, j1);
+    mk.stage1_lse_partial(scores[bh], ws, ls.begin, ls.ready, rows.step, lse_m.data() + lse_at(bh, 2 * slice),
+                          lse_l.data() + lse_at(bh, 2 * slice));
+    const bool last = scoring_left[bh].fetch_sub(1, std::memory_order_acq_rel) == 1;
+    if (last) finish_normalizers(bh);
+    part_done(kNormalizers);
+    if (!last || !rank_while_scoring) return;
+    Stage1GroupSum(mk, sq[bh], scores[bh], 0, levels[bh].nvis1, group_scores[bh]);
+    part_done(kGroupSum);
+    rank(bh);
+    part_done(kTopK);
+  });
+  double KernelProfile::*const slots[] = {&KernelProfile::score_ms, &KernelProfile::lse_ms,
+                                          &KernelProfile::group_sum_ms, &KernelProfile::topk_ms};
+  phases.MarkParts(slots, parts);
+  if (rank_while_scoring) return;
+  std::vector<std::atomic<int64_t>> summing_left(static_cast<size_t>(BH));
+  for (auto& left : summing_left) left.store(S, std::memory_order_relaxed);
   PartTimes sum_parts(c.profile, static_cast<size_t>(BH * S));
   pf(static_cast<size_t>(BH * S), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
@@ -173,11 +197,7 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
     Stage1GroupSum(mk, sq[bh], scores[bh], j0, j1, group_scores[bh]);
     const auto summed = sum_parts.Now();
-    if (slices_left[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::vector<uint64_t> candidates;
-      const int64_t pos = c.Past(bh / Hkv);
-      lens[bh] = SelectFromScores(c.rules, pos, group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
-    }
+    if (summing_left[bh].fetch_sub(1, std::memory_order_acq_rel) == 1) rank(bh);
     sum_parts.Record(item, start, summed);
   });
   phases.MarkSplit(&KernelProfile::group_sum_ms, &KernelProfile::topk_ms, sum_parts.FirstShare());

@@ -113,7 +113,8 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
 
 // The same steps for the one token of each (b, h) of a decode step with needs_stage1[bh] set, each
 // step split into DecodeSlices(BH) slices of the windows that run in parallel (the normalizers'
-// partials merged in between), so that every thread works. Writes lens[bh] and the list at
+// partials merged, and with at least as many (b, h) as cores the blocks ranked, by the last slice
+// of each (b, h) to be scored), so that every thread works. Writes lens[bh] and the list at
 // lists + bh * budget.
 template <typename T>
 void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,

@@ -19,6 +19,21 @@ class StageTimer {
     p_->*slot += std::chrono::duration<double, std::milli>(now - last_).count();
     last_ = now;
   }
+  // The time since the last mark split over slots[i] by part i's share of `parts` (a phase that
+  // recorded nothing: all of it to the first slot).
+  template <class Parts, size_t N>
+  void MarkParts(double KernelProfile::*const (&slots)[N], const Parts& parts) {
+    if (p_ == nullptr) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    double given = 0;
+    for (size_t i = 1; i < N; ++i) {
+      p_->*slots[i] += ms * parts.Share(i);
+      given += ms * parts.Share(i);
+    }
+    p_->*slots[0] += ms - given;
+    last_ = now;
+  }
   // The time since the last mark, `share` of it to `a` and the rest to `b`.
   void MarkSplit(double KernelProfile::*a, double KernelProfile::*b, double share) {
     if (p_ == nullptr) return;
@@ -34,31 +49,37 @@ class StageTimer {
   std::chrono::steady_clock::time_point last_;
 };
 
-// Profiling of a parallel phase whose items each run two parts: every item's time in each part,
-// so that the phase's wall time can be split in proportion (StageTimer::MarkSplit). Free (no
-// clock reads) when no profile is given.
+// Profiling of a parallel phase whose items run several parts: every item's time in each part,
+// so that the phase's wall time can be split in proportion (StageTimer::MarkSplit, MarkParts). Free
+// (no clock reads) when no profile is given.
 class PartTimes {
  public:
   using Clock = std::chrono::steady_clock;
-  PartTimes(const KernelProfile* p, size_t items) : ms_(p != nullptr ? 2 * items : 0, 0.0) {}
+  PartTimes(const KernelProfile* p, size_t items, size_t parts = 2)
+      : parts_(parts), ms_(p != nullptr ? parts * items : 0, 0.0) {}
   Clock::time_point Now() const { return ms_.empty() ? Clock::time_point{} : Clock::now(); }
+  // Item `item` spent [from, to) in part `part`.
+  void Add(size_t item, size_t part, Clock::time_point from, Clock::time_point to) {
+    if (!ms_.empty()) ms_[item * parts_ + part] += std::chrono::duration<double, std::milli>(to - from).count();
+  }
   // Item `item` ran its first part from `start` to `mid` and its second from `mid` to now.
   void Record(size_t item, Clock::time_point start, Clock::time_point mid) {
-    if (ms_.empty()) return;
-    ms_[2 * item] = std::chrono::duration<double, std::milli>(mid - start).count();
-    ms_[2 * item + 1] = std::chrono::duration<double, std::milli>(Clock::now() - mid).count();
+    Add(item, 0, start, mid);
+    Add(item, 1, mid, Now());
   }
-  // The first part's share of all the items' time (0 when none was recorded).
-  double FirstShare() const {
-    double first = 0, second = 0;
-    for (size_t i = 0; i < ms_.size(); i += 2) {
-      first += ms_[i];
-      second += ms_[i + 1];
+  // Part `part`'s share of all the items' time (0 when none was recorded).
+  double Share(size_t part) const {
+    double mine = 0, all = 0;
+    for (size_t i = 0; i < ms_.size(); ++i) {
+      all += ms_[i];
+      if (i % parts_ == part) mine += ms_[i];
     }
-    return first + second > 0 ? first / (first + second) : 0.0;
+    return all > 0 ? mine / all : 0.0;
   }
+  double FirstShare() const { return Share(0); }
 
  private:
+  size_t parts_;
   std::vector<double> ms_;
 };
 
