@@ -162,7 +162,17 @@ void RunDecode(const Call<T>& c, const ParallelFor& pf) {
     dense_lo[bh] = tp.dense_lo;
     needs_stage1[bh] = tp.needs_stage1;
   }
-  SelectDecodeSliced(c, mk, pf, ck, q_rows, needs_stage1, lists.data(), lens.data());
+  // With at least as many (b, h) as cores, each attends as soon as its list is final, in the
+  // selection's phase (no barrier between the stages); else the attention is sliced after it.
+  const std::function<void(int64_t)> attend = [&](int64_t bh) {
+    WriteSelection(c, bh, 0, lens[bh], lists.data() + bh * K);
+    AttendDecodeWhole(c, mk, q_rows[bh], bh, lens[bh], dense_lo[bh], lists.data() + bh * K);
+  };
+  double attend_ms = 0;
+  if (SelectDecodeSliced(c, mk, pf, ck, q_rows, needs_stage1, lists.data(), lens.data(), &attend, &attend_ms)) {
+    timer.MarkMoving(&KernelProfile::select_ms, &KernelProfile::attend_ms, attend_ms);
+    return;
+  }
   timer.Mark(&KernelProfile::select_ms);
   for (int64_t bh = 0; bh < BH; ++bh) WriteSelection(c, bh, 0, lens[bh], lists.data() + bh * K);
   AttendDecodeSliced(c, mk, pf, q_rows, lens.data(), dense_lo.data(), lists.data());

@@ -241,6 +241,51 @@ void MergePartials(const float* m, const float* l, const float* acc, int64_t par
   }
 }
 
+namespace {
+
+// Slice `slice` of `slices` of the blocks `u` of (b, h) = bh: its softmax state into st.
+template <typename T>
+void AttendDecodeSlice(const Call<T>& c, const Microkernels& mk, const QueryRows& q, int64_t bh,
+                       const std::vector<int32_t>& u, int64_t slice, int64_t slices, int64_t len, int64_t dense_lo,
+                       RowStates& st) {
+  const int64_t Hkv = c.p.kv_num_heads;
+  const int64_t n = static_cast<int64_t>(u.size());
+  const int64_t lo = n * slice / slices, hi = n * (slice + 1) / slices;
+  st.Reset(c.p.group, c.p.head_size);
+  Scratch sc;
+  TokenBlocks tb;
+  tb.list = {u.data()};
+  tb.len = {len < 0 ? -1 : n};
+  tb.dense_lo = {dense_lo};
+  AttendWork w;
+  w.b = bh / Hkv;
+  w.h = bh % Hkv;
+  w.t0 = 0;
+  w.t1 = 1;
+  w.q = q;
+  w.blocks = u.data() + lo;
+  w.n_blocks = hi - lo;
+  w.tokens = &tb;
+  AttendBlocks(c, mk, w, st, sc);
+}
+
+}  // namespace
+
+template <typename T>
+void AttendDecodeWhole(const Call<T>& c, const Microkernels& mk, const QueryRows& q, int64_t bh, int64_t len,
+                       int64_t dense_lo, const int32_t* list) {
+  const int64_t G = c.p.group, D = c.p.head_size;
+  if (len == 0) {
+    const std::vector<float> l(static_cast<size_t>(G), 0.0f), acc(static_cast<size_t>(G * D), 0.0f);
+    WriteRows(c, bh, 0, l.data(), acc.data());
+    return;
+  }
+  const std::vector<int32_t> u = BlocksOf(len, dense_lo, c.Past(bh / c.p.kv_num_heads), c.a.block_size, list);
+  RowStates st;
+  AttendDecodeSlice(c, mk, q, bh, u, 0, 1, len, dense_lo, st);
+  WriteRows(c, bh, 0, st.l.data(), st.acc.data());
+}
+
 template <typename T>
 void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
                         const std::vector<QueryRows>& q_rows, const int64_t* lens, const int64_t* dense_lo,
@@ -267,26 +312,8 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
     if (slice >= slices[bh]) return;
     if (lens[bh] != 0) {
-      const auto& u = union_blocks[bh];
-      const int64_t n = static_cast<int64_t>(u.size());
-      const int64_t lo = n * slice / slices[bh], hi = n * (slice + 1) / slices[bh];
       RowStates st;
-      st.Reset(G, D);
-      Scratch sc;
-      TokenBlocks tb;
-      tb.list = {u.data()};
-      tb.len = {lens[bh] < 0 ? -1 : n};
-      tb.dense_lo = {dense_lo[bh]};
-      AttendWork w;
-      w.b = bh / Hkv;
-      w.h = bh % Hkv;
-      w.t0 = 0;
-      w.t1 = 1;
-      w.q = q_rows[bh];
-      w.blocks = u.data() + lo;
-      w.n_blocks = hi - lo;
-      w.tokens = &tb;
-      AttendBlocks(c, mk, w, st, sc);
+      AttendDecodeSlice(c, mk, q_rows[bh], bh, union_blocks[bh], slice, slices[bh], lens[bh], dense_lo[bh], st);
       std::copy(st.m.begin(), st.m.begin() + G, part_m.begin() + item * G);
       std::copy(st.l.begin(), st.l.begin() + G, part_l.begin() + item * G);
       std::copy(st.acc.begin(), st.acc.end(), part_acc.begin() + item * G * D);
@@ -302,10 +329,12 @@ void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   });
 }
 
-#define INFLLMV2_BLOCK_ATTENTION(T)                                                                            \
-  template void AttendBlocks<T>(const Call<T>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&); \
-  template void WriteRows<T>(const Call<T>&, int64_t, int64_t, const float*, const float*);                    \
-  template void AttendDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                 \
+#define INFLLMV2_BLOCK_ATTENTION(T)                                                                                    \
+  template void AttendBlocks<T>(const Call<T>&, const Microkernels&, const AttendWork&, RowStates&, Scratch&);         \
+  template void WriteRows<T>(const Call<T>&, int64_t, int64_t, const float*, const float*);                            \
+  template void AttendDecodeWhole<T>(const Call<T>&, const Microkernels&, const QueryRows&, int64_t, int64_t, int64_t, \
+                                     const int32_t*);                                                                  \
+  template void AttendDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                         \
                                       const std::vector<QueryRows>&, const int64_t*, const int64_t*, const int32_t*);
 INFLLMV2_BLOCK_ATTENTION(float)
 INFLLMV2_BLOCK_ATTENTION(Float16)

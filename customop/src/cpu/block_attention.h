@@ -79,6 +79,12 @@ void MergePartials(const float* m, const float* l, const float* acc, int64_t par
 // dense from dense_lo[bh]; 0: padding, zero rows; else the list at lists + bh * budget), the
 // blocks split into up to DecodeSlices(BH) slices of at least kMinBlocksPerSlice run in parallel,
 // then merged. Writes the output rows.
+// The same for one (b, h) = bh with all its blocks in one go (one slice, no merge), on the calling
+// thread: a decode step with at least as many (b, h) as cores attends each as its selection ends.
+template <typename T>
+void AttendDecodeWhole(const Call<T>& c, const Microkernels& mk, const QueryRows& q, int64_t bh, int64_t len,
+                       int64_t dense_lo, const int32_t* list);
+
 template <typename T>
 void AttendDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
                         const std::vector<QueryRows>& q_rows, const int64_t* lens, const int64_t* dense_lo,

@@ -88,19 +88,19 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
 }
 
 template <typename T>
-void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
                         const std::vector<CompressedKeys>& ck, const std::vector<QueryRows>& q_rows,
-                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens) {
+                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens,
+                        const std::function<void(int64_t)>* attend, double* attend_ms) {
   const auto& a = c.a;
   const auto& p = c.p;
   const int64_t Hkv = p.kv_num_heads, G = p.group, D = p.head_size, K = p.budget, BH = p.batch * Hkv;
   // Contexts within the budget take every block without scoring: no parallel phases to hand out.
-  if (std::find(needs_stage1.begin(), needs_stage1.end(), char{1}) == needs_stage1.end()) return;
+  if (std::find(needs_stage1.begin(), needs_stage1.end(), char{1}) == needs_stage1.end()) return false;
   // Raw scores and group sums in slices of the windows; the normalizers' partials with the scores,
-  // merged by the last slice of each (b, h) to be scored. The scores are written in full before they are read (no zero fill). The
-  // scores and group sums of every (b, h) share one buffer that the calling thread keeps between
-  // steps (ReusedScratch): no fresh pages per step.
-  // Per (b, h): ws x n1 scores, then n1 group sums.
+  // merged by the last slice of each (b, h) to be scored. The scores are written in full before they are read (no zero
+  // fill). The scores and group sums of every (b, h) share one buffer that the calling thread keeps between steps
+  // (ReusedScratch): no fresh pages per step. Per (b, h): ws x n1 scores, then n1 group sums.
   std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
   std::vector<size_t> at(static_cast<size_t>(BH), 0);
   std::vector<QueryLanes> sq(static_cast<size_t>(BH));
@@ -150,23 +150,31 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   };
   // One phase where there are at least as many (b, h) as cores: the last slice of a (b, h) to be
   // scored (its acquire of the countdown sees every slice's scores) finishes its normalizers, sums
-  // all its windows and ranks its blocks. Fewer (b, h): that slice finishes the normalizers, then a
+  // all its windows, ranks its blocks and, given `attend`, attends with them (a (b, h) without
+  // stage 1: its first slice attends). Fewer (b, h): that slice finishes the normalizers, then a
   // second phase sums the windows in slices, and the last slice of a (b, h) to finish ranks its
   // blocks. Either way no stage waits on a hand-off of its own.
   const bool rank_while_scoring = BH >= Cores();
-  enum Part : size_t { kScore, kNormalizers, kGroupSum, kTopK };
+  const bool fused = rank_while_scoring && attend != nullptr;
+  enum Part : size_t { kScore, kNormalizers, kGroupSum, kTopK, kAttend };
   std::vector<std::atomic<int64_t>> scoring_left(static_cast<size_t>(BH));
   for (auto& left : scoring_left) left.store(S, std::memory_order_relaxed);
-  PartTimes parts(c.profile, static_cast<size_t>(BH * S), 4);
+  PartTimes parts(c.profile, static_cast<size_t>(BH * S), 5);
   pf(static_cast<size_t>(BH * S), [&](size_t item) {
     const int64_t bh = static_cast<int64_t>(item) / S, slice = static_cast<int64_t>(item) % S;
-    if (!needs_stage1[bh]) return;
     auto t = parts.Now();
     auto part_done = [&](Part part) {
       const auto now = parts.Now();
       parts.Add(item, part, t, now);
       t = now;
     };
+    if (!needs_stage1[bh]) {
+      if (fused && slice == 0) {
+        (*attend)(bh);
+        part_done(kAttend);
+      }
+      return;
+    }
     const auto [j0, j1] = slice_range(levels[bh].nvis1, slice);
     Stage1Scores(mk, sq[bh], ck[bh], j0, j1, D, p.scale, scores[bh]);
     part_done(kScore);
@@ -182,11 +190,15 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     part_done(kGroupSum);
     rank(bh);
     part_done(kTopK);
+    if (!fused) return;
+    (*attend)(bh);
+    part_done(kAttend);
   });
   double KernelProfile::*const slots[] = {&KernelProfile::score_ms, &KernelProfile::lse_ms,
-                                          &KernelProfile::group_sum_ms, &KernelProfile::topk_ms};
-  phases.MarkParts(slots, parts);
-  if (rank_while_scoring) return;
+                                          &KernelProfile::group_sum_ms, &KernelProfile::topk_ms, nullptr};
+  const double attended = phases.MarkParts(slots, parts);
+  if (attend_ms != nullptr) *attend_ms = attended;
+  if (rank_while_scoring) return fused;
   std::vector<std::atomic<int64_t>> summing_left(static_cast<size_t>(BH));
   for (auto& left : summing_left) left.store(S, std::memory_order_relaxed);
   PartTimes sum_parts(c.profile, static_cast<size_t>(BH * S));
@@ -201,15 +213,17 @@ void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     sum_parts.Record(item, start, summed);
   });
   phases.MarkSplit(&KernelProfile::group_sum_ms, &KernelProfile::topk_ms, sum_parts.FirstShare());
+  return false;
 }
 
 #define INFLLMV2_SELECTION(T)                                                                                        \
   template void BuildCompressedKeys<T>(const Call<T>&, int64_t, int64_t, bool, CompressedKeys&);                     \
   template int64_t SelectToken<T>(const Call<T>&, const Microkernels&, const CompressedKeys&, const float*, int64_t, \
                                   int64_t, TokenStage1Scratch&, int32_t*);                                           \
-  template void SelectDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                       \
+  template bool SelectDecodeSliced<T>(const Call<T>&, const Microkernels&, const ParallelFor&,                       \
                                       const std::vector<CompressedKeys>&, const std::vector<QueryRows>&,             \
-                                      const std::vector<char>&, int32_t*, int64_t*);
+                                      const std::vector<char>&, int32_t*, int64_t*,                                  \
+                                      const std::function<void(int64_t)>*, double*);
 INFLLMV2_SELECTION(float)
 INFLLMV2_SELECTION(Float16)
 

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "cpu/call_context.h"
@@ -115,10 +116,14 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
 // step split into DecodeSlices(BH) slices of the windows that run in parallel (the normalizers'
 // partials merged, and with at least as many (b, h) as cores the blocks ranked, by the last slice
 // of each (b, h) to be scored), so that every thread works. Writes lens[bh] and the list at
-// lists + bh * budget.
+// lists + bh * budget. Given `attend` and at least as many (b, h) as cores, the same phase calls
+// attend(bh) for every (b, h) once its list is final (on the thread that made it), books the time
+// spent there in *attend_ms (profiling; not in the selection parts) and returns true; else false
+// (the caller attends).
 template <typename T>
-void SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
+bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const ParallelFor& pf,
                         const std::vector<CompressedKeys>& ck, const std::vector<QueryRows>& q_rows,
-                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens);
+                        const std::vector<char>& needs_stage1, int32_t* lists, int64_t* lens,
+                        const std::function<void(int64_t)>* attend = nullptr, double* attend_ms = nullptr);
 
 }  // namespace infllmv2::cpu

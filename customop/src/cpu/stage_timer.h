@@ -20,18 +20,33 @@ class StageTimer {
     last_ = now;
   }
   // The time since the last mark split over slots[i] by part i's share of `parts` (a phase that
-  // recorded nothing: all of it to the first slot).
+  // recorded nothing: all of it to the first slot). A null slot's time is not added: it is returned,
+  // for the caller to book.
   template <class Parts, size_t N>
-  void MarkParts(double KernelProfile::*const (&slots)[N], const Parts& parts) {
+  double MarkParts(double KernelProfile::*const (&slots)[N], const Parts& parts) {
+    if (p_ == nullptr) return 0.0;
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    double given = 0, returned = 0;
+    for (size_t i = 1; i < N; ++i) {
+      const double part = ms * parts.Share(i);
+      given += part;
+      if (slots[i] != nullptr)
+        p_->*slots[i] += part;
+      else
+        returned += part;
+    }
+    p_->*slots[0] += ms - given;
+    last_ = now;
+    return returned;
+  }
+  // The time since the last mark to `a`, less `ms_to_b` of it, which goes to `b`.
+  void MarkMoving(double KernelProfile::*a, double KernelProfile::*b, double ms_to_b) {
     if (p_ == nullptr) return;
     const auto now = std::chrono::steady_clock::now();
     const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
-    double given = 0;
-    for (size_t i = 1; i < N; ++i) {
-      p_->*slots[i] += ms * parts.Share(i);
-      given += ms * parts.Share(i);
-    }
-    p_->*slots[0] += ms - given;
+    p_->*a += ms - ms_to_b;
+    p_->*b += ms_to_b;
     last_ = now;
   }
   // The time since the last mark, `share` of it to `a` and the rest to `b`.
