@@ -313,62 +313,74 @@ TEST(Microkernels, Stage1LseAndGroupSumMatchDoubles) {
 TEST(Microkernels, KeyMajorSoftmaxUpdateAndAccumulateMatchDoubles) {
   for (const Microkernels* mk : Levels()) {
     SCOPED_TRACE(mk->isa);
-    for (int ranges = 0; ranges < 2; ++ranges) {
-      SCOPED_TRACE(ranges);
-      const int64_t d = 40, heads = mk->width + 5, gw = (heads + mk->width - 1) / mk->width * mk->width;
-      const int n = 50;
-      std::vector<int32_t> lo(static_cast<size_t>(gw), 2), hi(static_cast<size_t>(gw), 45);
-      if (ranges == 1)
-        for (int64_t g = 0; g < gw; ++g) {
-          lo[g] = static_cast<int32_t>(g % 7);
-          hi[g] = g % 5 == 3 ? lo[g] : static_cast<int32_t>(std::min<int64_t>(n, 20 + 3 * g));
+    // Row strides: several vectors of heads (W + 5 heads), and the compact ones of the few-rows
+    // path (gw = 1, 2, 4, 8 below the width, its heads gw or gw - 1: padding rows see nothing).
+    std::vector<std::pair<int64_t, int64_t>> layouts{
+        {(mk->width + 5 + mk->width - 1) / mk->width * mk->width, mk->width + 5}};
+    for (int64_t ws = 1; ws < mk->width; ws *= 2) layouts.push_back({ws, ws > 1 && ws % 4 == 0 ? ws - 1 : ws});
+    for (const auto& [gw, heads] : layouts)
+      for (int ranges = 0; ranges < 2; ++ranges) {
+        SCOPED_TRACE("gw " + std::to_string(gw) + " ranges " + std::to_string(ranges));
+        const int64_t d = 40;
+        const int n = 50;
+        std::vector<int32_t> lo(static_cast<size_t>(gw), 2), hi(static_cast<size_t>(gw), 45);
+        if (ranges == 1)
+          for (int64_t g = 0; g < gw; ++g) {
+            lo[g] = static_cast<int32_t>(g % 7);
+            hi[g] = g % 5 == 3 ? lo[g] : static_cast<int32_t>(std::min<int64_t>(n, 20 + 3 * g));
+          }
+        if (ranges == 1 && heads > 2) lo[2] = 0, hi[2] = n;
+        auto x = Random(static_cast<size_t>(kBlockKeys * gw), 11, -3.0f, 3.0f);
+        x[4 * gw + 0] = -std::numeric_limits<float>::infinity();
+        if (heads > 1) x[5 * gw + 1] = -95.0f;  // exp underflows to 0 after the shift
+        if (heads > 2) x[6 * gw + 2] = -88.0f;
+        const auto x0 = x;
+        const auto v = Random(static_cast<size_t>(n * d), 12);
+        std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()),
+            l(static_cast<size_t>(gw), 0.0f);
+        m[0] = 10.0f;  // head 0: running max above every score, no rescale
+        l[0] = 1.5f;
+        if (heads > 1) m[1] = 0.25f, l[1] = 2.0f;
+        auto acc = Random(static_cast<size_t>(heads * d), 13);
+        const auto acc0 = acc;
+        const auto m0 = m, l0 = l;
+        mk->softmax_update_key_major(x.data(), gw, lo.data(), hi.data(), m.data(), l.data(), acc.data(), heads, d,
+                                     false);
+        for (int64_t g = 0; g < heads; ++g) {
+          double mx = m0[g];
+          for (int j = lo[g]; j < hi[g]; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
+          ASSERT_EQ(m[g], static_cast<float>(mx)) << "g=" << g;
+          const double corr = std::isinf(m0[g]) ? (std::isinf(mx) ? 1.0 : 0.0) : std::exp(m0[g] - mx);
+          double want_l = l0[g] * corr;
+          for (int j = 0; j < kBlockKeys; ++j) {
+            const double arg = x0[j * gw + g] - static_cast<float>(mx);  // the kernel subtracts in fp32
+            const double e = j >= lo[g] && j < hi[g] && arg >= -87.0 ? std::exp(arg) : 0.0;
+            want_l += e;
+            if (e == 0.0)
+              ASSERT_EQ(x[j * gw + g], 0.0f) << "g=" << g << " j=" << j;
+            else
+              ASSERT_NEAR(x[j * gw + g], e, 2e-7 * e) << "g=" << g << " j=" << j;
+          }
+          ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "g=" << g;
+          for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[g * d + i], acc0[g * d + i] * corr, 1e-6);
         }
-      if (ranges == 1) lo[2] = 0, hi[2] = n;
-      auto x = Random(static_cast<size_t>(kBlockKeys * gw), 11, -3.0f, 3.0f);
-      x[4 * gw + 0] = -std::numeric_limits<float>::infinity();
-      x[5 * gw + 1] = -95.0f;  // exp underflows to 0 after the shift
-      x[6 * gw + 2] = -88.0f;
-      const auto x0 = x;
-      const auto v = Random(static_cast<size_t>(n * d), 12);
-      std::vector<float> m(static_cast<size_t>(gw), -std::numeric_limits<float>::infinity()),
-          l(static_cast<size_t>(gw), 0.0f);
-      m[0] = 10.0f;  // head 0: running max above every score, no rescale
-      l[0] = 1.5f;
-      m[1] = 0.25f;
-      l[1] = 2.0f;
-      auto acc = Random(static_cast<size_t>(heads * d), 13);
-      const auto acc0 = acc;
-      const auto m0 = m, l0 = l;
-      mk->softmax_update_key_major(x.data(), gw, lo.data(), hi.data(), m.data(), l.data(), acc.data(), heads, d, false);
-      for (int64_t g = 0; g < heads; ++g) {
-        double mx = m0[g];
-        for (int j = lo[g]; j < hi[g]; ++j) mx = std::max(mx, static_cast<double>(x0[j * gw + g]));
-        ASSERT_EQ(m[g], static_cast<float>(mx)) << "g=" << g;
-        const double corr = std::isinf(m0[g]) ? (std::isinf(mx) ? 1.0 : 0.0) : std::exp(m0[g] - mx);
-        double want_l = l0[g] * corr;
-        for (int j = 0; j < kBlockKeys; ++j) {
-          const double arg = x0[j * gw + g] - static_cast<float>(mx);  // the kernel subtracts in fp32
-          const double e = j >= lo[g] && j < hi[g] && arg >= -87.0 ? std::exp(arg) : 0.0;
-          want_l += e;
-          if (e == 0.0)
-            ASSERT_EQ(x[j * gw + g], 0.0f) << "g=" << g << " j=" << j;
-          else
-            ASSERT_NEAR(x[j * gw + g], e, 2e-7 * e) << "g=" << g << " j=" << j;
+        const auto before = acc;
+        for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
+          mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)),
+                         x.data() + g0, 1, gw, v.data(), n, d, v.data(), 5);  // a prefetch stream changes no result
+        for (int64_t g = 0; g < heads; ++g)
+          for (int64_t i = 0; i < d; ++i) {
+            double want = before[g * d + i];
+            for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
+            ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
+          }
+        // Padding rows of a compact layout: their scores become 0, their states stay as they were.
+        for (int64_t g = heads; g < gw && gw < mk->width; ++g) {
+          for (int j = 0; j < kBlockKeys; ++j) ASSERT_EQ(x[j * gw + g], 0.0f) << "padding row " << g;
+          ASSERT_EQ(m[g], m0[g]);
+          ASSERT_EQ(l[g], l0[g]);
         }
-        ASSERT_NEAR(l[g], want_l, 1e-5 * want_l) << "g=" << g;
-        for (int64_t i = 0; i < d; ++i) ASSERT_NEAR(acc[g * d + i], acc0[g * d + i] * corr, 1e-6);
       }
-      const auto before = acc;
-      for (int64_t g0 = 0; g0 < heads; g0 += kMaxRows)
-        mk->accumulate(acc.data() + g0 * d, d, static_cast<int>(std::min<int64_t>(kMaxRows, heads - g0)), x.data() + g0,
-                       1, gw, v.data(), n, d, v.data(), 5);  // a prefetch stream changes no result
-      for (int64_t g = 0; g < heads; ++g)
-        for (int64_t i = 0; i < d; ++i) {
-          double want = before[g * d + i];
-          for (int j = 0; j < n; ++j) want += static_cast<double>(x[j * gw + g]) * v[j * d + i];
-          ASSERT_NEAR(acc[g * d + i], want, 1e-5) << "g=" << g << " i=" << i;
-        }
-    }
   }
 }
 

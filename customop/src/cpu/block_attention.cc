@@ -28,12 +28,12 @@ inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const
 }
 inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const float* k, int n, int64_t d,
                              float scale, float* out, const void* pf, int64_t pf_lines) {
-  mk.scores_few_rows(ql.rows_major.data(), static_cast<int>(ql.rows), k, n, d, scale, out, ql.gw, pf, pf_lines);
+  mk.scores_few_rows(ql.rows_major.data(), static_cast<int>(ql.rows), k, n, d, scale, out, ql.ws, pf, pf_lines);
 }
 inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const Float16* k, int n, int64_t d,
                              float scale, float* out, const void* pf, int64_t pf_lines) {
   mk.scores_few_rows_half(ql.rows_major.data(), static_cast<int>(ql.rows), reinterpret_cast<const uint16_t*>(k), n, d,
-                          scale, out, ql.gw, pf, pf_lines);
+                          scale, out, ql.ws, pf, pf_lines);
 }
 inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
                            int64_t pk, const float* v, int n, int64_t d, const void* pf, int64_t pf_lines) {
@@ -172,8 +172,10 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
           mk.scores_key_major(ql.qt.data() + r0 * D, W, kf, n, D, p.scale, x, next_k, pf_lines);
         else
           ScoreTile(mk, ql.qt.data() + r0 * D, W, keys + x0 * D, n, D, p.scale, x, next_k, pf_lines);
-        Softcap(a.softcap, x, n * W);
-        mk.softmax_update_key_major(x, W, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0, st.l.data() + r0,
+        // Few rows: compact scores, ws floats a key (QueryLanes::ws), W / ws keys a vector.
+        const int64_t xs = few ? ql.ws : W;
+        Softcap(a.softcap, x, n * xs);
+        mk.softmax_update_key_major(x, xs, sc.lo.data() + r0, sc.hi.data() + r0, st.m.data() + r0, st.l.data() + r0,
                                     acc_of_vectors + r0 * D, r_end - r0, D, lanes);
         if (lanes) {  // the whole vector in one call (lanes that see no key here have p = 0)
           if (vf != nullptr)
@@ -191,11 +193,11 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
           while (r1 < r_end && r1 - r < kMaxRows && sc.hi[r1] > sc.lo[r1]) ++r1;
           const int64_t v_lines = std::min(v_left, (pf_lines + v_calls - 1) / v_calls);
           if (vf != nullptr)
-            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vf, n, D, v_at,
+            mk.accumulate(st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, xs, vf, n, D, v_at,
                           v_lines);
           else
-            AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, W, vals + x0 * D, n,
-                           D, v_at, v_lines);
+            AccumulateTile(mk, st.acc.data() + r * D, D, static_cast<int>(r1 - r), x + (r - r0), 1, xs, vals + x0 * D,
+                           n, D, v_at, v_lines);
           v_at += 64 * v_lines;
           v_left -= v_lines;
           r = r1;
