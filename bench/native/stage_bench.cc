@@ -1,8 +1,10 @@
 // Stage split of one SwitchableAttention call on the CPU kernel (no ONNX Runtime): prepare,
 // compression, selection, attention; median over repeats. Used by `infllmv2 bench`.
 //   infllmv2_stage_bench decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D]
-//                        [--kv-heads H] [--dtype fp32|fp16] [--cold] [--threads N]
+//                        [--kv-heads H] [--dtype fp32|fp16] [--cold] [--huge-pages] [--threads N]
 // --threads N runs the kernel on N threads (default: every core).
+// --huge-pages puts the decode caches (K, V, compressed keys) in 2 MiB-aligned buffers advised for
+// transparent huge pages, as the session wrapper allocates them (Session/CacheTensor.cs).
 // --cold reads 128 MiB before each timed call, so that the call finds none of its data in the
 // caches (as in a model whose other layers ran in between).
 // Prints one JSON object per run.
@@ -15,12 +17,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "common/call_rules.h"
 #include "common/check_inputs.h"
@@ -179,9 +186,24 @@ double Median(std::vector<double> v) {
 
 }  // namespace
 
+// A copy of `v` in a 2 MiB-aligned buffer advised for transparent huge pages (Linux), owned by `keep`.
+template <typename T>
+T* HugePageCopy(const std::vector<T>& v, std::vector<std::unique_ptr<void, void (*)(void*)>>& keep) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t bytes = (v.size() * sizeof(T) + kHuge - 1) / kHuge * kHuge;
+  void* p = std::aligned_alloc(kHuge, bytes);
+  if (p == nullptr) throw std::bad_alloc();
+  keep.emplace_back(p, &std::free);
+#if defined(__linux__)
+  madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  std::memcpy(p, v.data(), v.size() * sizeof(T));
+  return static_cast<T*>(p);
+}
+
 template <typename T>
 int RunCase(const std::string& phase, int64_t length, const std::string& mode, int repeat, int64_t G, int64_t D,
-            int64_t Hkv, bool cold) {
+            int64_t Hkv, bool cold, bool huge_pages) {
   const bool decode = phase == "decode";
   const int64_t S = decode ? 1 : length;
   AttentionAttributes a;
@@ -227,9 +249,10 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
   d.seqlens_k = seqlens.data();
   d.output = out.data();
   std::vector<T> present_k, present_v, compressed(static_cast<size_t>(windows * Hkv * D));
+  std::vector<std::unique_ptr<void, void (*)(void*)>> huge;
   if (decode) {  // shared buffers, as a KV-cache owner runs decode
-    d.past_key = d.present_key = cache_k.data();
-    d.past_value = d.present_value = cache_v.data();
+    d.past_key = d.present_key = huge_pages ? HugePageCopy(cache_k, huge) : cache_k.data();
+    d.past_value = d.present_value = huge_pages ? HugePageCopy(cache_v, huge) : cache_v.data();
     // The state of the past windows: computed once by a first call without state.
     AttentionData<T> init = d;
     AttentionInputs in0 = in;
@@ -242,7 +265,7 @@ int RunCase(const std::string& phase, int64_t length, const std::string& mode, i
       std::fprintf(stderr, "%s\n", err.c_str());
       return 1;
     }
-    d.past_compressed_key = d.present_compressed_key = compressed.data();
+    d.past_compressed_key = d.present_compressed_key = huge_pages ? HugePageCopy(compressed, huge) : compressed.data();
   } else {
     present_k.resize(p.present_capacity * Hkv * D);
     present_v.resize(p.present_capacity * Hkv * D);
@@ -307,7 +330,7 @@ int main(int argc, char** argv) {
   if (argc < 3) {
     std::fprintf(stderr,
                  "usage: %s decode|prefill LENGTH [--mode dense|sparse] [--repeat N] [--heads G] [--head-size D] "
-                 "[--kv-heads H] [--dtype fp32|fp16] [--cold] [--threads N]\n",
+                 "[--kv-heads H] [--dtype fp32|fp16] [--cold] [--huge-pages] [--threads N]\n",
                  argv[0]);
     return 2;
   }
@@ -316,12 +339,12 @@ int main(int argc, char** argv) {
   std::string mode = "sparse";
   int repeat = 5;
   int64_t G = 16, D = 128, Hkv = 1;  // G query heads per KV head
-  bool cold = false;
+  bool cold = false, huge_pages = false;
   std::string dtype = "fp32";
   for (int i = 3; i < argc; i += 2) {
     const std::string k = argv[i];
-    if (k == "--cold") {
-      cold = true;
+    if (k == "--cold" || k == "--huge-pages") {
+      (k == "--cold" ? cold : huge_pages) = true;
       --i;
       continue;
     }
@@ -354,6 +377,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bad arguments\n");
     return 2;
   }
-  return dtype == "fp16" ? RunCase<Float16>(phase, length, mode, repeat, G, D, Hkv, cold)
-                         : RunCase<float>(phase, length, mode, repeat, G, D, Hkv, cold);
+  return dtype == "fp16" ? RunCase<Float16>(phase, length, mode, repeat, G, D, Hkv, cold, huge_pages)
+                         : RunCase<float>(phase, length, mode, repeat, G, D, Hkv, cold, huge_pages);
 }

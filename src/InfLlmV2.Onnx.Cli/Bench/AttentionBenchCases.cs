@@ -3,7 +3,9 @@ using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
 using InfLlmV2.Onnx.Models;
+using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InfLlmV2.Onnx.Cli.Bench;
 
@@ -62,6 +64,7 @@ internal static class AttentionBenchCases
         private readonly InferenceSession _s;
         private readonly List<string> _names = [], _outNames = [];
         private readonly List<OrtValue> _values = [], _outValues = [], _owned = [];
+        private readonly List<CacheTensor> _caches = [];
         private readonly float[] _key;
         private readonly OrtValue _cacheK, _cacheV;
 
@@ -86,8 +89,19 @@ internal static class AttentionBenchCases
             var v = Random(batch * hkv * d, 5);
             var output = new float[batch * g * hkv * d];
             _key = key;
-            var cacheK = caches?._cacheK ?? Tensor(key, [batch, hkv, ctx, d]);
-            var cacheV = caches?._cacheV ?? Tensor(value, [batch, hkv, ctx, d]);
+            // The caches as the session wrapper allocates them (native, huge pages where given).
+            OrtValue Cache(float[] data, long[] shape)
+            {
+                var t = new CacheTensor(fp16 ? TensorElementType.Float16 : TensorElementType.Float, shape);
+                _caches.Add(t);
+                if (fp16)
+                    data.Select(x => (Float16)x).ToArray().CopyTo(t.Value.GetTensorMutableDataAsSpan<Float16>());
+                else
+                    data.CopyTo(t.Value.GetTensorMutableDataAsSpan<float>());
+                return t.Value;
+            }
+            var cacheK = caches?._cacheK ?? Cache(key, [batch, hkv, ctx, d]);
+            var cacheV = caches?._cacheV ?? Cache(value, [batch, hkv, ctx, d]);
             (_cacheK, _cacheV) = (cacheK, cacheV);
             _names.AddRange(["query", "key", "value", "past_key", "past_value", "seqlens_k", "total_sequence_length"]);
             _values.AddRange([Tensor(q, [batch, 1, g * hkv * d]), Tensor(k, [batch, 1, hkv * d]), Tensor(v, [batch, 1, hkv * d]), cacheK, cacheV]);
@@ -113,7 +127,7 @@ internal static class AttentionBenchCases
                         for (int t = 0; t < 32; t++)
                             for (int i = 0; i < d; i++)
                                 state[((b * hkv + h) * windows + j) * d + i] += key[((b * hkv + h) * ctx + j * 16 + t) * d + i] / 32f;
-            var comp = Tensor(state, [batch, hkv, windows, d]);
+            var comp = Cache(state, [batch, hkv, windows, d]);
             _names.Add("past_compressed_key");
             _values.Add(comp);
             _outNames.Add("present_compressed_key");
@@ -129,6 +143,7 @@ internal static class AttentionBenchCases
         public void Dispose()
         {
             foreach (var v in _owned) v.Dispose();
+            foreach (var t in _caches) t.Dispose();
         }
     }
 

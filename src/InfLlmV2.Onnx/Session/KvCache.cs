@@ -72,6 +72,7 @@ internal sealed class SharedKvCache : IKvCache
     // Past i and present i are the same buffer, in PastNames order.
     private readonly OrtValue[] _buffers;
     private readonly List<string> _selectionNames;
+    private readonly List<CacheTensor> _owned = [];
 
     public SharedKvCache(DecoderModel model, int batch, int capacity, bool captureSelection)
     {
@@ -82,7 +83,15 @@ internal sealed class SharedKvCache : IKvCache
         long[] kvShape = [batch, model.KvNumHeads, capacity, model.HeadSize];
         long[] compressedShape = [batch, model.KvNumHeads, model.CompressedKeys(capacity), model.HeadSize];
         int perLayer = model.HasCompressedState ? 3 : 2;
-        _buffers = Enumerable.Range(0, _pastNames.Count).Select(i => Zeros(i % perLayer == 2 ? compressedShape : kvShape)).ToArray();
+        try
+        {
+            _buffers = Enumerable.Range(0, _pastNames.Count).Select(i => Zeros(i % perLayer == 2 ? compressedShape : kvShape)).ToArray();
+        }
+        catch
+        {
+            Dispose();  // the buffers made before the failure
+            throw;
+        }
     }
 
     public float[] Run(StepInputs step, out int vocab, out int[][]? selected)
@@ -126,16 +135,18 @@ internal sealed class SharedKvCache : IKvCache
         return single;
     }
 
+    // Zero-filled native buffers, huge pages where the kernel gives them (CacheTensor).
     private OrtValue Zeros(long[] shape)
     {
-        var v = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, _model.CacheType, shape);
-        v.GetTensorMutableRawData().Clear();
-        return v;
+        var t = new CacheTensor(_model.CacheType, shape);
+        _owned.Add(t);
+        return t.Value;
     }
 
     public void Dispose()
     {
-        foreach (var v in _buffers) v.Dispose();
+        foreach (var t in _owned) t.Dispose();
+        _owned.Clear();
     }
 }
 

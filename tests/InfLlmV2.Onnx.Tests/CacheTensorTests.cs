@@ -1,0 +1,54 @@
+using InfLlmV2.Onnx.Session;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InfLlmV2.Onnx.Tests;
+
+/// <summary>
+/// The session wrapper's KV-cache buffers (Session/CacheTensor.cs): zero-filled native tensors of
+/// the asked shape; large ones 2 MiB-aligned and, on Linux with transparent huge pages built into the
+/// kernel, advised for them.
+/// </summary>
+public class CacheTensorTests
+{
+    [Fact]
+    public void LargeBufferIsZeroedAlignedAndAdvisedForHugePages()
+    {
+        long[] shape = [1, 2, 8192, 64];  // 4 MiB of fp32
+        using var t = new CacheTensor(TensorElementType.Float, shape);
+        Assert.Equal(shape, t.Value.GetTensorTypeAndShape().Shape);
+        Assert.Equal(0L, t.Data.ToInt64() % CacheTensor.HugePageBytes);
+        var data = t.Value.GetTensorMutableDataAsSpan<float>();
+        Assert.Equal(2 * 8192 * 64, data.Length);
+        Assert.True(data.IndexOfAnyExcept(0f) < 0, "the buffer is zero-filled");
+        data[^1] = 3f;  // the whole tensor is writable
+        bool thpInKernel = OperatingSystem.IsLinux() && File.Exists("/sys/kernel/mm/transparent_hugepage/enabled");
+        Assert.Equal(thpInKernel, t.HugePagesAdvised);
+    }
+
+    [Fact]
+    public void SmallFp16BufferIsNotAdvised()
+    {
+        using var t = new CacheTensor(TensorElementType.Float16, [1, 1, 16, 8]);
+        Assert.False(t.HugePagesAdvised);
+        Assert.Equal(128, t.Value.GetTensorMutableDataAsSpan<Float16>().Length);
+        Assert.Equal(0L, t.Data.ToInt64() % 64);
+    }
+
+    [Fact]
+    public void DisposeTwiceIsHarmless()
+    {
+        var t = new CacheTensor(TensorElementType.Float, [1, 1, 4, 4]);
+        t.Dispose();
+        t.Dispose();
+    }
+
+    [Fact]
+    public void UnsupportedTypeAndNegativeShapeAreRefused()
+    {
+        var type = Assert.Throws<ArgumentException>(() => new CacheTensor(TensorElementType.Int32, [1, 1, 4, 4]));
+        Assert.Contains("Int32", type.Message);
+        var shape = Assert.Throws<ArgumentException>(() => new CacheTensor(TensorElementType.Float, [1, -1, 4, 4]));
+        Assert.Contains("negative", shape.Message);
+    }
+}
