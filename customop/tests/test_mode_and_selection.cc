@@ -315,12 +315,7 @@ TEST(CallRules, RankKeyOrder) {
 // selected blocks are init, then the `take` candidates of largest block score (ties: lower block),
 // in block order, then the local blocks.
 TEST(Selection, TopKEqualsASortOfScoreThenLowerBlock) {
-  CallRules r{};
-  r.block_size = 64;
-  r.compress_kernel = 32;
-  r.compress_stride = 16;
-  r.init_blocks = 1;
-  r.local_blocks = 2;
+  CallRules r = RulesFor(AttentionMode::kForceSparse, 0);  // blocks of 64, windows 32 / 16, 1 init, 2 local
   r.budget = 12;
   std::mt19937 rng(5);
   std::vector<uint64_t> scratch;
