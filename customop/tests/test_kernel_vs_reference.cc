@@ -174,6 +174,30 @@ TEST(KernelVsReference, DecodeAtEverySliceCount) {
   unsetenv("INFLLMV2_DECODE_SLICES");
 }
 
+// Whether a decode step runs as one phase (each (b, h) selected and attended by one thread) follows
+// the core count (DecodeOnePhase; INFLLMV2_DECODE_ONE_PHASE forces it): both ways merge to the
+// reference, with one KV head and with three, below and beyond the budget in one ragged batch.
+TEST(KernelVsReference, DecodeInOnePhaseAndInSeveral) {
+  for (const char* one_phase : {"0", "1"}) {
+    SCOPED_TRACE(std::string("INFLLMV2_DECODE_ONE_PHASE=") + one_phase);
+    setenv("INFLLMV2_DECODE_ONE_PHASE", one_phase, 1);
+    for (int64_t kv : {1, 3}) {
+      Case c;
+      c.batch = 2;
+      c.past_capacity = 5000;
+      c.totals = {5000, 300};  // beyond and within the small budget (6 blocks of 64)
+      c.attrs = SmallBudget();
+      c.kv_num_heads = kv;
+      c.num_heads = 4 * kv;
+      c.head_size = 32;
+      c.mode = 2;
+      c.seed = 470 + static_cast<int>(kv);
+      ExpectMatchesReference(c);
+    }
+  }
+  unsetenv("INFLLMV2_DECODE_ONE_PHASE");
+}
+
 TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {
   int i = 0;
   struct Shape {

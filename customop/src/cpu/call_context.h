@@ -31,6 +31,15 @@ inline int64_t Cores() {
   static const int64_t cores = std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   return cores;
 }
+// Whether a decode step over bh_count (b, h) runs as one parallel phase, each (b, h) ranked and
+// attended by the thread that scored its last slice: where there are at least as many (b, h) as
+// cores. From the machine, not the pool, like DecodeSlices. INFLLMV2_DECODE_ONE_PHASE=0 or 1 sets it
+// (tests, A/B).
+inline bool DecodeOnePhase(int64_t bh_count) {
+  if (const char* forced = std::getenv("INFLLMV2_DECODE_ONE_PHASE"))
+    if ((forced[0] == '0' || forced[0] == '1') && forced[1] == '\0') return forced[0] == '1';
+  return bh_count >= Cores();
+}
 inline int64_t DecodeSlices(int64_t bh_count) {
   if (const char* forced = std::getenv("INFLLMV2_DECODE_SLICES")) {
     const long n = std::strtol(forced, nullptr, 10);

@@ -154,7 +154,7 @@ bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   // stage 1: its first slice attends). Fewer (b, h): that slice finishes the normalizers, then a
   // second phase sums the windows in slices, and the last slice of a (b, h) to finish ranks its
   // blocks. Either way no stage waits on a hand-off of its own.
-  const bool rank_while_scoring = BH >= Cores();
+  const bool rank_while_scoring = DecodeOnePhase(BH);
   const bool fused = rank_while_scoring && attend != nullptr;
   enum Part : size_t { kScore, kNormalizers, kGroupSum, kTopK, kAttend };
   std::vector<std::atomic<int64_t>> scoring_left(static_cast<size_t>(BH));
