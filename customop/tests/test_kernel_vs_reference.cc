@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
+#include <initializer_list>
 #include <string>
 
 #include "test_support.h"
@@ -156,10 +158,19 @@ TEST(KernelVsReference, DecodeWithFiveToEightHeadsPerKvHead) {
 // A decode step splits each (b, h)'s stage-1 windows and attended blocks into slices by the core
 // count (DecodeSlices; INFLLMV2_DECODE_SLICES forces it): every slice count merges to the reference,
 // dense and sparse.
+// Runs `body` once with the environment variable `name` set to each of `values` (traced), then
+// unsets it: the kernel's switches for paths that otherwise follow the machine's core count.
+void ForEachSetting(const char* name, std::initializer_list<const char*> values, const std::function<void()>& body) {
+  for (const char* value : values) {
+    SCOPED_TRACE(std::string(name) + "=" + value);
+    setenv(name, value, 1);
+    body();
+  }
+  unsetenv(name);
+}
+
 TEST(KernelVsReference, DecodeAtEverySliceCount) {
-  for (const char* slices : {"1", "2", "3", "8"}) {
-    SCOPED_TRACE(std::string("INFLLMV2_DECODE_SLICES=") + slices);
-    setenv("INFLLMV2_DECODE_SLICES", slices, 1);
+  ForEachSetting("INFLLMV2_DECODE_SLICES", {"1", "2", "3", "8"}, [] {
     for (int mode : {1, 2}) {
       Case c;
       c.past_capacity = 9000;
@@ -170,17 +181,14 @@ TEST(KernelVsReference, DecodeAtEverySliceCount) {
       c.seed = 450 + mode;
       ExpectMatchesReference(c);
     }
-  }
-  unsetenv("INFLLMV2_DECODE_SLICES");
+  });
 }
 
 // Whether a decode step runs as one phase (each (b, h) selected and attended by one thread) follows
 // the core count (DecodeOnePhase; INFLLMV2_DECODE_ONE_PHASE forces it): both ways merge to the
 // reference, with one KV head and with three, below and beyond the budget in one ragged batch.
 TEST(KernelVsReference, DecodeInOnePhaseAndInSeveral) {
-  for (const char* one_phase : {"0", "1"}) {
-    SCOPED_TRACE(std::string("INFLLMV2_DECODE_ONE_PHASE=") + one_phase);
-    setenv("INFLLMV2_DECODE_ONE_PHASE", one_phase, 1);
+  ForEachSetting("INFLLMV2_DECODE_ONE_PHASE", {"0", "1"}, [] {
     for (int64_t kv : {1, 3}) {
       Case c;
       c.batch = 2;
@@ -194,8 +202,7 @@ TEST(KernelVsReference, DecodeInOnePhaseAndInSeveral) {
       c.seed = 470 + static_cast<int>(kv);
       ExpectMatchesReference(c);
     }
-  }
-  unsetenv("INFLLMV2_DECODE_ONE_PHASE");
+  });
 }
 
 TEST(SparseVsReference, SmallBudgetPrefillDecodeChunked) {

@@ -162,8 +162,9 @@ void RunDecode(const Call<T>& c, const ParallelFor& pf) {
     dense_lo[bh] = tp.dense_lo;
     needs_stage1[bh] = tp.needs_stage1;
   }
-  // With at least as many (b, h) as cores, each attends as soon as its list is final, in the
-  // selection's phase (no barrier between the stages); else the attention is sliced after it.
+  // Where DecodeOnePhase (at least as many (b, h) as cores), each attends as soon as its list is
+  // final, in the selection's phase (no barrier between the stages); else the attention is sliced
+  // after it.
   const std::function<void(int64_t)> attend = [&](int64_t bh) {
     WriteSelection(c, bh, 0, lens[bh], lists.data() + bh * K);
     AttendDecodeWhole(c, mk, q_rows[bh], bh, lens[bh], dense_lo[bh], lists.data() + bh * K);

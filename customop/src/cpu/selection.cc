@@ -101,6 +101,7 @@ bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   // merged by the last slice of each (b, h) to be scored. The scores are written in full before they are read (no zero
   // fill). The scores and group sums of every (b, h) share one buffer that the calling thread keeps between steps
   // (ReusedScratch): no fresh pages per step. Per (b, h): ws x n1 scores, then n1 group sums.
+  const int64_t ws = QueryLanes::ScoreStride(mk, G, D);  // the floats of one window's scores (sq[bh].ws)
   std::vector<float*> scores(static_cast<size_t>(BH), nullptr), group_scores(static_cast<size_t>(BH), nullptr);
   std::vector<size_t> at(static_cast<size_t>(BH), 0);
   std::vector<QueryLanes> sq(static_cast<size_t>(BH));
@@ -111,13 +112,13 @@ bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     levels[bh] = LevelsOf(c.rules, c.Entry(bh / Hkv), c.Past(bh / Hkv));
     sq[bh].Set(mk, q_rows[bh].q, G, D);
     at[bh] = total;
-    total += static_cast<size_t>((sq[bh].ws + 1) * std::max<int64_t>(ck[bh].n1, 1));
+    total += static_cast<size_t>((ws + 1) * std::max<int64_t>(ck[bh].n1, 1));
   }
   const ReusedScratch<float> buffer(total);
   for (int64_t bh = 0; bh < BH; ++bh)
     if (needs_stage1[bh]) {
       scores[bh] = buffer.data() + at[bh];
-      group_scores[bh] = scores[bh] + sq[bh].ws * std::max<int64_t>(ck[bh].n1, 1);
+      group_scores[bh] = scores[bh] + ws * std::max<int64_t>(ck[bh].n1, 1);
     }
   const int64_t S = DecodeSlices(BH);
   auto slice_range = [S](int64_t count, int64_t slice) {
@@ -126,7 +127,6 @@ bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
   };
   // Normalizer partials: per slice, the rows it could add itself (scoring phase), then the rows
   // that straddle into the next slice (once all are scored); 2 * S partials per (b, h).
-  const int64_t ws = QueryLanes::ScoreStride(mk, G, D);  // the floats of one window's scores
   std::vector<float> lse_m(static_cast<size_t>(BH * 2 * S * ws));
   std::vector<float> lse_l(lse_m.size());
   auto lse_at = [&](int64_t bh, int64_t i) { return static_cast<size_t>((bh * 2 * S + i) * ws); };
@@ -148,7 +148,7 @@ bool SelectDecodeSliced(const Call<T>& c, const Microkernels& mk, const Parallel
     lens[bh] =
         SelectFromScores(c.rules, c.Past(bh / Hkv), group_scores[bh], levels[bh].nvis1, candidates, lists + bh * K);
   };
-  // One phase where there are at least as many (b, h) as cores: the last slice of a (b, h) to be
+  // One phase where DecodeOnePhase (at least as many (b, h) as cores): the last slice of a (b, h) to be
   // scored (its acquire of the countdown sees every slice's scores) finishes its normalizers, sums
   // all its windows, ranks its blocks and, given `attend`, attends with them (a (b, h) without
   // stage 1: its first slice attends). Fewer (b, h): that slice finishes the normalizers, then a

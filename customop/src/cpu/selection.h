@@ -114,9 +114,9 @@ int64_t SelectToken(const Call<T>& c, const Microkernels& mk, const CompressedKe
 
 // The same steps for the one token of each (b, h) of a decode step with needs_stage1[bh] set, each
 // step split into DecodeSlices(BH) slices of the windows that run in parallel (the normalizers'
-// partials merged, and with at least as many (b, h) as cores the blocks ranked, by the last slice
-// of each (b, h) to be scored), so that every thread works. Writes lens[bh] and the list at
-// lists + bh * budget. Given `attend` and at least as many (b, h) as cores, the same phase calls
+// partials merged, and where DecodeOnePhase the blocks ranked, by the last slice of each (b, h) to
+// be scored), so that every thread works. Writes lens[bh] and the list at lists + bh * budget.
+// Given `attend` and where DecodeOnePhase (at least as many (b, h) as cores), the same phase calls
 // attend(bh) for every (b, h) once its list is final (on the thread that made it), books the time
 // spent there in *attend_ms (profiling; not in the selection parts) and returns true; else false
 // (the caller attends).

@@ -14,10 +14,7 @@ class StageTimer {
  public:
   explicit StageTimer(KernelProfile* p) : p_(p), last_(std::chrono::steady_clock::now()) {}
   void Mark(double KernelProfile::*slot) {
-    if (p_ == nullptr) return;
-    const auto now = std::chrono::steady_clock::now();
-    p_->*slot += std::chrono::duration<double, std::milli>(now - last_).count();
-    last_ = now;
+    if (p_ != nullptr) p_->*slot += Lap();
   }
   // The time since the last mark split over slots[i] by part i's share of `parts` (a phase that
   // recorded nothing: all of it to the first slot). A null slot's time is not added: it is returned,
@@ -25,8 +22,7 @@ class StageTimer {
   template <class Parts, size_t N>
   double MarkParts(double KernelProfile::*const (&slots)[N], const Parts& parts) {
     if (p_ == nullptr) return 0.0;
-    const auto now = std::chrono::steady_clock::now();
-    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    const double ms = Lap();
     double given = 0, returned = 0;
     for (size_t i = 1; i < N; ++i) {
       const double part = ms * parts.Share(i);
@@ -37,29 +33,31 @@ class StageTimer {
         returned += part;
     }
     p_->*slots[0] += ms - given;
-    last_ = now;
     return returned;
   }
   // The time since the last mark to `a`, less `ms_to_b` of it, which goes to `b`.
   void MarkMoving(double KernelProfile::*a, double KernelProfile::*b, double ms_to_b) {
     if (p_ == nullptr) return;
-    const auto now = std::chrono::steady_clock::now();
-    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    const double ms = Lap();
     p_->*a += ms - ms_to_b;
     p_->*b += ms_to_b;
-    last_ = now;
   }
   // The time since the last mark, `share` of it to `a` and the rest to `b`.
   void MarkSplit(double KernelProfile::*a, double KernelProfile::*b, double share) {
     if (p_ == nullptr) return;
-    const auto now = std::chrono::steady_clock::now();
-    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    const double ms = Lap();
     p_->*a += ms * share;
     p_->*b += ms * (1.0 - share);
-    last_ = now;
   }
 
  private:
+  // Milliseconds since the last mark; the mark moves to now.
+  double Lap() {
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last_).count();
+    last_ = now;
+    return ms;
+  }
   KernelProfile* p_;
   std::chrono::steady_clock::time_point last_;
 };
