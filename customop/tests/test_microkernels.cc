@@ -209,7 +209,7 @@ TEST(Microkernels, FewRowsScoresMatchDotProductsAndZeroThePadding) {
     ASSERT_TRUE(mk->few_rows_max >= 1 && 2 * mk->few_rows_max <= mk->width);
     for (int rows = 1; rows <= mk->few_rows_max; ++rows)
       for (int64_t gw : FewRowsStrides(*mk, rows))
-        for (int64_t d : {int64_t{mk->width}, int64_t{6 * mk->width}}) {
+        for (int64_t d : {int64_t{mk->width}, int64_t{6 * mk->width}, int64_t{8 * mk->width}}) {  // 8W: D >= 128
           for (int n : {1, 3, 37, 64}) {  // partial key groups of every size
             const auto q = Random(static_cast<size_t>(rows * d), 7);
             const auto k = Random(static_cast<size_t>(n * d), 8);
@@ -217,8 +217,11 @@ TEST(Microkernels, FewRowsScoresMatchDotProductsAndZeroThePadding) {
             for (size_t i = 0; i < k.size(); ++i) kh[i] = FromFloat<Float16>(k[i]).bits;
             // One sentinel row after the n rows: nothing is written past them.
             std::vector<float> out(static_cast<size_t>((n + 1) * gw), 9.0f), out_h(out.size(), 9.0f);
-            mk->scores_few_rows(q.data(), rows, k.data(), n, d, 0.25f, out.data(), gw, k.data(), 5);
-            mk->scores_few_rows_half(q.data(), rows, kh.data(), n, d, 0.25f, out_h.data(), gw, nullptr, 0);
+            // The kernels' own query layout, in a buffer of exactly the size the contract names.
+            std::vector<float> laid(static_cast<size_t>(mk->few_rows_max * d));
+            mk->few_rows_layout(q.data(), rows, d, laid.data());
+            mk->scores_few_rows(laid.data(), rows, k.data(), n, d, 0.25f, out.data(), gw, k.data(), 5);
+            mk->scores_few_rows_half(laid.data(), rows, kh.data(), n, d, 0.25f, out_h.data(), gw, nullptr, 0);
             for (int j = 0; j < n; ++j)
               for (int64_t g = 0; g < gw; ++g) {
                 double want = 0.0, want_h = 0.0;

@@ -28,11 +28,11 @@ inline void ScoreTile(const Microkernels& mk, const float* qt, int64_t gw, const
 }
 inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const float* k, int n, int64_t d,
                              float scale, float* out, const void* pf, int64_t pf_lines) {
-  mk.scores_few_rows(ql.rows_major.data(), static_cast<int>(ql.rows), k, n, d, scale, out, ql.ws, pf, pf_lines);
+  mk.scores_few_rows(ql.few_rows.data(), static_cast<int>(ql.rows), k, n, d, scale, out, ql.ws, pf, pf_lines);
 }
 inline void FewRowsScoreTile(const Microkernels& mk, const QueryLanes& ql, const Float16* k, int n, int64_t d,
                              float scale, float* out, const void* pf, int64_t pf_lines) {
-  mk.scores_few_rows_half(ql.rows_major.data(), static_cast<int>(ql.rows), reinterpret_cast<const uint16_t*>(k), n, d,
+  mk.scores_few_rows_half(ql.few_rows.data(), static_cast<int>(ql.rows), reinterpret_cast<const uint16_t*>(k), n, d,
                           scale, out, ql.ws, pf, pf_lines);
 }
 inline void AccumulateTile(const Microkernels& mk, float* acc, int64_t as, int rows, const float* p, int64_t pr,
@@ -92,7 +92,7 @@ void AttendBlocks(const Call<T>& c, const Microkernels& mk, const AttendWork& w,
   std::vector<char> vector_used(static_cast<size_t>(gw / W));
   // A decode step's few heads (QueryLanes::FewRows): scored by the few-rows kernel and accumulated
   // as rows, both at a cost proportional to the heads rather than to the vector width.
-  const bool few = !ql.rows_major.empty();
+  const bool few = !ql.few_rows.empty();
   const bool lanes = LaneMajorAccumulators(mk, D) && !few;
   if (lanes) {
     sc.acc_lanes.assign(static_cast<size_t>(gw * D), 0.0f);

@@ -33,9 +33,12 @@ struct Microkernels {
   // of keys at a time as they are scored.
   void (*scores_key_major_half)(const float* qt, int64_t gw, const uint16_t* k, int n, int64_t d, float scale,
                                 float* out, const void* pf, int64_t pf_lines);
-  // The same key-major scores for few query rows (rows <= few_rows_max, d a multiple of width), the
-  // rows row-major at q + r * d: out[j * gw + r] = scale * dot(q + r * d, k + j * d) for r < rows,
-  // 0 for rows <= r < gw. A decode step's few heads cost a share of a vector each, not one each.
+  // The query rows (rows <= few_rows_max, d a multiple of width; row-major at q + r * d) laid out
+  // for the few-rows score kernels, once per step: at most few_rows_max * d floats at out.
+  void (*few_rows_layout)(const float* q, int rows, int64_t d, float* out);
+  // The same key-major scores for few query rows, q as few_rows_layout wrote it for these rows and
+  // d: out[j * gw + r] = scale * dot(row r, k + j * d) for r < rows, 0 for rows <= r < gw. A decode
+  // step's few heads cost a share of a vector each, not one each.
   // gw: a multiple of width, or compact: the rows rounded up to a power of two (below width).
   void (*scores_few_rows)(const float* q, int rows, const float* k, int n, int64_t d, float scale, float* out,
                           int64_t gw, const void* pf, int64_t pf_lines);

@@ -20,10 +20,10 @@ struct QueryLanes {
   // when blocked; padding rows 0.
   std::vector<float> qt;
   std::vector<float> lse;  // stage 1: [ws] normalizers, +inf on padding heads (they add nothing)
-  // One token's few heads (G <= few_rows_max, D a multiple of width): the rows again, row-major,
-  // for the few-rows score kernel (which spends the lanes on rows of several keys instead of on
-  // padding rows); empty otherwise.
-  std::vector<float> rows_major;
+  // One token's few heads (G <= few_rows_max, D a multiple of width): the rows again, as
+  // few_rows_layout lays them out for the few-rows score kernels (which spend the lanes on rows of
+  // several keys instead of on padding rows); empty otherwise.
+  std::vector<float> few_rows;
   int64_t rows = 0;
 
   static bool FewRows(const Microkernels& mk, int64_t tokens, int64_t G, int64_t D) {
@@ -55,8 +55,11 @@ struct QueryLanes {
     ws = tokens == 1 ? ScoreStride(mk, G, D) : gw;
     lse.assign(static_cast<size_t>(ws), std::numeric_limits<float>::infinity());
     rows = tokens * G;
-    rows_major.clear();
-    if (FewRows(mk, tokens, G, D)) rows_major.assign(q, q + G * D);
+    few_rows.clear();
+    if (FewRows(mk, tokens, G, D)) {
+      few_rows.assign(static_cast<size_t>(mk.few_rows_max * D), 0.0f);
+      mk.few_rows_layout(q, static_cast<int>(G), D, few_rows.data());
+    }
   }
 };
 

@@ -37,13 +37,13 @@ inline void Stage1Scores(const Microkernels& mk, const QueryLanes& sq, const Com
   if (j1 <= j0) return;
   constexpr int64_t kAhead = 64;
   const int64_t pf_rows = std::max<int64_t>(0, j1 - j0 - kAhead);
-  if (!sq.rows_major.empty()) {
+  if (!sq.few_rows.empty()) {
     const int rows = static_cast<int>(sq.rows), n = static_cast<int>(j1 - j0);
     if (ck.k1 != nullptr)
-      mk.scores_few_rows(sq.rows_major.data(), rows, ck.k1 + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
+      mk.scores_few_rows(sq.few_rows.data(), rows, ck.k1 + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
                          pf_rows > 0 ? ck.k1 + (j0 + kAhead) * D : nullptr, pf_rows * D * 4 / 64);
     else
-      mk.scores_few_rows_half(sq.rows_major.data(), rows, ck.k1_half + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
+      mk.scores_few_rows_half(sq.few_rows.data(), rows, ck.k1_half + j0 * D, n, D, scale, scores + j0 * sq.ws, sq.ws,
                               pf_rows > 0 ? ck.k1_half + (j0 + kAhead) * D : nullptr, pf_rows * D * 2 / 64);
     return;
   }
