@@ -19,9 +19,9 @@ constexpr int kMaxRows = 4;     // rows per accumulate call
 struct Microkernels {
   const char* isa;
   int width;  // floats per vector
-  // The most query rows the few-rows score kernels take (width / 4; width / 2 at 16 lanes, where a
-  // key element serves 8 rows of two keys at once): a decode step with at most this many heads per
-  // KV head scores with them.
+  // The most query rows the few-rows score kernels take (width / 2 from 8 lanes up, width / 4 below;
+  // they run 8-lane vectors at most, each lane a row and a run of d): a decode step with at most
+  // this many heads per KV head scores with them.
   int few_rows_max;
   // Both attention kernels take a prefetch stream: `pf_lines` 64-byte lines from `pf` (what the
   // caller reads next: the next block's key or value rows), prefetched into L2 one per inner step
