@@ -12,8 +12,11 @@ public static class CommandRunner
         {
             return body();
         }
+        // An out-of-range or null argument is a call of ours gone wrong (the inputs are checked with
+        // messages of their own), so it is reported as an internal error, with its stack under --verbose.
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException or InvalidDataException
-                                       or OnnxRuntimeException or ArgumentException or NotSupportedException
+                                       or OnnxRuntimeException or NotSupportedException
+                                       or (ArgumentException and not (ArgumentOutOfRangeException or ArgumentNullException))
                                        or IOException or UnauthorizedAccessException or UsageException
                                        or InvalidOperationException)  // a session state the input led to (e.g. a full KV cache)
         {

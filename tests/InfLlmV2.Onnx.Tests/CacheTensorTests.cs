@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using InfLlmV2.Onnx.Session;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
@@ -24,6 +25,25 @@ public class CacheTensorTests
         data[^1] = 3f;  // the whole tensor is writable
         bool thpInKernel = OperatingSystem.IsLinux() && File.Exists("/sys/kernel/mm/transparent_hugepage/enabled");
         Assert.Equal(thpInKernel, t.HugePagesAdvised);
+    }
+
+    [Fact]
+    public void BufferOfMoreThanTwoGibibytesIsZeroedToItsEnd()
+    {
+        // 2 GiB + 64 bytes of fp32 (as B = 16 x 8 KV heads x 32k x 128 and a little more): larger
+        // than any span, which is how the bench's batched Llama-3-8B case first failed.
+        long[] shape = [1, 1, (1L << 29) + 16];
+        using var t = new CacheTensor(TensorElementType.Float, shape);
+        Assert.Equal(shape, t.Value.GetTensorTypeAndShape().Shape);
+        long bytes = 4 * shape[2];
+        Assert.True(bytes > int.MaxValue);
+        foreach (long at in new[] { 0L, (1L << 31) - 4, 1L << 31, bytes - 4 })
+        {
+            var p = (IntPtr)(t.Data.ToInt64() + at);
+            Assert.Equal(0, Marshal.ReadInt32(p));
+            Marshal.WriteInt32(p, 7);  // the buffer's last bytes are its own
+            Assert.Equal(7, Marshal.ReadInt32(p));
+        }
     }
 
     [Fact]

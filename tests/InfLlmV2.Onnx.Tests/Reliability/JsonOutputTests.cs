@@ -70,6 +70,15 @@ public class JsonOutputTests(ChatFolders folders) : IClassFixture<ChatFolders>
                 Console.SetError(err);
                 CommandRunner.Guard(() => throw new InvalidDataException("a user error"));
                 Assert.Single(err.ToString().Trim().Split('\n'));
+                // A span or index out of range is ours (as the bench's 2 GiB cache once was), not the input's.
+                err = new StringWriter();
+                Console.SetError(err);
+                Assert.Equal(ExitCodes.BadInput, CommandRunner.Guard(() => throw new ArgumentOutOfRangeException()));
+                Assert.StartsWith("error: " + CommandRunner.InternalErrorPrefix + " ArgumentOutOfRangeException", err.ToString());
+                err = new StringWriter();
+                Console.SetError(err);
+                CommandRunner.Guard(() => throw new ArgumentException("a bad option value"));
+                Assert.Equal("error: a bad option value", err.ToString().Trim());
             }
         }
         finally
