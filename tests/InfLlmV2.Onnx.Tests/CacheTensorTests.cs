@@ -47,6 +47,23 @@ public class CacheTensorTests
     }
 
     [Fact]
+    public void BenchCopiesValuesInInChunks()
+    {
+        // More than one 256 Ki-element chunk, and a partial last one.
+        var data = InfLlmV2.Onnx.Cli.Bench.AttentionBenchCases.Random((1 << 18) * 2 + 5, 9);
+        foreach (bool fp16 in new[] { false, true })
+        {
+            using var t = new CacheTensor(fp16 ? TensorElementType.Float16 : TensorElementType.Float, [1, 1, data.Length]);
+            InfLlmV2.Onnx.Cli.Bench.AttentionBenchCases.CopyIn(data, t.Data, fp16);
+            float[] back = fp16
+                ? t.Value.GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray()
+                : t.Value.GetTensorDataAsSpan<float>().ToArray();
+            for (int i = 0; i < data.Length; i++)
+                Assert.True(back[i] == (fp16 ? (float)(Float16)data[i] : data[i]), $"element {i} (fp16: {fp16})");
+        }
+    }
+
+    [Fact]
     public void SmallFp16BufferIsNotAdvised()
     {
         using var t = new CacheTensor(TensorElementType.Float16, [1, 1, 16, 8]);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using InfLlmV2.Onnx.GraphTools;
 using InfLlmV2.Onnx.GraphTools.Proto;
@@ -41,6 +42,25 @@ internal static class AttentionBenchCases
         var a = new float[n];
         for (int i = 0; i < n; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
         return a;
+    }
+
+    // `data` into the native buffer at `at` (fp16: each value rounded), in chunks: a span over a
+    // tensor of 2 GiB or more cannot be made (B = 16 x 8 KV heads x 32k x 128 fp32 is 2 GiB).
+    internal static void CopyIn(float[] data, IntPtr at, bool fp16)
+    {
+        const int Chunk = 1 << 18;
+        var halves = fp16 ? new short[Math.Min(Chunk, data.Length)] : [];
+        for (int i = 0; i < data.Length; i += Chunk)
+        {
+            int n = Math.Min(Chunk, data.Length - i);
+            if (!fp16)
+            {
+                Marshal.Copy(data, i, (IntPtr)((long)at + 4L * i), n);
+                continue;
+            }
+            for (int j = 0; j < n; j++) halves[j] = unchecked((short)((Float16)data[i + j]).value);
+            Marshal.Copy(halves, 0, (IntPtr)((long)at + 2L * i), n);
+        }
     }
 
     /// <summary>
@@ -94,10 +114,7 @@ internal static class AttentionBenchCases
             {
                 var t = new CacheTensor(fp16 ? TensorElementType.Float16 : TensorElementType.Float, shape);
                 _caches.Add(t);
-                if (fp16)
-                    data.Select(x => (Float16)x).ToArray().CopyTo(t.Value.GetTensorMutableDataAsSpan<Float16>());
-                else
-                    data.CopyTo(t.Value.GetTensorMutableDataAsSpan<float>());
+                CopyIn(data, t.Data, fp16);
                 return t.Value;
             }
             var cacheK = caches?._cacheK ?? Cache(key, [batch, hkv, ctx, d]);
