@@ -19,6 +19,7 @@ internal sealed class CacheTensor : IDisposable
     private const int MadviseHugePage = 14;  // MADV_HUGEPAGE, the same on x86-64 and AArch64
 
     private IntPtr _allocation;
+    private long _pressure;
 
     /// <summary>The tensor over the buffer (disposed with this object).</summary>
     public OrtValue Value { get; }
@@ -55,6 +56,10 @@ internal sealed class CacheTensor : IDisposable
                 && Madvise(Data, (nuint)rounded, MadviseHugePage) == 0;
             Value = OrtValue.CreateTensorValueWithData(OrtMemoryInfo.DefaultInstance, type, shape, Data, bytes);
             ZeroFill(Data, bytes);  // the first write: huge pages, where given, fault in now
+            // The collector sees none of this memory otherwise, and could leave gigabytes of dead
+            // managed arrays uncollected next to it (the bench's B = 16 caches ran out of memory so).
+            _pressure = rounded + align;
+            GC.AddMemoryPressure(_pressure);
         }
         catch
         {
@@ -84,5 +89,7 @@ internal sealed class CacheTensor : IDisposable
         Value.Dispose();
         Marshal.FreeHGlobal(_allocation);
         _allocation = IntPtr.Zero;
+        if (_pressure > 0) GC.RemoveMemoryPressure(_pressure);
+        _pressure = 0;
     }
 }
